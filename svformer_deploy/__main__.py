@@ -1,0 +1,3 @@
+from svformer_deploy.cli import main
+
+main()

@@ -1,0 +1,51 @@
+"""The ``svformer-deploy`` command line: a thin layer of Typer commands over the library.
+
+Each command lives in its own module and registers itself on :data:`app`; this module only wires them
+together and turns :class:`~svformer_deploy.errors.SVFormerDeployError` into one line on stderr and a
+non-zero exit (``--debug`` shows the full traceback instead).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from svformer_deploy.errors import SVFormerDeployError
+
+app = typer.Typer(
+    name="svformer-deploy",
+    help="Take a spiking video transformer (SVFormer) from a PyTorch checkpoint to neuromorphic formats, "
+    "and report what it costs in energy.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_STATE = {"debug": False}
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")] = False,
+) -> None:
+    _STATE["debug"] = debug
+
+
+# Command modules register themselves on ``app`` when imported.
+from svformer_deploy.cli import info as _info  # noqa: E402,F401
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: run the CLI and exit with its status code."""
+    _STATE["debug"] = "--debug" in (sys.argv[1:] if argv is None else argv)
+    command = typer.main.get_command(app)
+    try:
+        # standalone mode: usage errors, --help and Ctrl-C are handled (and exited) by the CLI framework
+        command.main(args=argv, prog_name="svformer-deploy")
+    except SVFormerDeployError as err:
+        if _STATE["debug"]:
+            raise
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(err.exit_code)

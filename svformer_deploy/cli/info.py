@@ -1,0 +1,34 @@
+"""``svformer-deploy info``: build a registered model (or load a checkpoint) and print its summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from svformer_deploy.cli import app
+
+
+@app.command()
+def info(
+    name_or_ckpt: Annotated[str, typer.Argument(help="A registered model name (see `svformer-deploy models`) or a checkpoint file.")],
+) -> None:
+    """Print parameters, T, input size, per-layer output shapes and neuron layers of a model."""
+    from rich.console import Console
+
+    from svformer_deploy.models.summary import load_model_or_name, summarize
+
+    model, meta = load_model_or_name(name_or_ckpt)
+    Console().print(summarize(model, meta))
+
+
+@app.command("models")
+def models_cmd() -> None:
+    """List the registered model configs."""
+    from svformer_deploy.models import get_config, list_models
+
+    for name in list_models():
+        c = get_config(name)
+        typer.echo(f"{name:18s} T={c.num_frames:<3d} {c.img_size}x{c.img_size}  widths={list(c.embed_dims)} "
+                   f"depths={list(c.depths)} classes={c.num_classes} bn={c.bn}")

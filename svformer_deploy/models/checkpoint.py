@@ -1,0 +1,178 @@
+"""Checkpoints: one file holds the weights, the model config and everything needed to use it.
+
+Format (version :data:`FORMAT_VERSION`), a dict saved with ``torch.save`` and read with
+``torch.load(weights_only=True)`` -- only tensors and plain Python containers, never pickled objects::
+
+    {"format": "svformer-deploy-checkpoint", "format_version": 1,
+     "model_name": str, "config": {...SVFormerConfig fields...},
+     "state_dict": {name: Tensor}, "meta": {...JSON-able: class_names, training command, metrics...},
+     "extra": {...tensors/containers: optimizer, scheduler, RNG state for --resume (optional)...}}
+
+Writes are atomic: the file is written next to the target and renamed over it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from svformer_deploy.errors import (
+    CheckpointFormatError,
+    CheckpointNotFoundError,
+    ConfigError,
+    NonFiniteWeightsError,
+    ShapeMismatchError,
+    UnsafeCheckpointError,
+)
+from svformer_deploy.models.config import SVFormerConfig
+
+__all__ = ["FORMAT_VERSION", "save_checkpoint", "load_checkpoint", "read_checkpoint", "load_state_dict_checked",
+           "file_sha256", "atomic_write"]
+
+FORMAT = "svformer-deploy-checkpoint"
+FORMAT_VERSION = 1
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file (recorded in exports to tie them to their checkpoint)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_write(path: str | os.PathLike, write: Any) -> Path:
+    """Call ``write(tmp_path)`` on a temporary file in the target's folder, then rename it onto ``path``.
+
+    On any error the temporary file is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _model_config(model: nn.Module) -> SVFormerConfig:
+    cfg = getattr(model, "config", None)
+    if not isinstance(cfg, SVFormerConfig):
+        raise ConfigError(f"{type(model).__name__} has no SVFormerConfig in .config; build models with create_model()")
+    return cfg
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, extra: dict[str, Any] | None = None,
+                    **meta: Any) -> Path:
+    """Write ``model`` (weights and config) and JSON-able ``meta`` (class names, metrics, command...) atomically.
+
+    ``extra`` holds tensors and plain containers needed to resume training (optimizer state, RNG states).
+    """
+    cfg = _model_config(model)
+    try:
+        json.dumps(meta)
+    except TypeError as err:
+        raise ConfigError(f"checkpoint metadata must be JSON-serialisable: {err}") from err
+    # unwrap DistributedDataParallel / torch.compile wrappers
+    module = getattr(model, "module", model)
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model_name": cfg.name,
+        "config": cfg.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+        "meta": meta,
+        "extra": extra or {},
+    }
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Safely read and validate the raw checkpoint dict (``weights_only=True``: no code is unpickled)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointNotFoundError(f"checkpoint {path} does not exist; check the path "
+                                      "(train one with `svformer-deploy train` or use the shipped one)")
+    if path.is_dir():
+        raise CheckpointFormatError(f"{path} is a directory, not a checkpoint file; pass the .pt file inside it")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        msg = str(err)
+        if "weights_only" in msg or "Unsupported global" in msg or "GLOBAL" in msg:
+            raise UnsafeCheckpointError(
+                f"{path} contains pickled Python objects that are not plain tensors or containers; it was refused "
+                "(loading it could run arbitrary code). Re-save it as a state dict (torch.save(model.state_dict())) "
+                "and import it with import_official(), or save it with save_checkpoint()") from err
+        raise CheckpointFormatError(f"{path} is not a readable checkpoint ({msg.splitlines()[0]}); "
+                                    "is it truncated or not a PyTorch file? Re-copy or re-train it") from err
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
+        raise CheckpointFormatError(f"{path} is not a readable checkpoint ({str(err).splitlines()[0]}); "
+                                    "the file is truncated or corrupt: re-copy or re-train it") from err
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointFormatError(
+            f"{path} is a PyTorch file but not an svformer-deploy checkpoint (no '{FORMAT}' header); "
+            "for a checkpoint of the official SVFormer code use import_official() / `svformer-deploy import-official`")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise CheckpointFormatError(f"{path} has checkpoint format version {payload.get('format_version')}, this "
+                                    f"svformer-deploy reads version {FORMAT_VERSION}; upgrade svformer-deploy")
+    for key in ("config", "state_dict", "meta"):
+        if not isinstance(payload.get(key), dict):
+            raise CheckpointFormatError(f"{path} lacks its '{key}' section; the file is damaged: re-save it")
+    return payload
+
+
+def load_state_dict_checked(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """Load weights strictly, naming every missing, unexpected, mis-shaped or non-finite tensor."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    if missing or unexpected:
+        raise ShapeMismatchError(f"{source}: weights do not match the model config (missing {missing[:5]}"
+                                 f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
+                                 f"{'...' if len(unexpected) > 5 else ''}); the file's config and weights disagree")
+    bad = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in state_dict.items()
+           if tuple(v.shape) != tuple(own[k].shape)]
+    if bad:
+        raise ShapeMismatchError(f"{source}: {len(bad)} tensor(s) have the wrong shape ({'; '.join(bad[:3])}); "
+                                 "the weights were trained for another config (num_classes, T, widths?)")
+    nonfinite = [k for k, v in state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if nonfinite:
+        raise NonFiniteWeightsError(f"{source}: NaN or Inf in {len(nonfinite)} tensor(s) ({', '.join(nonfinite[:3])}); "
+                                    "training diverged: use an earlier checkpoint or lower the learning rate")
+    model.load_state_dict(state_dict, strict=True)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+                    ) -> tuple["SVFormer", dict[str, Any]]:  # noqa: F821
+    """Rebuild the model from the file alone. Returns ``(model in eval mode, meta)``.
+
+    ``meta`` is the JSON-able metadata saved with the weights plus ``"model_name"``, ``"config"``,
+    ``"sha256"`` (of the file) and ``"extra"`` (resume state, may be empty).
+    """
+    from svformer_deploy.models._registry import create_model
+
+    payload = read_checkpoint(path)
+    cfg = SVFormerConfig.from_dict(payload["config"])
+    model = create_model(cfg)
+    load_state_dict_checked(model, payload["state_dict"], str(path))
+    model.eval().to(map_location)
+    meta = dict(payload["meta"])
+    meta.update(model_name=payload["model_name"], config=payload["config"], sha256=file_sha256(path),
+                extra=payload.get("extra", {}))
+    return model, meta

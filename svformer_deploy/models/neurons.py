@@ -1,0 +1,132 @@
+"""Multi-step parametric LIF (PLIF) neurons, as in SVFormer's reference (spikingjelly 0.0.0.0.14).
+
+Per timestep t, per element (decay_input=True, V_reset = 0, hard reset)::
+
+    H[t] = V[t-1] + (X[t] - V[t-1]) / tau          charge (forward-Euler leaky integration)
+    S[t] = 1 if H[t] >= V_th else 0                  fire  (Heaviside; equality fires)
+    V[t] = H[t] * (1 - S[t])                         hard reset to 0, reset detached from the gradient
+
+with ``1/tau = sigmoid(w)``, one learnable scalar ``w`` per neuron layer, ``V[-1] = 0``, V_th = 1.
+The backward pass uses the ATan surrogate ``dS/dH = alpha / (2 (1 + (pi/2 alpha (H - V_th))^2))``.
+
+State never outlives one forward call: a forward over (T, B, ...) starts from V = 0, so no ``reset_net``
+is needed between clips (the reference must call it). The multi-step loop and its backward through time
+are written out by hand in :class:`_PLIFMultiStep`, which saves one tensor of H per timestep instead of the
+autograd graph of every elementwise op.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["SpikingNeuron", "PLIF", "ReLUNeuron", "plif_step", "plif_multistep"]
+
+
+def plif_step(x: Tensor, v: Tensor, inv_tau: Tensor | float, v_threshold: float = 1.0) -> tuple[Tensor, Tensor]:
+    """One PLIF update. Returns ``(spike, v_next)``; ``spike`` has the dtype of ``x`` and values in {0, 1}.
+
+    ``h = v + (x - v) * inv_tau``; ``spike = h >= v_threshold``; ``v_next = h * (1 - spike)``.
+    """
+    h = v + (x - v) * inv_tau
+    fired = h >= v_threshold
+    return fired.to(x.dtype), h.masked_fill(fired, 0.0)
+
+
+class _PLIFMultiStep(torch.autograd.Function):
+    """PLIF over T steps with a hand-written BPTT (detach_reset=True, ATan surrogate)."""
+
+    @staticmethod
+    def forward(ctx, x_seq: Tensor, w: Tensor, v_threshold: float, alpha: float) -> Tensor:  # type: ignore[override]
+        k = torch.sigmoid(w).to(x_seq.dtype)
+        h_seq = torch.empty_like(x_seq)
+        s_seq = torch.empty_like(x_seq)
+        v = torch.zeros_like(x_seq[0])
+        for t in range(x_seq.shape[0]):
+            h = v + (x_seq[t] - v) * k  # separate mul and add (no FMA): rounds as the reference does
+            fired = h >= v_threshold
+            h_seq[t] = h
+            s_seq[t] = fired
+            v = h.masked_fill(fired, 0.0)
+        ctx.save_for_backward(x_seq, h_seq, k)
+        ctx.v_threshold = v_threshold
+        ctx.alpha = alpha
+        return s_seq
+
+    @staticmethod
+    def backward(ctx, grad_s: Tensor):  # type: ignore[override]
+        x_seq, h_seq, k = ctx.saved_tensors
+        v_th, alpha = ctx.v_threshold, ctx.alpha
+        grad_x = torch.empty_like(x_seq)
+        grad_k = torch.zeros((), dtype=torch.float64, device=x_seq.device)
+        grad_v = torch.zeros_like(x_seq[0])
+        c = math.pi / 2 * alpha
+        for t in range(x_seq.shape[0] - 1, -1, -1):
+            h = h_seq[t]
+            d = h - v_th
+            # dS/dH (ATan surrogate) and dV/dH = 1 - S (the reset itself is detached)
+            grad_h = grad_s[t] * (alpha / 2) / (1 + (c * d) ** 2) + grad_v.masked_fill_(d >= 0, 0.0)
+            grad_x[t] = grad_h * k
+            if t > 0:
+                hp = h_seq[t - 1]
+                v_prev = hp.masked_fill(hp >= v_th, 0.0)
+                grad_k += (grad_h * (x_seq[t] - v_prev)).sum(dtype=torch.float64)
+            else:
+                grad_k += (grad_h * x_seq[t]).sum(dtype=torch.float64)
+            grad_v = grad_h * (1 - k)
+        grad_w = (grad_k * (k * (1 - k))).to(k.dtype)
+        return grad_x, grad_w, None, None
+
+
+def plif_multistep(x_seq: Tensor, w: Tensor, v_threshold: float = 1.0, alpha: float = 2.0) -> Tensor:
+    """Spikes of a PLIF layer over a whole sequence ``x_seq`` of shape (T, ...), starting from V = 0."""
+    return _PLIFMultiStep.apply(x_seq, w, float(v_threshold), float(alpha))
+
+
+class SpikingNeuron(nn.Module):
+    """Base class of every neuron layer: input (T, B, ...) real currents, output (T, B, ...) of the same shape.
+
+    Spike recording (:func:`svformer_deploy.models.record_spikes`), the energy counter and the exporters
+    find neuron layers by this type.
+    """
+
+    v_threshold: float = 1.0
+    v_reset: float = 0.0
+
+
+class PLIF(SpikingNeuron):
+    """Multi-step parametric LIF layer (see the module docstring for the equations).
+
+    Args:
+        tau_init: initial time constant; ``w = -ln(tau_init - 1)`` so that ``sigmoid(w) = 1/tau_init``.
+        v_threshold: firing threshold V_th (spike when H >= V_th).
+        alpha: ATan surrogate sharpness.
+
+    Shape: input and output (T, B, ...); output values are exactly 0.0 or 1.0.
+    """
+
+    def __init__(self, tau_init: float = 2.0, v_threshold: float = 1.0, alpha: float = 2.0) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor(-math.log(tau_init - 1.0)))
+        self.v_threshold = float(v_threshold)
+        self.alpha = float(alpha)
+
+    @property
+    def tau(self) -> float:
+        """The current membrane time constant, ``1 / sigmoid(w)`` (in timesteps)."""
+        return float(1.0 / torch.sigmoid(self.w.detach()))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return plif_multistep(x, self.w, self.v_threshold, self.alpha)
+
+    def extra_repr(self) -> str:
+        return f"tau={self.tau:.4f}, v_threshold={self.v_threshold}, v_reset=0, alpha={self.alpha}"
+
+
+class ReLUNeuron(SpikingNeuron):
+    """The ANN twin's activation: ``max(x, 0)`` elementwise, in place of a PLIF layer (no state, no spikes)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.relu(x)
