@@ -32,3 +32,22 @@ def models_cmd() -> None:
         c = get_config(name)
         typer.echo(f"{name:18s} T={c.num_frames:<3d} {c.img_size}x{c.img_size}  widths={list(c.embed_dims)} "
                    f"depths={list(c.depths)} classes={c.num_classes} bn={c.bn}")
+
+
+@app.command("import-official")
+def import_official_cmd(
+    path: Annotated[Path, typer.Argument(help="A checkpoint saved by the official SVFormer code (SlowFast .pyth).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the svformer-deploy checkpoint.")],
+    model: Annotated[str, typer.Option(help="Registered config the weights belong to.")] = "svformer_ucf101",
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")] = False,
+) -> None:
+    """Convert an official SVFormer checkpoint into a self-describing svformer-deploy checkpoint."""
+    from svformer_deploy.errors import OutputExistsError
+    from svformer_deploy.models import save_checkpoint
+    from svformer_deploy.models.official import import_official
+
+    if out.exists() and not force:
+        raise OutputExistsError(f"{out} exists; pass --force to overwrite it or choose another --out")
+    net, report = import_official(path, model)
+    save_checkpoint(out, net, source=str(path), import_report=str(report))
+    typer.echo(f"{report}\nwrote {out}")

@@ -1,0 +1,123 @@
+import os
+import pickle
+
+import pytest
+import torch
+
+from svformer_deploy.errors import (
+    CheckpointFormatError,
+    CheckpointNotFoundError,
+    NonFiniteWeightsError,
+    ShapeMismatchError,
+    UnsafeCheckpointError,
+)
+from svformer_deploy.models import create_model, load_checkpoint, save_checkpoint
+from svformer_deploy.models.checkpoint import read_checkpoint
+
+
+@pytest.fixture
+def model():
+    m = create_model("svformer_tiny", num_classes=4, num_frames=4)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return m.eval()
+
+
+def test_roundtrip_rebuilds_model_from_file_alone(tmp_path, model):
+    path = save_checkpoint(tmp_path / "m.pt", model, class_names=list("abcd"), command="svformer-deploy train ...",
+                           extra={"optimizer": {"step": torch.tensor(3)}})
+    loaded, meta = load_checkpoint(path)
+    assert loaded.config == model.config
+    assert meta["class_names"] == list("abcd") and meta["model_name"] == "svformer_tiny"
+    assert len(meta["sha256"]) == 64 and meta["extra"]["optimizer"]["step"].item() == 3
+    x = torch.randn(2, *model.config.input_shape)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    assert not loaded.training
+
+
+def test_failed_write_leaves_nothing(tmp_path, model, monkeypatch):
+    def broken(obj, f, *a, **k):
+        with open(f, "wb") as fh:
+            fh.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken)
+    with pytest.raises(OSError):
+        save_checkpoint(tmp_path / "m.pt", model)
+    assert os.listdir(tmp_path) == []
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(CheckpointNotFoundError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_not_a_checkpoint(tmp_path):
+    p = tmp_path / "x.pt"
+    p.write_bytes(os.urandom(1000))
+    with pytest.raises(CheckpointFormatError, match="truncated or corrupt|not a readable"):
+        load_checkpoint(p)
+
+
+def test_truncated_file(tmp_path, model):
+    p = save_checkpoint(tmp_path / "m.pt", model)
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointFormatError, match="truncated"):
+        load_checkpoint(p)
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /tmp/svformer_pwned",))
+
+
+def test_pickle_with_arbitrary_objects_is_refused_and_not_executed(tmp_path):
+    p = tmp_path / "evil.pt"
+    torch.save({"format": "svformer-deploy-checkpoint", "payload": Evil()}, p)
+    if os.path.exists("/tmp/svformer_pwned"):
+        os.unlink("/tmp/svformer_pwned")
+    with pytest.raises(UnsafeCheckpointError, match="arbitrary code"):
+        load_checkpoint(p)
+    assert not os.path.exists("/tmp/svformer_pwned")
+    # a raw pickle file (not a torch zip) is refused as well
+    raw = tmp_path / "evil.pkl"
+    raw.write_bytes(pickle.dumps(Evil()))
+    with pytest.raises((UnsafeCheckpointError, CheckpointFormatError)):
+        load_checkpoint(raw)
+    assert not os.path.exists("/tmp/svformer_pwned")
+
+
+def test_foreign_checkpoint_points_to_import_official(tmp_path, model):
+    p = tmp_path / "sd.pt"
+    torch.save(model.state_dict(), p)
+    with pytest.raises(CheckpointFormatError, match="import_official"):
+        load_checkpoint(p)
+
+
+def test_shape_mismatch_names_tensor(tmp_path, model):
+    p = save_checkpoint(tmp_path / "m.pt", model)
+    payload = read_checkpoint(p)
+    payload["config"]["num_classes"] = 7
+    torch.save(payload, p)
+    with pytest.raises(ShapeMismatchError, match="head.fc.weight"):
+        load_checkpoint(p)
+
+
+def test_nan_weights(tmp_path, model):
+    with torch.no_grad():
+        model.blocks1[0].conv1.weight[0, 0, 0, 0] = float("nan")
+    p = save_checkpoint(tmp_path / "m.pt", model)
+    with pytest.raises(NonFiniteWeightsError, match="blocks1.0.conv1.weight"):
+        load_checkpoint(p)
+
+
+def test_newer_format_version_is_refused(tmp_path, model):
+    p = save_checkpoint(tmp_path / "m.pt", model)
+    payload = read_checkpoint(p)
+    payload["format_version"] = 99
+    torch.save(payload, p)
+    with pytest.raises(CheckpointFormatError, match="upgrade"):
+        load_checkpoint(p)
