@@ -40,44 +40,40 @@ class _PLIFMultiStep(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x_seq: Tensor, w: Tensor, v_threshold: float, alpha: float) -> Tensor:  # type: ignore[override]
+        x_seq = x_seq.contiguous()
         k = torch.sigmoid(w).to(x_seq.dtype)
-        h_seq = torch.empty_like(x_seq)
-        s_seq = torch.empty_like(x_seq)
+        h_seq = torch.empty_like(x_seq, memory_format=torch.contiguous_format)
         v = torch.zeros_like(x_seq[0])
         for t in range(x_seq.shape[0]):
-            h = v + (x_seq[t] - v) * k  # separate mul and add (no FMA): rounds as the reference does
-            fired = h >= v_threshold
-            h_seq[t] = h
-            s_seq[t] = fired
-            v = h.masked_fill(fired, 0.0)
+            h = h_seq[t]
+            # H = V + (X - V) * k, as separate rounded mul and add (no FMA): rounds exactly as the reference does
+            torch.sub(x_seq[t], v, out=h).mul_(k).add_(v)
+            v = h.masked_fill(h >= v_threshold, 0.0)
         ctx.save_for_backward(x_seq, h_seq, k)
         ctx.v_threshold = v_threshold
         ctx.alpha = alpha
-        return s_seq
+        return (h_seq >= v_threshold).to(x_seq.dtype)
 
     @staticmethod
     def backward(ctx, grad_s: Tensor):  # type: ignore[override]
         x_seq, h_seq, k = ctx.saved_tensors
         v_th, alpha = ctx.v_threshold, ctx.alpha
-        grad_x = torch.empty_like(x_seq)
-        grad_k = torch.zeros((), dtype=torch.float64, device=x_seq.device)
+        grad_s = grad_s.contiguous()
+        fired = h_seq >= v_th
+        # dS/dH of the ATan surrogate for all steps at once; this buffer then becomes dL/dH, then dL/dX
+        grad_h = (h_seq - v_th).mul_(math.pi / 2 * alpha).square_().add_(1.0).reciprocal_().mul_(alpha / 2)
         grad_v = torch.zeros_like(x_seq[0])
-        c = math.pi / 2 * alpha
+        grad_k = torch.zeros((), dtype=torch.float64, device=x_seq.device)
+        one_minus_k = 1 - k
         for t in range(x_seq.shape[0] - 1, -1, -1):
-            h = h_seq[t]
-            d = h - v_th
-            # dS/dH (ATan surrogate) and dV/dH = 1 - S (the reset itself is detached)
-            grad_h = grad_s[t] * (alpha / 2) / (1 + (c * d) ** 2) + grad_v.masked_fill_(d >= 0, 0.0)
-            grad_x[t] = grad_h * k
-            if t > 0:
-                hp = h_seq[t - 1]
-                v_prev = hp.masked_fill(hp >= v_th, 0.0)
-                grad_k += (grad_h * (x_seq[t] - v_prev)).sum(dtype=torch.float64)
-            else:
-                grad_k += (grad_h * x_seq[t]).sum(dtype=torch.float64)
-            grad_v = grad_h * (1 - k)
+            # dL/dH = dL/dS * dS/dH + dL/dV * dV/dH, with dV/dH = 1 - S (the reset itself is detached)
+            g = grad_h[t].mul_(grad_s[t]).add_(grad_v.masked_fill_(fired[t], 0.0))
+            # dH/dk = X[t] - V[t-1], with V[t-1] = H[t-1] (1 - S[t-1]) and V[-1] = 0
+            dk = x_seq[t] - h_seq[t - 1].masked_fill(fired[t - 1], 0.0) if t > 0 else x_seq[t].clone()
+            grad_k += dk.mul_(g).sum(dtype=torch.float64)
+            grad_v = g * one_minus_k
         grad_w = (grad_k * (k * (1 - k))).to(k.dtype)
-        return grad_x, grad_w, None, None
+        return grad_h.mul_(k), grad_w, None, None
 
 
 def plif_multistep(x_seq: Tensor, w: Tensor, v_threshold: float = 1.0, alpha: float = 2.0) -> Tensor:

@@ -1,0 +1,94 @@
+"""Forward and forward+backward wall time of SVFormer with our PLIF vs spikingjelly 0.0.0.0.14's PLIF.
+
+The baseline is what a CPU user of the reference gets: the same model with every neuron replaced by
+``neuron.ParametricLIFNode(step_mode='m', backend='torch', detach_reset=True, surrogate_function=surrogate.ATan())``
+(``reset_net`` after each pass). Both variants are timed in the same run, interleaved, best of N repeats.
+
+    python benchmarks/bench_model.py [--models svformer_tiny svformer_ucf101] [--repeats 3] [--threads 2]
+
+Needs the optional benchmark dependency: pip install -e '.[bench]'.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch import nn
+
+from svformer_deploy.models import PLIF, create_model
+
+
+class SpikingJellyPLIF(nn.Module):
+    """spikingjelly's multi-step PLIF (torch backend) in place of ours, sharing our ``w``."""
+
+    def __init__(self, ours: PLIF) -> None:
+        super().__init__()
+        from spikingjelly.activation_based import neuron, surrogate
+
+        self.node = neuron.ParametricLIFNode(init_tau=ours.tau, surrogate_function=surrogate.ATan(),
+                                             detach_reset=True, step_mode="m", backend="torch")
+        self.node.w = ours.w
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.node.reset()
+        return self.node(x)
+
+
+def swap_neurons(model: nn.Module) -> nn.Module:
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, PLIF):
+                setattr(module, child_name, SpikingJellyPLIF(child))
+    return model
+
+
+def time_pass(model: nn.Module, x: torch.Tensor, backward: bool) -> float:
+    t0 = time.perf_counter()
+    if backward:
+        model.zero_grad(set_to_none=True)
+        model(x).sum().backward()
+    else:
+        with torch.no_grad():
+            model(x)
+    return time.perf_counter() - t0
+
+
+def bench(name: str, repeats: int, batch: int) -> None:
+    # BatchNorm cannot use batch statistics of a single clip (the head's BN sees one value per channel), so
+    # batch 1 runs with BN in eval mode (running statistics) for both variants; gradients are still computed
+    train_bn = batch > 1
+    ours = create_model(name).train(train_bn)
+    ref = swap_neurons(create_model(name)).train(train_bn)
+    ref.load_state_dict(ours.state_dict(), strict=False)
+    x = torch.randn(batch, *ours.config.input_shape)
+    for backward in (False, True):
+        times = {"ours": [], "spikingjelly": []}
+        for model in (ours, ref):  # warm-up
+            time_pass(model, x, backward)
+        for _ in range(repeats):
+            times["ours"].append(time_pass(ours, x, backward))
+            times["spikingjelly"].append(time_pass(ref, x, backward))
+        a, b = min(times["ours"]), min(times["spikingjelly"])
+        kind = "forward+backward" if backward else "forward"
+        print(f"{name:16s} {kind:17s} batch={batch} T={ours.config.num_frames} {ours.config.img_size}px  "
+              f"BN {'train' if train_bn else 'eval '}  ours {a * 1e3:9.1f} ms   spikingjelly {b * 1e3:9.1f} ms   speed-up x{b / a:.2f}", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["svformer_tiny", "svformer_ucf101"])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=None, help="default: 8 for small models, 1 for svformer_ucf101")
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu")
+    for name in args.models:
+        bench(name, args.repeats, args.batch or (1 if name == "svformer_ucf101" else 8))
+
+
+if __name__ == "__main__":
+    main()
