@@ -83,13 +83,12 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, extra: dict[str, 
 
     ``extra`` holds tensors and plain containers needed to resume training (optimizer state, RNG states).
     """
-    cfg = _model_config(model)
+    module = getattr(model, "module", model)  # unwrap DistributedDataParallel
+    cfg = _model_config(module)
     try:
         json.dumps(meta)
     except TypeError as err:
         raise ConfigError(f"checkpoint metadata must be JSON-serialisable: {err}") from err
-    # unwrap DistributedDataParallel / torch.compile wrappers
-    module = getattr(model, "module", model)
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
