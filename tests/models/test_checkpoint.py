@@ -121,3 +121,12 @@ def test_newer_format_version_is_refused(tmp_path, model):
     torch.save(payload, p)
     with pytest.raises(CheckpointFormatError, match="upgrade"):
         load_checkpoint(p)
+
+
+def test_written_file_has_ordinary_permissions(tmp_path, model):
+    umask = os.umask(0o022)
+    try:
+        p = save_checkpoint(tmp_path / "m.pt", model)
+    finally:
+        os.umask(umask)
+    assert (p.stat().st_mode & 0o777) == 0o644
