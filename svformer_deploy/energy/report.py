@@ -69,6 +69,14 @@ def _check(opts: ReportOptions) -> None:
     for b in opts.baselines:
         if b not in list_baselines():
             raise EnergyError(f"unknown baseline {b!r}; choose from {list_baselines()}")
+    if opts.data != "moving-digits" and not Path(opts.data).is_dir():
+        from svformer_deploy.errors import DataError
+
+        raise DataError(f"data folder {opts.data} does not exist; pass --data moving-digits or a UCF101/HMDB51 folder")
+    if not Path(opts.checkpoint).is_file():
+        from svformer_deploy.errors import CheckpointNotFoundError
+
+        raise CheckpointNotFoundError(f"checkpoint {opts.checkpoint} does not exist; pass the path of a .pt file")
     if opts.videos < 1 or opts.clips < 1 or opts.crops < 1:
         raise EnergyError("--videos, --clips and --crops must be >= 1")
     if opts.out.exists() and not opts.force:
