@@ -154,6 +154,8 @@ class OpCounter:
         self.mem: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
         self._handles: list[Any] = []
         self._mode: _CountingMode | None = None
+        self._paused: nn.Module | None = None
+        self.fast_neurons = True
 
     # ---------------------------------------------------------------- module tracking
     def _pre(self, module: nn.Module, args: tuple) -> None:
@@ -163,8 +165,15 @@ class OpCounter:
         self.stack.append((name, module))
         if isinstance(module, SpikingNeuron) and args and isinstance(args[0], Tensor):
             self._count_neuron(name or "model", module, args[0])
+            if self.fast_neurons and self._mode is not None and not self._paused:
+                self._mode.__exit__(None, None, None)  # the neuron rule covers its ops: skip intercepting them
+                self._paused = module
 
     def _post(self, module: nn.Module, args: tuple, out: Any) -> None:
+        if self._paused is module and self._mode is not None:
+            self._mode.__enter__()
+            self._paused = None
+            self.internal[f"{type(module).__name__} (not intercepted)"] += 1
         if module in self.names and self.stack and self.stack[-1][1] is module:
             self.stack.pop()
 
