@@ -491,7 +491,8 @@ def _infer_steps(model: nn.Module, x: Tensor) -> int | None:
 
 
 def count_ops(model: nn.Module, clips: Tensor, *, dense: bool = False, fold_bn: bool = False,
-              num_steps: int | None | str = "auto", batch: int | None = None) -> OpCounts:
+              num_steps: int | None | str = "auto", batch: int | None = None,
+              trace_neurons: bool = False) -> OpCounts:
     """Count the operations of ``model(clips)`` per layer x timestep x op class (rules: :mod:`.rules`).
 
     Args:
@@ -503,6 +504,8 @@ def count_ops(model: nn.Module, clips: Tensor, *, dense: bool = False, fold_bn: 
             such a config (SVFormer), else no time axis; ``None`` = no time axis.
         batch: B, used to recognise time-folded layouts; default ``clips.shape[0]`` (pass it for time-major
             (T, B, ...) inputs).
+        trace_neurons: also intercept the aten ops executed inside neuron layers and list them in
+            ``OpCounts.internal`` (slower; their cost is given by the neuron rule either way).
 
     Returns:
         :class:`OpCounts`.
@@ -513,6 +516,7 @@ def count_ops(model: nn.Module, clips: Tensor, *, dense: bool = False, fold_bn: 
     was_training = model.training
     model.eval()
     counter = OpCounter(model, T, int(clips.shape[0] if batch is None else batch), dense=dense, fold_bn=fold_bn)
+    counter.fast_neurons = not trace_neurons
     try:
         with torch.no_grad(), counter:
             model(clips)

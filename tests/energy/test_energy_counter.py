@@ -135,7 +135,10 @@ def test_plif_layer_counts_and_timesteps():
     assert sorted(df.timestep.unique().tolist()) == [0, 1, 2, 3]
     assert (df[df.op_class == "neuron_mul"]["count"] == 6).all()
     assert (df[df.op_class == "neuron_add"]["count"] == 18).all()
-    assert c.uncounted == {} and c.internal  # PLIF's own aten ops are listed as internal
+    assert c.uncounted == {} and c.internal == {"PLIF (not intercepted)": 1}
+    traced = count_ops(Net(), x, num_steps=4, batch=2, trace_neurons=True)
+    assert traced.df.equals(c.df)
+    assert traced.internal["aten.ge"] == 4 and traced.internal["aten.mul"] == 4  # one per timestep
 
 
 def test_time_folded_conv_splits_per_timestep():
