@@ -29,12 +29,11 @@ from typing import Any
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from svformer_deploy.energy.rules import FREE_OPS, OP_CLASSES, SYNAPTIC_CLASSES
+from svformer_deploy.energy.rules import FREE_OPS, OP_CLASSES
 from svformer_deploy.errors import EnergyError
 from svformer_deploy.models.neurons import PLIF, ReLUNeuron, SpikingNeuron
 from svformer_deploy.models.norm import TemporalBatchNorm
