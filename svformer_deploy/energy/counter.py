@@ -334,7 +334,7 @@ class OpCounter:
         self._mem(w, x, kind)
         if kind == "binary":
             fan = self._fanout(x.shape, w, stride, padding, dilation, transposed, output_padding, groups)
-            self._add("ac", self._split((x != 0) * fan, layout))
+            self._add("ac", self._conv_events(x, fan, layout))
         else:
             # dense MACs, as FlopCounterMode / fvcore: out elements x (C_in / groups) x prod(kernel) (padding taps
             # included); with a time axis spread evenly over T (exact for time-folded layouts and for a Conv3d
@@ -347,6 +347,26 @@ class OpCounter:
             self._add("mac", self._even(total, layout if even_ok else None))
         if bias is not None:
             self._elementwise("bias_add", out, out)
+
+    def _conv_events(self, x: Tensor, fan: Tensor, layout: tuple[str, int] | None) -> Any:
+        """Sum of fan-out over the non-zero elements of a binary ``x`` (per timestep when it has a time axis).
+
+        A binary tensor is its own non-zero mask. When the fan-out map does not depend on the channel (plain
+        convolutions), ``x`` is first summed over batch and channels (one reduction pass, exact in float32 for
+        fewer than 2**24 terms), then weighted by the spatial map in float64.
+        """
+        if fan.shape[1] != 1:
+            return self._split((x != 0) * fan, layout)
+        f = fan[0, 0].to(torch.float64)
+        if layout is None:
+            return (x.sum(dim=(0, 1)).to(torch.float64) * f).sum()
+        T = self.T
+        assert T is not None
+        if layout[0] == "lead":
+            s = x.reshape(T, -1, *x.shape[2:]).sum(1)
+            return (s.to(torch.float64) * f).reshape(T, -1).sum(1)
+        s = x.sum(dim=(0, 1))  # axis 2 of (B, C, T, ...): s is (T, ...), as is f
+        return (s.to(torch.float64) * f).reshape(T, -1).sum(1)
 
     def _matmul(self, a: Tensor, b: Tensor, out: Tensor) -> None:
         """(..., M, K) @ (..., K, N) with 2-D or batched 3-D operands (aten.mm / bmm / addmm).
@@ -368,15 +388,17 @@ class OpCounter:
             return
         op_class = "ac" if "weight" in (ka, kb) else "spike_product"
         if ka == "weight":  # weight @ activation: count per output column instead (no time axis recovered)
-            na = torch.full(a.shape[-1:], float(a.shape[-2]))
+            na = torch.full(a.shape[-1:], float(a.shape[-2]), device=b.device)
             per_col = ((b != 0).to(torch.float32).transpose(-2, -1) @ na.unsqueeze(-1)).squeeze(-1)
             self._add(op_class, self._split(per_col, None))
             return
-        ma = (a != 0).to(torch.float32)
+        # a binary operand is its own non-zero mask (float32 sums of 0/1 are exact below 2**24 terms)
+        ma = a if ka == "binary" and a.dtype == torch.float32 else (a != 0).to(torch.float32)
         if kb == "weight":
-            per_row = ma.sum(-1, dtype=torch.float64) * b.shape[-1]
+            per_row = ma.sum(-1).to(torch.float64) * b.shape[-1]
         else:
-            nb = (b != 0).sum(-1, dtype=torch.float32)  # (..., K): non-zeros in each row of b
+            mb = b if kb == "binary" and b.dtype == torch.float32 else (b != 0).to(torch.float32)
+            nb = mb.sum(-1)  # (..., K): non-zeros in each row of b
             per_row = (ma @ nb.unsqueeze(-1)).squeeze(-1)  # (..., M)
         self._add(op_class, self._split(per_row, layout))
 
