@@ -194,8 +194,10 @@ class OpCounter:
 
     def __exit__(self, *exc: Any) -> None:
         assert self._mode is not None
-        self._mode.__exit__(*exc)
+        if self._paused is None:  # an error inside a neuron layer leaves the mode already exited
+            self._mode.__exit__(*exc)
         self._mode = None
+        self._paused = None
         for h in self._handles:
             h.remove()
         self._handles = []
@@ -204,7 +206,7 @@ class OpCounter:
     # ---------------------------------------------------------------- bookkeeping
     @property
     def layer(self) -> str:
-        return self.stack[-1][0] or "model" if self.stack else "model"
+        return (self.stack[-1][0] or "model") if self.stack else "model"
 
     def _add(self, op_class: str, per_t: Any, layer: str | None = None) -> None:
         """Book counts: ``per_t`` is an int (no time axis), or a (T,) int64 tensor / list of ints."""

@@ -247,3 +247,24 @@ def test_published_convention_rate_times_dense():
     T, B, h, N, d = q.shape
     want = T * B * h * N * d * d * (min(float(k.mean()), float(v.mean())) + float(q.mean()))
     assert sp["blocks3.0.attn.product"]["ac"] == pytest.approx(want)
+
+
+def test_counter_unwinds_after_an_error_inside_a_neuron():
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+    class Boom(PLIF):
+        def forward(self, x):
+            raise RuntimeError("boom")
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lif = Boom()
+
+        def forward(self, x):
+            return self.lif(x)
+
+    with pytest.raises(RuntimeError, match="boom"):
+        count_ops(Net(), torch.randn(2, 1, 3), num_steps=2, batch=1)
+    assert _get_current_dispatch_mode() is None
+    assert count_ops(nn.Linear(3, 2), torch.ones(1, 3), num_steps=None).totals()["ac"] == 6
