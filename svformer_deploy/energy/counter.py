@@ -8,7 +8,8 @@ counting rules are in :mod:`svformer_deploy.energy.rules`.
 
 Recovering the timestep of an op (the model folds T into the batch):
 
-* the counter knows T (``model.config.num_frames``, or the input's axis 2) and the batch size B (input axis 0);
+* the counter knows T (``model.config.num_frames``) and the batch size B (input axis 0);
+* an operand of shape (T, B, ...) is time-major (residual adds, scalings);
 * an operand whose leading dim is a multiple of T*B is time-major folded ((T*B, C, H, W) for convolutions,
   (T*B*N, C) for linears, (T*B*heads, N, d) for the attention bmm): timestep = leading index // (size / T);
 * a 5-D operand (B, C, T, H, W) (the head's Conv3d) has time on axis 2;
@@ -227,7 +228,7 @@ class OpCounter:
             if isinstance(mod, TemporalBatchNorm) and mod.mode == "per_timestep" and x.dim() >= 2 \
                     and x.shape[1] == T * mod.num_features:
                 return ("channel", 1)
-        if x.shape[0] % (T * B) == 0:
+        if x.shape[0] % (T * B) == 0 or (x.dim() >= 2 and x.shape[0] == T and x.shape[1] == B):
             return ("lead", 0)
         if x.dim() == 5 and x.shape[0] == B and x.shape[2] == T:
             return ("axis", 2)

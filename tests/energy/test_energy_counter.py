@@ -205,6 +205,10 @@ def test_svformer_tiny_exact_counts_consistent_with_spikes():
     assert got == int(s.count_nonzero()) * m.blocks3[0].attn.qkv.out_features
     assert c.uncounted == {}
     assert set(df.timestep) <= set(range(-1, m.config.num_frames))
+    # only the ops after the head's time collapse lack a timestep (B=2 != T: residual adds are (T, B, ...))
+    assert sorted(df[df.timestep == -1].layer.unique()) == ["head.bn", "head.conv3d", "head.fc"]
+    res = df[df.op_class == "residual_add"]
+    assert sorted(res.timestep.unique()) == list(range(m.config.num_frames))
 
 
 def test_per_timestep_batchnorm_split_and_folding():
