@@ -203,6 +203,13 @@ def test_svformer_tiny_exact_counts_consistent_with_spikes():
     s = rec.spikes["blocks3.0.attn.lif_in"]
     got = df[(df.layer == "blocks3.0.attn.qkv") & (df.op_class == "ac")]["count"].sum()
     assert got == int(s.count_nonzero()) * m.blocks3[0].attn.qkv.out_features
+    # head Conv3d (kernel spans T x H' x W', groups = C/2): every input element enters exactly one window of
+    # each of its group's 2 output channels, booked at the spike's timestep
+    s = rec.spikes["head.lif"]
+    got = df[(df.layer == "head.conv3d") & (df.op_class == "ac")].set_index("timestep")["count"]
+    assert int(s.count_nonzero()) > 0
+    for t in range(s.shape[0]):
+        assert got.get(t, 0) == 2 * int(s[t].count_nonzero())
     assert c.uncounted == {}
     assert set(df.timestep) <= set(range(-1, m.config.num_frames))
     # only the ops after the head's time collapse lack a timestep (B=2 != T: residual adds are (T, B, ...))
