@@ -132,3 +132,16 @@ def test_approximate_bn_reports_its_cost(tmp_path):
     report = verify_bundle(path, model, [(clips(2), None)])
     assert report["passed"] is None and report["approximations"]
     assert report["spike_agreement"] < 1.0 and report["logits_max_abs_diff"] > 1e-4
+
+
+def test_deeper_attention_stage_exports_and_runs(tmp_path):
+    """Several attention blocks in a stage: the residual stream crosses several host ops and partitions."""
+    from svformer_deploy.exporters.nir_export import export_nir
+
+    model = active_model(depths=(1, 2, 3, 1))
+    path, manifest = export_nir(model, tmp_path / "b", checkpoint_sha256="0" * 64)
+    assert [h.op for h in manifest.host_ops].count("spike_attention_product") == 4
+    assert len(manifest.partitions) == 6
+    report = verify_bundle(path, model, [(clips(2), None)], write=False)
+    assert report["coverage"]["problems"] == [] and report["verdict"] in ("exact", "threshold")
+    assert len(report["layers"]) == 3 * 3 + 3 + 1 + 4 * 7 + 1  # CBlock 3, patch embeds, local, SABlock 7, head
