@@ -4,13 +4,15 @@ operations by :mod:`svformer_deploy.exporters.host_ops`.
 Partition runtimes:
 
 ``"snntorch"``
-    Every NIR node is instantiated by ``snntorch.import_nir.import_from_nir`` (an independent implementation of
+    The partition is imported by ``snntorch.import_nir.import_from_nir`` (an independent implementation of
     NIR's node semantics: its LIF is ``snn.Leaky`` with ``beta = 1 - dt/tau``, threshold scaled by
-    ``1 / (r dt / tau)``, zero reset, spike on ``mem - threshold > 0``, dt = 1e-4 hard-coded). nirtorch 2.6
-    cannot execute a graph with more than one ``Input`` or ``Output`` node (its interpreter raises / builds one
-    placeholder), so each node is imported as its own one-node graph and our executor wires the edges: it sums
-    the edges into a node in their listed order. Partitions with node types snntorch lacks fall back to the
-    reference interpreter, and the run says so.
+    ``1 / (r dt / tau)``, zero reset, spike on ``mem - threshold > 0``, dt = 1e-4 hard-coded). A partition with
+    one ``Input`` and one ``Output`` node is imported whole (``"snntorch-graph"``: nirtorch wires and sums the
+    edges). nirtorch 2.6 cannot build graphs with several ``Input`` nodes ("Node redefined name is_none!") and
+    did not finish building one with several ``Output`` nodes, so such partitions are imported node by node
+    (``"snntorch-nodes"``: each node as a one-node graph; our executor sums the edges into a node in their
+    listed order). Partitions with node types snntorch lacks fall back to the reference interpreter, and the
+    run says so.
 ``"reference"``
     Our interpreter of the NIR semantics: ``Conv2d``/``Affine``/``Linear``/``Scale`` as written, ``LIF`` by its
     forward-Euler step ``v <- v + (dt/tau) ((v_leak - v) + r I)`` with dt = 1e-4, spike ``v > v_threshold``
@@ -151,12 +153,27 @@ class PartitionRunner:
         inner = {k: n for k, n in graph.nodes.items() if not isinstance(n, (nir.Input, nir.Output))}
         if runtime == "snntorch" and not all(isinstance(n, _snntorch_types()) for n in inner.values()):
             runtime = "reference"
-        self.runtime = runtime
         self.lif_nodes = [k for k, n in inner.items() if isinstance(n, nir.LIF)]
-        if runtime == "snntorch":
+        self.inputs = [k for k, n in graph.nodes.items() if isinstance(n, nir.Input)]
+        self.outputs = [k for k, n in graph.nodes.items() if isinstance(n, nir.Output)]
+        self.whole = None
+        if runtime == "snntorch" and len(self.inputs) == 1 and len(self.outputs) == 1:
+            from snntorch.import_nir import import_from_nir
+
+            with contextlib.redirect_stdout(io.StringIO()):  # the importer prints a warning per LIF node
+                self.whole = import_from_nir(graph)
+            self._captured: dict[str, Tensor] = {}
+            for k in self.lif_nodes:
+                sub = self.whole.get_submodule(k.replace(".", "_"))
+                sub.register_forward_hook(lambda _m, _i, out, k=k: self._captured.__setitem__(k, out))
+            self.modules = {"graph": self.whole}
+            runtime = "snntorch-graph"
+        elif runtime == "snntorch":
             self.modules = {k: _snntorch_module(k, n) for k, n in inner.items()}
+            runtime = "snntorch-nodes"
         else:
             self.modules = {k: _ref_module(n) for k, n in inner.items()}
+        self.runtime = runtime
 
     def reset(self) -> None:
         import snntorch as snn
@@ -175,6 +192,11 @@ class PartitionRunner:
         name, spikes by LIF node name)."""
         import nir
 
+        if self.whole is not None:
+            self._captured.clear()
+            y = self.whole(inputs[self.inputs[0]])
+            y = y[0] if isinstance(y, tuple) else y
+            return {self.outputs[0]: y}, {k: self._captured[k] for k in self.lif_nodes}
         vals: dict[str, Tensor] = {}
         outs: dict[str, Tensor] = {}
         for n in self.order:

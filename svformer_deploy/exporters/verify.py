@@ -220,9 +220,10 @@ def verify_bundle(bundle: str | Path, model: nn.Module, batches: Iterable[tuple[
         "files_type_checked": [p.file for p in manifest.partitions],
         "coverage": {"operations": len(model_operations(model)), "problems": coverage},
         "runtimes": {k: r.runtime for k, r in runners.items()},
-        "runtime_note": "snntorch.import_nir.import_from_nir per node; edges wired and summed by svformer-deploy "
-                        "(nirtorch 2.6 cannot run multi-input/output graphs)" if runtime == "snntorch" else
-                        "svformer-deploy reference NIR interpreter",
+        "runtime_note": "snntorch-graph: whole partition imported by snntorch.import_nir.import_from_nir; "
+                        "snntorch-nodes: every node imported by import_from_nir, edges wired and summed by "
+                        "svformer-deploy (nirtorch 2.6 cannot build graphs with several Input/Output nodes); "
+                        "reference: svformer-deploy's own NIR interpreter",
         "approximations": manifest.approximations,
         "spike_agreement": agree / n, "neuron_steps": n,
         "ties": sum(v["ties"] for v in per_layer.values()),
