@@ -58,7 +58,11 @@ def list_targets() -> list[str]:
 def get_exporter(name: str) -> Exporter:
     if name not in list_targets():
         raise ConfigError(f"unknown export target {name!r}; available: {', '.join(list_targets())}")
-    return importlib.import_module(_TARGETS[name]).EXPORTER
+    exporter = getattr(importlib.import_module(_TARGETS[name]), "EXPORTER", None)
+    if not isinstance(exporter, Exporter):
+        raise ConfigError(f"export target {name!r} is not usable: {_TARGETS[name]} defines no EXPORTER "
+                          "(an svformer_deploy.exporters.Exporter); finish or remove that module")
+    return exporter
 
 
 def export_checkpoint(checkpoint: str | os.PathLike, to: str, out: str | os.PathLike, *, force: bool = False,
