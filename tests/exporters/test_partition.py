@@ -140,6 +140,7 @@ class MyConv(TConv2d):
     ("blocks2.0.mlp.lif2", GELUNeuron(), "GELUNeuron"),
     ("blocks1.0.conv1", MyConv(32, 32, 1), "MyConv"),
     ("head.fc", nn.Sequential(nn.Linear(256, 10)), "Sequential"),
+    ("blocks3.0.attn.extra_norm", nn.LayerNorm(96), "LayerNorm"),  # an added module, not a replaced one
 ])
 def test_unsupported_module_names_path_and_type(path, replacement, type_name):
     model = active_model()
