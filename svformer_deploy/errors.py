@@ -21,6 +21,8 @@ __all__ = [
     "ExportError",
     "UnsupportedLayerError",
     "OutputExistsError",
+    "BundleFormatError",
+    "VerificationError",
     "EnergyError",
     "ProfileError",
 ]
@@ -81,6 +83,14 @@ class ExportError(SVFormerDeployError):
 
 class UnsupportedLayerError(ExportError):
     """A module that an exporter or counter has no rule for; the message names its dotted path and type."""
+
+
+class BundleFormatError(ExportError):
+    """An export bundle is missing, damaged, modified after export, or of another format version."""
+
+
+class VerificationError(ExportError):
+    """An export could not be checked (a file nir.read refuses, a runtime that cannot load a partition)."""
 
 
 class OutputExistsError(SVFormerDeployError, FileExistsError):

@@ -1,0 +1,77 @@
+"""The bundle directory format: atomic writes, refusal to overwrite, manifest round trip and validation."""
+
+import json
+
+import pytest
+
+from svformer_deploy.errors import BundleFormatError, OutputExistsError
+from svformer_deploy.exporters.bundle import (
+    MANIFEST_NAME, HostOpSpec, Manifest, PartitionSpec, Signal, check_bundle_files, read_manifest, write_bundle)
+
+
+def _manifest() -> Manifest:
+    return Manifest(
+        target="nir", model_name="m", config={"name": "m"}, checkpoint_sha256="ab" * 32, dt=1e-4,
+        discretization={"neuron": "LIF"},
+        signals={"x": Signal("x", (3, 4, 4), "analog"), "s": Signal("s", (3, 4, 4), "spikes"),
+                 "y": Signal("y", (2,), "logits", time="per_clip", layout="K")},
+        partitions=[PartitionSpec("p0", "p0.nir", {"input": "x"}, {"output": "s"}, ["a.lif"], {"lif": ["a.lif"]})],
+        host_ops=[HostOpSpec("h", "readout", ["s"], ["y"], ["head"], "y = W s", {"k": 1}, ["h.w"], "per_clip")],
+        schedule=[{"partition": "p0"}, {"host_op": "h"}], graph_input="x", graph_output="y", class_names=["a", "b"])
+
+
+def test_round_trip_and_hashes(tmp_path):
+    out = tmp_path / "b"
+    write_bundle(out, _manifest(), {"p0.nir": lambda p: p.write_bytes(b"abc")})
+    m = read_manifest(out)
+    assert m.signals["x"].shape == (3, 4, 4) and m.partitions[0].inputs == {"input": "x"}
+    assert m.host_ops[0].time == "per_clip" and m.class_names == ["a", "b"]
+    assert m.files == {"p0.nir": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"}  # sha256("abc")
+    check_bundle_files(out, m)
+    (out / "p0.nir").write_bytes(b"abd")
+    with pytest.raises(BundleFormatError, match="modified after export"):
+        check_bundle_files(out, m)
+
+
+def test_refuses_existing_output_and_force_replaces(tmp_path):
+    out = tmp_path / "b"
+    out.mkdir()
+    (out / "keep").write_text("old")
+    with pytest.raises(OutputExistsError, match="--force"):
+        write_bundle(out, _manifest(), {})
+    assert (out / "keep").read_text() == "old"
+    write_bundle(out, _manifest(), {}, force=True)
+    assert not (out / "keep").exists() and (out / MANIFEST_NAME).is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]  # no temp dirs left
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    out = tmp_path / "b"
+
+    def boom(p):
+        p.write_bytes(b"half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        write_bundle(out, _manifest(), {"p0.nir": boom})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_forced_write_keeps_old_bundle(tmp_path):
+    out = tmp_path / "b"
+    write_bundle(out, _manifest(), {})
+    with pytest.raises(RuntimeError):
+        write_bundle(out, _manifest(), {"p0.nir": lambda p: (_ for _ in ()).throw(RuntimeError("x"))}, force=True)
+    assert read_manifest(out).model_name == "m" and sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+def test_version_and_format_checked(tmp_path):
+    out = tmp_path / "b"
+    write_bundle(out, _manifest(), {})
+    d = json.loads((out / MANIFEST_NAME).read_text())
+    d["format_version"] = 99
+    (out / MANIFEST_NAME).write_text(json.dumps(d))
+    with pytest.raises(BundleFormatError, match="version 99"):
+        read_manifest(out)
+    with pytest.raises(BundleFormatError, match="not an export bundle"):
+        read_manifest(tmp_path)
