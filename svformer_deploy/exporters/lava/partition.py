@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from svformer_deploy.errors import UnsupportedLayerError
 from svformer_deploy.exporters.lava.quantize import FloatLayer, LoihiLayer, quantize_layer
-from svformer_deploy.models.neurons import PLIF, SpikingNeuron
+from svformer_deploy.models.neurons import SpikingNeuron
 from svformer_deploy.models.norm import TemporalBatchNorm
 
 __all__ = ["Tap", "Partition", "partition_model", "quantize_partition", "check_supported", "neuron_assignment"]
@@ -107,31 +107,20 @@ class Partition:
 
 # ----------------------------------------------------------------------------------------------- checks
 
-def _known_types() -> tuple[type, ...]:
-    from svformer_deploy.models import svformer as sv
-
-    return (sv.SVFormer, sv.PatchEmbed, sv.CBlock, sv.SABlock, sv.SpikeAttention, sv.SpikeAttentionProduct,
-            sv.ConvMlp, sv.TokenMlp, sv.LocalPath, sv.TemporalHead, sv.DropPath, sv.TConv2d, nn.Linear, nn.Conv3d,
-            nn.BatchNorm3d, nn.ModuleList, TemporalBatchNorm, PLIF)
-
-
 def check_supported(model: nn.Module) -> None:
-    """Raise :class:`UnsupportedLayerError` naming the first module the Lava exporter has no rule for."""
-    known = _known_types()
+    """Raise :class:`UnsupportedLayerError` naming the first module netx / this exporter cannot express.
+
+    The structural check (exact module type at every position, no ANN twin) is the NIR exporter's; on top of
+    it, per-timestep BatchNorm is refused: netx weights are the same at every timestep.
+    """
+    from svformer_deploy.exporters.partition import check_supported as check_structure
+
+    check_structure(model)
     for name, m in model.named_modules():
-        if isinstance(m, SpikingNeuron) and not isinstance(m, PLIF):
-            raise UnsupportedLayerError(
-                f"{name} ({type(m).__name__}): only PLIF neurons map to Loihi CUBA neurons; export the spiking "
-                "model (neuron='plif'), not its ANN twin")
-        if type(m) not in known:
-            raise UnsupportedLayerError(
-                f"{name or '<model>'} ({type(m).__module__}.{type(m).__name__}): netx has no layer for this module "
-                "and the Lava exporter has no host rule for it; use the SVFormer modules (or extend "
-                "svformer_deploy.exporters.lava.partition)")
         if isinstance(m, TemporalBatchNorm) and m.mode != "shared":
             raise UnsupportedLayerError(
                 f"{name} (TemporalBatchNorm, mode='per_timestep'): netx weights are the same at every timestep, "
-                "so per-timestep BatchNorm cannot be folded into them; train the model with bn='shared'")
+                "so per-timestep BatchNorm cannot be folded into them; export a model trained with bn='shared'")
 
 
 # ------------------------------------------------------------------------------------------- folding
@@ -171,8 +160,10 @@ def _compose_dw_pw(dw, pw) -> tuple[np.ndarray, np.ndarray, tuple[int, int], tup
 
 
 def _layer(name: str, neuron: nn.Module, neuron_name: str, w, b, stride, pad, groups, in_shape, sources) -> FloatLayer:
+    from svformer_deploy.exporters.partition import plif_tau
+
     return FloatLayer(name=name, neuron=neuron_name, weight=w, bias=b, stride=tuple(stride), padding=tuple(pad),
-                      groups=groups, tau=neuron.tau, v_threshold=neuron.v_threshold, in_shape=tuple(in_shape),
+                      groups=groups, tau=plif_tau(neuron), v_threshold=neuron.v_threshold, in_shape=tuple(in_shape),
                       sources=tuple(sources))
 
 
