@@ -119,6 +119,7 @@ class Manifest:
     graph_input: str
     graph_output: str
     class_names: list[str] | None = None
+    checkpoint_path: str = ""
     approximations: list[str] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
     created_by: str = ""
@@ -173,6 +174,9 @@ def atomic_write_dir(out: str | os.PathLike, build: Callable[[Path], None], forc
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; a bundle is an ordinary shareable directory
         build(tmp)
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))

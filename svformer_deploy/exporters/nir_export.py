@@ -62,7 +62,7 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
         np.savez(f, **arrays)
 
 
-def export_nir(model: nn.Module, out: str | os.PathLike, *, checkpoint_sha256: str,
+def export_nir(model: nn.Module, out: str | os.PathLike, *, checkpoint_sha256: str, checkpoint_path: str = "",
                class_names: list[str] | None = None, approximate_bn: bool = False, force: bool = False,
                compression_level: int = 1) -> tuple[Path, Manifest]:
     """Lower ``model`` and write the bundle atomically. Returns (bundle path, manifest).
@@ -75,6 +75,7 @@ def export_nir(model: nn.Module, out: str | os.PathLike, *, checkpoint_sha256: s
 
     lowered = lower_svformer(model, approximate_bn=approximate_bn)
     manifest = build_manifest(lowered, "nir", model, checkpoint_sha256, class_names)
+    manifest.checkpoint_path = checkpoint_path
     writers = {}
     for part in lowered.partitions:
         graph = part.graph(nir_metadata(manifest, part.name))
@@ -82,3 +83,29 @@ def export_nir(model: nn.Module, out: str | os.PathLike, *, checkpoint_sha256: s
     if lowered.host_params:
         writers[HOST_PARAMS_NAME] = lambda p: _write_npz(p, lowered.host_params)
     return write_bundle(out, manifest, writers, force=force), manifest
+
+
+def _export(model: nn.Module, out: str | os.PathLike, **kw: Any) -> Path:
+    return export_nir(model, out, **kw)[0]
+
+
+def _verify(path: str | os.PathLike, model: nn.Module, batches, data_desc: str = "") -> dict[str, Any]:
+    from svformer_deploy.exporters.verify import verify_bundle
+
+    return verify_bundle(path, model, batches, data_desc=data_desc)
+
+
+def _format(report: dict[str, Any]) -> str:
+    from svformer_deploy.exporters.verify import format_report
+
+    return format_report(report)
+
+
+def _exporter():
+    from svformer_deploy.exporters import Exporter
+
+    return Exporter("nir", "NIR bundle: NIR partitions + declared host ops, verified with snntorch",
+                    _export, _verify, _format)
+
+
+EXPORTER = _exporter()

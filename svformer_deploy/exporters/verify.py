@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from svformer_deploy.errors import VerificationError
+from svformer_deploy.exporters import LOGIT_TOLERANCE
 from svformer_deploy.exporters.bundle import VERIFICATION_NAME, check_bundle_files, read_manifest
 from svformer_deploy.exporters.partition import model_operations
 from svformer_deploy.exporters.runtime import PartitionRunner, load_host_params, load_partitions, run_bundle
@@ -191,6 +192,10 @@ def verify_bundle(bundle: str | Path, model: nn.Module, batches: Iterable[tuple[
         "top1_bundle": correct_bundle / n_labelled if n_labelled else None,
         "layers": per_layer,
     }
+    exact = not manifest.approximations
+    report["goal"] = ("100 % spike agreement and logits within 1e-4" if exact else
+                      "none (approximate export: the figures above are its cost)")
+    report["passed"] = (report["spike_agreement"] == 1.0 and max_diff <= LOGIT_TOLERANCE) if exact else None
     if write:
         atomic_write(bundle / VERIFICATION_NAME, lambda p: Path(p).write_text(json.dumps(report, indent=1)))
     return report
@@ -212,4 +217,6 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append(f"partition runtimes: {report['runtimes']}")
     for a in report["approximations"]:
         lines.append(f"approximation: {a}")
+    verdict = {True: "PASSED", False: "FAILED", None: "reported (no pass/fail for approximate exports)"}
+    lines.append(f"goal: {report['goal']}: {verdict[report['passed']]}")
     return "\n".join(lines)

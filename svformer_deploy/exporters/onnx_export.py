@@ -1,0 +1,174 @@
+"""``--to onnx``: the whole model as one ONNX graph for a fixed T and frame size, with a dynamic batch axis.
+
+The T-step PLIF loops are unrolled (the recurrence is over a fixed number of frames); spikes are
+``Greater-or-equal`` comparisons cast to float, so the graph computes exactly the eval-mode forward.
+Model config, checkpoint hash, class names and the input contract are stored in ``metadata_props``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from svformer_deploy.errors import OutputExistsError, VerificationError
+from svformer_deploy.exporters.partition import check_supported
+from svformer_deploy.models.checkpoint import atomic_write
+from svformer_deploy.models.neurons import PLIF
+
+__all__ = ["OPSET", "export_onnx", "verify_onnx", "onnx_metadata"]
+
+OPSET = 17
+
+
+class _UnrolledPLIF(nn.Module):
+    """Inference-only PLIF with the model's arithmetic (``h = v + (x - v) * sigmoid(w)``; spike ``h >= V_th``;
+    ``v = h (1 - s)``), as a plain loop the ONNX tracer can unroll (the training module is an autograd.Function)."""
+
+    def __init__(self, src: PLIF) -> None:
+        super().__init__()
+        self.w = src.w
+        self.v_threshold = src.v_threshold
+
+    def forward(self, x: Tensor) -> Tensor:
+        k = torch.sigmoid(self.w).to(x.dtype)
+        v = torch.zeros_like(x[0])
+        out = []
+        for t in range(x.shape[0]):
+            h = v + (x[t] - v) * k
+            s = (h >= self.v_threshold).to(x.dtype)
+            out.append(s)
+            v = h * (1.0 - s)
+        return torch.stack(out)
+
+
+def _inference_copy(model: nn.Module) -> nn.Module:
+    m = copy.deepcopy(model).eval()
+    for name, mod in list(m.named_modules()):
+        if isinstance(mod, PLIF):
+            parent = m.get_submodule(name.rsplit(".", 1)[0]) if "." in name else m
+            setattr(parent, name.rsplit(".", 1)[-1], _UnrolledPLIF(mod))
+    return m
+
+
+def onnx_metadata(model: nn.Module, checkpoint_sha256: str, class_names: list[str] | None,
+                  checkpoint_path: str = "") -> dict[str, str]:
+    from svformer_deploy import __version__
+
+    cfg = model.config
+    return {
+        "producer": f"svformer-deploy {__version__}",
+        "model_name": cfg.name,
+        "config_json": json.dumps(cfg.to_dict()),
+        "checkpoint_sha256": checkpoint_sha256,
+        "class_names_json": json.dumps(class_names),
+        "input": f"clips (batch, {cfg.in_chans}, {cfg.num_frames}, {cfg.img_size}, {cfg.img_size}) = (B, C, T, H, W), "
+                 f"normalised with mean {list(cfg.mean)} and std {list(cfg.std)}; batch axis dynamic",
+        "output": f"logits (batch, {cfg.num_classes})",
+        "opset": str(OPSET),
+        "checkpoint_path": checkpoint_path,
+        "neuron": "PLIF unrolled over T frames: h = v + (x - v) / tau; s = h >= v_th; v = h (1 - s)",
+    }
+
+
+def export_onnx(model: nn.Module, out: str | os.PathLike, *, checkpoint_sha256: str, checkpoint_path: str = "",
+                class_names: list[str] | None = None, force: bool = False, approximate_bn: bool = False) -> Path:
+    """Write ``model`` as ONNX (opset :data:`OPSET`) atomically; refuse an existing ``out`` without ``force``.
+
+    ONNX holds per-timestep BatchNorm exactly (the graph is unrolled over T), so ``approximate_bn`` has no
+    effect here."""
+    import onnx
+
+    check_supported(model)
+    out = Path(out)
+    if out.exists() and not force:
+        raise OutputExistsError(f"{out} already exists; choose another --out or pass --force to replace it")
+    cfg = model.config
+    m = _inference_copy(model)
+    example = torch.zeros(2, *cfg.input_shape)
+
+    def write(tmp: str) -> None:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings about shape-dependent Python control flow
+            torch.onnx.export(m, (example,), tmp, input_names=["clips"], output_names=["logits"],
+                              dynamic_axes={"clips": {0: "batch"}, "logits": {0: "batch"}},
+                              opset_version=OPSET, dynamo=False, do_constant_folding=True)
+        proto = onnx.load(tmp)
+        for k, v in onnx_metadata(model, checkpoint_sha256, class_names, checkpoint_path).items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = k, v
+        onnx.save(proto, tmp)
+
+    return atomic_write(out, write)
+
+
+def verify_onnx(path: str | os.PathLike, model: nn.Module, batches, write: bool = True,
+                data_desc: str = "") -> dict[str, Any]:
+    """``onnx.checker.check_model(full_check=True)``, then onnxruntime vs PyTorch logits on ``batches`` of
+    (clips, labels or None). Writes ``<path>.verification.json`` with ``write``."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    path = Path(path)
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as err:
+        raise VerificationError(f"onnx.checker refused {path}: {err}") from err
+    from svformer_deploy.exporters import LOGIT_TOLERANCE
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    max_diff, n, same, correct_m, correct_o, n_lab = 0.0, 0, 0, 0, 0, 0
+    model = model.eval()
+    for clips, labels in batches:
+        with torch.no_grad():
+            ref = model(clips)
+        got = torch.from_numpy(sess.run(["logits"], {"clips": clips.numpy().astype(np.float32)})[0])
+        max_diff = max(max_diff, float((got - ref).abs().max()))
+        n += clips.shape[0]
+        same += int((got.argmax(1) == ref.argmax(1)).sum())
+        if labels is not None:
+            n_lab += len(labels)
+            correct_m += int((ref.argmax(1) == labels).sum())
+            correct_o += int((got.argmax(1) == labels).sum())
+    if n == 0:
+        raise VerificationError("no clips to verify on; check --data and --num-videos")
+    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    report = {"file": str(path), "opset": OPSET, "checker_full_check": True, "data": data_desc, "clips": n,
+              "logits_max_abs_diff": max_diff, "top1_agreement": same / n,
+              "top1_model": correct_m / n_lab if n_lab else None, "top1_onnx": correct_o / n_lab if n_lab else None,
+              "onnxruntime": ort.__version__, "metadata_keys": sorted(meta),
+              "goal": "logits within 1e-4 of PyTorch", "passed": max_diff <= LOGIT_TOLERANCE}
+    if write:
+        atomic_write(Path(str(path) + ".verification.json"),
+                     lambda p: Path(p).write_text(json.dumps(report, indent=1)))
+    return report
+
+
+def format_onnx_report(r: dict[str, Any]) -> str:
+    lines = [f"{r['file']}: onnx.checker full_check passed (opset {r['opset']})",
+             f"onnxruntime {r['onnxruntime']} vs PyTorch on {r['clips']} clips: logits max |diff| "
+             f"{r['logits_max_abs_diff']:.3g}, top-1 agreement {100 * r['top1_agreement']:.2f}%"]
+    if r.get("top1_model") is not None:
+        lines.append(f"top-1 accuracy: model {100 * r['top1_model']:.2f}%, onnx {100 * r['top1_onnx']:.2f}%")
+    lines.append(f"goal: {r['goal']}: {'PASSED' if r['passed'] else 'FAILED'}")
+    return "\n".join(lines)
+
+
+def _exporter():
+    from svformer_deploy.exporters import Exporter
+
+    return Exporter("onnx", f"ONNX (opset {OPSET}), fixed T and frame size, dynamic batch, checked with onnxruntime",
+                    export_onnx, lambda path, model, batches, data_desc="": verify_onnx(path, model, batches,
+                                                                                          data_desc=data_desc),
+                    format_onnx_report)
+
+
+EXPORTER = _exporter()
