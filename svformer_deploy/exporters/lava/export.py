@@ -104,8 +104,8 @@ def _manifest(model: nn.Module, qparts: list[Partition], checkpoint_sha256: str,
         approximations=approximations + clipped, created_by=f"svformer-deploy {__version__}")
 
 
-def export_lava(model: nn.Module, out: str | os.PathLike, *, checkpoint_sha256: str,
-                class_names: list[str] | None = None, force: bool = False,
+def export_lava(model: nn.Module, out: str | os.PathLike, *, checkpoint_sha256: str, checkpoint_path: str = "",
+                class_names: list[str] | None = None, force: bool = False, approximate_bn: bool = False,
                 exponent: int | None = None) -> tuple[Path, Manifest, list[Partition]]:
     """Partition, quantise and write a Lava bundle atomically. Returns (bundle path, manifest, quantised partitions).
 
@@ -114,12 +114,15 @@ def export_lava(model: nn.Module, out: str | os.PathLike, *, checkpoint_sha256: 
     that overflow their mantissa are clipped with a :class:`LoihiOverflowWarning` per layer.
     """
     model = model.eval()
-    parts = partition_model(model)
+    parts = partition_model(model, approximate_bn)
     with warnings.catch_warnings():
         warnings.simplefilter("always", LoihiOverflowWarning)
         qparts = [quantize_partition(p, exponent) for p in parts]
     state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
     manifest = _manifest(model, qparts, checkpoint_sha256, class_names, sorted(state))
+    manifest.checkpoint_path = checkpoint_path
+    if approximate_bn and model.config.bn == "per_timestep":
+        manifest.approximations.insert(0, "per-timestep BatchNorm folded with its time-averaged scale and shift")
     meta = {"model_name": manifest.model_name, "checkpoint_sha256": checkpoint_sha256}
     writers = {partition_file(p.name): (lambda p: lambda path: write_netx(
         path, p.layers, {**meta, "partition": p.name, "source": p.source.to_dict(),

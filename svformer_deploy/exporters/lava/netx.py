@@ -71,6 +71,7 @@ def write_netx(path: str | os.PathLike, layers: Sequence[LoihiLayer], metadata: 
                 n.create_dataset("vThMant", data=np.int64(layer.vth_mant))
                 n.create_dataset("refDelay", data=np.int64(1))
                 n.create_dataset("gradedSpike", data=False)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; an export is meant to be shared
 
     return atomic_write(path, write)
 

@@ -107,20 +107,22 @@ class Partition:
 
 # ----------------------------------------------------------------------------------------------- checks
 
-def check_supported(model: nn.Module) -> None:
+def check_supported(model: nn.Module, approximate_bn: bool = False) -> None:
     """Raise :class:`UnsupportedLayerError` naming the first module netx / this exporter cannot express.
 
     The structural check (exact module type at every position, no ANN twin) is the NIR exporter's; on top of
-    it, per-timestep BatchNorm is refused: netx weights are the same at every timestep.
+    it, per-timestep BatchNorm is refused (netx weights are the same at every timestep) unless
+    ``approximate_bn``, which folds its time-averaged scale and shift (not exact; verify reports the cost).
     """
     from svformer_deploy.exporters.partition import check_supported as check_structure
 
     check_structure(model)
     for name, m in model.named_modules():
-        if isinstance(m, TemporalBatchNorm) and m.mode != "shared":
+        if isinstance(m, TemporalBatchNorm) and m.mode != "shared" and not approximate_bn:
             raise UnsupportedLayerError(
                 f"{name} (TemporalBatchNorm, mode='per_timestep'): netx weights are the same at every timestep, "
-                "so per-timestep BatchNorm cannot be folded into them; export a model trained with bn='shared'")
+                "so per-timestep BatchNorm cannot be folded into them; export a model trained with bn='shared' (or pass "
+                "--approximate-bn to fold its time average, at an accuracy cost that verify reports)")
 
 
 # ------------------------------------------------------------------------------------------- folding
@@ -143,8 +145,10 @@ def _conv_params(m: nn.Module) -> tuple[np.ndarray, np.ndarray, tuple[int, int],
 
 @torch.no_grad()
 def _fold_bn(w: np.ndarray, b: np.ndarray, bn: TemporalBatchNorm, rows: slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
-    """``BN(W x + b)`` = ``(scale W) x + (scale b + shift)`` for a shared (time-invariant) BatchNorm."""
-    scale, shift = (t.double().numpy()[rows] for t in bn.affine())
+    """``BN(W x + b)`` = ``(scale W) x + (scale b + shift)`` for a shared (time-invariant) BatchNorm; a
+    per-timestep one (only reached with ``approximate_bn``) contributes its time-averaged scale and shift."""
+    scale, shift = (t.double().mean(0) if t.dim() == 2 else t.double() for t in bn.affine())
+    scale, shift = scale.numpy()[rows], shift.numpy()[rows]
     return w * scale[:, None, None, None], b * scale + shift
 
 
@@ -169,9 +173,9 @@ def _layer(name: str, neuron: nn.Module, neuron_name: str, w, b, stride, pad, gr
 
 # ------------------------------------------------------------------------------------------- partitioning
 
-def partition_model(model: nn.Module) -> list[Partition]:
+def partition_model(model: nn.Module, approximate_bn: bool = False) -> list[Partition]:
     """The netx chains of an SVFormer (see the module docstring), as float layers with BatchNorm folded."""
-    check_supported(model)
+    check_supported(model, approximate_bn)
     cfg = model.config
     dims, depths, T = cfg.embed_dims, cfg.depths, cfg.num_frames
     side = [cfg.img_size // 4, cfg.img_size // 8, cfg.img_size // 16, cfg.img_size // 32]

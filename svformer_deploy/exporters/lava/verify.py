@@ -119,7 +119,7 @@ def _accuracy(model, parts, clips: Tensor, labels: Tensor, batch: int = 16) -> d
 def verify_lava(bundle: str | os.PathLike, *, data: str = "moving-digits", num_videos: int | None = None,
                 lava_clips: int = 1, clips: Tensor | None = None, labels: Tensor | None = None,
                 python: str | None = None, progress: Callable[[str], None] | None = None,
-                write: bool = True) -> dict[str, Any]:
+                write: bool = True, data_desc: str | None = None) -> dict[str, Any]:
     """Verify a Lava bundle (see the module docstring); returns the report and writes it as
     ``verification.json`` in the bundle. ``clips``/``labels`` replace ``data`` when given; ``lava_clips`` is how
     many of the clips go through Lava (each sample is one Lava run per partition); the accuracy uses all."""
@@ -136,7 +136,7 @@ def verify_lava(bundle: str | os.PathLike, *, data: str = "moving-digits", num_v
         clips, labels = _clips(data, model.config, num_videos)
         source = {"data": str(data), "split": "val"}
     else:
-        source = {"data": "clips given by the caller"}
+        source = {"data": data_desc or "clips given by the caller"}
     t0 = time.perf_counter()
     with record_spikes(model) as rec:
         model(clips[:lava_clips])
@@ -172,7 +172,9 @@ def verify_lava(bundle: str | os.PathLike, *, data: str = "moving-digits", num_v
         "lava": {k: lava_summary[k] for k in ("lava_dl", "lava_nc", "numpy", "python")}, "python": python,
         "run_config": "Loihi2SimCfg(select_tag='fixed_pt')",
         "all_bit_exact": all(r["bit_exact"] for r in report_parts.values()),
-        "partitions": report_parts, "accuracy": acc, "seconds": round(time.perf_counter() - t0, 1)}
+        "partitions": report_parts, "accuracy": acc, "seconds": round(time.perf_counter() - t0, 1),
+        "goal": "bit-exact agreement of Lava (fixed_pt) with the fixed-point emulation on every partition"}
+    report["passed"] = report["all_bit_exact"]
     if write:
         atomic_write(bundle / VERIFICATION_NAME, lambda p: Path(p).write_text(json.dumps(report, indent=1)))
     return report
