@@ -21,16 +21,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from svformer_deploy.errors import VerificationError
+from svformer_deploy.errors import LavaEnvironmentError
 
 __all__ = ["LavaEnvironmentError", "lava_python", "find_python310", "LAVA_REQUIREMENTS", "default_venv_dir"]
 
 LAVA_REQUIREMENTS = ("lava-dl==0.6.0", "h5py")
 _CHECK = "import lava.lib.dl.netx, lava.proc.io, h5py, numpy; print(numpy.__version__)"
-
-
-class LavaEnvironmentError(VerificationError):
-    """The Lava side environment is missing and could not be built (no Python 3.10, pip failure, no disk...)."""
 
 
 def default_venv_dir() -> Path:
