@@ -37,9 +37,11 @@ def find_python310() -> list[str]:
     """A command that starts Python 3.10, or raise :class:`LavaEnvironmentError` listing what was tried."""
     tried = []
     candidates: list[tuple[list[str], dict]] = []
+    roots = [os.environ.get("PYENV_ROOT", ""), str(Path.home() / ".pyenv")]
     if shutil.which("pyenv"):
-        root = subprocess.run(["pyenv", "root"], capture_output=True, text=True).stdout.strip()
-        versions = sorted(Path(root, "versions").glob("3.10.*")) if root else []
+        roots.insert(0, subprocess.run(["pyenv", "root"], capture_output=True, text=True).stdout.strip())
+    for root in dict.fromkeys(r for r in roots if r):  # pyenv's versions folder, even when pyenv is not on PATH
+        versions = sorted(Path(root, "versions").glob("3.10.*"))
         candidates += [([str(v / "bin" / "python3.10")], {}) for v in reversed(versions)]
     candidates += [(["python3.10"], {"PYENV_VERSION": "3.10.13"}), (["python3.10"], {})]
     for cmd, env in candidates:
