@@ -76,3 +76,16 @@ def test_interpreter_without_lava_is_reported(monkeypatch):
     monkeypatch.setenv("SVFORMER_LAVA_PYTHON", sys.executable)  # the main env has no lava-dl
     with pytest.raises(LavaEnvironmentError, match="cannot import lava-dl"):
         lava_python()
+
+
+def test_missing_python310_says_why(monkeypatch, tmp_path):
+    from svformer_deploy.exporters.lava.sideenv import lava_python
+
+    monkeypatch.delenv("SVFORMER_LAVA_PYTHON", raising=False)
+    monkeypatch.delenv("PYENV_ROOT", raising=False)
+    monkeypatch.setenv("SVFORMER_LAVA_VENV", str(tmp_path / "venv"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no pyenv, no python3.10
+    with pytest.raises(LavaEnvironmentError, match=r"needs Python 3\.10 and none was found.*SVFORMER_LAVA_PYTHON"):
+        lava_python()
+    assert not (tmp_path / "venv").exists()
