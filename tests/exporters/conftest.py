@@ -11,6 +11,7 @@ from svformer_deploy.models.norm import TemporalBatchNorm
 def active_model(seed: int = 0, **overrides):
     """svformer_tiny with random BN running stats / affine params; neurons fire at a few to ~30 %."""
     g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)  # conv / linear initialisation
     model = create_model("svformer_tiny", **overrides)
     with torch.no_grad():
         for m in model.modules():

@@ -1,0 +1,67 @@
+"""Time NIR and ONNX export of a model (default: the paper's svformer_ucf101, 13.8 M parameters).
+
+Baseline, measured in the same run: writing the same model as a checkpoint (``save_checkpoint``), i.e. the cost
+of serialising its weights once. Prints seconds and the ratio to that baseline. svformer_ucf101 has per-timestep
+BatchNorm, so its NIR export uses ``approximate_bn`` (the lowering work is the same as for a shared-BN model).
+
+    OMP_NUM_THREADS=2 python benchmarks/bench_export.py [--model svformer_ucf101] [--threads 2] [--repeat 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def _timed(fn, repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="svformer_ucf101")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--skip-onnx", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from svformer_deploy.exporters.nir_export import export_nir
+    from svformer_deploy.exporters.onnx_export import export_onnx
+    from svformer_deploy.models import create_model, save_checkpoint
+
+    torch.manual_seed(0)
+    model = create_model(args.model).eval()
+    n_params = sum(p.numel() for p in model.parameters())
+    approx = model.config.bn == "per_timestep"
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        rows = [("checkpoint (baseline)", _timed(lambda: save_checkpoint(d / "m.pt", model), args.repeat), d / "m.pt")]
+        rows.append(("NIR bundle" + (" (--approximate-bn)" if approx else ""), _timed(
+            lambda: export_nir(model, d / "bundle", checkpoint_sha256="0" * 64, approximate_bn=approx, force=True),
+            args.repeat), d / "bundle"))
+        if not args.skip_onnx:
+            rows.append(("ONNX", _timed(lambda: export_onnx(model, d / "m.onnx", checkpoint_sha256="0" * 64,
+                                                            force=True), args.repeat), d / "m.onnx"))
+        base = rows[0][1]
+        print(f"{args.model}: {n_params:,} parameters, T={model.config.num_frames}, {model.config.img_size}px, "
+              f"{args.threads} thread(s), best of {args.repeat}")
+        print(f"{'export':32s} {'seconds':>8s} {'x baseline':>10s} {'size MB':>8s}")
+        for name, sec, path in rows:
+            size = sum(f.stat().st_size for f in path.rglob("*")) if path.is_dir() else path.stat().st_size
+            print(f"{name:32s} {sec:8.2f} {sec / base:10.1f} {size / 1e6:8.1f}")
+        goal = rows[1][1] <= 20.0
+        print(f"goal NIR export <= 20 s: {'met' if goal else 'NOT met'} ({rows[1][1]:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()
