@@ -2,6 +2,8 @@
 
 import numpy as np
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from svformer_deploy.exporters.lava.emulate import emulate_partition
 from svformer_deploy.exporters.lava.quantize import LoihiLayer
@@ -61,3 +63,15 @@ def test_matches_reference_including_wraparound_and_negative_rounding():
     got = emulate_partition([_dense(w, b, 9, 1365)], torch.from_numpy(spikes).view(T, 1, n_in, 1, 1))
     assert np.array_equal(got.view(T, n_out).numpy(), ref)
     assert 0 < ref.sum() < ref.size
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2 ** 31 - 1), e=st.integers(0, 16), dv=st.integers(0, 4095),
+       n_in=st.integers(1, 40), rate=st.floats(0.05, 0.95))
+def test_property_matches_reference(seed, e, dv, n_in, rate):
+    rng = np.random.default_rng(seed)
+    w = rng.integers(-128, 128, size=(3, n_in))
+    b = rng.integers(-4096, 4096, size=3)
+    spikes = (rng.random((12, n_in)) < rate).astype(np.int8)
+    got = emulate_partition([_dense(w, b, e, dv)], torch.from_numpy(spikes).view(12, 1, n_in, 1, 1))
+    assert np.array_equal(got.view(12, 3).numpy(), _lava_reference(w, b, 1 << e, dv, spikes))
