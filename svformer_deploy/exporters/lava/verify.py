@@ -21,7 +21,7 @@ import os
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -88,40 +88,54 @@ def run_lava(python: str, jobs: dict[str, tuple[Path, np.ndarray]], workdir: Pat
     return outs, json.loads((workdir / "lava_summary.json").read_text())
 
 
-def _clips(data: str, config: SVFormerConfig, num_videos: int | None) -> tuple[Tensor, Tensor]:
+def _batches(data: str, config: SVFormerConfig, num_videos: int | None, batch: int = 16) -> Iterator[tuple[Tensor, Tensor]]:
+    """Validation clips of ``data`` (one view per video) as (clips, labels) batches."""
     from svformer_deploy.data import iter_eval_videos
 
     xs, ys = [], []
     for sample in iter_eval_videos(data, config, split="val", num_videos=num_videos):
         xs.append(sample.views[0])
         ys.append(sample.label)
-    if not xs:
-        raise VerificationError(f"no validation clips in {data}; pass --data with a non-empty val split")
-    return torch.stack(xs), torch.tensor(ys)
+        if len(xs) == batch:
+            yield torch.stack(xs), torch.tensor(ys)
+            xs, ys = [], []
+    if xs:
+        yield torch.stack(xs), torch.tensor(ys)
 
 
-@torch.no_grad()
-def _accuracy(model, parts, clips: Tensor, labels: Tensor, batch: int = 16) -> dict[str, Any]:
-    pf, pq = [], []
-    for i in range(0, len(clips), batch):
-        x = clips[i:i + batch]
-        pf.append(model(x).argmax(1))
+class _Accuracy:
+    """Running top-1 of the float and the quantised model, batch by batch (clips are not kept)."""
+
+    def __init__(self) -> None:
+        self.n = self.float_ok = self.quant_ok = self.agree = 0
+
+    @torch.no_grad()
+    def add(self, model, parts, x: Tensor, y: Tensor) -> None:
+        pf = model(x).argmax(1)
         with quantized_partitions_active(model, parts):
-            pq.append(model(x).argmax(1))
-    pf, pq = torch.cat(pf), torch.cat(pq)
-    return {"clips": len(labels), "top1_float": float((pf == labels).float().mean()),
-            "top1_quantized": float((pq == labels).float().mean()),
-            "top1_agreement": float((pf == pq).float().mean())}
+            pq = model(x).argmax(1)
+        self.n += len(y)
+        self.float_ok += int((pf == y).sum())
+        self.quant_ok += int((pq == y).sum())
+        self.agree += int((pf == pq).sum())
+
+    def result(self) -> dict[str, Any] | None:
+        if not self.n:
+            return None
+        return {"clips": self.n, "top1_float": self.float_ok / self.n, "top1_quantized": self.quant_ok / self.n,
+                "top1_agreement": self.agree / self.n}
 
 
 @torch.no_grad()
 def verify_lava(bundle: str | os.PathLike, *, data: str = "moving-digits", num_videos: int | None = None,
                 lava_clips: int = 1, clips: Tensor | None = None, labels: Tensor | None = None,
+                batches: Iterable[tuple[Tensor, Tensor]] | None = None,
                 python: str | None = None, progress: Callable[[str], None] | None = None,
                 write: bool = True, data_desc: str | None = None) -> dict[str, Any]:
     """Verify a Lava bundle (see the module docstring); returns the report and writes it as
-    ``verification.json`` in the bundle. ``clips``/``labels`` replace ``data`` when given; ``lava_clips`` is how
-    many of the clips go through Lava (each sample is one Lava run per partition); the accuracy uses all."""
+    ``verification.json`` in the bundle. Clips come from ``batches`` ((clips, labels) pairs), else from
+    ``clips``/``labels``, else from ``data``'s validation split; ``lava_clips`` of them (from the first batches)
+    go through Lava (one Lava run per partition and clip); the accuracy streams over all of them."""
     from svformer_deploy.exporters.lava.sideenv import lava_python
     from svformer_deploy.exporters.verify import coverage_problems
 
@@ -131,19 +145,34 @@ def verify_lava(bundle: str | os.PathLike, *, data: str = "moving-digits", num_v
     problems = coverage_problems(model, manifest.covered_modules())
     if problems:
         raise VerificationError(f"{bundle}: the bundle does not account for every operation: {problems[:5]}")
-    if clips is None:
-        clips, labels = _clips(data, model.config, num_videos)
-        source = {"data": str(data), "split": "val"}
-    else:
+    python = python or lava_python(say)  # first: fail fast (and say so) if the side environment cannot be built
+    with_labels = not (batches is None and clips is not None and labels is None)
+    if batches is not None:
+        source = {"data": data_desc or "batches given by the caller"}
+    elif clips is not None:
+        batches = [(clips, labels if labels is not None else torch.zeros(len(clips), dtype=torch.long))]
         source = {"data": data_desc or "clips given by the caller"}
+    else:
+        batches = _batches(data, model.config, num_videos)
+        source = {"data": str(data), "split": "val"}
     t0 = time.perf_counter()
+    accuracy, first = _Accuracy(), []
+    if with_labels:
+        say("Measuring the accuracy of the float and the quantised model...")
+    for x, y in batches:
+        if sum(len(f) for f in first) < lava_clips:
+            first.append(x[:lava_clips - sum(len(f) for f in first)])
+        if with_labels:
+            accuracy.add(model, parts, x, y)
+    if not first:
+        raise VerificationError("no clips to verify on; pass --data with a non-empty validation split")
+    first = torch.cat(first)
     with record_spikes(model) as rec:
-        model(clips[:lava_clips])
-    python = python or lava_python(say)
+        model(first)
     jobs = {p.name: (bundle / manifest.partition(p.name).file,
                      p.source.to_chw(rec.spikes[p.source.neuron]).transpose(0, 1).to(torch.int8).numpy())
             for p in parts}
-    say(f"Running {len(parts)} netx partitions x {lava_clips} clip(s) in Lava (fixed_pt)...")
+    say(f"Running {len(parts)} netx partitions x {len(first)} clip(s) in Lava (fixed_pt)...")
     with tempfile.TemporaryDirectory(prefix="svformer-lava-") as tmp:
         lava_out, lava_summary = run_lava(python, jobs, Path(tmp), bundle / RUNNER_NAME, say)
     report_parts = {}
@@ -163,11 +192,10 @@ def verify_lava(bundle: str | os.PathLike, *, data: str = "moving-digits", num_v
             "weight_exponents": [l.exponent for l in p.layers], "vDecay": [l.v_decay for l in p.layers],
             "clipped_weight_fraction": [l.clipped_weights for l in p.layers],
             "lava_seconds": lava_summary["partitions"][p.name]["seconds"]}
-    say("Measuring the accuracy of the float and the quantised model...")
-    acc = _accuracy(model, parts, clips, labels) if labels is not None else None
+    acc = accuracy.result() if with_labels else None
     report = {
         "target": "lava", "bundle": str(bundle), "model_name": manifest.model_name,
-        "checkpoint_sha256": manifest.checkpoint_sha256, "inputs": {**source, "lava_clips": lava_clips},
+        "checkpoint_sha256": manifest.checkpoint_sha256, "inputs": {**source, "lava_clips": len(first)},
         "lava": {k: lava_summary[k] for k in ("lava_dl", "lava_nc", "numpy", "python")}, "python": python,
         "run_config": "Loihi2SimCfg(select_tag='fixed_pt')",
         "all_bit_exact": all(r["bit_exact"] for r in report_parts.values()),
