@@ -20,6 +20,7 @@ __all__ = [
     "DataError",
     "ExportError",
     "UnsupportedLayerError",
+    "LavaEnvironmentError",
     "OutputExistsError",
     "BundleFormatError",
     "VerificationError",
@@ -91,6 +92,10 @@ class BundleFormatError(ExportError):
 
 class VerificationError(ExportError):
     """An export could not be checked (a file nir.read refuses, a runtime that cannot load a partition)."""
+
+
+class LavaEnvironmentError(VerificationError):
+    """The Lava side environment (Python 3.10 + lava-dl) is missing and could not be built; the message says why."""
 
 
 class OutputExistsError(SVFormerDeployError, FileExistsError):

@@ -1,0 +1,50 @@
+"""Lava-DL netx export: Loihi fixed-point quantisation, a bit-exact emulation, netx files, a standalone Lava
+runner, and verification in Lava's fixed_pt simulator (target ``lava`` of the exporter registry)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from svformer_deploy.exporters import Exporter
+from svformer_deploy.exporters.lava.emulate import emulate_layer, emulate_partition
+from svformer_deploy.exporters.lava.netx import read_netx, write_netx
+from svformer_deploy.exporters.lava.quantize import FloatLayer, LoihiLayer, LoihiOverflowWarning, quantize_layer
+
+__all__ = ["FloatLayer", "LoihiLayer", "LoihiOverflowWarning", "quantize_layer", "emulate_layer",
+           "emulate_partition", "write_netx", "read_netx", "EXPORTER"]
+
+
+def _export(model, out, *, checkpoint_sha256: str, checkpoint_path: str = "", class_names=None, force: bool = False,
+            approximate_bn: bool = False) -> Path:
+    from svformer_deploy.exporters.lava.export import export_lava
+
+    path, _, _ = export_lava(model, out, checkpoint_sha256=checkpoint_sha256, checkpoint_path=checkpoint_path,
+                             class_names=class_names, force=force, approximate_bn=approximate_bn)
+    return path
+
+
+def _progress(msg: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(msg, markup=False, highlight=False)
+
+
+def _verify(path, model, batches, data_desc: str = "") -> dict[str, Any]:
+    """Lava verification on the clips of ``batches``; ``$SVFORMER_LAVA_CLIPS`` (default 1) of them go through
+    Lava itself (one Lava run per partition and clip), all of them into the accuracy comparison."""
+    from svformer_deploy.exporters.lava.verify import verify_lava
+
+    lava_clips = max(1, int(os.environ.get("SVFORMER_LAVA_CLIPS", "1")))
+    return verify_lava(path, batches=batches, lava_clips=lava_clips, progress=_progress, data_desc=data_desc)
+
+
+def _format(report: dict[str, Any]) -> str:
+    from svformer_deploy.exporters.lava.verify import format_lava_report
+
+    return format_lava_report(report)
+
+
+EXPORTER = Exporter(name="lava", description="Lava-DL netx HDF5 partitions (Loihi fixed point) + float host op",
+                    export=_export, verify=_verify, format_report=_format)

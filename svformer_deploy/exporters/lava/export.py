@@ -1,0 +1,137 @@
+"""``export --to lava``: an export bundle (see :mod:`svformer_deploy.exporters.bundle`) whose partitions are
+netx HDF5 files for Lava-DL and whose host operation is the rest of the SVFormer in float.
+
+Bundle contents: ``<partition>.net`` (one netx chain each), ``host_params.npz`` (the float model's state dict:
+the host part and the reference the partitions were quantised from), ``lava_runner.py`` (the standalone runner,
+so the bundle runs in a Lava environment without svformer-deploy) and ``manifest.json``.
+
+Execution contract of a Lava bundle: the host op ``host`` runs ``SVFormer.forward`` in float on the clip and,
+at each neuron layer listed in its ``attrs["replaced_neurons"]``, uses the spikes of the named partition
+instead of the float PLIF; a partition's input is the spikes of its ``inputs["input"]`` signal (the output of
+the neuron layer of that name, in (C, H, W) layout, one frame per timestep), its output replaces the neuron
+layer named by ``outputs["output"]`` (channels ``[a, b)`` when the name ends in ``[a:b]``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from svformer_deploy.exporters.bundle import HOST_PARAMS_NAME, HostOpSpec, Manifest, PartitionSpec, Signal, write_bundle
+from svformer_deploy.exporters.lava.netx import NETX_FORMAT, NETX_FORMAT_VERSION, write_netx
+from svformer_deploy.exporters.lava.partition import Partition, Tap, partition_model, quantize_partition
+from svformer_deploy.exporters.lava.quantize import LoihiOverflowWarning
+
+__all__ = ["export_lava", "DISCRETIZATION", "RUNNER_NAME", "partition_file", "tap_signal"]
+
+RUNNER_NAME = "lava_runner.py"
+
+DISCRETIZATION = {
+    "source_neuron": "PLIF (spikingjelly 0.0.0.0.14, decay_input=True, hard reset to 0): "
+                     "H[t] = V[t-1] + (X[t] - V[t-1]) / tau; S[t] = H[t] >= V_th; V[t] = H[t] (1 - S[t])",
+    "target_neuron": "Lava CUBA LIF, fixed_pt (PyLifModelBitAcc): u = rtz(u (4096 - (du + 1))) + (a << 6) "
+                     "(24-bit wrap); v = clip(rtz(v (4096 - dv)) + u + (bias << 6), +-(2^23 - 1)); "
+                     "S = v > (vThMant << 6); v = 0 where S; rtz(x) = sign(x) (|x| >> 12)",
+    "mapping": "iDecay = 4096 (du = 4095: no current state); vDecay = round(4096 / tau); weights and bias scaled "
+               "by 1 / (tau V_th) and by 2^e: 8-bit weight mantissas in [-128, 127], 13-bit bias mantissas, "
+               "per-layer exponent e with vThMant = 2^e",
+    "spike_condition": "Loihi: v > vThMant << 6 (strict); source model: H >= V_th",
+    "timestep": "one video frame per timestep; state starts at 0 at the first frame of every clip; in Lava each "
+                "synapse delays by one step, so an L-layer partition's output for frame t is at step t + L, and "
+                "netx's reset schedule (reset_offset=1) zeroes layer l just before its first input",
+    "tokens": "token-wise Linear on the H*W tokens of a frame = 1x1 conv on the (C, H, W) map",
+}
+
+
+def partition_file(name: str) -> str:
+    """File name of a partition's netx file (dots kept, other characters replaced)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name) + ".net"
+
+
+def tap_signal(tap: Tap) -> str:
+    """Signal name of a tap: the neuron's dotted name, with ``[a:b]`` for a channel slice."""
+    return tap.neuron + (f"[{tap.channels[0]}:{tap.channels[1]}]" if tap.channels else "")
+
+
+def _manifest(model: nn.Module, qparts: list[Partition], checkpoint_sha256: str, class_names, host_keys) -> Manifest:
+    from svformer_deploy import __version__
+    from svformer_deploy.exporters.partition import model_operations
+
+    cfg = model.config
+    signals = {"frames": Signal("frames", (cfg.in_chans, cfg.img_size, cfg.img_size), "analog"),
+               "logits": Signal("logits", (cfg.num_classes,), "logits", time="per_clip")}
+    specs, claimed = [], set()
+    for p in qparts:
+        for tap in (p.source, *p.taps):
+            signals[tap_signal(tap)] = Signal(tap_signal(tap), tuple(tap.shape), "spikes")
+        nodes = {f"layer/{i + 1}": [*layer.sources, layer.neuron] for i, layer in enumerate(p.layers)}
+        mine = []
+        for m in [s for layer in p.layers for s in layer.sources] + [t.neuron for t in p.taps if not t.channels]:
+            exclusive = not m.startswith("patch_embed")  # patch-embed convs also feed the host's residual stream
+            if exclusive and m not in claimed:
+                claimed.add(m)
+                mine.append(m)
+        specs.append(PartitionSpec(p.name, partition_file(p.name), {"input": tap_signal(p.source)},
+                                   {"output": tap_signal(p.output)}, mine, nodes))
+    rest = [op for op in model_operations(model) if op not in claimed]
+    replaced = {tap_signal(t): p.name for p in qparts for t in p.taps}
+    host = HostOpSpec(
+        name="host", op="svformer_float_host", inputs=["frames"] + [tap_signal(p.output) for p in qparts],
+        outputs=["logits"], modules=rest, time="per_clip",
+        equation="logits = SVFormer.forward(frames) in float32 with the host_params.npz state dict, where the "
+                 "output of every neuron layer in attrs['replaced_neurons'] is replaced by the spikes of that "
+                 "partition (run on the spikes of the partition's input neuron layer)",
+        attrs={"replaced_neurons": replaced, "partition_order": [p.name for p in qparts]}, params=list(host_keys))
+    approximations = [
+        "weights: 8-bit mantissas with a per-layer exponent (round to nearest), see each layer's weight_exponent",
+        "biases (folded BatchNorm shift / tau): 13-bit mantissas at the same exponent",
+        "voltage decay quantised to round(4096 / tau) / 4096; rounding toward zero of the decayed voltage",
+        "spike condition v > threshold (strict) instead of H >= V_th",
+    ]
+    clipped = [f"{l.name} -> {l.neuron}: {l.clipped_weights:.4%} weights, {l.clipped_biases:.4%} biases clipped"
+               for p in qparts for l in p.layers if l.clipped_weights or l.clipped_biases]
+    return Manifest(
+        target="lava", model_name=cfg.name, config=cfg.to_dict(), checkpoint_sha256=checkpoint_sha256, dt=1.0,
+        discretization={**DISCRETIZATION, "netx_format": f"{NETX_FORMAT} v{NETX_FORMAT_VERSION}"},
+        signals=signals, partitions=specs, host_ops=[host], schedule=[{"host_op": "host"}],
+        graph_input="frames", graph_output="logits", class_names=class_names,
+        approximations=approximations + clipped, created_by=f"svformer-deploy {__version__}")
+
+
+def export_lava(model: nn.Module, out: str | os.PathLike, *, checkpoint_sha256: str, checkpoint_path: str = "",
+                class_names: list[str] | None = None, force: bool = False, approximate_bn: bool = False,
+                exponent: int | None = None) -> tuple[Path, Manifest, list[Partition]]:
+    """Partition, quantise and write a Lava bundle atomically. Returns (bundle path, manifest, quantised partitions).
+
+    Raises :class:`~svformer_deploy.errors.UnsupportedLayerError` for a module netx cannot express (named),
+    :class:`~svformer_deploy.errors.OutputExistsError` if ``out`` exists and not ``force``. Weights or biases
+    that overflow their mantissa are clipped with a :class:`LoihiOverflowWarning` per layer.
+    """
+    model = model.eval()
+    parts = partition_model(model, approximate_bn)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", LoihiOverflowWarning)
+        qparts = [quantize_partition(p, exponent) for p in parts]
+    state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+    manifest = _manifest(model, qparts, checkpoint_sha256, class_names, sorted(state))
+    manifest.checkpoint_path = checkpoint_path
+    if approximate_bn and model.config.bn == "per_timestep":
+        manifest.approximations.insert(0, "per-timestep BatchNorm folded with its time-averaged scale and shift")
+    meta = {"model_name": manifest.model_name, "checkpoint_sha256": checkpoint_sha256}
+    writers = {partition_file(p.name): (lambda p: lambda path: write_netx(
+        path, p.layers, {**meta, "partition": p.name, "source": p.source.to_dict(),
+                         "outputs": [t.to_dict() for t in p.taps]}))(p) for p in qparts}
+
+    def write_state(path: Path) -> None:
+        with open(path, "wb") as f:
+            np.savez(f, **state)
+
+    writers[HOST_PARAMS_NAME] = write_state
+    writers[RUNNER_NAME] = lambda path: shutil.copyfile(Path(__file__).with_name("runner.py"), path)
+    return write_bundle(out, manifest, writers, force=force), manifest, qparts

@@ -1,0 +1,222 @@
+"""``verify --target lava``: run a Lava bundle's netx files in Lava's bit-accurate simulator and compare.
+
+1. the bundle's files are checked (SHA-256), the netx files read back, and every operation of the model is
+   covered exactly once by a partition or the host op;
+2. real input spikes: the float model (rebuilt from the bundle's config and ``host_params.npz``) runs on
+   validation clips; each partition's input is the recorded output of its source neuron layer;
+3. Lava: :mod:`runner` in the side environment (:mod:`sideenv`) runs each netx file with
+   ``Loihi2SimCfg(select_tag='fixed_pt')`` on those spikes; its output is compared with
+   :func:`~svformer_deploy.exporters.lava.emulate.emulate_partition` on the same spikes: the goal is
+   **bit-exact** (0 differing spikes) for every partition;
+4. quantisation cost per partition: agreement of the emulated spikes with the float model's spikes, on the
+   same inputs;
+5. accuracy cost: top-1 of the float model vs the quantised model (every partition in the fixed-point
+   emulation, host operations in float) on the validation clips.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from svformer_deploy.errors import VerificationError
+from svformer_deploy.exporters.bundle import HOST_PARAMS_NAME, VERIFICATION_NAME, check_bundle_files, read_manifest
+from svformer_deploy.exporters.lava.emulate import emulate_partition
+from svformer_deploy.exporters.lava.export import RUNNER_NAME
+from svformer_deploy.exporters.lava.hybrid import quantized_partitions_active
+from svformer_deploy.exporters.lava.netx import read_netx
+from svformer_deploy.exporters.lava.partition import Partition, Tap
+from svformer_deploy.models import SVFormerConfig, create_model, record_spikes
+from svformer_deploy.models.checkpoint import atomic_write
+
+__all__ = ["load_lava_bundle", "run_lava", "verify_lava", "format_lava_report"]
+
+
+def load_lava_bundle(bundle: str | os.PathLike) -> tuple[Any, torch.nn.Module, list[Partition]]:
+    """(manifest, float model, quantised partitions read from the netx files) of a Lava bundle."""
+    bundle = Path(bundle)
+    manifest = read_manifest(bundle)
+    if manifest.target != "lava":
+        raise VerificationError(f"{bundle} is a '{manifest.target}' bundle; use `verify --target {manifest.target}`"
+                                " or export with `--to lava`")
+    check_bundle_files(bundle, manifest)
+    model = create_model(SVFormerConfig.from_dict(manifest.config))
+    with np.load(bundle / HOST_PARAMS_NAME, allow_pickle=False) as z:
+        model.load_state_dict({k: torch.from_numpy(z[k]) for k in z.files})
+    model.eval()
+    parts = []
+    for spec in manifest.partitions:
+        layers, meta = read_netx(bundle / spec.file)
+        src = Tap(**{**meta["source"], "shape": tuple(meta["source"]["shape"]),
+                     "channels": tuple(meta["source"]["channels"]) if meta["source"]["channels"] else None})
+        taps = tuple(Tap(**{**t, "shape": tuple(t["shape"]), "channels": tuple(t["channels"]) if t["channels"] else None})
+                     for t in meta["outputs"])
+        parts.append(Partition(spec.name, src, tuple(layers), taps))
+    return manifest, model, parts
+
+
+def run_lava(python: str, jobs: dict[str, tuple[Path, np.ndarray]], workdir: Path,
+             runner: Path, progress: Callable[[str], None] | None = None) -> tuple[dict[str, np.ndarray], dict]:
+    """Run ``runner`` under ``python`` on {partition: (netx path, spikes (B, T, C, H, W))}; (outputs, summary)."""
+    np.savez(workdir / "lava_in.npz", **{k: v[1].astype(np.int8) for k, v in jobs.items()})
+    job = {"inputs": str(workdir / "lava_in.npz"), "outputs": str(workdir / "lava_out.npz"),
+           "summary": str(workdir / "lava_summary.json"),
+           "partitions": [{"name": k, "netx": str(v[0])} for k, v in jobs.items()]}
+    (workdir / "job.json").write_text(json.dumps(job))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    proc = subprocess.Popen([python, str(runner), str(workdir / "job.json")], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env, cwd=workdir)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line.rstrip())
+        if progress and line.startswith("[lava-runner]"):
+            progress(line.rstrip())
+    if proc.wait() != 0:
+        raise VerificationError("the Lava runner failed (exit {}):\n{}".format(proc.returncode, "\n".join(lines[-15:])))
+    with np.load(workdir / "lava_out.npz", allow_pickle=False) as z:
+        outs = {k: z[k] for k in z.files}
+    return outs, json.loads((workdir / "lava_summary.json").read_text())
+
+
+def _batches(data: str, config: SVFormerConfig, num_videos: int | None, batch: int = 16) -> Iterator[tuple[Tensor, Tensor]]:
+    """Validation clips of ``data`` (one view per video) as (clips, labels) batches."""
+    from svformer_deploy.data import iter_eval_videos
+
+    xs, ys = [], []
+    for sample in iter_eval_videos(data, config, split="val", num_videos=num_videos):
+        xs.append(sample.views[0])
+        ys.append(sample.label)
+        if len(xs) == batch:
+            yield torch.stack(xs), torch.tensor(ys)
+            xs, ys = [], []
+    if xs:
+        yield torch.stack(xs), torch.tensor(ys)
+
+
+class _Accuracy:
+    """Running top-1 of the float and the quantised model, batch by batch (clips are not kept)."""
+
+    def __init__(self) -> None:
+        self.n = self.float_ok = self.quant_ok = self.agree = 0
+
+    @torch.no_grad()
+    def add(self, model, parts, x: Tensor, y: Tensor) -> None:
+        pf = model(x).argmax(1)
+        with quantized_partitions_active(model, parts):
+            pq = model(x).argmax(1)
+        self.n += len(y)
+        self.float_ok += int((pf == y).sum())
+        self.quant_ok += int((pq == y).sum())
+        self.agree += int((pf == pq).sum())
+
+    def result(self) -> dict[str, Any] | None:
+        if not self.n:
+            return None
+        return {"clips": self.n, "top1_float": self.float_ok / self.n, "top1_quantized": self.quant_ok / self.n,
+                "top1_agreement": self.agree / self.n}
+
+
+@torch.no_grad()
+def verify_lava(bundle: str | os.PathLike, *, data: str = "moving-digits", num_videos: int | None = None,
+                lava_clips: int = 1, clips: Tensor | None = None, labels: Tensor | None = None,
+                batches: Iterable[tuple[Tensor, Tensor]] | None = None,
+                python: str | None = None, progress: Callable[[str], None] | None = None,
+                write: bool = True, data_desc: str | None = None) -> dict[str, Any]:
+    """Verify a Lava bundle (see the module docstring); returns the report and writes it as
+    ``verification.json`` in the bundle. Clips come from ``batches`` ((clips, labels) pairs), else from
+    ``clips``/``labels``, else from ``data``'s validation split; ``lava_clips`` of them (from the first batches)
+    go through Lava (one Lava run per partition and clip); the accuracy streams over all of them."""
+    from svformer_deploy.exporters.lava.sideenv import lava_python
+    from svformer_deploy.exporters.verify import coverage_problems
+
+    say = progress or (lambda _m: None)
+    bundle = Path(bundle)
+    manifest, model, parts = load_lava_bundle(bundle)
+    problems = coverage_problems(model, manifest.covered_modules())
+    if problems:
+        raise VerificationError(f"{bundle}: the bundle does not account for every operation: {problems[:5]}")
+    python = python or lava_python(say)  # first: fail fast (and say so) if the side environment cannot be built
+    with_labels = not (batches is None and clips is not None and labels is None)
+    if batches is not None:
+        source = {"data": data_desc or "batches given by the caller"}
+    elif clips is not None:
+        batches = [(clips, labels if labels is not None else torch.zeros(len(clips), dtype=torch.long))]
+        source = {"data": data_desc or "clips given by the caller"}
+    else:
+        batches = _batches(data, model.config, num_videos)
+        source = {"data": str(data), "split": "val"}
+    t0 = time.perf_counter()
+    accuracy, first = _Accuracy(), []
+    if with_labels:
+        say("Measuring the accuracy of the float and the quantised model...")
+    for x, y in batches:
+        if sum(len(f) for f in first) < lava_clips:
+            first.append(x[:lava_clips - sum(len(f) for f in first)])
+        if with_labels:
+            accuracy.add(model, parts, x, y)
+    if not first:
+        raise VerificationError("no clips to verify on; pass --data with a non-empty validation split")
+    first = torch.cat(first)
+    with record_spikes(model) as rec:
+        model(first)
+    jobs = {p.name: (bundle / manifest.partition(p.name).file,
+                     p.source.to_chw(rec.spikes[p.source.neuron]).transpose(0, 1).to(torch.int8).numpy())
+            for p in parts}
+    say(f"Running {len(parts)} netx partitions x {len(first)} clip(s) in Lava (fixed_pt)...")
+    with tempfile.TemporaryDirectory(prefix="svformer-lava-") as tmp:
+        lava_out, lava_summary = run_lava(python, jobs, Path(tmp), bundle / RUNNER_NAME, say)
+    report_parts = {}
+    for p in parts:
+        spikes_in = torch.from_numpy(jobs[p.name][1]).transpose(0, 1)
+        emu = emulate_partition(p.layers, spikes_in)  # (T, B, C, H, W)
+        lava = torch.from_numpy(lava_out[p.name]).transpose(0, 1)
+        ref = p.output.to_chw(rec.spikes[p.output.neuron]).to(torch.int8)
+        report_parts[p.name] = {
+            "layers": len(p.layers), "input_neuron": p.source.neuron, "output_neuron": p.output.neuron,
+            "neurons": int(emu[0, 0].numel()), "timesteps": int(emu.shape[0]), "clips": int(emu.shape[1]),
+            "bit_exact": bool(torch.equal(lava, emu)), "lava_vs_emulation_mismatches": int((lava != emu).sum()),
+            "lava_spikes": int(lava.sum()), "emulation_spikes": int(emu.to(torch.int64).sum()),
+            "input_spikes": int(spikes_in.to(torch.int64).sum()),
+            "float_vs_quantized_spike_agreement": float((emu == ref).float().mean()),
+            "float_spikes": int(ref.to(torch.int64).sum()),
+            "weight_exponents": [l.exponent for l in p.layers], "vDecay": [l.v_decay for l in p.layers],
+            "clipped_weight_fraction": [l.clipped_weights for l in p.layers],
+            "lava_seconds": lava_summary["partitions"][p.name]["seconds"]}
+    acc = accuracy.result() if with_labels else None
+    report = {
+        "target": "lava", "bundle": str(bundle), "model_name": manifest.model_name,
+        "checkpoint_sha256": manifest.checkpoint_sha256, "inputs": {**source, "lava_clips": len(first)},
+        "lava": {k: lava_summary[k] for k in ("lava_dl", "lava_nc", "numpy", "python")}, "python": python,
+        "run_config": "Loihi2SimCfg(select_tag='fixed_pt')",
+        "all_bit_exact": all(r["bit_exact"] for r in report_parts.values()),
+        "partitions": report_parts, "accuracy": acc, "seconds": round(time.perf_counter() - t0, 1),
+        "goal": "bit-exact agreement of Lava (fixed_pt) with the fixed-point emulation on every partition"}
+    report["passed"] = report["all_bit_exact"]
+    if write:
+        atomic_write(bundle / VERIFICATION_NAME, lambda p: Path(p).write_text(json.dumps(report, indent=1)))
+    return report
+
+
+def format_lava_report(report: dict[str, Any]) -> str:
+    """A short human-readable summary of :func:`verify_lava`'s report."""
+    lines = [f"Lava verification of {report['bundle']} ({report['run_config']}, lava-dl {report['lava']['lava_dl']})"]
+    for name, r in report["partitions"].items():
+        lines.append(f"  {name:40s} {'BIT-EXACT' if r['bit_exact'] else 'MISMATCH '} "
+                     f"lava/emulation mismatches {r['lava_vs_emulation_mismatches']:6d}  spikes {r['lava_spikes']:7d}  "
+                     f"float agreement {r['float_vs_quantized_spike_agreement']:.4%}")
+    lines.append(f"all partitions bit-exact: {report['all_bit_exact']}")
+    if report["accuracy"]:
+        a = report["accuracy"]
+        lines.append(f"top-1 on {a['clips']} val clips: float {a['top1_float']:.2%}, quantised {a['top1_quantized']:.2%} "
+                     f"(prediction agreement {a['top1_agreement']:.2%})")
+    return "\n".join(lines)

@@ -1,0 +1,91 @@
+"""The Lava bundle: netx files written atomically, read back bit for bit, every operation accounted for."""
+
+import json
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from svformer_deploy.errors import LavaEnvironmentError, OutputExistsError, UnsupportedLayerError
+from svformer_deploy.exporters.bundle import read_manifest
+from svformer_deploy.exporters.lava.export import export_lava
+from svformer_deploy.exporters.lava.netx import read_netx
+from svformer_deploy.exporters.lava.verify import load_lava_bundle
+from svformer_deploy.exporters.verify import coverage_problems
+from svformer_deploy.models import create_model
+from tests.exporters.conftest import active_model
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    model = active_model()
+    out = tmp_path_factory.mktemp("lava") / "bundle"
+    path, manifest, qparts = export_lava(model, out, checkpoint_sha256="ab" * 32, class_names=list("0123456789"))
+    return model, path, manifest, qparts
+
+
+def test_bundle_covers_every_operation_once(exported):
+    model, path, manifest, qparts = exported
+    assert read_manifest(path).target == "lava"
+    assert coverage_problems(model, manifest.covered_modules()) == []
+    host = manifest.host_ops[0]
+    assert host.attrs["replaced_neurons"]["head.lif[0:128]"] == "local_path"
+    assert "blocks1.0.lif" in host.modules and "blocks1.0.mlp.lif2" not in host.modules
+
+
+def test_netx_files_hold_the_quantised_integers(exported):
+    _, path, manifest, qparts = exported
+    for spec, q in zip(manifest.partitions, qparts):
+        layers, meta = read_netx(path / spec.file)
+        assert meta["partition"] == spec.name
+        for got, want in zip(layers, q.layers):
+            assert np.array_equal(got.weight, want.weight) and np.array_equal(got.bias, want.bias)
+            assert (got.exponent, got.v_decay, got.stride, got.padding) == (want.exponent, want.v_decay, want.stride,
+                                                                           want.padding)
+            assert got.weight.min() >= -128 and got.weight.max() <= 127
+        with h5py.File(path / spec.file) as f:  # the layout netx reads
+            assert f["layer/0/type"][0] == b"input" and list(f["layer/0/shape"][()]) == list(q.source.shape)
+            assert f["layer/1/type"][0] == b"conv" and f["layer/1/neuron/type"][0] == b"CUBA"
+            assert int(f["layer/1/neuron/iDecay"][()]) == 4096
+            assert int(f["layer/1/neuron/vThMant"][()]) == 1 << q.layers[0].exponent
+
+
+def test_bundle_reloads_as_the_same_model(exported):
+    model, path, _, qparts = exported
+    _, reloaded, parts = load_lava_bundle(path)
+    sd = model.state_dict()
+    assert all(np.array_equal(v.numpy(), sd[k].numpy()) for k, v in reloaded.state_dict().items())
+    assert [p.name for p in parts] == [p.name for p in qparts]
+
+
+def test_existing_output_is_kept_and_failed_export_leaves_nothing(exported, tmp_path):
+    _, path, _, _ = exported
+    before = json.loads((path / "manifest.json").read_text())
+    with pytest.raises(OutputExistsError):
+        export_lava(active_model(), path, checkpoint_sha256="cd" * 32)
+    assert json.loads((path / "manifest.json").read_text()) == before
+    with pytest.raises(UnsupportedLayerError, match="per_timestep"):
+        export_lava(create_model("svformer_tiny", bn="per_timestep").eval(), tmp_path / "b", checkpoint_sha256="0" * 64)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_interpreter_without_lava_is_reported(monkeypatch):
+    from svformer_deploy.exporters.lava.sideenv import lava_python
+
+    monkeypatch.setenv("SVFORMER_LAVA_PYTHON", sys.executable)  # the main env has no lava-dl
+    with pytest.raises(LavaEnvironmentError, match="cannot import lava-dl"):
+        lava_python()
+
+
+def test_missing_python310_says_why(monkeypatch, tmp_path):
+    from svformer_deploy.exporters.lava.sideenv import lava_python
+
+    monkeypatch.delenv("SVFORMER_LAVA_PYTHON", raising=False)
+    monkeypatch.delenv("PYENV_ROOT", raising=False)
+    monkeypatch.setenv("SVFORMER_LAVA_VENV", str(tmp_path / "venv"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no pyenv, no python3.10
+    with pytest.raises(LavaEnvironmentError, match=r"needs Python 3\.10 and none was found.*SVFORMER_LAVA_PYTHON"):
+        lava_python()
+    assert not (tmp_path / "venv").exists()
