@@ -206,11 +206,11 @@ def attention_qkv_rates(a: SparsityAnalysis) -> pd.DataFrame:
     all heads, tokens and head channels. Empty when the model has no attention blocks.
     """
     df = mean_rate_by_layer(a)
-    name = df["layer"].astype(str)
-    parts = name.str.rsplit(".", n=1, expand=True)
-    keep = parts[1].isin(list(_QKV)) if parts.shape[1] > 1 else pd.Series(False, index=df.index)
-    out = pd.DataFrame({"block": parts.loc[keep, 0], "which": parts.loc[keep, 1].map(_QKV),
-                        "timestep": df.loc[keep, "timestep"], "rate": df.loc[keep, "rate"]})
+    split = [str(n).rpartition(".") for n in df["layer"]]
+    keep = [tail in _QKV for _, _, tail in split]
+    out = pd.DataFrame({"block": [head for (head, _, _), k in zip(split, keep) if k],
+                        "which": [_QKV[tail] for (_, _, tail), k in zip(split, keep) if k],
+                        "timestep": df.loc[keep, "timestep"].to_numpy(), "rate": df.loc[keep, "rate"].to_numpy()})
     blocks = list(dict.fromkeys(out["block"]))
     out["block"] = pd.Categorical(out["block"], categories=blocks, ordered=True)
     out["which"] = pd.Categorical(out["which"], categories=["Q", "K", "V"], ordered=True)
