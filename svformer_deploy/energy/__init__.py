@@ -1,0 +1,18 @@
+"""Energy accounting: exact operation counts per layer x timestep x op class, and their energy.
+
+Public API (stable; used by the sparsity notebook)::
+
+    counts = count_ops(model, clips)            # OpCounts: .df (layer, timestep, op_class, count), .totals()
+    report = energy_of(counts, "45nm-fp32")     # EnergyReport: .df (+ energy_pj), .compute_pj, .memory_pj
+    dense = count_ops(model, clips, dense=True) # dense MACs (ANN / fvcore convention)
+
+Rules: :mod:`svformer_deploy.energy.rules`; profiles: :mod:`svformer_deploy.energy.profiles`.
+"""
+
+from svformer_deploy.energy.counter import COLUMNS, OpCounts, count_ops
+from svformer_deploy.energy.energy import EnergyReport, energy_of, memory_bytes
+from svformer_deploy.energy.profiles import HardwareProfile, get_profile, list_profiles, load_profile, register_profile
+from svformer_deploy.energy.rules import OP_CLASSES, PRIMITIVE_OF
+
+__all__ = ["count_ops", "OpCounts", "COLUMNS", "energy_of", "EnergyReport", "memory_bytes", "HardwareProfile",
+           "get_profile", "list_profiles", "load_profile", "register_profile", "OP_CLASSES", "PRIMITIVE_OF"]

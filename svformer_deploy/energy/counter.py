@@ -43,6 +43,7 @@ __all__ = ["OpCounts", "count_ops", "OpCounter", "COLUMNS"]
 
 aten = torch.ops.aten
 COLUMNS = ["layer", "timestep", "op_class", "count"]
+MEMORY_COLUMNS = ["layer", "weight_values", "real_act_values", "binary_act_values"]
 
 _META_OPS = {
     aten.is_contiguous, aten.is_strides_like_format, aten.is_non_overlapping_and_dense, aten.size,
@@ -72,6 +73,9 @@ class OpCounts:
         mode: ``"exact"`` (spike-aware) or ``"dense"`` (every operand treated as real).
         uncounted: aten op name -> {"calls", "elements"} for executed ops without a rule.
         internal: aten op name -> calls executed inside neuron layers (covered by the neuron rule).
+        memory: per layer, values read by its synaptic ops (columns ``layer, weight_values, real_act_values,
+            binary_act_values``): weights once per timestep per clip (numel(W) x T x B; once per clip without a
+            time axis), every input activation once. Bytes and energy are applied by :func:`energy_of`.
     """
 
     df: pd.DataFrame
@@ -81,6 +85,7 @@ class OpCounts:
     mode: str
     uncounted: dict[str, dict[str, int]] = field(default_factory=dict)
     internal: dict[str, int] = field(default_factory=dict)
+    memory: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=MEMORY_COLUMNS))
 
     def totals(self) -> dict[str, int]:
         """Total count per op class (every class of :data:`OP_CLASSES`, zeros included)."""
@@ -146,6 +151,7 @@ class OpCounter:
         self.uncounted: dict[str, dict[str, int]] = defaultdict(lambda: {"calls": 0, "elements": 0})
         self.internal: dict[str, int] = defaultdict(int)
         self._fanout_cache: dict[tuple, Tensor] = {}
+        self.mem: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
         self._handles: list[Any] = []
         self._mode: _CountingMode | None = None
 
@@ -229,6 +235,12 @@ class OpCounter:
         assert self.T is not None and total % self.T == 0
         return [int(total // self.T)] * self.T
 
+    def _mem(self, weight: Tensor | None, act: Tensor, kind: str) -> None:
+        m = self.mem[self.layer]
+        if weight is not None:
+            m[0] += weight.numel() * self.B * (self.T if self._layout(act) is not None and self.T else 1)
+        m[2 if kind == "binary" else 1] += act.numel()
+
     # ---------------------------------------------------------------- rules
     def _count_neuron(self, name: str, module: SpikingNeuron, x: Tensor) -> None:
         """PLIF: per element per step 1 neuron_mul + 3 neuron_add; ReLU: 1 activation; T on axis 0."""
@@ -294,6 +306,7 @@ class OpCounter:
         layout = self._layout(x)
         kind = self._kind(x)
         fan = self._fanout(x.shape, w, stride, padding, dilation, transposed, output_padding, groups)
+        self._mem(w, x, kind)
         if kind == "binary":
             self._add("ac", self._split((x != 0) * fan, layout))
         else:
@@ -317,6 +330,11 @@ class OpCounter:
         """
         ka, kb = self._kind(a), self._kind(b)
         layout = self._layout(a) if ka != "weight" else self._layout(out)
+        if ka == "weight" or kb == "weight":
+            self._mem(a if ka == "weight" else b, b if ka == "weight" else a, kb if ka == "weight" else ka)
+        else:
+            self._mem(None, a, ka)
+            self._mem(None, b, kb)
         if "binary" not in (ka, kb):
             batch = a.shape[0] if a.dim() == 3 else 1
             total = batch * a.shape[-2] * a.shape[-1] * b.shape[-1]
@@ -416,7 +434,9 @@ class OpCounter:
         class_rank = {c: i for i, c in enumerate(OP_CLASSES)}
         rows.sort(key=lambda r: (self.order[r[0]], r[1], class_rank[r[2]]))
         df = pd.DataFrame(rows, columns=COLUMNS).astype({"timestep": "int64", "count": "int64"})
-        return OpCounts(df=df, num_steps=T, batch=self.B, input_shape=tuple(input_shape),
+        mem = pd.DataFrame([(k, *v) for k, v in sorted(self.mem.items(), key=lambda kv: self.order.get(kv[0], 1 << 30))],
+                           columns=MEMORY_COLUMNS)
+        return OpCounts(df=df, memory=mem, num_steps=T, batch=self.B, input_shape=tuple(input_shape),
                         mode="dense" if self.dense else "exact",
                         uncounted={k: dict(v) for k, v in sorted(self.uncounted.items())},
                         internal=dict(sorted(self.internal.items())))

@@ -1,0 +1,176 @@
+"""Hardware energy profiles: a registry of named per-operation energies, each with its source.
+
+A profile gives the energy (pJ) of the primitives ``mac``, ``ac``, ``mul``, ``add`` (every op class maps to one
+of them, see :data:`svformer_deploy.energy.rules.PRIMITIVE_OF`), optional per-op-class overrides, and the
+per-byte cost of the optional memory-access term. User profiles are YAML or JSON files with the same keys::
+
+    name: my-chip
+    source: "datasheet X, table 3"
+    energy_pj: {mac: 4.6, ac: 0.9, mul: 3.7, add: 0.9}
+    overrides_pj: {neuron_mul: 10.0}        # optional, keys are op classes
+    memory_pj_per_byte: 1.25                 # optional
+    caveats: "..."                           # optional
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from svformer_deploy.energy.rules import OP_CLASSES, PRIMITIVE_OF
+from svformer_deploy.errors import ProfileError
+
+__all__ = ["HardwareProfile", "register_profile", "get_profile", "list_profiles", "load_profile"]
+
+_PRIMITIVES = ("mac", "ac", "mul", "add")
+
+
+@dataclass(frozen=True)
+class HardwareProfile:
+    """Per-operation energies in picojoules, with where each figure comes from.
+
+    Attributes:
+        name: registry name.
+        energy_pj: pJ per ``mac``, ``ac``, ``mul``, ``add``.
+        source: citation of the figures.
+        overrides_pj: pJ for individual op classes that do not cost their primitive.
+        memory_pj_per_byte: cost of reading one byte (weights and activations), for the optional memory term.
+        memory_source: citation of the memory figure.
+        caveats: what the figures do not capture.
+        bytes_per_value: size of one weight or real activation (spikes are 1 bit), for the memory term.
+    """
+
+    name: str
+    energy_pj: dict[str, float]
+    source: str
+    overrides_pj: dict[str, float] = field(default_factory=dict)
+    memory_pj_per_byte: float | None = None
+    memory_source: str = ""
+    caveats: str = ""
+    bytes_per_value: float = 4.0
+
+    def __post_init__(self) -> None:
+        missing = [p for p in _PRIMITIVES if p not in self.energy_pj]
+        if missing:
+            raise ProfileError(f"profile {self.name!r} lacks energies for {missing}; give pJ for all of {list(_PRIMITIVES)}")
+        unknown = sorted(set(self.energy_pj) - set(_PRIMITIVES))
+        bad_over = sorted(set(self.overrides_pj) - set(OP_CLASSES))
+        if unknown or bad_over:
+            raise ProfileError(f"profile {self.name!r} has unknown keys {unknown + bad_over}; energy_pj keys are "
+                               f"{list(_PRIMITIVES)}, overrides_pj keys are op classes {list(OP_CLASSES)}")
+        for k, v in {**self.energy_pj, **self.overrides_pj}.items():
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 0 or v == float("inf"):
+                raise ProfileError(f"profile {self.name!r}: energy of {k!r} must be a finite number >= 0 pJ, got {v!r}")
+        if self.memory_pj_per_byte is not None and not (isinstance(self.memory_pj_per_byte, (int, float))
+                                                        and self.memory_pj_per_byte >= 0):
+            raise ProfileError(f"profile {self.name!r}: memory_pj_per_byte must be a number >= 0")
+        if not self.source:
+            raise ProfileError(f"profile {self.name!r} has no source; state where the figures come from")
+
+    def pj(self, op_class: str) -> float:
+        """Energy of one operation of ``op_class`` (``bn_folded`` costs 0)."""
+        if op_class in self.overrides_pj:
+            return float(self.overrides_pj[op_class])
+        prim = PRIMITIVE_OF[op_class]
+        return 0.0 if prim == "none" else float(self.energy_pj[prim])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "energy_pj": dict(self.energy_pj), "overrides_pj": dict(self.overrides_pj),
+                "per_op_class_pj": {c: self.pj(c) for c in OP_CLASSES}, "source": self.source,
+                "memory_pj_per_byte": self.memory_pj_per_byte, "memory_source": self.memory_source,
+                "bytes_per_value": self.bytes_per_value, "caveats": self.caveats}
+
+
+_PROFILES: dict[str, HardwareProfile] = {}
+
+
+def register_profile(profile: HardwareProfile) -> HardwareProfile:
+    """Add a profile to the registry (names are unique)."""
+    if profile.name in _PROFILES:
+        raise ProfileError(f"a profile named {profile.name!r} is already registered")
+    _PROFILES[profile.name] = profile
+    return profile
+
+
+def list_profiles() -> list[str]:
+    return sorted(_PROFILES)
+
+
+def get_profile(name_or_path: str | Path | HardwareProfile) -> HardwareProfile:
+    """A registered profile by name, or a user profile from a ``.yaml``/``.yml``/``.json`` file."""
+    if isinstance(name_or_path, HardwareProfile):
+        return name_or_path
+    key = str(name_or_path)
+    if key in _PROFILES:
+        return _PROFILES[key]
+    if key.endswith((".yaml", ".yml", ".json")) or Path(key).is_file():
+        return load_profile(key)
+    raise ProfileError(f"unknown energy profile {key!r}; use one of {list_profiles()} or a YAML/JSON profile file")
+
+
+def load_profile(path: str | Path) -> HardwareProfile:
+    """Read and validate a user profile file (see the module docstring for its keys)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ProfileError(f"profile file {p} does not exist; give a registered name ({list_profiles()}) or a file path")
+    text = p.read_text(encoding="utf-8")
+    try:
+        if p.suffix == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as err:  # noqa: BLE001 - any parse error becomes one clear message
+        raise ProfileError(f"cannot parse profile file {p}: {err}; write valid YAML or JSON") from err
+    if not isinstance(data, dict):
+        raise ProfileError(f"profile file {p} must hold a mapping with keys name, source, energy_pj")
+    allowed = {"name", "energy_pj", "source", "overrides_pj", "memory_pj_per_byte", "memory_source", "caveats",
+               "bytes_per_value"}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ProfileError(f"profile file {p} has unknown keys {unknown}; allowed: {sorted(allowed)}")
+    for req in ("energy_pj", "source"):
+        if req not in data:
+            raise ProfileError(f"profile file {p} lacks {req!r}")
+    if not isinstance(data["energy_pj"], dict) or not isinstance(data.get("overrides_pj", {}), dict):
+        raise ProfileError(f"profile file {p}: energy_pj and overrides_pj must be mappings op -> pJ")
+    return HardwareProfile(name=str(data.get("name", p.stem)), energy_pj=dict(data["energy_pj"]),
+                           source=str(data["source"]), overrides_pj=dict(data.get("overrides_pj", {}) or {}),
+                           memory_pj_per_byte=data.get("memory_pj_per_byte"),
+                           memory_source=str(data.get("memory_source", "")), caveats=str(data.get("caveats", "")),
+                           bytes_per_value=float(data.get("bytes_per_value", 4.0)))
+
+
+_HOROWITZ = "M. Horowitz, 'Computing's energy problem (and what we can do about it)', ISSCC 2014, 45 nm"
+_SRAM = ("Horowitz ISSCC 2014, 45 nm: 64-bit read from a 32 KB SRAM = 20 pJ -> 2.5 pJ/byte "
+         "(8 KB: 1.25 pJ/byte; 1 MB: 12.5 pJ/byte; DRAM ~160-320 pJ/byte)")
+register_profile(HardwareProfile(
+    "45nm-fp32", {"mac": 4.6, "ac": 0.9, "mul": 3.7, "add": 0.9},
+    source=_HOROWITZ + ": fp32 mult 3.7 pJ + add 0.9 pJ = MAC 4.6 pJ; AC = fp32 add 0.9 pJ",
+    memory_pj_per_byte=2.5, memory_source=_SRAM,
+    caveats="Arithmetic only; the convention of Spikformer/SVFormer papers. Ignores control, addressing and "
+            "data movement unless the memory term is added."))
+register_profile(HardwareProfile(
+    "45nm-fp16", {"mac": 1.5, "ac": 0.4, "mul": 1.1, "add": 0.4},
+    source=_HOROWITZ + ": fp16 mult 1.1 pJ + add 0.4 pJ = MAC 1.5 pJ; AC = fp16 add 0.4 pJ",
+    memory_pj_per_byte=2.5, memory_source=_SRAM, caveats="As 45nm-fp32, 16-bit operands.", bytes_per_value=2.0))
+register_profile(HardwareProfile(
+    "45nm-int8", {"mac": 0.23, "ac": 0.03, "mul": 0.2, "add": 0.03},
+    source=_HOROWITZ + ": int8 mult 0.2 pJ + int8 add 0.03 pJ = MAC 0.23 pJ; AC = int8 add 0.03 pJ",
+    memory_pj_per_byte=2.5, memory_source=_SRAM,
+    caveats="Assumes 8-bit weights and accumulators; membrane potentials and BN in 8 bits are optimistic.",
+    bytes_per_value=1.0))
+register_profile(HardwareProfile(
+    "loihi", {"mac": 4.6, "ac": 23.6, "mul": 3.7, "add": 0.9},
+    overrides_pj={"neuron_mul": 81.0, "neuron_add": 0.0, "spike_product": 23.6},
+    source="Davies et al., 'Loihi: a neuromorphic manycore processor with on-chip learning', IEEE Micro 38(1), "
+           "2018: ~23.6 pJ per synaptic spike op, ~81 pJ per neuron update (figures quoted second-hand via "
+           "KerasSpiking's documentation; verify against Table 2 of the primary paper before publishing)",
+    caveats="Second-hand figures. One neuron update (81 pJ) is booked on neuron_mul (one per element-step), "
+            "neuron_add costs 0. Loihi has no real-valued MAC, BN or spike x spike product: mac/mul/add use "
+            "45nm-fp32 figures (a host or co-processor), spike_product is priced as a synaptic op, which Loihi "
+            "cannot compute natively. Excludes the ~3.5 pJ per spike hop and static power. No public per-op "
+            "figures exist for Loihi 2."))
