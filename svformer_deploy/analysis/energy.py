@@ -96,64 +96,54 @@ def _ann_twin(model: nn.Module) -> nn.Module:
     return create_model(model.config.replace(neuron="relu")).eval()
 
 
-def _price(df: pd.DataFrame, profile: Any) -> pd.Series:
-    """Energy (pJ) of every row of a counts table under ``profile``, by the energy module."""
-    from svformer_deploy.energy import price_counts
-
-    return price_counts(df, profile)
-
-
-def _profile(profile: str | None) -> Any:
-    from svformer_deploy.energy import get_profile
-
-    return get_profile(profile)
-
-
 def energy_breakdown(model: nn.Module, samples: Iterable[Sample], *, profile: str | None = None,
                      ) -> EnergyBreakdown:
     """Count every video's views with :func:`svformer_deploy.energy.count_ops` (exact for the SNN, dense for the
     SNN and for its ANN twin) and price the counts with ``profile`` (the energy module's default if ``None``).
     """
-    from svformer_deploy.energy.counter import count_ops
+    from svformer_deploy.energy import count_ops, energy_of
     from svformer_deploy.energy.rules import SYNAPTIC_CLASSES
 
-    prof = _profile(profile)
+    def price(counts: Any) -> Any:
+        return energy_of(counts) if profile is None else energy_of(counts, profile)
+
     containers = _containers(model)
     twin = _ann_twin(model)
     exact_parts, dense_parts, rows = [], [], []
     uncounted: dict[str, dict[str, int]] = {}
+    prof_name = "?"
     n = 0
     for s in samples:
         n += 1
-        exact = count_ops(model, s.views)
-        dense = count_ops(model, s.views, dense=True)
-        ann = count_ops(twin, s.views, dense=True)
-        for name, d in exact.uncounted.items():
+        c = count_ops(model, s.views)
+        exact = price(c)
+        ann = price(count_ops(twin, s.views, dense=True))
+        dense_parts.append(count_ops(model, s.views, dense=True).df)
+        for name, d in c.uncounted.items():
             acc = uncounted.setdefault(name, {})
             for k, v in d.items():
                 acc[k] = acc.get(k, 0) + int(v)
+        prof_name = exact.profile.name
         exact_parts.append(exact.df)
-        dense_parts.append(dense.df)
-        for label, counts in ((SNN_LABEL, exact), (ANN_LABEL, ann)):
-            df = counts.df
+        for label, rep in ((SNN_LABEL, exact), (ANN_LABEL, ann)):
+            df = rep.df
             rows.append({"video": str(s.video_id), "model": label, "views": int(s.views.shape[0]),
                          "synaptic_ops": int(df.loc[df["op_class"].isin(SYNAPTIC_CLASSES), "count"].sum()),
-                         "energy_pj": float(_price(df, prof).sum())})
+                         "energy_pj": float(rep.compute_pj)})
     if n == 0:
         from svformer_deploy.errors import EnergyError
 
         raise EnergyError("no videos to count: the sample iterator was empty; check the data source and --videos")
     order = list(dict.fromkeys(pd.concat(exact_parts)["layer"]))
-    counts = (pd.concat(exact_parts).groupby(["layer", "timestep", "op_class"], sort=False)["count"].sum()
-              .reset_index())
+    counts = (pd.concat(exact_parts).groupby(["layer", "timestep", "op_class"], sort=False)[["count", "energy_pj"]]
+              .sum().reset_index())
     counts["layer"] = pd.Categorical(counts["layer"], categories=order, ordered=True)
     counts = counts.sort_values(["layer", "timestep", "op_class"], kind="stable").reset_index(drop=True)
     counts["layer"] = counts["layer"].astype(str)
-    counts["energy_pj"] = _price(counts, prof).to_numpy()
     counts.insert(0, "group", [module_group(x, containers) for x in counts["layer"]])
     dense = pd.concat(dense_parts).groupby(["layer", "op_class"], sort=False)["count"].sum().reset_index()
     dense.insert(0, "group", [module_group(x, containers) for x in dense["layer"]])
-    return EnergyBreakdown(profile=getattr(prof, "name", str(prof)), counts=counts, dense=dense,
+    return EnergyBreakdown(profile=prof_name, counts=counts, dense=dense,
                            per_video=pd.DataFrame(rows), num_videos=n, uncounted=uncounted)
 
 

@@ -195,11 +195,11 @@ def plot_rate_vs_share(a: SparsityAnalysis) -> Figure:
                  "firing rate of the module's neurons (% spiking)")
     for y, r in enumerate(s["rate"]):
         if np.isnan(r):
-            ax1.text(0, y, " analog input (no neuron)", va="center", fontsize=7)
+            ax1.text(0, y, " no neurons of its own", va="center", fontsize=7, color="0.3")
     _barh_groups(ax2, labels, [("share of synaptic ops", s["ops_share"].to_numpy() * 100),
                                ("share of energy", s["energy_share"].to_numpy() * 100)],
                  "share of the network total (%)")
-    ax2.legend(fontsize=8, loc="lower right")
+    fig.legend(*ax2.get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=8)
     ax1.set_ylabel("module (network order, input at top)")
     prof = a.energy.profile if a.energy is not None else "?"
     fig.suptitle("Firing rate vs where the synaptic operations and the energy go "
@@ -208,26 +208,28 @@ def plot_rate_vs_share(a: SparsityAnalysis) -> Figure:
 
 
 def plot_attention_products(a: SparsityAnalysis) -> Figure:
-    """Spike x spike products of each attention block: counted (non-zero pairs) vs the dense count, per video."""
+    """Spike x spike products of each attention block: executed (non-zero pairs) vs the dense count, per video."""
     from svformer_deploy.analysis.energy import attention_products
 
     p = attention_products(a)
-    fig = _new_figure(8, 1.6 + 0.5 * max(1, len(p)))
+    fig = _new_figure(8, 2.4 + 0.7 * max(1, len(p)))
     ax = fig.add_subplot()
     if p.empty:
         ax.text(0.5, 0.5, "no spike x spike products counted (no attention blocks)", ha="center", va="center")
         ax.set_axis_off()
         return fig
-    labels = [f"{b}: {prod}" for b, prod in zip(p["block"], p["product"])]
-    _barh_groups(ax, labels, [("executed (both operands 1)", p["count"].to_numpy()),
-                              ("dense (all pairs)", p["dense"].to_numpy())],
-                 "spike x spike products per video (log scale)")
+    labels = [str(b) for b in p["block"]]
+    floor = 0.5  # zero counts drawn as an empty bar on the log axis and labelled
+    _barh_groups(ax, labels, [("executed (both operands non-zero)", np.maximum(p["count"].to_numpy(), floor)),
+                              ("dense (every pair)", p["dense"].to_numpy())],
+                 "spike x spike products per video, K^T V and Q (K^T V) together (log scale)")
     ax.set_xscale("log")
-    for y, f in enumerate(p["fraction"]):
-        ax.text(p["count"].iloc[y] if p["count"].iloc[y] > 0 else 1, y - 0.2, f" {f:.2%} of dense", va="center",
-                fontsize=7)
-    ax.legend(fontsize=8, loc="lower right")
-    ax.set_ylabel("attention block: product")
+    ax.set_xlim(left=floor)
+    for y, (cnt, f) in enumerate(zip(p["count"], p["fraction"])):
+        text = f" {cnt:,.0f} = {f:.2%} of dense" if cnt > 0 else " 0: no coincident spikes"
+        ax.text(max(cnt, floor), y - 0.2, text, va="center", fontsize=8)
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=8)
+    ax.set_ylabel("attention block")
     ax.set_title(f"Spike x spike products caused by the Q, K, V spikes\n{_subtitle(a)}", fontsize=10)
     return fig
 
@@ -247,14 +249,16 @@ def plot_energy_comparison(a: SparsityAnalysis) -> Figure:
     for i, m in enumerate(models):
         v = e.loc[e["model"] == m, "energy_uj"].to_numpy()
         ax.scatter(v, np.full(len(v), i), s=12, color="black", zorder=3, marker="|")
-        ax.text(means[i], i + 0.38, f" {means[i]:.3g} uJ", va="center", fontsize=8)
+        ax.text(max(v.max(), means[i]), i, f"  {means[i]:.3g} µJ", va="center", fontsize=8)
     ax.set_yticks(y, models)
     ax.set_ylim(len(models) - 0.4, -0.6)
-    ax.set_xlabel("energy per video, compute only (uJ; bar: mean, tick: one video)")
+    ax.set_xlabel("energy per video, compute only (µJ; bar: mean, tick: one video)")
     prof = a.energy.profile if a.energy is not None else "?"
-    ax.set_title(f"SNN vs ANN baseline energy on the analysed videos (profile: {prof})\n{_subtitle(a)}", fontsize=10)
+    ratio = f", SNN / ANN twin = {means[0] / means[1]:.2f}" if len(means) > 1 and means[1] > 0 else ""
+    ax.set_title(f"SNN vs ANN baseline energy on the analysed videos\n(profile: {prof}{ratio}; {_subtitle(a)})",
+                 fontsize=10)
+    ax.set_xlim(0, max(e["energy_uj"].max(), max(means)) * 1.18)
     ax.grid(axis="x", color="0.85")
-    ax.set_xlim(left=0)
     return fig
 
 
