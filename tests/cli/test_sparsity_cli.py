@@ -1,0 +1,76 @@
+"""``svformer-deploy sparsity``: figures and a tidy CSV from a checkpoint, atomic output, clear errors."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from svformer_deploy.analysis import report as report_mod
+from svformer_deploy.cli import main
+from svformer_deploy.models import create_model, save_checkpoint
+
+FIGURES = {"rate_heatmap", "rate_spread", "rate_by_class", "rate_by_correctness", "attention_qkv", "rate_vs_share",
+           "attention_products", "energy_comparison"}
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(path, create_model("svformer_tiny"))
+    return path
+
+
+def _run(args):
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    return exc.value.code
+
+
+def test_writes_pngs_and_tidy_csv(ckpt, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert _run(["sparsity", str(ckpt), "--out", str(out), "--videos", "3"]) in (0, None)
+    names = {p.name for p in out.iterdir()}
+    assert {f"{k}.png" for k in FIGURES} <= names
+    for k in FIGURES:
+        assert (out / f"{k}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    df = pd.read_csv(out / "firing_rates.csv")
+    assert list(df.columns) == ["layer", "timestep", "video", "rate"]
+    assert len(df) == 25 * 8 * 3 and df["rate"].between(0, 1).all()
+    assert df["layer"].iloc[0] == "blocks1.0.lif" and df["layer"].iloc[-1] == "head.lif"
+    assert sorted(df["timestep"].unique()) == list(range(8)) and df["video"].nunique() == 3
+    assert "3 videos" in capsys.readouterr().out
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
+
+
+def test_existing_output_refused_then_forced(ckpt, tmp_path, capsys):
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert _run(["sparsity", str(ckpt), "--out", str(out), "--videos", "1", "--no-energy"]) == 2
+    assert "--force" in capsys.readouterr().err and (out / "keep.txt").read_text() == "mine"
+    assert _run(["sparsity", str(ckpt), "--out", str(out), "--videos", "1", "--no-energy", "--force"]) in (0, None)
+    assert not (out / "keep.txt").exists() and (out / "rate_heatmap.png").exists()
+    assert not (out / "rate_vs_share.png").exists()  # --no-energy: no energy figures
+
+
+def test_bad_checkpoint_and_bad_videos_leave_nothing(tmp_path, ckpt, capsys):
+    out = tmp_path / "report"
+    assert _run(["sparsity", str(tmp_path / "missing.pt"), "--out", str(out)]) == 2
+    assert "missing.pt" in capsys.readouterr().err
+    assert _run(["sparsity", str(ckpt), "--out", str(out), "--videos", "0"]) == 2
+    assert "--videos" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failure_while_writing_leaves_no_partial_folder(ckpt, tmp_path, monkeypatch):
+    from svformer_deploy.analysis import analyse_checkpoint
+
+    a = analyse_checkpoint(ckpt, num_videos=1, energy=False)
+
+    def boom(_a):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr("svformer_deploy.analysis.plots.all_figures", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        report_mod.write_sparsity_report(a, tmp_path / "report")
+    assert list(tmp_path.iterdir()) == []
