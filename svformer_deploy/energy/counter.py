@@ -144,7 +144,7 @@ class OpCounter:
         self.fold_bn = fold_bn
         self.names = {m: n for n, m in model.named_modules()}
         self.weights = {_storage_key(p) for p in list(model.parameters()) + list(model.buffers())}
-        self.weights.discard(-1)
+        self.weights -= {-1, 0}  # 0: meta tensors have no storage
         self.stack: list[tuple[str, nn.Module]] = []
         self.counts: dict[tuple[str, str], list[Any]] = defaultdict(list)  # (layer, class) -> per-t vectors
         self.order: dict[str, int] = {}
@@ -305,9 +305,9 @@ class OpCounter:
         groups = int(args[8]) if len(args) > 8 else 1
         layout = self._layout(x)
         kind = self._kind(x)
-        fan = self._fanout(x.shape, w, stride, padding, dilation, transposed, output_padding, groups)
         self._mem(w, x, kind)
         if kind == "binary":
+            fan = self._fanout(x.shape, w, stride, padding, dilation, transposed, output_padding, groups)
             self._add("ac", self._split((x != 0) * fan, layout))
         else:
             # dense MACs, as FlopCounterMode / fvcore: out elements x (C_in / groups) x prod(kernel) (padding taps
@@ -464,7 +464,7 @@ def _infer_steps(model: nn.Module, x: Tensor) -> int | None:
 
 
 def count_ops(model: nn.Module, clips: Tensor, *, dense: bool = False, fold_bn: bool = False,
-              num_steps: int | None | str = "auto") -> OpCounts:
+              num_steps: int | None | str = "auto", batch: int | None = None) -> OpCounts:
     """Count the operations of ``model(clips)`` per layer x timestep x op class (rules: :mod:`.rules`).
 
     Args:
@@ -474,6 +474,8 @@ def count_ops(model: nn.Module, clips: Tensor, *, dense: bool = False, fold_bn: 
         fold_bn: book time-invariant BatchNorms (``bn="shared"`` or BatchNorm3d) as ``bn_folded`` (no cost).
         num_steps: T for the per-timestep split; ``"auto"`` = ``model.config.num_frames`` when the model has
             such a config (SVFormer), else no time axis; ``None`` = no time axis.
+        batch: B, used to recognise time-folded layouts; default ``clips.shape[0]`` (pass it for time-major
+            (T, B, ...) inputs).
 
     Returns:
         :class:`OpCounts`.
@@ -483,7 +485,7 @@ def count_ops(model: nn.Module, clips: Tensor, *, dense: bool = False, fold_bn: 
     T = _infer_steps(model, clips) if num_steps == "auto" else num_steps
     was_training = model.training
     model.eval()
-    counter = OpCounter(model, T, int(clips.shape[0]), dense=dense, fold_bn=fold_bn)
+    counter = OpCounter(model, T, int(clips.shape[0] if batch is None else batch), dense=dense, fold_bn=fold_bn)
     try:
         with torch.no_grad(), counter:
             model(clips)
