@@ -16,12 +16,13 @@ Definitions:
   spikes cause, plus its BatchNorms and neuron updates. ``patch_embed1`` (analog frames in) has no neuron.
 - **per video** = all V views of the video (clips x crops), as the energy report counts them.
 - **ANN twin** = the same architecture and input with every PLIF replaced by ReLU (``neuron="relu"``), counted
-  dense (every synaptic op a MAC) by the same counter.
+  dense (every synaptic op a MAC) by the energy module's ``svformer-ann`` baseline; other baselines
+  (torchvision video models) at their own published input size.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -89,35 +90,41 @@ def _containers(model: nn.Module) -> "set[str]":
     return {name for name, m in model.named_modules() if any(True for _ in m.children())}
 
 
-def _ann_twin(model: nn.Module) -> nn.Module:
-    """The ANN twin of an SVFormer: its config with ``neuron="relu"`` (weights do not change dense counts)."""
-    from svformer_deploy.models import create_model
-
-    return create_model(model.config.replace(neuron="relu")).eval()
+def _baseline_label(name: str) -> str:
+    return ANN_LABEL if name == "svformer-ann" else f"{name} (ANN, own input size)"
 
 
 def energy_breakdown(model: nn.Module, samples: Iterable[Sample], *, profile: str | None = None,
-                     ) -> EnergyBreakdown:
-    """Count every video's views with :func:`svformer_deploy.energy.count_ops` (exact for the SNN, dense for the
-    SNN and for its ANN twin) and price the counts with ``profile`` (the energy module's default if ``None``).
+                     baselines: Sequence[str] = ("svformer-ann",)) -> EnergyBreakdown:
+    """Count every video's views with :func:`svformer_deploy.energy.count_ops` (exact, and dense for the
+    spike-product reference), price them with :func:`svformer_deploy.energy.energy_of` under ``profile`` (the
+    energy module's default if ``None``), and set ANN baselines beside them.
+
+    A baseline's energy per video is its dense one-clip count (:func:`svformer_deploy.energy.baselines.baseline_counts`,
+    data independent) priced with the same profile, times the video's number of views. ``"svformer-ann"`` is the
+    ANN twin on the same clip; torchvision baselines (``r3d_18``, ...) run at their own published input size.
     """
     from svformer_deploy.energy import count_ops, energy_of
+    from svformer_deploy.energy.baselines import baseline_counts
     from svformer_deploy.energy.rules import SYNAPTIC_CLASSES
 
     def price(counts: Any) -> Any:
         return energy_of(counts) if profile is None else energy_of(counts, profile)
 
+    def synaptic(df: pd.DataFrame) -> int:
+        return int(df.loc[df["op_class"].isin(SYNAPTIC_CLASSES), "count"].sum())
+
     containers = _containers(model)
-    twin = _ann_twin(model)
+    per_clip = {name: price(baseline_counts(name, model.config)) for name in baselines}
     exact_parts, dense_parts, rows = [], [], []
     uncounted: dict[str, dict[str, int]] = {}
     prof_name = "?"
     n = 0
     for s in samples:
         n += 1
+        views = int(s.views.shape[0])
         c = count_ops(model, s.views)
         exact = price(c)
-        ann = price(count_ops(twin, s.views, dense=True))
         dense_parts.append(count_ops(model, s.views, dense=True).df)
         for name, d in c.uncounted.items():
             acc = uncounted.setdefault(name, {})
@@ -125,11 +132,11 @@ def energy_breakdown(model: nn.Module, samples: Iterable[Sample], *, profile: st
                 acc[k] = acc.get(k, 0) + int(v)
         prof_name = exact.profile.name
         exact_parts.append(exact.df)
-        for label, rep in ((SNN_LABEL, exact), (ANN_LABEL, ann)):
-            df = rep.df
-            rows.append({"video": str(s.video_id), "model": label, "views": int(s.views.shape[0]),
-                         "synaptic_ops": int(df.loc[df["op_class"].isin(SYNAPTIC_CLASSES), "count"].sum()),
-                         "energy_pj": float(rep.compute_pj)})
+        rows.append({"video": str(s.video_id), "model": SNN_LABEL, "views": views, "synaptic_ops": synaptic(exact.df),
+                     "energy_pj": float(exact.compute_pj)})
+        for name, rep in per_clip.items():
+            rows.append({"video": str(s.video_id), "model": _baseline_label(name), "views": views,
+                         "synaptic_ops": synaptic(rep.df) * views, "energy_pj": float(rep.compute_pj) * views})
     if n == 0:
         from svformer_deploy.errors import EnergyError
 

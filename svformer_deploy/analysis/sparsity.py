@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from svformer_deploy.errors import DataError, InputShapeError
+from svformer_deploy.errors import DataError, EnergyError, InputShapeError
 from svformer_deploy.models import record_spikes
 
 __all__ = [
@@ -234,15 +234,16 @@ def layer_group(name: str, groups: Sequence[str]) -> str:
 def analyse_checkpoint(checkpoint: "str | os.PathLike", data: "str | os.PathLike" = "moving-digits", *,
                        num_videos: int = 20, clips: int = 1, crops: int = 1, split: str = "val", seed: int = 0,
                        energy: bool = True, profile: str | None = None,
-                       progress: "Callable[[Iterable[Sample], int], Iterable[Sample]] | None" = None,
+                       baselines: Sequence[str] = ("svformer-ann",),
+                       progress: "Callable[[Iterable[Sample], int, str], Iterable[Sample]] | None" = None,
                        ) -> SparsityAnalysis:
     """Load ``checkpoint`` and analyse it on the first ``num_videos`` videos of ``data`` (``split``).
 
     ``data`` is ``"moving-digits"`` or a UCF101/HMDB51 folder (see :func:`svformer_deploy.data.iter_eval_videos`);
     each video gives ``clips x crops`` views. With ``energy`` the same videos are also counted by
-    :mod:`svformer_deploy.energy` under ``profile`` (its default when ``None``) and compared with the ANN twin
-    (:func:`svformer_deploy.analysis.energy_breakdown`). ``progress(iterable, total)`` may wrap the video
-    iterator (the CLI passes a progress bar). Class names come from the checkpoint when it stores them,
+    :mod:`svformer_deploy.energy` under ``profile`` (its default when ``None``) and compared with ``baselines``
+    (the ANN twin by default; see :func:`svformer_deploy.analysis.energy_breakdown`). ``progress(iterable, total,
+    description)`` may wrap the video iterators (the CLI passes a progress bar). Class names come from the checkpoint when it stores them,
     else from the data source; a class-count mismatch raises :class:`DataError`.
     """
     from svformer_deploy.data import class_names as data_class_names
@@ -251,6 +252,15 @@ def analyse_checkpoint(checkpoint: "str | os.PathLike", data: "str | os.PathLike
 
     if num_videos < 1:
         raise DataError(f"num_videos={num_videos}: analyse at least one video (e.g. --videos 20)")
+    if energy:
+        from svformer_deploy.energy import get_profile
+        from svformer_deploy.energy.baselines import list_baselines
+
+        unknown = [b for b in baselines if b not in list_baselines()]
+        if unknown:
+            raise EnergyError(f"unknown baseline(s) {unknown}; choose from {list_baselines()}")
+        if profile is not None:
+            get_profile(profile)  # fail before any video is run
     model, meta = load_checkpoint(checkpoint)
     cfg = model.config
     names = list(data_class_names(data, cfg))
@@ -264,10 +274,12 @@ def analyse_checkpoint(checkpoint: "str | os.PathLike", data: "str | os.PathLike
                                     seed=seed))
     info = {"checkpoint": str(checkpoint), "checkpoint_sha256": meta.get("sha256"), "data": str(data),
             "split": split, "clips": clips, "crops": crops}
-    it: Iterable[Sample] = progress(samples, len(samples)) if progress is not None else samples
-    result = analyse(model, it, class_names=names, meta=info)
+    def wrap(description: str) -> Iterable[Sample]:
+        return progress(samples, len(samples), description) if progress is not None else samples
+
+    result = analyse(model, wrap("spikes"), class_names=names, meta=info)
     if energy:
         from svformer_deploy.analysis.energy import energy_breakdown
 
-        result.energy = energy_breakdown(model, samples, profile=profile)
+        result.energy = energy_breakdown(model, wrap("op counts"), profile=profile, baselines=baselines)
     return result

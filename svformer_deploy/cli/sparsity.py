@@ -19,6 +19,7 @@ def sparsity(
     clips: Annotated[int, typer.Option(help="Clips per video (views are pooled).")] = 1,
     crops: Annotated[int, typer.Option(help="Spatial crops per clip: 1 or 3.")] = 1,
     profile: Annotated[str | None, typer.Option(help="Energy profile name or YAML/JSON file (default: the energy module's default).")] = None,
+    baseline: Annotated[list[str] | None, typer.Option("--baseline", help="ANN baseline for the energy comparison (repeatable): svformer-ann (default), r3d_18, mc3_18, r2plus1d_18, s3d, mvit_v2_s, swin3d_t.")] = None,
     energy: Annotated[bool, typer.Option("--energy/--no-energy", help="Also count ops and energy (SNN vs ANN twin).")] = True,
     force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
 ) -> None:
@@ -30,6 +31,7 @@ def sparsity(
     from svformer_deploy.analysis.report import write_sparsity_report
 
     result = analyse_checkpoint(checkpoint, data, num_videos=videos, clips=clips, crops=crops, energy=energy,
-                                profile=profile, progress=lambda it, n: track(it, total=n, description="videos"))
+                                profile=profile, baselines=baseline or ["svformer-ann"],
+                                progress=lambda it, n, what: track(it, total=n, description=what))
     files = write_sparsity_report(result, out, force=force)
     typer.echo(f"{result.num_videos} videos, accuracy {result.accuracy:.1%}; wrote {len(files)} files to {out}")

@@ -74,3 +74,12 @@ def test_failure_while_writing_leaves_no_partial_folder(ckpt, tmp_path, monkeypa
     with pytest.raises(RuntimeError, match="disk full"):
         report_mod.write_sparsity_report(a, tmp_path / "report")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_baseline_and_profile_fail_before_running(ckpt, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert _run(["sparsity", str(ckpt), "--out", str(out), "--baseline", "resnet9000"]) == 2
+    assert "unknown baseline" in capsys.readouterr().err
+    assert _run(["sparsity", str(ckpt), "--out", str(out), "--profile", "no-such-chip"]) == 2
+    assert "no-such-chip" in capsys.readouterr().err
+    assert not out.exists()
