@@ -24,7 +24,6 @@ from svformer_deploy.analysis.sparsity import (
     analyse,
     analyse_checkpoint,
     attention_qkv_rates,
-    layer_group,
     mean_rate_by_layer,
     rate_by_class,
     rate_by_correctness,
@@ -32,8 +31,7 @@ from svformer_deploy.analysis.sparsity import (
 )
 
 __all__ = [
-    "RATE_COLUMNS", "SparsityAnalysis", "analyse", "analyse_checkpoint", "attention_qkv_rates", "layer_group",
-    "mean_rate_by_layer", "rate_by_class", "rate_by_correctness", "rate_spread_by_video",
+    "RATE_COLUMNS", "SparsityAnalysis", "analyse", "analyse_checkpoint", "attention_qkv_rates", "mean_rate_by_layer", "rate_by_class", "rate_by_correctness", "rate_spread_by_video",
     "EnergyBreakdown", "energy_breakdown", "module_group", "rate_vs_share", "attention_products", "energy_per_video",
     "write_sparsity_report", "plots",
 ]

@@ -43,7 +43,6 @@ __all__ = [
     "rate_by_class",
     "rate_by_correctness",
     "attention_qkv_rates",
-    "layer_group",
 ]
 
 RATE_COLUMNS = ("layer", "timestep", "video", "class", "correct", "rate")
@@ -217,20 +216,6 @@ def attention_qkv_rates(a: SparsityAnalysis) -> pd.DataFrame:
     return out.sort_values(["block", "which", "timestep"]).reset_index(drop=True)
 
 
-def layer_group(name: str, groups: Sequence[str]) -> str:
-    """The group a module belongs to: the longest of ``groups`` equal to ``name`` or a dotted prefix of it.
-
-    Groups are the modules that own neuron layers (``blocks1.0``, ``blocks3.0.attn``, ``head``, ...): in
-    SVFormer every neuron drives only synapses of its own parent module, so a group's op count is what its
-    neurons' spikes cause. ``"(other)"`` when no group matches.
-    """
-    best = ""
-    for g in groups:
-        if (name == g or name.startswith(g + ".")) and len(g) > len(best):
-            best = g
-    return best or "(other)"
-
-
 def analyse_checkpoint(checkpoint: "str | os.PathLike", data: "str | os.PathLike" = "moving-digits", *,
                        num_videos: int = 20, clips: int = 1, crops: int = 1, split: str = "val", seed: int = 0,
                        energy: bool = True, profile: str | None = None,
@@ -242,9 +227,10 @@ def analyse_checkpoint(checkpoint: "str | os.PathLike", data: "str | os.PathLike
     ``data`` is ``"moving-digits"`` or a UCF101/HMDB51 folder (see :func:`svformer_deploy.data.iter_eval_videos`);
     each video gives ``clips x crops`` views. With ``energy`` the same videos are also counted by
     :mod:`svformer_deploy.energy` under ``profile`` (its default when ``None``) and compared with ``baselines``
-    (the ANN twin by default; see :func:`svformer_deploy.analysis.energy_breakdown`). ``progress(iterable, total,
-    description)`` may wrap the video iterators (the CLI passes a progress bar). Class names come from the checkpoint when it stores them,
-    else from the data source; a class-count mismatch raises :class:`DataError`.
+    (the ANN twin by default; see :func:`svformer_deploy.analysis.energy_breakdown`).
+    ``progress(iterable, total, description)`` may wrap the video iterators (the CLI passes a progress bar).
+    Class names come from the checkpoint when it stores them, else from the data source; a class-count
+    mismatch raises :class:`DataError`.
     """
     from svformer_deploy.data import class_names as data_class_names
     from svformer_deploy.data import iter_eval_videos
@@ -274,6 +260,7 @@ def analyse_checkpoint(checkpoint: "str | os.PathLike", data: "str | os.PathLike
                                     seed=seed))
     info = {"checkpoint": str(checkpoint), "checkpoint_sha256": meta.get("sha256"), "data": str(data),
             "split": split, "clips": clips, "crops": crops}
+
     def wrap(description: str) -> Iterable[Sample]:
         return progress(samples, len(samples), description) if progress is not None else samples
 

@@ -13,7 +13,6 @@ from svformer_deploy.analysis import (
     SparsityAnalysis,
     analyse,
     attention_qkv_rates,
-    layer_group,
     mean_rate_by_layer,
     rate_by_class,
     rate_by_correctness,
@@ -121,12 +120,3 @@ def test_bad_inputs_raise_clear_errors():
         analyse(TwoLayer(), [])
     with pytest.raises(InputShapeError, match="views must be"):
         analyse(TwoLayer(), [SimpleNamespace(video_id="x", label=0, views=torch.zeros(1, 4, 1, 4))])
-
-
-def test_layer_group_longest_prefix():
-    groups = ["blocks1.0", "blocks1.0.mlp", "blocks3.0.attn", "head"]
-    assert layer_group("blocks1.0.conv1", groups) == "blocks1.0"
-    assert layer_group("blocks1.0.mlp.fc1", groups) == "blocks1.0.mlp"
-    assert layer_group("blocks1.0", groups) == "blocks1.0"
-    assert layer_group("blocks1.01.conv", groups) == "(other)"
-    assert layer_group("blocks3.0.attn.product", groups) == "blocks3.0.attn"
