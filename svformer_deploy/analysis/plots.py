@@ -117,7 +117,7 @@ def plot_rate_by_class(a: SparsityAnalysis) -> Figure:
 
 
 def plot_rate_by_correctness(a: SparsityAnalysis) -> Figure:
-    """Per layer, mean rate (+- std over videos) of correctly vs wrongly predicted videos."""
+    """Per layer, mean rate (± std over videos) of correctly vs wrongly predicted videos."""
     c = rate_by_correctness(a)
     fig = _new_figure(7.5, _layer_height(len(a.layers)))
     ax = fig.add_subplot()
@@ -133,7 +133,7 @@ def plot_rate_by_correctness(a: SparsityAnalysis) -> Figure:
     ax.set_yticks(range(len(a.layers)), list(a.layers))
     ax.set_ylim(len(a.layers) - 0.5, -0.5)
     ax.set_xlabel("firing rate, mean over timesteps and videos (% of neurons spiking)\n"
-                  "error bar: +-1 standard deviation over videos")
+                  "error bar: ±1 standard deviation over videos")
     ax.set_ylabel("neuron layer (network order, input at top)")
     ax.set_title(f"Firing rate of correctly vs wrongly predicted videos (accuracy {a.accuracy:.0%})\n{_subtitle(a)}",
                  fontsize=10)
@@ -154,6 +154,7 @@ def plot_attention_qkv(a: SparsityAnalysis) -> Figure:
         ax.set_axis_off()
         return fig
     axes = fig.subplots(1, len(blocks), sharey=True, squeeze=False)[0]
+    top = max(float(q["rate"].max()) * 100 * 1.08, 1e-3)
     for ax, b in zip(axes, blocks):
         for k, w in enumerate(("Q", "K", "V")):
             d = q[(q["block"] == b) & (q["which"] == w)]
@@ -162,9 +163,10 @@ def plot_attention_qkv(a: SparsityAnalysis) -> Figure:
         ax.set_title(str(b))
         ax.set_xlabel("timestep t")
         ax.grid(color="0.85")
-        ax.set_ylim(bottom=0)
+        ax.set_ylim(0, top)
     axes[0].set_ylabel("spike rate (% of Q/K/V entries = 1)")
-    axes[0].legend(title="spikes of", fontsize=8)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=3, fontsize=8,
+               title="spikes of", title_fontsize=8)
     fig.suptitle(f"Q, K, V spike sparsity in the attention blocks (mean over videos)\n{_subtitle(a)}", fontsize=10)
     return fig
 
@@ -235,29 +237,39 @@ def plot_attention_products(a: SparsityAnalysis) -> Figure:
 
 
 def plot_energy_comparison(a: SparsityAnalysis) -> Figure:
-    """Energy per video of the SNN vs its ANN twin (and any other baselines), compute only, with the profile."""
-    from svformer_deploy.analysis.energy import energy_per_video
+    """Energy per video of the SNN vs its ANN twin (and any other baselines), compute only, with the profile.
+
+    The axis turns logarithmic when the largest mean is more than 20x the smallest."""
+    from svformer_deploy.analysis.energy import ANN_LABEL, SNN_LABEL, energy_per_video
 
     e = energy_per_video(a)
     models = list(dict.fromkeys(e["model"]))
-    fig = _new_figure(7.5, 1.8 + 0.55 * len(models))
+    fig = _new_figure(8, 2.2 + 0.55 * len(models))
     ax = fig.add_subplot()
-    means = [e.loc[e["model"] == m, "energy_uj"].mean() for m in models]
+    means = {m: float(e.loc[e["model"] == m, "energy_uj"].mean()) for m in models}
     y = np.arange(len(models))
-    ax.barh(y, means, color=[_GREYS[2 if i else 0] for i in range(len(models))], edgecolor="black",
-            hatch=None, height=0.6)
     for i, m in enumerate(models):
+        ax.barh(i, means[m], color=_GREYS[0] if m == SNN_LABEL else _GREYS[2], edgecolor="black",
+                hatch=_HATCH[min(i, len(_HATCH) - 1)], height=0.6)
         v = e.loc[e["model"] == m, "energy_uj"].to_numpy()
-        ax.scatter(v, np.full(len(v), i), s=12, color="black", zorder=3, marker="|")
-        ax.text(max(v.max(), means[i]), i, f"  {means[i]:.3g} µJ", va="center", fontsize=8)
+        ax.scatter(v, np.full(len(v), i), s=40, color="black", zorder=3, marker="|")
+        ax.text(max(v.max(), means[m]), i, f"  {means[m]:,.0f} µJ" if means[m] >= 100 else f"  {means[m]:.3g} µJ", va="center", fontsize=8)
     ax.set_yticks(y, models)
     ax.set_ylim(len(models) - 0.4, -0.6)
-    ax.set_xlabel("energy per video, compute only (µJ; bar: mean, tick: one video)")
+    positive = [v for v in means.values() if v > 0]
+    log = len(positive) > 1 and max(positive) / min(positive) > 20
+    if log:
+        ax.set_xscale("log")
+        ax.set_xlim(min(positive) / 2, max(positive) * 8)
+    else:
+        ax.set_xlim(0, max(e["energy_uj"].max(), max(means.values())) * 1.2)
+    ax.set_xlabel("energy per video, compute only (µJ" + ("; log scale" if log else "") +
+                  "; bar: mean, tick: one video)")
     prof = a.energy.profile if a.energy is not None else "?"
-    ratio = f", SNN / ANN twin = {means[0] / means[1]:.2f}" if len(means) > 1 and means[1] > 0 else ""
-    ax.set_title(f"SNN vs ANN baseline energy on the analysed videos\n(profile: {prof}{ratio}; {_subtitle(a)})",
+    ratio = (f"; SNN / ANN twin = {means[SNN_LABEL] / means[ANN_LABEL]:.2f}"
+             if means.get(ANN_LABEL, 0) > 0 and SNN_LABEL in means else "")
+    ax.set_title(f"SNN vs ANN baseline energy on the analysed videos\nprofile: {prof}{ratio}\n{_subtitle(a)}",
                  fontsize=10)
-    ax.set_xlim(0, max(e["energy_uj"].max(), max(means)) * 1.18)
     ax.grid(axis="x", color="0.85")
     return fig
 
