@@ -43,6 +43,7 @@ __all__ = ["OpCounts", "count_ops", "OpCounter", "COLUMNS"]
 
 aten = torch.ops.aten
 COLUMNS = ["layer", "timestep", "op_class", "count"]
+_FANOUT_CACHE: dict[tuple, Tensor] = {}  # fan-out maps depend only on shapes: shared by all counters
 MEMORY_COLUMNS = ["layer", "weight_values", "real_act_values", "binary_act_values"]
 
 _META_OPS = {
@@ -116,11 +117,19 @@ def _storage_key(t: Tensor) -> int:
 
 
 def _is_binary(x: Tensor) -> bool:
-    """True when every element of ``x`` is exactly 0 or 1 (one pass, one synchronisation)."""
+    """True when every element of ``x`` is exactly 0 or 1.
+
+    A real tensor almost always shows a non-binary value among its first elements, so a 256-element prefix
+    is checked first; only tensors that pass it are checked in full (one pass, one synchronisation).
+    """
     if x.dtype == torch.bool:
         return True
-    if not x.is_floating_point() and x.dtype not in (torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64):
-        return False
+    if x.numel() == 0:
+        return True
+    if x.is_contiguous():
+        head = x.view(-1)[:256]
+        if not bool(((head == 0) | (head == 1)).all()):
+            return False
     return bool(((x == 0) | (x == 1)).all())
 
 
@@ -150,10 +159,12 @@ class OpCounter:
         self.order: dict[str, int] = {}
         self.uncounted: dict[str, dict[str, int]] = defaultdict(lambda: {"calls": 0, "elements": 0})
         self.internal: dict[str, int] = defaultdict(int)
-        self._fanout_cache: dict[tuple, Tensor] = {}
+        self._fanout_cache = _FANOUT_CACHE
         self.mem: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
         self._handles: list[Any] = []
         self._mode: _CountingMode | None = None
+        self._paused: nn.Module | None = None
+        self.fast_neurons = True
 
     # ---------------------------------------------------------------- module tracking
     def _pre(self, module: nn.Module, args: tuple) -> None:
@@ -163,8 +174,15 @@ class OpCounter:
         self.stack.append((name, module))
         if isinstance(module, SpikingNeuron) and args and isinstance(args[0], Tensor):
             self._count_neuron(name or "model", module, args[0])
+            if self.fast_neurons and self._mode is not None and not self._paused:
+                self._mode.__exit__(None, None, None)  # the neuron rule covers its ops: skip intercepting them
+                self._paused = module
 
     def _post(self, module: nn.Module, args: tuple, out: Any) -> None:
+        if self._paused is module and self._mode is not None:
+            self._mode.__enter__()
+            self._paused = None
+            self.internal[f"{type(module).__name__} (not intercepted)"] += 1
         if module in self.names and self.stack and self.stack[-1][1] is module:
             self.stack.pop()
 
@@ -269,31 +287,40 @@ class OpCounter:
 
     def _fanout(self, x_shape: torch.Size, weight: Tensor, stride: Any, padding: Any, dilation: Any,
                 transposed: bool, output_padding: Any, groups: int) -> Tensor:
-        """Fan-out map (1, C_in, *spatial): number of (weight, output) terms each input element enters.
+        """Fan-out map: number of (weight, output) terms each input element enters, broadcastable to the input.
 
-        ``F = conv_transpose(ones(out), ones(weight))`` = d/dx sum(conv(x, ones(weight))): exact at borders and
-        for any stride, dilation and groups. Cached per shape and convolution parameters.
+        With an all-ones kernel the map is ``d/dx sum(conv(x, ones(W)))``; for a plain convolution it separates
+        into ``(C_out / groups) x prod_d n_d(i_d)`` with ``n_d(i)`` = number of (output o, tap k) pairs along
+        spatial dim d with ``o * stride - pad + k * dilation = i`` (exact at borders, for any stride, dilation,
+        groups). Transposed convolutions use the explicit convolution of ones. Cached per shape and parameters.
         """
         key = (tuple(x_shape[1:]), tuple(weight.shape), tuple(stride), tuple(padding), tuple(dilation),
-               transposed, tuple(output_padding), groups)
+               transposed, tuple(output_padding), groups, str(weight.device))
         f = self._fanout_cache.get(key)
-        if f is None:
-            dev = weight.device
-            w = torch.ones(weight.shape, dtype=torch.float64, device=dev)
-            nd = len(stride)
-            probe = torch.zeros((1, *x_shape[1:]), dtype=torch.float64, device=dev)
-            out_shape = torch.ops.aten.convolution(probe, w, None, stride, padding, dilation, transposed,
-                                                   output_padding, groups).shape
-            ones_out = torch.ones(out_shape, dtype=torch.float64, device=dev)
-            if transposed:  # the input-gradient of a transposed convolution is a plain convolution
-                f = torch.ops.aten.convolution(ones_out, w, None, stride, padding, dilation, False, [0] * nd, groups)
-            else:  # ... and that of a convolution is a transposed one, padded back to the input size
-                k = w.shape[2:]
-                extra = [x_shape[2 + i] - ((out_shape[2 + i] - 1) * stride[i] - 2 * padding[i]
-                                           + dilation[i] * (k[i] - 1) + 1) for i in range(nd)]
-                f = torch.ops.aten.convolution(ones_out, w, None, stride, padding, dilation, True, extra, groups)
-            f = f.round().to(torch.float32 if f.max() < 2**24 else torch.float64)
-            self._fanout_cache[key] = f
+        if f is not None:
+            return f
+        dev = weight.device
+        nd = len(stride)
+        if transposed:
+            w = torch.ones(weight.shape, dtype=torch.float32, device=dev)
+            probe = torch.zeros((1, *x_shape[1:]), dtype=torch.float32, device=dev)
+            out_shape = torch.ops.aten.convolution(probe, w, None, stride, padding, dilation, True, output_padding,
+                                                   groups).shape
+            ones_out = torch.ones(out_shape, dtype=torch.float32, device=dev)
+            f = torch.ops.aten.convolution(ones_out, w, None, stride, padding, dilation, False, [0] * nd, groups)
+        else:
+            f = torch.full((1,) * (nd + 2), float(weight.shape[0] // groups), dtype=torch.float32, device=dev)
+            for d in range(nd):
+                n_in, k = x_shape[2 + d], weight.shape[2 + d]
+                n_out = (n_in + 2 * padding[d] - dilation[d] * (k - 1) - 1) // stride[d] + 1
+                idx = (torch.arange(n_out, device=dev)[:, None] * stride[d] - padding[d]
+                       + torch.arange(k, device=dev)[None, :] * dilation[d]).flatten()
+                idx = idx[(idx >= 0) & (idx < n_in)]
+                cnt = torch.bincount(idx, minlength=n_in).to(torch.float32)
+                shape = [1] * (nd + 2)
+                shape[2 + d] = n_in
+                f = f * cnt.reshape(shape)
+        self._fanout_cache[key] = f
         return f
 
     def _conv(self, args: tuple, out: Tensor) -> None:
@@ -464,7 +491,8 @@ def _infer_steps(model: nn.Module, x: Tensor) -> int | None:
 
 
 def count_ops(model: nn.Module, clips: Tensor, *, dense: bool = False, fold_bn: bool = False,
-              num_steps: int | None | str = "auto", batch: int | None = None) -> OpCounts:
+              num_steps: int | None | str = "auto", batch: int | None = None,
+              trace_neurons: bool = False) -> OpCounts:
     """Count the operations of ``model(clips)`` per layer x timestep x op class (rules: :mod:`.rules`).
 
     Args:
@@ -476,6 +504,8 @@ def count_ops(model: nn.Module, clips: Tensor, *, dense: bool = False, fold_bn: 
             such a config (SVFormer), else no time axis; ``None`` = no time axis.
         batch: B, used to recognise time-folded layouts; default ``clips.shape[0]`` (pass it for time-major
             (T, B, ...) inputs).
+        trace_neurons: also intercept the aten ops executed inside neuron layers and list them in
+            ``OpCounts.internal`` (slower; their cost is given by the neuron rule either way).
 
     Returns:
         :class:`OpCounts`.
@@ -486,6 +516,7 @@ def count_ops(model: nn.Module, clips: Tensor, *, dense: bool = False, fold_bn: 
     was_training = model.training
     model.eval()
     counter = OpCounter(model, T, int(clips.shape[0] if batch is None else batch), dense=dense, fold_bn=fold_bn)
+    counter.fast_neurons = not trace_neurons
     try:
         with torch.no_grad(), counter:
             model(clips)

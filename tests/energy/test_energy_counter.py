@@ -135,7 +135,10 @@ def test_plif_layer_counts_and_timesteps():
     assert sorted(df.timestep.unique().tolist()) == [0, 1, 2, 3]
     assert (df[df.op_class == "neuron_mul"]["count"] == 6).all()
     assert (df[df.op_class == "neuron_add"]["count"] == 18).all()
-    assert c.uncounted == {} and c.internal  # PLIF's own aten ops are listed as internal
+    assert c.uncounted == {} and c.internal == {"PLIF (not intercepted)": 1}
+    traced = count_ops(Net(), x, num_steps=4, batch=2, trace_neurons=True)
+    assert traced.df.equals(c.df)
+    assert traced.internal["aten.ge"] == 4 and traced.internal["aten.mul"] == 4  # one per timestep
 
 
 def test_time_folded_conv_splits_per_timestep():
@@ -202,3 +205,45 @@ def test_svformer_tiny_exact_counts_consistent_with_spikes():
     assert got == int(s.count_nonzero()) * m.blocks3[0].attn.qkv.out_features
     assert c.uncounted == {}
     assert set(df.timestep) <= set(range(-1, m.config.num_frames))
+
+
+def test_per_timestep_batchnorm_split_and_folding():
+    torch.manual_seed(0)
+    m = create_model("svformer_tiny", bn="per_timestep").eval()
+    x = torch.randn(2, *m.config.input_shape)
+    c = count_ops(m, x)
+    df = c.df
+    bn = df[(df.layer == "patch_embed1.bn") & (df.op_class == "bn_mul")].set_index("timestep")["count"]
+    C, H = m.config.embed_dims[0], m.config.img_size // 4
+    assert bn.to_dict() == {t: 2 * C * H * H for t in range(m.config.num_frames)}
+    # per-timestep BN is never folded; the head's BatchNorm3d (time-invariant) is
+    f = count_ops(m, x, fold_bn=True).df
+    assert f[f.op_class == "bn_folded"].layer.unique().tolist() == ["head.bn"]
+    shared = create_model("svformer_tiny", bn="shared").eval()
+    g = count_ops(shared, x, fold_bn=True).totals()
+    assert g["bn_mul"] == 0 and g["bn_folded"] > 0
+
+
+def test_published_convention_rate_times_dense():
+    from svformer_deploy.energy.spikformer import spikformer_counts
+    from svformer_deploy.models import record_spikes
+
+    torch.manual_seed(0)
+    m = create_model("svformer_tiny").eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.dim() > 1:
+                p.mul_(4)
+    x = torch.randn(1, *m.config.input_shape)
+    sp = spikformer_counts(m, x)
+    with record_spikes(m) as rec, torch.no_grad():
+        m(x)
+    dense = count_ops(m, x, dense=True).df
+    d_of = dense[dense.op_class == "mac"].groupby("layer")["count"].sum()
+    assert sp["patch_embed1.conv"]["mac"] == d_of["patch_embed1.conv"]  # analog input: dense MACs
+    rate = float(rec.spikes["blocks1.0.lif"].mean())
+    assert sp["blocks1.0.conv1"]["ac"] == pytest.approx(d_of["blocks1.0.conv1"] * rate)
+    q, k, v = (rec.spikes[f"blocks3.0.attn.lif_{n}"] for n in "qkv")
+    T, B, h, N, d = q.shape
+    want = T * B * h * N * d * d * (min(float(k.mean()), float(v.mean())) + float(q.mean()))
+    assert sp["blocks3.0.attn.product"]["ac"] == pytest.approx(want)

@@ -1,0 +1,45 @@
+"""``svformer-deploy energy report``: exact op counts and energy of a checkpoint on real videos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from svformer_deploy.cli import app
+
+energy_app = typer.Typer(help="Count operations and estimate energy (rules: docs/energy.md).", no_args_is_help=True)
+app.add_typer(energy_app, name="energy")
+
+
+@energy_app.command("report")
+def report(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file (.pt) written by svformer-deploy.")],
+    data: Annotated[str, typer.Option(help="'moving-digits' or a UCF101/HMDB51 folder.")] = "moving-digits",
+    videos: Annotated[int, typer.Option(help="Number of validation videos.")] = 4,
+    clips: Annotated[int, typer.Option(help="Clips per video (views = clips x crops).")] = 1,
+    crops: Annotated[int, typer.Option(help="Crops per clip (1 or 3).")] = 1,
+    profile: Annotated[str, typer.Option(help="Energy profile name (45nm-fp32, 45nm-fp16, 45nm-int8, loihi) or a YAML/JSON file.")] = "45nm-fp32",
+    baseline: Annotated[Optional[list[str]], typer.Option(help="ANN baseline(s): svformer-ann, r3d_18, mc3_18, r2plus1d_18, s3d, mvit_v2_s, swin3d_t (repeatable; default all).")] = None,
+    convention: Annotated[str, typer.Option(help="'ours' or 'spikformer' (adds the published convention side by side).")] = "ours",
+    out: Annotated[Path, typer.Option(help="Output directory (must not exist unless --force).")] = Path("energy_report"),
+    force: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,
+) -> None:
+    """Write per_layer.csv, per_video.csv, summary.json, report.md and plots for CHECKPOINT."""
+    from svformer_deploy.energy.report import ReportOptions, write_report
+
+    opts = ReportOptions(checkpoint=checkpoint, data=data, videos=videos, clips=clips, crops=crops, profile=profile,
+                         convention=convention, out=out, force=force,
+                         **({"baselines": tuple(baseline)} if baseline else {}))
+    typer.echo(f"wrote {write_report(opts)}")
+
+
+@energy_app.command("profiles")
+def profiles() -> None:
+    """List the registered hardware energy profiles with their sources."""
+    from svformer_deploy.energy import get_profile, list_profiles
+
+    for name in list_profiles():
+        p = get_profile(name)
+        typer.echo(f"{name:10s} {p.energy_pj}  {p.source}")
