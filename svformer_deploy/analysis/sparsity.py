@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 import torch
@@ -31,6 +31,9 @@ from torch import Tensor, nn
 
 from svformer_deploy.errors import DataError, EnergyError, InputShapeError
 from svformer_deploy.models import record_spikes
+
+if TYPE_CHECKING:
+    from svformer_deploy.analysis.energy import EnergyBreakdown
 
 __all__ = [
     "RATE_COLUMNS",
@@ -72,6 +75,12 @@ class SparsityAnalysis:
         meta: where the numbers came from (model name, T, input size, views per video, checkpoint, data).
         energy: op counts and energy of the same videos from :mod:`svformer_deploy.energy`, or ``None`` when
             not requested (see :func:`svformer_deploy.analysis.energy_breakdown`).
+
+    Example::
+
+        a = analyse_checkpoint(default_checkpoint(), "moving-digits", num_videos=20)
+        a.rates.groupby("layer", observed=True)["rate"].mean()     # mean firing rate per layer
+        plots.plot_rate_heatmap(a).savefig("heatmap.png")
     """
 
     rates: pd.DataFrame
@@ -79,7 +88,7 @@ class SparsityAnalysis:
     layers: tuple[str, ...]
     class_names: tuple[str, ...]
     meta: dict[str, Any] = field(default_factory=dict)
-    energy: Any = None
+    energy: "EnergyBreakdown | None" = None
 
     @property
     def num_videos(self) -> int:
