@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-import pandas as pd
 import pytest
 import torch
 from torch import nn
 
 from svformer_deploy.analysis import (
-    SparsityAnalysis,
     analyse,
     attention_qkv_rates,
     mean_rate_by_layer,
