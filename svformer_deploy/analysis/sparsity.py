@@ -11,8 +11,8 @@ Rules (stated once, used everywhere):
 - **Firing rate** of layer l at timestep t for one video: the fraction of (view, neuron) pairs that spiked,
   ``rate[l, t, video] = sum_{v, i} S_l[t, v, i] / (V * N_l)`` with N_l the number of neurons of layer l at
   one timestep (channels x positions, or heads x tokens x head_dim). Views of one video are pooled.
-- **Prediction** of a video: the class with the largest logit summed over its V views (as the reference
-  evaluates); ``correct`` compares it with the label.
+- **Prediction** of a video: the class with the largest softmax score summed over its V views (as the reference
+  and ``svformer-deploy evaluate`` do); ``correct`` compares it with the label.
 - **Network order**: the order in which the layers execute in one forward (the order of ``rec.spikes``).
 - **Averages over layers or videos** weight every video equally and, inside a group of layers, every neuron
   equally (total spikes / total neuron-steps), so a big layer counts more than a small one.
@@ -148,7 +148,7 @@ def analyse(model: nn.Module, samples: Iterable[Sample], *, class_names: Sequenc
             layers = tuple(rec.spikes)
             if not names:
                 names = tuple(str(i) for i in range(logits.shape[1]))
-        predicted = int(logits.float().sum(0).argmax())
+        predicted = int(logits.float().softmax(dim=1).sum(0).argmax())
         label = int(sample.label)
         correct = predicted == label
         cls = names[label] if 0 <= label < len(names) else str(label)

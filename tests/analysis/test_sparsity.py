@@ -62,7 +62,9 @@ def test_rates_match_hand_counted_spikes():
     assert [r[("b", "v0", t)] for t in range(4)] == [0.5] * 4
     assert [r[("a", "v1", t)] for t in range(4)] == [0.5] * 4
     assert (a.rates["neurons"] == 4).all()
-    # v0: score = 1+2+1+2 = 6 > 1.5 -> class 0 (label 0, correct); v1: score summed over views 16 + 0 vs 3 -> 0 (wrong)
+    # v0: logits [6, 1.5] -> class 0 (label 0, correct)
+    # v1: logits [16, 1.5] and [0, 1.5]; softmax summed over views ~ [1.00 + 0.18, 0.00 + 0.82] -> class 0 (wrong)
+
     p = a.predictions.set_index("video")
     assert p.loc["v0", "predicted"] == 0 and bool(p.loc["v0", "correct"])
     assert p.loc["v1", "predicted"] == 0 and not bool(p.loc["v1", "correct"])
@@ -72,6 +74,15 @@ def test_rates_match_hand_counted_spikes():
     csv = a.tidy_csv()
     assert list(csv.columns) == ["layer", "timestep", "video", "rate"]
     assert list(dict.fromkeys(csv["layer"])) == ["a", "b"] and len(csv) == 2 * 4 * 2
+
+
+def test_prediction_sums_softmax_over_views():
+    # views: one with logits [16, 1.5], three with [0, 1.5]. Summed logits [16, 6] would say class 0;
+    # summed softmax [1.00 + 3 x 0.18, 0.00 + 3 x 0.82] = [1.55, 2.45] says class 1 (the documented rule).
+    v = _video("v", 1, [[3, 3, 3, 3], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]])
+    a = analyse(TwoLayer(), [v])
+    assert a.predictions.loc[0, "predicted"] == 1 and bool(a.predictions.loc[0, "correct"])
+    assert a.rates.set_index(["layer", "timestep"]).loc[("a", 0), "rate"] == 0.25
 
 
 def test_summaries_average_as_documented():
