@@ -77,3 +77,29 @@ def train_cmd(
     if result.history:
         console.print(f"last checkpoint: {result.last}\nbest checkpoint: {result.best}\n"
                       f"metrics: {result.out_dir / 'metrics.csv'}, {result.out_dir / 'metrics.json'}")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint file (e.g. runs/train/best.pt).")],
+    data: Annotated[Optional[str], typer.Option(help="'moving-digits' or a UCF101/HMDB51 root; default: the data the checkpoint was trained on.")] = None,
+    clips: Annotated[int, typer.Option(min=1, help="Clips per video, spread uniformly over it (reference: 5).")] = 1,
+    crops: Annotated[int, typer.Option(min=1, max=3, help="Spatial crops per clip: 1 (centre) or 3 (reference).")] = 1,
+    split: Annotated[str, typer.Option(help="val (= test list for UCF101/HMDB51), test or train.")] = "val",
+    num_videos: Annotated[Optional[int], typer.Option(help="Evaluate only the first N videos.")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for eval.json, confusion.png, predictions.csv.")] = Path("runs/eval"),
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+) -> None:
+    """Top-1/top-5 and per-class accuracy with softmax scores summed over clips x crops views; confusion-matrix PNG."""
+    from rich.console import Console
+
+    from svformer_deploy.training.evaluate import evaluate_checkpoint
+
+    report, paths = evaluate_checkpoint(checkpoint, data, out_dir=out, split=split, clips=clips, crops=crops,
+                                        num_videos=num_videos, device=device)
+    console = Console()
+    console.print(f"{report['model_name']} on {report['data']} ({report['split']}, {report['num_videos']} videos, "
+                  f"{clips} clip(s) x {crops} crop(s) = {clips * crops} views, softmax summed): "
+                  f"top-1 {report['top1']:.2%}  top-5 {report['top5']:.2%}")
+    for name, path in paths.items():
+        console.print(f"  {name}: {path}")
