@@ -1,0 +1,105 @@
+"""``svformer-deploy train`` and ``svformer-deploy evaluate``."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from svformer_deploy.cli import app
+
+
+def _overrides(items: list[str]) -> dict:
+    import yaml
+
+    from svformer_deploy.errors import ConfigError
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: use KEY=VALUE, e.g. --set img_size=32")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+@app.command("train")
+def train_cmd(
+    model: Annotated[str, typer.Option(help="Registered model name (see `svformer-deploy models`).")] = "svformer_tiny",
+    data: Annotated[str, typer.Option(help="'moving-digits' (built in) or the root of a UCF101/HMDB51 copy.")] = "moving-digits",
+    out: Annotated[Path, typer.Option(help="Run folder: last.pt, best.pt, metrics.csv/json.")] = Path("runs/train"),
+    epochs: Annotated[int, typer.Option(min=1)] = 10,
+    batch_size: Annotated[int, typer.Option(min=1, help="Clips per step per process.")] = 32,
+    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate (after warm-up).")] = 2e-3,
+    min_lr: Annotated[float, typer.Option(help="Final learning rate of the cosine schedule.")] = 1e-5,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay (never on 1-D parameters).")] = 0.05,
+    warmup_epochs: Annotated[float, typer.Option(help="Linear warm-up length in epochs.")] = 1.0,
+    label_smoothing: Annotated[float, typer.Option()] = 0.1,
+    clip_grad: Annotated[float, typer.Option(help="Gradient-norm clip; 0 = off.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Seed of every random choice; CPU runs repeat exactly.")] = 0,
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    no_amp: Annotated[bool, typer.Option("--no-amp", help="Disable mixed precision on CUDA.")] = False,
+    train_clips: Annotated[Optional[int], typer.Option(help="Moving digits: clips per epoch (default 6000).")] = None,
+    val_videos: Annotated[Optional[int], typer.Option(help="Validate on the first N videos only.")] = None,
+    mixup: Annotated[float, typer.Option(help="Mixup alpha (reference 0.8); 0 = off.")] = 0.0,
+    cutmix: Annotated[float, typer.Option(help="CutMix alpha (reference 1.0); 0 = off.")] = 0.0,
+    rand_augment: Annotated[Optional[str], typer.Option(help="RandAugment 'N,M' for videos, e.g. 2,5.")] = None,
+    erase_prob: Annotated[float, typer.Option(help="Random-erasing probability for videos (reference 0.25).")] = 0.0,
+    sampling_rate: Annotated[int, typer.Option(help="Videos: source frames between clip frames.")] = 4,
+    split: Annotated[int, typer.Option(help="Videos: official split 1, 2 or 3.")] = 1,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Model config override KEY=VALUE (repeatable), e.g. img_size=32.")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue exactly from a run's last.pt.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing run in --out.")] = False,
+) -> None:
+    """Train a model (AdamW, warm-up + cosine, label smoothing; DDP under torchrun). Writes checkpoints and metrics."""
+    from rich.console import Console
+
+    from svformer_deploy.training import TrainConfig, train
+
+    ra = tuple(int(v) for v in rand_augment.split(",")) if rand_augment else None
+    cfg = TrainConfig(model=model, data=data, out_dir=str(out), epochs=epochs, batch_size=batch_size, lr=lr,
+                      min_lr=min_lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
+                      label_smoothing=label_smoothing, clip_grad=clip_grad or None, seed=seed, workers=workers,
+                      device=device, amp=not no_amp, train_clips=train_clips, val_videos=val_videos, mixup=mixup,
+                      cutmix=cutmix, rand_augment=ra, erase_prob=erase_prob, sampling_rate=sampling_rate,
+                      split_no=split, model_overrides=_overrides(set_ or []))
+    console = Console()
+    command = "svformer-deploy " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else None
+    result = train(cfg, resume=resume, force=force, command=command,
+                   on_epoch=lambda r: console.print(
+                       f"epoch {r['epoch']}: train loss {r['train_loss']:.3f} top-1 {r['train_top1']:.3f} | val top-1 "
+                       f"{r['val_top1']:.4f} top-5 {r['val_top5']:.4f} | {r['clips_per_second']} clips/s"
+                       + (f" | skipped {r['skipped_videos']} unreadable video(s)" if r["skipped_videos"] else "")))
+    if result.history:
+        console.print(f"last checkpoint: {result.last}\nbest checkpoint: {result.best}\n"
+                      f"metrics: {result.out_dir / 'metrics.csv'}, {result.out_dir / 'metrics.json'}")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint file (e.g. runs/train/best.pt).")],
+    data: Annotated[Optional[str], typer.Option(help="'moving-digits' or a UCF101/HMDB51 root; default: the data the checkpoint was trained on.")] = None,
+    clips: Annotated[int, typer.Option(min=1, help="Clips per video, spread uniformly over it (reference: 5).")] = 1,
+    crops: Annotated[int, typer.Option(min=1, max=3, help="Spatial crops per clip: 1 (centre) or 3 (reference).")] = 1,
+    split: Annotated[str, typer.Option(help="val (= test list for UCF101/HMDB51), test or train.")] = "val",
+    num_videos: Annotated[Optional[int], typer.Option(help="Evaluate only the first N videos.")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for eval.json, confusion.png, predictions.csv.")] = Path("runs/eval"),
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+) -> None:
+    """Top-1/top-5 and per-class accuracy with softmax scores summed over clips x crops views; confusion-matrix PNG."""
+    from rich.console import Console
+
+    from svformer_deploy.training.evaluate import evaluate_checkpoint
+
+    report, paths = evaluate_checkpoint(checkpoint, data, out_dir=out, split=split, clips=clips, crops=crops,
+                                        num_videos=num_videos, device=device)
+    console = Console()
+    console.print(f"{report['model_name']} on {report['data']} ({report['split']}, {report['num_videos']} videos, "
+                  f"{clips} clip(s) x {crops} crop(s) = {clips * crops} views, softmax summed): "
+                  f"top-1 {report['top1']:.2%}  top-5 {report['top5']:.2%}")
+    for name, path in paths.items():
+        console.print(f"  {name}: {path}")

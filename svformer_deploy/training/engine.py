@@ -1,0 +1,404 @@
+"""The training engine: AdamW + warm-up/cosine, label smoothing, grad clipping, AMP on CUDA, DDP via torchrun,
+atomic per-epoch checkpoints with exact resume, metrics as CSV and JSON.
+
+Exact resume: everything random is either a pure function of (seed, epoch, index) -- the data order, the
+moving-digits clips, the video clip starts -- or drawn from torch's global RNG, whose state (with Python's) is
+stored in the checkpoint's ``extra`` together with the optimizer, scheduler and AMP-scaler states and the epoch.
+``extra`` holds only tensors and plain containers, so ``torch.load(weights_only=True)`` reads it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from svformer_deploy.errors import ConfigError, DataError, OutputExistsError
+from svformer_deploy.models import create_model, read_checkpoint, save_checkpoint
+from svformer_deploy.models.checkpoint import atomic_write, load_state_dict_checked
+
+__all__ = ["TrainConfig", "TrainResult", "train", "param_groups", "warmup_cosine", "collate_skip_bad",
+           "soft_cross_entropy", "topk_correct"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every knob of a training run (stored in the checkpoints' meta). Defaults: the moving-digits recipe."""
+
+    model: str = "svformer_tiny"
+    data: str = "moving-digits"
+    out_dir: str = "runs/train"
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 2e-3
+    min_lr: float = 1e-5
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    clip_grad: float | None = 1.0
+    seed: int = 0
+    workers: int = 0
+    device: str = "auto"
+    amp: bool = True
+    train_clips: int | None = None      # moving digits: clips per epoch (default 6000)
+    val_videos: int | None = None       # validate on the first N videos (default: all)
+    mixup: float = 0.0                  # Mixup alpha (reference 0.8); 0 = off
+    cutmix: float = 0.0                 # CutMix alpha (reference 1.0); 0 = off
+    rand_augment: tuple[int, int] | None = None  # (num_ops, magnitude), reference (2, 5)
+    erase_prob: float = 0.0             # random erasing probability, reference 0.25
+    sampling_rate: int = 4              # video folders: source frames per clip frame
+    split_no: int = 1                   # video folders: official split
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    last: Path
+    best: Path
+    history: list[dict[str, Any]]
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: weight decay on >= 2-D weights only; none on 1-D parameters (biases, BN affine, PLIF w)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
+    """LR multiplier: (step + 1) / warmup for step < warmup, then
+    min_ratio + (1 - min_ratio) * (1 + cos(pi * (step - warmup) / (total - warmup))) / 2."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def collate_skip_bad(batch: list[tuple]) -> tuple[Tensor | None, Tensor | None, list[str]]:
+    """Collate (clip, label) items, dropping the (None, label, video_id) items of unreadable videos.
+
+    Returns (clips (B, C, T, H, W) or None if every item was bad, labels, ids of the skipped videos).
+    """
+    good = [b for b in batch if b[0] is not None]
+    bad = [str(b[2]) for b in batch if b[0] is None]
+    if not good:
+        return None, None, bad
+    return torch.stack([b[0] for b in good]), torch.tensor([int(b[1]) for b in good]), bad
+
+
+def soft_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
+    """Mean over the batch of -sum_k target_k log softmax(logits)_k (target rows sum to 1)."""
+    return -(target * F.log_softmax(logits.float(), dim=-1)).sum(-1).mean()
+
+
+def topk_correct(logits: Tensor, labels: Tensor, k: int) -> int:
+    """Number of samples whose label is among the k highest scores (k capped at the number of classes)."""
+    k = min(k, logits.shape[-1])
+    return int((logits.topk(k, dim=-1).indices == labels[:, None]).any(-1).sum())
+
+
+# ----------------------------------------------------------------------------------------------- distributed
+
+
+@dataclass(frozen=True)
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed(device: str) -> _Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist()
+    import torch.distributed as dist
+
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend)
+    return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _resolve_device(name: str, dist_info: _Dist) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+        if name == "cuda":
+            name = f"cuda:{dist_info.local_rank}"
+        torch.cuda.set_device(torch.device(name))
+    return torch.device(name)
+
+
+# ---------------------------------------------------------------------------------------------------- state
+
+
+def _rng_state() -> dict[str, Any]:
+    version, internal, gauss = random.getstate()
+    state = {"torch": torch.get_rng_state(), "python": [version, list(internal), gauss]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _write_metrics(out_dir: Path, history: list[dict[str, Any]]) -> None:
+    def write_csv(tmp: str) -> None:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+        Path(tmp).write_text(buf.getvalue())
+
+    atomic_write(out_dir / "metrics.csv", write_csv)
+    atomic_write(out_dir / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(history, indent=2)))
+
+
+# ---------------------------------------------------------------------------------------------------- loops
+
+
+@torch.no_grad()
+def _validate(model: nn.Module, loader, device: torch.device) -> dict[str, float]:  # noqa: ANN001
+    model.eval()
+    n = correct1 = correct5 = 0
+    loss_sum = 0.0
+    for clips, labels, _ in loader:
+        if clips is None:
+            continue
+        clips, labels = clips.to(device), labels.to(device)
+        logits = model(clips).float()
+        loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
+        correct1 += topk_correct(logits, labels, 1)
+        correct5 += topk_correct(logits, labels, 5)
+        n += len(labels)
+    if n == 0:
+        raise DataError("no validation clip could be read; check the data and its split files")
+    return {"val_loss": loss_sum / n, "val_top1": correct1 / n, "val_top5": correct5 / n}
+
+
+def _loader(dataset, cfg: TrainConfig, dist_info: _Dist, epoch: int, train: bool):  # noqa: ANN001, ANN202
+    from torch.utils.data import DataLoader, DistributedSampler, SequentialSampler, Subset
+
+    if not train and cfg.val_videos is not None:
+        dataset = Subset(dataset, range(min(cfg.val_videos, len(dataset))))
+    if train and dist_info.world > 1:
+        sampler = DistributedSampler(dataset, num_replicas=dist_info.world, rank=dist_info.rank, shuffle=True,
+                                     seed=cfg.seed, drop_last=True)
+        sampler.set_epoch(epoch)
+    elif train:
+        # a fresh permutation per epoch, a pure function of (seed, epoch): resume needs no sampler state
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+        sampler = order.tolist()
+    else:
+        sampler = SequentialSampler(dataset)
+    return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
+                      collate_fn=collate_skip_bad, drop_last=train, persistent_workers=False)
+
+
+def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, force: bool = False,
+          command: str | None = None, progress: bool = True,
+          on_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+    """Train ``cfg.model`` on ``cfg.data``; write ``last.pt``, ``best.pt``, ``metrics.csv``/``.json`` to ``cfg.out_dir``.
+
+    Under ``torchrun`` (WORLD_SIZE > 1) every process trains on its shard (DistributedSampler) through
+    DistributedDataParallel; rank 0 validates and writes. Returns the paths and the per-epoch history.
+    """
+    from svformer_deploy.data import build_dataset, class_names
+    from svformer_deploy.data.video_folder import mix_batch
+
+    dist_info = _init_distributed("cuda" if cfg.device == "auto" and torch.cuda.is_available() else cfg.device)
+    device = _resolve_device(cfg.device, dist_info)
+    out_dir = Path(cfg.out_dir)
+    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
+    if resume is None and not force and last_path.exists():
+        raise OutputExistsError(f"{last_path} exists: continue it with --resume {last_path}, choose another --out, "
+                                "or pass --force to start over")
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+
+    names = class_names(cfg.data)
+    overrides = dict(cfg.model_overrides)
+    model = create_model(cfg.model, num_classes=len(names), **overrides)
+    mcfg = model.config
+    aug = {} if cfg.data == "moving-digits" else {
+        "rand_augment": cfg.rand_augment, "erase_prob": cfg.erase_prob, "sampling_rate": cfg.sampling_rate,
+        "split_no": cfg.split_no}
+    train_ds = build_dataset(cfg.data, mcfg, split="train", seed=cfg.seed, num_clips=cfg.train_clips, **aug)
+    val_ds = build_dataset(cfg.data, mcfg, split="val", seed=0,  # the same validation set for every run
+                           **({k: aug[k] for k in ("sampling_rate", "split_no")} if aug else {}))
+    steps_per_epoch = len(train_ds) // (cfg.batch_size * dist_info.world)
+    if steps_per_epoch < 1:
+        raise ConfigError(f"{len(train_ds)} training clips make no full batch of {cfg.batch_size} x {dist_info.world} "
+                          "process(es); lower --batch-size or add data")
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup_steps = max(1, round(cfg.warmup_epochs * steps_per_epoch))
+
+    model.to(device)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
+    min_ratio = cfg.min_lr / cfg.lr
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: warmup_cosine(s, warmup_steps, total_steps, min_ratio))
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    start_epoch, best_top1, history = 0, -1.0, []
+    if resume is not None:
+        payload = read_checkpoint(resume)
+        extra = payload.get("extra") or {}
+        if "optimizer" not in extra:
+            raise ConfigError(f"{resume} holds no training state (it is a 'best' or exported checkpoint); "
+                              "resume from the run's last.pt")
+        if payload["config"] != mcfg.to_dict():
+            raise ConfigError(f"{resume} was trained with another model config; resume with the same --model and "
+                              "options")
+        load_state_dict_checked(model, payload["state_dict"], str(resume))
+        optimizer.load_state_dict(extra["optimizer"])
+        scheduler.load_state_dict(extra["scheduler"])
+        scaler.load_state_dict(extra["scaler"])
+        _set_rng_state(extra["rng"])
+        start_epoch, best_top1 = int(extra["epoch"]) + 1, float(extra["best_top1"])
+        history = list(payload["meta"].get("history", []))
+
+    ddp_model: nn.Module = model
+    if dist_info.world > 1:
+        ddp_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    meta_base = {"class_names": names, "data": cfg.data, "seed": cfg.seed, "command": command,
+                 "train_config": _jsonable(asdict(cfg)), "world_size": dist_info.world}
+    for epoch in range(start_epoch, cfg.epochs):
+        if hasattr(train_ds, "set_epoch"):
+            train_ds.set_epoch(epoch)
+        loader = _loader(train_ds, cfg, dist_info, epoch, train=True)
+        ddp_model.train()
+        t0 = time.perf_counter()
+        seen = correct = 0
+        loss_sum = 0.0
+        skipped: list[str] = []
+        bar = _progress(progress and dist_info.main, f"epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch)
+        with bar:
+            task = bar.add_task("train", total=steps_per_epoch)
+            for clips, labels, bad in loader:
+                skipped.extend(bad)
+                if clips is None or len(clips) < 2:  # BatchNorm needs 2 clips; a batch of bad files is skipped
+                    bar.advance(task)
+                    continue
+                clips, labels = clips.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+                mix_rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,))))
+                clips, target = mix_batch(clips, labels, len(names), mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix,
+                                          smoothing=cfg.label_smoothing, rng=mix_rng)
+                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                    logits = ddp_model(clips)
+                loss = soft_cross_entropy(logits, target)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if cfg.clip_grad:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                loss_sum += float(loss.detach()) * len(labels)
+                correct += topk_correct(logits.detach(), labels, 1)
+                seen += len(labels)
+                bar.update(task, advance=1, description=f"loss {loss_sum / seen:.3f} acc {correct / seen:.3f}")
+        counts = torch.tensor([seen, correct, loss_sum, len(skipped)], dtype=torch.float64)
+        if dist_info.world > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(counts)
+            gathered: list[list[str]] = [[] for _ in range(dist_info.world)]
+            dist.all_gather_object(gathered, skipped)
+            skipped = [s for part in gathered for s in part]
+        train_time = time.perf_counter() - t0
+        seen_all = int(counts[0])
+        if seen_all == 0:
+            raise DataError(f"epoch {epoch + 1}: none of the training videos could be read "
+                            f"({len(skipped)} skipped, e.g. {skipped[:3]}); check the files")
+        row: dict[str, Any] = {
+            "epoch": epoch + 1, "train_loss": float(counts[2]) / seen_all, "train_top1": float(counts[1]) / seen_all,
+            "lr": optimizer.param_groups[0]["lr"], "train_clips": seen_all, "skipped_videos": int(counts[3]),
+            "train_seconds": round(train_time, 3), "clips_per_second": round(seen_all / train_time, 2)}
+        if skipped:
+            row["skipped_ids"] = ";".join(sorted(set(skipped)))
+        if dist_info.main:
+            row.update(_validate(model, _loader(val_ds, cfg, dist_info, epoch, train=False), device))
+            history.append(row)
+            improved = row["val_top1"] > best_top1
+            best_top1 = max(best_top1, row["val_top1"])
+            extra = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "scaler": scaler.state_dict(), "rng": _rng_state(), "epoch": epoch, "best_top1": best_top1}
+            meta = dict(meta_base, epoch=epoch + 1, metrics=row, history=history)
+            save_checkpoint(last_path, model, extra=extra, **meta)
+            if improved:
+                save_checkpoint(best_path, model, **meta)
+            _write_metrics(out_dir, history)
+            if on_epoch is not None:
+                on_epoch(row)
+        if dist_info.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+    if dist_info.world > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    return TrainResult(out_dir, last_path, best_path, history)
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(d, default=list))
+
+
+class _NoBar:
+    def __enter__(self) -> "_NoBar":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def add_task(self, *a: Any, **k: Any) -> int:
+        return 0
+
+    def advance(self, *a: Any, **k: Any) -> None:
+        return None
+
+    def update(self, *a: Any, **k: Any) -> None:
+        return None
+
+
+def _progress(enabled: bool, title: str, total: int):  # noqa: ANN202
+    if not enabled:
+        return _NoBar()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn(title), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                    TimeElapsedColumn(), TimeRemainingColumn(), transient=False)

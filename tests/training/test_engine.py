@@ -1,0 +1,116 @@
+"""The training engine: schedule, parameter groups, exact resume, seeds, checkpoints, metrics, bad videos."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from svformer_deploy.errors import ConfigError, OutputExistsError
+from svformer_deploy.models import create_model, load_checkpoint
+from svformer_deploy.training import (
+    TrainConfig, collate_skip_bad, param_groups, soft_cross_entropy, topk_correct, train, warmup_cosine,
+)
+
+
+def test_warmup_cosine_hand_computed():
+    assert warmup_cosine(0, 4, 12, 0.1) == 0.25 and warmup_cosine(3, 4, 12, 0.1) == 1.0
+    assert warmup_cosine(4, 4, 12, 0.1) == 1.0
+    assert math.isclose(warmup_cosine(8, 4, 12, 0.1), 0.1 + 0.9 * 0.5)  # half-way through the cosine
+    assert math.isclose(warmup_cosine(12, 4, 12, 0.1), 0.1)
+
+
+def test_no_weight_decay_on_one_dimensional_parameters():
+    model = create_model("svformer_tiny", img_size=32)
+    decay, no_decay = param_groups(model, 0.05)
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim >= 2 for p in decay["params"]) and all(p.ndim <= 1 for p in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+    plif_w = [p for n, p in model.named_parameters() if n.endswith("lif.w")]
+    assert plif_w and all(any(p is q for q in no_decay["params"]) for p in plif_w)
+
+
+def test_loss_and_topk():
+    logits = torch.tensor([[2.0, 1.0, 0.0], [0.0, 0.5, 3.0]])
+    labels = torch.tensor([1, 2])
+    s = 0.1
+    target = torch.full((2, 3), s / 3).scatter_(1, labels[:, None], 1 - s + s / 3)
+    assert torch.allclose(soft_cross_entropy(logits, target), F.cross_entropy(logits, labels, label_smoothing=s))
+    assert topk_correct(logits, labels, 1) == 1 and topk_correct(logits, labels, 2) == 2
+    assert topk_correct(logits, labels, 5) == 2  # k capped at 3 classes
+
+
+def test_collate_drops_and_names_bad_videos():
+    good = (torch.zeros(3, 2, 4, 4), 1)
+    clips, labels, bad = collate_skip_bad([good, (None, 0, "A/v1.avi"), good])
+    assert clips.shape == (2, 3, 2, 4, 4) and labels.tolist() == [1, 1] and bad == ["A/v1.avi"]
+    assert collate_skip_bad([(None, 0, "x")]) == (None, None, ["x"])
+
+
+def _cfg(out: Path, **kw) -> TrainConfig:
+    base = dict(out_dir=str(out), epochs=2, batch_size=8, train_clips=24, val_videos=20, lr=3e-3, warmup_epochs=0.5,
+                mixup=0.8, model_overrides={"img_size": 32, "num_frames": 4})
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+class _Crash(Exception):
+    pass
+
+
+def _crash_after_first_epoch(row):
+    raise _Crash
+
+
+def test_resume_continues_exactly_and_seed_repeats(tmp_path):
+    torch.set_num_threads(1)
+    straight = train(_cfg(tmp_path / "a"), progress=False)
+    with pytest.raises(_Crash):  # the process "dies" after writing epoch 1
+        train(_cfg(tmp_path / "b"), progress=False, on_epoch=_crash_after_first_epoch)
+    resumed = train(_cfg(tmp_path / "b"), resume=tmp_path / "b" / "last.pt", progress=False)
+    a, _ = load_checkpoint(straight.last)
+    b, meta_b = load_checkpoint(resumed.last)
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), name
+    assert [r["train_loss"] for r in straight.history] == [r["train_loss"] for r in resumed.history]
+    assert meta_b["epoch"] == 2 and meta_b["extra"]["epoch"] == 1
+    # another seed trains differently
+    with pytest.raises(_Crash):
+        train(_cfg(tmp_path / "c", seed=1), progress=False, on_epoch=_crash_after_first_epoch)
+    assert json.loads((tmp_path / "c" / "metrics.json").read_text())[0]["train_loss"] != straight.history[0]["train_loss"]
+
+
+def test_run_folder_contents(tmp_path):
+    torch.set_num_threads(1)
+    result = train(_cfg(tmp_path, epochs=1, mixup=0.0), command="svformer-deploy train ...", progress=False)
+    rows = json.loads((tmp_path / "metrics.json").read_text())
+    csv_lines = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 1 and len(csv_lines) == 2 and csv_lines[0].startswith("epoch,train_loss")
+    assert rows[0]["train_clips"] == 24 and rows[0]["skipped_videos"] == 0 and 0 <= rows[0]["val_top1"] <= 1
+    raw = torch.load(result.last, weights_only=True)  # resume state readable without unpickling code
+    assert set(raw["extra"]) >= {"optimizer", "scheduler", "rng", "epoch", "scaler"}
+    best, meta = load_checkpoint(result.best)
+    assert meta["class_names"][0] == "move-right" and meta["seed"] == 0 and meta["extra"] == {}
+    assert meta["command"] == "svformer-deploy train ..." and meta["metrics"]["val_top1"] == rows[0]["val_top1"]
+    assert best.config.img_size == 32
+    with pytest.raises(OutputExistsError, match="--resume"):
+        train(_cfg(tmp_path, epochs=1), progress=False)
+    with pytest.raises(ConfigError, match="no training state"):
+        train(_cfg(tmp_path, epochs=2), resume=result.best, progress=False)
+
+
+def test_bad_video_skipped_and_counted(ucf_tiny, tmp_path):
+    torch.set_num_threads(1)
+    bad = ucf_tiny / "Noisy" / "v_Noisy_g03_c01.mp4"
+    bad.write_bytes(bad.read_bytes()[:3000])  # truncated
+    cfg = TrainConfig(model="svformer_tiny", data=str(ucf_tiny), out_dir=str(tmp_path / "run"), epochs=1,
+                      batch_size=2, model_overrides={"img_size": 32, "num_frames": 4}, sampling_rate=2)
+    result = train(cfg, progress=False)
+    row = result.history[0]
+    assert row["skipped_videos"] == 1 and row["skipped_ids"] == "Noisy/v_Noisy_g03_c01.mp4"
+    # 4 training videos, batches of 2: the batch with the bad file keeps 1 clip, too few for BatchNorm: skipped
+    assert row["train_clips"] == 2 and 0 <= row["val_top1"] <= 1
