@@ -23,8 +23,12 @@ def sparsity(
     energy: Annotated[bool, typer.Option("--energy/--no-energy", help="Also count ops and energy (SNN vs ANN twin).")] = True,
     force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
 ) -> None:
-    """Firing rate per layer x timestep (CSV: layer, timestep, video, rate), its spread across videos, per class,
-    correct vs wrong, Q/K/V sparsity, and (with --energy) ops/energy shares and SNN vs ANN energy, as PNGs."""
+    """Spike sparsity of a checkpoint on real videos: PNG figures and a tidy CSV (layer, timestep, video, rate).
+
+    Figures: firing rate per layer x timestep, its spread across videos, per class, correct vs wrong, Q/K/V
+    sparsity, and (with --energy, from the energy counter) the ops/energy share per module, the spike x spike
+    products, and SNN vs ANN-baseline energy. The same analysis as notebooks/sparsity_analysis.ipynb.
+    """
     from rich.progress import track
 
     from svformer_deploy.analysis import analyse_checkpoint
