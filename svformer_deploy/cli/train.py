@@ -51,6 +51,7 @@ def train_cmd(
     erase_prob: Annotated[float, typer.Option(help="Random-erasing probability for videos (reference 0.25).")] = 0.0,
     sampling_rate: Annotated[int, typer.Option(help="Videos: source frames between clip frames.")] = 4,
     split: Annotated[int, typer.Option(help="Videos: official split 1, 2 or 3.")] = 1,
+    precise_bn_batches: Annotated[int, typer.Option(help="Recompute BN statistics on N training batches each epoch (precise BN); 0 = off.")] = 20,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Model config override KEY=VALUE (repeatable), e.g. img_size=32.")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue exactly from a run's last.pt.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing run in --out.")] = False,
@@ -66,7 +67,7 @@ def train_cmd(
                       label_smoothing=label_smoothing, clip_grad=clip_grad or None, seed=seed, workers=workers,
                       device=device, amp=not no_amp, train_clips=train_clips, val_videos=val_videos, mixup=mixup,
                       cutmix=cutmix, rand_augment=ra, erase_prob=erase_prob, sampling_rate=sampling_rate,
-                      split_no=split, model_overrides=_overrides(set_ or []))
+                      split_no=split, precise_bn_batches=precise_bn_batches, model_overrides=_overrides(set_ or []))
     console = Console()
     command = "svformer-deploy " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else None
     result = train(cfg, resume=resume, force=force, command=command,
