@@ -50,7 +50,7 @@ NUM_VAL_CLIPS = 1000
 SIZE_RANGE = (0.3, 0.8)        # side of the 28x28 digit image as a fraction of the canvas side
 ZOOM_FACTOR = (1.3, 1.5)       # size(end) / size(start) for zoom-in (inverse for zoom-out)
 DISTANCE = (0.5, 0.8)          # path length over the clip, canvas sides (< 0.5 per frame: no aliasing)
-TURN = (math.pi / 2, math.pi)  # rotation over the clip, radians
+TURN = (math.pi, 1.5 * math.pi)  # rotation over the clip, radians (< 90 degrees per frame at T = 8)
 BOUNCE_AT = (0.3, 0.7)         # tau of the reversal for the bounce classes
 _DIGITS_FILE = "mnist_5k.csv.gz"
 
