@@ -56,19 +56,22 @@ def _subtitle(a: SparsityAnalysis) -> str:
     return f"{m.get('model', '?')}, T={m.get('timesteps', '?')}, {a.num_videos} videos x {views} view(s)"
 
 
-def _heatmap(fig: Figure, table: pd.DataFrame, xlabel: str, title: str, cbar_label: str) -> Figure:
-    ax = fig.add_subplot()
-    data = table.to_numpy(dtype=float)
-    im = ax.imshow(data, aspect="auto", cmap=CMAP, interpolation="nearest", vmin=0.0)
+def _heatmap(fig: Figure, ax, table: pd.DataFrame, xlabel: str, title: str, cbar_label: str, *,
+             cmap: str = CMAP, vmin: float | None = 0.0, ylabel: bool = True) -> None:
+    import matplotlib as mpl
+
+    data = np.ma.masked_invalid(table.to_numpy(dtype=float))
+    cm = mpl.colormaps[cmap].with_extremes(bad="white")
+    im = ax.imshow(data, aspect="auto", cmap=cm, interpolation="nearest", vmin=vmin)
     ax.set_yticks(range(len(table.index)), [str(i) for i in table.index])
-    ax.set_xticks(range(len(table.columns)), [str(c) for c in table.columns],
-                  rotation=45 if max((len(str(c)) for c in table.columns), default=0) > 3 else 0, ha="right"
-                  if max((len(str(c)) for c in table.columns), default=0) > 3 else "center")
+    long = max((len(str(c)) for c in table.columns), default=0) > 3
+    ax.set_xticks(range(len(table.columns)), [str(c) for c in table.columns], rotation=45 if long else 0,
+                  ha="right" if long else "center", rotation_mode="anchor" if long else "default")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("neuron layer (network order, input at top)")
-    ax.set_title(title)
+    if ylabel:
+        ax.set_ylabel("neuron layer (network order, input at top)")
+    ax.set_title(title, fontsize=10)
     fig.colorbar(im, ax=ax, label=cbar_label, fraction=0.05, pad=0.02)
-    return fig
 
 
 def plot_rate_heatmap(a: SparsityAnalysis) -> Figure:
@@ -76,8 +79,9 @@ def plot_rate_heatmap(a: SparsityAnalysis) -> Figure:
     m = mean_rate_by_layer(a)
     table = m.pivot(index="layer", columns="timestep", values="rate").reindex(list(a.layers)) * 100.0
     fig = _new_figure(1.2 + 0.45 * table.shape[1] + 3.2, _layer_height(len(table)))
-    return _heatmap(fig, table, "timestep t (one video frame per step)",
-                    f"Firing rate per layer and timestep\n{_subtitle(a)}", "firing rate (% of neurons spiking)")
+    _heatmap(fig, fig.add_subplot(), table, "timestep t (one video frame per step)",
+             f"Firing rate per layer and timestep\n{_subtitle(a)}", "firing rate (% of neurons spiking)")
+    return fig
 
 
 def plot_rate_spread(a: SparsityAnalysis) -> Figure:
@@ -105,15 +109,24 @@ def plot_rate_spread(a: SparsityAnalysis) -> Figure:
 
 
 def plot_rate_by_class(a: SparsityAnalysis) -> Figure:
-    """Firing rate per layer x class (mean over timesteps and the videos of the class)."""
+    """Firing rate per layer x class (mean over timesteps and the videos of the class): absolute (left) and
+    relative to the layer's mean over the classes shown (right), so that class differences stay visible in
+    layers whose rate is small. Silent layers (mean 0) are blank on the right."""
     c = rate_by_class(a)
     classes = [n for n in a.class_names if n in set(c["class"])]
     table = c.pivot(index="layer", columns="class", values="rate").reindex(index=list(a.layers), columns=classes) * 100
     counts = c.drop_duplicates("class").set_index("class")["videos"]
     table.columns = [f"{k} (n={counts[k]})" for k in classes]
-    fig = _new_figure(3.8 + 0.55 * len(classes), _layer_height(len(table)) + 0.6)
-    return _heatmap(fig, table, "class of the video (n = videos analysed)",
-                    f"Firing rate per layer and class\n{_subtitle(a)}", "firing rate (% of neurons spiking)")
+    mean = table.mean(axis=1)
+    relative = table.div(mean.where(mean > 0), axis=0)
+    fig = _new_figure(3.0 + 1.1 * len(classes), _layer_height(len(table)) + 0.9)
+    ax1, ax2 = fig.subplots(1, 2, sharey=True)
+    _heatmap(fig, ax1, table, "class of the video (n = videos analysed)", "absolute",
+             "firing rate (% of neurons spiking)")
+    _heatmap(fig, ax2, relative, "class of the video (n = videos analysed)", "relative to the layer's mean over classes",
+             "firing rate / layer's mean over classes (x)", cmap="cividis", vmin=None, ylabel=False)
+    fig.suptitle(f"Firing rate per layer and class\n{_subtitle(a)}", fontsize=11)
+    return fig
 
 
 def plot_rate_by_correctness(a: SparsityAnalysis) -> Figure:
