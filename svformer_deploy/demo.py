@@ -30,8 +30,7 @@ STEP_MODULES: tuple[str, ...] = ("svformer_deploy.demo",)
 
 # The training recipe of the shipped checkpoint (TrainConfig fields); `svformer-deploy demo` trains with it.
 DEMO_RECIPE: dict[str, Any] = {
-    "model": "svformer_tiny", "data": "moving-digits", "epochs": 12, "batch_size": 32, "lr": 2e-3,
-    "warmup_epochs": 1.0, "seed": 0,
+    "model": "svformer_tiny", "data": "moving-digits", "epochs": 15, "seed": 0, "model_overrides": {"img_size": 32},
 }
 
 

@@ -44,3 +44,13 @@ def test_demo_trains_evaluates_and_lists_artefacts(tmp_path, monkeypatch):
     assert "[evaluate]" in text and "confusion_png:" in text and "[broken] FAILED" in text
     with pytest.raises(OutputExistsError, match="--force"):
         demo_mod.run_demo(tmp_path / "out", recipe=TINY, progress=False, echo=lines.append)
+
+
+def test_demo_pretrained_uses_the_shipped_checkpoint(tmp_path):
+    from svformer_deploy.assets import default_checkpoint
+
+    torch.set_num_threads(1)
+    report = demo_mod.run_demo(tmp_path / "out", pretrained=True, steps=["evaluate"], echo=lambda s: None)
+    assert report.checkpoint.read_bytes() == default_checkpoint().read_bytes()
+    ev = json.loads((tmp_path / "out" / "evaluate" / "eval.json").read_text())
+    assert ev["top1"] >= 0.95 and ev["num_videos"] == 1000 and not report.failures

@@ -69,7 +69,8 @@ def train_cmd(
                       cutmix=cutmix, rand_augment=ra, erase_prob=erase_prob, sampling_rate=sampling_rate,
                       split_no=split, precise_bn_batches=precise_bn_batches, model_overrides=_overrides(set_ or []))
     console = Console()
-    command = "svformer-deploy " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else None
+    # the exact command line, stored in the checkpoints (None when called in-process, e.g. from tests)
+    command = "svformer-deploy " + shlex.join(sys.argv[1:]) if "train" in sys.argv[1:] else None
     result = train(cfg, resume=resume, force=force, command=command,
                    on_epoch=lambda r: console.print(
                        f"epoch {r['epoch']}: train loss {r['train_loss']:.3f} top-1 {r['train_top1']:.3f} | val top-1 "
