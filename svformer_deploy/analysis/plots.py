@@ -101,8 +101,8 @@ def plot_rate_spread(a: SparsityAnalysis) -> Figure:
     ax.invert_yaxis()
     ax.set_xlabel("firing rate, mean over timesteps (% of neurons spiking)")
     ax.set_ylabel("neuron layer (network order, input at top)")
-    ax.set_title(f"Spread of the firing rate across videos\n(box: quartiles, whiskers: 1.5 IQR, dot: one video; "
-                 f"{_subtitle(a)})", fontsize=9)
+    ax.set_title(f"Spread of the firing rate across videos\n{_subtitle(a)}\n"
+                 "box: quartiles, whiskers: 1.5 x IQR, dot: one video", fontsize=10)
     ax.grid(axis="x", color="0.85")
     ax.set_xlim(left=0)
     return fig
@@ -142,7 +142,7 @@ def plot_rate_by_correctness(a: SparsityAnalysis) -> Figure:
         y = np.array([pos[n] for n in d["layer"].astype(str)]) + (-0.15 if flag else 0.15)
         n = int(d["videos"].max())
         ax.errorbar(d["rate"] * 100, y, xerr=d["std"].fillna(0) * 100, fmt=_MARKERS[k], color=_GREYS[k * 1],
-                    mfc="white" if not flag else _GREYS[0], ms=5, capsize=2, label=f"{label} predictions (n={n} videos)")
+                    mfc="white" if not flag else _GREYS[0], ms=5, capsize=2, label=f"{label} predictions (n={n} video{'s' if n != 1 else ''})")
     ax.set_yticks(range(len(a.layers)), list(a.layers))
     ax.set_ylim(len(a.layers) - 0.5, -0.5)
     ax.set_xlabel("firing rate, mean over timesteps and videos (% of neurons spiking)\n"
