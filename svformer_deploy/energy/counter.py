@@ -8,7 +8,8 @@ counting rules are in :mod:`svformer_deploy.energy.rules`.
 
 Recovering the timestep of an op (the model folds T into the batch):
 
-* the counter knows T (``model.config.num_frames``, or the input's axis 2) and the batch size B (input axis 0);
+* the counter knows T (``model.config.num_frames``) and the batch size B (input axis 0);
+* an operand of shape (T, B, ...) is time-major (residual adds, scalings);
 * an operand whose leading dim is a multiple of T*B is time-major folded ((T*B, C, H, W) for convolutions,
   (T*B*N, C) for linears, (T*B*heads, N, d) for the attention bmm): timestep = leading index // (size / T);
 * a 5-D operand (B, C, T, H, W) (the head's Conv3d) has time on axis 2;
@@ -29,12 +30,11 @@ from typing import Any
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from svformer_deploy.energy.rules import FREE_OPS, OP_CLASSES, SYNAPTIC_CLASSES
+from svformer_deploy.energy.rules import FREE_OPS, OP_CLASSES
 from svformer_deploy.errors import EnergyError
 from svformer_deploy.models.neurons import PLIF, ReLUNeuron, SpikingNeuron
 from svformer_deploy.models.norm import TemporalBatchNorm
@@ -195,8 +195,10 @@ class OpCounter:
 
     def __exit__(self, *exc: Any) -> None:
         assert self._mode is not None
-        self._mode.__exit__(*exc)
+        if self._paused is None:  # an error inside a neuron layer leaves the mode already exited
+            self._mode.__exit__(*exc)
         self._mode = None
+        self._paused = None
         for h in self._handles:
             h.remove()
         self._handles = []
@@ -205,7 +207,7 @@ class OpCounter:
     # ---------------------------------------------------------------- bookkeeping
     @property
     def layer(self) -> str:
-        return self.stack[-1][0] or "model" if self.stack else "model"
+        return (self.stack[-1][0] or "model") if self.stack else "model"
 
     def _add(self, op_class: str, per_t: Any, layer: str | None = None) -> None:
         """Book counts: ``per_t`` is an int (no time axis), or a (T,) int64 tensor / list of ints."""
@@ -226,7 +228,7 @@ class OpCounter:
             if isinstance(mod, TemporalBatchNorm) and mod.mode == "per_timestep" and x.dim() >= 2 \
                     and x.shape[1] == T * mod.num_features:
                 return ("channel", 1)
-        if x.shape[0] % (T * B) == 0:
+        if x.shape[0] % (T * B) == 0 or (x.dim() >= 2 and x.shape[0] == T and x.shape[1] == B):
             return ("lead", 0)
         if x.dim() == 5 and x.shape[0] == B and x.shape[2] == T:
             return ("axis", 2)
@@ -335,7 +337,7 @@ class OpCounter:
         self._mem(w, x, kind)
         if kind == "binary":
             fan = self._fanout(x.shape, w, stride, padding, dilation, transposed, output_padding, groups)
-            self._add("ac", self._split((x != 0) * fan, layout))
+            self._add("ac", self._conv_events(x, fan, layout))
         else:
             # dense MACs, as FlopCounterMode / fvcore: out elements x (C_in / groups) x prod(kernel) (padding taps
             # included); with a time axis spread evenly over T (exact for time-folded layouts and for a Conv3d
@@ -348,6 +350,26 @@ class OpCounter:
             self._add("mac", self._even(total, layout if even_ok else None))
         if bias is not None:
             self._elementwise("bias_add", out, out)
+
+    def _conv_events(self, x: Tensor, fan: Tensor, layout: tuple[str, int] | None) -> Any:
+        """Sum of fan-out over the non-zero elements of a binary ``x`` (per timestep when it has a time axis).
+
+        A binary tensor is its own non-zero mask. When the fan-out map does not depend on the channel (plain
+        convolutions), ``x`` is first summed over batch and channels (one reduction pass, exact in float32 for
+        fewer than 2**24 terms), then weighted by the spatial map in float64.
+        """
+        if fan.shape[1] != 1:
+            return self._split((x != 0) * fan, layout)
+        f = fan[0, 0].to(torch.float64)
+        if layout is None:
+            return (x.sum(dim=(0, 1)).to(torch.float64) * f).sum()
+        T = self.T
+        assert T is not None
+        if layout[0] == "lead":
+            s = x.reshape(T, -1, *x.shape[2:]).sum(1)
+            return (s.to(torch.float64) * f).reshape(T, -1).sum(1)
+        s = x.sum(dim=(0, 1))  # axis 2 of (B, C, T, ...): s is (T, ...), as is f
+        return (s.to(torch.float64) * f).reshape(T, -1).sum(1)
 
     def _matmul(self, a: Tensor, b: Tensor, out: Tensor) -> None:
         """(..., M, K) @ (..., K, N) with 2-D or batched 3-D operands (aten.mm / bmm / addmm).
@@ -369,15 +391,17 @@ class OpCounter:
             return
         op_class = "ac" if "weight" in (ka, kb) else "spike_product"
         if ka == "weight":  # weight @ activation: count per output column instead (no time axis recovered)
-            na = torch.full(a.shape[-1:], float(a.shape[-2]))
+            na = torch.full(a.shape[-1:], float(a.shape[-2]), device=b.device)
             per_col = ((b != 0).to(torch.float32).transpose(-2, -1) @ na.unsqueeze(-1)).squeeze(-1)
             self._add(op_class, self._split(per_col, None))
             return
-        ma = (a != 0).to(torch.float32)
+        # a binary operand is its own non-zero mask (float32 sums of 0/1 are exact below 2**24 terms)
+        ma = a if ka == "binary" and a.dtype == torch.float32 else (a != 0).to(torch.float32)
         if kb == "weight":
-            per_row = ma.sum(-1, dtype=torch.float64) * b.shape[-1]
+            per_row = ma.sum(-1).to(torch.float64) * b.shape[-1]
         else:
-            nb = (b != 0).sum(-1, dtype=torch.float32)  # (..., K): non-zeros in each row of b
+            mb = b if kb == "binary" and b.dtype == torch.float32 else (b != 0).to(torch.float32)
+            nb = mb.sum(-1)  # (..., K): non-zeros in each row of b
             per_row = (ma @ nb.unsqueeze(-1)).squeeze(-1)  # (..., M)
         self._add(op_class, self._split(per_row, layout))
 

@@ -168,7 +168,7 @@ register_profile(HardwareProfile(
     overrides_pj={"neuron_mul": 81.0, "neuron_add": 0.0, "spike_product": 23.6},
     source="Davies et al., 'Loihi: a neuromorphic manycore processor with on-chip learning', IEEE Micro 38(1), "
            "2018: ~23.6 pJ per synaptic spike op, ~81 pJ per neuron update (figures quoted second-hand via "
-           "KerasSpiking's documentation; verify against Table 2 of the primary paper before publishing)",
+           "KerasSpiking's documentation; not verified against the primary paper: check it before publishing)",
     caveats="Second-hand figures. One neuron update (81 pJ) is booked on neuron_mul (one per element-step), "
             "neuron_add costs 0. Loihi has no real-valued MAC, BN or spike x spike product: mac/mul/add use "
             "45nm-fp32 figures (a host or co-processor), spike_product is priced as a synaptic op, which Loihi "

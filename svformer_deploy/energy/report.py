@@ -251,7 +251,18 @@ def _markdown(s: dict, per_layer: pd.DataFrame, n: int, spk: dict) -> str:
                   "in-bounds fan-out, so border spikes cost less and padding taps nothing), prices the attention "
                   "analytically (ours counts coincident non-zero pairs of K^T V and Q (K^T V)), and ignores BN "
                   "(per-timestep affine: 1 mul + 1 add per element), PLIF updates (1 mul + 3 add per element-step), "
-                  "residual adds, bias adds and the x0.125 scale, which ours prices."]
+                  "residual adds, bias adds and the x0.125 scale, which ours prices.", "",
+                  "Per layer (all videos; published AC vs our AC + spike_product, largest differences first):", "",
+                  "| layer | published MAC | published AC | our MAC | our AC |", "|---|---:|---:|---:|---:|"]
+        ours = per_layer.pivot_table(index="layer", columns="op_class", values="count", aggfunc="sum", fill_value=0)
+        rows = []
+        for name, d in spk.items():
+            o_mac = float(ours.loc[name, "mac"]) if name in ours.index and "mac" in ours else 0.0
+            o_ac = sum(float(ours.loc[name, c]) for c in ("ac", "spike_product") if name in ours.index and c in ours)
+            rows.append((abs(d["ac"] - o_ac) + abs(d["mac"] - o_mac), name, d["mac"], d["ac"], o_mac, o_ac))
+        for _, name, pm, pa, om, oa in [r for r in sorted(rows, key=lambda r: (-r[0], r[1])) if r[0] > 0][:12]:
+            lines.append(f"| {name} | {pm:.4g} | {pa:.4g} | {om:.4g} | {oa:.4g} |")
+        lines += [""]
     if s["uncounted_ops"]:
         lines += ["", "## Uncounted ops", ""] + [f"- {k}: {v['calls']} calls, {v['elements']} output elements"
                                                  for k, v in s["uncounted_ops"].items()]

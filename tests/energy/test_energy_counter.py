@@ -203,8 +203,19 @@ def test_svformer_tiny_exact_counts_consistent_with_spikes():
     s = rec.spikes["blocks3.0.attn.lif_in"]
     got = df[(df.layer == "blocks3.0.attn.qkv") & (df.op_class == "ac")]["count"].sum()
     assert got == int(s.count_nonzero()) * m.blocks3[0].attn.qkv.out_features
+    # head Conv3d (kernel spans T x H' x W', groups = C/2): every input element enters exactly one window of
+    # each of its group's 2 output channels, booked at the spike's timestep
+    s = rec.spikes["head.lif"]
+    got = df[(df.layer == "head.conv3d") & (df.op_class == "ac")].set_index("timestep")["count"]
+    assert int(s.count_nonzero()) > 0
+    for t in range(s.shape[0]):
+        assert got.get(t, 0) == 2 * int(s[t].count_nonzero())
     assert c.uncounted == {}
     assert set(df.timestep) <= set(range(-1, m.config.num_frames))
+    # only the ops after the head's time collapse lack a timestep (B=2 != T: residual adds are (T, B, ...))
+    assert sorted(df[df.timestep == -1].layer.unique()) == ["head.bn", "head.conv3d", "head.fc"]
+    res = df[df.op_class == "residual_add"]
+    assert sorted(res.timestep.unique()) == list(range(m.config.num_frames))
 
 
 def test_per_timestep_batchnorm_split_and_folding():
@@ -247,3 +258,24 @@ def test_published_convention_rate_times_dense():
     T, B, h, N, d = q.shape
     want = T * B * h * N * d * d * (min(float(k.mean()), float(v.mean())) + float(q.mean()))
     assert sp["blocks3.0.attn.product"]["ac"] == pytest.approx(want)
+
+
+def test_counter_unwinds_after_an_error_inside_a_neuron():
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+    class Boom(PLIF):
+        def forward(self, x):
+            raise RuntimeError("boom")
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lif = Boom()
+
+        def forward(self, x):
+            return self.lif(x)
+
+    with pytest.raises(RuntimeError, match="boom"):
+        count_ops(Net(), torch.randn(2, 1, 3), num_steps=2, batch=1)
+    assert _get_current_dispatch_mode() is None
+    assert count_ops(nn.Linear(3, 2), torch.ones(1, 3), num_steps=None).totals()["ac"] == 6
