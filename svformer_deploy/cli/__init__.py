@@ -35,9 +35,11 @@ def _root(
 
 # Command modules register themselves on ``app`` when imported.
 from svformer_deploy.cli import info as _info  # noqa: E402,F401
+from svformer_deploy.cli import train as _train  # noqa: E402,F401
+from svformer_deploy.cli import demo as _demo  # noqa: E402,F401
 from svformer_deploy.cli import energy as _energy  # noqa: E402,F401
 from svformer_deploy.cli import export as _export  # noqa: E402,F401
-from svformer_deploy.cli import train as _train  # noqa: E402,F401
+from svformer_deploy.cli import sparsity as _sparsity  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> None:

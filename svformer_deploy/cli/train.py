@@ -51,6 +51,7 @@ def train_cmd(
     erase_prob: Annotated[float, typer.Option(help="Random-erasing probability for videos (reference 0.25).")] = 0.0,
     sampling_rate: Annotated[int, typer.Option(help="Videos: source frames between clip frames.")] = 4,
     split: Annotated[int, typer.Option(help="Videos: official split 1, 2 or 3.")] = 1,
+    precise_bn_batches: Annotated[int, typer.Option(help="Recompute BN statistics on N training batches each epoch (precise BN); 0 = off.")] = 20,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Model config override KEY=VALUE (repeatable), e.g. img_size=32.")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue exactly from a run's last.pt.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing run in --out.")] = False,
@@ -66,9 +67,10 @@ def train_cmd(
                       label_smoothing=label_smoothing, clip_grad=clip_grad or None, seed=seed, workers=workers,
                       device=device, amp=not no_amp, train_clips=train_clips, val_videos=val_videos, mixup=mixup,
                       cutmix=cutmix, rand_augment=ra, erase_prob=erase_prob, sampling_rate=sampling_rate,
-                      split_no=split, model_overrides=_overrides(set_ or []))
+                      split_no=split, precise_bn_batches=precise_bn_batches, model_overrides=_overrides(set_ or []))
     console = Console()
-    command = "svformer-deploy " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else None
+    # the exact command line, stored in the checkpoints (None when called in-process, e.g. from tests)
+    command = "svformer-deploy " + shlex.join(sys.argv[1:]) if "train" in sys.argv[1:] else None
     result = train(cfg, resume=resume, force=force, command=command,
                    on_epoch=lambda r: console.print(
                        f"epoch {r['epoch']}: train loss {r['train_loss']:.3f} top-1 {r['train_top1']:.3f} | val top-1 "
@@ -77,3 +79,29 @@ def train_cmd(
     if result.history:
         console.print(f"last checkpoint: {result.last}\nbest checkpoint: {result.best}\n"
                       f"metrics: {result.out_dir / 'metrics.csv'}, {result.out_dir / 'metrics.json'}")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint file (e.g. runs/train/best.pt).")],
+    data: Annotated[Optional[str], typer.Option(help="'moving-digits' or a UCF101/HMDB51 root; default: the data the checkpoint was trained on.")] = None,
+    clips: Annotated[int, typer.Option(min=1, help="Clips per video, spread uniformly over it (reference: 5).")] = 1,
+    crops: Annotated[int, typer.Option(min=1, max=3, help="Spatial crops per clip: 1 (centre) or 3 (reference).")] = 1,
+    split: Annotated[str, typer.Option(help="val (= test list for UCF101/HMDB51), test or train.")] = "val",
+    num_videos: Annotated[Optional[int], typer.Option(help="Evaluate only the first N videos.")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for eval.json, confusion.png, predictions.csv.")] = Path("runs/eval"),
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+) -> None:
+    """Top-1/top-5 and per-class accuracy with softmax scores summed over clips x crops views; confusion-matrix PNG."""
+    from rich.console import Console
+
+    from svformer_deploy.training.evaluate import evaluate_checkpoint
+
+    report, paths = evaluate_checkpoint(checkpoint, data, out_dir=out, split=split, clips=clips, crops=crops,
+                                        num_videos=num_videos, device=device)
+    console = Console()
+    console.print(f"{report['model_name']} on {report['data']} ({report['split']}, {report['num_videos']} videos, "
+                  f"{clips} clip(s) x {crops} crop(s) = {clips * crops} views, softmax summed): "
+                  f"top-1 {report['top1']:.2%}  top-5 {report['top5']:.2%}")
+    for name, path in paths.items():
+        console.print(f"  {name}: {path}")

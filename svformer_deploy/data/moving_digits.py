@@ -38,7 +38,7 @@ __all__ = ["CLASS_NAMES", "DigitMotion", "load_digits", "digit_split", "sample_m
            "render_clip", "make_clip", "MovingDigits", "NUM_VAL_CLIPS", "NUM_TRAIN_CLIPS"]
 
 CLASS_NAMES: tuple[str, ...] = (
-    "move-right", "move-left", "move-up", "move-down", "rotate-clockwise", "rotate-anticlockwise",
+    "move-right", "move-left", "move-up", "move-down", "orbit-clockwise", "orbit-anticlockwise",
     "zoom-in", "zoom-out", "bounce-horizontal", "bounce-vertical",
 )
 SPLITS = {"train": 0, "val": 1}
@@ -49,8 +49,9 @@ NUM_VAL_CLIPS = 1000
 # per frame at T = 8.
 SIZE_RANGE = (0.3, 0.8)        # side of the 28x28 digit image as a fraction of the canvas side
 ZOOM_FACTOR = (1.3, 1.5)       # size(end) / size(start) for zoom-in (inverse for zoom-out)
-DISTANCE = (0.25, 0.45)        # path length over the clip, canvas sides
-TURN = (math.pi / 2, math.pi)  # rotation over the clip, radians
+DISTANCE = (0.5, 0.8)          # path length over the clip, canvas sides (< 0.5 per frame: no aliasing)
+TURN = (math.pi, 1.5 * math.pi)  # orbit classes: angle travelled around the pivot, radians
+RADIUS = (0.15, 0.25)          # orbit classes: radius of the circle, canvas sides
 BOUNCE_AT = (0.3, 0.7)         # tau of the reversal for the bounce classes
 _DIGITS_FILE = "mnist_5k.csv.gz"
 
@@ -91,7 +92,8 @@ class DigitMotion:
     angle0: float
     log_size0: float
     distance: float = 0.0    # translation classes and bounces: path length over the clip
-    turn: float = 0.0        # rotation classes: total angle over the clip
+    turn: float = 0.0        # orbit classes: angle travelled around the circle over the clip
+    radius: float = 0.0      # orbit classes: radius of the circle (x0, y0 is its centre)
     log_zoom: float = 0.0    # zoom classes: log(size_end / size_start)
     bounce_at: float = 0.5   # bounce classes: tau of the reversal
     bounce_sign: float = 1.0  # bounce classes: +1 starts right/down, -1 starts left/up
@@ -114,7 +116,7 @@ def sample_motion(label: int, rng: np.random.Generator) -> DigitMotion:
         log_size0 = start + log_zoom * rng.uniform()
     return DigitMotion(
         label=label, x0=rng.uniform(), y0=rng.uniform(), angle0=rng.uniform(-math.pi, math.pi),
-        log_size0=log_size0, distance=rng.uniform(*DISTANCE), turn=rng.uniform(*TURN),
+        log_size0=log_size0, distance=rng.uniform(*DISTANCE), turn=rng.uniform(*TURN), radius=rng.uniform(*RADIUS),
         log_zoom=log_zoom if name.startswith("zoom") else 0.0, bounce_at=rng.uniform(*BOUNCE_AT),
         bounce_sign=1.0 if rng.uniform() < 0.5 else -1.0,
     )
@@ -123,8 +125,9 @@ def sample_motion(label: int, rng: np.random.Generator) -> DigitMotion:
 def trajectory(m: DigitMotion, num_frames: int) -> np.ndarray:
     """Per-frame (x, y, angle, size) of a digit, shape (T, 4); x, y wrap into [0, 1).
 
-    With tau = t / (T - 1): moves x(tau) = x0 + d tau (right), rotations angle(tau) = angle0 +- turn tau
-    (clockwise on screen = increasing angle, y pointing down), zooms log size(tau) = log_size0 +- log_zoom tau,
+    With tau = t / (T - 1): moves x(tau) = x0 + d tau (right); orbits around the centre (x0, y0) at radius r,
+    (x, y) = (x0 + r cos(phi), y0 + r sin(phi)) with phi = angle0 +- turn tau (clockwise on screen = increasing
+    phi, y pointing down; the digit itself keeps its angle); zooms log size(tau) = log_size0 +- log_zoom tau;
     bounces x(tau) = x0 + s d p(tau) with p(tau) = tau before the reversal at b and 2b - tau after it.
     """
     tau = np.linspace(0.0, 1.0, num_frames) if num_frames > 1 else np.zeros(1)
@@ -142,10 +145,9 @@ def trajectory(m: DigitMotion, num_frames: int) -> np.ndarray:
         y = y - m.distance * tau
     elif name == "move-down":
         y = y + m.distance * tau
-    elif name == "rotate-clockwise":
-        angle = angle + m.turn * tau
-    elif name == "rotate-anticlockwise":
-        angle = angle - m.turn * tau
+    elif name.startswith("orbit"):
+        phi = m.angle0 + (1.0 if name == "orbit-clockwise" else -1.0) * m.turn * tau
+        x, y = x + m.radius * np.cos(phi), y + m.radius * np.sin(phi)
     elif name == "zoom-in":
         log_size = log_size + m.log_zoom * tau
     elif name == "zoom-out":

@@ -300,7 +300,6 @@ class VideoFolder(torch.utils.data.Dataset):
         self.augment = augment or TrainAugment(**augment_options)
         self.mean = torch.tensor(config.mean).view(1, -1, 1, 1)
         self.std = torch.tensor(config.std).view(1, -1, 1, 1)
-        self.rng = random.Random(seed)
         self.classes = list(self.layout.classes)
         self.epoch = 0
         self.seed = seed

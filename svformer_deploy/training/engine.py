@@ -31,7 +31,7 @@ from svformer_deploy.models import create_model, read_checkpoint, save_checkpoin
 from svformer_deploy.models.checkpoint import atomic_write, load_state_dict_checked
 
 __all__ = ["TrainConfig", "TrainResult", "train", "param_groups", "warmup_cosine", "collate_skip_bad",
-           "soft_cross_entropy", "topk_correct"]
+           "soft_cross_entropy", "topk_correct", "precise_bn"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,7 @@ class TrainConfig:
     erase_prob: float = 0.0             # random erasing probability, reference 0.25
     sampling_rate: int = 4              # video folders: source frames per clip frame
     split_no: int = 1                   # video folders: official split
+    precise_bn_batches: int = 20        # recompute BN statistics on this many training batches per epoch; 0 = off
     model_overrides: dict[str, Any] = field(default_factory=dict)
 
 
@@ -111,6 +112,33 @@ def topk_correct(logits: Tensor, labels: Tensor, k: int) -> int:
     """Number of samples whose label is among the k highest scores (k capped at the number of classes)."""
     k = min(k, logits.shape[-1])
     return int((logits.topk(k, dim=-1).indices == labels[:, None]).any(-1).sum())
+
+
+@torch.no_grad()
+def precise_bn(model: nn.Module, batches) -> int:  # noqa: ANN001 (iterable of clip tensors)
+    """Set every BatchNorm's running statistics to the plain average of the batch statistics of ``batches``
+    computed with the current weights (SlowFast's "precise BN"): momentum 1/(k+1) at batch k gives
+    running = mean_k(stat_k). The exponential running averages lag behind fast-changing weights, and spiking
+    layers magnify that lag (a small shift moves membrane potentials across the threshold). Returns the count.
+    """
+    from svformer_deploy.models.norm import TemporalBatchNorm
+
+    bns = [m for m in model.modules() if isinstance(m, (TemporalBatchNorm, nn.modules.batchnorm._BatchNorm))]
+    momenta = [m.momentum for m in bns]
+    was_training = model.training
+    model.train()
+    n = 0
+    try:
+        for clips in batches:
+            for m in bns:
+                m.momentum = 1.0 / (n + 1)
+            model(clips)
+            n += 1
+    finally:
+        for m, mom in zip(bns, momenta):
+            m.momentum = mom
+        model.train(was_training)
+    return n
 
 
 # ----------------------------------------------------------------------------------------------- distributed
@@ -350,6 +378,8 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, force: b
         if skipped:
             row["skipped_ids"] = ";".join(sorted(set(skipped)))
         if dist_info.main:
+            if cfg.precise_bn_batches > 0:
+                precise_bn(model, _first_batches(_loader(train_ds, cfg, _Dist(), epoch, train=True), cfg.precise_bn_batches, device))
             row.update(_validate(model, _loader(val_ds, cfg, dist_info, epoch, train=False), device))
             history.append(row)
             improved = row["val_top1"] > best_top1
@@ -372,6 +402,14 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, force: b
 
         dist.destroy_process_group()
     return TrainResult(out_dir, last_path, best_path, history)
+
+
+def _first_batches(loader, n: int, device: torch.device):  # noqa: ANN001, ANN202
+    for k, (clips, _, _) in enumerate(loader):
+        if k >= n:
+            break
+        if clips is not None and len(clips) >= 2:
+            yield clips.to(device)
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:

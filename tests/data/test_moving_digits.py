@@ -59,9 +59,10 @@ def test_trajectories_hand_computed():
     bounce = trajectory(DigitMotion(label=CLASS_NAMES.index("bounce-vertical"), x0=0.5, y0=0.5, angle0=0,
                                     log_size0=0, distance=0.4, bounce_at=0.5, bounce_sign=-1.0), 5)
     np.testing.assert_allclose(bounce[:, 1], [0.5, 0.4, 0.3, 0.4, 0.5])
-    rot = trajectory(DigitMotion(label=CLASS_NAMES.index("rotate-anticlockwise"), x0=0, y0=0, angle0=1.0,
-                                 log_size0=0, turn=0.8), 3)
-    np.testing.assert_allclose(rot[:, 2], [1.0, 0.6, 0.2])
+    orbit = trajectory(DigitMotion(label=CLASS_NAMES.index("orbit-anticlockwise"), x0=0.5, y0=0.5, angle0=0.0,
+                                   log_size0=0, turn=np.pi, radius=0.2), 3)
+    # anticlockwise on screen (y down): from the right of the centre up over the top to its left
+    np.testing.assert_allclose(orbit[:, :3], [[0.7, 0.5, 0.0], [0.5, 0.3, 0.0], [0.3, 0.5, 0.0]], atol=1e-12)
 
 
 def test_render_square_exact_pixels_and_wrap():

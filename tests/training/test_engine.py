@@ -114,3 +114,20 @@ def test_bad_video_skipped_and_counted(ucf_tiny, tmp_path):
     assert row["skipped_videos"] == 1 and row["skipped_ids"] == "Noisy/v_Noisy_g03_c01.mp4"
     # 4 training videos, batches of 2: the batch with the bad file keeps 1 clip, too few for BatchNorm: skipped
     assert row["train_clips"] == 2 and 0 <= row["val_top1"] <= 1
+
+
+def test_precise_bn_is_the_average_of_batch_statistics():
+    from svformer_deploy.training import precise_bn
+
+    torch.manual_seed(0)
+    model = create_model("svformer_tiny", img_size=32, num_frames=4).eval()
+    batches = [torch.randn(3, 3, 4, 32, 32), torch.randn(5, 3, 4, 32, 32) + 0.5]
+    with torch.no_grad():  # the stem sees the frames directly: its BN input is the stem conv output
+        stats = [model.patch_embed1.conv(b.permute(2, 0, 1, 3, 4)) for b in batches]
+    want_mean = sum(s.mean(dim=(0, 1, 3, 4)) for s in stats) / 2
+    want_var = sum(s.transpose(0, 2).flatten(1).var(dim=1, unbiased=True) for s in stats) / 2
+    assert precise_bn(model, batches) == 2
+    bn = model.patch_embed1.bn
+    assert torch.allclose(bn.running_mean, want_mean, atol=1e-5)
+    assert torch.allclose(bn.running_var, want_var, rtol=1e-4)
+    assert bn.momentum == 0.1 and not model.training

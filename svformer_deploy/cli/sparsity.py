@@ -1,0 +1,41 @@
+"""``svformer-deploy sparsity``: firing-rate and sparsity figures of a checkpoint on real videos, without Jupyter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from svformer_deploy.cli import app
+
+
+@app.command()
+def sparsity(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file (.pt) written by this project.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the PNG figures and CSV tables to.")],
+    data: Annotated[str, typer.Option(help="'moving-digits' (built in) or a UCF101/HMDB51 folder.")] = "moving-digits",
+    videos: Annotated[int, typer.Option("--videos", help="Number of validation videos to analyse.")] = 20,
+    clips: Annotated[int, typer.Option(help="Clips per video (views are pooled).")] = 1,
+    crops: Annotated[int, typer.Option(help="Spatial crops per clip: 1 or 3.")] = 1,
+    profile: Annotated[str | None, typer.Option(help="Energy profile name or YAML/JSON file (default: the energy module's default).")] = None,
+    baseline: Annotated[list[str] | None, typer.Option("--baseline", help="ANN baseline for the energy comparison (repeatable): svformer-ann (default), r3d_18, mc3_18, r2plus1d_18, s3d, mvit_v2_s, swin3d_t.")] = None,
+    energy: Annotated[bool, typer.Option("--energy/--no-energy", help="Also count ops and energy (SNN vs ANN twin).")] = True,
+    force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
+) -> None:
+    """Spike sparsity of a checkpoint on real videos: PNG figures and a tidy CSV (layer, timestep, video, rate).
+
+    Figures: firing rate per layer x timestep, its spread across videos, per class, correct vs wrong, Q/K/V
+    sparsity, and (with --energy, from the energy counter) the ops/energy share per module, the spike x spike
+    products, and SNN vs ANN-baseline energy. The same analysis as notebooks/sparsity_analysis.ipynb.
+    """
+    from rich.progress import track
+
+    from svformer_deploy.analysis import analyse_checkpoint
+    from svformer_deploy.analysis.report import write_sparsity_report
+
+    result = analyse_checkpoint(checkpoint, data, num_videos=videos, clips=clips, crops=crops, energy=energy,
+                                profile=profile, baselines=baseline or ["svformer-ann"],
+                                progress=lambda it, n, what: track(it, total=n, description=what))
+    files = write_sparsity_report(result, out, force=force)
+    typer.echo(f"{result.num_videos} videos, accuracy {result.accuracy:.1%}; wrote {len(files)} files to {out}")

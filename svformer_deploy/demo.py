@@ -1,0 +1,129 @@
+"""``svformer-deploy demo``: the project end to end on the built-in data, as a list of steps.
+
+The first stage produces a checkpoint: it trains ``svformer_tiny`` on moving digits with :data:`DEMO_RECIPE`
+(the recipe of the shipped checkpoint) or, with ``pretrained=True``, uses the shipped checkpoint. Then every
+registered step runs in order; a step is ``fn(checkpoint: Path, out_dir: Path) -> dict[str, Path]`` (the
+artefacts it wrote in its own folder ``out_dir``). Other parts of the package add steps with
+:func:`register_demo_step` in a module listed in :data:`STEP_MODULES`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from svformer_deploy.errors import OutputExistsError, SVFormerDeployError
+from svformer_deploy.models.checkpoint import atomic_write
+
+__all__ = ["DemoStep", "register_demo_step", "demo_steps", "run_demo", "DemoReport", "DEMO_RECIPE", "STEP_MODULES"]
+
+DemoStep = Callable[[Path, Path], dict[str, Path]]
+_STEPS: dict[str, DemoStep] = {}
+
+# Modules whose import registers demo steps, in the order their steps run.
+STEP_MODULES: tuple[str, ...] = ("svformer_deploy.demo",)
+
+# The training recipe of the shipped checkpoint (TrainConfig fields); `svformer-deploy demo` trains with it.
+DEMO_RECIPE: dict[str, Any] = {
+    "model": "svformer_tiny", "data": "moving-digits", "epochs": 15, "seed": 0, "model_overrides": {"img_size": 32},
+}
+
+
+def register_demo_step(name: str) -> Callable[[DemoStep], DemoStep]:
+    """Register ``fn(checkpoint, out_dir) -> {artefact name: path}`` as demo step ``name`` (runs in import order)."""
+
+    def deco(fn: DemoStep) -> DemoStep:
+        _STEPS[name] = fn
+        return fn
+
+    return deco
+
+
+def demo_steps() -> dict[str, DemoStep]:
+    """The registered steps, in run order (importing :data:`STEP_MODULES` first)."""
+    import importlib
+
+    for mod in STEP_MODULES:
+        importlib.import_module(mod)
+    return dict(_STEPS)
+
+
+@register_demo_step("evaluate")
+def _evaluate_step(checkpoint: Path, out_dir: Path) -> dict[str, Path]:
+    """Validation accuracy of the checkpoint on moving digits (1 clip x 1 crop), confusion matrix."""
+    from svformer_deploy.training.evaluate import evaluate_checkpoint
+
+    _, paths = evaluate_checkpoint(checkpoint, "moving-digits", out_dir=out_dir, progress=False)
+    return paths
+
+
+@dataclass
+class DemoReport:
+    out_dir: Path
+    checkpoint: Path
+    artefacts: dict[str, dict[str, str]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+
+
+def run_demo(out_dir: str | Path = "demo-out", *, pretrained: bool = False, force: bool = False,
+             recipe: dict[str, Any] | None = None, steps: list[str] | None = None, progress: bool = True,
+             echo: Callable[[str], None] = print) -> DemoReport:
+    """Train (or load the shipped checkpoint), then run every demo step; write ``demo.json`` listing the artefacts.
+
+    A step that fails with an :class:`SVFormerDeployError` is reported and the next step still runs.
+    """
+    from svformer_deploy.assets import default_checkpoint
+    from svformer_deploy.training import TrainConfig, train
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not force:
+            raise OutputExistsError(f"{out_dir} exists and is not empty; pass --force to overwrite it or choose --out")
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = DemoReport(out_dir, out_dir)
+    t0 = time.perf_counter()
+    if pretrained:
+        ckpt = out_dir / "checkpoint.pt"
+        shutil.copyfile(default_checkpoint(), ckpt)
+        report.artefacts["checkpoint"] = {"checkpoint": str(ckpt)}
+        echo(f"[checkpoint] shipped svformer_tiny copied to {ckpt}")
+    else:
+        cfg = TrainConfig(**{**DEMO_RECIPE, **(recipe or {}), "out_dir": str(out_dir / "train")})
+        echo(f"[train] {cfg.model} on {cfg.data}, {cfg.epochs} epochs (seed {cfg.seed}) -> {cfg.out_dir}")
+        result = train(cfg, command="svformer-deploy demo", progress=progress,
+                       on_epoch=lambda r: echo(f"  epoch {r['epoch']}: val top-1 {r['val_top1']:.2%} "
+                                               f"({r['clips_per_second']} clips/s)"))
+        ckpt = result.best
+        report.artefacts["train"] = {"best": str(result.best), "last": str(result.last),
+                                     "metrics_csv": str(result.out_dir / "metrics.csv"),
+                                     "metrics_json": str(result.out_dir / "metrics.json")}
+    report.checkpoint = ckpt
+    report.seconds["checkpoint"] = round(time.perf_counter() - t0, 1)
+    for name, fn in demo_steps().items():
+        if steps is not None and name not in steps:
+            continue
+        t = time.perf_counter()
+        try:
+            paths = fn(ckpt, out_dir / name)
+        except SVFormerDeployError as err:
+            report.failures[name] = str(err)
+            echo(f"[{name}] FAILED: {err}")
+            continue
+        finally:
+            report.seconds[name] = round(time.perf_counter() - t, 1)
+        report.artefacts[name] = {k: str(v) for k, v in paths.items()}
+        echo(f"[{name}] ({report.seconds[name]} s)")
+        for key, path in paths.items():
+            echo(f"  {key}: {path}")
+    summary = {"checkpoint": str(ckpt), "pretrained": pretrained, "artefacts": report.artefacts,
+               "seconds": report.seconds, "failures": report.failures}
+    atomic_write(out_dir / "demo.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
+    echo(f"summary: {out_dir / 'demo.json'}")
+    return report
