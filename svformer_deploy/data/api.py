@@ -78,7 +78,8 @@ def iter_eval_videos(spec: str | os.PathLike, config: SVFormerConfig, *, split: 
         n = len(ds) if num_videos is None else min(num_videos, len(ds))
         for i in range(n):
             clip, label = ds[i]
-            yield VideoSample(f"{MOVING_DIGITS}/{split}/{i:05d}", label, clip.unsqueeze(0).repeat(clips * crops, 1, 1, 1, 1))
+            views = clip.unsqueeze(0).repeat(clips * crops, 1, 1, 1, 1)
+            yield VideoSample(f"{MOVING_DIGITS}/{split}/{i:05d}", label, views)
         return
     from svformer_deploy.data.video_folder import VideoFolder
 

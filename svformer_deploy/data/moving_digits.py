@@ -216,8 +216,10 @@ class MovingDigits(torch.utils.data.Dataset):
     def __init__(self, split: str, *, num_frames: int, img_size: int, mean: tuple[float, ...],
                  std: tuple[float, ...], num_clips: int | None = None, seed: int = 0, max_digits: int = 2) -> None:
         digit_split(split)  # validates the name
-        self.split, self.num_frames, self.img_size, self.seed, self.max_digits = split, num_frames, img_size, seed, max_digits
-        self.num_clips = num_clips if num_clips is not None else (NUM_TRAIN_CLIPS if split == "train" else NUM_VAL_CLIPS)
+        self.split, self.num_frames, self.img_size = split, num_frames, img_size
+        self.seed, self.max_digits = seed, max_digits
+        default = NUM_TRAIN_CLIPS if split == "train" else NUM_VAL_CLIPS
+        self.num_clips = num_clips if num_clips is not None else default
         self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1, 1)
         self.epoch = 0
@@ -225,7 +227,8 @@ class MovingDigits(torch.utils.data.Dataset):
 
     @classmethod
     def for_config(cls, split: str, config, **kw) -> "MovingDigits":  # noqa: ANN001 (SVFormerConfig)
-        return cls(split, num_frames=config.num_frames, img_size=config.img_size, mean=config.mean, std=config.std, **kw)
+        return cls(split, num_frames=config.num_frames, img_size=config.img_size, mean=config.mean, std=config.std,
+                   **kw)
 
     def set_epoch(self, epoch: int) -> None:
         """Draw the training clips of ``epoch`` (no effect on val)."""

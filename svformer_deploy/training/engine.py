@@ -254,7 +254,7 @@ def _loader(dataset, cfg: TrainConfig, dist_info: _Dist, epoch: int, train: bool
 def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, force: bool = False,
           command: str | None = None, progress: bool = True,
           on_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
-    """Train ``cfg.model`` on ``cfg.data``; write ``last.pt``, ``best.pt``, ``metrics.csv``/``.json`` to ``cfg.out_dir``.
+    """Train ``cfg.model`` on ``cfg.data``; write last.pt, best.pt, metrics.csv and metrics.json to ``cfg.out_dir``.
 
     Under ``torchrun`` (WORLD_SIZE > 1) every process trains on its shard (DistributedSampler) through
     DistributedDataParallel; rank 0 validates and writes. Returns the paths and the per-epoch history.
@@ -379,7 +379,8 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, force: b
             row["skipped_ids"] = ";".join(sorted(set(skipped)))
         if dist_info.main:
             if cfg.precise_bn_batches > 0:
-                precise_bn(model, _first_batches(_loader(train_ds, cfg, _Dist(), epoch, train=True), cfg.precise_bn_batches, device))
+                bn_loader = _loader(train_ds, cfg, _Dist(), epoch, train=True)
+                precise_bn(model, _first_batches(bn_loader, cfg.precise_bn_batches, device))
             row.update(_validate(model, _loader(val_ds, cfg, dist_info, epoch, train=False), device))
             history.append(row)
             improved = row["val_top1"] > best_top1
@@ -436,7 +437,8 @@ class _NoBar:
 def _progress(enabled: bool, title: str, total: int):  # noqa: ANN202
     if not enabled:
         return _NoBar()
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
 
     return Progress(TextColumn(title), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
                     TimeElapsedColumn(), TimeRemainingColumn(), transient=False)

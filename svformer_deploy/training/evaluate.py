@@ -79,7 +79,8 @@ def evaluate_model(model: nn.Module, spec: str | os.PathLike, *, split: str = "v
 
     def flush() -> None:
         views = torch.cat([p[2] for p in pending]).to(device)
-        probs = torch.cat([model(views[i:i + batch_views]).float().softmax(-1) for i in range(0, len(views), batch_views)])
+        probs = torch.cat([model(views[i:i + batch_views]).float().softmax(-1)
+                           for i in range(0, len(views), batch_views)])
         for j, (vid, label, v) in enumerate(pending):
             n = len(v)
             scores.append(probs[j * n:(j + 1) * n].sum(0).cpu())
@@ -107,7 +108,8 @@ def evaluate_model(model: nn.Module, spec: str | os.PathLike, *, split: str = "v
     preds = top[:, 0].numpy()
     cm = confusion_matrix(y.numpy(), preds, k)
     per_class = {names[i]: float(cm[i, i] / cm[i].sum()) if cm[i].sum() else float("nan") for i in range(k)}
-    return EvalResult(top1=float((top[:, 0] == y).float().mean()), top5=float((top == y[:, None]).any(-1).float().mean()),
+    return EvalResult(top1=float((top[:, 0] == y).float().mean()),
+                      top5=float((top == y[:, None]).any(-1).float().mean()),
                       per_class=per_class, confusion=cm, num_videos=len(y), clips=clips, crops=crops,
                       class_names=list(names), video_ids=ids, predictions=preds.tolist(), labels=labels)
 
@@ -142,7 +144,8 @@ def plot_confusion(cm: np.ndarray, names: list[str], path: str | os.PathLike, ti
     return out
 
 
-def evaluate_checkpoint(checkpoint: str | os.PathLike, spec: str | os.PathLike | None = None, *, out_dir: str | os.PathLike,
+def evaluate_checkpoint(checkpoint: str | os.PathLike, spec: str | os.PathLike | None = None, *,
+                        out_dir: str | os.PathLike,
                         split: str = "val", clips: int = 1, crops: int = 1, num_videos: int | None = None,
                         device: str = "cpu", progress: bool = True) -> tuple[dict[str, Any], dict[str, Path]]:
     """Evaluate a checkpoint and write ``eval.json``, ``confusion.png`` and ``predictions.csv`` to ``out_dir``.
