@@ -62,6 +62,66 @@ def _evaluate_step(checkpoint: Path, out_dir: Path) -> dict[str, Path]:
     return paths
 
 
+DEMO_VIDEOS = 16
+"""Validation videos each demo step verifies or reports on (one view each)."""
+
+
+def _export_and_verify(checkpoint: Path, target: str, out: Path) -> dict[str, Path]:
+    """Export ``checkpoint`` to ``target`` at ``out`` and verify it on real moving-digits clips; a verification
+    that misses its goal is a step failure. Returns the export and its verification JSON."""
+    from svformer_deploy.errors import VerificationError
+    from svformer_deploy.exporters import eval_batches, export_checkpoint, get_exporter
+
+    path, model, _ = export_checkpoint(checkpoint, target, out)
+    exporter = get_exporter(target)
+    report = exporter.verify(path, model, eval_batches("moving-digits", model.config, DEMO_VIDEOS),
+                             data_desc=f"moving-digits, split val, {DEMO_VIDEOS} videos, 1 view each")
+    print(exporter.format_report(report))
+    if report.get("passed") is False:
+        raise VerificationError(f"{target} export {path} did not pass verification (see its report)")
+    verification = path.with_suffix(".verification.json") if path.suffix == ".onnx" else path / "verification.json"
+    return {"export": path, **({"verification": verification} if verification.exists() else {})}
+
+
+@register_demo_step("export-nir")
+def _nir_step(checkpoint: Path, out_dir: Path) -> dict[str, Path]:
+    """NIR bundle (neuromorphic partitions + declared host operations), verified through snntorch's NIR import."""
+    return _export_and_verify(checkpoint, "nir", out_dir / "bundle")
+
+
+@register_demo_step("export-onnx")
+def _onnx_step(checkpoint: Path, out_dir: Path) -> dict[str, Path]:
+    """The full model as ONNX (fixed T and input size, dynamic batch), verified with onnxruntime."""
+    return _export_and_verify(checkpoint, "onnx", out_dir / "model.onnx")
+
+
+@register_demo_step("export-lava")
+def _lava_step(checkpoint: Path, out_dir: Path) -> dict[str, Path]:
+    """Lava-DL netx partitions in Loihi fixed point, run in Lava's fixed_pt simulator (its Python 3.10 side
+    environment is built on first use) and compared bit for bit with the package's fixed-point emulation."""
+    return _export_and_verify(checkpoint, "lava", out_dir / "bundle")
+
+
+@register_demo_step("energy")
+def _energy_step(checkpoint: Path, out_dir: Path) -> dict[str, Path]:
+    """Per-layer, per-timestep operation counts and energy (45 nm default) against the ANN baselines."""
+    from svformer_deploy.energy.report import ReportOptions, write_report
+
+    report_dir = write_report(ReportOptions(checkpoint=checkpoint, videos=DEMO_VIDEOS, out=out_dir / "report"),
+                              progress=False)
+    return {name: report_dir / name for name in ("report.md", "summary.json", "per_layer.csv", "per_video.csv")}
+
+
+@register_demo_step("sparsity")
+def _sparsity_step(checkpoint: Path, out_dir: Path) -> dict[str, Path]:
+    """Firing rates per layer and timestep, per class, Q/K/V sparsity: PNG figures and a tidy CSV."""
+    from svformer_deploy.analysis.report import write_sparsity_report
+    from svformer_deploy.analysis.sparsity import analyse_checkpoint
+
+    analysis = analyse_checkpoint(checkpoint, num_videos=DEMO_VIDEOS)
+    return write_sparsity_report(analysis, out_dir / "report")
+
+
 @dataclass
 class DemoReport:
     out_dir: Path
