@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from svformer_deploy._atomic import atomic_write_dir
 from svformer_deploy.analysis.sparsity import SparsityAnalysis
-from svformer_deploy.errors import OutputExistsError
 
 __all__ = ["write_sparsity_report", "REPORT_FILES"]
 
@@ -32,12 +30,7 @@ def write_sparsity_report(a: SparsityAnalysis, out: str | os.PathLike, *, force:
     """
     from svformer_deploy.analysis.plots import all_figures
 
-    out = Path(out)
-    if out.exists() and not force:
-        raise OutputExistsError(f"output folder {out} exists; choose another --out or pass --force to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    def build(tmp: Path) -> None:
         a.tidy_csv().to_csv(tmp / "firing_rates.csv", index=False, float_format="%.8g")
         a.predictions.to_csv(tmp / "predictions.csv", index=False)
         summary = {"accuracy": a.accuracy, "layers": list(a.layers), "class_names": list(a.class_names), **a.meta}
@@ -48,15 +41,6 @@ def write_sparsity_report(a: SparsityAnalysis, out: str | os.PathLike, *, force:
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
         for key, fig in all_figures(a).items():
             fig.savefig(tmp / f"{key}.png", dpi=dpi)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    out = atomic_write_dir(out, build, force=force)
     return {p.name: p for p in sorted(out.iterdir())}

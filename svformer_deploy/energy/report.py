@@ -14,14 +14,12 @@ CSV and JSON contain no timestamps or timings: identical inputs give byte-identi
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from svformer_deploy._atomic import atomic_write_dir
 from svformer_deploy.energy.counter import count_ops
 from svformer_deploy.energy.energy import energy_of
 from svformer_deploy.energy.profiles import get_profile
@@ -140,10 +138,7 @@ def write_report(opts: ReportOptions, progress: bool = True) -> Path:
     per_video = pd.DataFrame(video_rows)
     baselines = _baselines(opts.baselines, cfg, profile)
 
-    out = opts.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    def build(tmp: Path) -> None:
         per_layer.to_csv(tmp / "per_layer.csv", index=False, float_format="%.6f", lineterminator="\n")
         per_video.to_csv(tmp / "per_video.csv", index=False, float_format="%.6f", lineterminator="\n")
         summary = _summary(opts, meta, cfg, profile, per_layer, per_video, n_videos, views, uncounted, baselines,
@@ -151,12 +146,8 @@ def write_report(opts: ReportOptions, progress: bool = True) -> Path:
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         (tmp / "report.md").write_text(_markdown(summary, per_layer, n_videos, spk_layers), encoding="utf-8")
         _plots(tmp, per_layer, summary)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    out = atomic_write_dir(opts.out, build, force=opts.force)
     return out
 
 

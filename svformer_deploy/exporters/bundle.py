@@ -29,14 +29,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from svformer_deploy.errors import BundleFormatError, OutputExistsError
+from svformer_deploy._atomic import atomic_write_dir
+from svformer_deploy.errors import BundleFormatError
 
 __all__ = [
     "BUNDLE_FORMAT", "BUNDLE_VERSION", "MANIFEST_NAME", "HOST_PARAMS_NAME", "VERIFICATION_NAME",
@@ -160,35 +159,6 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def atomic_write_dir(out: str | os.PathLike, build: Callable[[Path], None], force: bool = False) -> Path:
-    """Run ``build(tmp_dir)`` in a fresh directory next to ``out``, then rename it onto ``out``.
-
-    An existing ``out`` raises :class:`OutputExistsError` unless ``force``; with ``force`` it is replaced only
-    after ``build`` succeeded. On any error the temporary directory is removed and ``out`` is untouched.
-    """
-    out = Path(out)
-    if out.exists() and not force:
-        raise OutputExistsError(f"{out} already exists; choose another --out or pass --force to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; a bundle is an ordinary shareable directory
-        build(tmp)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.replace(out, old / "x")
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
 
 
 def write_bundle(out: str | os.PathLike, manifest: Manifest, writers: Mapping[str, Callable[[Path], None]],

@@ -137,7 +137,7 @@ def verify_onnx(path: str | os.PathLike, model: nn.Module, batches, write: bool 
     import onnxruntime as ort
 
     from svformer_deploy.exporters import LOGIT_TOLERANCE
-    from svformer_deploy.exporters.verify import first_divergence, record_ties, to_map_layout
+    from svformer_deploy.exporters.verify import first_divergence, record_ties
     from svformer_deploy.models import record_spikes
 
     path = Path(path)

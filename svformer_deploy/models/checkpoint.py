@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from svformer_deploy._atomic import atomic_write
 from svformer_deploy.errors import (
     CheckpointFormatError,
     CheckpointNotFoundError,
@@ -49,28 +49,6 @@ def file_sha256(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def atomic_write(path: str | os.PathLike, write: Any) -> Path:
-    """Call ``write(tmp_path)`` on a temporary file in the target's folder, then rename it onto ``path``.
-
-    On any error the temporary file is removed and ``path`` is untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the permissions open() would
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def _model_config(model: nn.Module) -> SVFormerConfig:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from svformer_deploy.errors import OutputExistsError, VerificationError
+from svformer_deploy.errors import OutputExistsError
 from svformer_deploy.exporters import export_checkpoint
 from svformer_deploy.exporters.bundle import VERIFICATION_NAME, read_manifest
 from svformer_deploy.exporters.runtime import load_host_params, load_partitions, run_bundle

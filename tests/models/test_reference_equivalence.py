@@ -1,6 +1,5 @@
 """Our SVFormer vs an independent, literal composition of spikingjelly 0.0.0.0.14 layers (the official structure)."""
 
-import pytest
 import torch
 from spikingjelly.activation_based import functional
 

@@ -177,7 +177,7 @@ def partition_model(model: nn.Module, approximate_bn: bool = False) -> list[Part
     """The netx chains of an SVFormer (see the module docstring), as float layers with BatchNorm folded."""
     check_supported(model, approximate_bn)
     cfg = model.config
-    dims, depths, T = cfg.embed_dims, cfg.depths, cfg.num_frames
+    dims, depths = cfg.embed_dims, cfg.depths
     side = [cfg.img_size // 4, cfg.img_size // 8, cfg.img_size // 16, cfg.img_size // 32]
     mods = dict(model.named_modules())
     parts: list[Partition] = []
