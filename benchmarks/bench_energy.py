@@ -10,18 +10,10 @@ only the time is compared. Goal: counting <= 1.5x a plain forward, >= 5x faster 
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
-
-def _best(fn, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+from _timing import best_of
 
 
 def main() -> None:
@@ -58,9 +50,9 @@ def main() -> None:
 
     plain()
     ours()  # the first TorchDispatchMode use in a process imports torch._dynamo (seconds, once): not timed
-    t_plain = _best(plain, a.repeat)
-    t_ours = _best(ours, a.repeat)
-    t_nb = _best(neurobench, a.repeat)
+    t_plain = best_of(plain, a.repeat)
+    t_ours = best_of(ours, a.repeat)
+    t_nb = best_of(neurobench, a.repeat)
     print(f"model {a.model}, batch {a.batch}, threads {torch.get_num_threads()}, best of {a.repeat}")
     print(f"plain forward        {t_plain:8.3f} s")
     print(f"count_ops            {t_ours:8.3f} s   ratio to forward {t_ours / t_plain:5.2f}x (goal <= 1.5x)")

@@ -11,19 +11,11 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-
-def _timed(fn, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+from _timing import best_of
 
 
 def main() -> None:
@@ -45,12 +37,12 @@ def main() -> None:
     approx = model.config.bn == "per_timestep"
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
-        rows = [("checkpoint (baseline)", _timed(lambda: save_checkpoint(d / "m.pt", model), args.repeat), d / "m.pt")]
-        rows.append(("NIR bundle" + (" (--approximate-bn)" if approx else ""), _timed(
+        rows = [("checkpoint (baseline)", best_of(lambda: save_checkpoint(d / "m.pt", model), args.repeat), d / "m.pt")]
+        rows.append(("NIR bundle" + (" (--approximate-bn)" if approx else ""), best_of(
             lambda: export_nir(model, d / "bundle", checkpoint_sha256="0" * 64, approximate_bn=approx, force=True),
             args.repeat), d / "bundle"))
         if not args.skip_onnx:
-            rows.append(("ONNX", _timed(lambda: export_onnx(model, d / "m.onnx", checkpoint_sha256="0" * 64,
+            rows.append(("ONNX", best_of(lambda: export_onnx(model, d / "m.onnx", checkpoint_sha256="0" * 64,
                                                             force=True), args.repeat), d / "m.onnx"))
         base = rows[0][1]
         print(f"{args.model}: {n_params:,} parameters, T={model.config.num_frames}, {model.config.img_size}px, "

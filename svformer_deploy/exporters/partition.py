@@ -380,6 +380,14 @@ def lower_svformer(model: nn.Module, approximate_bn: bool = False) -> Lowered:
     # stem
     x = tconv("patch_embed1.conv", model.patch_embed1.conv, model.patch_embed1.bn, "patch_embed1.bn", frames)
 
+    def mlp(pfx: str, m, x: _Val, lower) -> _Val:
+        """x + BN(fc2(PLIF(BN(fc1(PLIF(x)))))) with ``lower`` = tconv (conv MLP) or token_linear (token MLP)."""
+        y = lif(f"{pfx}.mlp.lif1", m.lif1, x)
+        y = lower(f"{pfx}.mlp.fc1", m.fc1, m.bn1, f"{pfx}.mlp.bn1", y)
+        y = lif(f"{pfx}.mlp.lif2", m.lif2, y)
+        y = lower(f"{pfx}.mlp.fc2", m.fc2, m.bn2, f"{pfx}.mlp.bn2", y)
+        return b.add(x, y, f"{pfx}.res2", f"{pfx}:add2")
+
     def cblock(pfx: str, blk, x: _Val) -> _Val:
         s = lif(f"{pfx}.lif", blk.lif, x)
         y = tconv(f"{pfx}.conv1", blk.conv1, None, None, s)
@@ -387,12 +395,7 @@ def lower_svformer(model: nn.Module, approximate_bn: bool = False) -> Lowered:
         y = tconv(f"{pfx}.conv2", blk.conv2, blk.bn, f"{pfx}.bn", y)
         b.parts[b.cur].modules.append(f"{pfx}.drop_path")
         x = b.add(x, y, f"{pfx}.res1", f"{pfx}:add1")
-        m = blk.mlp
-        y = lif(f"{pfx}.mlp.lif1", m.lif1, x)
-        y = tconv(f"{pfx}.mlp.fc1", m.fc1, m.bn1, f"{pfx}.mlp.bn1", y)
-        y = lif(f"{pfx}.mlp.lif2", m.lif2, y)
-        y = tconv(f"{pfx}.mlp.fc2", m.fc2, m.bn2, f"{pfx}.mlp.bn2", y)
-        return b.add(x, y, f"{pfx}.res2", f"{pfx}:add2")
+        return mlp(pfx, blk.mlp, x, tconv)
 
     def patch_embed(pfx: str, pe, x: _Val) -> _Val:
         s = lif(f"{pfx}.lif", pe.lif, x)
@@ -422,12 +425,7 @@ def lower_svformer(model: nn.Module, approximate_bn: bool = False) -> Lowered:
         y = token_linear(f"{pfx}.attn.proj", a.proj, a.bn_proj, f"{pfx}.attn.bn_proj", y)
         b.parts[b.cur].modules.append(f"{pfx}.drop_path")
         x = b.add(x, y, f"{pfx}.res1", f"{pfx}:add1")
-        m = blk.mlp
-        y = lif(f"{pfx}.mlp.lif1", m.lif1, x)
-        y = token_linear(f"{pfx}.mlp.fc1", m.fc1, m.bn1, f"{pfx}.mlp.bn1", y)
-        y = lif(f"{pfx}.mlp.lif2", m.lif2, y)
-        y = token_linear(f"{pfx}.mlp.fc2", m.fc2, m.bn2, f"{pfx}.mlp.bn2", y)
-        return b.add(x, y, f"{pfx}.res2", f"{pfx}:add2")
+        return mlp(pfx, blk.mlp, x, token_linear)
 
     for i, blk in enumerate(model.blocks1):
         x = cblock(f"blocks1.{i}", blk, x)
