@@ -265,6 +265,16 @@ def _markdown(s: dict, per_layer: pd.DataFrame, n: int, spk: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+_HATCHES = ("", "//", "..", "xx", "\\\\", "oo", "--", "++", "**", "||")
+
+
+def _hatch(ax) -> None:
+    """Give each stacked series its own hatch as well as its colour, so the plot still reads in greyscale."""
+    for i, container in enumerate(ax.containers):
+        for patch in container:
+            patch.set_hatch(_HATCHES[i % len(_HATCHES)])
+
+
 def _plots(d: Path, per_layer: pd.DataFrame, s: dict) -> None:
     import matplotlib
 
@@ -275,20 +285,26 @@ def _plots(d: Path, per_layer: pd.DataFrame, s: dict) -> None:
     t = per_layer.pivot_table(index="layer", columns="op_class", values="energy_pj", aggfunc="sum", fill_value=0.0,
                               sort=False)
     t = t.reindex(list(dict.fromkeys(per_layer["layer"])))
-    fig, ax = plt.subplots(figsize=(12, 5))
-    (t * 1e-6).plot.bar(stacked=True, ax=ax, width=0.85)
-    ax.set_ylabel("energy (uJ, all videos)")
-    ax.set_title("Energy per layer by op class")
-    ax.tick_params(axis="x", labelsize=5)
+    t = t.loc[t.sum(axis=1) > 0]  # layers that cost nothing (views, reshapes) are left out of the picture
+    fig, ax = plt.subplots(figsize=(10, max(4.0, 0.19 * len(t) + 1.8)))
+    _hatch((t.iloc[::-1] * 1e-6).plot.barh(stacked=True, ax=ax, width=0.8))  # first layer at the top
+    ax.set_xlabel("energy (uJ, summed over all videos and views)")
+    ax.set_ylabel("layer (network order, input at top)")
+    ax.set_title(f"Energy per layer by op class ({s['profile']['name']})")
+    ax.set_xlim(0, ax.get_xlim()[1] * 1.03)
+    ax.tick_params(axis="y", labelsize=7)
+    ax.legend(title="op class", loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(d / "energy_per_layer.png", dpi=120, metadata=meta)
     plt.close(fig)
     ts = per_layer[per_layer.timestep >= 0].pivot_table(index="timestep", columns="op_class", values="energy_pj",
                                                         aggfunc="sum", fill_value=0.0)
-    fig, ax = plt.subplots(figsize=(8, 4))
-    (ts * 1e-6).plot.bar(stacked=True, ax=ax)
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    _hatch((ts * 1e-6).plot.bar(stacked=True, ax=ax, rot=0))
+    ax.set_xlabel("timestep t (one video frame per step)")
     ax.set_ylabel("energy (uJ, all videos)")
     ax.set_title("Energy per timestep (ops after the time collapse not shown)")
+    ax.legend(title="op class", fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
     fig.tight_layout()
     fig.savefig(d / "energy_per_timestep.png", dpi=120, metadata=meta)
     plt.close(fig)
