@@ -79,7 +79,10 @@ def _export_and_verify(checkpoint: Path, target: str, out: Path) -> dict[str, Pa
     print(exporter.format_report(report))
     if report.get("passed") is False:
         raise VerificationError(f"{target} export {path} did not pass verification (see its report)")
-    verification = path.with_suffix(".verification.json") if path.suffix == ".onnx" else path / "verification.json"
+    if path.suffix == ".onnx":
+        verification = path.with_name(path.name + ".verification.json")
+    else:
+        verification = path / "verification.json"
     return {"export": path, **({"verification": verification} if verification.exists() else {})}
 
 

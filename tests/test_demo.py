@@ -73,3 +73,4 @@ def test_demo_runs_every_export_and_report_on_the_shipped_checkpoint(tmp_path, c
     assert (out / "sparsity" / "report" / "rate_heatmap.png").read_bytes()[:4] == b"\x89PNG"
     listed = json.loads((out / "demo.json").read_text())["artefacts"]
     assert set(steps) <= set(listed)
+    assert listed["export-onnx"]["verification"].endswith("model.onnx.verification.json")
