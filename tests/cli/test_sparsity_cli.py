@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from svformer_deploy.analysis import report as report_mod
-from svformer_deploy.cli import main
 from svformer_deploy.models import create_model, save_checkpoint
+from tests.helpers import run_cli
 
 FIGURES = {"rate_heatmap", "rate_spread", "rate_by_class", "rate_by_correctness", "attention_qkv", "rate_vs_share",
            "attention_products", "energy_comparison"}
@@ -20,15 +20,9 @@ def ckpt(tmp_path_factory):
     return path
 
 
-def _run(args):
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    return exc.value.code
-
-
 def test_writes_pngs_and_tidy_csv(ckpt, tmp_path, capsys):
     out = tmp_path / "report"
-    assert _run(["sparsity", str(ckpt), "--out", str(out), "--videos", "3"]) in (0, None)
+    assert run_cli(["sparsity", str(ckpt), "--out", str(out), "--videos", "3"]) in (0, None)
     names = {p.name for p in out.iterdir()}
     assert {f"{k}.png" for k in FIGURES} <= names
     for k in FIGURES:
@@ -46,18 +40,18 @@ def test_existing_output_refused_then_forced(ckpt, tmp_path, capsys):
     out = tmp_path / "report"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    assert _run(["sparsity", str(ckpt), "--out", str(out), "--videos", "1", "--no-energy"]) == 2
+    assert run_cli(["sparsity", str(ckpt), "--out", str(out), "--videos", "1", "--no-energy"]) == 2
     assert "--force" in capsys.readouterr().err and (out / "keep.txt").read_text() == "mine"
-    assert _run(["sparsity", str(ckpt), "--out", str(out), "--videos", "1", "--no-energy", "--force"]) in (0, None)
+    assert run_cli(["sparsity", str(ckpt), "--out", str(out), "--videos", "1", "--no-energy", "--force"]) in (0, None)
     assert not (out / "keep.txt").exists() and (out / "rate_heatmap.png").exists()
     assert not (out / "rate_vs_share.png").exists()  # --no-energy: no energy figures
 
 
 def test_bad_checkpoint_and_bad_videos_leave_nothing(tmp_path, ckpt, capsys):
     out = tmp_path / "report"
-    assert _run(["sparsity", str(tmp_path / "missing.pt"), "--out", str(out)]) == 2
+    assert run_cli(["sparsity", str(tmp_path / "missing.pt"), "--out", str(out)]) == 2
     assert "missing.pt" in capsys.readouterr().err
-    assert _run(["sparsity", str(ckpt), "--out", str(out), "--videos", "0"]) == 2
+    assert run_cli(["sparsity", str(ckpt), "--out", str(out), "--videos", "0"]) == 2
     assert "--videos" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
@@ -78,9 +72,9 @@ def test_failure_while_writing_leaves_no_partial_folder(ckpt, tmp_path, monkeypa
 
 def test_unknown_baseline_and_profile_fail_before_running(ckpt, tmp_path, capsys):
     out = tmp_path / "report"
-    assert _run(["sparsity", str(ckpt), "--out", str(out), "--baseline", "resnet9000"]) == 2
+    assert run_cli(["sparsity", str(ckpt), "--out", str(out), "--baseline", "resnet9000"]) == 2
     assert "unknown baseline" in capsys.readouterr().err
-    assert _run(["sparsity", str(ckpt), "--out", str(out), "--profile", "no-such-chip"]) == 2
+    assert run_cli(["sparsity", str(ckpt), "--out", str(out), "--profile", "no-such-chip"]) == 2
     assert "no-such-chip" in capsys.readouterr().err
     assert not out.exists()
 
@@ -102,10 +96,10 @@ def test_real_video_folder_with_three_crops(tmp_path, capsys):
     ckpt = tmp_path / "two.pt"
     save_checkpoint(ckpt, create_model("svformer_tiny", num_classes=2))
     out = tmp_path / "report"
-    assert _run(["sparsity", str(ckpt), "--out", str(out), "--data", str(root), "--crops", "3", "--no-energy"]) in (0, None)
+    assert run_cli(["sparsity", str(ckpt), "--out", str(out), "--data", str(root), "--crops", "3", "--no-energy"]) in (0, None)
     p = pd.read_csv(out / "predictions.csv")
     assert list(p["class"]) == ["Phone", "Street"] and (p["views"] == 3).all()
     assert pd.read_csv(out / "firing_rates.csv")["video"].nunique() == 2
     # a checkpoint with the wrong number of classes for the data is refused with the fix
-    assert _run(["sparsity", str(ckpt), "--out", str(tmp_path / "r2"), "--videos", "1"]) == 2
+    assert run_cli(["sparsity", str(ckpt), "--out", str(tmp_path / "r2"), "--videos", "1"]) == 2
     assert "trained for" in capsys.readouterr().err

@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from svformer_deploy.cli import main
 from svformer_deploy.energy import get_profile, load_profile
 from svformer_deploy.errors import ProfileError
 from svformer_deploy.models import create_model, save_checkpoint
+from tests.helpers import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -21,17 +21,11 @@ def ckpt(tmp_path_factory):
     return p
 
 
-def _run(args):
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    return e.value.code
-
-
 def test_report_is_byte_identical_and_complete(ckpt, tmp_path):
     args = ["energy", "report", str(ckpt), "--videos", "2", "--clips", "2", "--baseline", "svformer-ann",
             "--baseline", "r3d_18", "--convention", "spikformer"]
-    assert _run(args + ["--out", str(tmp_path / "a")]) == 0
-    assert _run(args + ["--out", str(tmp_path / "b")]) == 0
+    assert run_cli(args + ["--out", str(tmp_path / "a")]) == 0
+    assert run_cli(args + ["--out", str(tmp_path / "b")]) == 0
     for f in ("per_layer.csv", "per_video.csv", "summary.json"):
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
     for f in ("report.md", "energy_per_layer.png", "energy_per_timestep.png", "snn_vs_baselines.png"):
@@ -58,7 +52,7 @@ def test_report_is_byte_identical_and_complete(ckpt, tmp_path):
 ])
 def test_bad_input_errors_leave_no_output(ckpt, tmp_path, bad, capsys):
     out = tmp_path / "r"
-    assert _run(["energy", "report", str(ckpt), "--videos", "1", "--baseline", "svformer-ann", "--out", str(out)]
+    assert run_cli(["energy", "report", str(ckpt), "--videos", "1", "--baseline", "svformer-ann", "--out", str(out)]
                 + bad) == 2
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir()] == []
@@ -68,7 +62,7 @@ def test_bad_input_errors_leave_no_output(ckpt, tmp_path, bad, capsys):
 def test_wrong_checkpoint_is_a_clear_error(tmp_path, capsys):
     bad = tmp_path / "x.pt"
     bad.write_bytes(b"not a checkpoint")
-    assert _run(["energy", "report", str(bad), "--out", str(tmp_path / "r")]) == 2
+    assert run_cli(["energy", "report", str(bad), "--out", str(tmp_path / "r")]) == 2
     assert not (tmp_path / "r").exists()
     assert "error:" in capsys.readouterr().err
 

@@ -2,40 +2,32 @@
 
 import json
 
-import pytest
-
-from svformer_deploy.cli import main
 from svformer_deploy.exporters.bundle import VERIFICATION_NAME
 from svformer_deploy.models import save_checkpoint
+from tests.helpers import run_cli
 
 from .conftest import active_model
 
 
-def _run(args):
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    return e.value.code
-
-
 def test_export_nir_then_verify(tiny_ckpt, tmp_path, capsys):
     out = tmp_path / "bundle"
-    assert _run(["export", str(tiny_ckpt), "--to", "nir", "--out", str(out), "--num-videos", "4"]) == 0
+    assert run_cli(["export", str(tiny_ckpt), "--to", "nir", "--out", str(out), "--num-videos", "4"]) == 0
     text = capsys.readouterr().out
     assert "verdict: exact" in text or "verdict: threshold" in text, text
     report = json.loads((out / VERIFICATION_NAME).read_text())
     assert report["clips"] == 4 and report["data"].startswith("moving-digits") and report["top1_model"] is not None
-    assert _run(["export", str(tiny_ckpt), "--to", "nir", "--out", str(out)]) == 2
+    assert run_cli(["export", str(tiny_ckpt), "--to", "nir", "--out", str(out)]) == 2
     assert "--force" in capsys.readouterr().err
-    assert _run(["verify", str(out), "--num-videos", "2"]) == 0
+    assert run_cli(["verify", str(out), "--num-videos", "2"]) == 0
     assert "verdict: " in capsys.readouterr().out
 
 
 def test_verify_refuses_a_different_checkpoint(tiny_ckpt, tmp_path, capsys):
     out = tmp_path / "bundle"
-    assert _run(["export", str(tiny_ckpt), "--to", "onnx", "--out", str(tmp_path / "m.onnx"), "--num-videos", "2"]) == 0
+    assert run_cli(["export", str(tiny_ckpt), "--to", "onnx", "--out", str(tmp_path / "m.onnx"), "--num-videos", "2"]) == 0
     other = tmp_path / "other.pt"
     save_checkpoint(other, active_model(seed=5))
-    assert _run(["verify", str(tmp_path / "m.onnx"), "--checkpoint", str(other), "--num-videos", "2"]) == 2
+    assert run_cli(["verify", str(tmp_path / "m.onnx"), "--checkpoint", str(other), "--num-videos", "2"]) == 2
     assert "not the one" in capsys.readouterr().err
     assert not out.exists()
 
@@ -43,14 +35,14 @@ def test_verify_refuses_a_different_checkpoint(tiny_ckpt, tmp_path, capsys):
 def test_per_timestep_refused_then_approximated(tmp_path, capsys):
     ckpt = tmp_path / "pt.pt"
     save_checkpoint(ckpt, active_model(bn="per_timestep"))
-    assert _run(["export", str(ckpt), "--to", "nir", "--out", str(tmp_path / "b")]) == 2
+    assert run_cli(["export", str(ckpt), "--to", "nir", "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err
     assert "per-timestep BatchNorm" in err and "--approximate-bn" in err and not (tmp_path / "b").exists()
-    assert _run(["export", str(ckpt), "--to", "nir", "--out", str(tmp_path / "b"), "--approximate-bn",
+    assert run_cli(["export", str(ckpt), "--to", "nir", "--out", str(tmp_path / "b"), "--approximate-bn",
                  "--num-videos", "2"]) == 0
     assert "approximation: per-timestep BatchNorm folded" in capsys.readouterr().out
 
 
 def test_unknown_target(tiny_ckpt, tmp_path, capsys):
-    assert _run(["export", str(tiny_ckpt), "--to", "loihi9", "--out", str(tmp_path / "x")]) == 2
+    assert run_cli(["export", str(tiny_ckpt), "--to", "loihi9", "--out", str(tmp_path / "x")]) == 2
     assert "available: nir, onnx" in capsys.readouterr().err
