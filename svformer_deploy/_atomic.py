@@ -15,7 +15,7 @@ from typing import Any
 
 from svformer_deploy.errors import OutputExistsError
 
-__all__ = ["atomic_write", "atomic_write_dir"]
+__all__ = ["atomic_write", "atomic_write_json", "atomic_write_dir"]
 
 
 def atomic_write(path: str | os.PathLike, write: Any) -> Path:
@@ -38,6 +38,13 @@ def atomic_write(path: str | os.PathLike, write: Any) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Path:
+    """Write ``obj`` as indented JSON to ``path`` atomically (see :func:`atomic_write`)."""
+    import json
+
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=indent)))
 
 
 def atomic_write_dir(out: str | os.PathLike, build: Callable[[Path], None], force: bool = False) -> Path:

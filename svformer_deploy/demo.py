@@ -9,7 +9,6 @@ artefacts it wrote in its own folder ``out_dir``). Other parts of the package ad
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Callable
@@ -17,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from svformer_deploy._atomic import atomic_write_json
 from svformer_deploy.errors import OutputExistsError, SVFormerDeployError
-from svformer_deploy.models.checkpoint import atomic_write
 
 __all__ = ["DemoStep", "register_demo_step", "demo_steps", "run_demo", "DemoReport", "DEMO_RECIPE", "STEP_MODULES"]
 
@@ -187,6 +186,6 @@ def run_demo(out_dir: str | Path = "demo-out", *, pretrained: bool = False, forc
             echo(f"  {key}: {path}")
     summary = {"checkpoint": str(ckpt), "pretrained": pretrained, "artefacts": report.artefacts,
                "seconds": report.seconds, "failures": report.failures}
-    atomic_write(out_dir / "demo.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
+    atomic_write_json(out_dir / "demo.json", summary)
     echo(f"summary: {out_dir / 'demo.json'}")
     return report

@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from svformer_deploy._atomic import atomic_write, atomic_write_json
 from svformer_deploy.errors import OutputExistsError, VerificationError
 from svformer_deploy.exporters.partition import check_supported
-from svformer_deploy.models.checkpoint import atomic_write
 from svformer_deploy.models.neurons import PLIF
 
 __all__ = ["OPSET", "export_onnx", "verify_onnx", "onnx_metadata"]
@@ -193,8 +193,7 @@ def verify_onnx(path: str | os.PathLike, model: nn.Module, batches, write: bool 
               "goal": "logits within 1e-4 of PyTorch", "goal_met": exact, "verdict": verdict,
               "passed": verdict != "failed"}
     if write:
-        atomic_write(Path(str(path) + ".verification.json"),
-                     lambda p: Path(p).write_text(json.dumps(report, indent=1)))
+        atomic_write_json(Path(str(path) + ".verification.json"), report, indent=1)
     return report
 
 

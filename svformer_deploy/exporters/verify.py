@@ -17,7 +17,6 @@ Checks, in order:
 
 from __future__ import annotations
 
-import json
 import math
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
@@ -29,13 +28,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from svformer_deploy._atomic import atomic_write_json
 from svformer_deploy.errors import VerificationError
 from svformer_deploy.exporters import LOGIT_TOLERANCE
 from svformer_deploy.exporters.bundle import VERIFICATION_NAME, check_bundle_files, read_manifest
 from svformer_deploy.exporters.partition import model_operations
 from svformer_deploy.exporters.runtime import PartitionRunner, load_host_params, load_partitions, run_bundle
 from svformer_deploy.models import iter_neurons, record_spikes
-from svformer_deploy.models.checkpoint import atomic_write
 from svformer_deploy.models.neurons import PLIF
 
 __all__ = ["coverage_problems", "record_ties", "first_divergence", "NEAR_THRESHOLD", "to_map_layout", "LayerStats", "verify_bundle", "format_report"]
@@ -250,7 +249,7 @@ def verify_bundle(bundle: str | Path, model: nn.Module, batches: Iterable[tuple[
     report["verdict"] = verdict
     report["passed"] = None if verdict == "approximate" else verdict != "failed"
     if write:
-        atomic_write(bundle / VERIFICATION_NAME, lambda p: Path(p).write_text(json.dumps(report, indent=1)))
+        atomic_write_json(bundle / VERIFICATION_NAME, report, indent=1)
     return report
 
 

@@ -26,9 +26,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from svformer_deploy._atomic import atomic_write, atomic_write_json
 from svformer_deploy.errors import ConfigError, DataError, OutputExistsError
 from svformer_deploy.models import create_model, read_checkpoint, save_checkpoint
-from svformer_deploy.models.checkpoint import atomic_write, load_state_dict_checked
+from svformer_deploy.models.checkpoint import load_state_dict_checked
 
 __all__ = ["TrainConfig", "TrainResult", "train", "param_groups", "warmup_cosine", "collate_skip_bad",
            "soft_cross_entropy", "topk_correct", "precise_bn"]
@@ -207,7 +208,7 @@ def _write_metrics(out_dir: Path, history: list[dict[str, Any]]) -> None:
         Path(tmp).write_text(buf.getvalue())
 
     atomic_write(out_dir / "metrics.csv", write_csv)
-    atomic_write(out_dir / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(history, indent=2)))
+    atomic_write_json(out_dir / "metrics.json", history)
 
 
 # ---------------------------------------------------------------------------------------------------- loops

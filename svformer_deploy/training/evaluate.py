@@ -6,7 +6,6 @@ top-1 / top-5 over videos, per-class accuracy (correct / videos of the class), a
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from svformer_deploy._atomic import atomic_write, atomic_write_json
 from svformer_deploy.errors import DataError
-from svformer_deploy.models.checkpoint import atomic_write
 
 __all__ = ["EvalResult", "evaluate_model", "evaluate_checkpoint", "confusion_matrix", "plot_confusion"]
 
@@ -171,5 +170,5 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, spec: str | os.PathLike |
     plot_confusion(result.confusion, result.class_names, paths["confusion_png"],
                    f"{meta['model_name']} on {Path(str(spec)).name}/{split}: top-1 {result.top1:.1%}, "
                    f"{clips} clip(s) x {crops} crop(s)")
-    atomic_write(paths["json"], lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
+    atomic_write_json(paths["json"], report)
     return report, paths

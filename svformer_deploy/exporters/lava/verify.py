@@ -21,7 +21,7 @@ import os
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from svformer_deploy._atomic import atomic_write_json
 from svformer_deploy.errors import VerificationError
 from svformer_deploy.exporters.bundle import HOST_PARAMS_NAME, VERIFICATION_NAME, check_bundle_files, read_manifest
 from svformer_deploy.exporters.lava.emulate import emulate_partition
@@ -37,7 +38,6 @@ from svformer_deploy.exporters.lava.hybrid import quantized_partitions_active
 from svformer_deploy.exporters.lava.netx import read_netx
 from svformer_deploy.exporters.lava.partition import Partition, Tap
 from svformer_deploy.models import SVFormerConfig, create_model, record_spikes
-from svformer_deploy.models.checkpoint import atomic_write
 
 __all__ = ["load_lava_bundle", "run_lava", "verify_lava", "format_lava_report"]
 
@@ -88,21 +88,6 @@ def run_lava(python: str, jobs: dict[str, tuple[Path, np.ndarray]], workdir: Pat
     return outs, json.loads((workdir / "lava_summary.json").read_text())
 
 
-def _batches(data: str, config: SVFormerConfig, num_videos: int | None, batch: int = 16) -> Iterator[tuple[Tensor, Tensor]]:
-    """Validation clips of ``data`` (one view per video) as (clips, labels) batches."""
-    from svformer_deploy.data import iter_eval_videos
-
-    xs, ys = [], []
-    for sample in iter_eval_videos(data, config, split="val", num_videos=num_videos):
-        xs.append(sample.views[0])
-        ys.append(sample.label)
-        if len(xs) == batch:
-            yield torch.stack(xs), torch.tensor(ys)
-            xs, ys = [], []
-    if xs:
-        yield torch.stack(xs), torch.tensor(ys)
-
-
 class _Accuracy:
     """Running top-1 of the float and the quantised model, batch by batch (clips are not kept)."""
 
@@ -136,6 +121,7 @@ def verify_lava(bundle: str | os.PathLike, *, data: str = "moving-digits", num_v
     ``verification.json`` in the bundle. Clips come from ``batches`` ((clips, labels) pairs), else from
     ``clips``/``labels``, else from ``data``'s validation split; ``lava_clips`` of them (from the first batches)
     go through Lava (one Lava run per partition and clip); the accuracy streams over all of them."""
+    from svformer_deploy.exporters import eval_batches
     from svformer_deploy.exporters.lava.sideenv import lava_python
     from svformer_deploy.exporters.verify import coverage_problems
 
@@ -153,7 +139,7 @@ def verify_lava(bundle: str | os.PathLike, *, data: str = "moving-digits", num_v
         batches = [(clips, labels if labels is not None else torch.zeros(len(clips), dtype=torch.long))]
         source = {"data": data_desc or "clips given by the caller"}
     else:
-        batches = _batches(data, model.config, num_videos)
+        batches = eval_batches(data, model.config, num_videos, batch_size=16)
         source = {"data": str(data), "split": "val"}
     t0 = time.perf_counter()
     accuracy, first = _Accuracy(), []
@@ -203,7 +189,7 @@ def verify_lava(bundle: str | os.PathLike, *, data: str = "moving-digits", num_v
         "goal": "bit-exact agreement of Lava (fixed_pt) with the fixed-point emulation on every partition"}
     report["passed"] = report["all_bit_exact"]
     if write:
-        atomic_write(bundle / VERIFICATION_NAME, lambda p: Path(p).write_text(json.dumps(report, indent=1)))
+        atomic_write_json(bundle / VERIFICATION_NAME, report, indent=1)
     return report
 
 
