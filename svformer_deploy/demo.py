@@ -140,10 +140,11 @@ def run_demo(out_dir: str | Path = "demo-out", *, pretrained: bool = False, forc
 
     A step that fails with an :class:`SVFormerDeployError` is reported and the next step still runs.
     """
+    from svformer_deploy._paths import user_path
     from svformer_deploy.assets import default_checkpoint
     from svformer_deploy.training import TrainConfig, train
 
-    out_dir = Path(out_dir)
+    out_dir = user_path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         if not force:
             raise OutputExistsError(f"{out_dir} exists and is not empty; pass --force to overwrite it or choose --out")

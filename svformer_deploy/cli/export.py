@@ -43,11 +43,13 @@ def export_cmd(
 
     Exits 1 when verification misses its goal (NIR: 100 % spikes and logits within 1e-4; ONNX: logits within 1e-4).
     """
+    from svformer_deploy._paths import data_spec, user_path
     from svformer_deploy.exporters import export_checkpoint, get_exporter
 
-    path, model, _ = export_checkpoint(checkpoint, to, out, force=force, approximate_bn=approximate_bn)
+    path, model, _ = export_checkpoint(user_path(checkpoint), to, user_path(out), force=force,
+                                       approximate_bn=approximate_bn)
     typer.echo(f"wrote {path}")
-    _verify_and_print(get_exporter(to), path, model, data, num_videos)
+    _verify_and_print(get_exporter(to), path, model, data_spec(data), num_videos)
 
 
 @app.command("verify")
@@ -60,8 +62,10 @@ def verify_cmd(
     target: Annotated[Optional[str], typer.Option("--target", help="Verifier to use (default: the export's own).")] = None,
 ) -> None:
     """Re-check an export: re-read its files, run it on real clips, compare with the PyTorch model (JSON + table)."""
+    from svformer_deploy._paths import data_spec, user_path
     from svformer_deploy.exporters import export_target_of, get_exporter, source_checkpoint
 
+    path = user_path(path)
     exporter = get_exporter(target or export_target_of(path))
-    model, _ = source_checkpoint(path, checkpoint)
-    _verify_and_print(exporter, path, model, data, num_videos)
+    model, _ = source_checkpoint(path, checkpoint and user_path(checkpoint))
+    _verify_and_print(exporter, path, model, data_spec(data), num_videos)

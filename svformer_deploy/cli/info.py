@@ -42,10 +42,12 @@ def import_official_cmd(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")] = False,
 ) -> None:
     """Convert an official SVFormer checkpoint into a self-describing svformer-deploy checkpoint."""
+    from svformer_deploy._paths import user_path
     from svformer_deploy.errors import OutputExistsError
     from svformer_deploy.models import save_checkpoint
     from svformer_deploy.models.official import import_official
 
+    path, out = user_path(path), user_path(out)
     if out.exists() and not force:
         raise OutputExistsError(f"{out} exists; pass --force to overwrite it or choose another --out")
     net, report = import_official(path, model)

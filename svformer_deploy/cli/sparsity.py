@@ -31,9 +31,11 @@ def sparsity(
     """
     from rich.progress import track
 
+    from svformer_deploy._paths import data_spec, user_path
     from svformer_deploy.analysis import analyse_checkpoint
     from svformer_deploy.analysis.report import write_sparsity_report
 
+    checkpoint, out, data = user_path(checkpoint), user_path(out), data_spec(data)
     result = analyse_checkpoint(checkpoint, data, num_videos=videos, clips=clips, crops=crops, energy=energy,
                                 profile=profile, baselines=baseline or ["svformer-ann"],
                                 progress=lambda it, n, what: track(it, total=n, description=what))

@@ -68,12 +68,13 @@ def get_exporter(name: str) -> Exporter:
 def export_checkpoint(checkpoint: str | os.PathLike, to: str, out: str | os.PathLike, *, force: bool = False,
                       approximate_bn: bool = False) -> tuple[Path, nn.Module, dict[str, Any]]:
     """Load ``checkpoint`` and export it to target ``to`` at ``out``. Returns (path, model, checkpoint meta)."""
+    from svformer_deploy._paths import user_path
     from svformer_deploy.models import load_checkpoint
 
+    checkpoint, out = user_path(checkpoint), user_path(out)
     exporter = get_exporter(to)
     model, meta = load_checkpoint(checkpoint)
-    path = exporter.export(model, out, checkpoint_sha256=meta["sha256"],
-                           checkpoint_path=str(Path(checkpoint).resolve()), class_names=meta.get("class_names"),
+    path = exporter.export(model, out, checkpoint_sha256=meta["sha256"], checkpoint_path=str(checkpoint), class_names=meta.get("class_names"),
                            force=force, approximate_bn=approximate_bn)
     return path, model, meta
 

@@ -263,6 +263,12 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, force: b
     from svformer_deploy.data import build_dataset, class_names
     from svformer_deploy.data.video_folder import mix_batch
 
+    from dataclasses import replace
+
+    from svformer_deploy._paths import data_spec, user_path
+
+    cfg = replace(cfg, out_dir=str(user_path(cfg.out_dir)), data=data_spec(cfg.data))
+    resume = None if resume is None else user_path(resume)
     dist_info = _init_distributed("cuda" if cfg.device == "auto" and torch.cuda.is_available() else cfg.device)
     device = _resolve_device(cfg.device, dist_info)
     out_dir = Path(cfg.out_dir)

@@ -151,14 +151,15 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, spec: str | os.PathLike |
 
     ``spec`` defaults to the data the checkpoint was trained on. Returns (the JSON dict, artefact paths).
     """
+    from svformer_deploy._paths import data_spec, user_path
     from svformer_deploy.models import load_checkpoint
 
+    checkpoint, out_dir = user_path(checkpoint), user_path(out_dir)
     model, meta = load_checkpoint(checkpoint, map_location=device)
-    spec = spec if spec is not None else meta.get("data", "moving-digits")
+    spec = data_spec(spec if spec is not None else meta.get("data", "moving-digits"))
     names = meta.get("class_names")
     result = evaluate_model(model, spec, split=split, clips=clips, crops=crops, num_videos=num_videos,
                             class_names=names, progress=progress)
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = {"checkpoint": str(checkpoint), "checkpoint_sha256": meta["sha256"], "model_name": meta["model_name"],
               "data": str(spec), "split": split, **result.to_dict()}

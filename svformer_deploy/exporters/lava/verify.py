@@ -126,7 +126,7 @@ def verify_lava(bundle: str | os.PathLike, *, data: str = "moving-digits", num_v
     from svformer_deploy.exporters.verify import coverage_problems
 
     say = progress or (lambda _m: None)
-    bundle = Path(bundle)
+    bundle = Path(bundle).expanduser().resolve()  # the runner subprocess runs in a temporary folder
     manifest, model, parts = load_lava_bundle(bundle)
     problems = coverage_problems(model, manifest.covered_modules())
     if problems:

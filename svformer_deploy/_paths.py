@@ -1,0 +1,24 @@
+"""User paths, resolved once at the boundary (CLI commands and library entry points).
+
+Every path a user passes (checkpoint, ``--out``, ``--data``, bundle) goes through :func:`user_path` before it
+reaches a subprocess, a worker, a manifest or a report, so nothing downstream depends on the current directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["user_path", "data_spec"]
+
+
+def user_path(path: str | os.PathLike) -> Path:
+    """``Path(path).expanduser().resolve()``: absolute, ``~`` expanded, ``..`` and symlinks resolved."""
+    return Path(path).expanduser().resolve()
+
+
+def data_spec(spec: str | os.PathLike) -> str:
+    """A data source as the pipeline takes it: ``'moving-digits'`` unchanged, a folder as its resolved path."""
+    from svformer_deploy.data.api import MOVING_DIGITS
+
+    return MOVING_DIGITS if str(spec) == MOVING_DIGITS else str(user_path(spec))

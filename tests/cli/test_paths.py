@@ -1,0 +1,81 @@
+"""Relative user paths: every command resolves them once, so exports, their verification (the Lava runner runs in
+a temporary folder) and the reports work from any working directory, and what they record is absolute."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from svformer_deploy._paths import data_spec, user_path
+from svformer_deploy.assets import default_checkpoint
+from svformer_deploy.exporters.bundle import VERIFICATION_NAME, read_manifest
+from tests.helpers import run_cli
+
+
+def test_user_path_is_absolute_and_expanded(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert user_path("a/../b") == tmp_path.resolve() / "b"
+    assert user_path("~/x") == tmp_path.resolve() / "home" / "x"
+    assert data_spec("moving-digits") == "moving-digits"
+    assert data_spec("ucf") == str(tmp_path.resolve() / "ucf")
+
+
+@pytest.fixture()
+def fresh_cwd(tmp_path, monkeypatch) -> Path:
+    """A fresh working directory holding a copy of the shipped checkpoint as ``ckpt.pt``."""
+    cwd = tmp_path / "work"
+    cwd.mkdir()
+    shutil.copyfile(default_checkpoint(), cwd / "ckpt.pt")
+    monkeypatch.chdir(cwd)
+    torch.set_num_threads(1)
+    return cwd.resolve()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["nir", "onnx", "lava"])
+def test_export_with_relative_out_and_checkpoint(target, fresh_cwd, capsys):
+    out = "out/model.onnx" if target == "onnx" else f"out/{target}"
+    assert run_cli(["export", "ckpt.pt", "--to", target, "--out", out, "--num-videos", "2"]) == 0, \
+        capsys.readouterr().err
+    assert f"wrote {fresh_cwd / out}" in capsys.readouterr().out
+    if target == "onnx":
+        report = json.loads((fresh_cwd / "out" / "model.onnx.verification.json").read_text())
+    else:
+        assert read_manifest(fresh_cwd / out).checkpoint_path == str(fresh_cwd / "ckpt.pt")
+        report = json.loads((fresh_cwd / out / VERIFICATION_NAME).read_text())
+    assert report.get("passed") is not False, report
+    # verify with relative paths again, from another directory
+    (fresh_cwd / "elsewhere").mkdir()
+    import os
+
+    os.chdir(fresh_cwd / "elsewhere")
+    assert run_cli(["verify", f"../{out}", "--checkpoint", "../ckpt.pt", "--num-videos", "1"]) == 0, \
+        capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_pretrained_with_relative_out_runs_every_step(fresh_cwd, capsys):
+    """`svformer-deploy demo --pretrained --out rel/dir` from a fresh directory: every step, Lava included."""
+    from svformer_deploy import demo as demo_mod
+
+    assert run_cli(["demo", "--pretrained", "--out", "rel/demo"]) == 0, capsys.readouterr().err
+    out = fresh_cwd / "rel" / "demo"
+    listed = json.loads((out / "demo.json").read_text())
+    assert listed["failures"] == {}
+    assert set(demo_mod.demo_steps()) <= set(listed["artefacts"]) and "export-lava" in listed["artefacts"]
+    for step in listed["artefacts"].values():
+        for path in step.values():
+            assert Path(path).is_absolute() and Path(path).exists(), path
+    lava = json.loads((out / "export-lava" / "bundle" / VERIFICATION_NAME).read_text())
+    assert lava["passed"] is True
+    assert json.loads((out / "export-nir" / "bundle" / VERIFICATION_NAME).read_text())["verdict"] == "exact"
+    assert (out / "export-onnx" / "model.onnx").stat().st_size > 100_000
+    summary = json.loads((out / "energy" / "report" / "summary.json").read_text())
+    assert summary["videos"] == demo_mod.DEMO_VIDEOS and summary["views_per_video"] == 1
+    assert (out / "sparsity" / "report" / "rate_heatmap.png").read_bytes()[:4] == b"\x89PNG"
+    assert listed["artefacts"]["export-onnx"]["verification"].endswith("model.onnx.verification.json")
