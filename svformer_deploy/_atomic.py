@@ -15,7 +15,7 @@ from typing import Any
 
 from svformer_deploy.errors import OutputExistsError
 
-__all__ = ["atomic_write", "atomic_write_json", "atomic_write_dir"]
+__all__ = ["atomic_write", "atomic_write_json", "atomic_write_csv", "atomic_write_dir", "json_text"]
 
 
 def atomic_write(path: str | os.PathLike, write: Any) -> Path:
@@ -40,11 +40,51 @@ def atomic_write(path: str | os.PathLike, write: Any) -> Path:
     return path
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Path:
-    """Write ``obj`` as indented JSON to ``path`` atomically (see :func:`atomic_write`)."""
+def _finite_or_null(obj: Any) -> Any:
+    """``obj`` with every NaN / +-inf float (Python or NumPy, at any depth) replaced by ``None``."""
+    import math
+
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {k: _finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_null(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _finite_or_null(obj.tolist())
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
+
+
+def json_text(obj: Any, indent: int | None = 2, **kwargs: Any) -> str:
+    """Strict JSON text of ``obj``: missing values (NaN, +-inf) become ``null`` and ``allow_nan=False``, so every
+    JSON reader accepts the result. The one JSON encoder of the package's output files."""
     import json
 
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=indent)))
+    return json.dumps(_finite_or_null(obj), indent=indent, allow_nan=False, ensure_ascii=False, **kwargs)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Path:
+    """Write ``obj`` as strict JSON (:func:`json_text`, UTF-8) to ``path`` atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(json_text(obj, indent) + "\n", encoding="utf-8"))
+
+
+def atomic_write_csv(path: str | os.PathLike, rows: list[dict[str, Any]], fieldnames: list[str] | None = None) -> Path:
+    """Write ``rows`` as CSV (UTF-8, the ``csv`` module's quoting: commas, quotes and newlines in values survive)
+    atomically. Columns: ``fieldnames``, else every key in order of first appearance (a missing value is empty)."""
+    import csv
+
+    if fieldnames is None:
+        fieldnames = list(dict.fromkeys(k for row in rows for k in row))
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fieldnames)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    return atomic_write(path, write)
 
 
 def atomic_write_dir(out: str | os.PathLike, build: Callable[[Path], None], force: bool = False) -> Path:

@@ -6,11 +6,10 @@ leaves nothing behind and an existing report is only replaced with ``force``.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-from svformer_deploy._atomic import atomic_write_dir
+from svformer_deploy._atomic import atomic_write_dir, json_text
 from svformer_deploy.analysis.sparsity import SparsityAnalysis
 
 __all__ = ["write_sparsity_report", "REPORT_FILES"]
@@ -38,7 +37,7 @@ def write_sparsity_report(a: SparsityAnalysis, out: str | os.PathLike, *, force:
             for name, table in a.energy.tables().items():
                 table.to_csv(tmp / f"{name}.csv", index=False, float_format="%.8g")
             summary["energy"] = a.energy.summary()
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+        (tmp / "summary.json").write_text(json_text(summary, sort_keys=True, default=str) + "\n", encoding="utf-8")
         for key, fig in all_figures(a).items():
             fig.savefig(tmp / f"{key}.png", dpi=dpi)
 

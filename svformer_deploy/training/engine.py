@@ -9,8 +9,6 @@ stored in the checkpoint's ``extra`` together with the optimizer, scheduler and 
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import os
@@ -26,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from svformer_deploy._atomic import atomic_write, atomic_write_json
+from svformer_deploy._atomic import atomic_write_csv, atomic_write_json
 from svformer_deploy.errors import ConfigError, DataError, OutputExistsError
 from svformer_deploy.models import create_model, read_checkpoint, save_checkpoint
 from svformer_deploy.models.checkpoint import load_state_dict_checked
@@ -200,14 +198,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def _write_metrics(out_dir: Path, history: list[dict[str, Any]]) -> None:
-    def write_csv(tmp: str) -> None:
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
-        Path(tmp).write_text(buf.getvalue())
-
-    atomic_write(out_dir / "metrics.csv", write_csv)
+    atomic_write_csv(out_dir / "metrics.csv", history)
     atomic_write_json(out_dir / "metrics.json", history)
 
 

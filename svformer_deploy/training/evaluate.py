@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from svformer_deploy._atomic import atomic_write, atomic_write_json
+from svformer_deploy._atomic import atomic_write, atomic_write_csv, atomic_write_json
 from svformer_deploy.errors import DataError
 
 __all__ = ["EvalResult", "evaluate_model", "evaluate_checkpoint", "confusion_matrix", "plot_confusion"]
@@ -165,9 +165,10 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, spec: str | os.PathLike |
               "data": str(spec), "split": split, **result.to_dict()}
     paths = {"json": out_dir / "eval.json", "confusion_png": out_dir / "confusion.png",
              "predictions_csv": out_dir / "predictions.csv"}
-    rows = ["video_id,label,predicted"] + [f"{v},{y},{p}" for v, y, p in
-                                           zip(result.video_ids, result.labels, result.predictions)]
-    atomic_write(paths["predictions_csv"], lambda tmp: Path(tmp).write_text("\n".join(rows) + "\n"))
+    atomic_write_csv(paths["predictions_csv"], [
+        {"video_id": v, "label": y, "true_class": result.class_names[y], "predicted": p,
+         "predicted_class": result.class_names[p]}
+        for v, y, p in zip(result.video_ids, result.labels, result.predictions)])
     plot_confusion(result.confusion, result.class_names, paths["confusion_png"],
                    f"{meta['model_name']} on {Path(str(spec)).name}/{split}: top-1 {result.top1:.1%}, "
                    f"{clips} clip(s) x {crops} crop(s)")

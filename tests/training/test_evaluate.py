@@ -53,7 +53,7 @@ def test_checkpoint_evaluation_on_real_videos_writes_artefacts(tmp_path, ucf_tin
     assert saved["num_videos"] == 2 and saved["top5"] == 1.0 and saved["data"] == str(ucf_tiny)
     assert saved["score_fusion"].startswith("softmax probabilities summed")
     assert paths["confusion_png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert paths["predictions_csv"].read_text().splitlines()[0] == "video_id,label,predicted"
+    assert paths["predictions_csv"].read_text().splitlines()[0] == "video_id,label,true_class,predicted,predicted_class"
     assert sum(map(sum, saved["confusion_matrix"])) == 2
 
 
@@ -70,3 +70,41 @@ def test_cli_evaluate_and_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["evaluate", str(ckpt), "--data", str(tmp_path)])
     assert exc.value.code == 2 and "no split files" in capsys.readouterr().err
+
+
+AWKWARD_CLASSES = ['comma, class', 'say "hi"', "two\nlines", "naïve Ωmega", "plain"]
+
+
+def test_eval_outputs_are_valid_for_awkward_names_and_empty_classes(tmp_path):
+    """Class names with commas, quotes, newlines and non-ASCII letters; classes without test videos (null, not NaN)."""
+    import pandas as pd
+
+    torch.set_num_threads(1)
+    names = AWKWARD_CLASSES + [f"digit {i}" for i in range(5)]
+    ckpt = save_checkpoint(tmp_path / "m.pt", _model(), class_names=names, data="moving-digits")
+    _, paths = evaluate_checkpoint(ckpt, None, out_dir=tmp_path / "ev", num_videos=3, progress=False)
+    text = paths["json"].read_text(encoding="utf-8")
+    assert "NaN" not in text
+    saved = json.loads(text)
+    assert saved["class_names"] == names
+    assert sum(v is None for v in saved["per_class_accuracy"].values()) >= 7  # 3 videos leave >= 7 classes empty
+    df = pd.read_csv(paths["predictions_csv"], keep_default_na=False)
+    assert list(df.columns) == ["video_id", "label", "true_class", "predicted", "predicted_class"]
+    assert len(df) == 3 and df["true_class"].tolist() == [names[y] for y in df["label"]]
+    assert df["predicted_class"].tolist() == [names[p] for p in df["predicted"]]
+
+
+def test_predictions_csv_with_awkward_video_names(tmp_path, ucf_tiny):
+    """Video file names with commas, quotes and non-ASCII letters survive predictions.csv (read back by pandas)."""
+    import pandas as pd
+
+    torch.set_num_threads(1)
+    weird = {"Calm": 'v_Calm,g01_"née".mp4', "Noisy": "v_Noisy_ü,ß.mp4"}  # split lists allow no spaces
+    for cls, name in weird.items():
+        (ucf_tiny / cls / f"v_{cls}_g01_c01.mp4").rename(ucf_tiny / cls / name)
+    (ucf_tiny / "testlist01.txt").write_text("".join(f"{c}/{n}\n" for c, n in weird.items()), encoding="utf-8")
+    ckpt = save_checkpoint(tmp_path / "m.pt", _model(num_classes=2), class_names=["Calm", "Noisy"],
+                           data=str(ucf_tiny))
+    _, paths = evaluate_checkpoint(ckpt, None, out_dir=tmp_path / "eval", progress=False)
+    df = pd.read_csv(paths["predictions_csv"], keep_default_na=False)
+    assert df["video_id"].tolist() == ['Calm/v_Calm,g01_"née".mp4', "Noisy/v_Noisy_ü,ß.mp4"]
