@@ -35,7 +35,7 @@ from svformer_deploy.errors import (
 )
 from svformer_deploy.models.config import SVFormerConfig
 
-__all__ = ["FORMAT_VERSION", "save_checkpoint", "load_checkpoint", "read_checkpoint", "load_state_dict_checked",
+__all__ = ["FORMAT_VERSION", "WRAPPER_PREFIXES", "unwrap_model", "save_checkpoint", "load_checkpoint", "read_checkpoint", "load_state_dict_checked",
            "file_sha256", "atomic_write"]
 
 FORMAT = "svformer-deploy-checkpoint"
@@ -58,13 +58,39 @@ def _model_config(model: nn.Module) -> SVFormerConfig:
     return cfg
 
 
+WRAPPER_PREFIXES = {"module.": "DistributedDataParallel / DataParallel", "_orig_mod.": "torch.compile"}
+"""State-dict key prefixes that wrappers add, and the wrapper that adds each."""
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The plain model inside any nesting of ``torch.compile`` (``._orig_mod``) and DDP / DataParallel
+    (``.module``) wrappers, so that its state-dict keys carry no wrapper prefix."""
+    while True:
+        inner = getattr(model, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            inner = getattr(model, "module", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
+def _wrapper_note(keys: list[str]) -> str:
+    """' (they carry the wrapper prefix '_orig_mod.' of torch.compile; ...)' when unmatched keys carry one."""
+    for prefix, wrapper in WRAPPER_PREFIXES.items():
+        if keys and sum(prefix in k for k in keys) * 2 >= len(keys):
+            return (f"; these keys carry the wrapper prefix {prefix!r} of {wrapper}: save the unwrapped model "
+                    f"(save_checkpoint does) or strip {prefix!r} from the keys")
+    return ""
+
+
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, extra: dict[str, Any] | None = None,
                     **meta: Any) -> Path:
     """Write ``model`` (weights and config) and JSON-able ``meta`` (class names, metrics, command...) atomically.
 
     ``extra`` holds tensors and plain containers needed to resume training (optimizer state, RNG states).
+    Wrappers (``torch.compile``, DDP) are unwrapped first: the keys never carry ``_orig_mod.`` or ``module.``.
     """
-    module = getattr(model, "module", model)  # unwrap DistributedDataParallel
+    module = unwrap_model(model)  # torch.compile / DDP add prefixes to the state-dict keys
     cfg = _model_config(module)
     try:
         json.dumps(meta)
@@ -117,15 +143,24 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return payload
 
 
-def load_state_dict_checked(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
-    """Load weights strictly, naming every missing, unexpected, mis-shaped or non-finite tensor."""
-    own = model.state_dict()
+def _listed(keys: list[str], n: int = 5) -> str:
+    return f"{len(keys)} {keys[:n]}{'...' if len(keys) > n else ''}"
+
+
+def load_state_dict_checked(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str,
+                            unmatched: list[str] | None = None) -> None:
+    """Load weights strictly, naming every missing, unexpected, mis-shaped or non-finite tensor.
+
+    ``unmatched``: keys of the file the caller left out of ``state_dict`` (they are named as unexpected); when
+    the unexpected keys carry a wrapper prefix (:data:`WRAPPER_PREFIXES`), the message names it and the fix.
+    """
+    own = unwrap_model(model).state_dict()
     missing = sorted(set(own) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(own))
+    unexpected = sorted((set(state_dict) - set(own)) | set(unmatched or ()))
     if missing or unexpected:
-        raise ShapeMismatchError(f"{source}: weights do not match the model config (missing {missing[:5]}"
-                                 f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
-                                 f"{'...' if len(unexpected) > 5 else ''}); the file's config and weights disagree")
+        raise ShapeMismatchError(f"{source}: weights do not match the model config (missing {_listed(missing)}, "
+                                 f"unexpected {_listed(unexpected)})"
+                                 f"{_wrapper_note(unexpected) or '; the file config and weights disagree'}")
     bad = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in state_dict.items()
            if tuple(v.shape) != tuple(own[k].shape)]
     if bad:
@@ -135,7 +170,7 @@ def load_state_dict_checked(model: nn.Module, state_dict: dict[str, torch.Tensor
     if nonfinite:
         raise NonFiniteWeightsError(f"{source}: NaN or Inf in {len(nonfinite)} tensor(s) ({', '.join(nonfinite[:3])}); "
                                     "training diverged: use an earlier checkpoint or lower the learning rate")
-    model.load_state_dict(state_dict, strict=True)
+    unwrap_model(model).load_state_dict(state_dict, strict=True)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",

@@ -123,5 +123,6 @@ def import_official(path: str | os.PathLike, name: str = "svformer_ucf101",
     own = model.state_dict()
     report = ImportReport(matched=sorted(k for k in sd if k in own), ignored=sorted(k for k in sd if k not in own),
                           inferred=inferred)
-    load_state_dict_checked(model, {k: v for k, v in sd.items() if k in own}, str(path))
+    load_state_dict_checked(model, {k: v for k, v in sd.items() if k in own}, str(path),
+                            unmatched=report.ignored if len(report.matched) < len(own) else None)
     return model.eval(), report

@@ -130,3 +130,26 @@ def test_written_file_has_ordinary_permissions(tmp_path, model):
     finally:
         os.umask(umask)
     assert (p.stat().st_mode & 0o777) == 0o644
+
+
+@pytest.mark.parametrize("wrap", ["compile", "compile+dataparallel"])
+def test_save_unwraps_torch_compile_and_data_parallel(tmp_path, model, wrap):
+    wrapped = torch.compile(model) if wrap == "compile" else torch.compile(torch.nn.DataParallel(model))
+    assert any(k.startswith("_orig_mod.") for k in wrapped.state_dict())
+    p = save_checkpoint(tmp_path / "m.pt", wrapped)
+    keys = list(read_checkpoint(p)["state_dict"])
+    assert keys == list(model.state_dict())
+    loaded, _ = load_checkpoint(p)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+
+
+def test_refused_state_dict_names_unmatched_keys_and_wrapper_prefix(tmp_path, model):
+    p = save_checkpoint(tmp_path / "m.pt", model)
+    payload = read_checkpoint(p)
+    payload["state_dict"] = {f"_orig_mod.{k}": v for k, v in payload["state_dict"].items()}
+    torch.save(payload, p)
+    with pytest.raises(ShapeMismatchError) as err:
+        load_checkpoint(p)
+    msg = str(err.value)
+    assert "unexpected" in msg and "'_orig_mod.blocks1.0.bn.bias'" in msg and "missing" in msg
+    assert "wrapper prefix '_orig_mod.' of torch.compile" in msg and "\n" not in msg

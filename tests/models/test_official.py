@@ -42,3 +42,20 @@ def test_unused_file_tensors_are_reported_and_missing_ones_are_errors(tmp_path):
     with pytest.raises(ShapeMismatchError, match="local_path.bn.weight"):
         import_official(_slowfast_checkpoint(tmp_path, sd), "svformer_tiny", embed_dims=SPEC["embed_dim"],
                         depths=SPEC["depth"], bn="per_timestep")
+
+
+def test_refused_official_checkpoint_names_the_file_keys_and_their_wrapper_prefix(tmp_path, capsys):
+    """A state dict saved from a torch.compile'd model: every key carries '_orig_mod.'; the error (and the CLI's
+    one line) names those keys and the prefix instead of 'unexpected []'."""
+    from tests.helpers import run_cli
+
+    ref = ReferenceSVFormer(**SPEC)
+    path = tmp_path / "compiled.pyth"
+    torch.save({"model_state": {f"_orig_mod.{k}": v for k, v in ref.state_dict().items()}}, path)
+    with pytest.raises(ShapeMismatchError, match=r"unexpected \d+ \['_orig_mod\.") as err:
+        import_official(path, "svformer_tiny", embed_dims=SPEC["embed_dim"], depths=SPEC["depth"], bn="per_timestep")
+    assert "wrapper prefix '_orig_mod.' of torch.compile" in str(err.value)
+    assert run_cli(["import-official", str(path), "--out", str(tmp_path / "x.pt"), "--model", "svformer_tiny"]) == 2
+    line = capsys.readouterr().err
+    assert line.count("\n") == 1 and "'_orig_mod." in line and "torch.compile" in line
+    assert not (tmp_path / "x.pt").exists()
