@@ -22,6 +22,7 @@ __all__ = [
     "UnsupportedLayerError",
     "LavaEnvironmentError",
     "OutputExistsError",
+    "DistributedError",
     "BundleFormatError",
     "VerificationError",
     "EnergyError",
@@ -100,6 +101,10 @@ class LavaEnvironmentError(VerificationError):
 
 class OutputExistsError(SVFormerDeployError, FileExistsError):
     """An output path exists and ``--force`` was not given."""
+
+
+class DistributedError(SVFormerDeployError):
+    """Processes of a distributed (torchrun) run lost step: a collective failed, timed out, or a peer stopped."""
 
 
 class EnergyError(SVFormerDeployError):

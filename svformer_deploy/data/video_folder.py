@@ -281,9 +281,10 @@ def mix_batch(clips: Tensor, labels: Tensor, num_classes: int, *, mixup_alpha: f
 class VideoFolder(torch.utils.data.Dataset):
     """Clips of a UCF101 / HMDB51 folder for training (one random augmented clip per video) or testing.
 
-    Items are ``(clip (C, T, H, W) normalised, label)``; with ``train=True`` an unreadable video gives
-    ``(None, label, video_id)`` instead so that :func:`svformer_deploy.training.collate_skip_bad` can drop and
-    count it (the epoch goes on). Test views come from :meth:`test_views`.
+    Items are ``(clip (C, T, H, W) normalised, label)`` (training: one augmented clip; else the first test view);
+    an unreadable video gives ``(None, label, video_id)`` instead so that
+    :func:`svformer_deploy.training.collate_skip_bad` can drop, count and name it (training and the validation
+    inside ``train`` go on). All test views come from :meth:`test_views`, which raises :class:`DataError`.
     """
 
     def __init__(self, root: str | os.PathLike, config: SVFormerConfig, *, split: str = "train", train: bool = True,
@@ -345,10 +346,7 @@ class VideoFolder(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):  # noqa: ANN204
         label = self.items[i][1]
-        if not self.train:
-            views, label = self.test_views(i)
-            return views[0], label
         try:
-            return self.train_clip(i), label
+            return (self.train_clip(i) if self.train else self.test_views(i)[0][0]), label
         except DataError:
             return None, label, self.video_id(i)

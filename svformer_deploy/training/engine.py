@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from svformer_deploy._atomic import atomic_write_csv, atomic_write_json
-from svformer_deploy.errors import ConfigError, DataError, OutputExistsError
+from svformer_deploy.errors import ConfigError, DataError, DistributedError, OutputExistsError
 from svformer_deploy.models import create_model, read_checkpoint, save_checkpoint
 from svformer_deploy.models.checkpoint import load_state_dict_checked
 
@@ -61,6 +61,7 @@ class TrainConfig:
     sampling_rate: int = 4              # video folders: source frames per clip frame
     split_no: int = 1                   # video folders: official split
     precise_bn_batches: int = 20        # recompute BN statistics on this many training batches per epoch; 0 = off
+    dist_timeout: float = 1800.0        # DDP: seconds a collective may wait (rank 0's validation included)
     model_overrides: dict[str, Any] = field(default_factory=dict)
 
 
@@ -154,16 +155,47 @@ class _Dist:
         return self.rank == 0
 
 
-def _init_distributed(device: str) -> _Dist:
+def _init_distributed(device: str, timeout_s: float) -> _Dist:
+    """Join the torchrun process group (gloo on CPU, NCCL on CUDA) with a collective timeout of ``timeout_s``."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return _Dist()
+    import datetime
+
     import torch.distributed as dist
 
     backend = "nccl" if device.startswith("cuda") else "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend)
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
     return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _all_ranks(flag: bool, dist_info: _Dist, device: torch.device) -> bool:
+    """True when ``flag`` is true on every process: the one way a per-batch decision that changes the sequence of
+    collectives (step or not) is taken, so that every rank takes the same one."""
+    if dist_info.world == 1:
+        return flag
+    import torch.distributed as dist
+
+    t = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())
+
+
+def _is_collective_error(err: BaseException) -> bool:
+    """A failure of torch.distributed itself (timeout, a peer that closed the connection), not of the model."""
+    import torch.distributed as dist
+
+    text = str(err).lower()
+    return isinstance(err, dist.DistError) or any(k in text for k in ("timed out", "timeout", "connection closed",
+                                                                      "connection reset", "gloo", "nccl"))
+
+
+def _collective_failure(err: BaseException, timeout_s: float) -> DistributedError:
+    return DistributedError(
+        f"a collective between the training processes failed or waited longer than --dist-timeout {timeout_s:g} s "
+        f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); another process stopped or took a "
+        "different path: check every process's log above; raise --dist-timeout if validation on rank 0 is slow")
 
 
 def _resolve_device(name: str, dist_info: _Dist) -> torch.device:
@@ -206,11 +238,15 @@ def _write_metrics(out_dir: Path, history: list[dict[str, Any]]) -> None:
 
 
 @torch.no_grad()
-def _validate(model: nn.Module, loader, device: torch.device) -> dict[str, float]:  # noqa: ANN001
+def _validate(model: nn.Module, loader, device: torch.device) -> dict[str, Any]:  # noqa: ANN001
+    """Loss, top-1 and top-5 over the readable validation clips; unreadable videos are skipped, counted
+    (``val_skipped_videos``) and named (``val_skipped_ids``) as in training."""
     model.eval()
     n = correct1 = correct5 = 0
     loss_sum = 0.0
-    for clips, labels, _ in loader:
+    skipped: list[str] = []
+    for clips, labels, bad in loader:
+        skipped.extend(bad)
         if clips is None:
             continue
         clips, labels = clips.to(device), labels.to(device)
@@ -220,8 +256,13 @@ def _validate(model: nn.Module, loader, device: torch.device) -> dict[str, float
         correct5 += topk_correct(logits, labels, 5)
         n += len(labels)
     if n == 0:
-        raise DataError("no validation clip could be read; check the data and its split files")
-    return {"val_loss": loss_sum / n, "val_top1": correct1 / n, "val_top5": correct5 / n}
+        raise DataError(f"none of the validation videos could be read ({len(skipped)} skipped, e.g. {skipped[:3]}); "
+                        "re-copy them or remove them from the test list")
+    row: dict[str, Any] = {"val_loss": loss_sum / n, "val_top1": correct1 / n, "val_top5": correct5 / n,
+                           "val_clips": n, "val_skipped_videos": len(skipped)}
+    if skipped:
+        row["val_skipped_ids"] = ";".join(skipped)
+    return row
 
 
 def _loader(dataset, cfg: TrainConfig, dist_info: _Dist, epoch: int, train: bool):  # noqa: ANN001, ANN202
@@ -252,7 +293,6 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, force: b
     DistributedDataParallel; rank 0 validates and writes. Returns the paths and the per-epoch history.
     """
     from svformer_deploy.data import build_dataset, class_names
-    from svformer_deploy.data.video_folder import mix_batch
 
     from dataclasses import replace
 
@@ -260,7 +300,8 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, force: b
 
     cfg = replace(cfg, out_dir=str(user_path(cfg.out_dir)), data=data_spec(cfg.data))
     resume = None if resume is None else user_path(resume)
-    dist_info = _init_distributed("cuda" if cfg.device == "auto" and torch.cuda.is_available() else cfg.device)
+    dist_info = _init_distributed("cuda" if cfg.device == "auto" and torch.cuda.is_available() else cfg.device,
+                                  cfg.dist_timeout)
     device = _resolve_device(cfg.device, dist_info)
     out_dir = Path(cfg.out_dir)
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
@@ -320,87 +361,144 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, force: b
 
     meta_base = {"class_names": names, "data": cfg.data, "seed": cfg.seed, "command": command,
                  "train_config": _jsonable(asdict(cfg)), "world_size": dist_info.world}
-    for epoch in range(start_epoch, cfg.epochs):
-        if hasattr(train_ds, "set_epoch"):
-            train_ds.set_epoch(epoch)
-        loader = _loader(train_ds, cfg, dist_info, epoch, train=True)
-        ddp_model.train()
-        t0 = time.perf_counter()
-        seen = correct = 0
-        loss_sum = 0.0
-        skipped: list[str] = []
-        bar = _progress(progress and dist_info.main, f"epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch)
-        with bar:
-            task = bar.add_task("train", total=steps_per_epoch)
-            for clips, labels, bad in loader:
-                skipped.extend(bad)
-                if clips is None or len(clips) < 2:  # BatchNorm needs 2 clips; a batch of bad files is skipped
-                    bar.advance(task)
-                    continue
-                clips, labels = clips.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-                mix_rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,))))
-                clips, target = mix_batch(clips, labels, len(names), mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix,
-                                          smoothing=cfg.label_smoothing, rng=mix_rng)
-                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                    logits = ddp_model(clips)
-                loss = soft_cross_entropy(logits, target)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if cfg.clip_grad:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                loss_sum += float(loss.detach()) * len(labels)
-                correct += topk_correct(logits.detach(), labels, 1)
-                seen += len(labels)
-                bar.update(task, advance=1, description=f"loss {loss_sum / seen:.3f} acc {correct / seen:.3f}")
-        counts = torch.tensor([seen, correct, loss_sum, len(skipped)], dtype=torch.float64)
-        if dist_info.world > 1:
-            import torch.distributed as dist
 
-            dist.all_reduce(counts)
-            gathered: list[list[str]] = [[] for _ in range(dist_info.world)]
-            dist.all_gather_object(gathered, skipped)
-            skipped = [s for part in gathered for s in part]
-        train_time = time.perf_counter() - t0
-        seen_all = int(counts[0])
-        if seen_all == 0:
-            raise DataError(f"epoch {epoch + 1}: none of the training videos could be read "
-                            f"({len(skipped)} skipped, e.g. {skipped[:3]}); check the files")
-        row: dict[str, Any] = {
-            "epoch": epoch + 1, "train_loss": float(counts[2]) / seen_all, "train_top1": float(counts[1]) / seen_all,
-            "lr": optimizer.param_groups[0]["lr"], "train_clips": seen_all, "skipped_videos": int(counts[3]),
-            "train_seconds": round(train_time, 3), "clips_per_second": round(seen_all / train_time, 2)}
-        if skipped:
-            row["skipped_ids"] = ";".join(sorted(set(skipped)))
-        if dist_info.main:
-            if cfg.precise_bn_batches > 0:
-                bn_loader = _loader(train_ds, cfg, _Dist(), epoch, train=True)
-                precise_bn(model, _first_batches(bn_loader, cfg.precise_bn_batches, device))
-            row.update(_validate(model, _loader(val_ds, cfg, dist_info, epoch, train=False), device))
-            history.append(row)
-            improved = row["val_top1"] > best_top1
-            best_top1 = max(best_top1, row["val_top1"])
+    def finish_epoch(epoch: int, row: dict[str, Any]) -> None:
+        """Rank 0: precise BN, last.pt (before validation), validation, last.pt / best.pt and metrics."""
+        nonlocal best_top1
+        if cfg.precise_bn_batches > 0:
+            bn_loader = _loader(train_ds, cfg, _Dist(), epoch, train=True)
+            precise_bn(model, _first_batches(bn_loader, cfg.precise_bn_batches, device))
+
+        def save_last(rows: list[dict[str, Any]], best: float) -> None:
             extra = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "scaler": scaler.state_dict(), "rng": _rng_state(), "epoch": epoch, "best_top1": best_top1}
-            meta = dict(meta_base, epoch=epoch + 1, metrics=row, history=history)
-            save_checkpoint(last_path, model, extra=extra, **meta)
-            if improved:
-                save_checkpoint(best_path, model, **meta)
-            _write_metrics(out_dir, history)
-            if on_epoch is not None:
-                on_epoch(row)
+                     "scaler": scaler.state_dict(), "rng": _rng_state(), "epoch": epoch, "best_top1": best}
+            save_checkpoint(last_path, model, extra=extra, **dict(meta_base, epoch=epoch + 1, metrics=rows[-1],
+                                                                  history=rows))
+
+        save_last([*history, row], best_top1)  # the epoch's training is kept whatever validation does
+        row.update(_validate(model, _loader(val_ds, cfg, dist_info, epoch, train=False), device))
+        history.append(row)
+        improved = row["val_top1"] > best_top1
+        best_top1 = max(best_top1, row["val_top1"])
+        save_last(history, best_top1)
+        if improved:
+            save_checkpoint(best_path, model, **dict(meta_base, epoch=epoch + 1, metrics=row, history=history))
+        _write_metrics(out_dir, history)
+        if on_epoch is not None:
+            on_epoch(row)
+
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            row = _train_epoch(ddp_model, model, train_ds, cfg, dist_info, device, epoch, optimizer, scheduler, scaler,
+                               use_amp, len(names), steps_per_epoch, progress)
+            failure: BaseException | None = None
+            if dist_info.main:
+                try:
+                    finish_epoch(epoch, row)
+                except BaseException as err:  # tell the other processes before failing, instead of leaving them waiting
+                    failure = err
+            # every process learns whether rank 0's validation and saving worked (this also replaces a barrier)
+            if not _all_ranks(failure is None, dist_info, device) and failure is None:
+                raise DistributedError(f"rank 0 failed after epoch {epoch + 1} (validation or saving; its error is "
+                                       "in its log); this process stops too")
+            if failure is not None:
+                raise failure
+    except RuntimeError as err:
+        if dist_info.world > 1 and _is_collective_error(err):
+            raise _collective_failure(err, cfg.dist_timeout) from err
+        raise
+    finally:
         if dist_info.world > 1:
             import torch.distributed as dist
 
-            dist.barrier()
+            if dist.is_initialized():
+                dist.destroy_process_group()
+    return TrainResult(out_dir, last_path, best_path, history)
+
+
+def _train_epoch(ddp_model: nn.Module, model: nn.Module, train_ds, cfg: TrainConfig, dist_info: _Dist,  # noqa: ANN001
+                 device: torch.device, epoch: int, optimizer, scheduler, scaler, use_amp: bool,  # noqa: ANN001
+                 num_classes: int, steps_per_epoch: int, progress: bool) -> dict[str, Any]:
+    """One epoch of training; returns its metrics row (summed over processes).
+
+    Unreadable videos are dropped from their batch, counted and named. Readable clips of a batch that cannot
+    step (fewer than 2 clips: BatchNorm needs 2, on this or on any other process) are carried into the next batch
+    instead of being lost (at most ``batch_size`` of them; the rest, and what is left when the epoch ends, are
+    counted as ``dropped_clips``). Every process takes the step / no-step decision together
+    (:func:`_all_ranks`), so the sequence of gradient all-reduces is the same on all of them.
+    """
+    from svformer_deploy.data.video_folder import mix_batch
+
+    if hasattr(train_ds, "set_epoch"):
+        train_ds.set_epoch(epoch)
+    loader = _loader(train_ds, cfg, dist_info, epoch, train=True)
+    ddp_model.train()
+    t0 = time.perf_counter()
+    seen = correct = dropped = 0
+    loss_sum = 0.0
+    skipped: list[str] = []
+    carry: tuple[Tensor, Tensor] | None = None
+    bar = _progress(progress and dist_info.main, f"epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch)
+    with bar:
+        task = bar.add_task("train", total=steps_per_epoch)
+        for clips, labels, bad in loader:
+            skipped.extend(bad)
+            if carry is not None:
+                clips = carry[0] if clips is None else torch.cat([carry[0], clips])
+                labels = carry[1] if labels is None else torch.cat([carry[1], labels])
+                carry = None
+            if not _all_ranks(clips is not None and len(clips) >= 2, dist_info, device):
+                if clips is not None:
+                    carry = (clips[-cfg.batch_size:], labels[-cfg.batch_size:])
+                    dropped += max(0, len(clips) - cfg.batch_size)
+                bar.advance(task)
+                continue
+            clips, labels = clips.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            mix_rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,))))
+            clips, target = mix_batch(clips, labels, num_classes, mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix,
+                                      smoothing=cfg.label_smoothing, rng=mix_rng)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                logits = ddp_model(clips)
+            loss = soft_cross_entropy(logits, target)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.clip_grad:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            loss_sum += float(loss.detach()) * len(labels)
+            correct += topk_correct(logits.detach(), labels, 1)
+            seen += len(labels)
+            bar.update(task, advance=1, description=f"loss {loss_sum / seen:.3f} acc {correct / seen:.3f}")
+    dropped += 0 if carry is None else len(carry[0])
+    counts = torch.tensor([seen, correct, loss_sum, len(skipped), dropped], dtype=torch.float64, device=device)
     if dist_info.world > 1:
         import torch.distributed as dist
 
-        dist.destroy_process_group()
-    return TrainResult(out_dir, last_path, best_path, history)
+        dist.all_reduce(counts)
+        gathered: list[list[str]] = [[] for _ in range(dist_info.world)]
+        dist.all_gather_object(gathered, skipped)
+        skipped = [s for part in gathered for s in part]
+    train_time = time.perf_counter() - t0
+    seen_all, dropped_all = int(counts[0]), int(counts[4])
+    if seen_all == 0:
+        if dropped_all:
+            raise DataError(
+                f"epoch {epoch + 1}: {dropped_all} readable clip(s) were never trained on: no step had at least 2 "
+                f"readable clips on every process ({len(skipped)} unreadable video(s), e.g. {skipped[:3]}); re-copy "
+                "or remove the unreadable videos, or raise --batch-size / use fewer processes")
+        raise DataError(f"epoch {epoch + 1}: none of the training videos could be read "
+                        f"({len(skipped)} skipped, e.g. {skipped[:3]}); re-copy them or check the split files")
+    row: dict[str, Any] = {
+        "epoch": epoch + 1, "train_loss": float(counts[2]) / seen_all, "train_top1": float(counts[1]) / seen_all,
+        "lr": optimizer.param_groups[0]["lr"], "train_clips": seen_all, "skipped_videos": int(counts[3]),
+        "dropped_clips": dropped_all, "train_seconds": round(train_time, 3),
+        "clips_per_second": round(seen_all / train_time, 2)}
+    if skipped:
+        row["skipped_ids"] = ";".join(sorted(set(skipped)))
+    return row
 
 
 def _first_batches(loader, n: int, device: torch.device):  # noqa: ANN001, ANN202

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from svformer_deploy.errors import ConfigError, OutputExistsError
+from svformer_deploy.errors import ConfigError, DataError, OutputExistsError
 from svformer_deploy.models import create_model, load_checkpoint
 from svformer_deploy.training import (
     TrainConfig, collate_skip_bad, param_groups, soft_cross_entropy, topk_correct, train, warmup_cosine,
@@ -103,17 +103,62 @@ def test_run_folder_contents(tmp_path):
         train(_cfg(tmp_path, epochs=2), resume=result.best, progress=False)
 
 
-def test_bad_video_skipped_and_counted(ucf_tiny, tmp_path):
+def _ucf_cfg(root: Path, out: Path, **kw) -> TrainConfig:
+    return TrainConfig(model="svformer_tiny", data=str(root), out_dir=str(out), epochs=1, batch_size=2,
+                       model_overrides={"img_size": 32, "num_frames": 4}, sampling_rate=2, **kw)
+
+
+def test_bad_video_skipped_and_counted_and_its_batch_refilled(ucf_tiny, tmp_path):
     torch.set_num_threads(1)
     bad = ucf_tiny / "Noisy" / "v_Noisy_g03_c01.mp4"
     bad.write_bytes(bad.read_bytes()[:3000])  # truncated
-    cfg = TrainConfig(model="svformer_tiny", data=str(ucf_tiny), out_dir=str(tmp_path / "run"), epochs=1,
-                      batch_size=2, model_overrides={"img_size": 32, "num_frames": 4}, sampling_rate=2)
-    result = train(cfg, progress=False)
+    result = train(_ucf_cfg(ucf_tiny, tmp_path / "run"), progress=False)
     row = result.history[0]
     assert row["skipped_videos"] == 1 and row["skipped_ids"] == "Noisy/v_Noisy_g03_c01.mp4"
-    # 4 training videos, batches of 2: the batch with the bad file keeps 1 clip, too few for BatchNorm: skipped
-    assert row["train_clips"] == 2 and 0 <= row["val_top1"] <= 1
+    # 4 training videos, batches of 2: the batch with the bad file keeps 1 clip, too few for BatchNorm; that clip
+    # is carried into the next batch (trained on) unless it was the last batch (then counted as dropped)
+    assert row["train_clips"] + row["dropped_clips"] == 3 and row["train_clips"] >= 2 and 0 <= row["val_top1"] <= 1
+
+
+def test_unreadable_validation_videos_are_skipped_counted_and_named(ucf_tiny, tmp_path):
+    """A zero-byte file in the test list no longer aborts `train` after a full epoch."""
+    torch.set_num_threads(1)
+    (ucf_tiny / "Calm" / "v_Calm_g09_c01.mp4").write_bytes(b"")
+    with open(ucf_tiny / "testlist01.txt", "a") as f:
+        f.write("Calm/v_Calm_g09_c01.mp4\n")
+    result = train(_ucf_cfg(ucf_tiny, tmp_path / "run"), progress=False)
+    row = result.history[0]
+    assert row["val_skipped_videos"] == 1 and row["val_skipped_ids"] == "Calm/v_Calm_g09_c01.mp4"
+    assert row["val_clips"] == 2 and result.best.exists()
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())[0]["val_skipped_videos"] == 1
+
+
+def test_last_checkpoint_is_written_before_validation(tmp_path, monkeypatch):
+    from svformer_deploy.training import engine
+
+    def broken_validation(*a, **k):
+        raise _Crash
+
+    torch.set_num_threads(1)
+    monkeypatch.setattr(engine, "_validate", broken_validation)
+    with pytest.raises(_Crash):
+        train(_cfg(tmp_path / "run", epochs=1), progress=False)
+    model, meta = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert meta["epoch"] == 1 and meta["extra"]["epoch"] == 0 and meta["metrics"]["train_clips"] == 24
+    assert "val_top1" not in meta["metrics"]
+
+
+def test_readable_clips_that_never_fill_a_batch_are_reported_as_such(ucf_tiny, tmp_path):
+    """1 readable + 1 unreadable video, batches of 2: the message says a readable clip was dropped, not that no
+    video could be read, and what to do."""
+    torch.set_num_threads(1)
+    (ucf_tiny / "trainlist01.txt").write_text("Calm/v_Calm_g02_c01.mp4 1\nNoisy/v_Noisy_g02_c01.mp4 2\n")
+    (ucf_tiny / "Noisy" / "v_Noisy_g02_c01.mp4").write_bytes(b"")
+    with pytest.raises(DataError) as err:
+        train(_ucf_cfg(ucf_tiny, tmp_path / "run", precise_bn_batches=0), progress=False)
+    msg = str(err.value)
+    assert "1 readable clip(s) were never trained on" in msg and "Noisy/v_Noisy_g02_c01.mp4" in msg
+    assert "--batch-size" in msg and "none of the training videos could be read" not in msg
 
 
 def test_precise_bn_is_the_average_of_batch_statistics():
