@@ -52,6 +52,8 @@ def train_cmd(
     sampling_rate: Annotated[int, typer.Option(help="Videos: source frames between clip frames.")] = 4,
     split: Annotated[int, typer.Option(help="Videos: official split 1, 2 or 3.")] = 1,
     precise_bn_batches: Annotated[int, typer.Option(help="Recompute BN statistics on N training batches each epoch (precise BN); 0 = off.")] = 20,
+    dist_timeout: Annotated[float, typer.Option(help="torchrun: seconds a collective may wait (rank 0's validation "
+                                                "included) before the run fails with a clear error.")] = 1800.0,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Model config override KEY=VALUE (repeatable), e.g. img_size=32.")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue exactly from a run's last.pt.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing run in --out.")] = False,
@@ -67,7 +69,8 @@ def train_cmd(
                       label_smoothing=label_smoothing, clip_grad=clip_grad or None, seed=seed, workers=workers,
                       device=device, amp=not no_amp, train_clips=train_clips, val_videos=val_videos, mixup=mixup,
                       cutmix=cutmix, rand_augment=ra, erase_prob=erase_prob, sampling_rate=sampling_rate,
-                      split_no=split, precise_bn_batches=precise_bn_batches, model_overrides=_overrides(set_ or []))
+                      split_no=split, precise_bn_batches=precise_bn_batches, dist_timeout=dist_timeout,
+                      model_overrides=_overrides(set_ or []))
     console = Console()
     # the exact command line, stored in the checkpoints (None when called in-process, e.g. from tests)
     command = "svformer-deploy " + shlex.join(sys.argv[1:]) if "train" in sys.argv[1:] else None
@@ -75,7 +78,11 @@ def train_cmd(
                    on_epoch=lambda r: console.print(
                        f"epoch {r['epoch']}: train loss {r['train_loss']:.3f} top-1 {r['train_top1']:.3f} | val top-1 "
                        f"{r['val_top1']:.4f} top-5 {r['val_top5']:.4f} | {r['clips_per_second']} clips/s"
-                       + (f" | skipped {r['skipped_videos']} unreadable video(s)" if r["skipped_videos"] else "")))
+                       + (f" | skipped {r['skipped_videos']} unreadable video(s)" if r["skipped_videos"] else "")
+                       + (f" | {r['dropped_clips']} readable clip(s) not trained on (no batch of 2)"
+                          if r["dropped_clips"] else "")
+                       + (f" | validation skipped {r['val_skipped_videos']} unreadable video(s)"
+                          if r.get("val_skipped_videos") else "")))
     if result.history:
         console.print(f"last checkpoint: {result.last}\nbest checkpoint: {result.best}\n"
                       f"metrics: {result.out_dir / 'metrics.csv'}, {result.out_dir / 'metrics.json'}")
