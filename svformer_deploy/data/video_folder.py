@@ -30,7 +30,7 @@ from torch.nn import functional as F
 from svformer_deploy.errors import DataError
 from svformer_deploy.models.config import SVFormerConfig
 
-__all__ = ["Layout", "detect_layout", "clip_indices", "decode_frames", "short_side_resize", "spatial_crops",
+__all__ = ["Layout", "detect_layout", "clip_indices", "decode_frames", "display_oriented", "short_side_resize", "spatial_crops",
            "TrainAugment", "VideoFolder", "mix_batch"]
 
 
@@ -130,6 +130,44 @@ def clip_indices(num_frames_video: int, num_frames: int, rate: int, clip_idx: in
     return np.clip(idx, 0, num_frames_video - 1)
 
 
+def display_oriented(image: np.ndarray, matrix: np.ndarray | None) -> np.ndarray:
+    """(H, W, C) decoded pixels as a player displays them, given the stream's 3x3 display matrix (FFmpeg's
+    ``AV_FRAME_DATA_DISPLAYMATRIX``, 9 int32 in 16.16 fixed point, row-major) or None.
+
+    The rule is FFmpeg's autorotate (fftools): theta = -(counter-clockwise angle of the matrix), in [0, 360);
+    theta 90: vertical flip if m[3] > 0, then rotate 90 degrees clockwise; theta 270: vertical flip if
+    m[3] < 0, then rotate 90 degrees counter-clockwise; theta 180: horizontal flip if m[0] < 0, vertical
+    flip if m[4] < 0; theta 0: vertical flip if m[4] < 0. Phones record portrait video as landscape pixels plus
+    such a matrix (usually theta 90). Other angles are left as stored.
+    """
+    if matrix is None:
+        return image
+    m = np.asarray(matrix, dtype=np.float64)
+    s0, s1 = math.hypot(m[0], m[3]), math.hypot(m[1], m[4])
+    if not s0 or not s1:  # a degenerate matrix (av_display_rotation_get gives NaN): keep the pixels as stored
+        return image
+    ccw = -math.degrees(math.atan2(m[1] / s1, m[0] / s0))  # av_display_rotation_get
+    theta = -round(ccw) % 360
+    if abs(theta - 90) < 1:
+        image = np.rot90(image[::-1] if m[3] > 0 else image, -1)
+    elif abs(theta - 270) < 1:
+        image = np.rot90(image[::-1] if m[3] < 0 else image, 1)
+    elif abs(theta - 180) < 1:
+        image = image[:, ::-1] if m[0] < 0 else image
+        image = image[::-1] if m[4] < 0 else image
+    elif abs(theta) < 1 and m[4] < 0:
+        image = image[::-1]
+    return np.ascontiguousarray(image)
+
+
+def _display_matrix(frame) -> np.ndarray | None:  # noqa: ANN001 (av.VideoFrame)
+    """The frame's display matrix (9 int32) or None when the file states none."""
+    for data in frame.side_data:
+        if data.type.name == "DISPLAYMATRIX":
+            return np.frombuffer(data, dtype=np.int32).copy()
+    return None
+
+
 def _decode(path: Path, wanted: set[int] | None, stop: int | None) -> tuple[dict[int, np.ndarray], int]:
     import av
 
@@ -143,7 +181,7 @@ def _decode(path: Path, wanted: set[int] | None, stop: int | None) -> tuple[dict
             stream.thread_type = "AUTO"
             for frame in container.decode(stream):
                 if wanted is None or count in wanted:
-                    frames[count] = frame.to_ndarray(format="rgb24")
+                    frames[count] = display_oriented(frame.to_ndarray(format="rgb24"), _display_matrix(frame))
                 count += 1
                 if stop is not None and count > stop:
                     break
