@@ -15,7 +15,7 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from svformer_deploy._atomic import atomic_write_csv, atomic_write_json
+from svformer_deploy._paths import data_spec, user_path
 from svformer_deploy.errors import ConfigError, DataError, DistributedError, OutputExistsError
 from svformer_deploy.models import create_model, read_checkpoint, save_checkpoint
 from svformer_deploy.models.checkpoint import load_state_dict_checked
@@ -293,10 +294,6 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, force: b
     DistributedDataParallel; rank 0 validates and writes. Returns the paths and the per-epoch history.
     """
     from svformer_deploy.data import build_dataset, class_names
-
-    from dataclasses import replace
-
-    from svformer_deploy._paths import data_spec, user_path
 
     cfg = replace(cfg, out_dir=str(user_path(cfg.out_dir)), data=data_spec(cfg.data))
     resume = None if resume is None else user_path(resume)

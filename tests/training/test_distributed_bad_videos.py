@@ -43,20 +43,24 @@ def ucf_with_zero_byte_videos(tmp_path_factory) -> Path:
     return root
 
 
+def _torchrun_train(data: Path, out: Path, seed: int) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "svformer_deploy", "train", "--device", "cpu", "--epochs", "1", "--batch-size", "2",
+           "--data", str(data), "--seed", str(seed), "--sampling-rate", "2",
+           "--set", "img_size=32", "--set", "num_frames=4", "--precise-bn-batches", "0", "--dist-timeout", "60",
+           "--out", str(out)]
+    try:
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=BOUND_S)
+    except subprocess.TimeoutExpired as err:
+        pytest.fail(f"seed {seed}: torchrun did not finish within {BOUND_S} s (deadlock?): {err.stderr!r:.2000}")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", range(5))
 def test_torchrun_with_zero_byte_videos_never_hangs(ucf_with_zero_byte_videos, tmp_path, seed):
     out = tmp_path / "run"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[2]))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "svformer_deploy", "train", "--device", "cpu", "--epochs", "1", "--batch-size", "2",
-           "--data", str(ucf_with_zero_byte_videos), "--seed", str(seed), "--sampling-rate", "2",
-           "--set", "img_size=32", "--set", "num_frames=4", "--precise-bn-batches", "0", "--dist-timeout", "60",
-           "--out", str(out)]
-    try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=BOUND_S)
-    except subprocess.TimeoutExpired as err:
-        pytest.fail(f"seed {seed}: torchrun did not finish within {BOUND_S} s (deadlock?): {err.stderr!r:.2000}")
+    proc = _torchrun_train(ucf_with_zero_byte_videos, out, seed)
     assert proc.returncode == 0, proc.stderr[-3000:]
     row = json.loads((out / "metrics.json").read_text())[0]
     # 14 videos, 7 per process, 3 steps of 2: every zero-byte video the sampler drew is named, no process waited
@@ -64,3 +68,18 @@ def test_torchrun_with_zero_byte_videos_never_hangs(ucf_with_zero_byte_videos, t
     if row["skipped_videos"]:
         assert set(row["skipped_ids"].split(";")) <= {"Calm/v_Calm_g08_c01.mp4", "Noisy/v_Noisy_g08_c01.mp4"}
     assert row["val_clips"] == 2
+
+
+@pytest.mark.slow
+def test_a_failure_on_rank_0_stops_every_process_cleanly(ucf_with_zero_byte_videos, tmp_path):
+    """Rank 0 cannot validate (every test video is zero-byte): it fails with its own error, and rank 1, instead of
+    waiting in a collective, stops with one line saying that rank 0 failed; last.pt of the epoch is kept."""
+    root = tmp_path / "ucf"
+    shutil.copytree(ucf_with_zero_byte_videos, root)
+    for line in (root / "testlist01.txt").read_text().split():
+        (root / line).write_bytes(b"")
+    proc = _torchrun_train(root, tmp_path / "run", 0)
+    assert proc.returncode != 0
+    assert "none of the validation videos could be read" in proc.stderr
+    assert "error: rank 0 failed after epoch 1" in proc.stderr
+    assert (tmp_path / "run" / "last.pt").exists()
