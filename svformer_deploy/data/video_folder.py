@@ -30,8 +30,8 @@ from torch.nn import functional as F
 from svformer_deploy.errors import DataError
 from svformer_deploy.models.config import SVFormerConfig
 
-__all__ = ["Layout", "detect_layout", "clip_indices", "decode_frames", "display_oriented", "short_side_resize", "spatial_crops",
-           "TrainAugment", "VideoFolder", "mix_batch"]
+__all__ = ["Layout", "detect_layout", "clip_indices", "decode_frames", "display_oriented", "short_side_resize",
+           "spatial_crops", "TrainAugment", "VideoFolder", "mix_batch"]
 
 
 @dataclass(frozen=True)

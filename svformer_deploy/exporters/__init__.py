@@ -74,8 +74,8 @@ def export_checkpoint(checkpoint: str | os.PathLike, to: str, out: str | os.Path
     checkpoint, out = user_path(checkpoint), user_path(out)
     exporter = get_exporter(to)
     model, meta = load_checkpoint(checkpoint)
-    path = exporter.export(model, out, checkpoint_sha256=meta["sha256"], checkpoint_path=str(checkpoint), class_names=meta.get("class_names"),
-                           force=force, approximate_bn=approximate_bn)
+    path = exporter.export(model, out, checkpoint_sha256=meta["sha256"], checkpoint_path=str(checkpoint),
+                           class_names=meta.get("class_names"), force=force, approximate_bn=approximate_bn)
     return path, model, meta
 
 

@@ -35,8 +35,8 @@ from svformer_deploy.errors import (
 )
 from svformer_deploy.models.config import SVFormerConfig
 
-__all__ = ["FORMAT_VERSION", "WRAPPER_PREFIXES", "unwrap_model", "save_checkpoint", "load_checkpoint", "read_checkpoint", "load_state_dict_checked",
-           "file_sha256", "atomic_write"]
+__all__ = ["FORMAT_VERSION", "WRAPPER_PREFIXES", "unwrap_model", "save_checkpoint", "load_checkpoint", "read_checkpoint",
+           "load_state_dict_checked", "file_sha256", "atomic_write"]
 
 FORMAT = "svformer-deploy-checkpoint"
 FORMAT_VERSION = 1
