@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from svformer_deploy._atomic import atomic_write, atomic_write_json
 from svformer_deploy.errors import OutputExistsError, VerificationError
 from svformer_deploy.exporters.partition import check_supported
-from svformer_deploy.models.neurons import PLIF
+from svformer_deploy.models.neurons import PLIF, PLIFParameters, plif_step
 
 __all__ = ["OPSET", "export_onnx", "verify_onnx", "onnx_metadata"]
 
@@ -27,8 +27,8 @@ OPSET = 17
 
 
 class _UnrolledPLIF(nn.Module):
-    """Inference-only PLIF with the model's arithmetic (``h = v + (x - v) * sigmoid(w)``; spike ``h >= V_th``;
-    ``v = h (1 - s)``), as a plain loop the ONNX tracer can unroll (the training module is an autograd.Function)."""
+    """Inference-only PLIF: :func:`~svformer_deploy.models.neurons.plif_step` in a plain loop the ONNX tracer
+    unrolls over the T frames (the training module is an autograd.Function the tracer cannot see into)."""
 
     def __init__(self, src: PLIF) -> None:
         super().__init__()
@@ -36,14 +36,11 @@ class _UnrolledPLIF(nn.Module):
         self.v_threshold = src.v_threshold
 
     def forward(self, x: Tensor) -> Tensor:
-        k = torch.sigmoid(self.w).to(x.dtype)
-        v = torch.zeros_like(x[0])
-        out = []
+        p = PLIFParameters(torch.sigmoid(self.w).to(x.dtype), self.v_threshold)
+        state, out = None, []
         for t in range(x.shape[0]):
-            h = v + (x[t] - v) * k
-            s = (h >= self.v_threshold).to(x.dtype)
+            s, state = plif_step(x[t], state, p)
             out.append(s)
-            v = h * (1.0 - s)
         return torch.stack(out)
 
 

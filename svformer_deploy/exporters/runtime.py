@@ -36,6 +36,7 @@ from svformer_deploy.errors import VerificationError
 from svformer_deploy.exporters.bundle import HOST_PARAMS_NAME, Manifest
 from svformer_deploy.exporters.host_ops import run_host_op
 from svformer_deploy.exporters.partition import DT
+from svformer_deploy.models.recording import forward_hooks
 
 __all__ = ["BundleRun", "PartitionRunner", "run_bundle", "load_partitions", "load_host_params",
            "SNNTORCH_NODE_TYPES"]
@@ -162,10 +163,7 @@ class PartitionRunner:
 
             with contextlib.redirect_stdout(io.StringIO()):  # the importer prints a warning per LIF node
                 self.whole = import_from_nir(graph)
-            self._captured: dict[str, Tensor] = {}
-            for k in self.lif_nodes:
-                sub = self.whole.get_submodule(k.replace(".", "_"))
-                sub.register_forward_hook(lambda _m, _i, out, k=k: self._captured.__setitem__(k, out))
+            self._lif_modules = {k: self.whole.get_submodule(k.replace(".", "_")) for k in self.lif_nodes}
             self.modules = {"graph": self.whole}
             runtime = "snntorch-graph"
         elif runtime == "snntorch":
@@ -193,10 +191,15 @@ class PartitionRunner:
         import nir
 
         if self.whole is not None:
-            self._captured.clear()
-            y = self.whole(inputs[self.inputs[0]])
+            captured: dict[str, Tensor] = {}
+
+            def keep(k: str):
+                return lambda _m, _i, out: captured.__setitem__(k, out[0] if isinstance(out, tuple) else out)
+
+            with forward_hooks((m, keep(k)) for k, m in self._lif_modules.items()):
+                y = self.whole(inputs[self.inputs[0]])
             y = y[0] if isinstance(y, tuple) else y
-            return {self.outputs[0]: y}, {k: self._captured[k] for k in self.lif_nodes}
+            return {self.outputs[0]: y}, {k: captured[k] for k in self.lif_nodes}
         vals: dict[str, Tensor] = {}
         outs: dict[str, Tensor] = {}
         for n in self.order:

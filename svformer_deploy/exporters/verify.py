@@ -35,9 +35,10 @@ from svformer_deploy.exporters.bundle import VERIFICATION_NAME, check_bundle_fil
 from svformer_deploy.exporters.partition import model_operations
 from svformer_deploy.exporters.runtime import PartitionRunner, load_host_params, load_partitions, run_bundle
 from svformer_deploy.models import iter_neurons, record_spikes
-from svformer_deploy.models.neurons import PLIF
+from svformer_deploy.models.neurons import PLIF, PLIFParameters, plif_step
+from svformer_deploy.models.recording import forward_hooks, to_chw
 
-__all__ = ["coverage_problems", "record_ties", "first_divergence", "NEAR_THRESHOLD", "to_map_layout", "LayerStats", "verify_bundle", "format_report"]
+__all__ = ["coverage_problems", "record_ties", "first_divergence", "NEAR_THRESHOLD", "LayerStats", "verify_bundle", "format_report"]
 
 
 def coverage_problems(model: nn.Module, covered: Iterable[str]) -> list[str]:
@@ -52,20 +53,6 @@ def coverage_problems(model: nn.Module, covered: Iterable[str]) -> list[str]:
     return problems
 
 
-def to_map_layout(name: str, x: Tensor, shape: tuple[int, ...]) -> Tensor:
-    """A neuron layer's (T, B, ...) tensor in the bundle's (T, B, C, H, W) layout.
-
-    Attention-stage tensors are tokens: (T, B, N, C), or (T, B, heads, N, d) for ``lif_q/k/v``; the bundle's
-    channel is head * d + i and its position n = y * W + x.
-    """
-    T, B = x.shape[:2]
-    if x.dim() == 5 and name.endswith(("lif_q", "lif_k", "lif_v")):
-        return x.permute(0, 1, 2, 4, 3).reshape(T, B, *shape)
-    if x.dim() == 4:
-        return x.transpose(2, 3).reshape(T, B, *shape)
-    return x.reshape(T, B, *shape)
-
-
 NEAR_THRESHOLD = 1e-5
 """|H - V_th| at or below which a model neuron counts as *near threshold*: float32 rounding differences between
 the bundle (folded BN, dense convs, snntorch's ``tau * H`` membrane) and the model are a few ulp per layer, so
@@ -77,36 +64,28 @@ def record_ties(model: nn.Module, near: float = NEAR_THRESHOLD):
     """Record, per PLIF layer, ``(tie, near)`` masks of shape (T, B, ...): where the membrane H equals V_th exactly,
     and where ``|H - V_th| <= near``.
 
-    H is recomputed from the layer's input with the model's own arithmetic (``h = v + (x - v) * sigmoid(w)``,
-    separate multiply and add), so it is the H the model compared against V_th.
+    H is recomputed from the layer's input by :func:`~svformer_deploy.models.neurons.plif_step` (the model's own
+    arithmetic), so it is the H the model compared against V_th.
     """
     ties: "OrderedDict[str, tuple[Tensor, Tensor]]" = OrderedDict()
-    handles = []
 
     def hook(name: str):
         def fn(mod: PLIF, inputs: tuple, output: Tensor) -> None:
             x_seq = inputs[0].detach()
-            k = torch.sigmoid(mod.w.detach()).to(x_seq.dtype)
-            v = torch.zeros_like(x_seq[0])
+            p = PLIFParameters(torch.sigmoid(mod.w.detach()).to(x_seq.dtype), mod.v_threshold)
             tie = torch.empty(x_seq.shape, dtype=torch.bool)
             close = torch.empty(x_seq.shape, dtype=torch.bool)
+            state = None
             for t in range(x_seq.shape[0]):
-                h = v + (x_seq[t] - v) * k
-                tie[t] = h == mod.v_threshold
-                close[t] = (h - mod.v_threshold).abs() <= near
-                v = h.masked_fill(h >= mod.v_threshold, 0.0)
+                _, state = plif_step(x_seq[t], state, p)
+                tie[t] = state.h == mod.v_threshold
+                close[t] = (state.h - mod.v_threshold).abs() <= near
             ties[name] = (tie, close)
 
         return fn
 
-    try:
-        for name, mod in iter_neurons(model):
-            if isinstance(mod, PLIF):
-                handles.append(mod.register_forward_hook(hook(name)))
+    with forward_hooks((mod, hook(name)) for name, mod in iter_neurons(model) if isinstance(mod, PLIF)):
         yield ties
-    finally:
-        for h in handles:
-            h.remove()
 
 
 @dataclass
@@ -181,6 +160,7 @@ def verify_bundle(bundle: str | Path, model: nn.Module, batches: Iterable[tuple[
     host = load_host_params(bundle)
     runners = {p.name: PartitionRunner(p.name, graphs[p.name], runtime) for p in manifest.partitions}
     model = model.eval()
+    layouts = {name: mod.layout for name, mod in iter_neurons(model)}
     T = model.config.num_frames
     layers: "OrderedDict[str, LayerStats]" = OrderedDict()
     divergences: list[dict[str, Any]] = []
@@ -195,8 +175,8 @@ def verify_bundle(bundle: str | Path, model: nn.Module, batches: Iterable[tuple[
                 raise VerificationError(f"neuron layer {name} has no LIF node in the bundle")
             got = run.spikes[name]
             shape = tuple(got.shape[2:])
-            refs[name] = to_map_layout(name, ref, shape)
-            masks[name] = tuple(to_map_layout(name, m, shape) for m in margins[name])
+            refs[name] = to_chw(ref, layouts[name], shape)
+            masks[name] = tuple(to_chw(m, layouts[name], shape) for m in margins[name])
             layers.setdefault(name, LayerStats.empty(T)).update(refs[name], got, *masks[name])
         d = first_divergence(list(rec.spikes), refs, run.spikes, masks)
         if d is not None:

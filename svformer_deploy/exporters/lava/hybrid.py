@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from svformer_deploy.exporters.lava.emulate import emulate_layer
 from svformer_deploy.exporters.lava.partition import Partition
+from svformer_deploy.models.recording import forward_hooks
 
 __all__ = ["quantized_partitions_active"]
 
@@ -24,7 +25,6 @@ def quantized_partitions_active(model: nn.Module, partitions: Sequence[Partition
     """Inside the block, ``model(x)`` runs its Lava partitions in the bit-exact fixed-point emulation."""
     mods = dict(model.named_modules())
     seen: dict[str, Tensor] = {}  # neuron name -> its output in this forward (after replacement)
-    handles = []
 
     def keep(name: str):
         def hook(_m, _inp, out: Tensor) -> None:
@@ -42,15 +42,11 @@ def quantized_partitions_active(model: nn.Module, partitions: Sequence[Partition
             return new
         return hook
 
+    watched = {p.source.neuron for p in partitions} | {t.neuron for p in partitions for t in p.taps}
+    hooks = [(mods[name], keep(name)) for name in watched]  # first: runs before any replacement on that module
+    hooks += [(mods[part.taps[i].neuron], replace(part, i)) for part in partitions for i in range(len(part.layers))]
     try:
-        watched = {p.source.neuron for p in partitions} | {t.neuron for p in partitions for t in p.taps}
-        for name in watched:  # registered first: runs before any replacement hook on the same module
-            handles.append(mods[name].register_forward_hook(keep(name)))
-        for part in partitions:
-            for i in range(len(part.layers)):
-                handles.append(mods[part.taps[i].neuron].register_forward_hook(replace(part, i)))
-        yield
+        with forward_hooks(hooks):
+            yield
     finally:
-        for h in handles:
-            h.remove()
         seen.clear()

@@ -23,7 +23,6 @@ head and the classifier. BatchNorm folds only when it is shared across time (``b
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
@@ -31,20 +30,21 @@ from torch import Tensor, nn
 
 from svformer_deploy.errors import UnsupportedLayerError
 from svformer_deploy.exporters.lava.quantize import FloatLayer, LoihiLayer, quantize_layer
-from svformer_deploy.models.neurons import SpikingNeuron
+from svformer_deploy.models.neurons import NeuronLayout, SpikingNeuron
 from svformer_deploy.models.norm import TemporalBatchNorm
+from svformer_deploy.models.recording import from_chw, to_chw
 
 __all__ = ["Tap", "Partition", "partition_model", "quantize_partition", "check_supported", "neuron_assignment"]
 
-Layout = Literal["chw", "tokens", "heads"]
+Layout = NeuronLayout
 
 
 @dataclass(frozen=True)
 class Tap:
     """Where a partition reads or writes spikes in the model: a neuron layer's output as (T, B, C, H, W).
 
-    ``layout`` is how that neuron's output is shaped in the model: ``"chw"`` (T, B, C, H, W), ``"tokens"``
-    (T, B, N, C) with N = H*W, ``"heads"`` (T, B, heads, N, d) with C = heads*d. ``channels`` = (start, stop)
+    ``layout`` is the layout the neuron layer declares (:attr:`SpikingNeuron.layout`, see
+    :func:`svformer_deploy.models.recording.to_chw`). ``channels`` = (start, stop)
     when only a channel slice belongs to the partition (``head.lif``).
     """
 
@@ -55,30 +55,19 @@ class Tap:
 
     def to_chw(self, x: Tensor) -> Tensor:
         """The model's output of ``neuron`` -> (T, B, C, H, W) (the slice if ``channels``)."""
-        C, H, W = self.shape
-        T, B = x.shape[:2]
-        if self.layout == "tokens":
-            x = x.transpose(2, 3).reshape(T, B, -1, H, W)
-        elif self.layout == "heads":
-            x = x.transpose(3, 4).reshape(T, B, -1, H, W)
-        if self.channels is not None:
-            x = x[:, :, self.channels[0]:self.channels[1]]
-        return x
+        x = to_chw(x, self.layout, (-1, *self.shape[1:]))
+        return x if self.channels is None else x[:, :, self.channels[0]:self.channels[1]]
 
     def insert(self, full: Tensor, chw: Tensor) -> Tensor:
         """Put (T, B, C, H, W) spikes ``chw`` into the model's output ``full`` of ``neuron`` (a new tensor)."""
-        T, B = full.shape[:2]
         chw = chw.to(full.dtype)
-        if self.layout == "chw":
-            out = full.clone()
-            if self.channels is None:
-                return chw.clone()
-            out[:, :, self.channels[0]:self.channels[1]] = chw
-            return out
-        if self.layout == "tokens":
-            return chw.reshape(T, B, chw.shape[2], -1).transpose(2, 3).contiguous()
-        h = full.shape[2]
-        return chw.reshape(T, B, h, chw.shape[2] // h, -1).transpose(3, 4).contiguous()
+        if self.channels is None:
+            return from_chw(chw, self.layout, full)
+        if self.layout != "chw":
+            raise UnsupportedLayerError(f"{self.neuron}: a channel slice of a '{self.layout}' neuron layer")
+        out = full.clone()
+        out[:, :, self.channels[0]:self.channels[1]] = chw
+        return out
 
     def to_dict(self) -> dict:
         return {"neuron": self.neuron, "layout": self.layout, "shape": list(self.shape),
@@ -182,23 +171,26 @@ def partition_model(model: nn.Module, approximate_bn: bool = False) -> list[Part
     mods = dict(model.named_modules())
     parts: list[Partition] = []
 
-    def first_reader(s: int) -> list[tuple[str, Layout]]:
+    def tap(neuron: str, shape: tuple[int, int, int], channels: tuple[int, int] | None = None) -> Tap:
+        return Tap(neuron, mods[neuron].layout, tuple(shape), channels)
+
+    def first_reader(s: int) -> list[str]:
         """Neurons that read stage s's stream right after patch_embed{s}, before any residual add."""
         if depths[s - 1] > 0:
-            return [(f"blocks{s}.0.lif", "chw") if s <= 2 else (f"blocks{s}.0.attn.lif_in", "tokens")]
+            return [f"blocks{s}.0.lif" if s <= 2 else f"blocks{s}.0.attn.lif_in"]
         if s < 4:
-            return [(f"patch_embed{s + 1}.lif", "chw")]
+            return [f"patch_embed{s + 1}.lif"]
         return []  # stage 4 with no blocks feeds head.lif's second half through the concat: host
 
     # patch_embed{s} -> first reader of stage s
     for s in (2, 3, 4):
         pe = f"patch_embed{s}"
-        src = Tap(f"{pe}.lif", "chw", (dims[s - 2], side[s - 2], side[s - 2]))
+        src = tap(f"{pe}.lif", (dims[s - 2], side[s - 2], side[s - 2]))
         w, b, st, pd, g = _conv_params(mods[f"{pe}.conv"])
         w, b = _fold_bn(w, b, mods[f"{pe}.bn"])
-        for reader, layout in first_reader(s):
+        for reader in first_reader(s):
             lay = _layer(f"{pe}.conv+bn", mods[reader], reader, w, b, st, pd, g, src.shape, (f"{pe}.conv", f"{pe}.bn"))
-            parts.append(Partition(f"{pe}>{reader}", src, (lay,), (Tap(reader, layout, lay.out_shape),)))
+            parts.append(Partition(f"{pe}>{reader}", src, (lay,), (tap(reader, lay.out_shape),)))
         if s == 3:  # the local pathway: a two-layer chain ending in head.lif's first C4 channels
             lif_lp = mods["local_path.lif"]
             l1 = _layer(f"{pe}.conv+bn", lif_lp, "local_path.lif", w, b, st, pd, g, src.shape, (f"{pe}.conv", f"{pe}.bn"))
@@ -207,16 +199,15 @@ def partition_model(model: nn.Module, approximate_bn: bool = False) -> list[Part
             l2 = _layer("local_path.dwconv*pwconv+bn", mods["head.lif"], "head.lif", wc, bc, st2, pd2, 1, l1.out_shape,
                         ("local_path.dwconv", "local_path.pwconv", "local_path.bn"))
             parts.append(Partition("local_path", src, (l1, l2),
-                                   (Tap("local_path.lif", "chw", l1.out_shape),
-                                    Tap("head.lif", "chw", l2.out_shape, (0, l2.out_shape[0])))))
+                                   (tap("local_path.lif", l1.out_shape),
+                                    tap("head.lif", l2.out_shape, (0, l2.out_shape[0])))))
 
     for s in range(1, 5):
         C, H = dims[s - 1], side[s - 1]
-        layout: Layout = "chw" if s <= 2 else "tokens"
         for i in range(depths[s - 1]):
             blk = f"blocks{s}.{i}"
             if s >= 3:  # attention: q, k, v
-                src = Tap(f"{blk}.attn.lif_in", "tokens", (C, H, H))
+                src = tap(f"{blk}.attn.lif_in", (C, H, H))
                 w, b, st, pd, g = _conv_params(mods[f"{blk}.attn.qkv"])
                 for j, which in enumerate("qkv"):
                     rows = slice(j * C, (j + 1) * C)
@@ -224,14 +215,14 @@ def partition_model(model: nn.Module, approximate_bn: bool = False) -> list[Part
                     neuron = f"{blk}.attn.lif_{which}"
                     lay = _layer(f"{blk}.attn.qkv[{which}]+bn_qkv", mods[neuron], neuron, wj, bj, st, pd, g, src.shape,
                                  (f"{blk}.attn.qkv", f"{blk}.attn.bn_qkv"))
-                    parts.append(Partition(f"{blk}.attn.{which}", src, (lay,), (Tap(neuron, "heads", lay.out_shape),)))
-            src = Tap(f"{blk}.mlp.lif1", layout, (C, H, H))
+                    parts.append(Partition(f"{blk}.attn.{which}", src, (lay,), (tap(neuron, lay.out_shape),)))
+            src = tap(f"{blk}.mlp.lif1", (C, H, H))
             w, b, st, pd, g = _conv_params(mods[f"{blk}.mlp.fc1"])
             w, b = _fold_bn(w, b, mods[f"{blk}.mlp.bn1"])
             neuron = f"{blk}.mlp.lif2"
             lay = _layer(f"{blk}.mlp.fc1+bn1", mods[neuron], neuron, w, b, st, pd, g, src.shape,
                          (f"{blk}.mlp.fc1", f"{blk}.mlp.bn1"))
-            parts.append(Partition(f"{blk}.mlp", src, (lay,), (Tap(neuron, layout, lay.out_shape),)))
+            parts.append(Partition(f"{blk}.mlp", src, (lay,), (tap(neuron, lay.out_shape),)))
     return parts
 
 
