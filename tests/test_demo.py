@@ -67,10 +67,10 @@ def test_demo_runs_every_export_and_report_on_the_shipped_checkpoint(tmp_path, c
     out = tmp_path / "out"
     nir_check = json.loads((out / "export-nir" / "bundle" / "verification.json").read_text())
     assert nir_check["verdict"] == "exact"
-    assert (out / "export-onnx" / "model.onnx").stat().st_size > 100_000
+    assert (out / "export-onnx" / "bundle" / "model.onnx").stat().st_size > 100_000
     summary = json.loads((out / "energy" / "report" / "summary.json").read_text())
     assert summary["videos"] == demo_mod.DEMO_VIDEOS and summary["views_per_video"] == 1
     assert (out / "sparsity" / "report" / "rate_heatmap.png").read_bytes()[:4] == b"\x89PNG"
     listed = json.loads((out / "demo.json").read_text())["artefacts"]
     assert set(steps) <= set(listed)
-    assert listed["export-onnx"]["verification"].endswith("model.onnx.verification.json")
+    assert listed["export-onnx"]["verification"].endswith("bundle/verification.json")

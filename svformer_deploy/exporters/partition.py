@@ -35,10 +35,10 @@ import torch
 from torch import nn
 
 from svformer_deploy.errors import ExportError, UnsupportedLayerError
-from svformer_deploy.exporters.bundle import HostOpSpec, PartitionSpec, Signal
+from svformer_deploy.exporters.bundle import Approximation, HostOpSpec, PartitionSpec, Signal
 
 __all__ = ["DT", "Lowered", "LoweredPartition", "lower_svformer", "model_operations", "check_supported",
-           "PerTimestepBNError"]
+           "PerTimestepBNError", "nir_approximations"]
 
 DT = 1e-4
 """The timestep dt written into every LIF (``tau_nir = tau_plif * dt``); 1e-4 s is what snntorch's importer
@@ -82,7 +82,7 @@ class Lowered:
     schedule: list[dict[str, str]]
     graph_input: str
     graph_output: str
-    approximations: list[str]
+    approximations: list[Approximation]
 
 
 @dataclass(frozen=True)
@@ -474,6 +474,15 @@ def lower_svformer(model: nn.Module, approximate_bn: bool = False) -> Lowered:
         {"head.readout.conv3d_weight": w3, "head.readout.conv3d_bias": b3,
          "head.readout.fc_weight": _np(hd.fc.weight), "head.readout.fc_bias": _np(hd.fc.bias)})
     b.finish()
-    approx = ([f"per-timestep BatchNorm folded with its time-averaged affine map (mean over T={cfg.num_frames} of "
-               "scale and shift); not exact"] if cfg.bn == "per_timestep" else [])
-    return Lowered(b.parts, b.host_ops, b.host_params, b.signals, b.schedule, "frames", "logits", approx)
+    return Lowered(b.parts, b.host_ops, b.host_params, b.signals, b.schedule, "frames", "logits",
+                   nir_approximations(cfg.to_dict()))
+
+
+def nir_approximations(config: dict) -> list[Approximation]:
+    """What a NIR export departs from the model by: only the time-averaged BatchNorm of a per-timestep-BN model
+    (exported with ``approximate_bn``). The verifier re-derives this list from the source checkpoint's config."""
+    if config.get("bn") != "per_timestep":
+        return []
+    T = int(config["num_frames"])
+    return [Approximation("bn_time_average", f"per-timestep BatchNorm folded with its time-averaged affine map (mean "
+                          f"over T={T} of scale and shift); not exact", {"num_frames": T})]

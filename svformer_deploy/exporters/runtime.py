@@ -34,11 +34,11 @@ from torch import Tensor
 
 from svformer_deploy.errors import VerificationError
 from svformer_deploy.exporters.bundle import HOST_PARAMS_NAME, Manifest
-from svformer_deploy.exporters.host_ops import run_host_op
+from svformer_deploy.exporters.host_ops import HostContext, PartitionFn, run_host_op
 from svformer_deploy.exporters.partition import DT
 from svformer_deploy.models.recording import forward_hooks
 
-__all__ = ["BundleRun", "PartitionRunner", "run_bundle", "load_partitions", "load_host_params",
+__all__ = ["BundleRun", "PartitionRunner", "run_bundle", "load_partitions", "load_host_params", "check_partition_signals",
            "SNNTORCH_NODE_TYPES"]
 
 
@@ -235,6 +235,23 @@ def load_partitions(bundle: str | Path, manifest: Manifest, type_check: bool = T
     return graphs
 
 
+def check_partition_signals(bundle: str | Path, manifest: Manifest, graphs: dict) -> None:
+    """Every Input/Output node a partition binds exists in its file and has the shape of its signal."""
+    from svformer_deploy.errors import BundleFormatError
+
+    for p in manifest.partitions:
+        nodes = graphs[p.name].nodes
+        for node, sig in [*p.inputs.items(), *p.outputs.items()]:
+            if node not in nodes:
+                raise BundleFormatError(f"{bundle}: partition '{p.name}' binds node '{node}', which {p.file} does not "
+                                        "have; re-export the bundle")
+            types = nodes[node].input_type if node in p.inputs else nodes[node].output_type
+            shape = tuple(int(n) for n in np.asarray(next(iter(types.values()))).reshape(-1))
+            if shape != manifest.signals[sig].shape:
+                raise BundleFormatError(f"{bundle}: signal '{sig}' has shape {manifest.signals[sig].shape} in the "
+                                        f"manifest but {shape} at node '{node}' of {p.file}; re-export the bundle")
+
+
 def load_host_params(bundle: str | Path) -> dict[str, Tensor]:
     path = Path(bundle) / HOST_PARAMS_NAME
     if not path.exists():
@@ -244,9 +261,15 @@ def load_host_params(bundle: str | Path) -> dict[str, Tensor]:
 
 
 def run_bundle(manifest: Manifest, graphs: dict, host_params: dict[str, Tensor], clips: Tensor,
-               runtime: str = "snntorch", runners: dict[str, PartitionRunner] | None = None) -> BundleRun:
-    """Execute the bundle on normalised clips (B, C, T, H, W) and return logits and every LIF node's spikes."""
-    runners = runners or {p.name: PartitionRunner(p.name, graphs[p.name], runtime) for p in manifest.partitions}
+               runtime: str = "snntorch", runners: dict[str, PartitionRunner] | None = None,
+               run_partition: PartitionFn | None = None) -> BundleRun:
+    """Execute the bundle on normalised clips (B, C, T, H, W) and return logits and every LIF node's spikes.
+
+    Scheduled partitions run in ``runners`` (NIR graphs of ``graphs`` by default); partitions a host op calls
+    run through ``run_partition`` (a target's partition runtime, e.g. the Loihi fixed-point emulation)."""
+    scheduled = [s["partition"] for s in manifest.schedule if "partition" in s]
+    runners = runners or {n: PartitionRunner(n, graphs[n], runtime) for n in scheduled}
+    ctx = HostContext(config=manifest.config, run_partition=run_partition)
     for r in runners.values():
         r.reset()
     T = clips.shape[2]
@@ -267,7 +290,7 @@ def run_bundle(manifest: Manifest, graphs: dict, host_params: dict[str, Tensor],
                     spikes[k].append(v)
             else:
                 h = manifest.host_op(s["host_op"])
-                res = run_host_op(h.op, [sig[i] for i in h.inputs], h.attrs, _params(h, host_params))
+                res = run_host_op(h.op, [sig[i] for i in h.inputs], h.attrs, _params(h, host_params), ctx)
                 sig.update(zip(h.outputs, res))
         for k, v in sig.items():
             seq[k].append(v)
@@ -276,7 +299,7 @@ def run_bundle(manifest: Manifest, graphs: dict, host_params: dict[str, Tensor],
         if "partition" in s:
             raise VerificationError("per-clip partitions are not supported by this runtime")
         h = manifest.host_op(s["host_op"])
-        res = run_host_op(h.op, [clip_sig[i] for i in h.inputs], h.attrs, _params(h, host_params))
+        res = run_host_op(h.op, [clip_sig[i] for i in h.inputs], h.attrs, _params(h, host_params), ctx)
         clip_sig.update(zip(h.outputs, res))
     return BundleRun(clip_sig[manifest.graph_output], {k: torch.stack(v) for k, v in spikes.items()},
                      {k: r.runtime for k, r in runners.items()})
@@ -289,5 +312,10 @@ def _time_of(manifest: Manifest, step: dict[str, str]) -> str:
 
 
 def _params(h, host_params: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The op's parameters by their own names: ``host_params`` keys are ``<host op name>.<param>``."""
     prefix = h.name + "."
+    missing = [k for k in h.params if k not in host_params or not k.startswith(prefix)]
+    if missing:
+        raise VerificationError(f"host op '{h.name}' needs parameter(s) {missing[:3]} that {HOST_PARAMS_NAME} "
+                                f"does not hold under the prefix '{prefix}'; re-export the bundle")
     return {k[len(prefix):]: host_params[k] for k in h.params}

@@ -29,16 +29,34 @@ import torch
 from torch import Tensor, nn
 
 from svformer_deploy._atomic import atomic_write_json
-from svformer_deploy.errors import VerificationError
+from svformer_deploy.errors import BundleFormatError, VerificationError
 from svformer_deploy.exporters import LOGIT_TOLERANCE
 from svformer_deploy.exporters.bundle import VERIFICATION_NAME, check_bundle_files, read_manifest
-from svformer_deploy.exporters.partition import model_operations
-from svformer_deploy.exporters.runtime import PartitionRunner, load_host_params, load_partitions, run_bundle
+from svformer_deploy.exporters.partition import DT, model_operations, nir_approximations
+from svformer_deploy.exporters.runtime import (PartitionRunner, check_partition_signals, load_host_params, load_partitions,
+                                               run_bundle)
 from svformer_deploy.models import iter_neurons, record_spikes
 from svformer_deploy.models.neurons import PLIF, PLIFParameters, plif_step
 from svformer_deploy.models.recording import forward_hooks, to_chw
 
-__all__ = ["coverage_problems", "record_ties", "first_divergence", "NEAR_THRESHOLD", "LayerStats", "verify_bundle", "format_report"]
+__all__ = ["check_manifest_meaning", "coverage_problems", "record_ties", "first_divergence", "NEAR_THRESHOLD", "LayerStats", "verify_bundle", "format_report"]
+
+
+def check_manifest_meaning(bundle: Path, manifest, model: nn.Module) -> None:
+    """Cross-check what the manifest says against what it must be for ``model``: the config, the dt the LIF
+    taus were written with, and the approximations (re-derived, with their parameters). One
+    :class:`BundleFormatError` naming the first mismatch."""
+    fix = "re-export the bundle with `svformer-deploy export` instead of editing it"
+    cfg = model.config.to_dict()
+    diff = sorted(k for k in set(cfg) | set(manifest.config) if cfg.get(k) != manifest.config.get(k))
+    if diff:
+        raise BundleFormatError(f"{bundle}: the manifest's config differs from the source model's in {diff}; {fix}")
+    if manifest.dt != DT:
+        raise BundleFormatError(f"{bundle}: the manifest says dt = {manifest.dt!r}, but NIR bundles are written "
+                                f"with dt = {DT} (tau = tau_plif * dt in every LIF node); {fix}")
+    if manifest.approximations != nir_approximations(cfg):
+        raise BundleFormatError(f"{bundle}: the manifest lists approximations this model's export does not make "
+                                f"(re-derived from its config: {[a.kind for a in nir_approximations(cfg)]}); {fix}")
 
 
 def coverage_problems(model: nn.Module, covered: Iterable[str]) -> list[str]:
@@ -153,7 +171,9 @@ def verify_bundle(bundle: str | Path, model: nn.Module, batches: Iterable[tuple[
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
     check_bundle_files(bundle, manifest)
+    check_manifest_meaning(bundle, manifest, model)
     graphs = load_partitions(bundle, manifest, type_check=True)
+    check_partition_signals(bundle, manifest, graphs)
     coverage = coverage_problems(model, manifest.covered_modules())
     if coverage:
         raise VerificationError(f"bundle {bundle} does not cover the model exactly once: {coverage[:5]}")
@@ -203,7 +223,7 @@ def verify_bundle(bundle: str | Path, model: nn.Module, batches: Iterable[tuple[
                         "snntorch-nodes: every node imported by import_from_nir, edges wired and summed by "
                         "svformer-deploy (nirtorch 2.6 cannot build graphs with several Input/Output nodes); "
                         "reference: svformer-deploy's own NIR interpreter",
-        "approximations": manifest.approximations,
+        "approximations": [a.text for a in manifest.approximations],
         "spike_agreement": agree / n, "neuron_steps": n,
         "ties": sum(v["ties"] for v in per_layer.values()),
         "disagree_at_ties": sum(v["disagree_at_ties"] for v in per_layer.values()),

@@ -34,7 +34,8 @@ from svformer_deploy.models.neurons import NeuronLayout, SpikingNeuron
 from svformer_deploy.models.norm import TemporalBatchNorm
 from svformer_deploy.models.recording import from_chw, to_chw
 
-__all__ = ["Tap", "Partition", "partition_model", "quantize_partition", "check_supported", "neuron_assignment"]
+__all__ = ["Tap", "Partition", "partition_model", "quantize_partition", "check_supported", "neuron_assignment",
+           "partition_taps"]
 
 Layout = NeuronLayout
 
@@ -229,6 +230,12 @@ def partition_model(model: nn.Module, approximate_bn: bool = False) -> list[Part
 def quantize_partition(part: Partition, exponent: int | None = None) -> Partition:
     """The same partition with every layer quantised (:func:`quantize_layer`)."""
     return Partition(part.name, part.source, tuple(quantize_layer(l, exponent) for l in part.layers), part.taps)
+
+
+def partition_taps(parts: list[Partition]) -> dict[str, dict]:
+    """``{name: {"source": tap, "taps": [tap per layer]}}`` (taps as :meth:`Tap.to_dict`): what the host op
+    ``svformer_float_host`` needs to call each partition (see :func:`~svformer_deploy.exporters.host_ops.partitions_replacing`)."""
+    return {p.name: {"source": p.source.to_dict(), "taps": [t.to_dict() for t in p.taps]} for p in parts}
 
 
 def neuron_assignment(model: nn.Module, parts: list[Partition]) -> dict[str, str]:
