@@ -50,7 +50,8 @@ from svformer_deploy.errors import BundleFormatError
 __all__ = [
     "BUNDLE_FORMAT", "BUNDLE_VERSION", "MANIFEST_NAME", "HOST_PARAMS_NAME", "VERIFICATION_NAME", "APPROXIMATION_KINDS",
     "Signal", "PartitionSpec", "HostOpSpec", "Approximation", "Manifest", "write_bundle", "read_manifest",
-    "check_bundle_files", "manifest_digest", "atomic_write_dir",
+    "check_bundle_files", "manifest_digest", "manifest_differences", "check_manifest_matches", "PROVENANCE_FIELDS",
+    "atomic_write_dir",
 ]
 
 BUNDLE_FORMAT = "svformer-deploy-bundle"
@@ -343,7 +344,12 @@ class Manifest:
             d["signals"] = {k: Signal(**{**v, "shape": tuple(v["shape"])}) for k, v in d["signals"].items()}
             d["partitions"] = [PartitionSpec(**p) for p in d["partitions"]]
             d["host_ops"] = [HostOpSpec(**h) for h in d["host_ops"]]
-            d["approximations"] = [Approximation(**a) for a in d.get("approximations", [])]
+            approx = d.get("approximations", [])
+            for i, a in enumerate(approx if isinstance(approx, list) else [approx]):
+                if not isinstance(a, dict):
+                    raise _bad(f"approximations[{i}]", f"is {a!r}, not a {{kind, text, params}} record written by an "
+                               "exporter")
+            d["approximations"] = [Approximation(**a) for a in approx]
             return cls(**d)
         except (KeyError, TypeError, AttributeError, ValueError) as err:
             if isinstance(err, BundleFormatError):
@@ -366,6 +372,42 @@ class Manifest:
     def covered_modules(self) -> list[str]:
         """Every module named by a partition or host op, with repetitions (a correct bundle has none)."""
         return [m for p in self.partitions for m in p.modules] + [m for h in self.host_ops for m in h.modules]
+
+
+PROVENANCE_FIELDS = ("created_by", "files", "integrity", "checkpoint_path", "checkpoint_sha256", "class_names")
+"""Manifest fields that record where a bundle came from rather than what it computes: checked against the files
+(``files``) and the checkpoint (sha256, class names), not re-derived from the model."""
+
+
+def _diff(a: Any, b: Any, path: str, out: list[str]) -> None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b), key=str):
+            _diff(a.get(k, "<absent>"), b.get(k, "<absent>"), f"{path}.{k}" if path else str(k), out)
+    elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            _diff(x, y, f"{path}[{i}]", out)
+    elif a != b or type(a) is not type(b) and not (isinstance(a, (int, float)) and isinstance(b, (int, float))):
+        out.append(path)
+
+
+def manifest_differences(got: Manifest, want: Manifest) -> list[str]:
+    """Dotted paths of every field (outside :data:`PROVENANCE_FIELDS`) where ``got`` differs from ``want``, the
+    manifest the exporter derives from the model now: what a verifier uses to refuse an edited bundle."""
+    a, b = got.to_json(), want.to_json()
+    out: list[str] = []
+    _diff({k: v for k, v in a.items() if k not in PROVENANCE_FIELDS},
+          {k: v for k, v in b.items() if k not in PROVENANCE_FIELDS}, "", out)
+    return out
+
+
+def check_manifest_matches(bundle: str | os.PathLike, got: Manifest, want: Manifest) -> None:
+    """Raise one :class:`BundleFormatError` naming the first fields where ``got`` is not the manifest the exporter
+    writes for this model (``want``)."""
+    diff = manifest_differences(got, want)
+    if diff:
+        more = f" and {len(diff) - 3} more" if len(diff) > 3 else ""
+        raise BundleFormatError(f"{bundle}: manifest field(s) {', '.join(diff[:3])}{more} differ from what the "
+                                f"'{got.target}' exporter writes for its model; {_FIX}")
 
 
 def manifest_digest(manifest_json: Mapping[str, Any]) -> str:

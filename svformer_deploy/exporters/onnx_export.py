@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from svformer_deploy._atomic import atomic_write_json
 from svformer_deploy.errors import BundleFormatError, VerificationError
 from svformer_deploy.exporters.bundle import (VERIFICATION_NAME, Manifest, PartitionSpec, Signal, check_bundle_files,
-                                              read_manifest, write_bundle)
+                                              check_manifest_matches, read_manifest, write_bundle)
 from svformer_deploy.exporters.partition import check_supported, model_operations
 from svformer_deploy.models.neurons import PLIF, PLIFParameters, plif_step
 
@@ -166,9 +166,8 @@ def verify_onnx(bundle: str | os.PathLike, model: nn.Module, batches, write: boo
         raise BundleFormatError(f"{bundle} is a '{manifest.target}' bundle, not an ONNX one; verify it with "
                                 f"`--target {manifest.target}`")
     check_bundle_files(bundle, manifest)
-    if manifest.config != model.config.to_dict() or manifest.approximations:
-        raise BundleFormatError(f"{bundle}: the manifest's config or approximations are not those of an ONNX export "
-                                "of the source model; re-export the bundle instead of editing it")
+    check_manifest_matches(bundle, manifest, _manifest(model, manifest.checkpoint_sha256, manifest.checkpoint_path,
+                                                        manifest.class_names))
     path = bundle / manifest.partition("model").file
     try:
         onnx.checker.check_model(str(path), full_check=True)

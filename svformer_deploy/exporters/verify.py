@@ -29,10 +29,10 @@ import torch
 from torch import Tensor, nn
 
 from svformer_deploy._atomic import atomic_write_json
-from svformer_deploy.errors import BundleFormatError, VerificationError
+from svformer_deploy.errors import VerificationError
 from svformer_deploy.exporters import LOGIT_TOLERANCE
-from svformer_deploy.exporters.bundle import VERIFICATION_NAME, check_bundle_files, read_manifest
-from svformer_deploy.exporters.partition import DT, model_operations, nir_approximations
+from svformer_deploy.exporters.bundle import VERIFICATION_NAME, check_bundle_files, check_manifest_matches, read_manifest
+from svformer_deploy.exporters.partition import lower_svformer, model_operations
 from svformer_deploy.exporters.runtime import (PartitionRunner, check_partition_signals, load_host_params, load_partitions,
                                                run_bundle)
 from svformer_deploy.models import iter_neurons, record_spikes
@@ -43,20 +43,14 @@ __all__ = ["check_manifest_meaning", "coverage_problems", "record_ties", "first_
 
 
 def check_manifest_meaning(bundle: Path, manifest, model: nn.Module) -> None:
-    """Cross-check what the manifest says against what it must be for ``model``: the config, the dt the LIF
-    taus were written with, and the approximations (re-derived, with their parameters). One
-    :class:`BundleFormatError` naming the first mismatch."""
-    fix = "re-export the bundle with `svformer-deploy export` instead of editing it"
-    cfg = model.config.to_dict()
-    diff = sorted(k for k in set(cfg) | set(manifest.config) if cfg.get(k) != manifest.config.get(k))
-    if diff:
-        raise BundleFormatError(f"{bundle}: the manifest's config differs from the source model's in {diff}; {fix}")
-    if manifest.dt != DT:
-        raise BundleFormatError(f"{bundle}: the manifest says dt = {manifest.dt!r}, but NIR bundles are written "
-                                f"with dt = {DT} (tau = tau_plif * dt in every LIF node); {fix}")
-    if manifest.approximations != nir_approximations(cfg):
-        raise BundleFormatError(f"{bundle}: the manifest lists approximations this model's export does not make "
-                                f"(re-derived from its config: {[a.kind for a in nir_approximations(cfg)]}); {fix}")
+    """Cross-check the manifest against the one the NIR exporter writes for ``model`` now (lowering it again):
+    config, dt, signals and their shapes, partitions, host ops and their attributes, schedule, graph input and
+    output, approximations with their parameters. One :class:`BundleFormatError` naming the first mismatch."""
+    from svformer_deploy.exporters.nir_export import build_manifest
+
+    want = build_manifest(lower_svformer(model, approximate_bn=model.config.bn == "per_timestep"), manifest.target,
+                          model, manifest.checkpoint_sha256, manifest.class_names)
+    check_manifest_matches(bundle, manifest, want)
 
 
 def coverage_problems(model: nn.Module, covered: Iterable[str]) -> list[str]:

@@ -29,7 +29,8 @@ from svformer_deploy.exporters.lava.netx import NETX_FORMAT, NETX_FORMAT_VERSION
 from svformer_deploy.exporters.lava.partition import Partition, Tap, partition_model, partition_taps, quantize_partition
 from svformer_deploy.exporters.lava.quantize import LoihiOverflowWarning
 
-__all__ = ["export_lava", "DISCRETIZATION", "RUNNER_NAME", "HOST_PREFIX", "partition_file", "tap_signal", "lava_approximations"]
+__all__ = ["export_lava", "DISCRETIZATION", "RUNNER_NAME", "HOST_PREFIX", "partition_file", "tap_signal", "lava_approximations",
+           "lava_manifest"]
 
 RUNNER_NAME = "lava_runner.py"
 
@@ -88,7 +89,9 @@ HOST_PREFIX = "host."
 """Prefix of the float state dict's keys in ``host_params.npz`` (the host op's parameters)."""
 
 
-def _manifest(model: nn.Module, qparts: list[Partition], checkpoint_sha256: str, class_names, host_keys) -> Manifest:
+def lava_manifest(model: nn.Module, qparts: list[Partition], checkpoint_sha256: str, class_names,
+                  host_keys) -> Manifest:
+    """The manifest of a Lava bundle (written at export, re-derived by the verifier to refuse edited ones)."""
     from svformer_deploy import __version__
     from svformer_deploy.exporters.partition import model_operations
 
@@ -138,7 +141,7 @@ def export_lava(model: nn.Module, out: str | os.PathLike, *, checkpoint_sha256: 
         warnings.simplefilter("always", LoihiOverflowWarning)
         qparts = [quantize_partition(p, exponent) for p in parts]
     state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-    manifest = _manifest(model, qparts, checkpoint_sha256, class_names, sorted(state))
+    manifest = lava_manifest(model, qparts, checkpoint_sha256, class_names, sorted(state))
     manifest.checkpoint_path = checkpoint_path
     meta = {"model_name": manifest.model_name, "checkpoint_sha256": checkpoint_sha256}
     writers = {partition_file(p.name): (lambda p: lambda path: write_netx(

@@ -30,10 +30,11 @@ import torch
 from torch import Tensor
 
 from svformer_deploy._atomic import atomic_write_json
-from svformer_deploy.errors import BundleFormatError, VerificationError
-from svformer_deploy.exporters.bundle import HOST_PARAMS_NAME, VERIFICATION_NAME, check_bundle_files, read_manifest
+from svformer_deploy.errors import VerificationError
+from svformer_deploy.exporters.bundle import (HOST_PARAMS_NAME, VERIFICATION_NAME, check_bundle_files, check_manifest_matches,
+                                              read_manifest)
 from svformer_deploy.exporters.lava.emulate import emulate_partition
-from svformer_deploy.exporters.lava.export import HOST_PREFIX, RUNNER_NAME, lava_approximations
+from svformer_deploy.exporters.lava.export import HOST_PREFIX, RUNNER_NAME, lava_manifest
 from svformer_deploy.exporters.lava.hybrid import emulation_runtime
 from svformer_deploy.exporters.lava.netx import read_netx
 from svformer_deploy.exporters.lava.partition import Partition, Tap
@@ -63,11 +64,10 @@ def load_lava_bundle(bundle: str | os.PathLike) -> tuple[Any, torch.nn.Module, l
         taps = tuple(Tap(**{**t, "shape": tuple(t["shape"]), "channels": tuple(t["channels"]) if t["channels"] else None})
                      for t in meta["outputs"])
         parts.append(Partition(spec.name, src, tuple(layers), taps))
-    expected = lava_approximations(manifest.config, parts)
-    if manifest.approximations != expected:
-        raise BundleFormatError(f"{bundle}: the manifest's approximations are not the ones a Lava export of this "
-                                "model records (re-derived from its config and netx files); re-export the bundle "
-                                "with `svformer-deploy export` instead of editing it")
+    with np.load(bundle / HOST_PARAMS_NAME, allow_pickle=False) as z:
+        host_keys = sorted(k[len(HOST_PREFIX):] for k in z.files)
+    check_manifest_matches(bundle, manifest, lava_manifest(model, parts, manifest.checkpoint_sha256,
+                                                           manifest.class_names, host_keys))
     return manifest, model, parts
 
 
