@@ -34,7 +34,7 @@ from svformer_deploy.exporters import LOGIT_TOLERANCE
 from svformer_deploy.exporters.bundle import VERIFICATION_NAME, check_bundle_files, check_manifest_matches, read_manifest
 from svformer_deploy.exporters.partition import lower_svformer, model_operations
 from svformer_deploy.exporters.runtime import (PartitionRunner, check_partition_signals, load_host_params, load_partitions,
-                                               run_bundle)
+                                               run_bundle, runtime_notes)
 from svformer_deploy.models import iter_neurons, record_spikes
 from svformer_deploy.models.neurons import PLIF, PLIFParameters, plif_step
 from svformer_deploy.models.recording import forward_hooks, to_chw
@@ -172,7 +172,7 @@ def verify_bundle(bundle: str | Path, model: nn.Module, batches: Iterable[tuple[
     if coverage:
         raise VerificationError(f"bundle {bundle} does not cover the model exactly once: {coverage[:5]}")
     host = load_host_params(bundle)
-    runners = {p.name: PartitionRunner(p.name, graphs[p.name], runtime) for p in manifest.partitions}
+    runners = {p.name: PartitionRunner(p.name, graphs[p.name], runtime, manifest.dt) for p in manifest.partitions}
     model = model.eval()
     layouts = {name: mod.layout for name, mod in iter_neurons(model)}
     T = model.config.num_frames
@@ -213,10 +213,7 @@ def verify_bundle(bundle: str | Path, model: nn.Module, batches: Iterable[tuple[
         "files_type_checked": [p.file for p in manifest.partitions],
         "coverage": {"operations": len(model_operations(model)), "problems": coverage},
         "runtimes": {k: r.runtime for k, r in runners.items()},
-        "runtime_note": "snntorch-graph: whole partition imported by snntorch.import_nir.import_from_nir; "
-                        "snntorch-nodes: every node imported by import_from_nir, edges wired and summed by "
-                        "svformer-deploy (nirtorch 2.6 cannot build graphs with several Input/Output nodes); "
-                        "reference: svformer-deploy's own NIR interpreter",
+        "runtime_note": runtime_notes(r.runtime for r in runners.values()),
         "approximations": [a.text for a in manifest.approximations],
         "spike_agreement": agree / n, "neuron_steps": n,
         "ties": sum(v["ties"] for v in per_layer.values()),
