@@ -38,7 +38,8 @@ class Exporter:
     approximate_bn=...) -> Path`` writes atomically; ``verify(path, model, batches, data_desc=...) -> report``
     runs the target's checks on real clips and writes the report as JSON next to the export;
     ``format_report(report) -> str`` renders it for the terminal. ``export=None`` marks a verifier-only target
-    that runs bundles of target ``reads`` (default: its own name).
+    that runs bundles of target ``reads`` (default: its own name); ``report_name`` is the report's file name in
+    the bundle.
     """
 
     name: str
@@ -47,6 +48,7 @@ class Exporter:
     verify: Callable[..., dict[str, Any]]
     format_report: Callable[[dict[str, Any]], str]
     reads: str = ""
+    report_name: str = "verification.json"
 
     @property
     def bundle_target(self) -> str:
@@ -58,6 +60,7 @@ _TARGETS: dict[str, str] = {
     "nir": "svformer_deploy.exporters.nir_export",
     "onnx": "svformer_deploy.exporters.onnx_export",
     "lava": "svformer_deploy.exporters.lava",
+    "nir-norse": "svformer_deploy.exporters.norse_runtime",
 }
 
 
@@ -171,7 +174,6 @@ def verify_export(path: str | os.PathLike, *, target: str | None = None, checkpo
     (``batches``, else ``num_videos`` validation videos of ``data``, one view each) against ``model`` (default:
     its source checkpoint, checked by :func:`source_checkpoint`)."""
     from svformer_deploy.errors import BundleFormatError
-    from svformer_deploy.exporters.bundle import VERIFICATION_NAME
 
     path = Path(path)
     written_by = export_target_of(path)
@@ -185,7 +187,7 @@ def verify_export(path: str | os.PathLike, *, target: str | None = None, checkpo
         batches = eval_batches(data, model.config, num_videos)
         data_desc = data_desc or f"{data}, split val, {num_videos} videos, 1 view each"
     report = exporter.verify(path, model, batches, data_desc=data_desc or "")
-    return ExportResult(path, report, path / VERIFICATION_NAME, exporter.format_report(report))
+    return ExportResult(path, report, path / exporter.report_name, exporter.format_report(report))
 
 
 def export_and_verify(checkpoint: str | os.PathLike, target: str, out: str | os.PathLike, *, force: bool = False,

@@ -154,10 +154,12 @@ def first_divergence(order: list[str], ref: dict[str, Tensor], got: dict[str, Te
 
 @torch.no_grad()
 def verify_bundle(bundle: str | Path, model: nn.Module, batches: Iterable[tuple[Tensor, Tensor | None]],
-                  runtime: str = "snntorch", write: bool = True, data_desc: str = "") -> dict[str, Any]:
+                  runtime: str = "snntorch", write: bool = True, data_desc: str = "",
+                  report_name: str = VERIFICATION_NAME) -> dict[str, Any]:
     """Run every check (see the module docstring) on ``batches`` of (clips (B, C, T, H, W), labels or None).
 
-    Returns the report dict; with ``write`` it is also written atomically to ``bundle/verification.json``.
+    ``runtime`` is ``"snntorch"`` or any registered partition runtime. Returns the report dict; with ``write``
+    it is also written atomically to ``bundle/<report_name>``.
     Verdict: ``"exact"`` (100 % spikes, logits within 1e-4), ``"threshold"`` (the first divergence of every
     batch is at neurons tied with or within :data:`NEAR_THRESHOLD` of V_th in the model -- a float-rounding or
     strict-vs-non-strict decision that then propagates), or ``"failed"``; approximate exports get ``"approximate"``.
@@ -240,7 +242,7 @@ def verify_bundle(bundle: str | Path, model: nn.Module, batches: Iterable[tuple[
     report["verdict"] = verdict
     report["passed"] = None if verdict == "approximate" else verdict != "failed"
     if write:
-        atomic_write_json(bundle / VERIFICATION_NAME, report, indent=1)
+        atomic_write_json(bundle / report_name, report, indent=1)
     return report
 
 
