@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from svformer_deploy.errors import ExportError, UnsupportedLayerError
+from svformer_deploy.exporters.fold import PerTimestepBNError, dense_from_depthwise, fold_bn, plif_tau, synapse_params
 from svformer_deploy.exporters.bundle import Approximation, HostOpSpec, PartitionSpec, Signal
 
 __all__ = ["DT", "Lowered", "LoweredPartition", "lower_svformer", "model_operations", "check_supported",
@@ -43,10 +44,6 @@ __all__ = ["DT", "Lowered", "LoweredPartition", "lower_svformer", "model_operati
 DT = 1e-4
 """The timestep dt written into every LIF (``tau_nir = tau_plif * dt``); 1e-4 s is what snntorch's importer
 hard-codes, so its discretisation of the exported ODE is the PLIF update."""
-
-
-class PerTimestepBNError(ExportError):
-    """The model has per-timestep BatchNorm, which a time-invariant graph cannot hold exactly."""
 
 
 @dataclass
@@ -190,34 +187,9 @@ def _nir():
 # ---------------------------------------------------------------------------------------------- rules
 
 
-def _bn_affine(bn: nn.Module, approximate: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    scale, shift = bn.affine()
-    if scale.dim() == 2:  # per timestep (T, C)
-        if not approximate:
-            raise PerTimestepBNError("unreachable: per-timestep BN is refused before lowering")
-        return scale.double().mean(0).float(), shift.double().mean(0).float()
-    return scale, shift
-
-
-def _fold(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.Module | None,
-          approximate: bool) -> tuple[np.ndarray, np.ndarray]:
-    """``BN(W x + b)`` as ``W' x + b'`` (float64 arithmetic, rounded once to float32)."""
-    w = weight.detach().double()
-    b = bias.detach().double() if bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
-    if bn is not None:
-        s, t = (a.double() for a in _bn_affine(bn, approximate))
-        w = w * s.reshape(-1, *([1] * (w.dim() - 1)))
-        b = b * s + t
-    return _np(w), _np(b)
-
-
-def _dense_from_depthwise(w: torch.Tensor) -> torch.Tensor:
-    """Block-diagonal dense kernel (C, C, k, k) equal to a depthwise kernel (C, 1, k, k)."""
-    c = w.shape[0]
-    dense = torch.zeros(c, c, *w.shape[2:], dtype=w.dtype)
-    idx = torch.arange(c)
-    dense[idx, idx] = w[:, 0]
-    return dense
+def _f32(a: np.ndarray) -> np.ndarray:
+    """Round a float64 weight array once to float32 (contiguous)."""
+    return np.ascontiguousarray(a, dtype=np.float32)
 
 
 def _conv_out(h: int, k: int, s: int, p: int) -> int:
@@ -235,11 +207,6 @@ def _lif_node(tau_plif: float, v_th: float, shape: tuple[int, ...]):
     return nir.LIF(tau=np.full(shape, tau_plif * DT, dtype=np.float64), r=np.ones(shape, dtype=np.float64),
                    v_leak=np.zeros(shape, dtype=np.float64), v_threshold=np.full(shape, v_th, dtype=np.float64),
                    v_reset=np.zeros(shape, dtype=np.float64))
-
-
-def plif_tau(module: nn.Module) -> float:
-    """tau of a PLIF layer in timesteps, from its float32 ``sigmoid(w)`` (the factor the model multiplies by)."""
-    return float(1.0 / torch.sigmoid(module.w.detach()).double())
 
 
 # ---------------------------------------------------------------------------------------------- structure
@@ -357,25 +324,24 @@ def lower_svformer(model: nn.Module, approximate_bn: bool = False) -> Lowered:
         return b.node(name, _conv_node(w, bias, s, p, (h, wd)), x, mods, out)
 
     def tconv(name: str, m: nn.Conv2d, bn: nn.Module | None, bn_name: str | None, x: _Val) -> _Val:
-        weight = m.weight
-        if m.groups != 1:
-            if m.groups != m.in_channels or m.out_channels != m.in_channels:
+        w, bias, stride, pad, groups = synapse_params(m)
+        if groups != 1:
+            if groups != m.in_channels or m.out_channels != m.in_channels:
                 raise UnsupportedLayerError(f"module '{name}' is a grouped conv (groups={m.groups}) that is neither "
                                             "dense nor depthwise; no lowering rule")
-            weight = _dense_from_depthwise(m.weight.detach())
-        w, bias = _fold(weight, m.bias, bn, ap)
+            w = dense_from_depthwise(w)
+        w, bias = fold_bn(w, bias, bn, ap)
         mods = [name] + ([bn_name] if bn_name else [])
-        return conv(name, mods, w, bias, x, m.kernel_size[0], m.stride[0], m.padding[0])
+        return conv(name, mods, _f32(w), _f32(bias), x, m.kernel_size[0], stride[0], pad[0])
 
     def token_linear(name: str, m: nn.Linear, bn: nn.Module | None, bn_name: str | None, x: _Val,
                      rows: slice | None = None, node_name: str | None = None, mods: list[str] | None = None) -> _Val:
-        weight, bias = m.weight, m.bias
-        w64, b64 = _fold(weight, bias, bn, ap)
+        w64, b64, _, _, _ = synapse_params(m)  # (O, I, 1, 1): the 1x1 conv on the token map
+        w64, b64 = fold_bn(w64, b64, bn, ap)
         if rows is not None:
             w64, b64 = w64[rows], b64[rows]
-        w4 = np.ascontiguousarray(w64[:, :, None, None])
         return conv(node_name or name, mods if mods is not None else [name] + ([bn_name] if bn_name else []),
-                    w4, np.ascontiguousarray(b64), x, 1, 1, 0)
+                    _f32(w64), _f32(b64), x, 1, 1, 0)
 
     # stem
     x = tconv("patch_embed1.conv", model.patch_embed1.conv, model.patch_embed1.bn, "patch_embed1.bn", frames)
@@ -455,12 +421,8 @@ def lower_svformer(model: nn.Module, approximate_bn: bool = False) -> Lowered:
     head_sig = b.signal_of(spk, "head.spikes", "spikes")
 
     hd = model.head
-    w3, b3 = _fold(hd.conv3d.weight, hd.conv3d.bias, None, False)
-    bn3 = hd.bn
-    s3 = (bn3.weight.detach().double() / torch.sqrt(bn3.running_var.double() + bn3.eps))
-    t3 = bn3.bias.detach().double() - bn3.running_mean.double() * s3
-    w3 = _np(torch.from_numpy(w3).double() * s3.reshape(-1, 1, 1, 1, 1))
-    b3 = _np(torch.from_numpy(b3).double() * s3 + t3)
+    w3, b3 = fold_bn(hd.conv3d.weight.detach().double().numpy(), hd.conv3d.bias.detach().double().numpy(), hd.bn)
+    w3, b3 = _f32(w3), _f32(b3)
     logits = Signal("logits", (cfg.num_classes,), "logits", time="per_clip", layout="K")
     b.host(HostOpSpec(
         name="head.readout", op="temporal_head", inputs=[head_sig], outputs=["logits"],

@@ -25,10 +25,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from torch import Tensor, nn
 
 from svformer_deploy.errors import UnsupportedLayerError
+from svformer_deploy.exporters.fold import compose_dw_pw, fold_bn, plif_tau, synapse_params
 from svformer_deploy.exporters.lava.quantize import FloatLayer, LoihiLayer, quantize_layer
 from svformer_deploy.models.neurons import NeuronLayout, SpikingNeuron
 from svformer_deploy.models.norm import TemporalBatchNorm
@@ -117,45 +117,13 @@ def check_supported(model: nn.Module, approximate_bn: bool = False) -> None:
 
 # ------------------------------------------------------------------------------------------- folding
 
-@torch.no_grad()
-def _conv_params(m: nn.Module) -> tuple[np.ndarray, np.ndarray, tuple[int, int], tuple[int, int], int]:
-    if isinstance(m, nn.Linear):
-        w = m.weight.double()[:, :, None, None]
-        b = m.bias.double() if m.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
-        return w.numpy(), b.numpy(), (1, 1), (0, 0), 1
-    if isinstance(m, nn.Conv2d):
-        if m.dilation != (1, 1) or m.padding_mode != "zeros" or isinstance(m.padding, str):
-            raise UnsupportedLayerError(f"{type(m).__name__} with dilation/padding mode {m.dilation}/{m.padding_mode}:"
-                                        " the Lava exporter writes dilation 1, zero padding only")
-        w = m.weight.double()
-        b = m.bias.double() if m.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
-        return w.numpy(), b.numpy(), tuple(m.stride), tuple(m.padding), int(m.groups)
-    raise UnsupportedLayerError(f"{type(m).__name__}: not a Conv2d or Linear")
-
-
-@torch.no_grad()
 def _fold_bn(w: np.ndarray, b: np.ndarray, bn: TemporalBatchNorm, rows: slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
-    """``BN(W x + b)`` = ``(scale W) x + (scale b + shift)`` for a shared (time-invariant) BatchNorm; a
-    per-timestep one (only reached with ``approximate_bn``) contributes its time-averaged scale and shift."""
-    scale, shift = (t.double().mean(0) if t.dim() == 2 else t.double() for t in bn.affine())
-    scale, shift = scale.numpy()[rows], shift.numpy()[rows]
-    return w * scale[:, None, None, None], b * scale + shift
-
-
-def _compose_dw_pw(dw, pw) -> tuple[np.ndarray, np.ndarray, tuple[int, int], tuple[int, int]]:
-    """Depthwise conv (C, 1, k, k) then 1x1 conv (O, C, 1, 1) = one dense conv: ``W[o, c] = P[o, c] D[c]``,
-    ``b = P b_dw + b_pw`` (exact: zero padding commutes with the per-channel bias)."""
-    wd, bd, stride, pad, groups = _conv_params(dw)
-    wp, bp, s2, p2, g2 = _conv_params(pw)
-    if groups != wd.shape[0] or wd.shape[1] != 1 or wp.shape[2:] != (1, 1) or s2 != (1, 1) or p2 != (0, 0) or g2 != 1:
-        raise UnsupportedLayerError("local path: expected a depthwise conv followed by a 1x1 conv")
-    w = wp[:, :, 0, 0][:, :, None, None] * wd[:, 0][None]
-    return w, wp[:, :, 0, 0] @ bd + bp, stride, pad
+    """:func:`~svformer_deploy.exporters.fold.fold_bn`; a per-timestep BatchNorm (only reached with
+    ``approximate_bn``, see :func:`check_supported`) contributes its time-averaged scale and shift."""
+    return fold_bn(w, b, bn, approximate=True, rows=rows)
 
 
 def _layer(name: str, neuron: nn.Module, neuron_name: str, w, b, stride, pad, groups, in_shape, sources) -> FloatLayer:
-    from svformer_deploy.exporters.partition import plif_tau
-
     return FloatLayer(name=name, neuron=neuron_name, weight=w, bias=b, stride=tuple(stride), padding=tuple(pad),
                       groups=groups, tau=plif_tau(neuron), v_threshold=neuron.v_threshold, in_shape=tuple(in_shape),
                       sources=tuple(sources))
@@ -187,7 +155,7 @@ def partition_model(model: nn.Module, approximate_bn: bool = False) -> list[Part
     for s in (2, 3, 4):
         pe = f"patch_embed{s}"
         src = tap(f"{pe}.lif", (dims[s - 2], side[s - 2], side[s - 2]))
-        w, b, st, pd, g = _conv_params(mods[f"{pe}.conv"])
+        w, b, st, pd, g = synapse_params(mods[f"{pe}.conv"])
         w, b = _fold_bn(w, b, mods[f"{pe}.bn"])
         for reader in first_reader(s):
             lay = _layer(f"{pe}.conv+bn", mods[reader], reader, w, b, st, pd, g, src.shape, (f"{pe}.conv", f"{pe}.bn"))
@@ -195,7 +163,7 @@ def partition_model(model: nn.Module, approximate_bn: bool = False) -> list[Part
         if s == 3:  # the local pathway: a two-layer chain ending in head.lif's first C4 channels
             lif_lp = mods["local_path.lif"]
             l1 = _layer(f"{pe}.conv+bn", lif_lp, "local_path.lif", w, b, st, pd, g, src.shape, (f"{pe}.conv", f"{pe}.bn"))
-            wc, bc, st2, pd2 = _compose_dw_pw(mods["local_path.dwconv"], mods["local_path.pwconv"])
+            wc, bc, st2, pd2 = compose_dw_pw(mods["local_path.dwconv"], mods["local_path.pwconv"])
             wc, bc = _fold_bn(wc, bc, mods["local_path.bn"])
             l2 = _layer("local_path.dwconv*pwconv+bn", mods["head.lif"], "head.lif", wc, bc, st2, pd2, 1, l1.out_shape,
                         ("local_path.dwconv", "local_path.pwconv", "local_path.bn"))
@@ -209,7 +177,7 @@ def partition_model(model: nn.Module, approximate_bn: bool = False) -> list[Part
             blk = f"blocks{s}.{i}"
             if s >= 3:  # attention: q, k, v
                 src = tap(f"{blk}.attn.lif_in", (C, H, H))
-                w, b, st, pd, g = _conv_params(mods[f"{blk}.attn.qkv"])
+                w, b, st, pd, g = synapse_params(mods[f"{blk}.attn.qkv"])
                 for j, which in enumerate("qkv"):
                     rows = slice(j * C, (j + 1) * C)
                     wj, bj = _fold_bn(w[rows], b[rows], mods[f"{blk}.attn.bn_qkv"], rows)
@@ -218,7 +186,7 @@ def partition_model(model: nn.Module, approximate_bn: bool = False) -> list[Part
                                  (f"{blk}.attn.qkv", f"{blk}.attn.bn_qkv"))
                     parts.append(Partition(f"{blk}.attn.{which}", src, (lay,), (tap(neuron, lay.out_shape),)))
             src = tap(f"{blk}.mlp.lif1", (C, H, H))
-            w, b, st, pd, g = _conv_params(mods[f"{blk}.mlp.fc1"])
+            w, b, st, pd, g = synapse_params(mods[f"{blk}.mlp.fc1"])
             w, b = _fold_bn(w, b, mods[f"{blk}.mlp.bn1"])
             neuron = f"{blk}.mlp.lif2"
             lay = _layer(f"{blk}.mlp.fc1+bn1", mods[neuron], neuron, w, b, st, pd, g, src.shape,
