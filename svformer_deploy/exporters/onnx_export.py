@@ -93,7 +93,8 @@ def _manifest(model: nn.Module, checkpoint_sha256: str, checkpoint_path: str,
         partitions=[PartitionSpec("model", ONNX_FILE, {"clips": "frames"}, {"logits": "logits"},
                                   model_operations(model), time="per_clip")],
         host_ops=[], schedule=[{"partition": "model"}], graph_input="frames", graph_output="logits",
-        class_names=class_names, checkpoint_path=checkpoint_path, created_by=f"svformer-deploy {__version__}")
+        operations=model_operations(model), class_names=class_names, checkpoint_path=checkpoint_path,
+        created_by=f"svformer-deploy {__version__}")
 
 
 def export_onnx(model: nn.Module, out: str | os.PathLike, *, checkpoint_sha256: str, checkpoint_path: str = "",

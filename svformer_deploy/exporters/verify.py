@@ -31,7 +31,8 @@ from torch import Tensor, nn
 from svformer_deploy._atomic import atomic_write_json
 from svformer_deploy.errors import VerificationError
 from svformer_deploy.exporters import LOGIT_TOLERANCE
-from svformer_deploy.exporters.bundle import VERIFICATION_NAME, check_bundle_files, check_manifest_matches, read_manifest
+from svformer_deploy.exporters.bundle import (VERIFICATION_NAME, check_bundle_files, check_manifest_matches, coverage_of,
+                                              read_manifest)
 from svformer_deploy.exporters.partition import lower_svformer, model_operations
 from svformer_deploy.exporters.runtime import (PartitionRunner, check_partition_signals, load_host_params, load_partitions,
                                                run_bundle, runtime_notes)
@@ -55,14 +56,7 @@ def check_manifest_meaning(bundle: Path, manifest, model: nn.Module) -> None:
 
 def coverage_problems(model: nn.Module, covered: Iterable[str]) -> list[str]:
     """Operations of ``model`` not covered, covered twice, or unknown; empty when the export is complete."""
-    ops = model_operations(model)
-    counts: dict[str, int] = defaultdict(int)
-    for m in covered:
-        counts[m] += 1
-    problems = [f"not exported: {o}" for o in ops if counts[o] == 0]
-    problems += [f"exported {counts[o]} times: {o}" for o in ops if counts[o] > 1]
-    problems += [f"unknown operation in bundle: {m}" for m in counts if m not in set(ops)]
-    return problems
+    return coverage_of(model_operations(model), list(covered))
 
 
 NEAR_THRESHOLD = 1e-5

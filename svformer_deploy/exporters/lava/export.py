@@ -122,7 +122,7 @@ def lava_manifest(model: nn.Module, qparts: list[Partition], checkpoint_sha256: 
         target="lava", model_name=cfg.name, config=cfg.to_dict(), checkpoint_sha256=checkpoint_sha256, dt=1.0,
         discretization={**DISCRETIZATION, "netx_format": f"{NETX_FORMAT} v{NETX_FORMAT_VERSION}"},
         signals=signals, partitions=specs, host_ops=[host], schedule=[{"host_op": "host"}],
-        graph_input="frames", graph_output="logits", class_names=class_names,
+        graph_input="frames", graph_output="logits", operations=model_operations(model), class_names=class_names,
         approximations=lava_approximations(cfg.to_dict(), qparts), created_by=f"svformer-deploy {__version__}")
 
 
