@@ -212,76 +212,84 @@ def _lif_node(tau_plif: float, v_th: float, shape: tuple[int, ...]):
 # ---------------------------------------------------------------------------------------------- structure
 
 
-def _expected_types():
+@dataclass(frozen=True)
+class _ListOf:
+    """An ``nn.ModuleList`` whose every element is exactly of type ``item``."""
+
+    item: type
+
+
+def structure_table() -> dict[type, dict[str, type | _ListOf]]:
+    """The export rules' view of the model, keyed by module type: for every type a rule exists for, the exact
+    type of each child it lowers (leaf types map to no children). ``PatchEmbed.lif`` may be absent (the stem
+    sees analog frames). A module of another type, or a child the table does not list, has no rule."""
     from svformer_deploy.models import svformer as S
     from svformer_deploy.models.neurons import PLIF
-    from svformer_deploy.models.norm import TemporalBatchNorm
+    from svformer_deploy.models.norm import TemporalBatchNorm as TBN
 
     return {
-        "": S.SVFormer, "patch_embed": S.PatchEmbed, "cblock": S.CBlock, "sablock": S.SABlock,
-        "attn": S.SpikeAttention, "product": S.SpikeAttentionProduct, "convmlp": S.ConvMlp, "tokenmlp": S.TokenMlp,
-        "local": S.LocalPath, "head": S.TemporalHead, "plif": PLIF, "conv": S.TConv2d, "linear": nn.Linear,
-        "bn": TemporalBatchNorm, "droppath": S.DropPath, "conv3d": nn.Conv3d, "bn3d": nn.BatchNorm3d,
-        "list": nn.ModuleList,
+        S.SVFormer: {"patch_embed1": S.PatchEmbed, "blocks1": _ListOf(S.CBlock), "patch_embed2": S.PatchEmbed,
+                     "blocks2": _ListOf(S.CBlock), "patch_embed3": S.PatchEmbed, "local_path": S.LocalPath,
+                     "blocks3": _ListOf(S.SABlock), "patch_embed4": S.PatchEmbed, "blocks4": _ListOf(S.SABlock),
+                     "head": S.TemporalHead},
+        S.PatchEmbed: {"lif": PLIF, "conv": S.TConv2d, "bn": TBN},
+        S.CBlock: {"lif": PLIF, "conv1": S.TConv2d, "dwconv": S.TConv2d, "conv2": S.TConv2d, "bn": TBN,
+                   "mlp": S.ConvMlp, "drop_path": S.DropPath},
+        S.ConvMlp: {"lif1": PLIF, "fc1": S.TConv2d, "bn1": TBN, "lif2": PLIF, "fc2": S.TConv2d, "bn2": TBN},
+        S.SABlock: {"attn": S.SpikeAttention, "mlp": S.TokenMlp, "drop_path": S.DropPath},
+        S.SpikeAttention: {"lif_in": PLIF, "qkv": nn.Linear, "bn_qkv": TBN, "lif_q": PLIF, "lif_k": PLIF,
+                           "lif_v": PLIF, "product": S.SpikeAttentionProduct, "lif_proj": PLIF, "proj": nn.Linear,
+                           "bn_proj": TBN},
+        S.TokenMlp: {"lif1": PLIF, "fc1": nn.Linear, "bn1": TBN, "lif2": PLIF, "fc2": nn.Linear, "bn2": TBN},
+        S.LocalPath: {"lif": PLIF, "dwconv": S.TConv2d, "pwconv": S.TConv2d, "bn": TBN},
+        S.TemporalHead: {"lif": PLIF, "conv3d": nn.Conv3d, "bn": nn.BatchNorm3d, "fc": nn.Linear},
+        **{leaf: {} for leaf in (PLIF, S.TConv2d, nn.Linear, TBN, S.DropPath, S.SpikeAttentionProduct, nn.Conv3d,
+                                 nn.BatchNorm3d)},
     }
 
 
-def _role_of(name: str) -> str:
-    """The structural role the exporter expects at a dotted module path."""
-    parts = name.split(".")
-    last = parts[-1] if parts else ""
-    if name == "":
-        return ""
-    if name in ("blocks1", "blocks2", "blocks3", "blocks4"):
-        return "list"
-    if name.startswith("patch_embed"):
-        return {1: "patch_embed"}.get(len(parts)) or {"lif": "plif", "conv": "conv", "bn": "bn"}.get(last, "?")
-    if name.startswith(("blocks1.", "blocks2.")):
-        if len(parts) == 2:
-            return "cblock"
-        if len(parts) == 3:
-            return {"lif": "plif", "conv1": "conv", "dwconv": "conv", "conv2": "conv", "bn": "bn",
-                    "mlp": "convmlp", "drop_path": "droppath"}.get(last, "?")
-        return {"lif1": "plif", "lif2": "plif", "fc1": "conv", "fc2": "conv", "bn1": "bn", "bn2": "bn"}.get(last, "?")
-    if name.startswith(("blocks3.", "blocks4.")):
-        if len(parts) == 2:
-            return "sablock"
-        if len(parts) == 3:
-            return {"attn": "attn", "mlp": "tokenmlp", "drop_path": "droppath"}.get(last, "?")
-        if parts[2] == "attn":
-            return {"lif_in": "plif", "qkv": "linear", "bn_qkv": "bn", "lif_q": "plif", "lif_k": "plif",
-                    "lif_v": "plif", "product": "product", "lif_proj": "plif", "proj": "linear",
-                    "bn_proj": "bn"}.get(last, "?")
-        return {"lif1": "plif", "lif2": "plif", "fc1": "linear", "fc2": "linear", "bn1": "bn", "bn2": "bn"}.get(last, "?")
-    if name == "local_path":
-        return "local"
-    if name.startswith("local_path."):
-        return {"lif": "plif", "dwconv": "conv", "pwconv": "conv", "bn": "bn"}.get(last, "?")
-    if name == "head":
-        return "head"
-    if name.startswith("head."):
-        return {"lif": "plif", "conv3d": "conv3d", "bn": "bn3d", "fc": "linear"}.get(last, "?")
-    return "?"
+_OPTIONAL_CHILDREN = {("PatchEmbed", "lif")}
 
 
 def check_supported(model: nn.Module) -> None:
-    """Raise :class:`UnsupportedLayerError` for the first module whose exact type the exporter has no rule for.
+    """Raise :class:`UnsupportedLayerError` for the first module the export rules do not cover.
 
-    Every module must sit where the SVFormer structure puts it and be exactly of the expected class (a subclass
-    may change ``forward``, so it is refused too). ``neuron="relu"`` (the ANN twin) is refused: it has no spikes.
+    Walks the model from the root with :func:`structure_table`: every module must be exactly of the type its
+    parent's rule expects at that attribute (a subclass may change ``forward``, so it is refused too), and have
+    no child the rule does not know. ``neuron="relu"`` (the ANN twin) is refused: it has no spikes.
     """
-    types = _expected_types()
-    for name, module in model.named_modules():
-        role = _role_of(name)
-        want = types.get(role)
+    from svformer_deploy.models.svformer import DropPath, SVFormer
+
+    table = structure_table()
+
+    def refuse(name: str, module: nn.Module, want: type | None) -> UnsupportedLayerError:
+        what = f"expected {want.__module__}.{want.__qualname__}" if want is not None else "no export rule"
+        return UnsupportedLayerError(
+            f"module '{name or '<root>'}' of type {type(module).__module__}.{type(module).__qualname__} is not "
+            f"supported by the exporter ({what} at this position); export an unmodified SVFormer from "
+            "create_model(), or add a lowering rule in svformer_deploy/exporters/partition.py")
+
+    def walk(name: str, module: nn.Module, want: type | _ListOf | None) -> None:
+        if isinstance(want, _ListOf):
+            if type(module) is not nn.ModuleList:
+                raise refuse(name, module, nn.ModuleList)
+            for i, child in module.named_children():
+                walk(f"{name}.{i}", child, want.item)
+            return
         if want is None or type(module) is not want:
-            what = f"expected {want.__module__}.{want.__qualname__}" if want is not None else "no export rule"
-            raise UnsupportedLayerError(
-                f"module '{name or '<root>'}' of type {type(module).__module__}.{type(module).__qualname__} is not "
-                f"supported by the exporter ({what} at this position); export an unmodified SVFormer from "
-                "create_model(), or add a lowering rule in svformer_deploy/exporters/partition.py")
-        if role == "droppath" and module.training and module.p > 0:
+            raise refuse(name, module, want)
+        if want is DropPath and module.training and module.p > 0:
             raise UnsupportedLayerError(f"module '{name}' (DropPath) is in training mode; call model.eval() first")
+        kids = table[want]
+        present = dict(module.named_children())
+        for child_name, child in present.items():
+            walk(f"{name}.{child_name}" if name else child_name, child, kids.get(child_name))
+        for child_name in kids:
+            if child_name not in present and (want.__name__, child_name) not in _OPTIONAL_CHILDREN:
+                raise UnsupportedLayerError(f"module '{name}' has no '{child_name}', which its export rule needs; "
+                                            "export an unmodified SVFormer from create_model()")
+
+    walk("", model, SVFormer)
 
 
 def model_operations(model: nn.Module) -> list[str]:
@@ -308,6 +316,8 @@ def lower_svformer(model: nn.Module, approximate_bn: bool = False) -> Lowered:
             "timesteps), which cannot be folded into a time-invariant NIR graph; train it with bn='shared' "
             "(create_model(..., bn='shared') / `train --bn shared`), or pass --approximate-bn to fold the time-averaged "
             "BatchNorm (verification then reports the accuracy and spike-agreement cost on real clips)")
+    from svformer_deploy.models import svformer as S
+
     model = model.eval()
     b = _Builder()
     ap = approximate_bn
@@ -343,31 +353,36 @@ def lower_svformer(model: nn.Module, approximate_bn: bool = False) -> Lowered:
         return conv(node_name or name, mods if mods is not None else [name] + ([bn_name] if bn_name else []),
                     _f32(w64), _f32(b64), x, 1, 1, 0)
 
-    # stem
-    x = tconv("patch_embed1.conv", model.patch_embed1.conv, model.patch_embed1.bn, "patch_embed1.bn", frames)
-
-    def mlp(pfx: str, m, x: _Val, lower) -> _Val:
-        """x + BN(fc2(PLIF(BN(fc1(PLIF(x)))))) with ``lower`` = tconv (conv MLP) or token_linear (token MLP)."""
-        y = lif(f"{pfx}.mlp.lif1", m.lif1, x)
-        y = lower(f"{pfx}.mlp.fc1", m.fc1, m.bn1, f"{pfx}.mlp.bn1", y)
-        y = lif(f"{pfx}.mlp.lif2", m.lif2, y)
-        y = lower(f"{pfx}.mlp.fc2", m.fc2, m.bn2, f"{pfx}.mlp.bn2", y)
-        return b.add(x, y, f"{pfx}.res2", f"{pfx}:add2")
+    def mlp(pfx: str, m, x: _Val, lower_linear) -> _Val:
+        """BN(fc2(PLIF(BN(fc1(PLIF(x)))))) with ``lower_linear`` = tconv (ConvMlp) or token_linear (TokenMlp)."""
+        y = lif(f"{pfx}.lif1", m.lif1, x)
+        y = lower_linear(f"{pfx}.fc1", m.fc1, m.bn1, f"{pfx}.bn1", y)
+        y = lif(f"{pfx}.lif2", m.lif2, y)
+        return lower_linear(f"{pfx}.fc2", m.fc2, m.bn2, f"{pfx}.bn2", y)
 
     def cblock(pfx: str, blk, x: _Val) -> _Val:
+        """x += BN(conv2(dwconv(conv1(PLIF(x))))); x += mlp(x)."""
         s = lif(f"{pfx}.lif", blk.lif, x)
         y = tconv(f"{pfx}.conv1", blk.conv1, None, None, s)
         y = tconv(f"{pfx}.dwconv", blk.dwconv, None, None, y)
         y = tconv(f"{pfx}.conv2", blk.conv2, blk.bn, f"{pfx}.bn", y)
         b.parts[b.cur].modules.append(f"{pfx}.drop_path")
         x = b.add(x, y, f"{pfx}.res1", f"{pfx}:add1")
-        return mlp(pfx, blk.mlp, x, tconv)
+        return b.add(x, lower(f"{pfx}.mlp", blk.mlp, x), f"{pfx}.res2", f"{pfx}:add2")
 
     def patch_embed(pfx: str, pe, x: _Val) -> _Val:
-        s = lif(f"{pfx}.lif", pe.lif, x)
+        """BN(conv(PLIF(x))); the stem (no neuron) reads the analog frames."""
+        s = x if pe.lif is None else lif(f"{pfx}.lif", pe.lif, x)
         return tconv(f"{pfx}.conv", pe.conv, pe.bn, f"{pfx}.bn", s)
 
+    def local_path(pfx: str, lp, x: _Val) -> _Val:
+        """BN(pwconv(dwconv(PLIF(x))))."""
+        y = lif(f"{pfx}.lif", lp.lif, x)
+        y = tconv(f"{pfx}.dwconv", lp.dwconv, None, None, y)
+        return tconv(f"{pfx}.pwconv", lp.pwconv, lp.bn, f"{pfx}.bn", y)
+
     def sablock(pfx: str, blk, x: _Val) -> _Val:
+        """x += BN(proj(PLIF(Q (K^T V) * scale))) with Q, K, V = PLIF(BN(qkv(PLIF(x)))); x += mlp(x)."""
         a = blk.attn
         C, h, w = x.shape
         s = lif(f"{pfx}.attn.lif_in", a.lif_in, x)
@@ -391,24 +406,28 @@ def lower_svformer(model: nn.Module, approximate_bn: bool = False) -> Lowered:
         y = token_linear(f"{pfx}.attn.proj", a.proj, a.bn_proj, f"{pfx}.attn.bn_proj", y)
         b.parts[b.cur].modules.append(f"{pfx}.drop_path")
         x = b.add(x, y, f"{pfx}.res1", f"{pfx}:add1")
-        return mlp(pfx, blk.mlp, x, token_linear)
+        return b.add(x, lower(f"{pfx}.mlp", blk.mlp, x), f"{pfx}.res2", f"{pfx}:add2")
 
-    for i, blk in enumerate(model.blocks1):
-        x = cblock(f"blocks1.{i}", blk, x)
-    x = patch_embed("patch_embed2", model.patch_embed2, x)
-    for i, blk in enumerate(model.blocks2):
-        x = cblock(f"blocks2.{i}", blk, x)
-    x = patch_embed("patch_embed3", model.patch_embed3, x)
-    lp = model.local_path
-    y = lif("local_path.lif", lp.lif, x)
-    y = tconv("local_path.dwconv", lp.dwconv, None, None, y)
-    x_local = tconv("local_path.pwconv", lp.pwconv, lp.bn, "local_path.bn", y)
-    local_sig = b.signal_of(x_local, "local_path", "analog")
-    for i, blk in enumerate(model.blocks3):
-        x = sablock(f"blocks3.{i}", blk, x)
-    x = patch_embed("patch_embed4", model.patch_embed4, x)
-    for i, blk in enumerate(model.blocks4):
-        x = sablock(f"blocks4.{i}", blk, x)
+    def stage(pfx: str, blocks: nn.ModuleList, x: _Val) -> _Val:
+        for i, blk in enumerate(blocks):
+            x = lower(f"{pfx}.{i}", blk, x)
+        return x
+
+    # the lowering table, keyed by module type (check_supported has verified every type and child)
+    rules = {S.PatchEmbed: patch_embed, S.CBlock: cblock, S.SABlock: sablock, S.LocalPath: local_path,
+             S.ConvMlp: lambda pfx, m, x: mlp(pfx, m, x, tconv),
+             S.TokenMlp: lambda pfx, m, x: mlp(pfx, m, x, token_linear), nn.ModuleList: stage}
+
+    def lower(pfx: str, module: nn.Module, x: _Val) -> _Val:
+        return rules[type(module)](pfx, module, x)
+
+    # SVFormer.forward_features: stages in order; the local path forks from the stage-3 input
+    x = frames
+    for name in ("patch_embed1", "blocks1", "patch_embed2", "blocks2", "patch_embed3"):
+        x = lower(name, getattr(model, name), x)
+    local_sig = b.signal_of(lower("local_path", model.local_path, x), "local_path", "analog")
+    for name in ("blocks3", "patch_embed4", "blocks4"):
+        x = lower(name, getattr(model, name), x)
     stage4 = b.signal_of(x, "stage4", "analog")
 
     C4, hh, ww = x.shape
