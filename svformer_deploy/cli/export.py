@@ -58,11 +58,13 @@ def verify_cmd(
     checkpoint: Annotated[Optional[Path], typer.Option(
         "--checkpoint", help="Source checkpoint (default: the path recorded at export; its SHA-256 must match).")] = None,
     target: Annotated[Optional[str], typer.Option(
-        "--target", help="Verifier to use (default: the export's own; e.g. a second runtime of the same bundle).")] = None,
+        "--target", help="Verifier to use (default: the export's own; e.g. a second runtime of the same "
+        "bundle).")] = None,
 ) -> None:
     """Re-check an export: re-read its files, run it on real clips, compare with the PyTorch model (JSON + table)."""
     from svformer_deploy.exporters import eval_batches, source_checkpoint, verify_export
 
     model, _ = source_checkpoint(path, checkpoint)
-    _print(verify_export(path, target=target, model=model, batches=_progress(eval_batches(data, model.config, num_videos)),
+    batches = _progress(eval_batches(data, model.config, num_videos))
+    _print(verify_export(path, target=target, model=model, batches=batches,
                          data_desc=f"{data}, split val, {num_videos} videos, 1 view each"))

@@ -51,8 +51,8 @@ from svformer_deploy.errors import BundleFormatError
 __all__ = [
     "BUNDLE_FORMAT", "BUNDLE_VERSION", "MANIFEST_NAME", "HOST_PARAMS_NAME", "VERIFICATION_NAME", "APPROXIMATION_KINDS",
     "Signal", "PartitionSpec", "HostOpSpec", "Approximation", "Manifest", "write_bundle", "read_manifest",
-    "check_bundle_files", "coverage_of", "manifest_digest", "manifest_differences", "check_manifest_matches", "PROVENANCE_FIELDS",
-    "atomic_write_dir",
+    "check_bundle_files", "coverage_of", "manifest_digest", "manifest_differences", "check_manifest_matches",
+    "PROVENANCE_FIELDS", "atomic_write_dir",
 ]
 
 BUNDLE_FORMAT = "svformer-deploy-bundle"
@@ -148,7 +148,8 @@ class PartitionSpec:
         if not self.outputs:
             raise _bad(what, "has no outputs")
         _names(f"{what} modules", self.modules)
-        if not isinstance(self.nodes, dict) or not all(_is_name(k) and isinstance(v, list) for k, v in self.nodes.items()):
+        if not isinstance(self.nodes, dict) or not all(_is_name(k) and isinstance(v, list)
+                                                        for k, v in self.nodes.items()):
             raise _bad(f"{what} nodes", "must map node names to module lists")
         if self.time not in _TIMES:
             raise _bad(what, f"has time {self.time!r}, not one of {_TIMES}")
@@ -480,8 +481,8 @@ def read_manifest(bundle: str | os.PathLike) -> Manifest:
         raise BundleFormatError(f"{path} is not an svformer-deploy bundle manifest (format={got!r})")
     if d.get("format_version") != BUNDLE_VERSION:
         raise BundleFormatError(f"{bundle} has bundle format version {d.get('format_version')}; this "
-                                f"svformer-deploy reads version {BUNDLE_VERSION} only: re-export it from its checkpoint "
-                                "with `svformer-deploy export CHECKPOINT --to TARGET --out DIR`")
+                                f"svformer-deploy reads version {BUNDLE_VERSION} only: re-export it from its "
+                                "checkpoint with `svformer-deploy export CHECKPOINT --to TARGET --out DIR`")
     manifest = Manifest.from_json(d)
     if d.get("integrity") != manifest_digest(d):
         raise BundleFormatError(f"{path} was edited after export (its integrity digest does not match its "

@@ -53,7 +53,8 @@ def build_manifest(lowered: Lowered, target: str, model: nn.Module, checkpoint_s
         checkpoint_sha256=checkpoint_sha256, dt=DT, discretization=dict(DISCRETIZATION),
         signals=dict(lowered.signals), partitions=[p.spec(p.name + file_ext) for p in lowered.partitions],
         host_ops=list(lowered.host_ops), schedule=list(lowered.schedule), graph_input=lowered.graph_input,
-        graph_output=lowered.graph_output, operations=model_operations(model), class_names=class_names, approximations=list(lowered.approximations),
+        graph_output=lowered.graph_output, operations=model_operations(model), class_names=class_names,
+        approximations=list(lowered.approximations),
         created_by=f"svformer-deploy {__version__}")
 
 

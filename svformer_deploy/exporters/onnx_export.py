@@ -214,7 +214,8 @@ def verify_onnx(bundle: str | os.PathLike, model: nn.Module, batches, write: boo
     exact = max_diff <= LOGIT_TOLERANCE
     verdict = "exact" if exact else ("threshold" if divergences and all(d["explained"] for d in divergences)
                                      else "failed")
-    report = {"bundle": str(bundle), "file": str(path), "opset": OPSET, "checker_full_check": True, "data": data_desc, "clips": n,
+    report = {"bundle": str(bundle), "file": str(path), "opset": OPSET, "checker_full_check": True, "data": data_desc,
+              "clips": n,
               "logits_max_abs_diff": max_diff, "clips_off_tolerance": n_off, "top1_agreement": same / n,
               "top1_model": correct_m / n_lab if n_lab else None, "top1_onnx": correct_o / n_lab if n_lab else None,
               "onnxruntime": ort.__version__, "metadata_keys": sorted(meta),

@@ -43,8 +43,8 @@ from svformer_deploy.exporters.host_ops import HostContext, PartitionFn, run_hos
 from svformer_deploy.exporters.partition import DT
 from svformer_deploy.models.recording import forward_hooks
 
-__all__ = ["BundleRun", "PartitionRunner", "run_bundle", "load_partitions", "load_host_params", "check_partition_signals",
-           "NodeRuntime", "NODE_RUNTIMES", "register_node_runtime", "runtime_notes",
+__all__ = ["BundleRun", "PartitionRunner", "run_bundle", "load_partitions", "load_host_params",
+           "check_partition_signals", "NodeRuntime", "NODE_RUNTIMES", "register_node_runtime", "runtime_notes",
            "SNNTORCH_NODE_TYPES"]
 
 

@@ -18,7 +18,7 @@ Checks, in order:
 from __future__ import annotations
 
 import math
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict
 from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,16 +31,17 @@ from torch import Tensor, nn
 from svformer_deploy._atomic import atomic_write_json
 from svformer_deploy.errors import VerificationError
 from svformer_deploy.exporters import LOGIT_TOLERANCE
-from svformer_deploy.exporters.bundle import (VERIFICATION_NAME, check_bundle_files, check_manifest_matches, coverage_of,
-                                              read_manifest)
+from svformer_deploy.exporters.bundle import (VERIFICATION_NAME, check_bundle_files, check_manifest_matches,
+                                              coverage_of, read_manifest)
 from svformer_deploy.exporters.partition import lower_svformer, model_operations
-from svformer_deploy.exporters.runtime import (PartitionRunner, check_partition_signals, load_host_params, load_partitions,
-                                               run_bundle, runtime_notes)
+from svformer_deploy.exporters.runtime import (PartitionRunner, check_partition_signals, load_host_params,
+                                               load_partitions, run_bundle, runtime_notes)
 from svformer_deploy.models import iter_neurons, record_spikes
 from svformer_deploy.models.neurons import PLIF, PLIFParameters, plif_step
 from svformer_deploy.models.recording import forward_hooks, to_chw
 
-__all__ = ["check_manifest_meaning", "coverage_problems", "record_ties", "first_divergence", "NEAR_THRESHOLD", "LayerStats", "verify_bundle", "format_report"]
+__all__ = ["check_manifest_meaning", "coverage_problems", "record_ties", "first_divergence", "NEAR_THRESHOLD",
+           "LayerStats", "verify_bundle", "format_report"]
 
 
 def check_manifest_meaning(bundle: Path, manifest, model: nn.Module) -> None:

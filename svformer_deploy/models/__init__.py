@@ -11,7 +11,8 @@ from svformer_deploy.models.svformer import SVFormer
 
 __all__ = [
     "create_model", "get_config", "list_models", "register_model", "SVFormerConfig", "SVFormer",
-    "PLIF", "PLIFParameters", "PLIFState", "ReLUNeuron", "SpikingNeuron", "plif_step", "plif_multistep", "TemporalBatchNorm",
+    "PLIF", "PLIFParameters", "PLIFState", "ReLUNeuron", "SpikingNeuron", "plif_step", "plif_multistep",
+    "TemporalBatchNorm",
     "save_checkpoint", "load_checkpoint", "read_checkpoint", "file_sha256",
     "record_spikes", "forward_hooks", "iter_neurons", "SpikeRecording",
 ]

@@ -16,8 +16,10 @@ def _manifest() -> Manifest:
         signals={"x": Signal("x", (3, 4, 4), "analog"), "s": Signal("s", (3, 4, 4), "spikes"),
                  "y": Signal("y", (2,), "logits", time="per_clip", layout="K")},
         partitions=[PartitionSpec("p0", "p0.nir", {"input": "x"}, {"output": "s"}, ["a.lif"], {"lif": ["a.lif"]})],
-        host_ops=[HostOpSpec("h", "temporal_head", ["s"], ["y"], ["head"], "y = W s", {"groups": 1}, ["h.w"], "per_clip")],
-        schedule=[{"partition": "p0"}, {"host_op": "h"}], graph_input="x", graph_output="y", operations=["a.lif", "head"],
+        host_ops=[HostOpSpec("h", "temporal_head", ["s"], ["y"], ["head"], "y = W s", {"groups": 1}, ["h.w"],
+                             "per_clip")],
+        schedule=[{"partition": "p0"}, {"host_op": "h"}], graph_input="x", graph_output="y",
+        operations=["a.lif", "head"],
         class_names=["a", "b"])
 
 

@@ -23,14 +23,14 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from svformer_deploy.exporters.bundle import (HOST_PARAMS_NAME, Approximation, HostOpSpec, Manifest, PartitionSpec, Signal,
-                                              write_bundle)
+from svformer_deploy.exporters.bundle import (HOST_PARAMS_NAME, Approximation, HostOpSpec, Manifest, PartitionSpec,
+                                              Signal, write_bundle)
 from svformer_deploy.exporters.lava.netx import NETX_FORMAT, NETX_FORMAT_VERSION, write_netx
 from svformer_deploy.exporters.lava.partition import Partition, Tap, partition_model, partition_taps, quantize_partition
 from svformer_deploy.exporters.lava.quantize import LoihiOverflowWarning
 
-__all__ = ["export_lava", "DISCRETIZATION", "RUNNER_NAME", "HOST_PREFIX", "partition_file", "tap_signal", "lava_approximations",
-           "lava_manifest"]
+__all__ = ["export_lava", "DISCRETIZATION", "RUNNER_NAME", "HOST_PREFIX", "partition_file", "tap_signal",
+           "lava_approximations", "lava_manifest"]
 
 RUNNER_NAME = "lava_runner.py"
 

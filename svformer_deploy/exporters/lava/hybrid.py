@@ -1,8 +1,9 @@
 """The quantised model: the float SVFormer with every Lava partition's neurons replaced by the fixed-point
 emulation (host operations stay in float). Used for the accuracy cost of the Lava export.
 
-The replacement is the shared one of the bundle runner (:func:`~svformer_deploy.exporters.host_ops.partitions_replacing`,
-behind the ``svformer_float_host`` host op), with :func:`emulate_partition` as the partition runtime.
+The replacement is the shared one of the bundle runner
+(:func:`~svformer_deploy.exporters.host_ops.partitions_replacing`, behind the ``svformer_float_host`` host op),
+with :func:`emulate_partition` as the partition runtime.
 """
 
 from __future__ import annotations

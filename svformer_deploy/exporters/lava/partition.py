@@ -202,7 +202,8 @@ def quantize_partition(part: Partition, exponent: int | None = None) -> Partitio
 
 def partition_taps(parts: list[Partition]) -> dict[str, dict]:
     """``{name: {"source": tap, "taps": [tap per layer]}}`` (taps as :meth:`Tap.to_dict`): what the host op
-    ``svformer_float_host`` needs to call each partition (see :func:`~svformer_deploy.exporters.host_ops.partitions_replacing`)."""
+    ``svformer_float_host`` needs to call each partition
+    (see :func:`~svformer_deploy.exporters.host_ops.partitions_replacing`)."""
     return {p.name: {"source": p.source.to_dict(), "taps": [t.to_dict() for t in p.taps]} for p in parts}
 
 

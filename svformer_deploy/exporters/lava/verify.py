@@ -31,8 +31,8 @@ from torch import Tensor
 
 from svformer_deploy._atomic import atomic_write_json
 from svformer_deploy.errors import VerificationError
-from svformer_deploy.exporters.bundle import (HOST_PARAMS_NAME, VERIFICATION_NAME, check_bundle_files, check_manifest_matches,
-                                              read_manifest)
+from svformer_deploy.exporters.bundle import (HOST_PARAMS_NAME, VERIFICATION_NAME, check_bundle_files,
+                                              check_manifest_matches, read_manifest)
 from svformer_deploy.exporters.lava.emulate import emulate_partition
 from svformer_deploy.exporters.lava.export import HOST_PREFIX, RUNNER_NAME, lava_manifest
 from svformer_deploy.exporters.lava.hybrid import emulation_runtime
