@@ -42,8 +42,8 @@ def main() -> None:
             lambda: export_nir(model, d / "bundle", checkpoint_sha256="0" * 64, approximate_bn=approx, force=True),
             args.repeat), d / "bundle"))
         if not args.skip_onnx:
-            rows.append(("ONNX", best_of(lambda: export_onnx(model, d / "m.onnx", checkpoint_sha256="0" * 64,
-                                                            force=True), args.repeat), d / "m.onnx"))
+            rows.append(("ONNX bundle", best_of(lambda: export_onnx(model, d / "onnx", checkpoint_sha256="0" * 64,
+                                                            force=True), args.repeat), d / "onnx"))
         base = rows[0][1]
         print(f"{args.model}: {n_params:,} parameters, T={model.config.num_frames}, {model.config.img_size}px, "
               f"{args.threads} thread(s), best of {args.repeat}")

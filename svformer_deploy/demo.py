@@ -66,23 +66,17 @@ DEMO_VIDEOS = 16
 
 
 def _export_and_verify(checkpoint: Path, target: str, out: Path) -> dict[str, Path]:
-    """Export ``checkpoint`` to ``target`` at ``out`` and verify it on real moving-digits clips; a verification
-    that misses its goal is a step failure. Returns the export and its verification JSON."""
+    """Export ``checkpoint`` to ``target`` at ``out`` and verify it on real moving-digits clips
+    (:func:`~svformer_deploy.exporters.export_and_verify`); a verification that misses its goal is a step
+    failure. Returns the bundle and its verification JSON."""
     from svformer_deploy.errors import VerificationError
-    from svformer_deploy.exporters import eval_batches, export_checkpoint, get_exporter
+    from svformer_deploy.exporters import export_and_verify
 
-    path, model, _ = export_checkpoint(checkpoint, target, out)
-    exporter = get_exporter(target)
-    report = exporter.verify(path, model, eval_batches("moving-digits", model.config, DEMO_VIDEOS),
-                             data_desc=f"moving-digits, split val, {DEMO_VIDEOS} videos, 1 view each")
-    print(exporter.format_report(report))
-    if report.get("passed") is False:
-        raise VerificationError(f"{target} export {path} did not pass verification (see its report)")
-    if path.suffix == ".onnx":
-        verification = path.with_name(path.name + ".verification.json")
-    else:
-        verification = path / "verification.json"
-    return {"export": path, **({"verification": verification} if verification.exists() else {})}
+    result = export_and_verify(checkpoint, target, out, num_videos=DEMO_VIDEOS)
+    print(result.summary)
+    if result.passed is False:
+        raise VerificationError(f"{target} export {result.path} did not pass verification (see its report)")
+    return {"export": result.path, "verification": result.report_path}
 
 
 @register_demo_step("export-nir")
@@ -94,7 +88,7 @@ def _nir_step(checkpoint: Path, out_dir: Path) -> dict[str, Path]:
 @register_demo_step("export-onnx")
 def _onnx_step(checkpoint: Path, out_dir: Path) -> dict[str, Path]:
     """The full model as ONNX (fixed T and input size, dynamic batch), verified with onnxruntime."""
-    return _export_and_verify(checkpoint, "onnx", out_dir / "model.onnx")
+    return _export_and_verify(checkpoint, "onnx", out_dir / "bundle")
 
 
 @register_demo_step("export-lava")

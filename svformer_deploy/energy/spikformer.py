@@ -16,6 +16,7 @@ from collections import OrderedDict
 import torch
 from torch import Tensor, nn
 
+from svformer_deploy.models.recording import forward_hooks
 from svformer_deploy.models.svformer import SpikeAttentionProduct
 
 __all__ = ["spikformer_counts"]
@@ -28,7 +29,6 @@ def _binary(x: Tensor) -> bool:
 def spikformer_counts(model: nn.Module, clips: Tensor) -> "OrderedDict[str, dict[str, float]]":
     """Per layer ``{"mac", "ac", "rate"}`` under the published convention, summed over the batch."""
     out: OrderedDict[str, dict[str, float]] = OrderedDict()
-    handles = []
 
     def syn_hook(name: str):
         def hook(mod: nn.Module, args: tuple, y: Tensor) -> None:
@@ -52,15 +52,9 @@ def spikformer_counts(model: nn.Module, clips: Tensor) -> "OrderedDict[str, dict
             out[name] = {"mac": 0.0, "ac": B * T * h * N * d * d * (min(fk, fv) + fq), "rate": fq}
         return hook
 
-    for name, mod in model.named_modules():
-        if isinstance(mod, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
-            handles.append(mod.register_forward_hook(syn_hook(name)))
-        elif isinstance(mod, SpikeAttentionProduct):
-            handles.append(mod.register_forward_hook(attn_hook(name)))
-    try:
-        with torch.no_grad():
-            model.eval()(clips)
-    finally:
-        for h in handles:
-            h.remove()
+    hooks = [(mod, syn_hook(name)) for name, mod in model.named_modules()
+             if isinstance(mod, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))]
+    hooks += [(mod, attn_hook(name)) for name, mod in model.named_modules() if isinstance(mod, SpikeAttentionProduct)]
+    with forward_hooks(hooks), torch.no_grad():
+        model.eval()(clips)
     return out

@@ -1,8 +1,12 @@
-"""Exporters: NIR bundles, ONNX (and Lava-DL netx), each verified after export.
+"""Exporters: NIR, ONNX and Lava-DL netx bundles, each verified after export in an independent runtime.
 
-One registry maps a target name (``--to``) to an :class:`Exporter`; targets are loaded lazily so that no
-optional dependency is imported unless its target is used. To add a target, write a module that defines
+One registry maps a target name (``--to`` / ``--target``) to an :class:`Exporter`; targets are loaded lazily so
+that no optional dependency is imported unless its target is used. Every target writes an export bundle
+(:mod:`svformer_deploy.exporters.bundle`); a verifier-only target (``export=None``) runs the bundles another
+target writes (``reads``) in a second runtime. To add a target, write one module that defines
 ``EXPORTER = Exporter(...)`` and add one line to :data:`_TARGETS`.
+
+:func:`export_and_verify` is the one export-then-verify path: the CLI and the demo call it.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from torch import Tensor, nn
 from svformer_deploy.errors import ConfigError, DataError
 
 __all__ = ["Exporter", "list_targets", "get_exporter", "export_checkpoint", "eval_batches", "export_target_of",
-           "source_checkpoint", "LOGIT_TOLERANCE"]
+           "source_checkpoint", "LOGIT_TOLERANCE", "ExportResult", "export_and_verify", "verify_export"]
 
 LOGIT_TOLERANCE = 1e-4
 """Largest |logit difference| an exact export may show against PyTorch (float32 rounding of folded weights)."""
@@ -33,20 +37,30 @@ class Exporter:
     ``export(model, out, checkpoint_sha256=..., checkpoint_path=..., class_names=..., force=...,
     approximate_bn=...) -> Path`` writes atomically; ``verify(path, model, batches, data_desc=...) -> report``
     runs the target's checks on real clips and writes the report as JSON next to the export;
-    ``format_report(report) -> str`` renders it for the terminal.
+    ``format_report(report) -> str`` renders it for the terminal. ``export=None`` marks a verifier-only target
+    that runs bundles of target ``reads`` (default: its own name); ``report_name`` is the report's file name in
+    the bundle.
     """
 
     name: str
     description: str
-    export: Callable[..., Path]
+    export: Callable[..., Path] | None
     verify: Callable[..., dict[str, Any]]
     format_report: Callable[[dict[str, Any]], str]
+    reads: str = ""
+    report_name: str = "verification.json"
+
+    @property
+    def bundle_target(self) -> str:
+        """The manifest ``target`` of the bundles this exporter verifies."""
+        return self.reads or self.name
 
 
 _TARGETS: dict[str, str] = {
     "nir": "svformer_deploy.exporters.nir_export",
     "onnx": "svformer_deploy.exporters.onnx_export",
     "lava": "svformer_deploy.exporters.lava",
+    "nir-norse": "svformer_deploy.exporters.norse_runtime",
 }
 
 
@@ -73,6 +87,9 @@ def export_checkpoint(checkpoint: str | os.PathLike, to: str, out: str | os.Path
 
     checkpoint, out = user_path(checkpoint), user_path(out)
     exporter = get_exporter(to)
+    if exporter.export is None:
+        raise ConfigError(f"target {to!r} only verifies bundles of target {exporter.bundle_target!r}; export with "
+                          f"--to {exporter.bundle_target}, then `svformer-deploy verify BUNDLE --target {to}`")
     model, meta = load_checkpoint(checkpoint)
     path = exporter.export(model, out, checkpoint_sha256=meta["sha256"], checkpoint_path=str(checkpoint),
                            class_names=meta.get("class_names"), force=force, approximate_bn=approximate_bn)
@@ -103,36 +120,88 @@ def eval_batches(spec: str, config, num_videos: int | None, batch_size: int = 8,
 
 
 def export_target_of(path: str | os.PathLike) -> str:
-    """The target of an existing export: ``onnx`` for a .onnx file, else the bundle manifest's ``target``."""
+    """The target that wrote an existing export bundle (its manifest's ``target``)."""
     from svformer_deploy.exporters.bundle import read_manifest
 
-    if Path(path).suffix == ".onnx":
-        return "onnx"
     return read_manifest(path).target
 
 
 def source_checkpoint(path: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
                       ) -> tuple[nn.Module, dict[str, Any]]:
-    """Load the checkpoint an export was made from (``checkpoint`` or the path recorded at export) and check
-    that its SHA-256 is the one recorded in the export."""
-    from svformer_deploy.errors import VerificationError
+    """Load the checkpoint a bundle was exported from (``checkpoint`` or the path recorded at export) and check
+    that its SHA-256, config and class names are the ones the bundle records."""
+    from svformer_deploy._paths import user_path
+    from svformer_deploy.errors import BundleFormatError, VerificationError
+    from svformer_deploy.exporters.bundle import read_manifest
     from svformer_deploy.models import load_checkpoint
 
-    if Path(path).suffix == ".onnx":
-        import onnx
-
-        meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-        recorded, want = meta.get("checkpoint_path", ""), meta.get("checkpoint_sha256", "")
-    else:
-        from svformer_deploy.exporters.bundle import read_manifest
-
-        m = read_manifest(path)
-        recorded, want = m.checkpoint_path, m.checkpoint_sha256
-    ckpt = checkpoint or recorded
+    m = read_manifest(path)
+    ckpt = user_path(checkpoint) if checkpoint else m.checkpoint_path
     if not ckpt:
         raise VerificationError(f"{path} does not record its source checkpoint; pass --checkpoint")
     model, meta = load_checkpoint(ckpt)
-    if want and meta["sha256"] != want:
+    if m.checkpoint_sha256 and meta["sha256"] != m.checkpoint_sha256:
         raise VerificationError(f"checkpoint {ckpt} (sha256 {meta['sha256'][:12]}...) is not the one {path} was "
-                                f"exported from (sha256 {want[:12]}...); pass --checkpoint with the original file")
+                                f"exported from (sha256 {m.checkpoint_sha256[:12]}...); pass --checkpoint with the "
+                                "original file")
+    fix = "re-export the bundle with `svformer-deploy export` instead of editing it"
+    cfg = model.config.to_dict()
+    diff = sorted(k for k in set(cfg) | set(m.config) if cfg.get(k) != m.config.get(k))
+    if diff:
+        raise BundleFormatError(f"{path}: the manifest's config differs from its checkpoint's in {diff}; {fix}")
+    if m.class_names != meta.get("class_names"):
+        raise BundleFormatError(f"{path}: the manifest's class names are not its checkpoint's; {fix}")
     return model, meta
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """An export (or re-verification): the bundle, the verification report (also at ``report_path``) and its
+    rendering for a terminal. ``passed`` is False when the verification missed its goal (None: approximate)."""
+
+    path: Path
+    report: dict[str, Any]
+    report_path: Path
+    summary: str
+
+    @property
+    def passed(self) -> bool | None:
+        return self.report.get("passed")
+
+
+def verify_export(path: str | os.PathLike, *, target: str | None = None, checkpoint: str | os.PathLike | None = None,
+                  model: nn.Module | None = None, data: str = "moving-digits", num_videos: int | None = 32,
+                  batches=None, data_desc: str | None = None) -> ExportResult:
+    """Verify an existing bundle with ``target``'s verifier (default: the target that wrote it) on real clips
+    (``batches``, else ``num_videos`` validation videos of ``data``, one view each) against ``model`` (default:
+    its source checkpoint, checked by :func:`source_checkpoint`)."""
+    from svformer_deploy._paths import data_spec, user_path
+    from svformer_deploy.errors import BundleFormatError
+
+    path, data = user_path(path), data_spec(data)
+    written_by = export_target_of(path)
+    exporter = get_exporter(target or written_by)
+    if exporter.bundle_target != written_by:
+        raise BundleFormatError(f"{path} is a '{written_by}' bundle; target {exporter.name!r} verifies "
+                                f"'{exporter.bundle_target}' bundles (use --target {written_by})")
+    if model is None:
+        model, _ = source_checkpoint(path, checkpoint)
+    if batches is None:
+        batches = eval_batches(data, model.config, num_videos)
+        data_desc = data_desc or f"{data}, split val, {num_videos} videos, 1 view each"
+    report = exporter.verify(path, model, batches, data_desc=data_desc or "")
+    return ExportResult(path, report, path / exporter.report_name, exporter.format_report(report))
+
+
+def export_and_verify(checkpoint: str | os.PathLike, target: str, out: str | os.PathLike, *, force: bool = False,
+                      approximate_bn: bool = False, data: str = "moving-digits", num_videos: int | None = 32,
+                      wrap_batches: Callable[[Any], Any] | None = None) -> ExportResult:
+    """Export ``checkpoint`` to ``target`` at ``out``, then verify the bundle against the checkpoint's model on
+    ``num_videos`` validation videos of ``data``. ``wrap_batches`` may wrap the clip iterator (progress bars)."""
+    from svformer_deploy._paths import data_spec
+
+    path, model, _ = export_checkpoint(checkpoint, target, out, force=force, approximate_bn=approximate_bn)
+    data = data_spec(data)
+    batches = eval_batches(data, model.config, num_videos)
+    return verify_export(path, target=target, model=model, batches=wrap_batches(batches) if wrap_batches else batches,
+                         data_desc=f"{data}, split val, {num_videos} videos, 1 view each")

@@ -22,15 +22,26 @@ Execution contract (what a runtime must do with a bundle):
 
 Every module of the source model is named in exactly one partition's or host op's ``modules`` list.
 Writes are atomic: the bundle is built in a temporary directory next to the target and renamed onto it.
+
+Checked, not trusted (format version 2): every dataclass below validates itself when built (so a malformed
+``manifest.json`` fails on read with one line naming the field); the manifest as a whole checks that every
+model operation it lists in ``operations`` is covered by exactly one partition or host op, that its
+schedule is a data flow (every step reads only signals the graph input or an earlier step produced; the graph
+output is produced), that every step exists and runs once, every host op is registered, the class names fit
+the logits; and ``integrity`` is the SHA-256 of the manifest's canonical JSON (all fields but itself,
+``files`` included), so any hand edit of ``manifest.json`` is refused. ``approximations`` are
+:class:`Approximation` records (a registered kind with the parameters the exporter used), which the verifiers
+re-derive from the model rather than trust.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,18 +49,51 @@ from svformer_deploy._atomic import atomic_write_dir
 from svformer_deploy.errors import BundleFormatError
 
 __all__ = [
-    "BUNDLE_FORMAT", "BUNDLE_VERSION", "MANIFEST_NAME", "HOST_PARAMS_NAME", "VERIFICATION_NAME",
-    "Signal", "PartitionSpec", "HostOpSpec", "Manifest", "write_bundle", "read_manifest", "check_bundle_files",
-    "atomic_write_dir",
+    "BUNDLE_FORMAT", "BUNDLE_VERSION", "MANIFEST_NAME", "HOST_PARAMS_NAME", "VERIFICATION_NAME", "APPROXIMATION_KINDS",
+    "Signal", "PartitionSpec", "HostOpSpec", "Approximation", "Manifest", "write_bundle", "read_manifest",
+    "check_bundle_files", "coverage_of", "manifest_digest", "manifest_differences", "check_manifest_matches",
+    "PROVENANCE_FIELDS", "atomic_write_dir",
 ]
 
 BUNDLE_FORMAT = "svformer-deploy-bundle"
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 HOST_PARAMS_NAME = "host_params.npz"
 VERIFICATION_NAME = "verification.json"
 
 Time = Literal["per_timestep", "per_clip"]
+_KINDS = ("spikes", "analog", "logits")
+_TIMES = ("per_timestep", "per_clip")
+_FIX = "re-export the bundle with `svformer-deploy export` instead of editing it"
+
+APPROXIMATION_KINDS: dict[str, str] = {
+    "bn_time_average": "per-timestep BatchNorm folded with its time-averaged scale and shift (params: num_frames)",
+    "loihi_weight_mantissa": "weights as 8-bit mantissas with a per-layer exponent, round to nearest",
+    "loihi_bias_mantissa": "biases (folded BatchNorm shift / tau) as 13-bit mantissas at the weight exponent",
+    "loihi_voltage_decay": "voltage decay round(4096 / tau) / 4096, decayed voltage rounded toward zero",
+    "loihi_strict_threshold": "spike condition v > threshold (strict) instead of H >= V_th",
+    "loihi_clipping": "weights or biases clipped to their mantissa (params: layer, neuron, weights, biases)",
+}
+"""Every kind of approximation an exporter may record. A verifier accepts an ``approximate`` verdict only for
+approximations whose kind is listed here *and* that it re-derives, with equal parameters, from the model."""
+
+
+def _bad(what: str, why: str) -> BundleFormatError:
+    return BundleFormatError(f"bundle manifest: {what} {why}; {_FIX}")
+
+
+def _is_name(x: Any) -> bool:
+    return isinstance(x, str) and bool(x)
+
+
+def _str_map(what: str, d: Any) -> None:
+    if not isinstance(d, dict) or not all(_is_name(k) and _is_name(v) for k, v in d.items()):
+        raise _bad(what, "must map names to names")
+
+
+def _names(what: str, xs: Any) -> None:
+    if not isinstance(xs, list) or not all(_is_name(x) for x in xs):
+        raise _bad(what, "must be a list of names")
 
 
 @dataclass(frozen=True)
@@ -62,6 +106,19 @@ class Signal:
     kind: Literal["spikes", "analog", "logits"]
     time: Time = "per_timestep"
     layout: str = "C,H,W"
+
+    def __post_init__(self) -> None:
+        if not _is_name(self.name):
+            raise _bad("a signal", f"has no name ({self.name!r})")
+        if not (isinstance(self.shape, tuple) and self.shape
+                and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in self.shape)):
+            raise _bad(f"signal '{self.name}'", f"has shape {self.shape!r}, not a tuple of positive sizes")
+        if self.kind not in _KINDS:
+            raise _bad(f"signal '{self.name}'", f"has kind {self.kind!r}, not one of {_KINDS}")
+        if self.time not in _TIMES:
+            raise _bad(f"signal '{self.name}'", f"has time {self.time!r}, not one of {_TIMES}")
+        if not isinstance(self.layout, str) or len(self.layout.split(",")) != len(self.shape):
+            raise _bad(f"signal '{self.name}'", f"has layout {self.layout!r} for shape {self.shape}")
 
 
 @dataclass(frozen=True)
@@ -79,6 +136,23 @@ class PartitionSpec:
     modules: list[str]
     nodes: dict[str, list[str]] = field(default_factory=dict)
     time: Time = "per_timestep"
+
+    def __post_init__(self) -> None:
+        if not _is_name(self.name):
+            raise _bad("a partition", f"has no name ({self.name!r})")
+        what = f"partition '{self.name}'"
+        if not _is_name(self.file) or Path(self.file).name != self.file:
+            raise _bad(what, f"names file {self.file!r}, not a file inside the bundle")
+        _str_map(f"{what} inputs", self.inputs)
+        _str_map(f"{what} outputs", self.outputs)
+        if not self.outputs:
+            raise _bad(what, "has no outputs")
+        _names(f"{what} modules", self.modules)
+        if not isinstance(self.nodes, dict) or not all(_is_name(k) and isinstance(v, list)
+                                                        for k, v in self.nodes.items()):
+            raise _bad(f"{what} nodes", "must map node names to module lists")
+        if self.time not in _TIMES:
+            raise _bad(what, f"has time {self.time!r}, not one of {_TIMES}")
 
 
 @dataclass(frozen=True)
@@ -100,6 +174,40 @@ class HostOpSpec:
     params: list[str] = field(default_factory=list)
     time: Time = "per_timestep"
 
+    def __post_init__(self) -> None:
+        from svformer_deploy.exporters.host_ops import HOST_OPS
+
+        if not _is_name(self.name):
+            raise _bad("a host op", f"has no name ({self.name!r})")
+        what = f"host op '{self.name}'"
+        if self.op not in HOST_OPS:
+            raise _bad(what, f"names op {self.op!r}, which is not registered (known: {', '.join(sorted(HOST_OPS))})")
+        for key in ("inputs", "outputs", "modules", "params"):
+            _names(f"{what} {key}", getattr(self, key))
+        if not self.outputs:
+            raise _bad(what, "has no outputs")
+        if not _is_name(self.equation) or not isinstance(self.attrs, dict):
+            raise _bad(what, "needs an equation and a dict of attrs")
+        if self.time not in _TIMES:
+            raise _bad(what, f"has time {self.time!r}, not one of {_TIMES}")
+
+
+@dataclass(frozen=True)
+class Approximation:
+    """A departure from the source model that an exporter made on purpose: a registered ``kind``
+    (:data:`APPROXIMATION_KINDS`), the ``params`` it was made with, and a sentence for the report."""
+
+    kind: str
+    text: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in APPROXIMATION_KINDS:
+            raise _bad("approximation", f"{self.kind!r} is not a kind any exporter records "
+                       f"(known: {', '.join(APPROXIMATION_KINDS)})")
+        if not _is_name(self.text) or not isinstance(self.params, dict):
+            raise _bad(f"approximation {self.kind!r}", "needs a text and a dict of params")
+
 
 @dataclass
 class Manifest:
@@ -117,13 +225,116 @@ class Manifest:
     schedule: list[dict[str, str]]
     graph_input: str
     graph_output: str
+    operations: list[str] = field(default_factory=list)
     class_names: list[str] | None = None
     checkpoint_path: str = ""
-    approximations: list[str] = field(default_factory=list)
+    approximations: list[Approximation] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
     created_by: str = ""
     format: str = BUNDLE_FORMAT
     format_version: int = BUNDLE_VERSION
+    integrity: str = ""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`BundleFormatError` naming the first inconsistency (see the module docstring)."""
+        for key in ("target", "model_name"):
+            if not _is_name(getattr(self, key)):
+                raise _bad(key, f"is {getattr(self, key)!r}, not a name")
+        if not isinstance(self.config, dict) or not isinstance(self.discretization, dict):
+            raise _bad("config/discretization", "must be JSON objects")
+        if not (isinstance(self.dt, (int, float)) and not isinstance(self.dt, bool) and math.isfinite(self.dt)
+                and self.dt > 0):
+            raise _bad("dt", f"is {self.dt!r}, not a positive number")
+        if not isinstance(self.signals, dict) or any(k != s.name for k, s in self.signals.items()):
+            raise _bad("signals", "must be keyed by their own names")
+        steps = {}
+        for spec in [*self.partitions, *self.host_ops]:
+            if spec.name in steps:
+                raise _bad(f"step name '{spec.name}'", "is used twice")
+            steps[spec.name] = spec
+        for what, sigs in [(f"partition '{p.name}'", [*p.inputs.values(), *p.outputs.values()])
+                           for p in self.partitions] + [(f"host op '{h.name}'", [*h.inputs, *h.outputs])
+                                                        for h in self.host_ops]:
+            for sig in sigs:
+                if sig not in self.signals:
+                    raise _bad(what, f"uses signal '{sig}', which the manifest does not declare")
+        for key in ("graph_input", "graph_output"):
+            if getattr(self, key) not in self.signals:
+                raise _bad(key, f"'{getattr(self, key)}' is not a declared signal")
+        self._check_schedule(steps)
+        _names("operations", self.operations)
+        problems = self.coverage_problems()
+        if problems:
+            raise _bad("coverage", f"is broken: {'; '.join(problems[:3])}")
+        out = self.signals[self.graph_output]
+        if self.class_names is not None:
+            if not isinstance(self.class_names, list) or not all(isinstance(c, str) for c in self.class_names):
+                raise _bad("class_names", "must be a list of strings")
+            if len(self.class_names) != out.shape[0]:
+                raise _bad("class_names", f"has {len(self.class_names)} names for {out.shape[0]} logits")
+        num_classes = self.config.get("num_classes")
+        if num_classes is not None and out.shape != (num_classes,):
+            raise _bad(f"graph output '{out.name}'", f"has shape {out.shape}, the config {num_classes} classes")
+        size, chans = self.config.get("img_size"), self.config.get("in_chans")
+        if size is not None and chans is not None and self.signals[self.graph_input].shape != (chans, size, size):
+            raise _bad(f"graph input '{self.graph_input}'", f"has shape {self.signals[self.graph_input].shape}, "
+                       f"the config ({chans}, {size}, {size})")
+        if not isinstance(self.approximations, list) or not all(isinstance(a, Approximation)
+                                                               for a in self.approximations):
+            raise _bad("approximations", "must be a list of {kind, text, params} records")
+        if not isinstance(self.files, dict) or not all(isinstance(v, str) for v in self.files.values()):
+            raise _bad("files", "must map file names to SHA-256 digests")
+        for p in self.partitions:
+            if self.files and p.file not in self.files:
+                raise _bad(f"partition '{p.name}'", f"file {p.file} is not listed in files")
+
+    def _check_schedule(self, steps: dict) -> None:
+        """Every step once; per-timestep steps before per-clip ones; inputs produced before they are read."""
+        seen: set[str] = set()
+        produced = {self.graph_input}
+        clip_phase = False
+        if not isinstance(self.schedule, list):
+            raise _bad("schedule", "must be a list of steps")
+        for i, step in enumerate(self.schedule):
+            if not (isinstance(step, dict) and len(step) == 1 and next(iter(step)) in ("partition", "host_op")):
+                raise _bad(f"schedule step {i}", f"is {step!r}, not {{'partition': name}} or {{'host_op': name}}")
+            kind, name = next(iter(step.items()))
+            spec = steps.get(name)
+            if spec is None or isinstance(spec, PartitionSpec) != (kind == "partition"):
+                raise _bad(f"schedule step {i}", f"names {kind} '{name}', which the manifest does not declare")
+            if name in seen:
+                raise _bad(f"schedule step {i}", f"runs '{name}' a second time")
+            seen.add(name)
+            if spec.time == "per_clip":
+                clip_phase = True
+            elif clip_phase:
+                raise _bad(f"schedule step {i}", f"runs per-timestep '{name}' after a per-clip step")
+            reads = list(spec.inputs.values()) if isinstance(spec, PartitionSpec) else list(spec.inputs)
+            for sig in reads:
+                if sig not in produced:
+                    raise _bad(f"schedule step {i} ('{name}')", f"reads signal '{sig}' before any step produces it")
+            produced |= set(spec.outputs.values() if isinstance(spec, PartitionSpec) else spec.outputs)
+        if self.graph_output not in produced:
+            raise _bad("graph_output", f"'{self.graph_output}' is produced by no scheduled step")
+        hosted = {n for n, s in steps.items() if isinstance(s, HostOpSpec)}
+        if hosted - seen:
+            raise _bad("schedule", f"does not run host op(s) {sorted(hosted - seen)}")
+        called: set[str] = set()
+        for h in self.host_ops:
+            calls = h.attrs.get("partitions", {})
+            if not isinstance(calls, dict):
+                raise _bad(f"host op '{h.name}' attrs.partitions", "must map partition names to their taps")
+            called |= set(calls)
+        parts = {p.name for p in self.partitions}
+        if called - parts:
+            raise _bad("host ops", f"call partition(s) {sorted(called - parts)} the manifest does not declare")
+        if parts - seen - called:
+            raise _bad("schedule", f"neither runs nor calls partition(s) {sorted(parts - seen - called)}")
+        if seen & called:
+            raise _bad("schedule", f"runs partition(s) {sorted(seen & called)} that a host op also calls")
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -134,23 +345,99 @@ class Manifest:
     def from_json(cls, d: Mapping[str, Any]) -> "Manifest":
         d = dict(d)
         try:
+            unknown = set(d) - {f.name for f in fields(cls)}
+            if unknown:
+                raise TypeError(f"unknown field(s) {sorted(unknown)}")
             d["signals"] = {k: Signal(**{**v, "shape": tuple(v["shape"])}) for k, v in d["signals"].items()}
             d["partitions"] = [PartitionSpec(**p) for p in d["partitions"]]
             d["host_ops"] = [HostOpSpec(**h) for h in d["host_ops"]]
+            approx = d.get("approximations", [])
+            for i, a in enumerate(approx if isinstance(approx, list) else [approx]):
+                if not isinstance(a, dict):
+                    raise _bad(f"approximations[{i}]", f"is {a!r}, not a {{kind, text, params}} record written by an "
+                               "exporter")
+            d["approximations"] = [Approximation(**a) for a in approx]
             return cls(**d)
-        except (KeyError, TypeError) as err:
-            raise BundleFormatError(f"bundle manifest is incomplete or malformed ({err}); re-export the bundle "
-                                    "with this version of svformer-deploy") from err
+        except (KeyError, TypeError, AttributeError, ValueError) as err:
+            if isinstance(err, BundleFormatError):
+                raise
+            raise BundleFormatError(f"bundle manifest is incomplete or malformed ({type(err).__name__}: {err}); "
+                                    f"{_FIX}") from err
 
     def partition(self, name: str) -> PartitionSpec:
-        return next(p for p in self.partitions if p.name == name)
+        for p in self.partitions:
+            if p.name == name:
+                return p
+        raise _bad(f"partition '{name}'", f"is not declared (partitions: {[p.name for p in self.partitions]})")
 
     def host_op(self, name: str) -> HostOpSpec:
-        return next(h for h in self.host_ops if h.name == name)
+        for h in self.host_ops:
+            if h.name == name:
+                return h
+        raise _bad(f"host op '{name}'", f"is not declared (host ops: {[h.name for h in self.host_ops]})")
 
     def covered_modules(self) -> list[str]:
         """Every module named by a partition or host op, with repetitions (a correct bundle has none)."""
         return [m for p in self.partitions for m in p.modules] + [m for h in self.host_ops for m in h.modules]
+
+    def coverage_problems(self, operations: list[str] | None = None) -> list[str]:
+        """The invariant every bundle keeps: each of the model's ``operations`` (default: the list the manifest
+        records) is covered by exactly one partition or host op, and nothing else is. Empty when it holds."""
+        return coverage_of(self.operations if operations is None else operations, self.covered_modules())
+
+
+PROVENANCE_FIELDS = ("created_by", "files", "integrity", "checkpoint_path", "checkpoint_sha256", "class_names")
+"""Manifest fields that record where a bundle came from rather than what it computes: checked against the files
+(``files``) and the checkpoint (sha256, class names), not re-derived from the model."""
+
+
+def _diff(a: Any, b: Any, path: str, out: list[str]) -> None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b), key=str):
+            _diff(a.get(k, "<absent>"), b.get(k, "<absent>"), f"{path}.{k}" if path else str(k), out)
+    elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            _diff(x, y, f"{path}[{i}]", out)
+    elif a != b or type(a) is not type(b) and not (isinstance(a, (int, float)) and isinstance(b, (int, float))):
+        out.append(path)
+
+
+def manifest_differences(got: Manifest, want: Manifest) -> list[str]:
+    """Dotted paths of every field (outside :data:`PROVENANCE_FIELDS`) where ``got`` differs from ``want``, the
+    manifest the exporter derives from the model now: what a verifier uses to refuse an edited bundle."""
+    a, b = got.to_json(), want.to_json()
+    out: list[str] = []
+    _diff({k: v for k, v in a.items() if k not in PROVENANCE_FIELDS},
+          {k: v for k, v in b.items() if k not in PROVENANCE_FIELDS}, "", out)
+    return out
+
+
+def check_manifest_matches(bundle: str | os.PathLike, got: Manifest, want: Manifest) -> None:
+    """Raise one :class:`BundleFormatError` naming the first fields where ``got`` is not the manifest the exporter
+    writes for this model (``want``)."""
+    diff = manifest_differences(got, want)
+    if diff:
+        more = f" and {len(diff) - 3} more" if len(diff) > 3 else ""
+        raise BundleFormatError(f"{bundle}: manifest field(s) {', '.join(diff[:3])}{more} differ from what the "
+                                f"'{got.target}' exporter writes for its model; {_FIX}")
+
+
+def manifest_digest(manifest_json: Mapping[str, Any]) -> str:
+    """SHA-256 of the manifest's canonical JSON (sorted keys, no whitespace), ``integrity`` left out."""
+    body = {k: v for k, v in manifest_json.items() if k != "integrity"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()).hexdigest()
+
+
+def coverage_of(operations: list[str], covered: list[str]) -> list[str]:
+    """Operations not covered, covered more than once, or covered but unknown; empty when each is covered once."""
+    counts: dict[str, int] = {}
+    for m in covered:
+        counts[m] = counts.get(m, 0) + 1
+    known = set(operations)
+    problems = [f"not exported: {o}" for o in operations if counts.get(o, 0) == 0]
+    problems += [f"exported {counts[o]} times: {o}" for o in operations if counts.get(o, 0) > 1]
+    problems += [f"unknown operation in bundle: {m}" for m in counts if m not in known]
+    return problems
 
 
 def _sha256(path: Path) -> str:
@@ -164,33 +451,43 @@ def _sha256(path: Path) -> str:
 def write_bundle(out: str | os.PathLike, manifest: Manifest, writers: Mapping[str, Callable[[Path], None]],
                  force: bool = False) -> Path:
     """Write a bundle atomically: ``writers[relpath](path)`` writes each file, then ``manifest.json`` is
-    written with the SHA-256 of every file in ``manifest.files``."""
+    written with the SHA-256 of every file in ``manifest.files`` and its own :func:`manifest_digest`."""
 
     def build(tmp: Path) -> None:
         for rel, write in writers.items():
             write(tmp / rel)
         manifest.files = {rel: _sha256(tmp / rel) for rel in sorted(writers)}
-        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest.to_json(), indent=1))
+        manifest.validate()
+        d = manifest.to_json()
+        manifest.integrity = d["integrity"] = manifest_digest(d)
+        (tmp / MANIFEST_NAME).write_text(json.dumps(d, indent=1, allow_nan=False))
 
     return atomic_write_dir(out, build, force=force)
 
 
 def read_manifest(bundle: str | os.PathLike) -> Manifest:
-    """Read and validate ``bundle/manifest.json`` (format name and version)."""
+    """Read ``bundle/manifest.json`` and check it: format name and version, every field (see the module
+    docstring), then the integrity digest. Any failure is one :class:`BundleFormatError`."""
     path = Path(bundle) / MANIFEST_NAME
     if not path.is_file():
         raise BundleFormatError(f"{bundle} is not an export bundle (no {MANIFEST_NAME}); pass the directory "
                                 "written by `svformer-deploy export`")
     try:
         d = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise BundleFormatError(f"{path} is not valid JSON ({err}); the bundle is damaged: re-export it") from err
-    if d.get("format") != BUNDLE_FORMAT:
-        raise BundleFormatError(f"{path} is not an svformer-deploy bundle manifest (format={d.get('format')!r})")
+    if not isinstance(d, dict) or d.get("format") != BUNDLE_FORMAT:
+        got = d.get("format") if isinstance(d, dict) else type(d).__name__
+        raise BundleFormatError(f"{path} is not an svformer-deploy bundle manifest (format={got!r})")
     if d.get("format_version") != BUNDLE_VERSION:
         raise BundleFormatError(f"{bundle} has bundle format version {d.get('format_version')}; this "
-                                f"svformer-deploy reads version {BUNDLE_VERSION}: re-export or upgrade")
-    return Manifest.from_json(d)
+                                f"svformer-deploy reads version {BUNDLE_VERSION} only: re-export it from its "
+                                "checkpoint with `svformer-deploy export CHECKPOINT --to TARGET --out DIR`")
+    manifest = Manifest.from_json(d)
+    if d.get("integrity") != manifest_digest(d):
+        raise BundleFormatError(f"{path} was edited after export (its integrity digest does not match its "
+                                f"content); {_FIX}")
+    return manifest
 
 
 def check_bundle_files(bundle: str | os.PathLike, manifest: Manifest) -> None:

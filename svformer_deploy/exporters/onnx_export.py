@@ -1,8 +1,11 @@
-"""``--to onnx``: the whole model as one ONNX graph for a fixed T and frame size, with a dynamic batch axis.
+"""``--to onnx``: the whole model as one ONNX graph for a fixed T and frame size, with a dynamic batch axis,
+written as an export bundle like every target (:mod:`svformer_deploy.exporters.bundle`): ``model.onnx`` is
+its one partition (per clip: input ``clips`` (B, C, T, H, W), output ``logits``), covering every operation.
 
 The T-step PLIF loops are unrolled (the recurrence is over a fixed number of frames); spikes are
 ``Greater-or-equal`` comparisons cast to float, so the graph computes exactly the eval-mode forward.
-Model config, checkpoint hash, class names and the input contract are stored in ``metadata_props``.
+Model config, checkpoint hash, class names and the input contract are also stored in ``metadata_props``, so
+the file stays self-describing when taken out of its bundle.
 """
 
 from __future__ import annotations
@@ -16,19 +19,22 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from svformer_deploy._atomic import atomic_write, atomic_write_json
-from svformer_deploy.errors import OutputExistsError, VerificationError
-from svformer_deploy.exporters.partition import check_supported
-from svformer_deploy.models.neurons import PLIF
+from svformer_deploy._atomic import atomic_write_json
+from svformer_deploy.errors import BundleFormatError, VerificationError
+from svformer_deploy.exporters.bundle import (VERIFICATION_NAME, Manifest, PartitionSpec, Signal, check_bundle_files,
+                                              check_manifest_matches, read_manifest, write_bundle)
+from svformer_deploy.exporters.partition import check_supported, model_operations
+from svformer_deploy.models.neurons import PLIF, PLIFParameters, plif_step
 
-__all__ = ["OPSET", "export_onnx", "verify_onnx", "onnx_metadata"]
+__all__ = ["OPSET", "ONNX_FILE", "export_onnx", "verify_onnx", "onnx_metadata"]
 
 OPSET = 17
+ONNX_FILE = "model.onnx"
 
 
 class _UnrolledPLIF(nn.Module):
-    """Inference-only PLIF with the model's arithmetic (``h = v + (x - v) * sigmoid(w)``; spike ``h >= V_th``;
-    ``v = h (1 - s)``), as a plain loop the ONNX tracer can unroll (the training module is an autograd.Function)."""
+    """Inference-only PLIF: :func:`~svformer_deploy.models.neurons.plif_step` in a plain loop the ONNX tracer
+    unrolls over the T frames (the training module is an autograd.Function the tracer cannot see into)."""
 
     def __init__(self, src: PLIF) -> None:
         super().__init__()
@@ -36,14 +42,11 @@ class _UnrolledPLIF(nn.Module):
         self.v_threshold = src.v_threshold
 
     def forward(self, x: Tensor) -> Tensor:
-        k = torch.sigmoid(self.w).to(x.dtype)
-        v = torch.zeros_like(x[0])
-        out = []
+        p = PLIFParameters(torch.sigmoid(self.w).to(x.dtype), self.v_threshold)
+        state, out = None, []
         for t in range(x.shape[0]):
-            h = v + (x[t] - v) * k
-            s = (h >= self.v_threshold).to(x.dtype)
+            s, state = plif_step(x[t], state, p)
             out.append(s)
-            v = h * (1.0 - s)
         return torch.stack(out)
 
 
@@ -76,37 +79,54 @@ def onnx_metadata(model: nn.Module, checkpoint_sha256: str, class_names: list[st
     }
 
 
+def _manifest(model: nn.Module, checkpoint_sha256: str, checkpoint_path: str,
+              class_names: list[str] | None) -> Manifest:
+    from svformer_deploy import __version__
+
+    cfg = model.config
+    return Manifest(
+        target="onnx", model_name=cfg.name, config=cfg.to_dict(), checkpoint_sha256=checkpoint_sha256, dt=1.0,
+        discretization={"neuron": onnx_metadata(model, "", None)["neuron"], "opset": OPSET,
+                        "timestep": "one video frame per timestep, state 0 at the first frame of every clip"},
+        signals={"frames": Signal("frames", (cfg.in_chans, cfg.img_size, cfg.img_size), "analog"),
+                 "logits": Signal("logits", (cfg.num_classes,), "logits", time="per_clip", layout="K")},
+        partitions=[PartitionSpec("model", ONNX_FILE, {"clips": "frames"}, {"logits": "logits"},
+                                  model_operations(model), time="per_clip")],
+        host_ops=[], schedule=[{"partition": "model"}], graph_input="frames", graph_output="logits",
+        operations=model_operations(model), class_names=class_names, checkpoint_path=checkpoint_path,
+        created_by=f"svformer-deploy {__version__}")
+
+
 def export_onnx(model: nn.Module, out: str | os.PathLike, *, checkpoint_sha256: str, checkpoint_path: str = "",
                 class_names: list[str] | None = None, force: bool = False, approximate_bn: bool = False) -> Path:
-    """Write ``model`` as ONNX (opset :data:`OPSET`) atomically; refuse an existing ``out`` without ``force``.
+    """Write ``model`` as an ONNX bundle (opset :data:`OPSET`) atomically; refuse an existing ``out`` without
+    ``force``. Returns the bundle directory.
 
     ONNX holds per-timestep BatchNorm exactly (the graph is unrolled over T), so ``approximate_bn`` has no
     effect here."""
     import onnx
 
     check_supported(model)
-    out = Path(out)
-    if out.exists() and not force:
-        raise OutputExistsError(f"{out} already exists; choose another --out or pass --force to replace it")
     cfg = model.config
     m = _inference_copy(model)
     example = torch.zeros(2, *cfg.input_shape)
 
-    def write(tmp: str) -> None:
+    def write(tmp: Path) -> None:
         import warnings
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer warnings about shape-dependent Python control flow
-            torch.onnx.export(m, (example,), tmp, input_names=["clips"], output_names=["logits"],
+            torch.onnx.export(m, (example,), str(tmp), input_names=["clips"], output_names=["logits"],
                               dynamic_axes={"clips": {0: "batch"}, "logits": {0: "batch"}},
                               opset_version=OPSET, dynamo=False, do_constant_folding=True)
-        proto = onnx.load(tmp)
+        proto = onnx.load(str(tmp))
         for k, v in onnx_metadata(model, checkpoint_sha256, class_names, checkpoint_path).items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = k, v
-        onnx.save(proto, tmp)
+        onnx.save(proto, str(tmp))
 
-    return atomic_write(out, write)
+    manifest = _manifest(model, checkpoint_sha256, checkpoint_path, class_names)
+    return write_bundle(out, manifest, {ONNX_FILE: write}, force=force)
 
 
 def _spike_outputs(proto, model: nn.Module) -> dict[str, str]:
@@ -122,10 +142,11 @@ def _spike_outputs(proto, model: nn.Module) -> dict[str, str]:
     return out
 
 
-def verify_onnx(path: str | os.PathLike, model: nn.Module, batches, write: bool = True,
+def verify_onnx(bundle: str | os.PathLike, model: nn.Module, batches, write: bool = True,
                 data_desc: str = "") -> dict[str, Any]:
-    """``onnx.checker.check_model(full_check=True)``, then onnxruntime vs PyTorch logits on ``batches`` of
-    (clips, labels or None). Writes ``<path>.verification.json`` with ``write``.
+    """Check the bundle (manifest, SHA-256 of ``model.onnx``, its config against ``model``), then
+    ``onnx.checker.check_model(full_check=True)``, then onnxruntime vs PyTorch logits on ``batches`` of
+    (clips, labels or None). Writes ``verification.json`` into the bundle with ``write``.
 
     When logits differ by more than 1e-4, the spikes onnxruntime computed (the same graph with every neuron
     layer's spike tensor exposed as an extra output) are compared with the model's to find the first divergence:
@@ -140,7 +161,15 @@ def verify_onnx(path: str | os.PathLike, model: nn.Module, batches, write: bool 
     from svformer_deploy.exporters.verify import first_divergence, record_ties
     from svformer_deploy.models import record_spikes
 
-    path = Path(path)
+    bundle = Path(bundle)
+    manifest = read_manifest(bundle)
+    if manifest.target != "onnx":
+        raise BundleFormatError(f"{bundle} is a '{manifest.target}' bundle, not an ONNX one; verify it with "
+                                f"`--target {manifest.target}`")
+    check_bundle_files(bundle, manifest)
+    check_manifest_matches(bundle, manifest, _manifest(model, manifest.checkpoint_sha256, manifest.checkpoint_path,
+                                                        manifest.class_names))
+    path = bundle / manifest.partition("model").file
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as err:
@@ -185,7 +214,8 @@ def verify_onnx(path: str | os.PathLike, model: nn.Module, batches, write: bool 
     exact = max_diff <= LOGIT_TOLERANCE
     verdict = "exact" if exact else ("threshold" if divergences and all(d["explained"] for d in divergences)
                                      else "failed")
-    report = {"file": str(path), "opset": OPSET, "checker_full_check": True, "data": data_desc, "clips": n,
+    report = {"bundle": str(bundle), "file": str(path), "opset": OPSET, "checker_full_check": True, "data": data_desc,
+              "clips": n,
               "logits_max_abs_diff": max_diff, "clips_off_tolerance": n_off, "top1_agreement": same / n,
               "top1_model": correct_m / n_lab if n_lab else None, "top1_onnx": correct_o / n_lab if n_lab else None,
               "onnxruntime": ort.__version__, "metadata_keys": sorted(meta),
@@ -193,7 +223,7 @@ def verify_onnx(path: str | os.PathLike, model: nn.Module, batches, write: bool 
               "goal": "logits within 1e-4 of PyTorch", "goal_met": exact, "verdict": verdict,
               "passed": verdict != "failed"}
     if write:
-        atomic_write_json(Path(str(path) + ".verification.json"), report, indent=1)
+        atomic_write_json(bundle / VERIFICATION_NAME, report, indent=1)
     return report
 
 

@@ -1,29 +1,23 @@
-"""Lower a whole SVFormer into neuromorphic partitions (NIR node graphs) and declared host operations.
+"""NIR backend of the export plan: the plan's partitions as NIR node graphs, its host ops as declared host
+operations (:class:`Lowered`, which :mod:`~svformer_deploy.exporters.nir_export` writes as a bundle).
 
-The lowering walks the model's fixed structure (it does not trace), checks the exact type of every module on
-the way, and produces a :class:`Lowered` model in which every leaf module and every functional operation of
-``SVFormer.forward`` (residual adds, the channel concat) is accounted for exactly once:
+:func:`lower_svformer` lowers the model into a :class:`~svformer_deploy.exporters.plan.Plan`, cuts it with
+:data:`NIR_CAPABILITIES` (synapses, neurons and residual joins; no per-timestep weights) and writes each
+partition as a per-timestep graph of ``nir.Conv2d`` and ``nir.LIF`` nodes whose residual streams are summed
+edges (several edges into one node are summed, ``Output`` nodes included); the plan's host ops (attention
+product, concat, temporal head) become :class:`HostOpSpec` steps between partitions. A value read across a
+boundary becomes a named signal: an ``Output`` node in its partition, an ``Input`` node where it is read.
 
-* in a **partition** -- a per-timestep graph of ``nir.Conv2d`` and ``nir.LIF`` nodes whose residual streams
-  are summed edges (several edges into one node are summed, ``Output`` nodes included); or
-* in a **host operation** -- what NIR cannot say: the spiking attention product ``Q (K^T V) * scale``
-  (a product of two signals), the concat of local pathway and stage 4, and the temporal head (a grouped
-  Conv3d spanning all T timesteps, its BatchNorm3d, and the classifier), which runs once per clip.
+Mapping (exact in real arithmetic; float rounding differs only in summation order):
 
-Mapping rules (each exact in real arithmetic; float rounding differs only in summation order):
-
-* BatchNorm (eval, ``bn="shared"``) is folded into the preceding conv/linear:
-  ``W' = W * s[:, None...]``, ``b' = b * s + t`` with ``s = gamma / sqrt(var + eps)``, ``t = beta - mean * s``.
-  Per-timestep BN is refused unless ``approximate_bn``: then the time average of (s, t) is folded.
-* Token-wise ``nn.Linear`` on the N = H*W tokens of a frame is a 1x1 ``Conv2d`` on the (C, H, W) map (same
-  dot products). The fused ``qkv`` Linear becomes three 1x1 convs (rows [0, C), [C, 2C), [2C, 3C)), one per
-  PLIF (``lif_q``, ``lif_k``, ``lif_v`` have their own tau).
-* Depthwise convs are expanded to dense block-diagonal kernels (``W[c, c] = w_dw[c]``, zero elsewhere):
-  nir 1.0.8's type inference mis-reads ``groups > 1``; the expansion is exact.
-* PLIF (``H = V + (X - V)/tau``, spike ``H >= V_th``, hard reset to 0) is ``nir.LIF`` with
+* Synapse (BN folded, token Linear as 1x1, depthwise expanded: see :mod:`~svformer_deploy.exporters.plan`) ->
+  ``nir.Conv2d`` with float32 weights (rounded once from the plan's float64); dense, since nir 1.0.8's type
+  inference mis-reads ``groups > 1``.
+* Neuron (PLIF ``H = V + (X - V)/tau``, spike ``H >= V_th``, hard reset to 0) -> ``nir.LIF`` with
   ``tau = tau_plif * dt``, ``r = 1``, ``v_leak = 0``, ``v_threshold = V_th``, ``v_reset = 0`` (one value per
   neuron): its forward-Euler step with step ``dt`` is exactly the PLIF charge equation. NIR fires on
   ``v > v_threshold`` (strict), PLIF on ``H >= V_th``: they differ only when H equals V_th exactly.
+* Add -> the union of its operands' edges (in PyTorch's summation order).
 """
 
 from __future__ import annotations
@@ -31,22 +25,24 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 from torch import nn
 
-from svformer_deploy.errors import ExportError, UnsupportedLayerError
-from svformer_deploy.exporters.bundle import HostOpSpec, PartitionSpec, Signal
+from svformer_deploy.errors import ExportError
+from svformer_deploy.exporters.bundle import Approximation, HostOpSpec, PartitionSpec, Signal
+from svformer_deploy.exporters.fold import PerTimestepBNError
+from svformer_deploy.exporters.plan import (Add, Capabilities, HostOp, HostStep, Input, Neuron, Plan, PlanPartition,
+                                            Synapse, check_supported, cut, lower, model_operations, value_kind)
 
-__all__ = ["DT", "Lowered", "LoweredPartition", "lower_svformer", "model_operations", "check_supported",
-           "PerTimestepBNError"]
+__all__ = ["DT", "NIR_CAPABILITIES", "Lowered", "LoweredPartition", "lower_svformer", "lower_plan",
+           "model_operations", "check_supported", "PerTimestepBNError", "nir_approximations"]
 
 DT = 1e-4
 """The timestep dt written into every LIF (``tau_nir = tau_plif * dt``); 1e-4 s is what snntorch's importer
 hard-codes, so its discretisation of the exported ODE is the PLIF update."""
 
-
-class PerTimestepBNError(ExportError):
-    """The model has per-timestep BatchNorm, which a time-invariant graph cannot hold exactly."""
+NIR_CAPABILITIES = Capabilities("nir", frozenset({"synapse", "neuron", "add"}), residual_joins=True,
+                                time_varying_weights=False)
+"""What a NIR partition holds: Conv2d and LIF nodes, residual joins as summed edges; weights fixed in time."""
 
 
 @dataclass
@@ -82,7 +78,8 @@ class Lowered:
     schedule: list[dict[str, str]]
     graph_input: str
     graph_output: str
-    approximations: list[str]
+    approximations: list[Approximation]
+    plan: Plan
 
 
 @dataclass(frozen=True)
@@ -94,10 +91,6 @@ class _Val:
     terms: tuple[str, ...]
     shape: tuple[int, ...]
     signal: str | None = None
-
-
-def _np(t: torch.Tensor) -> np.ndarray:
-    return t.detach().cpu().to(torch.float32).numpy().copy()
 
 
 class _Builder:
@@ -139,10 +132,10 @@ class _Builder:
             self._imported[key] = node
         return _Val(self.cur, (self._imported[key],), v.shape)
 
-    def add(self, a: _Val, b: _Val, name: str, op: str) -> _Val:
+    def add(self, a: _Val, b: _Val, name: str, modules: list[str]) -> _Val:
         """Residual add: the union of edge sets (summed by the consumer), in PyTorch's summation order."""
         a, b = self.here(a, f"{name}.lhs"), self.here(b, f"{name}.rhs")
-        self.parts[self.cur].modules.append(op)
+        self.parts[self.cur].modules += modules
         return _Val(self.cur, a.terms + b.terms, a.shape)
 
     # --- nodes
@@ -187,293 +180,97 @@ def _nir():
     return _NIR
 
 
-# ---------------------------------------------------------------------------------------------- rules
+# ---------------------------------------------------------------------------------------------- nodes
 
 
-def _bn_affine(bn: nn.Module, approximate: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    scale, shift = bn.affine()
-    if scale.dim() == 2:  # per timestep (T, C)
-        if not approximate:
-            raise PerTimestepBNError("unreachable: per-timestep BN is refused before lowering")
-        return scale.double().mean(0).float(), shift.double().mean(0).float()
-    return scale, shift
+def _f32(a: np.ndarray) -> np.ndarray:
+    """Round a float64 weight array once to float32 (contiguous)."""
+    return np.ascontiguousarray(a, dtype=np.float32)
 
 
-def _fold(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.Module | None,
-          approximate: bool) -> tuple[np.ndarray, np.ndarray]:
-    """``BN(W x + b)`` as ``W' x + b'`` (float64 arithmetic, rounded once to float32)."""
-    w = weight.detach().double()
-    b = bias.detach().double() if bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
-    if bn is not None:
-        s, t = (a.double() for a in _bn_affine(bn, approximate))
-        w = w * s.reshape(-1, *([1] * (w.dim() - 1)))
-        b = b * s + t
-    return _np(w), _np(b)
+def _conv_node(node: Synapse, weight: np.ndarray, bias: np.ndarray, in_hw: tuple[int, int]):
+    return _nir().Conv2d(input_shape=tuple(int(v) for v in in_hw), weight=_f32(weight),
+                         stride=(node.stride, node.stride), padding=(node.padding, node.padding), dilation=(1, 1),
+                         groups=1, bias=_f32(bias))
 
 
-def _dense_from_depthwise(w: torch.Tensor) -> torch.Tensor:
-    """Block-diagonal dense kernel (C, C, k, k) equal to a depthwise kernel (C, 1, k, k)."""
-    c = w.shape[0]
-    dense = torch.zeros(c, c, *w.shape[2:], dtype=w.dtype)
-    idx = torch.arange(c)
-    dense[idx, idx] = w[:, 0]
-    return dense
-
-
-def _conv_out(h: int, k: int, s: int, p: int) -> int:
-    return (h + 2 * p - k) // s + 1
-
-
-def _conv_node(weight: np.ndarray, bias: np.ndarray, stride: int, padding: int, in_hw: tuple[int, int]):
-    nir = _nir()
-    return nir.Conv2d(input_shape=tuple(int(v) for v in in_hw), weight=weight, stride=(stride, stride),
-                      padding=(padding, padding), dilation=(1, 1), groups=1, bias=bias)
-
-
-def _lif_node(tau_plif: float, v_th: float, shape: tuple[int, ...]):
-    nir = _nir()
-    return nir.LIF(tau=np.full(shape, tau_plif * DT, dtype=np.float64), r=np.ones(shape, dtype=np.float64),
-                   v_leak=np.zeros(shape, dtype=np.float64), v_threshold=np.full(shape, v_th, dtype=np.float64),
-                   v_reset=np.zeros(shape, dtype=np.float64))
-
-
-def plif_tau(module: nn.Module) -> float:
-    """tau of a PLIF layer in timesteps, from its float32 ``sigmoid(w)`` (the factor the model multiplies by)."""
-    return float(1.0 / torch.sigmoid(module.w.detach()).double())
-
-
-# ---------------------------------------------------------------------------------------------- structure
-
-
-def _expected_types():
-    from svformer_deploy.models import svformer as S
-    from svformer_deploy.models.neurons import PLIF
-    from svformer_deploy.models.norm import TemporalBatchNorm
-
-    return {
-        "": S.SVFormer, "patch_embed": S.PatchEmbed, "cblock": S.CBlock, "sablock": S.SABlock,
-        "attn": S.SpikeAttention, "product": S.SpikeAttentionProduct, "convmlp": S.ConvMlp, "tokenmlp": S.TokenMlp,
-        "local": S.LocalPath, "head": S.TemporalHead, "plif": PLIF, "conv": S.TConv2d, "linear": nn.Linear,
-        "bn": TemporalBatchNorm, "droppath": S.DropPath, "conv3d": nn.Conv3d, "bn3d": nn.BatchNorm3d,
-        "list": nn.ModuleList,
-    }
-
-
-def _role_of(name: str) -> str:
-    """The structural role the exporter expects at a dotted module path."""
-    parts = name.split(".")
-    last = parts[-1] if parts else ""
-    if name == "":
-        return ""
-    if name in ("blocks1", "blocks2", "blocks3", "blocks4"):
-        return "list"
-    if name.startswith("patch_embed"):
-        return {1: "patch_embed"}.get(len(parts)) or {"lif": "plif", "conv": "conv", "bn": "bn"}.get(last, "?")
-    if name.startswith(("blocks1.", "blocks2.")):
-        if len(parts) == 2:
-            return "cblock"
-        if len(parts) == 3:
-            return {"lif": "plif", "conv1": "conv", "dwconv": "conv", "conv2": "conv", "bn": "bn",
-                    "mlp": "convmlp", "drop_path": "droppath"}.get(last, "?")
-        return {"lif1": "plif", "lif2": "plif", "fc1": "conv", "fc2": "conv", "bn1": "bn", "bn2": "bn"}.get(last, "?")
-    if name.startswith(("blocks3.", "blocks4.")):
-        if len(parts) == 2:
-            return "sablock"
-        if len(parts) == 3:
-            return {"attn": "attn", "mlp": "tokenmlp", "drop_path": "droppath"}.get(last, "?")
-        if parts[2] == "attn":
-            return {"lif_in": "plif", "qkv": "linear", "bn_qkv": "bn", "lif_q": "plif", "lif_k": "plif",
-                    "lif_v": "plif", "product": "product", "lif_proj": "plif", "proj": "linear",
-                    "bn_proj": "bn"}.get(last, "?")
-        return {"lif1": "plif", "lif2": "plif", "fc1": "linear", "fc2": "linear", "bn1": "bn", "bn2": "bn"}.get(last, "?")
-    if name == "local_path":
-        return "local"
-    if name.startswith("local_path."):
-        return {"lif": "plif", "dwconv": "conv", "pwconv": "conv", "bn": "bn"}.get(last, "?")
-    if name == "head":
-        return "head"
-    if name.startswith("head."):
-        return {"lif": "plif", "conv3d": "conv3d", "bn": "bn3d", "fc": "linear"}.get(last, "?")
-    return "?"
-
-
-def check_supported(model: nn.Module) -> None:
-    """Raise :class:`UnsupportedLayerError` for the first module whose exact type the exporter has no rule for.
-
-    Every module must sit where the SVFormer structure puts it and be exactly of the expected class (a subclass
-    may change ``forward``, so it is refused too). ``neuron="relu"`` (the ANN twin) is refused: it has no spikes.
-    """
-    types = _expected_types()
-    for name, module in model.named_modules():
-        role = _role_of(name)
-        want = types.get(role)
-        if want is None or type(module) is not want:
-            what = f"expected {want.__module__}.{want.__qualname__}" if want is not None else "no export rule"
-            raise UnsupportedLayerError(
-                f"module '{name or '<root>'}' of type {type(module).__module__}.{type(module).__qualname__} is not "
-                f"supported by the exporter ({what} at this position); export an unmodified SVFormer from "
-                "create_model(), or add a lowering rule in svformer_deploy/exporters/partition.py")
-        if role == "droppath" and module.training and module.p > 0:
-            raise UnsupportedLayerError(f"module '{name}' (DropPath) is in training mode; call model.eval() first")
-
-
-def model_operations(model: nn.Module) -> list[str]:
-    """Every operation of ``SVFormer.forward`` the export must account for: leaf modules (dotted names) and the
-    functional operations written in the blocks' forward (``<block>:add1``, ``<block>:add2``,
-    ``forward_features:cat``)."""
-    ops = [n for n, m in model.named_modules() if n and not any(True for _ in m.children())]
-    for stage in ("blocks1", "blocks2", "blocks3", "blocks4"):
-        for i in range(len(getattr(model, stage))):
-            ops += [f"{stage}.{i}:add1", f"{stage}.{i}:add2"]
-    return ops + ["forward_features:cat"]
+def _lif_node(node: Neuron):
+    shape = node.shape
+    return _nir().LIF(tau=np.full(shape, node.tau * DT, dtype=np.float64), r=np.ones(shape, dtype=np.float64),
+                      v_leak=np.zeros(shape, dtype=np.float64),
+                      v_threshold=np.full(shape, node.v_threshold, dtype=np.float64),
+                      v_reset=np.zeros(shape, dtype=np.float64))
 
 
 # ---------------------------------------------------------------------------------------------- lowering
 
 
 def lower_svformer(model: nn.Module, approximate_bn: bool = False) -> Lowered:
-    """Lower an eval-mode SVFormer (see the module docstring for the rules)."""
-    check_supported(model)
-    cfg = model.config
-    if cfg.bn == "per_timestep" and not approximate_bn:
-        raise PerTimestepBNError(
-            f"model '{cfg.name}' uses per-timestep BatchNorm (its own statistics for each of the T={cfg.num_frames} "
-            "timesteps), which cannot be folded into a time-invariant NIR graph; train it with bn='shared' "
-            "(create_model(..., bn='shared') / `train --bn shared`), or pass --approximate-bn to fold the time-averaged "
-            "BatchNorm (verification then reports the accuracy and spike-agreement cost on real clips)")
-    model = model.eval()
+    """Lower an eval-mode model into its plan and write the plan's NIR partitions (see the module docstring).
+    Raises :class:`PerTimestepBNError` for per-timestep BatchNorm without ``approximate_bn``."""
+    return lower_plan(lower(model, approximate_bn=approximate_bn), model.config.to_dict())
+
+
+def lower_plan(plan: Plan, config: dict) -> Lowered:
+    """The NIR partitions and host ops of ``plan`` (with its params), in schedule order."""
+    if not plan.params:
+        raise ExportError("internal error: the NIR backend needs a plan with its weights (lower(with_params=True))")
+    nodes = {n.name: n for n in plan.nodes}
     b = _Builder()
-    ap = approximate_bn
-    C_in, _, H, W = cfg.input_shape
-    b.signals["frames"] = Signal("frames", (C_in, H, W), "analog")
-    frames = _Val(-1, (), (C_in, H, W), "frames")
+    vals: dict[str, _Val] = {}
+    exported: dict[str, str] = {}
 
-    def lif(name: str, mod: nn.Module, x: _Val) -> _Val:
-        return b.node(name, _lif_node(plif_tau(mod), mod.v_threshold, x.shape), x, [name], x.shape)
+    def signal(value: str) -> str:
+        """``value`` as a named signal (one ``Output`` node, created once)."""
+        if value not in exported:
+            name = "logits" if value == plan.output else value
+            exported[value] = b.signal_of(vals[value], name, value_kind(nodes[value]))
+        return exported[value]
 
-    def conv(name: str, mods: list[str], w: np.ndarray, bias: np.ndarray, x: _Val, k: int, s: int, p: int) -> _Val:
-        c, h, wd = x.shape
-        out = (w.shape[0], _conv_out(h, k, s, p), _conv_out(wd, k, s, p))
-        return b.node(name, _conv_node(w, bias, s, p, (h, wd)), x, mods, out)
+    def emit(n) -> None:
+        if isinstance(n, Input):
+            b.signals[n.name] = Signal(n.name, n.shape, "analog")
+            vals[n.name] = _Val(-1, (), n.shape, n.name)
+        elif isinstance(n, Neuron):
+            vals[n.name] = b.node(n.name, _lif_node(n), vals[n.inputs[0]], list(n.modules), n.shape)
+        elif isinstance(n, Synapse):
+            x = vals[n.inputs[0]]
+            conv = _conv_node(n, plan.params[f"{n.name}.weight"], plan.params[f"{n.name}.bias"], x.shape[1:])
+            vals[n.name] = b.node(n.name, conv, x, list(n.modules), n.shape)
+            b.parts[b.cur].node_modules[n.name] = [*n.modules, *n.shares]
+        elif isinstance(n, Add):
+            vals[n.name] = b.add(vals[n.inputs[0]], vals[n.inputs[1]], n.name, list(n.modules))
+        else:
+            raise ExportError(f"internal error: plan node '{n.name}' ({n.kind}) in a NIR partition")
 
-    def tconv(name: str, m: nn.Conv2d, bn: nn.Module | None, bn_name: str | None, x: _Val) -> _Val:
-        weight = m.weight
-        if m.groups != 1:
-            if m.groups != m.in_channels or m.out_channels != m.in_channels:
-                raise UnsupportedLayerError(f"module '{name}' is a grouped conv (groups={m.groups}) that is neither "
-                                            "dense nor depthwise; no lowering rule")
-            weight = _dense_from_depthwise(m.weight.detach())
-        w, bias = _fold(weight, m.bias, bn, ap)
-        mods = [name] + ([bn_name] if bn_name else [])
-        return conv(name, mods, w, bias, x, m.kernel_size[0], m.stride[0], m.padding[0])
-
-    def token_linear(name: str, m: nn.Linear, bn: nn.Module | None, bn_name: str | None, x: _Val,
-                     rows: slice | None = None, node_name: str | None = None, mods: list[str] | None = None) -> _Val:
-        weight, bias = m.weight, m.bias
-        w64, b64 = _fold(weight, bias, bn, ap)
-        if rows is not None:
-            w64, b64 = w64[rows], b64[rows]
-        w4 = np.ascontiguousarray(w64[:, :, None, None])
-        return conv(node_name or name, mods if mods is not None else [name] + ([bn_name] if bn_name else []),
-                    w4, np.ascontiguousarray(b64), x, 1, 1, 0)
-
-    # stem
-    x = tconv("patch_embed1.conv", model.patch_embed1.conv, model.patch_embed1.bn, "patch_embed1.bn", frames)
-
-    def mlp(pfx: str, m, x: _Val, lower) -> _Val:
-        """x + BN(fc2(PLIF(BN(fc1(PLIF(x)))))) with ``lower`` = tconv (conv MLP) or token_linear (token MLP)."""
-        y = lif(f"{pfx}.mlp.lif1", m.lif1, x)
-        y = lower(f"{pfx}.mlp.fc1", m.fc1, m.bn1, f"{pfx}.mlp.bn1", y)
-        y = lif(f"{pfx}.mlp.lif2", m.lif2, y)
-        y = lower(f"{pfx}.mlp.fc2", m.fc2, m.bn2, f"{pfx}.mlp.bn2", y)
-        return b.add(x, y, f"{pfx}.res2", f"{pfx}:add2")
-
-    def cblock(pfx: str, blk, x: _Val) -> _Val:
-        s = lif(f"{pfx}.lif", blk.lif, x)
-        y = tconv(f"{pfx}.conv1", blk.conv1, None, None, s)
-        y = tconv(f"{pfx}.dwconv", blk.dwconv, None, None, y)
-        y = tconv(f"{pfx}.conv2", blk.conv2, blk.bn, f"{pfx}.bn", y)
-        b.parts[b.cur].modules.append(f"{pfx}.drop_path")
-        x = b.add(x, y, f"{pfx}.res1", f"{pfx}:add1")
-        return mlp(pfx, blk.mlp, x, tconv)
-
-    def patch_embed(pfx: str, pe, x: _Val) -> _Val:
-        s = lif(f"{pfx}.lif", pe.lif, x)
-        return tconv(f"{pfx}.conv", pe.conv, pe.bn, f"{pfx}.bn", s)
-
-    def sablock(pfx: str, blk, x: _Val) -> _Val:
-        a = blk.attn
-        C, h, w = x.shape
-        s = lif(f"{pfx}.attn.lif_in", a.lif_in, x)
-        qkv = []
-        for j, which in enumerate("qkv"):
-            mods = [f"{pfx}.attn.qkv", f"{pfx}.attn.bn_qkv"] if j == 0 else []
-            y = token_linear(f"{pfx}.attn.qkv", a.qkv, a.bn_qkv, None, s, rows=slice(j * C, (j + 1) * C),
-                             node_name=f"{pfx}.attn.qkv.{which}", mods=mods)
-            b.parts[b.cur].node_modules[f"{pfx}.attn.qkv.{which}"] = [f"{pfx}.attn.qkv", f"{pfx}.attn.bn_qkv"]
-            spk = lif(f"{pfx}.attn.lif_{which}", getattr(a, f"lif_{which}"), y)
-            qkv.append(b.signal_of(spk, f"{pfx}.attn.{which}", "spikes"))
-        heads = a.num_heads
-        out = Signal(f"{pfx}.attn.product", (C, h, w), "analog")
-        (att,) = b.host(HostOpSpec(
-            name=f"{pfx}.attn.product", op="spike_attention_product", inputs=qkv, outputs=[out.name],
-            modules=[f"{pfx}.attn.product"],
-            equation="per head j (channels j*d..(j+1)*d-1 of a (C,H,W) map = N=H*W tokens of dim d): "
-                     "A_j = Q_j (K_j^T V_j) * scale, with Q_j, K_j, V_j (N, d); output channel j*d+i",
-            attrs={"num_heads": heads, "head_dim": C // heads, "scale": float(a.product.scale)}), [out], {})
-        y = lif(f"{pfx}.attn.lif_proj", a.lif_proj, att)
-        y = token_linear(f"{pfx}.attn.proj", a.proj, a.bn_proj, f"{pfx}.attn.bn_proj", y)
-        b.parts[b.cur].modules.append(f"{pfx}.drop_path")
-        x = b.add(x, y, f"{pfx}.res1", f"{pfx}:add1")
-        return mlp(pfx, blk.mlp, x, token_linear)
-
-    for i, blk in enumerate(model.blocks1):
-        x = cblock(f"blocks1.{i}", blk, x)
-    x = patch_embed("patch_embed2", model.patch_embed2, x)
-    for i, blk in enumerate(model.blocks2):
-        x = cblock(f"blocks2.{i}", blk, x)
-    x = patch_embed("patch_embed3", model.patch_embed3, x)
-    lp = model.local_path
-    y = lif("local_path.lif", lp.lif, x)
-    y = tconv("local_path.dwconv", lp.dwconv, None, None, y)
-    x_local = tconv("local_path.pwconv", lp.pwconv, lp.bn, "local_path.bn", y)
-    local_sig = b.signal_of(x_local, "local_path", "analog")
-    for i, blk in enumerate(model.blocks3):
-        x = sablock(f"blocks3.{i}", blk, x)
-    x = patch_embed("patch_embed4", model.patch_embed4, x)
-    for i, blk in enumerate(model.blocks4):
-        x = sablock(f"blocks4.{i}", blk, x)
-    stage4 = b.signal_of(x, "stage4", "analog")
-
-    C4, hh, ww = x.shape
-    feats = Signal("features", (2 * C4, hh, ww), "analog")
-    (f,) = b.host(HostOpSpec(
-        name="forward_features.cat", op="concat", inputs=[local_sig, stage4], outputs=["features"],
-        modules=["forward_features:cat"], equation="features = concat(local_path, stage4) along channels",
-        attrs={"axis": 0}), [feats], {})
-    spk = lif("head.lif", model.head.lif, f)
-    head_sig = b.signal_of(spk, "head.spikes", "spikes")
-
-    hd = model.head
-    w3, b3 = _fold(hd.conv3d.weight, hd.conv3d.bias, None, False)
-    bn3 = hd.bn
-    s3 = (bn3.weight.detach().double() / torch.sqrt(bn3.running_var.double() + bn3.eps))
-    t3 = bn3.bias.detach().double() - bn3.running_mean.double() * s3
-    w3 = _np(torch.from_numpy(w3).double() * s3.reshape(-1, 1, 1, 1, 1))
-    b3 = _np(torch.from_numpy(b3).double() * s3 + t3)
-    logits = Signal("logits", (cfg.num_classes,), "logits", time="per_clip", layout="K")
-    b.host(HostOpSpec(
-        name="head.readout", op="temporal_head", inputs=[head_sig], outputs=["logits"],
-        modules=["head.conv3d", "head.bn", "head.fc"],
-        equation="z[b, o] = sum_{t, i in group(o), y, x} W3[o, i, t, y, x] s[t, b, g(o)*Cg + i, y, x] + b3[o] "
-                 "(grouped Conv3d spanning all T timesteps, BatchNorm3d folded in); logits = W_fc z + b_fc",
-        attrs={"groups": int(hd.conv3d.groups), "num_steps": cfg.num_frames},
-        params=["head.readout.conv3d_weight", "head.readout.conv3d_bias", "head.readout.fc_weight",
-                "head.readout.fc_bias"], time="per_clip"),
-        [logits],
-        {"head.readout.conv3d_weight": w3, "head.readout.conv3d_bias": b3,
-         "head.readout.fc_weight": _np(hd.fc.weight), "head.readout.fc_bias": _np(hd.fc.bias)})
+    for n in plan.nodes:  # the graph input
+        if isinstance(n, Input):
+            emit(n)
+    for step in cut(plan, NIR_CAPABILITIES):
+        if isinstance(step, PlanPartition):
+            for name in step.nodes:
+                emit(nodes[name])
+            continue
+        h = nodes[step.node]
+        assert isinstance(h, HostOp)
+        out = "logits" if h.name == plan.output else h.name
+        (vals[h.name],) = b.host(
+            HostOpSpec(name=h.name, op=h.op, inputs=[signal(i) for i in h.inputs], outputs=[out],
+                       modules=list(h.modules), equation=h.equation, attrs=dict(h.attrs), params=list(h.params),
+                       time=h.output_time),
+            [Signal(out, h.shape, h.output_kind, h.output_time, h.layout)], {k: _f32(plan.params[k]) for k in h.params})
+        exported[h.name] = out
+    signal(plan.output)
     b.finish()
-    approx = ([f"per-timestep BatchNorm folded with its time-averaged affine map (mean over T={cfg.num_frames} of "
-               "scale and shift); not exact"] if cfg.bn == "per_timestep" else [])
-    return Lowered(b.parts, b.host_ops, b.host_params, b.signals, b.schedule, "frames", "logits", approx)
+    return Lowered(b.parts, b.host_ops, b.host_params, b.signals, b.schedule, "frames", exported[plan.output],
+                   nir_approximations(config), plan)
+
+
+def nir_approximations(config: dict) -> list[Approximation]:
+    """What a NIR export departs from the model by: only the time-averaged BatchNorm of a per-timestep-BN model
+    (exported with ``approximate_bn``). The verifier re-derives this list from the source checkpoint's config."""
+    if config.get("bn") != "per_timestep":
+        return []
+    T = int(config["num_frames"])
+    return [Approximation("bn_time_average", f"per-timestep BatchNorm folded with its time-averaged affine map (mean "
+                          f"over T={T} of scale and shift); not exact", {"num_frames": T})]

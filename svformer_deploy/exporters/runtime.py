@@ -15,8 +15,12 @@ Partition runtimes:
     run says so.
 ``"reference"``
     Our interpreter of the NIR semantics: ``Conv2d``/``Affine``/``Linear``/``Scale`` as written, ``LIF`` by its
-    forward-Euler step ``v <- v + (dt/tau) ((v_leak - v) + r I)`` with dt = 1e-4, spike ``v > v_threshold``
+    forward-Euler step ``v <- v + (dt/tau) ((v_leak - v) + r I)`` with the bundle's dt, spike ``v > v_threshold``
     (strict), ``v <- v_reset`` on spike.
+any other registered :class:`NodeRuntime`
+    A second NIR implementation, added in its own module with :func:`register_node_runtime` (e.g. norse, in
+    :mod:`svformer_deploy.exporters.norse_runtime`): partitions are imported node by node and wired by our
+    executor, exactly as ``"snntorch-nodes"``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import io
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,17 +39,13 @@ from torch import Tensor
 
 from svformer_deploy.errors import VerificationError
 from svformer_deploy.exporters.bundle import HOST_PARAMS_NAME, Manifest
-from svformer_deploy.exporters.host_ops import run_host_op
+from svformer_deploy.exporters.host_ops import HostContext, PartitionFn, run_host_op
 from svformer_deploy.exporters.partition import DT
+from svformer_deploy.models.recording import forward_hooks
 
 __all__ = ["BundleRun", "PartitionRunner", "run_bundle", "load_partitions", "load_host_params",
+           "check_partition_signals", "NodeRuntime", "NODE_RUNTIMES", "register_node_runtime", "runtime_notes",
            "SNNTORCH_NODE_TYPES"]
-
-
-def _snntorch_types() -> tuple:
-    import nir
-
-    return (nir.Affine, nir.Linear, nir.Conv2d, nir.Flatten, nir.AvgPool2d, nir.IF, nir.LIF, nir.CubaLIF)
 
 
 SNNTORCH_NODE_TYPES = ("Affine", "Linear", "Conv2d", "Flatten", "AvgPool2d", "IF", "LIF", "CubaLIF")
@@ -83,9 +84,9 @@ def _topo_order(graph) -> list[str]:
 class _RefLIF:
     """NIR LIF by forward Euler with step DT (our reference semantics)."""
 
-    def __init__(self, node) -> None:
+    def __init__(self, node, dt: float = DT) -> None:
         f = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64))  # noqa: E731
-        self.k = (DT / f(node.tau)).float()
+        self.k = (dt / f(node.tau)).float()
         self.r, self.v_leak = f(node.r).float(), f(node.v_leak).float()
         self.v_th, self.v_reset = f(node.v_threshold).float(), f(node.v_reset).float()
         self.trivial = bool((self.r == 1).all() and (self.v_leak == 0).all())
@@ -103,7 +104,7 @@ class _RefLIF:
         return z.to(i.dtype)
 
 
-def _ref_module(node):
+def _ref_module(node, dt: float = DT):
     import nir
 
     if isinstance(node, nir.Conv2d):
@@ -119,7 +120,7 @@ def _ref_module(node):
         s = torch.as_tensor(node.scale)
         return lambda x: x * s
     if isinstance(node, nir.LIF):
-        return _RefLIF(node)
+        return _RefLIF(node, dt)
     raise VerificationError(f"the reference interpreter has no rule for NIR node type {type(node).__name__}")
 
 
@@ -138,10 +139,56 @@ def _snntorch_module(name: str, node):
     return gm
 
 
-class PartitionRunner:
-    """Runs one partition timestep by timestep; ``reset()`` before each clip batch."""
+NodeModule = Callable[[Tensor], Tensor]
+"""One NIR node as a stateful callable ``y = f(x)`` for one timestep; a ``reset()`` method (on a callable that
+is not a torch module), if it has one, zeroes its state before each clip batch."""
 
-    def __init__(self, name: str, graph, runtime: str = "snntorch") -> None:
+
+@dataclass(frozen=True)
+class NodeRuntime:
+    """A partition runtime that imports a NIR partition node by node: ``build(node_name, node, dt)`` returns a
+    :data:`NodeModule`; ``node_types`` are the NIR node class names it implements (a partition with others
+    falls back to the reference interpreter, and the run says so); ``note`` says what it is, for the report."""
+
+    name: str
+    build: Callable[[str, object, float], NodeModule]
+    node_types: tuple[str, ...]
+    note: str
+
+
+NODE_RUNTIMES: dict[str, NodeRuntime] = {}
+
+
+def register_node_runtime(runtime: NodeRuntime) -> NodeRuntime:
+    """Add a partition runtime (a second NIR implementation plugs in here, from its own module)."""
+    NODE_RUNTIMES[runtime.name] = runtime
+    return runtime
+
+
+register_node_runtime(NodeRuntime("reference", lambda _n, node, dt: _ref_module(node, dt),
+                                  ("Conv2d", "Affine", "Linear", "Scale", "LIF"),
+                                  "svformer-deploy's own NIR interpreter"))
+register_node_runtime(NodeRuntime("snntorch-nodes", lambda n, node, _dt: _snntorch_module(n, node),
+                                  SNNTORCH_NODE_TYPES, "every node imported by snntorch.import_nir.import_from_nir, "
+                                  "edges wired and summed by svformer-deploy (nirtorch 2.6 cannot build graphs with "
+                                  "several Input/Output nodes)"))
+_SNNTORCH_GRAPH_NOTE = "whole partition imported by snntorch.import_nir.import_from_nir"
+
+
+def runtime_notes(names) -> dict[str, str]:
+    """What each partition runtime in ``names`` is (for the verification report)."""
+    notes = {k: v.note for k, v in NODE_RUNTIMES.items()} | {"snntorch-graph": _SNNTORCH_GRAPH_NOTE}
+    return {n: notes.get(n, n) for n in sorted(set(names))}
+
+
+class PartitionRunner:
+    """Runs one partition timestep by timestep; ``reset()`` before each clip batch.
+
+    ``runtime="snntorch"`` imports a one-Input, one-Output partition whole through snntorch (else node by node,
+    ``"snntorch-nodes"``); any other name is a registered :class:`NodeRuntime`. ``dt`` is the bundle's timestep,
+    for runtimes that take it from the caller (snntorch hard-codes 1e-4)."""
+
+    def __init__(self, name: str, graph, runtime: str = "snntorch", dt: float = DT) -> None:
         import nir
 
         self.name = name
@@ -151,37 +198,41 @@ class PartitionRunner:
         for s, d in graph.edges:
             self.incoming[d].append(s)
         inner = {k: n for k, n in graph.nodes.items() if not isinstance(n, (nir.Input, nir.Output))}
-        if runtime == "snntorch" and not all(isinstance(n, _snntorch_types()) for n in inner.values()):
-            runtime = "reference"
         self.lif_nodes = [k for k, n in inner.items() if isinstance(n, nir.LIF)]
         self.inputs = [k for k, n in graph.nodes.items() if isinstance(n, nir.Input)]
         self.outputs = [k for k, n in graph.nodes.items() if isinstance(n, nir.Output)]
         self.whole = None
-        if runtime == "snntorch" and len(self.inputs) == 1 and len(self.outputs) == 1:
-            from snntorch.import_nir import import_from_nir
-
-            with contextlib.redirect_stdout(io.StringIO()):  # the importer prints a warning per LIF node
-                self.whole = import_from_nir(graph)
-            self._captured: dict[str, Tensor] = {}
-            for k in self.lif_nodes:
-                sub = self.whole.get_submodule(k.replace(".", "_"))
-                sub.register_forward_hook(lambda _m, _i, out, k=k: self._captured.__setitem__(k, out))
-            self.modules = {"graph": self.whole}
-            runtime = "snntorch-graph"
-        elif runtime == "snntorch":
-            self.modules = {k: _snntorch_module(k, n) for k, n in inner.items()}
+        if runtime == "snntorch":
             runtime = "snntorch-nodes"
-        else:
-            self.modules = {k: _ref_module(n) for k, n in inner.items()}
+            if len(self.inputs) == 1 and len(self.outputs) == 1 and self._supports(runtime, inner):
+                from snntorch.import_nir import import_from_nir
+
+                with contextlib.redirect_stdout(io.StringIO()):  # the importer prints a warning per LIF node
+                    self.whole = import_from_nir(graph)
+                self._lif_modules = {k: self.whole.get_submodule(k.replace(".", "_")) for k in self.lif_nodes}
+                self.modules = {"graph": self.whole}
+                self.runtime = "snntorch-graph"
+                return
+        if runtime not in NODE_RUNTIMES:
+            raise VerificationError(f"unknown partition runtime {runtime!r}; known: snntorch, "
+                                    f"{', '.join(sorted(NODE_RUNTIMES))}")
+        if not self._supports(runtime, inner):
+            runtime = "reference"
+        build = NODE_RUNTIMES[runtime].build
+        self.modules = {k: build(k, n, dt) for k, n in inner.items()}
         self.runtime = runtime
 
-    def reset(self) -> None:
-        import snntorch as snn
+    @staticmethod
+    def _supports(runtime: str, inner: dict) -> bool:
+        return all(type(n).__name__ in NODE_RUNTIMES[runtime].node_types for n in inner.values())
 
+    def reset(self) -> None:
         for m in self.modules.values():
-            if isinstance(m, _RefLIF):
+            if not isinstance(m, torch.nn.Module) and hasattr(m, "reset"):
                 m.reset()
             elif isinstance(m, torch.nn.Module):
+                import snntorch as snn
+
                 for sub in m.modules():
                     if isinstance(sub, snn.SpikingNeuron) and hasattr(sub, "mem"):
                         sub.mem = torch.zeros(0)  # snntorch re-initialises to zeros of the input's shape
@@ -193,10 +244,15 @@ class PartitionRunner:
         import nir
 
         if self.whole is not None:
-            self._captured.clear()
-            y = self.whole(inputs[self.inputs[0]])
+            captured: dict[str, Tensor] = {}
+
+            def keep(k: str):
+                return lambda _m, _i, out: captured.__setitem__(k, out[0] if isinstance(out, tuple) else out)
+
+            with forward_hooks((m, keep(k)) for k, m in self._lif_modules.items()):
+                y = self.whole(inputs[self.inputs[0]])
             y = y[0] if isinstance(y, tuple) else y
-            return {self.outputs[0]: y}, {k: self._captured[k] for k in self.lif_nodes}
+            return {self.outputs[0]: y}, {k: captured[k] for k in self.lif_nodes}
         vals: dict[str, Tensor] = {}
         outs: dict[str, Tensor] = {}
         for n in self.order:
@@ -232,6 +288,23 @@ def load_partitions(bundle: str | Path, manifest: Manifest, type_check: bool = T
     return graphs
 
 
+def check_partition_signals(bundle: str | Path, manifest: Manifest, graphs: dict) -> None:
+    """Every Input/Output node a partition binds exists in its file and has the shape of its signal."""
+    from svformer_deploy.errors import BundleFormatError
+
+    for p in manifest.partitions:
+        nodes = graphs[p.name].nodes
+        for node, sig in [*p.inputs.items(), *p.outputs.items()]:
+            if node not in nodes:
+                raise BundleFormatError(f"{bundle}: partition '{p.name}' binds node '{node}', which {p.file} does not "
+                                        "have; re-export the bundle")
+            types = nodes[node].input_type if node in p.inputs else nodes[node].output_type
+            shape = tuple(int(n) for n in np.asarray(next(iter(types.values()))).reshape(-1))
+            if shape != manifest.signals[sig].shape:
+                raise BundleFormatError(f"{bundle}: signal '{sig}' has shape {manifest.signals[sig].shape} in the "
+                                        f"manifest but {shape} at node '{node}' of {p.file}; re-export the bundle")
+
+
 def load_host_params(bundle: str | Path) -> dict[str, Tensor]:
     path = Path(bundle) / HOST_PARAMS_NAME
     if not path.exists():
@@ -241,9 +314,15 @@ def load_host_params(bundle: str | Path) -> dict[str, Tensor]:
 
 
 def run_bundle(manifest: Manifest, graphs: dict, host_params: dict[str, Tensor], clips: Tensor,
-               runtime: str = "snntorch", runners: dict[str, PartitionRunner] | None = None) -> BundleRun:
-    """Execute the bundle on normalised clips (B, C, T, H, W) and return logits and every LIF node's spikes."""
-    runners = runners or {p.name: PartitionRunner(p.name, graphs[p.name], runtime) for p in manifest.partitions}
+               runtime: str = "snntorch", runners: dict[str, PartitionRunner] | None = None,
+               run_partition: PartitionFn | None = None) -> BundleRun:
+    """Execute the bundle on normalised clips (B, C, T, H, W) and return logits and every LIF node's spikes.
+
+    Scheduled partitions run in ``runners`` (NIR graphs of ``graphs`` by default); partitions a host op calls
+    run through ``run_partition`` (a target's partition runtime, e.g. the Loihi fixed-point emulation)."""
+    scheduled = [s["partition"] for s in manifest.schedule if "partition" in s]
+    runners = runners or {n: PartitionRunner(n, graphs[n], runtime, manifest.dt) for n in scheduled}
+    ctx = HostContext(config=manifest.config, run_partition=run_partition)
     for r in runners.values():
         r.reset()
     T = clips.shape[2]
@@ -264,7 +343,7 @@ def run_bundle(manifest: Manifest, graphs: dict, host_params: dict[str, Tensor],
                     spikes[k].append(v)
             else:
                 h = manifest.host_op(s["host_op"])
-                res = run_host_op(h.op, [sig[i] for i in h.inputs], h.attrs, _params(h, host_params))
+                res = run_host_op(h.op, [sig[i] for i in h.inputs], h.attrs, _params(h, host_params), ctx)
                 sig.update(zip(h.outputs, res))
         for k, v in sig.items():
             seq[k].append(v)
@@ -273,7 +352,7 @@ def run_bundle(manifest: Manifest, graphs: dict, host_params: dict[str, Tensor],
         if "partition" in s:
             raise VerificationError("per-clip partitions are not supported by this runtime")
         h = manifest.host_op(s["host_op"])
-        res = run_host_op(h.op, [clip_sig[i] for i in h.inputs], h.attrs, _params(h, host_params))
+        res = run_host_op(h.op, [clip_sig[i] for i in h.inputs], h.attrs, _params(h, host_params), ctx)
         clip_sig.update(zip(h.outputs, res))
     return BundleRun(clip_sig[manifest.graph_output], {k: torch.stack(v) for k, v in spikes.items()},
                      {k: r.runtime for k, r in runners.items()})
@@ -286,5 +365,10 @@ def _time_of(manifest: Manifest, step: dict[str, str]) -> str:
 
 
 def _params(h, host_params: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The op's parameters by their own names: ``host_params`` keys are ``<host op name>.<param>``."""
     prefix = h.name + "."
+    missing = [k for k in h.params if k not in host_params or not k.startswith(prefix)]
+    if missing:
+        raise VerificationError(f"host op '{h.name}' needs parameter(s) {missing[:3]} that {HOST_PARAMS_NAME} "
+                                f"does not hold under the prefix '{prefix}'; re-export the bundle")
     return {k[len(prefix):]: host_params[k] for k in h.params}

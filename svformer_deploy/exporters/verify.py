@@ -18,7 +18,7 @@ Checks, in order:
 from __future__ import annotations
 
 import math
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict
 from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,39 +31,33 @@ from torch import Tensor, nn
 from svformer_deploy._atomic import atomic_write_json
 from svformer_deploy.errors import VerificationError
 from svformer_deploy.exporters import LOGIT_TOLERANCE
-from svformer_deploy.exporters.bundle import VERIFICATION_NAME, check_bundle_files, read_manifest
-from svformer_deploy.exporters.partition import model_operations
-from svformer_deploy.exporters.runtime import PartitionRunner, load_host_params, load_partitions, run_bundle
+from svformer_deploy.exporters.bundle import (VERIFICATION_NAME, check_bundle_files, check_manifest_matches,
+                                              coverage_of, read_manifest)
+from svformer_deploy.exporters.partition import lower_svformer, model_operations
+from svformer_deploy.exporters.runtime import (PartitionRunner, check_partition_signals, load_host_params,
+                                               load_partitions, run_bundle, runtime_notes)
 from svformer_deploy.models import iter_neurons, record_spikes
-from svformer_deploy.models.neurons import PLIF
+from svformer_deploy.models.neurons import PLIF, PLIFParameters, plif_step
+from svformer_deploy.models.recording import forward_hooks, to_chw
 
-__all__ = ["coverage_problems", "record_ties", "first_divergence", "NEAR_THRESHOLD", "to_map_layout", "LayerStats", "verify_bundle", "format_report"]
+__all__ = ["check_manifest_meaning", "coverage_problems", "record_ties", "first_divergence", "NEAR_THRESHOLD",
+           "LayerStats", "verify_bundle", "format_report"]
+
+
+def check_manifest_meaning(bundle: Path, manifest, model: nn.Module) -> None:
+    """Cross-check the manifest against the one the NIR exporter writes for ``model`` now (lowering it again):
+    config, dt, signals and their shapes, partitions, host ops and their attributes, schedule, graph input and
+    output, approximations with their parameters. One :class:`BundleFormatError` naming the first mismatch."""
+    from svformer_deploy.exporters.nir_export import build_manifest
+
+    want = build_manifest(lower_svformer(model, approximate_bn=model.config.bn == "per_timestep"), manifest.target,
+                          model, manifest.checkpoint_sha256, manifest.class_names)
+    check_manifest_matches(bundle, manifest, want)
 
 
 def coverage_problems(model: nn.Module, covered: Iterable[str]) -> list[str]:
     """Operations of ``model`` not covered, covered twice, or unknown; empty when the export is complete."""
-    ops = model_operations(model)
-    counts: dict[str, int] = defaultdict(int)
-    for m in covered:
-        counts[m] += 1
-    problems = [f"not exported: {o}" for o in ops if counts[o] == 0]
-    problems += [f"exported {counts[o]} times: {o}" for o in ops if counts[o] > 1]
-    problems += [f"unknown operation in bundle: {m}" for m in counts if m not in set(ops)]
-    return problems
-
-
-def to_map_layout(name: str, x: Tensor, shape: tuple[int, ...]) -> Tensor:
-    """A neuron layer's (T, B, ...) tensor in the bundle's (T, B, C, H, W) layout.
-
-    Attention-stage tensors are tokens: (T, B, N, C), or (T, B, heads, N, d) for ``lif_q/k/v``; the bundle's
-    channel is head * d + i and its position n = y * W + x.
-    """
-    T, B = x.shape[:2]
-    if x.dim() == 5 and name.endswith(("lif_q", "lif_k", "lif_v")):
-        return x.permute(0, 1, 2, 4, 3).reshape(T, B, *shape)
-    if x.dim() == 4:
-        return x.transpose(2, 3).reshape(T, B, *shape)
-    return x.reshape(T, B, *shape)
+    return coverage_of(model_operations(model), list(covered))
 
 
 NEAR_THRESHOLD = 1e-5
@@ -77,36 +71,28 @@ def record_ties(model: nn.Module, near: float = NEAR_THRESHOLD):
     """Record, per PLIF layer, ``(tie, near)`` masks of shape (T, B, ...): where the membrane H equals V_th exactly,
     and where ``|H - V_th| <= near``.
 
-    H is recomputed from the layer's input with the model's own arithmetic (``h = v + (x - v) * sigmoid(w)``,
-    separate multiply and add), so it is the H the model compared against V_th.
+    H is recomputed from the layer's input by :func:`~svformer_deploy.models.neurons.plif_step` (the model's own
+    arithmetic), so it is the H the model compared against V_th.
     """
     ties: "OrderedDict[str, tuple[Tensor, Tensor]]" = OrderedDict()
-    handles = []
 
     def hook(name: str):
         def fn(mod: PLIF, inputs: tuple, output: Tensor) -> None:
             x_seq = inputs[0].detach()
-            k = torch.sigmoid(mod.w.detach()).to(x_seq.dtype)
-            v = torch.zeros_like(x_seq[0])
+            p = PLIFParameters(torch.sigmoid(mod.w.detach()).to(x_seq.dtype), mod.v_threshold)
             tie = torch.empty(x_seq.shape, dtype=torch.bool)
             close = torch.empty(x_seq.shape, dtype=torch.bool)
+            state = None
             for t in range(x_seq.shape[0]):
-                h = v + (x_seq[t] - v) * k
-                tie[t] = h == mod.v_threshold
-                close[t] = (h - mod.v_threshold).abs() <= near
-                v = h.masked_fill(h >= mod.v_threshold, 0.0)
+                _, state = plif_step(x_seq[t], state, p)
+                tie[t] = state.h == mod.v_threshold
+                close[t] = (state.h - mod.v_threshold).abs() <= near
             ties[name] = (tie, close)
 
         return fn
 
-    try:
-        for name, mod in iter_neurons(model):
-            if isinstance(mod, PLIF):
-                handles.append(mod.register_forward_hook(hook(name)))
+    with forward_hooks((mod, hook(name)) for name, mod in iter_neurons(model) if isinstance(mod, PLIF)):
         yield ties
-    finally:
-        for h in handles:
-            h.remove()
 
 
 @dataclass
@@ -163,10 +149,12 @@ def first_divergence(order: list[str], ref: dict[str, Tensor], got: dict[str, Te
 
 @torch.no_grad()
 def verify_bundle(bundle: str | Path, model: nn.Module, batches: Iterable[tuple[Tensor, Tensor | None]],
-                  runtime: str = "snntorch", write: bool = True, data_desc: str = "") -> dict[str, Any]:
+                  runtime: str = "snntorch", write: bool = True, data_desc: str = "",
+                  report_name: str = VERIFICATION_NAME) -> dict[str, Any]:
     """Run every check (see the module docstring) on ``batches`` of (clips (B, C, T, H, W), labels or None).
 
-    Returns the report dict; with ``write`` it is also written atomically to ``bundle/verification.json``.
+    ``runtime`` is ``"snntorch"`` or any registered partition runtime. Returns the report dict; with ``write``
+    it is also written atomically to ``bundle/<report_name>``.
     Verdict: ``"exact"`` (100 % spikes, logits within 1e-4), ``"threshold"`` (the first divergence of every
     batch is at neurons tied with or within :data:`NEAR_THRESHOLD` of V_th in the model -- a float-rounding or
     strict-vs-non-strict decision that then propagates), or ``"failed"``; approximate exports get ``"approximate"``.
@@ -174,13 +162,16 @@ def verify_bundle(bundle: str | Path, model: nn.Module, batches: Iterable[tuple[
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
     check_bundle_files(bundle, manifest)
+    check_manifest_meaning(bundle, manifest, model)
     graphs = load_partitions(bundle, manifest, type_check=True)
+    check_partition_signals(bundle, manifest, graphs)
     coverage = coverage_problems(model, manifest.covered_modules())
     if coverage:
         raise VerificationError(f"bundle {bundle} does not cover the model exactly once: {coverage[:5]}")
     host = load_host_params(bundle)
-    runners = {p.name: PartitionRunner(p.name, graphs[p.name], runtime) for p in manifest.partitions}
+    runners = {p.name: PartitionRunner(p.name, graphs[p.name], runtime, manifest.dt) for p in manifest.partitions}
     model = model.eval()
+    layouts = {name: mod.layout for name, mod in iter_neurons(model)}
     T = model.config.num_frames
     layers: "OrderedDict[str, LayerStats]" = OrderedDict()
     divergences: list[dict[str, Any]] = []
@@ -195,8 +186,8 @@ def verify_bundle(bundle: str | Path, model: nn.Module, batches: Iterable[tuple[
                 raise VerificationError(f"neuron layer {name} has no LIF node in the bundle")
             got = run.spikes[name]
             shape = tuple(got.shape[2:])
-            refs[name] = to_map_layout(name, ref, shape)
-            masks[name] = tuple(to_map_layout(name, m, shape) for m in margins[name])
+            refs[name] = to_chw(ref, layouts[name], shape)
+            masks[name] = tuple(to_chw(m, layouts[name], shape) for m in margins[name])
             layers.setdefault(name, LayerStats.empty(T)).update(refs[name], got, *masks[name])
         d = first_divergence(list(rec.spikes), refs, run.spikes, masks)
         if d is not None:
@@ -219,11 +210,8 @@ def verify_bundle(bundle: str | Path, model: nn.Module, batches: Iterable[tuple[
         "files_type_checked": [p.file for p in manifest.partitions],
         "coverage": {"operations": len(model_operations(model)), "problems": coverage},
         "runtimes": {k: r.runtime for k, r in runners.items()},
-        "runtime_note": "snntorch-graph: whole partition imported by snntorch.import_nir.import_from_nir; "
-                        "snntorch-nodes: every node imported by import_from_nir, edges wired and summed by "
-                        "svformer-deploy (nirtorch 2.6 cannot build graphs with several Input/Output nodes); "
-                        "reference: svformer-deploy's own NIR interpreter",
-        "approximations": manifest.approximations,
+        "runtime_note": runtime_notes(r.runtime for r in runners.values()),
+        "approximations": [a.text for a in manifest.approximations],
         "spike_agreement": agree / n, "neuron_steps": n,
         "ties": sum(v["ties"] for v in per_layer.values()),
         "disagree_at_ties": sum(v["disagree_at_ties"] for v in per_layer.values()),
@@ -249,7 +237,7 @@ def verify_bundle(bundle: str | Path, model: nn.Module, batches: Iterable[tuple[
     report["verdict"] = verdict
     report["passed"] = None if verdict == "approximate" else verdict != "failed"
     if write:
-        atomic_write_json(bundle / VERIFICATION_NAME, report, indent=1)
+        atomic_write_json(bundle / report_name, report, indent=1)
     return report
 
 

@@ -18,21 +18,46 @@ autograd graph of every elementwise op.
 from __future__ import annotations
 
 import math
+from typing import Literal, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["SpikingNeuron", "PLIF", "ReLUNeuron", "plif_step", "plif_multistep"]
+__all__ = ["SpikingNeuron", "PLIF", "ReLUNeuron", "PLIFParameters", "PLIFState", "plif_step", "plif_multistep",
+           "NeuronLayout", "NEURON_LAYOUTS"]
+
+NeuronLayout = Literal["chw", "tokens", "heads"]
+NEURON_LAYOUTS: tuple[str, ...] = ("chw", "tokens", "heads")
 
 
-def plif_step(x: Tensor, v: Tensor, inv_tau: Tensor | float, v_threshold: float = 1.0) -> tuple[Tensor, Tensor]:
-    """One PLIF update. Returns ``(spike, v_next)``; ``spike`` has the dtype of ``x`` and values in {0, 1}.
+class PLIFParameters(NamedTuple):
+    """Parameters of one PLIF layer (norse style): ``inv_tau = 1/tau = sigmoid(w)`` (a scalar tensor or float,
+    in the dtype the model multiplies by) and the firing threshold ``v_threshold``."""
 
-    ``h = v + (x - v) * inv_tau``; ``spike = h >= v_threshold``; ``v_next = h * (1 - spike)``.
+    inv_tau: Tensor | float
+    v_threshold: float = 1.0
+
+
+class PLIFState(NamedTuple):
+    """State after one PLIF step: ``v`` the membrane after reset (carried to the next step) and ``h`` the
+    membrane before reset (the value compared with V_th; the tie recorder reads it)."""
+
+    v: Tensor
+    h: Tensor
+
+
+def plif_step(x: Tensor, state: PLIFState | None, params: PLIFParameters) -> tuple[Tensor, PLIFState]:
+    """One PLIF timestep: ``(spikes, new state)``; ``state=None`` is the zero state of the first frame.
+
+    ``H = V + (X - V) * inv_tau`` (a separate rounded multiply and add, as the multistep kernel rounds);
+    ``S = H >= V_th`` (equality fires); ``V' = H`` where ``S = 0``, else 0 (hard reset). ``spikes`` has the
+    dtype of ``x`` and values in {0, 1}. This is the reference of the training kernel, the ONNX unrolled
+    neuron and the tie recorder.
     """
-    h = v + (x - v) * inv_tau
-    fired = h >= v_threshold
-    return fired.to(x.dtype), h.masked_fill(fired, 0.0)
+    v = torch.zeros_like(x) if state is None else state.v
+    h = v + (x - v) * params.inv_tau
+    fired = h >= params.v_threshold
+    return fired.to(x.dtype), PLIFState(h.masked_fill(fired, 0.0), h)
 
 
 class _PLIFMultiStep(torch.autograd.Function):
@@ -85,11 +110,19 @@ class SpikingNeuron(nn.Module):
     """Base class of every neuron layer: input (T, B, ...) real currents, output (T, B, ...) of the same shape.
 
     Spike recording (:func:`svformer_deploy.models.record_spikes`), the energy counter and the exporters
-    find neuron layers by this type.
+    find neuron layers by this type. ``layout`` declares how the layer's (T, B, ...) tensors are arranged, so no
+    consumer has to guess it from the layer's name: ``"chw"`` (T, B, C, H, W) feature maps, ``"tokens"``
+    (T, B, N, C) with N = H*W tokens of a frame, ``"heads"`` (T, B, heads, N, d) with channel = head * d + i.
     """
 
     v_threshold: float = 1.0
     v_reset: float = 0.0
+
+    def __init__(self, layout: NeuronLayout = "chw") -> None:
+        super().__init__()
+        if layout not in NEURON_LAYOUTS:
+            raise ValueError(f"neuron layout {layout!r} is not one of {NEURON_LAYOUTS}")
+        self.layout: NeuronLayout = layout
 
 
 class PLIF(SpikingNeuron):
@@ -99,15 +132,21 @@ class PLIF(SpikingNeuron):
         tau_init: initial time constant; ``w = -ln(tau_init - 1)`` so that ``sigmoid(w) = 1/tau_init``.
         v_threshold: firing threshold V_th (spike when H >= V_th).
         alpha: ATan surrogate sharpness.
+        layout: arrangement of the layer's tensors (see :class:`SpikingNeuron`).
 
     Shape: input and output (T, B, ...); output values are exactly 0.0 or 1.0.
     """
 
-    def __init__(self, tau_init: float = 2.0, v_threshold: float = 1.0, alpha: float = 2.0) -> None:
-        super().__init__()
+    def __init__(self, tau_init: float = 2.0, v_threshold: float = 1.0, alpha: float = 2.0,
+                 layout: NeuronLayout = "chw") -> None:
+        super().__init__(layout)
         self.w = nn.Parameter(torch.tensor(-math.log(tau_init - 1.0)))
         self.v_threshold = float(v_threshold)
         self.alpha = float(alpha)
+
+    def parameters_step(self) -> PLIFParameters:
+        """The layer's :class:`PLIFParameters` for :func:`plif_step` (``inv_tau = sigmoid(w)`` in float32)."""
+        return PLIFParameters(torch.sigmoid(self.w.detach()), self.v_threshold)
 
     @property
     def tau(self) -> float:

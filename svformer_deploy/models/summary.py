@@ -11,6 +11,7 @@ from torch import nn
 from svformer_deploy.models._registry import create_model, list_models
 from svformer_deploy.models.checkpoint import load_checkpoint
 from svformer_deploy.models.neurons import PLIF, SpikingNeuron
+from svformer_deploy.models.recording import forward_hooks
 from svformer_deploy.models.svformer import DropPath, SVFormer
 
 __all__ = ["load_model_or_name", "layer_shapes", "summarize"]
@@ -28,18 +29,16 @@ def load_model_or_name(name_or_path: str) -> tuple[SVFormer, dict[str, Any]]:
 def layer_shapes(model: SVFormer, batch: int = 1) -> list[tuple[str, str, tuple[int, ...]]]:
     """(dotted name, type, output shape) of every leaf layer for one forward of a zero clip batch."""
     rows: list[tuple[str, str, tuple[int, ...]]] = []
-    handles = []
-    for name, m in model.named_modules():
-        if name and not isinstance(m, DropPath) and (not list(m.children()) or isinstance(m, SpikingNeuron)):
-            def hook(mod: nn.Module, _i: tuple, out: torch.Tensor, name: str = name) -> None:
-                rows.append((name, type(mod).__name__, tuple(out.shape)))
-            handles.append(m.register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(batch, *model.config.input_shape))
-    finally:
-        for h in handles:
-            h.remove()
+
+    def hook(name: str):
+        def fn(mod: nn.Module, _i: tuple, out: torch.Tensor) -> None:
+            rows.append((name, type(mod).__name__, tuple(out.shape)))
+        return fn
+
+    layers = [(m, hook(name)) for name, m in model.named_modules()
+              if name and not isinstance(m, DropPath) and (not list(m.children()) or isinstance(m, SpikingNeuron))]
+    with forward_hooks(layers), torch.no_grad():
+        model.eval()(torch.zeros(batch, *model.config.input_shape))
     return rows
 
 

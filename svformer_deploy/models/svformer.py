@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from svformer_deploy.errors import InputShapeError
 from svformer_deploy.models.config import SVFormerConfig
-from svformer_deploy.models.neurons import PLIF, ReLUNeuron, SpikingNeuron
+from svformer_deploy.models.neurons import PLIF, NeuronLayout, ReLUNeuron, SpikingNeuron
 from svformer_deploy.models.norm import TemporalBatchNorm
 
 __all__ = ["SVFormer", "TConv2d", "CBlock", "SABlock", "SpikeAttention", "SpikeAttentionProduct", "PatchEmbed"]
@@ -43,10 +43,10 @@ class TConv2d(nn.Conv2d):
         return y.reshape(x.shape[0], x.shape[1], *y.shape[1:])
 
 
-def _neuron(cfg: SVFormerConfig) -> SpikingNeuron:
+def _neuron(cfg: SVFormerConfig, layout: NeuronLayout = "chw") -> SpikingNeuron:
     if cfg.neuron == "relu":
-        return ReLUNeuron()
-    return PLIF(tau_init=cfg.tau_init, v_threshold=cfg.v_threshold, alpha=cfg.surrogate_alpha)
+        return ReLUNeuron(layout)
+    return PLIF(tau_init=cfg.tau_init, v_threshold=cfg.v_threshold, alpha=cfg.surrogate_alpha, layout=layout)
 
 
 def _conv(cin: int, cout: int, k: int, s: int = 1, p: int = 0, groups: int = 1) -> TConv2d:
@@ -109,8 +109,10 @@ class TokenMlp(nn.Module):
 
     def __init__(self, cfg: SVFormerConfig, dim: int, hidden: int) -> None:
         super().__init__()
-        self.lif1, self.fc1, self.bn1 = _neuron(cfg), nn.Linear(dim, hidden), _bn(cfg, hidden, channels_last=True)
-        self.lif2, self.fc2, self.bn2 = _neuron(cfg), nn.Linear(hidden, dim), _bn(cfg, dim, channels_last=True)
+        self.lif1, self.fc1 = _neuron(cfg, "tokens"), nn.Linear(dim, hidden)
+        self.bn1 = _bn(cfg, hidden, channels_last=True)
+        self.lif2, self.fc2 = _neuron(cfg, "tokens"), nn.Linear(hidden, dim)
+        self.bn2 = _bn(cfg, dim, channels_last=True)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.bn1(self.fc1(self.lif1(x)))
@@ -156,12 +158,12 @@ class SpikeAttention(nn.Module):
     def __init__(self, cfg: SVFormerConfig, dim: int, num_heads: int) -> None:
         super().__init__()
         self.num_heads = num_heads
-        self.lif_in = _neuron(cfg)
+        self.lif_in = _neuron(cfg, "tokens")
         self.qkv = nn.Linear(dim, 3 * dim)
         self.bn_qkv = _bn(cfg, 3 * dim, channels_last=True)
-        self.lif_q, self.lif_k, self.lif_v = _neuron(cfg), _neuron(cfg), _neuron(cfg)
+        self.lif_q, self.lif_k, self.lif_v = _neuron(cfg, "heads"), _neuron(cfg, "heads"), _neuron(cfg, "heads")
         self.product = SpikeAttentionProduct((dim // num_heads) ** -0.5)
-        self.lif_proj = _neuron(cfg)
+        self.lif_proj = _neuron(cfg, "tokens")
         self.proj = nn.Linear(dim, dim)
         self.bn_proj = _bn(cfg, dim, channels_last=True)
 

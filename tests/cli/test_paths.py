@@ -39,15 +39,12 @@ def fresh_cwd(tmp_path, monkeypatch) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize("target", ["nir", "onnx", "lava"])
 def test_export_with_relative_out_and_checkpoint(target, fresh_cwd, capsys):
-    out = "out/model.onnx" if target == "onnx" else f"out/{target}"
+    out = f"out/{target}"
     assert run_cli(["export", "ckpt.pt", "--to", target, "--out", out, "--num-videos", "2"]) == 0, \
         capsys.readouterr().err
     assert f"wrote {fresh_cwd / out}" in capsys.readouterr().out
-    if target == "onnx":
-        report = json.loads((fresh_cwd / "out" / "model.onnx.verification.json").read_text())
-    else:
-        assert read_manifest(fresh_cwd / out).checkpoint_path == str(fresh_cwd / "ckpt.pt")
-        report = json.loads((fresh_cwd / out / VERIFICATION_NAME).read_text())
+    assert read_manifest(fresh_cwd / out).checkpoint_path == str(fresh_cwd / "ckpt.pt")
+    report = json.loads((fresh_cwd / out / VERIFICATION_NAME).read_text())
     assert report.get("passed") is not False, report
     # verify with relative paths again, from another directory
     (fresh_cwd / "elsewhere").mkdir()
@@ -74,8 +71,8 @@ def test_demo_pretrained_with_relative_out_runs_every_step(fresh_cwd, capsys):
     lava = json.loads((out / "export-lava" / "bundle" / VERIFICATION_NAME).read_text())
     assert lava["passed"] is True
     assert json.loads((out / "export-nir" / "bundle" / VERIFICATION_NAME).read_text())["verdict"] == "exact"
-    assert (out / "export-onnx" / "model.onnx").stat().st_size > 100_000
+    assert (out / "export-onnx" / "bundle" / "model.onnx").stat().st_size > 100_000
     summary = json.loads((out / "energy" / "report" / "summary.json").read_text())
     assert summary["videos"] == demo_mod.DEMO_VIDEOS and summary["views_per_video"] == 1
     assert (out / "sparsity" / "report" / "rate_heatmap.png").read_bytes()[:4] == b"\x89PNG"
-    assert listed["artefacts"]["export-onnx"]["verification"].endswith("model.onnx.verification.json")
+    assert listed["artefacts"]["export-onnx"]["verification"] == str(out / "export-onnx" / "bundle" / VERIFICATION_NAME)

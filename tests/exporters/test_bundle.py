@@ -16,8 +16,11 @@ def _manifest() -> Manifest:
         signals={"x": Signal("x", (3, 4, 4), "analog"), "s": Signal("s", (3, 4, 4), "spikes"),
                  "y": Signal("y", (2,), "logits", time="per_clip", layout="K")},
         partitions=[PartitionSpec("p0", "p0.nir", {"input": "x"}, {"output": "s"}, ["a.lif"], {"lif": ["a.lif"]})],
-        host_ops=[HostOpSpec("h", "readout", ["s"], ["y"], ["head"], "y = W s", {"k": 1}, ["h.w"], "per_clip")],
-        schedule=[{"partition": "p0"}, {"host_op": "h"}], graph_input="x", graph_output="y", class_names=["a", "b"])
+        host_ops=[HostOpSpec("h", "temporal_head", ["s"], ["y"], ["head"], "y = W s", {"groups": 1}, ["h.w"],
+                             "per_clip")],
+        schedule=[{"partition": "p0"}, {"host_op": "h"}], graph_input="x", graph_output="y",
+        operations=["a.lif", "head"],
+        class_names=["a", "b"])
 
 
 def test_round_trip_and_hashes(tmp_path):
@@ -75,3 +78,20 @@ def test_version_and_format_checked(tmp_path):
         read_manifest(out)
     with pytest.raises(BundleFormatError, match="not an export bundle"):
         read_manifest(tmp_path)
+
+
+def test_manifest_owns_the_coverage_invariant_and_validates_itself():
+    m = _manifest()
+    assert m.coverage_problems() == [] and m.coverage_problems(["a.lif"]) == ["unknown operation in bundle: head"]
+    with pytest.raises(BundleFormatError, match="not exported: b.lif"):
+        Manifest(**{**vars(m), "operations": ["a.lif", "head", "b.lif"]})
+    with pytest.raises(BundleFormatError, match="partition 'nope' is not declared"):
+        m.partition("nope")
+    with pytest.raises(BundleFormatError, match="host op 'h' names op 'readout', which is not registered"):
+        HostOpSpec("h", "readout", ["s"], ["y"], ["head"], "y = W s")
+    with pytest.raises(BundleFormatError, match="reads signal 's' before any step produces it"):
+        Manifest(**{**vars(m), "schedule": [{"host_op": "h"}, {"partition": "p0"}]})
+    with pytest.raises(BundleFormatError, match="3 names for 2 logits"):
+        Manifest(**{**vars(m), "class_names": ["a", "b", "c"]})
+    with pytest.raises(BundleFormatError, match="shape"):
+        Signal("x", (3, 0), "analog", layout="C,H")

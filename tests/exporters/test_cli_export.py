@@ -24,10 +24,12 @@ def test_export_nir_then_verify(tiny_ckpt, tmp_path, capsys):
 
 def test_verify_refuses_a_different_checkpoint(tiny_ckpt, tmp_path, capsys):
     out = tmp_path / "bundle"
-    assert run_cli(["export", str(tiny_ckpt), "--to", "onnx", "--out", str(tmp_path / "m.onnx"), "--num-videos", "2"]) == 0
+    onnx_out = str(tmp_path / "onnx")
+    assert run_cli(["export", str(tiny_ckpt), "--to", "onnx", "--out", onnx_out, "--num-videos", "2"]) == 0
+    assert (tmp_path / "onnx" / VERIFICATION_NAME).is_file()
     other = tmp_path / "other.pt"
     save_checkpoint(other, active_model(seed=5))
-    assert run_cli(["verify", str(tmp_path / "m.onnx"), "--checkpoint", str(other), "--num-videos", "2"]) == 2
+    assert run_cli(["verify", str(tmp_path / "onnx"), "--checkpoint", str(other), "--num-videos", "2"]) == 2
     assert "not the one" in capsys.readouterr().err
     assert not out.exists()
 

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from svformer_deploy.errors import OutputExistsError, UnsupportedLayerError
+from svformer_deploy.exporters.bundle import VERIFICATION_NAME, read_manifest
 from svformer_deploy.exporters.onnx_export import OPSET, export_onnx, verify_onnx
+from svformer_deploy.exporters.verify import coverage_problems
 
 from .conftest import active_model, clips
 
@@ -16,7 +18,11 @@ from .conftest import active_model, clips
 @pytest.mark.parametrize("bn", ["shared", "per_timestep"])
 def test_onnx_matches_pytorch_with_dynamic_batch(tmp_path, bn):
     model = active_model(bn=bn)
-    path = export_onnx(model, tmp_path / "m.onnx", checkpoint_sha256="ab" * 32, class_names=list("abcdefghij"))
+    bundle = export_onnx(model, tmp_path / "b", checkpoint_sha256="ab" * 32, class_names=list("abcdefghij"))
+    manifest = read_manifest(bundle)
+    assert manifest.target == "onnx" and [p.file for p in manifest.partitions] == ["model.onnx"]
+    assert coverage_problems(model, manifest.covered_modules()) == []
+    path = bundle / "model.onnx"
     onnx.checker.check_model(str(path), full_check=True)
     proto = onnx.load(str(path))
     assert proto.opset_import[0].version == OPSET
@@ -26,8 +32,8 @@ def test_onnx_matches_pytorch_with_dynamic_batch(tmp_path, bn):
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for n in (1, 3):  # dynamic batch axis
         assert sess.run(None, {"clips": clips(n).numpy()})[0].shape == (n, 10)
-    report = verify_onnx(path, model, [(clips(1, seed=1), None), (clips(3, seed=3), torch.tensor([0, 1, 2]))])
-    assert report["spike_layers_probed"] == 25 and (tmp_path / "m.onnx.verification.json").is_file()
+    report = verify_onnx(bundle, model, [(clips(1, seed=1), None), (clips(3, seed=3), torch.tensor([0, 1, 2]))])
+    assert report["spike_layers_probed"] == 25 and (bundle / VERIFICATION_NAME).is_file()
     # logits within 1e-4, or (rarely, run to run) a miss that starts at a neuron the model put exactly at / within
     # 1e-5 of threshold: float rounding of onnxruntime's kernels; anything else is a failure
     assert report["verdict"] in ("exact", "threshold") and report["top1_agreement"] >= 0.75
@@ -36,7 +42,7 @@ def test_onnx_matches_pytorch_with_dynamic_batch(tmp_path, bn):
 
 def test_onnx_verification_catches_a_wrong_graph(tmp_path):
     model = active_model()
-    path = export_onnx(model, tmp_path / "m.onnx", checkpoint_sha256="0")
+    path = export_onnx(model, tmp_path / "b", checkpoint_sha256="0")
     with torch.no_grad():
         model.blocks2[0].mlp.bn1.bias.add_(0.5)  # the file no longer computes this model
     report = verify_onnx(path, model, [(clips(2), None)], write=False)
@@ -45,13 +51,14 @@ def test_onnx_verification_catches_a_wrong_graph(tmp_path):
 
 
 def test_onnx_refuses_overwrite_and_unsupported(tmp_path):
-    out = tmp_path / "m.onnx"
-    out.write_bytes(b"old")
+    out = tmp_path / "b"
+    out.mkdir()
+    (out / "keep").write_bytes(b"old")
     with pytest.raises(OutputExistsError):
         export_onnx(active_model(), out, checkpoint_sha256="0")
-    assert out.read_bytes() == b"old"
+    assert (out / "keep").read_bytes() == b"old"
     model = active_model()
     model.blocks1[0].mlp.lif2 = torch.nn.GELU()
     with pytest.raises(UnsupportedLayerError, match="blocks1.0.mlp.lif2"):
-        export_onnx(model, tmp_path / "x.onnx", checkpoint_sha256="0")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+        export_onnx(model, tmp_path / "x", checkpoint_sha256="0")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]

@@ -118,7 +118,8 @@ def test_per_timestep_bn_refused_with_reason_and_fix():
     msg = str(e.value)
     assert "per-timestep BatchNorm" in msg and "bn='shared'" in msg and "--approximate-bn" in msg
     low = lower_svformer(model, approximate_bn=True)
-    assert low.approximations and "time-averaged" in low.approximations[0]
+    assert [a.kind for a in low.approximations] == ["bn_time_average"] and "time-averaged" in low.approximations[0].text
+    assert low.approximations[0].params == {"num_frames": model.config.num_frames}
     # folded = time-mean of the per-timestep affine maps
     scale, shift = model.patch_embed1.bn.affine()
     conv = model.patch_embed1.conv

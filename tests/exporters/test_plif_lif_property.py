@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from svformer_deploy.exporters.partition import _lif_node
-from svformer_deploy.models.neurons import plif_step
+from svformer_deploy.models.neurons import PLIFParameters, plif_step
 
 NEAR = 1e-5  # relative distance to threshold treated as "a rounding tie"
 
@@ -38,11 +38,11 @@ def _run_both(w: float, v_th: float, x: torch.Tensor):
     k = torch.sigmoid(torch.tensor(w, dtype=torch.float32))
     tau = float(1.0 / k.double())
     net = _snntorch_lif(tau, v_th, x.shape[1])
-    v = torch.zeros(x.shape[1])
+    state, p = None, PLIFParameters(k, v_th)
     ours, theirs, hs = [], [], []
     for t in range(x.shape[0]):
-        hs.append(v + (x[t] - v) * k)
-        s, v = plif_step(x[t], v, k, v_th)
+        s, state = plif_step(x[t], state, p)
+        hs.append(state.h)
         ours.append(s)
         out, _ = net(x[t][None])
         theirs.append(out[0])

@@ -2,8 +2,10 @@
 
 import torch
 
-from svformer_deploy.exporters.verify import LayerStats, record_ties, to_map_layout
+from svformer_deploy.exporters.verify import LayerStats, record_ties
+from svformer_deploy.models import create_model
 from svformer_deploy.models.neurons import PLIF
+from svformer_deploy.models.recording import from_chw, to_chw
 
 
 def test_record_ties_finds_exact_threshold_hits():
@@ -34,6 +36,24 @@ def test_layouts_of_attention_layers():
     m = torch.arange(T * B * C * N, dtype=torch.float32).reshape(T, B, C, H, W)  # bundle layout
     tokens = m.reshape(T, B, C, N).transpose(2, 3)  # (T, B, N, C)
     heads = tokens.reshape(T, B, N, h, d).permute(0, 1, 3, 2, 4)  # (T, B, h, N, d)
-    assert torch.equal(to_map_layout("blocks3.0.attn.lif_in", tokens, (C, H, W)), m)
-    assert torch.equal(to_map_layout("blocks3.0.attn.lif_q", heads, (C, H, W)), m)
-    assert torch.equal(to_map_layout("blocks1.0.lif", m, (C, H, W)), m)
+    for layout, x in (("tokens", tokens), ("heads", heads), ("chw", m)):
+        assert torch.equal(to_chw(x, layout, (C, H, W)), m)
+        assert torch.equal(from_chw(m, layout, x), x)
+
+
+def test_every_neuron_layer_declares_the_layout_of_its_output():
+    """The declared layout is the real one: converting each recorded output to (C, H, W) and back is lossless
+    and gives the shape the layer's stage has (no layout is inferred from a layer's name)."""
+    from svformer_deploy.models import iter_neurons, record_spikes
+
+    m = create_model("svformer_tiny").eval()
+    with torch.no_grad(), record_spikes(m) as rec:
+        m(torch.randn(1, *m.config.input_shape))
+    layouts = {n: mod.layout for n, mod in iter_neurons(m)}
+    assert layouts["blocks1.0.lif"] == "chw" and layouts["blocks3.0.attn.lif_q"] == "heads"
+    assert layouts["blocks3.0.mlp.lif1"] == "tokens" and layouts["head.lif"] == "chw"
+    for name, x in rec.spikes.items():
+        n_units = x[0, 0].numel()
+        side = {"chw": x.shape[-1], "tokens": int(x.shape[2] ** 0.5), "heads": int(x.shape[3] ** 0.5)}[layouts[name]]
+        chw = to_chw(x, layouts[name], (n_units // side ** 2, side, side))
+        assert torch.equal(from_chw(chw, layouts[name], x), x), name

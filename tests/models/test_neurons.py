@@ -4,7 +4,7 @@ import pytest
 import torch
 from spikingjelly.activation_based import neuron, surrogate
 
-from svformer_deploy.models import PLIF, plif_step
+from svformer_deploy.models import PLIF, PLIFParameters, plif_step
 
 
 def _sj_plif(tau: float):
@@ -29,12 +29,25 @@ def test_hand_computed_sequence_with_tie_and_reset():
 def test_step_function_matches_multistep():
     lif = PLIF(tau_init=3.0)
     x = torch.randn(6, 4, 5) * 2
-    v = torch.zeros(4, 5)
-    outs = []
+    state, outs = None, []
     for t in range(6):
-        s, v = plif_step(x[t], v, torch.sigmoid(lif.w.detach()), 1.0)
+        s, state = plif_step(x[t], state, lif.parameters_step())
         outs.append(s)
     assert torch.equal(torch.stack(outs), lif(x).detach())
+
+
+def test_step_hand_computed_tie_and_hard_reset():
+    p = PLIFParameters(inv_tau=0.5, v_threshold=1.0)
+    s, state = plif_step(torch.tensor([2.0, 1.0, 3.0]), None, p)
+    assert s.tolist() == [1.0, 0.0, 1.0]  # H = [1.0, 0.5, 1.5]: equality fires
+    assert state.h.tolist() == [1.0, 0.5, 1.5] and state.v.tolist() == [0.0, 0.5, 0.0]
+    s, state = plif_step(torch.tensor([0.0, 2.0, 1.0]), state, p)
+    assert state.h.tolist() == [0.0, 1.25, 0.5] and s.tolist() == [0.0, 1.0, 0.0]
+
+
+def test_layout_is_validated():
+    with pytest.raises(ValueError, match="layout"):
+        PLIF(layout="nhwc")
 
 
 @pytest.mark.parametrize("tau", [1.1, 2.0, 4.4])

@@ -5,11 +5,11 @@ Bundle contents: ``<partition>.net`` (one netx chain each), ``host_params.npz`` 
 the host part and the reference the partitions were quantised from), ``lava_runner.py`` (the standalone runner,
 so the bundle runs in a Lava environment without svformer-deploy) and ``manifest.json``.
 
-Execution contract of a Lava bundle: the host op ``host`` runs ``SVFormer.forward`` in float on the clip and,
-at each neuron layer listed in its ``attrs["replaced_neurons"]``, uses the spikes of the named partition
-instead of the float PLIF; a partition's input is the spikes of its ``inputs["input"]`` signal (the output of
-the neuron layer of that name, in (C, H, W) layout, one frame per timestep), its output replaces the neuron
-layer named by ``outputs["output"]`` (channels ``[a, b)`` when the name ends in ``[a:b]``).
+Execution contract of a Lava bundle: the host op ``host`` (op ``svformer_float_host`` of the shared host-op
+registry, so :func:`~svformer_deploy.exporters.runtime.run_bundle` runs it) runs ``SVFormer.forward`` in float on
+the clip and, at each neuron layer a partition of its ``attrs["partitions"]`` produces, uses that partition's
+spikes instead of the float PLIF; a partition's input is the spikes of its source neuron layer (in (C, H, W)
+layout, one frame per timestep). The partitions are not scheduled on their own: the host op calls them.
 """
 
 from __future__ import annotations
@@ -23,12 +23,14 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from svformer_deploy.exporters.bundle import HOST_PARAMS_NAME, HostOpSpec, Manifest, PartitionSpec, Signal, write_bundle
+from svformer_deploy.exporters.bundle import (HOST_PARAMS_NAME, Approximation, HostOpSpec, Manifest, PartitionSpec,
+                                              Signal, write_bundle)
 from svformer_deploy.exporters.lava.netx import NETX_FORMAT, NETX_FORMAT_VERSION, write_netx
-from svformer_deploy.exporters.lava.partition import Partition, Tap, partition_model, quantize_partition
+from svformer_deploy.exporters.lava.partition import Partition, Tap, partition_model, partition_taps, quantize_partition
 from svformer_deploy.exporters.lava.quantize import LoihiOverflowWarning
 
-__all__ = ["export_lava", "DISCRETIZATION", "RUNNER_NAME", "partition_file", "tap_signal"]
+__all__ = ["export_lava", "DISCRETIZATION", "RUNNER_NAME", "HOST_PREFIX", "partition_file", "tap_signal",
+           "lava_approximations", "lava_manifest"]
 
 RUNNER_NAME = "lava_runner.py"
 
@@ -59,13 +61,43 @@ def tap_signal(tap: Tap) -> str:
     return tap.neuron + (f"[{tap.channels[0]}:{tap.channels[1]}]" if tap.channels else "")
 
 
-def _manifest(model: nn.Module, qparts: list[Partition], checkpoint_sha256: str, class_names, host_keys) -> Manifest:
+def lava_approximations(config: dict, qparts: list[Partition]) -> list[Approximation]:
+    """What a Lava export departs from the float model by, with parameters: re-derived by the verifier from the
+    config and the quantised layers read back from the netx files, so an edited list is refused."""
+    out = []
+    if config.get("bn") == "per_timestep":
+        out.append(Approximation("bn_time_average", "per-timestep BatchNorm folded with its time-averaged scale and "
+                                 "shift", {"num_frames": int(config["num_frames"])}))
+    out += [
+        Approximation("loihi_weight_mantissa", "weights: 8-bit mantissas with a per-layer exponent (round to "
+                      "nearest), see each layer's weight_exponent"),
+        Approximation("loihi_bias_mantissa", "biases (folded BatchNorm shift / tau): 13-bit mantissas at the same "
+                      "exponent"),
+        Approximation("loihi_voltage_decay", "voltage decay quantised to round(4096 / tau) / 4096; rounding toward "
+                      "zero of the decayed voltage"),
+        Approximation("loihi_strict_threshold", "spike condition v > threshold (strict) instead of H >= V_th"),
+    ]
+    out += [Approximation("loihi_clipping", f"{l.name} -> {l.neuron}: {l.clipped_weights:.4%} weights, "
+                          f"{l.clipped_biases:.4%} biases clipped",
+                          {"layer": l.name, "neuron": l.neuron, "weights": l.clipped_weights,
+                           "biases": l.clipped_biases})
+            for p in qparts for l in p.layers if l.clipped_weights or l.clipped_biases]
+    return out
+
+
+HOST_PREFIX = "host."
+"""Prefix of the float state dict's keys in ``host_params.npz`` (the host op's parameters)."""
+
+
+def lava_manifest(model: nn.Module, qparts: list[Partition], checkpoint_sha256: str, class_names,
+                  host_keys) -> Manifest:
+    """The manifest of a Lava bundle (written at export, re-derived by the verifier to refuse edited ones)."""
     from svformer_deploy import __version__
     from svformer_deploy.exporters.partition import model_operations
 
     cfg = model.config
     signals = {"frames": Signal("frames", (cfg.in_chans, cfg.img_size, cfg.img_size), "analog"),
-               "logits": Signal("logits", (cfg.num_classes,), "logits", time="per_clip")}
+               "logits": Signal("logits", (cfg.num_classes,), "logits", time="per_clip", layout="K")}
     specs, claimed = [], set()
     for p in qparts:
         for tap in (p.source, *p.taps):
@@ -80,28 +112,18 @@ def _manifest(model: nn.Module, qparts: list[Partition], checkpoint_sha256: str,
         specs.append(PartitionSpec(p.name, partition_file(p.name), {"input": tap_signal(p.source)},
                                    {"output": tap_signal(p.output)}, mine, nodes))
     rest = [op for op in model_operations(model) if op not in claimed]
-    replaced = {tap_signal(t): p.name for p in qparts for t in p.taps}
     host = HostOpSpec(
-        name="host", op="svformer_float_host", inputs=["frames"] + [tap_signal(p.output) for p in qparts],
-        outputs=["logits"], modules=rest, time="per_clip",
+        name="host", op="svformer_float_host", inputs=["frames"], outputs=["logits"], modules=rest, time="per_clip",
         equation="logits = SVFormer.forward(frames) in float32 with the host_params.npz state dict, where the "
-                 "output of every neuron layer in attrs['replaced_neurons'] is replaced by the spikes of that "
-                 "partition (run on the spikes of the partition's input neuron layer)",
-        attrs={"replaced_neurons": replaced, "partition_order": [p.name for p in qparts]}, params=list(host_keys))
-    approximations = [
-        "weights: 8-bit mantissas with a per-layer exponent (round to nearest), see each layer's weight_exponent",
-        "biases (folded BatchNorm shift / tau): 13-bit mantissas at the same exponent",
-        "voltage decay quantised to round(4096 / tau) / 4096; rounding toward zero of the decayed voltage",
-        "spike condition v > threshold (strict) instead of H >= V_th",
-    ]
-    clipped = [f"{l.name} -> {l.neuron}: {l.clipped_weights:.4%} weights, {l.clipped_biases:.4%} biases clipped"
-               for p in qparts for l in p.layers if l.clipped_weights or l.clipped_biases]
+                 "output of every neuron layer a partition of attrs['partitions'] produces is replaced by that "
+                 "partition's spikes (run on the spikes of the partition's source neuron layer)",
+        attrs={"partitions": partition_taps(qparts)}, params=[HOST_PREFIX + k for k in host_keys])
     return Manifest(
         target="lava", model_name=cfg.name, config=cfg.to_dict(), checkpoint_sha256=checkpoint_sha256, dt=1.0,
         discretization={**DISCRETIZATION, "netx_format": f"{NETX_FORMAT} v{NETX_FORMAT_VERSION}"},
         signals=signals, partitions=specs, host_ops=[host], schedule=[{"host_op": "host"}],
-        graph_input="frames", graph_output="logits", class_names=class_names,
-        approximations=approximations + clipped, created_by=f"svformer-deploy {__version__}")
+        graph_input="frames", graph_output="logits", operations=model_operations(model), class_names=class_names,
+        approximations=lava_approximations(cfg.to_dict(), qparts), created_by=f"svformer-deploy {__version__}")
 
 
 def export_lava(model: nn.Module, out: str | os.PathLike, *, checkpoint_sha256: str, checkpoint_path: str = "",
@@ -119,10 +141,8 @@ def export_lava(model: nn.Module, out: str | os.PathLike, *, checkpoint_sha256: 
         warnings.simplefilter("always", LoihiOverflowWarning)
         qparts = [quantize_partition(p, exponent) for p in parts]
     state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-    manifest = _manifest(model, qparts, checkpoint_sha256, class_names, sorted(state))
+    manifest = lava_manifest(model, qparts, checkpoint_sha256, class_names, sorted(state))
     manifest.checkpoint_path = checkpoint_path
-    if approximate_bn and model.config.bn == "per_timestep":
-        manifest.approximations.insert(0, "per-timestep BatchNorm folded with its time-averaged scale and shift")
     meta = {"model_name": manifest.model_name, "checkpoint_sha256": checkpoint_sha256}
     writers = {partition_file(p.name): (lambda p: lambda path: write_netx(
         path, p.layers, {**meta, "partition": p.name, "source": p.source.to_dict(),
@@ -130,7 +150,7 @@ def export_lava(model: nn.Module, out: str | os.PathLike, *, checkpoint_sha256: 
 
     def write_state(path: Path) -> None:
         with open(path, "wb") as f:
-            np.savez(f, **state)
+            np.savez(f, **{HOST_PREFIX + k: v for k, v in state.items()})
 
     writers[HOST_PARAMS_NAME] = write_state
     writers[RUNNER_NAME] = lambda path: shutil.copyfile(Path(__file__).with_name("runner.py"), path)

@@ -23,28 +23,29 @@ head and the classifier. BatchNorm folds only when it is shared across time (``b
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
-import torch
 from torch import Tensor, nn
 
 from svformer_deploy.errors import UnsupportedLayerError
+from svformer_deploy.exporters.fold import compose_dw_pw, fold_bn, plif_tau, synapse_params
 from svformer_deploy.exporters.lava.quantize import FloatLayer, LoihiLayer, quantize_layer
-from svformer_deploy.models.neurons import SpikingNeuron
+from svformer_deploy.models.neurons import NeuronLayout, SpikingNeuron
 from svformer_deploy.models.norm import TemporalBatchNorm
+from svformer_deploy.models.recording import from_chw, to_chw
 
-__all__ = ["Tap", "Partition", "partition_model", "quantize_partition", "check_supported", "neuron_assignment"]
+__all__ = ["Tap", "Partition", "partition_model", "quantize_partition", "check_supported", "neuron_assignment",
+           "partition_taps"]
 
-Layout = Literal["chw", "tokens", "heads"]
+Layout = NeuronLayout
 
 
 @dataclass(frozen=True)
 class Tap:
     """Where a partition reads or writes spikes in the model: a neuron layer's output as (T, B, C, H, W).
 
-    ``layout`` is how that neuron's output is shaped in the model: ``"chw"`` (T, B, C, H, W), ``"tokens"``
-    (T, B, N, C) with N = H*W, ``"heads"`` (T, B, heads, N, d) with C = heads*d. ``channels`` = (start, stop)
+    ``layout`` is the layout the neuron layer declares (:attr:`SpikingNeuron.layout`, see
+    :func:`svformer_deploy.models.recording.to_chw`). ``channels`` = (start, stop)
     when only a channel slice belongs to the partition (``head.lif``).
     """
 
@@ -55,30 +56,19 @@ class Tap:
 
     def to_chw(self, x: Tensor) -> Tensor:
         """The model's output of ``neuron`` -> (T, B, C, H, W) (the slice if ``channels``)."""
-        C, H, W = self.shape
-        T, B = x.shape[:2]
-        if self.layout == "tokens":
-            x = x.transpose(2, 3).reshape(T, B, -1, H, W)
-        elif self.layout == "heads":
-            x = x.transpose(3, 4).reshape(T, B, -1, H, W)
-        if self.channels is not None:
-            x = x[:, :, self.channels[0]:self.channels[1]]
-        return x
+        x = to_chw(x, self.layout, (-1, *self.shape[1:]))
+        return x if self.channels is None else x[:, :, self.channels[0]:self.channels[1]]
 
     def insert(self, full: Tensor, chw: Tensor) -> Tensor:
         """Put (T, B, C, H, W) spikes ``chw`` into the model's output ``full`` of ``neuron`` (a new tensor)."""
-        T, B = full.shape[:2]
         chw = chw.to(full.dtype)
-        if self.layout == "chw":
-            out = full.clone()
-            if self.channels is None:
-                return chw.clone()
-            out[:, :, self.channels[0]:self.channels[1]] = chw
-            return out
-        if self.layout == "tokens":
-            return chw.reshape(T, B, chw.shape[2], -1).transpose(2, 3).contiguous()
-        h = full.shape[2]
-        return chw.reshape(T, B, h, chw.shape[2] // h, -1).transpose(3, 4).contiguous()
+        if self.channels is None:
+            return from_chw(chw, self.layout, full)
+        if self.layout != "chw":
+            raise UnsupportedLayerError(f"{self.neuron}: a channel slice of a '{self.layout}' neuron layer")
+        out = full.clone()
+        out[:, :, self.channels[0]:self.channels[1]] = chw
+        return out
 
     def to_dict(self) -> dict:
         return {"neuron": self.neuron, "layout": self.layout, "shape": list(self.shape),
@@ -127,45 +117,13 @@ def check_supported(model: nn.Module, approximate_bn: bool = False) -> None:
 
 # ------------------------------------------------------------------------------------------- folding
 
-@torch.no_grad()
-def _conv_params(m: nn.Module) -> tuple[np.ndarray, np.ndarray, tuple[int, int], tuple[int, int], int]:
-    if isinstance(m, nn.Linear):
-        w = m.weight.double()[:, :, None, None]
-        b = m.bias.double() if m.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
-        return w.numpy(), b.numpy(), (1, 1), (0, 0), 1
-    if isinstance(m, nn.Conv2d):
-        if m.dilation != (1, 1) or m.padding_mode != "zeros" or isinstance(m.padding, str):
-            raise UnsupportedLayerError(f"{type(m).__name__} with dilation/padding mode {m.dilation}/{m.padding_mode}:"
-                                        " the Lava exporter writes dilation 1, zero padding only")
-        w = m.weight.double()
-        b = m.bias.double() if m.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
-        return w.numpy(), b.numpy(), tuple(m.stride), tuple(m.padding), int(m.groups)
-    raise UnsupportedLayerError(f"{type(m).__name__}: not a Conv2d or Linear")
-
-
-@torch.no_grad()
 def _fold_bn(w: np.ndarray, b: np.ndarray, bn: TemporalBatchNorm, rows: slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
-    """``BN(W x + b)`` = ``(scale W) x + (scale b + shift)`` for a shared (time-invariant) BatchNorm; a
-    per-timestep one (only reached with ``approximate_bn``) contributes its time-averaged scale and shift."""
-    scale, shift = (t.double().mean(0) if t.dim() == 2 else t.double() for t in bn.affine())
-    scale, shift = scale.numpy()[rows], shift.numpy()[rows]
-    return w * scale[:, None, None, None], b * scale + shift
-
-
-def _compose_dw_pw(dw, pw) -> tuple[np.ndarray, np.ndarray, tuple[int, int], tuple[int, int]]:
-    """Depthwise conv (C, 1, k, k) then 1x1 conv (O, C, 1, 1) = one dense conv: ``W[o, c] = P[o, c] D[c]``,
-    ``b = P b_dw + b_pw`` (exact: zero padding commutes with the per-channel bias)."""
-    wd, bd, stride, pad, groups = _conv_params(dw)
-    wp, bp, s2, p2, g2 = _conv_params(pw)
-    if groups != wd.shape[0] or wd.shape[1] != 1 or wp.shape[2:] != (1, 1) or s2 != (1, 1) or p2 != (0, 0) or g2 != 1:
-        raise UnsupportedLayerError("local path: expected a depthwise conv followed by a 1x1 conv")
-    w = wp[:, :, 0, 0][:, :, None, None] * wd[:, 0][None]
-    return w, wp[:, :, 0, 0] @ bd + bp, stride, pad
+    """:func:`~svformer_deploy.exporters.fold.fold_bn`; a per-timestep BatchNorm (only reached with
+    ``approximate_bn``, see :func:`check_supported`) contributes its time-averaged scale and shift."""
+    return fold_bn(w, b, bn, approximate=True, rows=rows)
 
 
 def _layer(name: str, neuron: nn.Module, neuron_name: str, w, b, stride, pad, groups, in_shape, sources) -> FloatLayer:
-    from svformer_deploy.exporters.partition import plif_tau
-
     return FloatLayer(name=name, neuron=neuron_name, weight=w, bias=b, stride=tuple(stride), padding=tuple(pad),
                       groups=groups, tau=plif_tau(neuron), v_threshold=neuron.v_threshold, in_shape=tuple(in_shape),
                       sources=tuple(sources))
@@ -182,62 +140,71 @@ def partition_model(model: nn.Module, approximate_bn: bool = False) -> list[Part
     mods = dict(model.named_modules())
     parts: list[Partition] = []
 
-    def first_reader(s: int) -> list[tuple[str, Layout]]:
+    def tap(neuron: str, shape: tuple[int, int, int], channels: tuple[int, int] | None = None) -> Tap:
+        return Tap(neuron, mods[neuron].layout, tuple(shape), channels)
+
+    def first_reader(s: int) -> list[str]:
         """Neurons that read stage s's stream right after patch_embed{s}, before any residual add."""
         if depths[s - 1] > 0:
-            return [(f"blocks{s}.0.lif", "chw") if s <= 2 else (f"blocks{s}.0.attn.lif_in", "tokens")]
+            return [f"blocks{s}.0.lif" if s <= 2 else f"blocks{s}.0.attn.lif_in"]
         if s < 4:
-            return [(f"patch_embed{s + 1}.lif", "chw")]
+            return [f"patch_embed{s + 1}.lif"]
         return []  # stage 4 with no blocks feeds head.lif's second half through the concat: host
 
     # patch_embed{s} -> first reader of stage s
     for s in (2, 3, 4):
         pe = f"patch_embed{s}"
-        src = Tap(f"{pe}.lif", "chw", (dims[s - 2], side[s - 2], side[s - 2]))
-        w, b, st, pd, g = _conv_params(mods[f"{pe}.conv"])
+        src = tap(f"{pe}.lif", (dims[s - 2], side[s - 2], side[s - 2]))
+        w, b, st, pd, g = synapse_params(mods[f"{pe}.conv"])
         w, b = _fold_bn(w, b, mods[f"{pe}.bn"])
-        for reader, layout in first_reader(s):
+        for reader in first_reader(s):
             lay = _layer(f"{pe}.conv+bn", mods[reader], reader, w, b, st, pd, g, src.shape, (f"{pe}.conv", f"{pe}.bn"))
-            parts.append(Partition(f"{pe}>{reader}", src, (lay,), (Tap(reader, layout, lay.out_shape),)))
+            parts.append(Partition(f"{pe}>{reader}", src, (lay,), (tap(reader, lay.out_shape),)))
         if s == 3:  # the local pathway: a two-layer chain ending in head.lif's first C4 channels
             lif_lp = mods["local_path.lif"]
             l1 = _layer(f"{pe}.conv+bn", lif_lp, "local_path.lif", w, b, st, pd, g, src.shape, (f"{pe}.conv", f"{pe}.bn"))
-            wc, bc, st2, pd2 = _compose_dw_pw(mods["local_path.dwconv"], mods["local_path.pwconv"])
+            wc, bc, st2, pd2 = compose_dw_pw(mods["local_path.dwconv"], mods["local_path.pwconv"])
             wc, bc = _fold_bn(wc, bc, mods["local_path.bn"])
             l2 = _layer("local_path.dwconv*pwconv+bn", mods["head.lif"], "head.lif", wc, bc, st2, pd2, 1, l1.out_shape,
                         ("local_path.dwconv", "local_path.pwconv", "local_path.bn"))
             parts.append(Partition("local_path", src, (l1, l2),
-                                   (Tap("local_path.lif", "chw", l1.out_shape),
-                                    Tap("head.lif", "chw", l2.out_shape, (0, l2.out_shape[0])))))
+                                   (tap("local_path.lif", l1.out_shape),
+                                    tap("head.lif", l2.out_shape, (0, l2.out_shape[0])))))
 
     for s in range(1, 5):
         C, H = dims[s - 1], side[s - 1]
-        layout: Layout = "chw" if s <= 2 else "tokens"
         for i in range(depths[s - 1]):
             blk = f"blocks{s}.{i}"
             if s >= 3:  # attention: q, k, v
-                src = Tap(f"{blk}.attn.lif_in", "tokens", (C, H, H))
-                w, b, st, pd, g = _conv_params(mods[f"{blk}.attn.qkv"])
+                src = tap(f"{blk}.attn.lif_in", (C, H, H))
+                w, b, st, pd, g = synapse_params(mods[f"{blk}.attn.qkv"])
                 for j, which in enumerate("qkv"):
                     rows = slice(j * C, (j + 1) * C)
                     wj, bj = _fold_bn(w[rows], b[rows], mods[f"{blk}.attn.bn_qkv"], rows)
                     neuron = f"{blk}.attn.lif_{which}"
                     lay = _layer(f"{blk}.attn.qkv[{which}]+bn_qkv", mods[neuron], neuron, wj, bj, st, pd, g, src.shape,
                                  (f"{blk}.attn.qkv", f"{blk}.attn.bn_qkv"))
-                    parts.append(Partition(f"{blk}.attn.{which}", src, (lay,), (Tap(neuron, "heads", lay.out_shape),)))
-            src = Tap(f"{blk}.mlp.lif1", layout, (C, H, H))
-            w, b, st, pd, g = _conv_params(mods[f"{blk}.mlp.fc1"])
+                    parts.append(Partition(f"{blk}.attn.{which}", src, (lay,), (tap(neuron, lay.out_shape),)))
+            src = tap(f"{blk}.mlp.lif1", (C, H, H))
+            w, b, st, pd, g = synapse_params(mods[f"{blk}.mlp.fc1"])
             w, b = _fold_bn(w, b, mods[f"{blk}.mlp.bn1"])
             neuron = f"{blk}.mlp.lif2"
             lay = _layer(f"{blk}.mlp.fc1+bn1", mods[neuron], neuron, w, b, st, pd, g, src.shape,
                          (f"{blk}.mlp.fc1", f"{blk}.mlp.bn1"))
-            parts.append(Partition(f"{blk}.mlp", src, (lay,), (Tap(neuron, layout, lay.out_shape),)))
+            parts.append(Partition(f"{blk}.mlp", src, (lay,), (tap(neuron, lay.out_shape),)))
     return parts
 
 
 def quantize_partition(part: Partition, exponent: int | None = None) -> Partition:
     """The same partition with every layer quantised (:func:`quantize_layer`)."""
     return Partition(part.name, part.source, tuple(quantize_layer(l, exponent) for l in part.layers), part.taps)
+
+
+def partition_taps(parts: list[Partition]) -> dict[str, dict]:
+    """``{name: {"source": tap, "taps": [tap per layer]}}`` (taps as :meth:`Tap.to_dict`): what the host op
+    ``svformer_float_host`` needs to call each partition
+    (see :func:`~svformer_deploy.exporters.host_ops.partitions_replacing`)."""
+    return {p.name: {"source": p.source.to_dict(), "taps": [t.to_dict() for t in p.taps]} for p in parts}
 
 
 def neuron_assignment(model: nn.Module, parts: list[Partition]) -> dict[str, str]:

@@ -1,7 +1,7 @@
 """``verify --target lava``: run a Lava bundle's netx files in Lava's bit-accurate simulator and compare.
 
-1. the bundle's files are checked (SHA-256), the netx files read back, and every operation of the model is
-   covered exactly once by a partition or the host op;
+1. the bundle's files are checked (SHA-256), the netx files read back, and the manifest re-derived from the
+   bundle's model and netx files (every operation covered exactly once, same partitions, host op, approximations);
 2. real input spikes: the float model (rebuilt from the bundle's config and ``host_params.npz``) runs on
    validation clips; each partition's input is the recorded output of its source neuron layer;
 3. Lava: :mod:`runner` in the side environment (:mod:`sideenv`) runs each netx file with
@@ -31,12 +31,14 @@ from torch import Tensor
 
 from svformer_deploy._atomic import atomic_write_json
 from svformer_deploy.errors import VerificationError
-from svformer_deploy.exporters.bundle import HOST_PARAMS_NAME, VERIFICATION_NAME, check_bundle_files, read_manifest
+from svformer_deploy.exporters.bundle import (HOST_PARAMS_NAME, VERIFICATION_NAME, check_bundle_files,
+                                              check_manifest_matches, read_manifest)
 from svformer_deploy.exporters.lava.emulate import emulate_partition
-from svformer_deploy.exporters.lava.export import RUNNER_NAME
-from svformer_deploy.exporters.lava.hybrid import quantized_partitions_active
+from svformer_deploy.exporters.lava.export import HOST_PREFIX, RUNNER_NAME, lava_manifest
+from svformer_deploy.exporters.lava.hybrid import emulation_runtime
 from svformer_deploy.exporters.lava.netx import read_netx
 from svformer_deploy.exporters.lava.partition import Partition, Tap
+from svformer_deploy.exporters.runtime import load_host_params, run_bundle
 from svformer_deploy.models import SVFormerConfig, create_model, record_spikes
 
 __all__ = ["load_lava_bundle", "run_lava", "verify_lava", "format_lava_report"]
@@ -52,7 +54,7 @@ def load_lava_bundle(bundle: str | os.PathLike) -> tuple[Any, torch.nn.Module, l
     check_bundle_files(bundle, manifest)
     model = create_model(SVFormerConfig.from_dict(manifest.config))
     with np.load(bundle / HOST_PARAMS_NAME, allow_pickle=False) as z:
-        model.load_state_dict({k: torch.from_numpy(z[k]) for k in z.files})
+        model.load_state_dict({k[len(HOST_PREFIX):]: torch.from_numpy(z[k]) for k in z.files})
     model.eval()
     parts = []
     for spec in manifest.partitions:
@@ -62,6 +64,10 @@ def load_lava_bundle(bundle: str | os.PathLike) -> tuple[Any, torch.nn.Module, l
         taps = tuple(Tap(**{**t, "shape": tuple(t["shape"]), "channels": tuple(t["channels"]) if t["channels"] else None})
                      for t in meta["outputs"])
         parts.append(Partition(spec.name, src, tuple(layers), taps))
+    with np.load(bundle / HOST_PARAMS_NAME, allow_pickle=False) as z:
+        host_keys = sorted(k[len(HOST_PREFIX):] for k in z.files)
+    check_manifest_matches(bundle, manifest, lava_manifest(model, parts, manifest.checkpoint_sha256,
+                                                           manifest.class_names, host_keys))
     return manifest, model, parts
 
 
@@ -95,10 +101,9 @@ class _Accuracy:
         self.n = self.float_ok = self.quant_ok = self.agree = 0
 
     @torch.no_grad()
-    def add(self, model, parts, x: Tensor, y: Tensor) -> None:
+    def add(self, model, quantized: Callable[[Tensor], Tensor], x: Tensor, y: Tensor) -> None:
         pf = model(x).argmax(1)
-        with quantized_partitions_active(model, parts):
-            pq = model(x).argmax(1)
+        pq = quantized(x).argmax(1)
         self.n += len(y)
         self.float_ok += int((pf == y).sum())
         self.quant_ok += int((pq == y).sum())
@@ -123,14 +128,10 @@ def verify_lava(bundle: str | os.PathLike, *, data: str = "moving-digits", num_v
     go through Lava (one Lava run per partition and clip); the accuracy streams over all of them."""
     from svformer_deploy.exporters import eval_batches
     from svformer_deploy.exporters.lava.sideenv import lava_python
-    from svformer_deploy.exporters.verify import coverage_problems
 
     say = progress or (lambda _m: None)
     bundle = Path(bundle).expanduser().resolve()  # the runner subprocess runs in a temporary folder
-    manifest, model, parts = load_lava_bundle(bundle)
-    problems = coverage_problems(model, manifest.covered_modules())
-    if problems:
-        raise VerificationError(f"{bundle}: the bundle does not account for every operation: {problems[:5]}")
+    manifest, model, parts = load_lava_bundle(bundle)  # coverage: checked on read, operations re-derived
     python = python or lava_python(say)  # first: fail fast (and say so) if the side environment cannot be built
     with_labels = not (batches is None and clips is not None and labels is None)
     if batches is not None:
@@ -143,13 +144,18 @@ def verify_lava(bundle: str | os.PathLike, *, data: str = "moving-digits", num_v
         source = {"data": str(data), "split": "val"}
     t0 = time.perf_counter()
     accuracy, first = _Accuracy(), []
+    host_params, emulation = load_host_params(bundle), emulation_runtime(parts)
+
+    def quantized(x: Tensor) -> Tensor:  # the bundle in the shared runner, partitions in the emulation
+        return run_bundle(manifest, {}, host_params, x, run_partition=emulation).logits
+
     if with_labels:
         say("Measuring the accuracy of the float and the quantised model...")
     for x, y in batches:
         if sum(len(f) for f in first) < lava_clips:
             first.append(x[:lava_clips - sum(len(f) for f in first)])
         if with_labels:
-            accuracy.add(model, parts, x, y)
+            accuracy.add(model, quantized, x, y)
     if not first:
         raise VerificationError("no clips to verify on; pass --data with a non-empty validation split")
     first = torch.cat(first)

@@ -7,14 +7,19 @@ import h5py
 import numpy as np
 import pytest
 
-from svformer_deploy.errors import LavaEnvironmentError, OutputExistsError, UnsupportedLayerError
+import torch
+
+from svformer_deploy.errors import BundleFormatError, LavaEnvironmentError, OutputExistsError, UnsupportedLayerError
 from svformer_deploy.exporters.bundle import read_manifest
+from svformer_deploy.exporters.host_ops import HOST_OPS
+from svformer_deploy.exporters.lava.hybrid import emulation_runtime, quantized_partitions_active
 from svformer_deploy.exporters.lava.export import export_lava
 from svformer_deploy.exporters.lava.netx import read_netx
 from svformer_deploy.exporters.lava.verify import load_lava_bundle
+from svformer_deploy.exporters.runtime import load_host_params, run_bundle
 from svformer_deploy.exporters.verify import coverage_problems
 from svformer_deploy.models import create_model
-from tests.exporters.conftest import active_model
+from tests.exporters.conftest import active_model, clips
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +35,26 @@ def test_bundle_covers_every_operation_once(exported):
     assert read_manifest(path).target == "lava"
     assert coverage_problems(model, manifest.covered_modules()) == []
     host = manifest.host_ops[0]
-    assert host.attrs["replaced_neurons"]["head.lif[0:128]"] == "local_path"
+    assert host.op == "svformer_float_host" and host.op in HOST_OPS
+    last = host.attrs["partitions"]["local_path"]["taps"][-1]
+    assert last["neuron"] == "head.lif" and last["channels"] == [0, 128]
     assert "blocks1.0.lif" in host.modules and "blocks1.0.mlp.lif2" not in host.modules
+
+
+def test_shared_bundle_runner_runs_the_lava_bundle(exported):
+    """run_bundle executes the Lava bundle's host op from the registry, calling each netx partition through a
+    partition runtime (here the bit-exact emulation): the logits are the quantised hybrid model's, and they
+    differ from the float model's only by quantisation (same top-1 on most clips)."""
+    model, path, manifest, qparts = exported
+    x = clips(2)
+    run = run_bundle(read_manifest(path), {}, load_host_params(path), x, run_partition=emulation_runtime(qparts))
+    with torch.no_grad():
+        float_logits = model(x)
+        with quantized_partitions_active(model, qparts):
+            want = model(x)
+    assert torch.equal(run.logits, want) and not torch.equal(run.logits, float_logits)
+    with pytest.raises(BundleFormatError, match="partition runtime"):
+        run_bundle(read_manifest(path), {}, load_host_params(path), x)
 
 
 def test_netx_files_hold_the_quantised_integers(exported):
