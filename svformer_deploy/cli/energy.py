@@ -43,3 +43,30 @@ def profiles() -> None:
     for name in list_profiles():
         p = get_profile(name)
         typer.echo(f"{name:10s} {p.energy_pj}  {p.source}")
+
+
+@energy_app.command("price")
+def price(
+    model: Annotated[str, typer.Option(help="Registered model name (svformer-deploy models), e.g. svformer_ucf101.")],
+    rates: Annotated[Path, typer.Option(help="CSV with columns name,rate: input firing rate of each synaptic layer "
+                                             "with spike input, output rate of each attention lif_q/k/v.")],
+    profile: Annotated[str, typer.Option(help="Energy profile name or a YAML/JSON file.")] = "45nm-fp32",
+    views: Annotated[Optional[list[str]], typer.Option(help="Views protocol CLIPSxCROPS (repeatable; default 1x1 and 5x3).")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the summary as JSON here.")] = None,
+) -> None:
+    """Price a published model from stated firing rates (no checkpoint, no data) under every convention and the
+    memory model; print a markdown report."""
+    from svformer_deploy._atomic import atomic_write_json
+    from svformer_deploy.energy.price import price_markdown, price_rates
+    from svformer_deploy.errors import EnergyError
+
+    parsed = []
+    for v in views or ["1x1", "5x3"]:
+        a, _, b = v.lower().partition("x")
+        if not (a.isdigit() and b.isdigit()):
+            raise EnergyError(f"--views {v!r}: write CLIPSxCROPS, e.g. 5x3")
+        parsed.append((int(a), int(b)))
+    summary = price_rates(model, rates, profile, parsed)
+    if json_out is not None:
+        atomic_write_json(json_out, {k: v for k, v in summary.items()})
+    typer.echo(price_markdown(summary), nl=False)
