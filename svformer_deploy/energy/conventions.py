@@ -18,6 +18,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -263,18 +264,18 @@ def read_rates_csv(path: str | Path) -> dict[str, float]:
     return out
 
 
-def dense_model_counts(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1
-                       ) -> tuple[OpCounts, dict[str, int]]:
-    """Dense counts of ``model`` on a ``(batch, *input_shape)`` clip, on the meta device (shapes only, no data, no
-    weights), and the token count N of every attention product (from its input's shape)."""
-    model = model.eval().to("meta")
-    tokens: dict[str, int] = {}
+def dense_model_counts(config: Any, batch: int = 1) -> tuple[OpCounts, dict[str, int]]:
+    """Dense counts of a fresh model built from ``config`` on a ``(batch, *config.input_shape)`` clip, on the meta
+    device (shapes only: no data, no weights), and the token count N of every attention product."""
+    from svformer_deploy.models import create_model
     from svformer_deploy.models.svformer import SpikeAttentionProduct
 
+    model = create_model(config).eval().to("meta")
+    tokens: dict[str, int] = {}
     handles = [m.register_forward_pre_hook(lambda mod, args, n=n: tokens.__setitem__(n, int(args[0].shape[-2])))
                for n, m in model.named_modules() if isinstance(m, SpikeAttentionProduct)]
     try:
-        dense = count_ops(model, torch.empty((batch, *input_shape), device="meta"), dense=True)
+        dense = count_ops(model, torch.empty((batch, *config.input_shape), device="meta"), dense=True)
     finally:
         for h in handles:
             h.remove()

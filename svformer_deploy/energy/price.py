@@ -54,7 +54,7 @@ def price_rates(model: str, rates: str | Path | Mapping[str, float], profile: st
             raise EnergyError(f"views {clips}x{crops}: clips and crops must be >= 1")
     net = create_model(model)
     _check_names(net, rate_map)
-    dense, tokens = dense_model_counts(net, net.config.input_shape)
+    dense, tokens = dense_model_counts(net.config)
     table = layer_table(dense, rate_map, tokens)
     conv = price_conventions(table, dense, prof)
     exp = energy_of(expected_counts(dense, table), prof)
