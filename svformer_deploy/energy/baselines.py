@@ -65,7 +65,7 @@ def baseline_counts(name: str, svformer_config=None, input_shape: tuple[int, ...
 
         model = create_model(svformer_config.replace(neuron="relu")).eval().to("meta")
         x = torch.empty((1, *svformer_config.input_shape), device="meta")
-        return count_ops(model, x, dense=True, num_steps=None)
+        return count_ops(model, x, dense=True)
     if name not in TORCHVISION_BASELINES:
         raise EnergyError(f"unknown baseline {name!r}; choose from {list_baselines()}")
     from torchvision.models import video

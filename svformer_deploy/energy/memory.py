@@ -1,9 +1,18 @@
 """The memory model: energy of moving weights, activations, membrane potentials and outputs, applied alike to the
 SNN and every ANN baseline, from the memory facts the counter records per layer (:data:`counter.MEMORY_COLUMNS`).
 
-Rules (the report prints this docstring's summary; ``docs/energy.md`` states the same):
+The rules are :data:`RULES` (printed in every report; ``docs/energy.md`` states the same).
+"""
 
-* **Sizes.** Weights, real activations and membrane potentials take the profile's ``bytes_per_value``; a spike
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from svformer_deploy.energy.counter import OpCounts
+from svformer_deploy.energy.profiles import HardwareProfile, get_profile
+from svformer_deploy.errors import EnergyError
+
+RULES = """* **Sizes.** Weights, real activations and membrane potentials take the profile's ``bytes_per_value``; a spike
   takes 1 bit.
 * **Where data lives** is chosen by footprint, per data kind, as the smallest tier that holds it
   (Horowitz, ISSCC 2014, 45 nm, 64-bit access: SRAM 8 KB 10 pJ, 32 KB 20 pJ, 1 MB 100 pJ; DRAM 1.3-2.6 nJ, of
@@ -21,15 +30,7 @@ Rules (the report prints this docstring's summary; ``docs/energy.md`` states the
   (a chip whose per-op figures already include its memory, e.g. Loihi's per-synop energy).
 """
 
-from __future__ import annotations
-
-from dataclasses import dataclass
-
-from svformer_deploy.energy.counter import OpCounts
-from svformer_deploy.energy.profiles import HardwareProfile, get_profile
-from svformer_deploy.errors import EnergyError
-
-__all__ = ["MemoryTier", "TIERS_45NM", "DATAFLOWS", "MemoryEnergy", "memory_energy", "tier_for"]
+__all__ = ["RULES", "MemoryTier", "TIERS_45NM", "DATAFLOWS", "MemoryEnergy", "memory_energy", "tier_for"]
 
 
 @dataclass(frozen=True)

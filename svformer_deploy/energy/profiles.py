@@ -43,6 +43,8 @@ class HardwareProfile:
         caveats: what the figures do not capture.
         bytes_per_value: size of one weight, real activation or membrane potential (spikes are 1 bit), for the
             memory model.
+        prices_ann: whether ANN baselines may be priced under this profile (False for a neuromorphic chip whose
+            figures say nothing about dense arithmetic; reports then price the ANNs under 45nm-fp32).
     """
 
     name: str
@@ -53,6 +55,7 @@ class HardwareProfile:
     memory_source: str = ""
     caveats: str = ""
     bytes_per_value: float = 4.0
+    prices_ann: bool = True
 
     def __post_init__(self) -> None:
         missing = [p for p in _PRIMITIVES if p not in self.energy_pj]
@@ -83,7 +86,7 @@ class HardwareProfile:
         return {"name": self.name, "energy_pj": dict(self.energy_pj), "overrides_pj": dict(self.overrides_pj),
                 "per_op_class_pj": {c: self.pj(c) for c in OP_CLASSES}, "source": self.source,
                 "memory_pj_per_byte": self.memory_pj_per_byte, "memory_source": self.memory_source,
-                "bytes_per_value": self.bytes_per_value, "caveats": self.caveats}
+                "bytes_per_value": self.bytes_per_value, "prices_ann": self.prices_ann, "caveats": self.caveats}
 
 
 _PROFILES: dict[str, HardwareProfile] = {}
@@ -165,7 +168,7 @@ register_profile(HardwareProfile(
 register_profile(HardwareProfile(
     "loihi", {"mac": 4.6, "ac": 23.6, "mul": 3.7, "add": 0.9},
     overrides_pj={"neuron_mul": 81.0, "neuron_add": 0.0, "spike_product": 23.6},
-    memory_pj_per_byte=0.0,
+    memory_pj_per_byte=0.0, prices_ann=False,
     memory_source="none: Loihi's per-synop and per-update figures include its on-core SRAM accesses",
     source="Davies et al., 'Loihi: a neuromorphic manycore processor with on-chip learning', IEEE Micro 38(1), "
            "2018: ~23.6 pJ per synaptic spike op, ~81 pJ per neuron update (figures quoted second-hand via "
