@@ -24,6 +24,7 @@ all T frames, each input spike's fan-out is booked at the spike's timestep).
 
 from __future__ import annotations
 
+import weakref
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -114,12 +115,11 @@ class OpCounts:
 def _storage_key(t: Tensor) -> int:
     """Identity of the memory behind ``t``: its storage address; on the meta device (no storage) the identity of
     the tensor it views (so ``W.t()`` of a meta parameter is still that parameter)."""
-    if t.device.type == "meta":
-        return id(t._base if t._base is not None else t)
     try:
-        return t.untyped_storage().data_ptr()
+        ptr = t.untyped_storage().data_ptr()
     except (RuntimeError, NotImplementedError):
         return -1
+    return ptr if ptr else id(t._base if t._base is not None else t)
 
 
 def _is_binary(x: Tensor) -> bool:
@@ -170,6 +170,8 @@ class OpCounter:
         self.internal: dict[str, int] = defaultdict(int)
         self.mem: dict[str, dict[str, Any]] = defaultdict(lambda: dict.fromkeys(MEMORY_COLUMNS[1:], 0))
         self._seen_weights: set[tuple[str, int]] = set()
+        self._spiking: set[nn.Module] = set()  # covered modules whose output is spikes by construction
+        self._spike_outputs: dict[int, weakref.ref] = {}  # storage -> live spike tensor (no binary check needed)
         self.rules_used: dict[str, None] = {}
         self._rule: str | None = None
         self._handles: list[Any] = []
@@ -197,6 +199,9 @@ class OpCounter:
             self._paused = module
 
     def _post(self, module: nn.Module, args: tuple, out: Any) -> None:
+        if module in self._spiking and isinstance(out, Tensor):
+            self._spiking.discard(module)
+            self._spike_outputs[_storage_key(out)] = weakref.ref(out)
         if self._paused is module and self._mode is not None:
             self._mode.__enter__()
             self._paused = None
@@ -285,6 +290,9 @@ class OpCounter:
             return "weight"
         if self.dense:
             return "real"
+        ref = self._spike_outputs.get(_storage_key(t))
+        if ref is not None and ref() is not None:  # a view of a live neuron output: spikes by construction
+            return "binary"
         return "binary" if _is_binary(t) else "real"
 
     def read_synapse(self, weight: Tensor | None, act: Tensor, kind: str, out: Tensor | None, passes: int,
@@ -311,6 +319,8 @@ class OpCounter:
         update when ``stateful``; outputs written as spikes (1 bit) or real values."""
         m = self.mem[layer]
         self.order.setdefault(layer, len(self.order))
+        if spikes and self._covered:
+            self._spiking.add(self._covered[-1])
         m["state_values"] += 2 * updates if stateful else 0
         m["binary_out_values" if spikes else "real_out_values"] += updates
 
@@ -335,26 +345,28 @@ class OpCounter:
         T = self.T
         for (layer, op_class), parts in self.counts.items():
             scalar = 0
-            vec = torch.zeros(T or 1, dtype=torch.float64)
-            has_vec = False
+            tensors = [p for p in parts if isinstance(p, Tensor) and p.dim() == 1]
+            lists = [p for p in parts if isinstance(p, list)]
             for p in parts:
-                if isinstance(p, Tensor) and p.dim() == 1:
-                    vec += p.detach().to("cpu", torch.float64)
-                    has_vec = True
-                elif isinstance(p, list):
-                    vec += torch.tensor(p, dtype=torch.float64)
-                    has_vec = True
-                else:
+                if not (isinstance(p, list) or (isinstance(p, Tensor) and p.dim() == 1)):
                     scalar += int(round(float(p)))
-            if has_vec:
-                for t, c in enumerate(vec.round().to(torch.int64).tolist()):
+            if tensors or lists:
+                vec = [0.0] * (T or 1)
+                if tensors:
+                    vec = torch.stack(tensors).sum(0, dtype=torch.float64).tolist()
+                for p in lists:
+                    vec = [a + b for a, b in zip(vec, p)]
+                for t, c in enumerate(vec):
+                    c = int(round(c))
                     if c:
-                        rows.append((layer, t, op_class, int(c)))
+                        rows.append((layer, t, op_class, c))
             if scalar:
                 rows.append((layer, -1, op_class, int(scalar)))
         class_rank = {c: i for i, c in enumerate(OP_CLASSES)}
         rows.sort(key=lambda r: (self.order[r[0]], r[1], class_rank[r[2]]))
-        df = pd.DataFrame(rows, columns=COLUMNS).astype({"timestep": "int64", "count": "int64"})
+        cols = list(zip(*rows)) if rows else [(), (), (), ()]
+        df = pd.DataFrame({"layer": pd.Series(cols[0], dtype=object), "timestep": pd.Series(cols[1], dtype="int64"),
+                           "op_class": pd.Series(cols[2], dtype=object), "count": pd.Series(cols[3], dtype="int64")})
         mem_rows = []
         for layer, m in sorted(self.mem.items(), key=lambda kv: self.order.get(kv[0], 1 << 30)):
             uses = m["weight_uses"]
@@ -414,7 +426,8 @@ def count_ops(model: nn.Module, clips: Tensor, *, dense: bool = False, fold_bn: 
         raise EnergyError(f"clips must be a tensor, got {type(clips).__name__}; pass a (B, C, T, H, W) batch")
     T = _infer_steps(model, clips) if num_steps == "auto" else num_steps
     was_training = model.training
-    model.eval()
+    if was_training:
+        model.eval()
     counter = OpCounter(model, T, int(clips.shape[0] if batch is None else batch), dense=dense, fold_bn=fold_bn,
                         skip_zero_macs=skip_zero_macs)
     counter.trace_covered = trace_neurons
@@ -422,5 +435,6 @@ def count_ops(model: nn.Module, clips: Tensor, *, dense: bool = False, fold_bn: 
         with torch.no_grad(), counter:
             model(clips)
     finally:
-        model.train(was_training)
+        if was_training:
+            model.train()
     return counter.result(tuple(clips.shape))

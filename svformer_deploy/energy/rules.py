@@ -371,7 +371,8 @@ def plif(ctx: Any, name: str, module: nn.Module, x: Tensor) -> None:
     """PLIF neuron, per element per timestep: H = V + (X - V) (1/tau) is 1 `neuron_mul` + 2 `neuron_add`, the
     threshold comparison H >= V_th 1 `neuron_add`; the hard reset is a select (free): 1 `neuron_mul` +
     3 `neuron_add`. Counted at the module level, whatever kernel runs inside; its state V is read and written
-    once per element-step (memory model) and its output spikes are written at 1 bit each."""
+    once per element-step (memory model) and its output spikes are written at 1 bit each. Its output is spikes
+    by construction: synapses reading it are counted as binary without checking the values."""
     steps, n, timed = _neuron_shape(ctx, x)
     for op_class, k in (("neuron_mul", 1), ("neuron_add", 3)):
         ctx.book(op_class, [k * n] * steps if timed else k * n * steps, name)
