@@ -134,7 +134,7 @@ def load_profile(path: str | Path) -> HardwareProfile:
     if not isinstance(data, dict):
         raise ProfileError(f"profile file {p} must hold a mapping with keys name, source, energy_pj")
     allowed = {"name", "energy_pj", "source", "overrides_pj", "memory_pj_per_byte", "memory_source", "caveats",
-               "bytes_per_value"}
+               "bytes_per_value", "prices_ann"}
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise ProfileError(f"profile file {p} has unknown keys {unknown}; allowed: {sorted(allowed)}")
@@ -147,7 +147,8 @@ def load_profile(path: str | Path) -> HardwareProfile:
                            source=str(data["source"]), overrides_pj=dict(data.get("overrides_pj", {}) or {}),
                            memory_pj_per_byte=data.get("memory_pj_per_byte"),
                            memory_source=str(data.get("memory_source", "")), caveats=str(data.get("caveats", "")),
-                           bytes_per_value=float(data.get("bytes_per_value", 4.0)))
+                           bytes_per_value=float(data.get("bytes_per_value", 4.0)),
+                           prices_ann=bool(data.get("prices_ann", True)))
 
 
 _HOROWITZ = "M. Horowitz, 'Computing's energy problem (and what we can do about it)', ISSCC 2014, 45 nm"

@@ -393,14 +393,3 @@ def _neuron_shape(ctx: Any, x: Tensor) -> tuple[int, int, bool]:
     steps = x.shape[0] if x.dim() > 0 else 1
     return steps, x.numel() // max(steps, 1), ctx.T is not None and steps == ctx.T
 
-
-if __name__ == "__main__":  # regenerate the rules section of docs/energy.md
-    import re
-    import sys
-    from pathlib import Path
-
-    doc = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/energy.md")
-    text = doc.read_text(encoding="utf-8")
-    new = re.sub(r"(<!-- rules:begin -->\n).*?(<!-- rules:end -->)", lambda m: m.group(1) + rules_markdown() + m.group(2),
-                 text, flags=re.S)
-    doc.write_text(new, encoding="utf-8")

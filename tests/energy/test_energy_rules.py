@@ -35,12 +35,15 @@ def test_every_rule_is_stated_and_the_plif_rule_exists_once():
         register_rule(torch.ops.aten.exp)(lambda ctx, a, k, o: None)
 
 
-def test_docs_rule_section_is_generated_from_the_table():
+@pytest.mark.parametrize("section", ["rules", "memory", "conventions"])
+def test_docs_sections_are_generated_from_the_code(section):
+    from svformer_deploy.energy._docs import generated_sections
+
     text = DOC.read_text(encoding="utf-8")
-    m = re.search(r"<!-- rules:begin -->\n(.*?)<!-- rules:end -->", text, re.S)
-    assert m, "docs/energy.md lacks the generated rules section"
-    assert m.group(1) == rules_markdown(), "docs/energy.md drifted from the rule table: regenerate it with " \
-        "python -m svformer_deploy.energy.rules"
+    m = re.search(rf"<!-- {section}:begin -->\n(.*?)<!-- {section}:end -->", text, re.S)
+    assert m, f"docs/energy.md lacks the generated {section} section"
+    assert m.group(1) == generated_sections()[section], f"docs/energy.md drifted from the code ({section}): " \
+        "regenerate it with python -m svformer_deploy.energy._docs"
 
 
 def test_user_rule_for_an_aten_op_counts_it(scratch_registry):
