@@ -161,6 +161,8 @@ def write_report(opts: ReportOptions, progress: bool = True) -> Path:
     rules_used: dict[str, None] = {}
     conv_tot: dict[str, dict[str, Any]] = {}
     sparse_parts: list[dict[str, float]] = []
+    mem_parts: dict[str, float] = {}
+    mem_where: dict[str, Any] = {}
     views, n_videos = opts.clips * opts.crops, 0
     neurons = dense1.memory.set_index("layer")["binary_out_values"]
     neurons = neurons[neurons > 0]
@@ -171,6 +173,9 @@ def write_report(opts: ReportOptions, progress: bool = True) -> Path:
             counts = count_ops(model, sample.views, fold_bn=opts.fold_bn)
             rep = energy_of(counts, profile)
             rules_used.update(dict.fromkeys(counts.rules_used))
+            for k, x in rep.memory.pj.items():
+                mem_parts[k] = mem_parts.get(k, 0.0) + x
+            mem_where = {"tiers": rep.memory.tiers, "footprint_bytes": rep.memory.footprint_bytes}
             layer_parts.append(rep.df)
             for k, u in counts.uncounted.items():
                 acc = uncounted.setdefault(k, {"calls": 0, "elements": 0})
@@ -209,6 +214,8 @@ def write_report(opts: ReportOptions, progress: bool = True) -> Path:
     baselines = _baselines(opts.baselines, cfg, ann_profile, sparse_parts, opts.fold_bn)
     summary = _summary(opts, meta, cfg, profile, per_layer, per_video, n_videos, views, uncounted, baselines,
                        conv_tot, accuracy, spiking_csv, sorted(rules_used), ann_profile)
+    summary["memory"].update({"parts_mj_per_video": {k: _mj(x / n_videos) for k, x in mem_parts.items()},
+                              **mem_where})
 
     def build(tmp: Path) -> None:
         per_layer.to_csv(tmp / "per_layer.csv", index=False, float_format="%.6f", lineterminator="\n")
@@ -378,9 +385,12 @@ def _markdown(s: dict, per_layer: pd.DataFrame) -> str:
         lines += [f"| {name} | {'x'.join(map(str, b['input_shape']))} | {b['accuracy']} | {_f(b['compute_mj'])} | "
                   f"{_f(b['memory_mj'])} | {b['note']} |" for name, b in apart]
     m = s["memory"]
-    lines += ["", "## Memory model", "", m["rules"], "",
-              f"SNN memory per video: {_f(m['weight_stationary_mj_per_video'])} mJ weight-stationary, "
-              f"{_f(m['fetch_per_event_mj_per_video'])} mJ fetch-per-event. Tiers: {m['source']}."]
+    lines += ["", "## Memory model", "", m["rules"],
+              f"SNN memory per video: {_f(m['weight_stationary_mj_per_video'])} mJ weight-stationary ("
+              + ", ".join(f"{k} {_f(x)}" for k, x in m["parts_mj_per_video"].items()) + " mJ), "
+              f"{_f(m['fetch_per_event_mj_per_video'])} mJ fetch-per-event. Where each kind lives (by footprint): "
+              + ", ".join(f"{k} {t} ({m['footprint_bytes'][k] / 1e3:.4g} KB)" for k, t in m["tiers"].items())
+              + f". Tiers: {m['source']}."]
     lines += ["", "## Every convention, side by side (per video)", "",
               "| convention | MAC | AC | compute (mJ) | layers priced as MAC |", "|---|---:|---:|---:|---|",
               f"| ours (exact, this report's rules) | {_f(s['per_video_mean_counts']['mac'])} | "

@@ -133,3 +133,8 @@ def test_dense_model_counts_need_no_weights():
     m = create_model("svformer_tiny")
     dense, tokens = dense_model_counts(m.config)
     assert dense.mode == "dense" and set(tokens) == {"blocks3.0.attn.product", "blocks4.0.attn.product"}
+
+
+def test_price_views_must_be_clips_x_crops(capsys):
+    assert run_cli(["energy", "price", "--model", "svformer_tiny", "--rates", str(RATES), "--views", "five"]) == 2
+    assert "CLIPSxCROPS" in capsys.readouterr().err

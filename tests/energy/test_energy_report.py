@@ -67,6 +67,7 @@ def test_headline_is_compute_plus_memory_per_video_and_clip(report):
     assert h["per_video_mj"]["memory_mj"] == pytest.approx(pv["memory_pj"].mean() * 1e-9)
     assert h["per_video_mj"]["total_mj"] == pytest.approx(h["per_video_mj"]["compute_mj"] + h["per_video_mj"]["memory_mj"])
     assert h["per_clip_mj"]["total_mj"] == pytest.approx(h["per_video_mj"]["total_mj"] / 2)
+    assert sum(s["memory"]["parts_mj_per_video"].values()) == pytest.approx(h["per_video_mj"]["memory_mj"])
     md = (report / "a" / "report.md").read_text()
     assert f"**{h['per_video_mj']['total_mj']:.4g} mJ per video**" in md
 
