@@ -72,8 +72,9 @@ class OpCounts:
         num_steps: T used to split counts (None when counted without a time axis).
         batch: number of clips in the counted batch (views).
         input_shape: shape of the counted input.
-        mode: ``"exact"`` (spike-aware), ``"dense"`` (every operand treated as real) or ``"sparse"`` (exact,
-            and MACs of real activations x weights skip zero activations: NeuroBench's effective MACs).
+        mode: ``"exact"`` (spike-aware), ``"dense"`` (every operand treated as real), ``"sparse"`` (exact,
+            and MACs of real activations x weights skip zero activations: NeuroBench's effective MACs) or
+            ``"expected"`` (built from stated rates by :func:`svformer_deploy.energy.conventions.expected_counts`).
         uncounted: aten op (or module) name -> {"calls", "elements"} for executed ops without a rule.
         internal: aten op name -> calls executed inside modules counted by a module rule.
         rules_used: names of the rules that counted something (see :func:`svformer_deploy.energy.rules_markdown`).
