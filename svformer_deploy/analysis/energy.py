@@ -24,21 +24,26 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import pandas as pd
 from torch import nn
 
-from svformer_deploy.analysis.sparsity import Sample, _weighted
-
-if TYPE_CHECKING:
-    from svformer_deploy.analysis.sparsity import SparsityAnalysis
+from svformer_deploy.analysis.rates import Sample, weighted_rate
 
 __all__ = ["EnergyBreakdown", "energy_breakdown", "module_group", "rate_vs_share", "attention_products",
            "energy_per_video"]
 
 SNN_LABEL = "SNN"
 ANN_LABEL = "ANN twin (ReLU)"
+
+
+class _Analysed(Protocol):
+    """What the functions below read from a :class:`~svformer_deploy.analysis.SparsityAnalysis` (typed here by
+    its shape, so this module does not import the sparsity module that imports it)."""
+
+    rates: pd.DataFrame
+    energy: "EnergyBreakdown | None"
 
 
 @dataclass
@@ -154,7 +159,7 @@ def energy_breakdown(model: nn.Module, samples: Iterable[Sample], *, profile: st
                            per_video=pd.DataFrame(rows), num_videos=n, uncounted=uncounted)
 
 
-def _need_energy(a: "SparsityAnalysis") -> EnergyBreakdown:
+def _need_energy(a: _Analysed) -> EnergyBreakdown:
     if a.energy is None:
         from svformer_deploy.errors import EnergyError
 
@@ -163,7 +168,7 @@ def _need_energy(a: "SparsityAnalysis") -> EnergyBreakdown:
     return a.energy
 
 
-def rate_vs_share(a: "SparsityAnalysis") -> pd.DataFrame:
+def rate_vs_share(a: _Analysed) -> pd.DataFrame:
     """Per module group in network order: the neuron-weighted firing rate of its neurons (NaN without neurons),
     its synaptic ops and energy, and their shares of the network total
     (``group, rate, synaptic_ops, ops_share, energy_pj, energy_share``)."""
@@ -175,7 +180,7 @@ def rate_vs_share(a: "SparsityAnalysis") -> pd.DataFrame:
     syn = c[c["op_class"].isin(SYNAPTIC_CLASSES)].groupby("group")["count"].sum()
     en = c.groupby("group")["energy_pj"].sum()
     rates = a.rates.assign(group=[layer.rpartition(".")[0] for layer in a.rates["layer"].astype(str)])
-    r = _weighted(rates, ["group"]).set_index("group")["rate"]
+    r = weighted_rate(rates, ["group"]).set_index("group")["rate"]
     out = pd.DataFrame({"group": order})
     out["rate"] = [float(r.get(g, float("nan"))) for g in order]
     out["synaptic_ops"] = [int(syn.get(g, 0)) for g in order]
@@ -186,7 +191,7 @@ def rate_vs_share(a: "SparsityAnalysis") -> pd.DataFrame:
     return out
 
 
-def attention_products(a: "SparsityAnalysis") -> pd.DataFrame:
+def attention_products(a: _Analysed) -> pd.DataFrame:
     """Spike x spike products per attention product layer, per video (mean over the analysed videos):
     ``block, product, count, dense, fraction`` with ``count`` = executed products (the energy module's
     ``spike_product`` class: K^T V and Q (K^T V) together), ``dense`` = the same layer's dense count, and
@@ -205,7 +210,7 @@ def attention_products(a: "SparsityAnalysis") -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["block", "product", "count", "dense", "fraction"])
 
 
-def energy_per_video(a: "SparsityAnalysis") -> pd.DataFrame:
+def energy_per_video(a: _Analysed) -> pd.DataFrame:
     """Energy per video of the SNN and its ANN twin: ``video, model, views, synaptic_ops, energy_pj, energy_uj``."""
     pv = _need_energy(a).per_video.copy()
     pv["energy_uj"] = pv["energy_pj"] * 1e-6

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from svformer_deploy.analysis.energy import ANN_LABEL, SNN_LABEL, attention_products, energy_per_video, rate_vs_share
 from svformer_deploy.analysis.sparsity import (
     SparsityAnalysis,
     attention_qkv_rates,
@@ -200,7 +201,6 @@ def _barh_groups(ax, labels: Sequence[str], series: Sequence[tuple[str, np.ndarr
 def plot_rate_vs_share(a: SparsityAnalysis) -> Figure:
     """Per module (neuron layers grouped with the synapses they drive): firing rate vs share of synaptic ops and
     of energy. Needs ``a.energy`` (see :func:`svformer_deploy.analysis.energy_breakdown`)."""
-    from svformer_deploy.analysis.energy import rate_vs_share
 
     s = rate_vs_share(a)
     labels = list(s["group"])
@@ -224,7 +224,6 @@ def plot_rate_vs_share(a: SparsityAnalysis) -> Figure:
 
 def plot_attention_products(a: SparsityAnalysis) -> Figure:
     """Spike x spike products of each attention block: executed (non-zero pairs) vs the dense count, per video."""
-    from svformer_deploy.analysis.energy import attention_products
 
     p = attention_products(a)
     fig = _new_figure(8, 2.4 + 0.7 * max(1, len(p)))
@@ -253,7 +252,6 @@ def plot_energy_comparison(a: SparsityAnalysis) -> Figure:
     """Energy per video of the SNN vs its ANN twin (and any other baselines), compute only, with the profile.
 
     The axis turns logarithmic when the largest mean is more than 20x the smallest."""
-    from svformer_deploy.analysis.energy import ANN_LABEL, SNN_LABEL, energy_per_video
 
     e = energy_per_video(a)
     models = list(dict.fromkeys(e["model"]))

@@ -23,17 +23,16 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from svformer_deploy.analysis.energy import EnergyBreakdown, energy_breakdown
+from svformer_deploy.analysis.rates import Sample
 from svformer_deploy.errors import DataError, EnergyError, InputShapeError
 from svformer_deploy.models import record_spikes
-
-if TYPE_CHECKING:
-    from svformer_deploy.analysis.energy import EnergyBreakdown
 
 __all__ = [
     "RATE_COLUMNS",
@@ -52,14 +51,6 @@ RATE_COLUMNS = ("layer", "timestep", "video", "class", "correct", "rate")
 """Columns of :attr:`SparsityAnalysis.rates` (plus ``neurons``: N_l, the layer's neurons per timestep and view)."""
 
 _QKV = {"lif_q": "Q", "lif_k": "K", "lif_v": "V"}
-
-
-class Sample(Protocol):
-    """What :func:`analyse` needs from a video: the data contract's ``VideoSample``."""
-
-    video_id: str
-    label: int
-    views: Tensor  # (V, C, T, H, W)
 
 
 @dataclass
@@ -88,7 +79,7 @@ class SparsityAnalysis:
     layers: tuple[str, ...]
     class_names: tuple[str, ...]
     meta: dict[str, Any] = field(default_factory=dict)
-    energy: "EnergyBreakdown | None" = None
+    energy: EnergyBreakdown | None = None
 
     @property
     def num_videos(self) -> int:
@@ -169,13 +160,6 @@ def analyse(model: nn.Module, samples: Iterable[Sample], *, class_names: Sequenc
             "videos": len(preds)}
     info.update(meta or {})
     return SparsityAnalysis(rates=rates, predictions=pd.DataFrame(preds), layers=layers, class_names=names, meta=info)
-
-
-def _weighted(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """Neuron-weighted mean rate per group: sum(rate * N) / sum(N) (= total spikes / total neuron-steps)."""
-    w = df.assign(_spk=df["rate"] * df["neurons"])
-    g = w.groupby(by, observed=True, sort=True)[["_spk", "neurons"]].sum()
-    return (g["_spk"] / g["neurons"]).rename("rate").reset_index()
 
 
 def mean_rate_by_layer(a: SparsityAnalysis) -> pd.DataFrame:
@@ -275,7 +259,5 @@ def analyse_checkpoint(checkpoint: "str | os.PathLike", data: "str | os.PathLike
 
     result = analyse(model, wrap("spikes"), class_names=names, meta=info)
     if energy:
-        from svformer_deploy.analysis.energy import energy_breakdown
-
         result.energy = energy_breakdown(model, wrap("op counts"), profile=profile, baselines=baselines)
     return result

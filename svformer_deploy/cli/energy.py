@@ -1,4 +1,5 @@
-"""``svformer-deploy energy report``: exact op counts and energy of a checkpoint on real videos."""
+"""``svformer-deploy energy report|price|profiles``: exact op counts and energy of a checkpoint on real videos;
+what-if pricing of a registered model from stated firing rates; the hardware profiles."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import typer
 
 from svformer_deploy.cli import app
 
-energy_app = typer.Typer(help="Count operations and estimate energy (rules: docs/energy.md).", no_args_is_help=True)
+energy_app = typer.Typer(help="Count operations and estimate energy (every report prints the rules it used).",
+                         no_args_is_help=True)
 app.add_typer(energy_app, name="energy")
 
 
@@ -22,7 +24,8 @@ def report(
     crops: Annotated[int, typer.Option(help="Crops per clip (1 or 3).")] = 1,
     profile: Annotated[str, typer.Option(help="Energy profile name (45nm-fp32, 45nm-fp16, 45nm-int8, loihi) or a YAML/JSON file.")] = "45nm-fp32",
     baseline: Annotated[Optional[list[str]], typer.Option(help="ANN baseline(s): svformer-ann, r3d_18, mc3_18, r2plus1d_18, s3d, mvit_v2_s, swin3d_t (repeatable; default all).")] = None,
-    convention: Annotated[str, typer.Option(help="'ours' or 'spikformer' (adds the published convention side by side).")] = "ours",
+    fold_bn: Annotated[bool, typer.Option(help="Count time-invariant BatchNorms as folded into the previous layer (free).")] = False,
+    accuracy: Annotated[Optional[Path], typer.Option(help="eval.json from 'svformer-deploy evaluate': accuracy and its views, set beside the energy.")] = None,
     out: Annotated[Path, typer.Option(help="Output directory (must not exist unless --force).")] = Path("energy_report"),
     force: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,
 ) -> None:
@@ -30,7 +33,7 @@ def report(
     from svformer_deploy.energy.report import ReportOptions, write_report
 
     opts = ReportOptions(checkpoint=checkpoint, data=data, videos=videos, clips=clips, crops=crops, profile=profile,
-                         convention=convention, out=out, force=force,
+                         fold_bn=fold_bn, accuracy=accuracy, out=out, force=force,
                          **({"baselines": tuple(baseline)} if baseline else {}))
     typer.echo(f"wrote {write_report(opts)}")
 
@@ -43,3 +46,30 @@ def profiles() -> None:
     for name in list_profiles():
         p = get_profile(name)
         typer.echo(f"{name:10s} {p.energy_pj}  {p.source}")
+
+
+@energy_app.command("price")
+def price(
+    model: Annotated[str, typer.Option(help="Registered model name (svformer-deploy models), e.g. svformer_ucf101.")],
+    rates: Annotated[Path, typer.Option(help="CSV with columns name,rate: input firing rate of each synaptic layer "
+                                             "with spike input, output rate of each attention lif_q/k/v.")],
+    profile: Annotated[str, typer.Option(help="Energy profile name or a YAML/JSON file.")] = "45nm-fp32",
+    views: Annotated[Optional[list[str]], typer.Option(help="Views protocol CLIPSxCROPS (repeatable; default 1x1 and 5x3).")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the summary as JSON here.")] = None,
+) -> None:
+    """Price a published model from stated firing rates (no checkpoint, no data) under every convention and the
+    memory model; print a markdown report."""
+    from svformer_deploy._atomic import atomic_write_json
+    from svformer_deploy.energy.price import price_markdown, price_rates
+    from svformer_deploy.errors import EnergyError
+
+    parsed = []
+    for v in views or ["1x1", "5x3"]:
+        a, _, b = v.lower().partition("x")
+        if not (a.isdigit() and b.isdigit()):
+            raise EnergyError(f"--views {v!r}: write CLIPSxCROPS, e.g. 5x3")
+        parsed.append((int(a), int(b)))
+    summary = price_rates(model, rates, profile, parsed)
+    if json_out is not None:
+        atomic_write_json(json_out, {k: v for k, v in summary.items()})
+    typer.echo(price_markdown(summary), nl=False)

@@ -1,7 +1,8 @@
 """ANN baselines (dense MAC counts) and the published-convention audits.
 
-* :data:`TORCHVISION_BASELINES`: torchvision video models built with ``weights=None`` (no download) and the
-  input size their GMACs were published with (``weights.meta["_ops"]``, read from the enum, no download).
+* :data:`TORCHVISION_BASELINES`: torchvision video models built with ``weights=None`` (no download), counted on
+  the SNN's own input when they can run there (like for like), else at the input size their GMACs were
+  published with (``weights.meta["_ops"]``, read from the enum, no download), to be shown apart.
 * ``svformer-ann``: the SVFormer ANN twin (``neuron="relu"``), same clip as the SNN.
 * :func:`fvcore_count`: what fvcore reports for a model (one fused multiply-add = one flop; conv, linear,
   matmul/bmm counted; eval BatchNorm with affine = 2 flops per element; element-wise ops and neurons ignored).
@@ -53,9 +54,10 @@ def published_gmacs(name: str) -> float:
     return float(getattr(video, b.weights_enum).DEFAULT.meta["_ops"])
 
 
-def baseline_counts(name: str, svformer_config=None) -> OpCounts:
-    """Dense counts of one clip for a baseline: a torchvision model at its published input size, or
-    ``"svformer-ann"`` (needs ``svformer_config``: the SNN's config; same clip shape)."""
+def baseline_counts(name: str, svformer_config=None, input_shape: tuple[int, ...] | None = None) -> OpCounts:
+    """Dense counts of one clip for a baseline: a torchvision model on ``input_shape`` (C, T, H, W; default its
+    published input size), or ``"svformer-ann"`` (needs ``svformer_config``: the SNN's config; same clip shape).
+    A torchvision model that cannot run on ``input_shape`` raises :class:`EnergyError`."""
     if name == "svformer-ann":
         if svformer_config is None:
             raise EnergyError("the svformer-ann baseline needs the SNN's config (same architecture and clip)")
@@ -63,7 +65,7 @@ def baseline_counts(name: str, svformer_config=None) -> OpCounts:
 
         model = create_model(svformer_config.replace(neuron="relu")).eval().to("meta")
         x = torch.empty((1, *svformer_config.input_shape), device="meta")
-        return count_ops(model, x, dense=True, num_steps=None)
+        return count_ops(model, x, dense=True)
     if name not in TORCHVISION_BASELINES:
         raise EnergyError(f"unknown baseline {name!r}; choose from {list_baselines()}")
     from torchvision.models import video
@@ -71,8 +73,12 @@ def baseline_counts(name: str, svformer_config=None) -> OpCounts:
     b = TORCHVISION_BASELINES[name]
     with torch.device("meta"):
         model: nn.Module = getattr(video, b.builder)(weights=None).eval()
-    x = torch.empty((1, 3, b.frames, b.size, b.size), device="meta")
-    return count_ops(model, x, dense=True, num_steps=None)
+    shape = tuple(input_shape) if input_shape is not None else (3, b.frames, b.size, b.size)
+    try:
+        return count_ops(model, torch.empty((1, *shape), device="meta"), dense=True, num_steps=None)
+    except (RuntimeError, ValueError) as err:
+        raise EnergyError(f"baseline {name} cannot run on input {'x'.join(map(str, shape))}: "
+                          f"{str(err).splitlines()[0][:120]}") from err
 
 
 def fvcore_count(dense: OpCounts) -> dict[str, int]:

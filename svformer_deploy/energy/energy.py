@@ -1,8 +1,8 @@
-"""Energy of counted operations under a hardware profile: ``E = sum_op_class count x pJ(op_class)``.
+"""Energy of counted operations under a hardware profile, with the memory model in the headline.
 
-The compute-only figure is what papers report; the optional memory term adds
-``bytes read x memory_pj_per_byte`` with bytes = weight values x bytes_per_value (each weight read once per
-timestep per clip) + real activation values x bytes_per_value + binary activation values / 8 (1 bit per spike).
+``compute = sum_op_class count x pJ(op_class)`` (what papers report);
+``memory`` = :func:`svformer_deploy.energy.memory.memory_energy` of the same counts (weights, activations,
+membrane potentials, outputs; tiers chosen by footprint); ``total = compute + memory``.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from pathlib import Path
 import pandas as pd
 
 from svformer_deploy.energy.counter import OpCounts
+from svformer_deploy.energy.memory import MemoryEnergy, memory_energy
 from svformer_deploy.energy.profiles import HardwareProfile, get_profile
 from svformer_deploy.energy.rules import OP_CLASSES
 
-__all__ = ["EnergyReport", "energy_of", "memory_bytes"]
+__all__ = ["EnergyReport", "energy_of"]
 
 
 @dataclass
@@ -28,40 +29,41 @@ class EnergyReport:
         profile: the profile used.
         compute_pj: total compute energy (pJ), summed over the batch.
         per_class_pj: compute energy per op class.
-        memory_bytes: bytes read (see :func:`memory_bytes`), or None when the profile has no memory cost.
-        memory_pj: memory energy (pJ), or None.
+        memory: the memory model under the weight-stationary dataflow (:class:`MemoryEnergy`).
+        memory_per_event: the same under the fetch-per-event dataflow.
     """
 
     df: pd.DataFrame
     profile: HardwareProfile
     compute_pj: float
     per_class_pj: dict[str, float]
-    memory_bytes: float | None
-    memory_pj: float | None
+    memory: MemoryEnergy
+    memory_per_event: MemoryEnergy
+
+    @property
+    def memory_pj(self) -> float:
+        """Memory energy (pJ), weight-stationary."""
+        return self.memory.total_pj
+
+    @property
+    def total_pj(self) -> float:
+        """Compute + memory (weight-stationary), the headline."""
+        return self.compute_pj + self.memory.total_pj
 
     @property
     def compute_mj(self) -> float:
         return self.compute_pj * 1e-9
 
 
-def memory_bytes(counts: OpCounts, profile: HardwareProfile) -> float:
-    """Bytes read by the synaptic ops: weights and real activations at ``bytes_per_value``, spikes at 1 bit."""
-    m = counts.memory
-    if m.empty:
-        return 0.0
-    b = profile.bytes_per_value
-    return float(m["weight_values"].sum() * b + m["real_act_values"].sum() * b + m["binary_act_values"].sum() / 8)
-
-
 def energy_of(counts: OpCounts, profile: str | Path | HardwareProfile = "45nm-fp32") -> EnergyReport:
-    """Price every count of ``counts`` with ``profile`` (a registered name, a YAML/JSON file or a profile)."""
+    """Price every count of ``counts`` with ``profile`` (a registered name, a YAML/JSON file or a profile), and
+    its memory facts with the memory model under both dataflows."""
     prof = get_profile(profile)
     pj = {c: prof.pj(c) for c in OP_CLASSES}
     df = counts.df.copy()
     df["energy_pj"] = df["count"].astype("float64") * df["op_class"].map(pj).astype("float64")
     per_class = df.groupby("op_class")["energy_pj"].sum()
     per_class_pj = {c: float(per_class.get(c, 0.0)) for c in OP_CLASSES}
-    mem_b = memory_bytes(counts, prof) if prof.memory_pj_per_byte is not None else None
-    mem_pj = mem_b * prof.memory_pj_per_byte if mem_b is not None else None
     return EnergyReport(df=df, profile=prof, compute_pj=float(df["energy_pj"].sum()), per_class_pj=per_class_pj,
-                        memory_bytes=mem_b, memory_pj=mem_pj)
+                        memory=memory_energy(counts, prof, "weight-stationary"),
+                        memory_per_event=memory_energy(counts, prof, "fetch-per-event"))

@@ -2,13 +2,14 @@
 
 A profile gives the energy (pJ) of the primitives ``mac``, ``ac``, ``mul``, ``add`` (every op class maps to one
 of them, see :data:`svformer_deploy.energy.rules.PRIMITIVE_OF`), optional per-op-class overrides, and the
-per-byte cost of the optional memory-access term. User profiles are YAML or JSON files with the same keys::
+bytes per value the memory model moves (:mod:`svformer_deploy.energy.memory`). User profiles are YAML or JSON files with the same keys::
 
     name: my-chip
     source: "datasheet X, table 3"
     energy_pj: {mac: 4.6, ac: 0.9, mul: 3.7, add: 0.9}
     overrides_pj: {neuron_mul: 10.0}        # optional, keys are op classes
-    memory_pj_per_byte: 1.25                 # optional
+    bytes_per_value: 2                       # optional (default 4): weights, activations, membrane potentials
+    memory_pj_per_byte: 1.25                 # optional: one flat memory cost instead of the footprint tiers
     caveats: "..."                           # optional
 """
 
@@ -22,7 +23,7 @@ from typing import Any
 from svformer_deploy.energy.rules import OP_CLASSES, PRIMITIVE_OF
 from svformer_deploy.errors import ProfileError
 
-__all__ = ["HardwareProfile", "register_profile", "get_profile", "list_profiles", "load_profile"]
+__all__ = ["HardwareProfile", "register_profile", "get_profile", "list_profiles", "load_profile", "quantised_profile"]
 
 _PRIMITIVES = ("mac", "ac", "mul", "add")
 
@@ -36,10 +37,14 @@ class HardwareProfile:
         energy_pj: pJ per ``mac``, ``ac``, ``mul``, ``add``.
         source: citation of the figures.
         overrides_pj: pJ for individual op classes that do not cost their primitive.
-        memory_pj_per_byte: cost of reading one byte (weights and activations), for the optional memory term.
-        memory_source: citation of the memory figure.
+        memory_pj_per_byte: a flat cost per byte moved that replaces the memory model's footprint-chosen tiers
+            (None: use the tiers; 0: no memory term, for chips whose per-op figures include their memory).
+        memory_source: citation of the flat memory figure.
         caveats: what the figures do not capture.
-        bytes_per_value: size of one weight or real activation (spikes are 1 bit), for the memory term.
+        bytes_per_value: size of one weight, real activation or membrane potential (spikes are 1 bit), for the
+            memory model.
+        prices_ann: whether ANN baselines may be priced under this profile (False for a neuromorphic chip whose
+            figures say nothing about dense arithmetic; reports then price the ANNs under 45nm-fp32).
     """
 
     name: str
@@ -50,6 +55,7 @@ class HardwareProfile:
     memory_source: str = ""
     caveats: str = ""
     bytes_per_value: float = 4.0
+    prices_ann: bool = True
 
     def __post_init__(self) -> None:
         missing = [p for p in _PRIMITIVES if p not in self.energy_pj]
@@ -80,7 +86,7 @@ class HardwareProfile:
         return {"name": self.name, "energy_pj": dict(self.energy_pj), "overrides_pj": dict(self.overrides_pj),
                 "per_op_class_pj": {c: self.pj(c) for c in OP_CLASSES}, "source": self.source,
                 "memory_pj_per_byte": self.memory_pj_per_byte, "memory_source": self.memory_source,
-                "bytes_per_value": self.bytes_per_value, "caveats": self.caveats}
+                "bytes_per_value": self.bytes_per_value, "prices_ann": self.prices_ann, "caveats": self.caveats}
 
 
 _PROFILES: dict[str, HardwareProfile] = {}
@@ -128,7 +134,7 @@ def load_profile(path: str | Path) -> HardwareProfile:
     if not isinstance(data, dict):
         raise ProfileError(f"profile file {p} must hold a mapping with keys name, source, energy_pj")
     allowed = {"name", "energy_pj", "source", "overrides_pj", "memory_pj_per_byte", "memory_source", "caveats",
-               "bytes_per_value"}
+               "bytes_per_value", "prices_ann"}
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise ProfileError(f"profile file {p} has unknown keys {unknown}; allowed: {sorted(allowed)}")
@@ -141,36 +147,52 @@ def load_profile(path: str | Path) -> HardwareProfile:
                            source=str(data["source"]), overrides_pj=dict(data.get("overrides_pj", {}) or {}),
                            memory_pj_per_byte=data.get("memory_pj_per_byte"),
                            memory_source=str(data.get("memory_source", "")), caveats=str(data.get("caveats", "")),
-                           bytes_per_value=float(data.get("bytes_per_value", 4.0)))
+                           bytes_per_value=float(data.get("bytes_per_value", 4.0)),
+                           prices_ann=bool(data.get("prices_ann", True)))
 
 
 _HOROWITZ = "M. Horowitz, 'Computing's energy problem (and what we can do about it)', ISSCC 2014, 45 nm"
-_SRAM = ("Horowitz ISSCC 2014, 45 nm: 64-bit read from a 32 KB SRAM = 20 pJ -> 2.5 pJ/byte "
-         "(8 KB: 1.25 pJ/byte; 1 MB: 12.5 pJ/byte; DRAM ~160-320 pJ/byte)")
 register_profile(HardwareProfile(
     "45nm-fp32", {"mac": 4.6, "ac": 0.9, "mul": 3.7, "add": 0.9},
     source=_HOROWITZ + ": fp32 mult 3.7 pJ + add 0.9 pJ = MAC 4.6 pJ; AC = fp32 add 0.9 pJ",
-    memory_pj_per_byte=2.5, memory_source=_SRAM,
-    caveats="Arithmetic only; the convention of Spikformer/SVFormer papers. Ignores control, addressing and "
-            "data movement unless the memory term is added."))
+    caveats="Arithmetic figures of the Spikformer/SVFormer papers' convention, not measurements of any chip; "
+            "control, addressing and routing are not modelled."))
 register_profile(HardwareProfile(
     "45nm-fp16", {"mac": 1.5, "ac": 0.4, "mul": 1.1, "add": 0.4},
     source=_HOROWITZ + ": fp16 mult 1.1 pJ + add 0.4 pJ = MAC 1.5 pJ; AC = fp16 add 0.4 pJ",
-    memory_pj_per_byte=2.5, memory_source=_SRAM, caveats="As 45nm-fp32, 16-bit operands.", bytes_per_value=2.0))
+    caveats="As 45nm-fp32, 16-bit operands.", bytes_per_value=2.0))
 register_profile(HardwareProfile(
     "45nm-int8", {"mac": 0.23, "ac": 0.03, "mul": 0.2, "add": 0.03},
     source=_HOROWITZ + ": int8 mult 0.2 pJ + int8 add 0.03 pJ = MAC 0.23 pJ; AC = int8 add 0.03 pJ",
-    memory_pj_per_byte=2.5, memory_source=_SRAM,
     caveats="Assumes 8-bit weights and accumulators; membrane potentials and BN in 8 bits are optimistic.",
     bytes_per_value=1.0))
 register_profile(HardwareProfile(
     "loihi", {"mac": 4.6, "ac": 23.6, "mul": 3.7, "add": 0.9},
     overrides_pj={"neuron_mul": 81.0, "neuron_add": 0.0, "spike_product": 23.6},
+    memory_pj_per_byte=0.0, prices_ann=False,
+    memory_source="none: Loihi's per-synop and per-update figures include its on-core SRAM accesses",
     source="Davies et al., 'Loihi: a neuromorphic manycore processor with on-chip learning', IEEE Micro 38(1), "
            "2018: ~23.6 pJ per synaptic spike op, ~81 pJ per neuron update (figures quoted second-hand via "
            "KerasSpiking's documentation; not verified against the primary paper: check it before publishing)",
-    caveats="Second-hand figures. One neuron update (81 pJ) is booked on neuron_mul (one per element-step), "
-            "neuron_add costs 0. Loihi has no real-valued MAC, BN or spike x spike product: mac/mul/add use "
-            "45nm-fp32 figures (a host or co-processor), spike_product is priced as a synaptic op, which Loihi "
-            "cannot compute natively. Excludes the ~3.5 pJ per spike hop and static power. No public per-op "
-            "figures exist for Loihi 2."))
+    caveats="PRE-SILICON figures: Davies et al. give them from pre-silicon circuit simulation, not chip "
+            "measurements; quoted second-hand. One neuron update (81 pJ) is booked on neuron_mul (one per "
+            "element-step), neuron_add costs 0. Loihi has no real-valued MAC, BN or spike x spike product: "
+            "mac/mul/add use 45nm-fp32 figures (a host or co-processor), spike_product is priced as a synaptic "
+            "op, which Loihi cannot compute natively. ANN baselines priced under this profile are therefore "
+            "45nm-fp32 arithmetic, not Loihi figures, and are not shown under it. Excludes the ~3.5 pJ per spike "
+            "hop and static power. No public per-op figures exist for Loihi 2."))
+
+
+def quantised_profile(bits: int) -> HardwareProfile:
+    """A ``bits``-bit integer profile scaled from Horowitz's 8-bit figures (Yan et al., arXiv 2409.08290, compare
+    an SNN with a ceil(log2(T+1))-bit ANN): multiply 0.2 x (bits/8)^2 pJ (array multiplier energy grows with
+    the square of the width), add 0.03 x bits/8 pJ (linear in the width), ``bytes_per_value = bits / 8``."""
+    if not 1 <= int(bits) <= 32:
+        raise ProfileError(f"quantised profile needs 1..32 bits, got {bits}")
+    k = int(bits) / 8
+    mul, add = 0.2 * k * k, 0.03 * k
+    return HardwareProfile(f"45nm-int{int(bits)}", {"mac": mul + add, "ac": add, "mul": mul, "add": add},
+                           source=_HOROWITZ + f": int8 mult 0.2 pJ x ({int(bits)}/8)^2, int8 add 0.03 pJ x "
+                                              f"{int(bits)}/8 (scaling assumed, not measured)",
+                           caveats="Scaled from 8-bit figures; a design point, not a measurement.",
+                           bytes_per_value=k)

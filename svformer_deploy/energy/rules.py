@@ -1,49 +1,44 @@
-"""Counting rules: which operation class every executed aten op belongs to, and how many of them it performs.
+"""The counting rules, as a table: one rule per aten op or module type, each stated once, in its docstring.
 
-Every rule here is stated in its docstring and in ``docs/energy.md``; tests check them against hand counts.
+As ``torch.utils.flop_counter``'s ``flop_registry`` / ``register_flop_formula``, a rule is a function registered
+for one or more keys with :func:`register_rule`:
 
-Operand kinds (decided per call, on the values actually passed):
+* an **aten op** key (``torch.ops.aten.convolution``): called after the op ran, as
+  ``rule(ctx, args, kwargs, out)``;
+* a **module type** key (``PLIF``): called before the module runs, as ``rule(ctx, name, module, x)``; the aten
+  ops executed inside such a module are not intercepted (the module rule covers them), so a neuron is counted
+  the same whatever kernel implements it.
 
-* **weight**: the tensor shares storage with a parameter or buffer of the counted model (weights are
-  treated as dense: a zero weight is still a synapse).
-* **binary**: an activation whose every element is exactly 0 or 1 (spikes).
-* **real**: any other activation, including integer-valued but non-binary ones such as spike sums
-  {0, 1, 2} or ``K^T V`` counts. *Rule for non-binary integers:* they are counted as real numbers.
+``ctx`` is the running :class:`~svformer_deploy.energy.counter.OpCounter` (its public methods: ``book``,
+``layout``, ``split``, ``even``, ``kind``, ``module``, ``read_synapse``, ``read_neuron``). Users register rules
+for their own ops and modules the same way; the docstring is required, and is what :func:`rules_markdown`
+prints in every report and in ``docs/energy.md``.
 
-Synaptic ops (convolution, linear/addmm/mm, bmm) with operands A (activation) and B:
+Operand kinds (decided per call, on the values actually passed), used by the rules below:
 
-* neither operand binary -> ``mac``: dense multiply-accumulates, ``prod(out) * (C_in / groups) * prod(kernel)``
-  for a convolution, ``M * K * N`` for a (M, K) x (K, N) product (bias excluded, as in
-  ``FlopCounterMode`` and fvcore);
-* binary activation x weight -> ``ac``: exact synaptic events, one per (non-zero input, weight, output)
-  term of the sum, i.e. the in-bounds fan-out of every non-zero input element (a convolution's fan-out
-  map is ``conv_transpose(ones(out), ones(weight))``, so borders, stride, dilation and groups are exact);
-* activation x activation with at least one binary operand -> ``spike_product``: one accumulate per
-  coincident non-zero pair ``(A[m, k] != 0) and (B[k, n] != 0)``. For the attention's ``K^T V`` (both
-  binary) these are the coincident 1-1 pairs; for ``Q (K^T V)`` (binary Q, integer K^T V) each pair adds
-  one integer of ``K^T V`` to the output.
-
-Element-wise ops outside neuron layers: ``bn_mul`` + ``bn_add`` (eval BatchNorm, one multiply and one add per
-element; ``bn_folded`` instead, costing nothing, when folding is requested and the BN is time-invariant),
-``bias_add`` (bias of a linear/conv), ``residual_add`` (sum of two activations of the same shape),
-``scale_mul`` (multiply by a scalar, e.g. the attention's x0.125), ``mul``/``add`` (other element-wise
-products and sums/differences), ``activation`` (ReLU-like max(x, 0): one comparison per element).
-
-Neuron layers (:class:`~svformer_deploy.models.neurons.SpikingNeuron`) are counted by a module rule: a PLIF
-update per element per timestep is ``1 neuron_mul`` ((X - V) / tau as a multiply by 1/tau) and
-``3 neuron_add`` (X - V, V + ..., the threshold comparison H >= V_th); the hard reset is a select (free).
-A ReLU neuron (ANN twin) is ``1 activation`` per element. The aten ops executed inside a neuron layer are
-listed under ``internal`` (their timestep is hidden by a per-step ``select``).
-
-Data movement (views, reshapes, permutes, copies, concatenation, dtype casts, allocation) is ``free``.
-Any other op is listed as ``uncounted`` with its number of calls and output elements.
+* **weight**: the tensor shares storage with a parameter or buffer of the counted model (weights are dense:
+  a zero weight is still a synapse);
+* **binary**: an activation whose every element is exactly 0 or 1 (spikes);
+* **real**: any other activation, including integer-valued but non-binary ones such as spike sums {0, 1, 2} or
+  ``K^T V`` counts (*non-binary integers are counted as real numbers*).
 """
 
 from __future__ import annotations
 
-import torch
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["OP_CLASSES", "FREE_OPS", "SYNAPTIC_CLASSES", "PRIMITIVE_OF"]
+import torch
+from torch import Tensor, nn
+
+from svformer_deploy.errors import EnergyError
+from svformer_deploy.models.neurons import PLIF, ReLUNeuron
+from svformer_deploy.models.norm import TemporalBatchNorm
+
+__all__ = ["OP_CLASSES", "SYNAPTIC_CLASSES", "PRIMITIVE_OF", "Rule", "register_rule", "op_rule", "module_rule",
+           "list_rules", "rules_markdown"]
 
 aten = torch.ops.aten
 
@@ -67,15 +62,334 @@ PRIMITIVE_OF: dict[str, str] = {
 OP_CLASSES: tuple[str, ...] = tuple(PRIMITIVE_OF)
 SYNAPTIC_CLASSES: tuple[str, ...] = ("mac", "ac", "spike_product")
 
-#: Ops that only move, view or allocate data (counted as free).
-FREE_OPS = {
-    aten.view, aten._unsafe_view, aten.reshape, aten.permute, aten.transpose, aten.t, aten.expand,
-    aten.select, aten.slice, aten.split, aten.split_with_sizes, aten.unbind, aten.squeeze, aten.unsqueeze,
-    aten.flatten, aten.unflatten, aten.clone, aten.contiguous, aten.copy_, aten._to_copy, aten.to,
-    aten.empty, aten.empty_like, aten.empty_strided, aten.zeros, aten.zeros_like, aten.ones, aten.ones_like,
-    aten.full, aten.full_like, aten.fill_, aten.zero_, aten.detach, aten.alias, aten.cat, aten.stack,
-    aten.lift_fresh, aten.lift_fresh_copy, aten.new_empty, aten.new_zeros, aten.new_ones, aten.as_strided,
-    aten.index_select, aten.narrow, aten.movedim, aten.constant_pad_nd, aten.roll, aten.pad,
-    aten.masked_fill, aten.where, aten.arange, aten.scalar_tensor, aten._local_scalar_dense,
-    aten.repeat, aten.dropout, aten.native_dropout,
-}
+
+@dataclass(frozen=True)
+class Rule:
+    """One counting rule: its name, the keys it is registered for, and its statement (the docstring)."""
+
+    name: str
+    keys: tuple[Any, ...]
+    doc: str
+    fn: Callable[..., None]
+
+    @property
+    def applies_to(self) -> str:
+        return ", ".join(k.__name__ if isinstance(k, type) else f"aten.{k.__name__}" for k in self.keys)
+
+
+_OP_RULES: dict[Any, Rule] = {}
+_MODULE_RULES: dict[type, Rule] = {}
+_ORDER: list[Rule] = []
+
+
+def _clean(doc: str) -> str:
+    import inspect
+
+    return " ".join(inspect.cleandoc(doc).split())
+
+
+def register_rule(*keys: Any, name: str | None = None) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Decorator: register ``fn`` as the counting rule of ``keys`` (aten op overload packets or module types).
+
+    The rule's docstring is its statement (required). A later registration for the same key replaces the earlier
+    one, so users can override a built-in rule.
+    """
+    if not keys:
+        raise EnergyError("register_rule needs at least one aten op or module type")
+
+    def deco(fn: Callable[..., None]) -> Callable[..., None]:
+        if not (fn.__doc__ or "").strip():
+            raise EnergyError(f"counting rule {fn.__name__!r} has no docstring; state the rule in its docstring")
+        rule = Rule(name or fn.__name__, tuple(keys), _clean(fn.__doc__ or ""), fn)
+        for k in keys:
+            if isinstance(k, type):
+                if not issubclass(k, nn.Module):
+                    raise EnergyError(f"module rule key {k.__name__} is not an nn.Module subclass")
+                _MODULE_RULES[k] = rule
+            else:
+                _OP_RULES[getattr(k, "_overloadpacket", k)] = rule
+        _ORDER[:] = [r for r in _ORDER if r.name != rule.name] + [rule]
+        return fn
+
+    return deco
+
+
+def op_rule(packet: Any) -> Rule | None:
+    """The rule registered for an aten op overload packet, or None (the op is then listed as uncounted)."""
+    return _OP_RULES.get(packet)
+
+
+def module_rule(module: nn.Module) -> Rule | None:
+    """The rule registered for ``type(module)`` or its nearest base class, or None."""
+    for cls in type(module).__mro__:
+        rule = _MODULE_RULES.get(cls)
+        if rule is not None:
+            return rule
+    return None
+
+
+def list_rules() -> list[Rule]:
+    """Every registered rule, in registration order."""
+    live = set(map(id, _OP_RULES.values())) | set(map(id, _MODULE_RULES.values()))
+    return [r for r in _ORDER if id(r) in live]
+
+
+def rules_markdown(names: Iterable[str] | None = None) -> str:
+    """A markdown table of the rules (all, or those named), generated from their docstrings."""
+    wanted = None if names is None else set(names)
+    lines = ["| rule | applies to | statement |", "|---|---|---|"]
+    for r in list_rules():
+        if wanted is None or r.name in wanted:
+            lines.append(f"| `{r.name}` | {r.applies_to} | {r.doc.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------- synaptic ops
+_FANOUT_CACHE: dict[tuple, Tensor] = {}  # fan-out maps depend only on shapes: shared by all counters
+
+
+def _fanout(x_shape: torch.Size, weight: Tensor, stride: Any, padding: Any, dilation: Any, transposed: bool,
+            output_padding: Any, groups: int) -> Tensor:
+    """In-bounds fan-out of every input position: ``conv_transpose(ones(out), ones(W))`` (closed form per axis
+    for plain convolutions: out channels per group x the number of windows covering the position)."""
+    key = (tuple(x_shape[1:]), tuple(weight.shape), tuple(stride), tuple(padding), tuple(dilation), transposed,
+           tuple(output_padding), groups, str(weight.device))
+    f = _FANOUT_CACHE.get(key)
+    if f is not None:
+        return f
+    dev = weight.device
+    nd = len(stride)
+    if transposed:
+        w = torch.ones(weight.shape, dtype=torch.float32, device=dev)
+        probe = torch.zeros((1, *x_shape[1:]), dtype=torch.float32, device=dev)
+        out_shape = aten.convolution(probe, w, None, stride, padding, dilation, True, output_padding, groups).shape
+        f = aten.convolution(torch.ones(out_shape, dtype=torch.float32, device=dev), w, None, stride, padding,
+                             dilation, False, [0] * nd, groups)
+    else:
+        f = torch.full((1,) * (nd + 2), float(weight.shape[0] // groups), dtype=torch.float32, device=dev)
+        for d in range(nd):
+            n_in, k = x_shape[2 + d], weight.shape[2 + d]
+            n_out = (n_in + 2 * padding[d] - dilation[d] * (k - 1) - 1) // stride[d] + 1
+            idx = (torch.arange(n_out, device=dev)[:, None] * stride[d] - padding[d]
+                   + torch.arange(k, device=dev)[None, :] * dilation[d]).flatten()
+            idx = idx[(idx >= 0) & (idx < n_in)]
+            shape = [1] * (nd + 2)
+            shape[2 + d] = n_in
+            f = f * torch.bincount(idx, minlength=n_in).to(torch.float32).reshape(shape)
+    _FANOUT_CACHE[key] = f
+    return f
+
+
+def _events(ctx: Any, mask: Tensor, fan: Tensor, layout: Any) -> Any:
+    """Sum of fan-out over the non-zero elements of ``mask`` (0/1 float), per timestep when it has a time axis.
+
+    When the fan-out map does not depend on the channel (plain convolutions), ``mask`` is first summed over
+    batch and channels (exact in float32 for fewer than 2**24 terms), then weighted by the spatial map in float64.
+    """
+    if fan.shape[1] != 1:
+        return ctx.split(mask * fan, layout)
+    f = fan[0, 0].to(torch.float64)
+    if layout is None:
+        return (mask.sum(dim=(0, 1)).to(torch.float64) * f).sum()
+    T = ctx.T
+    if layout[0] == "lead":
+        s = mask.reshape(T, -1, *mask.shape[2:]).sum(1)
+        return (s.to(torch.float64) * f).reshape(T, -1).sum(1)
+    s = mask.sum(dim=(0, 1))  # axis 2 of (B, C, T, ...): s is (T, ...), as is f
+    return (s.to(torch.float64) * f).reshape(T, -1).sum(1)
+
+
+def _mask(t: Tensor, kind: str) -> Tensor:
+    return t if kind == "binary" and t.dtype == torch.float32 else (t != 0).to(torch.float32)
+
+
+@register_rule(aten.convolution, aten._convolution, aten.conv1d, aten.conv2d, aten.conv3d)
+def convolution(ctx: Any, args: tuple, kwargs: dict, out: Tensor) -> None:
+    """Convolution (1-3 D, grouped, strided, dilated, transposed). Binary input -> `ac`: the in-bounds fan-out
+    of every non-zero input element, with the fan-out map F = conv_transpose(ones(out), ones(W)), AC = sum(F *
+    (x != 0)) (exact at borders, for stride, dilation, groups and Conv3d). Real input -> `mac`: dense
+    out_elements x (C_in / groups) x prod(kernel), padding taps included (FlopCounterMode, fvcore); with
+    zero-skipping (the sparsity-aware ANN) the binary rule's sum over non-zero inputs instead. Bias ->
+    `bias_add`: 1 per output element. Booked at the timestep of the input element."""
+    x, w = args[0], args[1]
+    bias = args[2] if len(args) > 2 else None
+    stride, padding, dilation = args[3], args[4], args[5]
+    transposed = bool(args[6]) if len(args) > 6 else False
+    output_padding = args[7] if len(args) > 7 else [0] * len(stride)
+    groups = int(args[8]) if len(args) > 8 else 1
+    layout = ctx.layout(x)
+    kind = ctx.kind(x)
+    if kind == "binary" or (ctx.skip_zero_macs and kind == "real"):
+        fan = _fanout(x.shape, w, stride, padding, dilation, transposed, output_padding, groups)
+        count = _events(ctx, _mask(x, kind), fan, layout)
+        ctx.book("ac" if kind == "binary" else "mac", count)
+    else:
+        cin = w.shape[0] if transposed else w.shape[1]
+        total = (x.numel() * w.shape[1] if transposed else out.numel() * cin) * math.prod(w.shape[2:])
+        count = total
+        ctx.book("mac", ctx.even(total, layout if layout is not None and total % (ctx.T or 1) == 0 else None))
+    # weight-stationary: the kernel is read once per image it slides over (x.shape[0]: T x B time-folded frames,
+    # or B clips for a Conv3d whose kernel spans all T frames)
+    ctx.read_synapse(w, x, kind, out, passes=int(x.shape[0]), weight_uses=count)
+    if bias is not None:
+        ctx.book("bias_add", ctx.even(out.numel(), ctx.layout(out)) if ctx.layout(out) is not None else out.numel())
+
+
+def _matmul(ctx: Any, a: Tensor, b: Tensor, out: Tensor) -> None:
+    ka, kb = ctx.kind(a), ctx.kind(b)
+    layout = ctx.layout(a) if ka != "weight" else ctx.layout(out)
+    has_w = "weight" in (ka, kb)
+    act, act_kind = (b, kb) if ka == "weight" else (a, ka)
+    rows = a.shape[0] if a.dim() == 3 else 1
+    sparse = ctx.skip_zero_macs and has_w and act_kind == "real"
+    if "binary" not in (ka, kb) and not sparse:
+        total = rows * a.shape[-2] * a.shape[-1] * b.shape[-1]
+        count: Any = total
+        ctx.book("mac", ctx.even(total, layout))
+    elif ka == "weight":  # weight @ activation: per output column (no time axis recovered)
+        na = torch.full(a.shape[-1:], float(a.shape[-2]), device=b.device)
+        count = ctx.split(((_mask(b, kb).transpose(-2, -1) @ na.unsqueeze(-1)).squeeze(-1)), None)
+        ctx.book("ac" if kb == "binary" else "mac", count)
+    else:
+        ma = _mask(a, ka)
+        if kb == "weight":
+            per_row = ma.sum(-1).to(torch.float64) * b.shape[-1]
+        else:
+            per_row = (ma @ _mask(b, kb).sum(-1).unsqueeze(-1)).squeeze(-1)  # pairs[m] = sum_k [a_mk != 0] nnz(b_k)
+        count = ctx.split(per_row, layout)
+        ctx.book(("ac" if ka == "binary" else "mac") if kb == "weight" else "spike_product", count)
+    if has_w:
+        w = a if ka == "weight" else b
+        passes = ctx.T * ctx.B if ctx.T and layout is not None else ctx.B
+        ctx.read_synapse(w, act, act_kind, out, passes=passes, weight_uses=count)
+    else:
+        ctx.read_synapse(None, a, ka, out, passes=0, weight_uses=0)
+        ctx.read_synapse(None, b, kb, None, passes=0, weight_uses=0)
+
+
+@register_rule(aten.mm, aten.bmm)
+def matmul(ctx: Any, args: tuple, kwargs: dict, out: Tensor) -> None:
+    """Matrix product (M, K) x (K, N), batched or not. Neither operand binary -> `mac`: M x K x N (with
+    zero-skipping, real activation x weight: nnz(activation) x fan-out instead). Binary activation x weight ->
+    `ac`: nnz(x) x N. Activation x activation with at least one binary operand -> `spike_product`: one accumulate
+    per coincident non-zero pair [A_mk != 0][B_kn != 0] (for the attention's K^T V the coincident 1-1 pairs over
+    tokens; for Q (K^T V) each pair adds one integer of K^T V)."""
+    _matmul(ctx, args[0], args[1], out)
+
+
+@register_rule(aten.addmm)
+def addmm(ctx: Any, args: tuple, kwargs: dict, out: Tensor) -> None:
+    """Linear layer (bias + x W^T): the matmul rule for x W^T, plus `bias_add`: 1 per output element."""
+    _matmul(ctx, args[1], args[2], out)
+    if isinstance(args[0], Tensor):
+        _elementwise(ctx, "bias_add", out)
+
+
+# ---------------------------------------------------------------------------------------------- element-wise
+def _elementwise(ctx: Any, op_class: str, out: Tensor) -> None:
+    layout = ctx.layout(out)
+    ctx.book(op_class, ctx.even(out.numel(), layout) if layout is not None else out.numel())
+
+
+_BN_OPS = (aten.native_batch_norm, aten._native_batch_norm_legit_no_training, aten._native_batch_norm_legit,
+           aten.batch_norm, aten.cudnn_batch_norm, aten.miopen_batch_norm)
+
+
+@register_rule(*_BN_OPS)
+def batch_norm(ctx: Any, args: tuple, kwargs: dict, out: Any) -> None:
+    """Eval BatchNorm = per-element affine y = s x + b: `bn_mul` + `bn_add`, 1 each per element. With
+    fold_bn, a time-invariant BN (shared statistics, BatchNorm3d) is folded into the preceding layer: `bn_folded`,
+    costing nothing. A per-timestep BN (its own statistics per frame) is never folded."""
+    x = args[0]
+    mod = ctx.module
+    shared = not (isinstance(mod, TemporalBatchNorm) and mod.mode == "per_timestep")
+    cnt = ctx.even(x.numel(), ctx.layout(x))
+    if ctx.fold_bn and shared:
+        ctx.book("bn_folded", cnt)
+    else:
+        ctx.book("bn_mul", cnt)
+        ctx.book("bn_add", cnt)
+
+
+def _sum_class(ctx: Any, args: tuple, same_shape_is_residual: bool) -> str:
+    tensors = [t for t in args[:2] if isinstance(t, Tensor) and t.dim() > 0]
+    if len(tensors) < 2:
+        return "add"
+    if any(ctx.kind(t) == "weight" for t in tensors):
+        return "bias_add"
+    if same_shape_is_residual and tensors[0].shape == tensors[1].shape:
+        return "residual_add"
+    return "add"
+
+
+@register_rule(aten.add, aten.add_)
+def add(ctx: Any, args: tuple, kwargs: dict, out: Tensor) -> None:
+    """Element-wise sum, 1 per output element: `bias_add` when an operand is a parameter, `residual_add` for the
+    sum of two same-shape activations (the residual streams), `add` otherwise (including adding a scalar)."""
+    _elementwise(ctx, _sum_class(ctx, args, True), out)
+
+
+@register_rule(aten.sub, aten.sub_, aten.rsub)
+def subtract(ctx: Any, args: tuple, kwargs: dict, out: Tensor) -> None:
+    """Element-wise difference, 1 per output element: `bias_add` when an operand is a parameter, `add`
+    otherwise."""
+    _elementwise(ctx, _sum_class(ctx, args, False), out)
+
+
+@register_rule(aten.mul, aten.mul_, aten.div, aten.div_)
+def mul(ctx: Any, args: tuple, kwargs: dict, out: Tensor) -> None:
+    """Element-wise product or quotient, 1 per output element: `scale_mul` by a scalar (the attention's
+    x d^-0.5 = x0.125), `mul` otherwise."""
+    tensors = [t for t in args[:2] if isinstance(t, Tensor) and t.dim() > 0]
+    _elementwise(ctx, "scale_mul" if len(tensors) < 2 else "mul", out)
+
+
+@register_rule(aten.relu, aten.relu_, aten.clamp_min, aten.clamp_min_, aten.threshold, aten.hardtanh,
+               aten.hardtanh_)
+def activation(ctx: Any, args: tuple, kwargs: dict, out: Tensor) -> None:
+    """ReLU-like max(x, 0) (or a clamp): `activation`, one comparison per element."""
+    _elementwise(ctx, "activation", out)
+
+
+@register_rule(
+    aten.view, aten._unsafe_view, aten.reshape, aten.permute, aten.transpose, aten.t, aten.expand, aten.select,
+    aten.slice, aten.split, aten.split_with_sizes, aten.unbind, aten.squeeze, aten.unsqueeze, aten.flatten,
+    aten.unflatten, aten.clone, aten.contiguous, aten.copy_, aten._to_copy, aten.to, aten.empty, aten.empty_like,
+    aten.empty_strided, aten.zeros, aten.zeros_like, aten.ones, aten.ones_like, aten.full, aten.full_like,
+    aten.fill_, aten.zero_, aten.detach, aten.alias, aten.cat, aten.stack, aten.lift_fresh, aten.lift_fresh_copy,
+    aten.new_empty, aten.new_zeros, aten.new_ones, aten.as_strided, aten.index_select, aten.narrow, aten.movedim,
+    aten.constant_pad_nd, aten.roll, aten.pad, aten.masked_fill, aten.where, aten.arange, aten.scalar_tensor,
+    aten._local_scalar_dense, aten.repeat, aten.dropout, aten.native_dropout)
+def data_movement(ctx: Any, args: tuple, kwargs: dict, out: Any) -> None:
+    """Views, reshapes, permutes, copies, concatenation, dtype casts, allocation, selects: free (0 ops).
+    Any executed aten op without a rule is listed as uncounted, with its calls and output elements."""
+
+
+# ---------------------------------------------------------------------------------------------- neuron modules
+@register_rule(PLIF)
+def plif(ctx: Any, name: str, module: nn.Module, x: Tensor) -> None:
+    """PLIF neuron, per element per timestep: H = V + (X - V) (1/tau) is 1 `neuron_mul` + 2 `neuron_add`, the
+    threshold comparison H >= V_th 1 `neuron_add`; the hard reset is a select (free): 1 `neuron_mul` +
+    3 `neuron_add`. Counted at the module level, whatever kernel runs inside; its state V is read and written
+    once per element-step (memory model) and its output spikes are written at 1 bit each. Its output is spikes
+    by construction: synapses reading it are counted as binary without checking the values."""
+    steps, n, timed = _neuron_shape(ctx, x)
+    for op_class, k in (("neuron_mul", 1), ("neuron_add", 3)):
+        ctx.book(op_class, [k * n] * steps if timed else k * n * steps, name)
+    ctx.read_neuron(name, x.numel(), stateful=True, spikes=True)
+
+
+@register_rule(ReLUNeuron)
+def relu_neuron(ctx: Any, name: str, module: nn.Module, x: Tensor) -> None:
+    """ReLU neuron (the ANN twin's stand-in for PLIF): `activation`, 1 comparison per element; no state; its
+    real-valued output is written at the profile's bytes per value."""
+    steps, n, timed = _neuron_shape(ctx, x)
+    ctx.book("activation", [n] * steps if timed else n * steps, name)
+    ctx.read_neuron(name, x.numel(), stateful=False, spikes=False)
+
+
+def _neuron_shape(ctx: Any, x: Tensor) -> tuple[int, int, bool]:
+    """(steps, elements per step, whether steps is the counter's T) of a (T, B, ...) neuron input."""
+    steps = x.shape[0] if x.dim() > 0 else 1
+    return steps, x.numel() // max(steps, 1), ctx.T is not None and steps == ctx.T
+

@@ -236,31 +236,6 @@ def test_per_timestep_batchnorm_split_and_folding():
     assert g["bn_mul"] == 0 and g["bn_folded"] > 0
 
 
-def test_published_convention_rate_times_dense():
-    from svformer_deploy.energy.spikformer import spikformer_counts
-    from svformer_deploy.models import record_spikes
-
-    torch.manual_seed(0)
-    m = create_model("svformer_tiny").eval()
-    with torch.no_grad():
-        for p in m.parameters():
-            if p.dim() > 1:
-                p.mul_(4)
-    x = torch.randn(1, *m.config.input_shape)
-    sp = spikformer_counts(m, x)
-    with record_spikes(m) as rec, torch.no_grad():
-        m(x)
-    dense = count_ops(m, x, dense=True).df
-    d_of = dense[dense.op_class == "mac"].groupby("layer")["count"].sum()
-    assert sp["patch_embed1.conv"]["mac"] == d_of["patch_embed1.conv"]  # analog input: dense MACs
-    rate = float(rec.spikes["blocks1.0.lif"].mean())
-    assert sp["blocks1.0.conv1"]["ac"] == pytest.approx(d_of["blocks1.0.conv1"] * rate)
-    q, k, v = (rec.spikes[f"blocks3.0.attn.lif_{n}"] for n in "qkv")
-    T, B, h, N, d = q.shape
-    want = T * B * h * N * d * d * (min(float(k.mean()), float(v.mean())) + float(q.mean()))
-    assert sp["blocks3.0.attn.product"]["ac"] == pytest.approx(want)
-
-
 def test_counter_unwinds_after_an_error_inside_a_neuron():
     from torch.utils._python_dispatch import _get_current_dispatch_mode
 
