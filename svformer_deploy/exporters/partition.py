@@ -30,7 +30,7 @@ from torch import nn
 from svformer_deploy.errors import ExportError
 from svformer_deploy.exporters.bundle import Approximation, HostOpSpec, PartitionSpec, Signal
 from svformer_deploy.exporters.fold import PerTimestepBNError
-from svformer_deploy.exporters.plan import (Add, Capabilities, HostOp, HostStep, Input, Neuron, Plan, PlanPartition,
+from svformer_deploy.exporters.plan import (Add, Capabilities, HostOp, Input, Neuron, Plan, PlanPartition,
                                             Synapse, check_supported, cut, lower, model_operations, value_kind)
 
 __all__ = ["DT", "NIR_CAPABILITIES", "Lowered", "LoweredPartition", "lower_svformer", "lower_plan",

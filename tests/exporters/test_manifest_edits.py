@@ -135,7 +135,7 @@ def test_any_single_field_edit_is_refused_with_one_line(nir_bundle, tmp_path_fac
     ("onnx", lambda d: d["discretization"].__setitem__("opset", 13)),
     ("onnx", lambda d: d["partitions"][0]["modules"].pop()),
     ("lava", lambda d: d["approximations"].pop()),
-    ("lava", lambda d: d["host_ops"][0]["attrs"]["partitions"]["local_path"]["taps"][-1].__setitem__(
+    ("lava", lambda d: d["host_ops"][0]["attrs"]["partitions"]["patch_embed3.lif>head.lif"]["taps"][-1].__setitem__(
         "channels", [0, 64])),
 ], ids=["onnx-discretization", "onnx-coverage", "lava-approximations", "lava-tap-channels"])
 def test_every_target_refuses_a_resealed_edit(tiny_ckpt, tmp_path, capsys, target, edit):
