@@ -34,8 +34,8 @@ import torch
 from torch import nn
 
 from svformer_deploy.errors import ExportError, UnsupportedLayerError
-from svformer_deploy.exporters.fold import (PerTimestepBNError, dense_from_depthwise, fold_bn, plif_tau,
-                                            synapse_params)
+from svformer_deploy.exporters.fold import (PerTimestepBNError, dense_from_depthwise, fold_bn, fold_bn_per_timestep,
+                                            plif_tau, synapse_params)
 
 __all__ = ["PLAN_VERSION", "PlanError", "PlanNode", "Input", "Synapse", "Neuron", "Add", "HostOp", "Plan",
            "NODE_KINDS", "ListOf", "Lowering", "LOWERINGS", "register_lowering", "check_supported", "lower",
@@ -540,15 +540,9 @@ class Lowering:
             w = dense_from_depthwise(w)
         if stride[0] != stride[1] or pad[0] != pad[1] or w.shape[2] != w.shape[3]:
             raise UnsupportedLayerError(f"module '{name}': only square kernels, strides and paddings are lowered")
-        time_varying, T = False, 0
-        if bn is not None and bn_affine_is_per_timestep(bn) and not self.approximate_bn:
-            scale, shift = (a.double().numpy() for a in bn.affine())  # (T, C)
-            T = scale.shape[0]
-            time_varying = True
-            w = np.stack([w * s.reshape(-1, 1, 1, 1) for s in scale])
-            b = np.stack([b * s + t for s, t in zip(scale, shift)])
-        else:
-            w, b = fold_bn(w, b, bn, self.approximate_bn)
+        time_varying = bn is not None and bn_affine_is_per_timestep(bn) and not self.approximate_bn
+        w, b = fold_bn_per_timestep(w, b, bn) if time_varying else fold_bn(w, b, bn, self.approximate_bn)
+        T = w.shape[0] if time_varying else 0
         if rows is not None:
             w, b = w[..., rows, :, :, :], b[..., rows]
         c, h, wd = self.shape(x)

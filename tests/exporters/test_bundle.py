@@ -23,11 +23,11 @@ def _manifest() -> Manifest:
         plan=_plan().to_dict(), class_names=["a", "b"])
 
 
-def _plan(extra_operations=()) -> Plan:
+def _plan() -> Plan:
     return Plan("m", [Input("x", (), (3, 4, 4), ()), Neuron("a.lif", ("x",), (3, 4, 4), ("a.lif",)),
                       HostOp("h", ("a.lif",), (2,), ("head",), op="temporal_head", equation="y = W s",
                              output_kind="logits", output_time="per_clip", layout="K")],
-                "h", ["a.lif", "head", *extra_operations])
+                "h", ["a.lif", "head"])
 
 
 def test_round_trip_and_hashes(tmp_path):

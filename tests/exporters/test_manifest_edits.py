@@ -46,6 +46,10 @@ def _first_partition_signal(d):
     return next(iter(d["partitions"][0]["outputs"].values()))
 
 
+def _plan_node(d, name):
+    return next(n for n in d["plan"]["nodes"] if n["name"] == name)
+
+
 EDITS = {  # the edits issue 11 names, each a real failure before bundle format 2
     "dt": lambda d: d.__setitem__("dt", 2e-4),
     "num_frames": lambda d: d["config"].__setitem__("num_frames", d["config"]["num_frames"] + 1),
@@ -58,6 +62,10 @@ EDITS = {  # the edits issue 11 names, each a real failure before bundle format 
     "approximation record": lambda d: d["approximations"].append(
         {"kind": "bn_time_average", "text": "made up", "params": {"num_frames": 8}}),
     "host op attrs": lambda d: d["host_ops"][0]["attrs"].__setitem__("head_dim", 7),
+    # the export plan the bundle carries (issue 15): a valid but different plan, and two invalid ones
+    "plan neuron tau": lambda d: _plan_node(d, "head.lif").__setitem__("tau", _plan_node(d, "head.lif")["tau"] + 1),
+    "plan coverage": lambda d: _plan_node(d, "head.lif")["modules"].clear(),
+    "plan host op": lambda d: _plan_node(d, "forward_features.cat").__setitem__("op", "softmax"),
 }
 
 

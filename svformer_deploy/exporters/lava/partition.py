@@ -24,6 +24,7 @@ import numpy as np
 from torch import Tensor, nn
 
 from svformer_deploy.errors import UnsupportedLayerError
+from svformer_deploy.exporters.fold import compose_then_1x1
 from svformer_deploy.exporters.lava.quantize import FloatLayer, LoihiLayer, quantize_layer
 from svformer_deploy.exporters.plan import Capabilities, HostOp, Neuron, Plan, PlanPartition, Synapse, cut, lower
 from svformer_deploy.models.neurons import NeuronLayout, SpikingNeuron
@@ -127,9 +128,8 @@ def _compose(plan: Plan, path: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray,
     """One dense layer for a synapse path (the first synapse, then 1x1 synapses): float64 weight and bias."""
     first = plan.node(path[0])
     w, b = plan.params[f"{first.name}.weight"], plan.params[f"{first.name}.bias"]
-    for name in path[1:]:
-        p = plan.params[f"{name}.weight"][:, :, 0, 0]
-        w, b = np.einsum("oc,cikl->oikl", p, w), p @ b + plan.params[f"{name}.bias"]
+    for name in path[1:]:  # chain_links only continues a path through 1x1, stride-1, unpadded synapses
+        w, b = compose_then_1x1(w, b, plan.params[f"{name}.weight"], plan.params[f"{name}.bias"])
     return w, b, first
 
 
