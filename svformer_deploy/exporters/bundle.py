@@ -24,8 +24,10 @@ Every module of the source model is named in exactly one partition's or host op'
 Writes are atomic: the bundle is built in a temporary directory next to the target and renamed onto it.
 
 Checked, not trusted (format version 2): every dataclass below validates itself when built (so a malformed
-``manifest.json`` fails on read with one line naming the field); the manifest as a whole checks that every
-model operation it lists in ``operations`` is covered by exactly one partition or host op, that its
+``manifest.json`` fails on read with one line naming the field); the manifest carries the export ``plan``
+(:class:`~svformer_deploy.exporters.plan.Plan`, structure only), which is rebuilt and checked on read (typed
+nodes, data flow, every model operation covered by exactly one node, every host op registered); the manifest
+as a whole checks that every operation of its plan is covered by exactly one partition or host op, that its
 schedule is a data flow (every step reads only signals the graph input or an earlier step produced; the graph
 output is produced), that every step exists and runs once, every host op is registered, the class names fit
 the logits; and ``integrity`` is the SHA-256 of the manifest's canonical JSON (all fields but itself,
@@ -47,6 +49,7 @@ from typing import Any, Literal
 
 from svformer_deploy._atomic import atomic_write_dir
 from svformer_deploy.errors import BundleFormatError
+from svformer_deploy.exporters.plan import Plan, PlanError, coverage_of
 
 __all__ = [
     "BUNDLE_FORMAT", "BUNDLE_VERSION", "MANIFEST_NAME", "HOST_PARAMS_NAME", "VERIFICATION_NAME", "APPROXIMATION_KINDS",
@@ -225,7 +228,7 @@ class Manifest:
     schedule: list[dict[str, str]]
     graph_input: str
     graph_output: str
-    operations: list[str] = field(default_factory=list)
+    plan: dict[str, Any] = field(default_factory=dict)
     class_names: list[str] | None = None
     checkpoint_path: str = ""
     approximations: list[Approximation] = field(default_factory=list)
@@ -265,7 +268,12 @@ class Manifest:
             if getattr(self, key) not in self.signals:
                 raise _bad(key, f"'{getattr(self, key)}' is not a declared signal")
         self._check_schedule(steps)
-        _names("operations", self.operations)
+        try:
+            plan = Plan.from_dict(self.plan)
+        except PlanError as err:
+            raise _bad("plan", f"is invalid ({err})") from None
+        if plan.model_name != self.model_name:
+            raise _bad("plan", f"is of model '{plan.model_name}', the manifest of '{self.model_name}'")
         problems = self.coverage_problems()
         if problems:
             raise _bad("coverage", f"is broken: {'; '.join(problems[:3])}")
@@ -376,13 +384,19 @@ class Manifest:
                 return h
         raise _bad(f"host op '{name}'", f"is not declared (host ops: {[h.name for h in self.host_ops]})")
 
+    @property
+    def operations(self) -> list[str]:
+        """The model's operations, as its export plan lists them."""
+        return list(self.plan["operations"])  # checked by validate()
+
     def covered_modules(self) -> list[str]:
         """Every module named by a partition or host op, with repetitions (a correct bundle has none)."""
         return [m for p in self.partitions for m in p.modules] + [m for h in self.host_ops for m in h.modules]
 
     def coverage_problems(self, operations: list[str] | None = None) -> list[str]:
-        """The invariant every bundle keeps: each of the model's ``operations`` (default: the list the manifest
-        records) is covered by exactly one partition or host op, and nothing else is. Empty when it holds."""
+        """The invariant every bundle keeps: each of the model's ``operations`` (default: the list its export
+        plan records, whose nodes cover each exactly once) is covered by exactly one partition or host op, and
+        nothing else is. Empty when it holds."""
         return coverage_of(self.operations if operations is None else operations, self.covered_modules())
 
 
@@ -426,18 +440,6 @@ def manifest_digest(manifest_json: Mapping[str, Any]) -> str:
     """SHA-256 of the manifest's canonical JSON (sorted keys, no whitespace), ``integrity`` left out."""
     body = {k: v for k, v in manifest_json.items() if k != "integrity"}
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()).hexdigest()
-
-
-def coverage_of(operations: list[str], covered: list[str]) -> list[str]:
-    """Operations not covered, covered more than once, or covered but unknown; empty when each is covered once."""
-    counts: dict[str, int] = {}
-    for m in covered:
-        counts[m] = counts.get(m, 0) + 1
-    known = set(operations)
-    problems = [f"not exported: {o}" for o in operations if counts.get(o, 0) == 0]
-    problems += [f"exported {counts[o]} times: {o}" for o in operations if counts.get(o, 0) > 1]
-    problems += [f"unknown operation in bundle: {m}" for m in counts if m not in known]
-    return problems
 
 
 def _sha256(path: Path) -> str:

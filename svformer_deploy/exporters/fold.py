@@ -1,8 +1,8 @@
 """The one place where exporters turn model modules into plain synapse weights: BatchNorm folding, token-wise
-Linear as a 1x1 convolution, depthwise kernels, the depthwise * pointwise composition, and PLIF's tau.
+Linear as a 1x1 convolution, depthwise kernels, a conv composed with a following 1x1 conv, and PLIF's tau.
 
 Every function works in float64 (NumPy) and is exact in real arithmetic; callers round once (NIR to float32,
-Lava to its integer mantissas). Used by the NIR lowering and the Lava partitioning alike.
+Lava to its integer mantissas). Used by the export plan's lowering and the Lava backend.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from torch import nn
 
 from svformer_deploy.errors import ExportError, UnsupportedLayerError
 
-__all__ = ["SynapseParams", "synapse_params", "bn_affine", "fold_bn", "dense_from_depthwise", "compose_dw_pw",
+__all__ = ["SynapseParams", "synapse_params", "bn_affine", "fold_bn", "fold_bn_per_timestep", "dense_from_depthwise",
+           "compose_then_1x1",
            "plif_tau", "PerTimestepBNError"]
 
 SynapseParams = tuple[np.ndarray, np.ndarray, tuple[int, int], tuple[int, int], int]
@@ -72,6 +73,17 @@ def fold_bn(w: np.ndarray, b: np.ndarray, bn: nn.Module | None, approximate: boo
     return w * s.reshape(-1, *([1] * (w.ndim - 1))), b * s + t
 
 
+@torch.no_grad()
+def fold_bn_per_timestep(w: np.ndarray, b: np.ndarray, bn: nn.Module) -> tuple[np.ndarray, np.ndarray]:
+    """Per-timestep BatchNorm folded exactly, one weight set per timestep: ``W_t = s_t W``, ``b_t = s_t b + t_t``
+    with (s_t, t_t) the layer's float32 ``affine()`` at timestep t. Returns (T, *w.shape) and (T, *b.shape)."""
+    scale, shift = (a.double().numpy() for a in bn.affine())
+    if scale.ndim != 2:
+        raise ExportError(f"{type(bn).__name__} keeps one set of statistics, not one per timestep")
+    return (np.stack([w * s.reshape(-1, *([1] * (w.ndim - 1))) for s in scale]),
+            np.stack([b * s + t for s, t in zip(scale, shift)]))
+
+
 def dense_from_depthwise(w: np.ndarray) -> np.ndarray:
     """Block-diagonal dense kernel (C, C, k, k) equal to a depthwise kernel (C, 1, k, k): ``D[c, c] = w[c, 0]``."""
     c = w.shape[0]
@@ -80,15 +92,12 @@ def dense_from_depthwise(w: np.ndarray) -> np.ndarray:
     return dense
 
 
-def compose_dw_pw(dw: nn.Module, pw: nn.Module) -> tuple[np.ndarray, np.ndarray, tuple[int, int], tuple[int, int]]:
-    """Depthwise conv (C, 1, k, k) then 1x1 conv (O, C, 1, 1) as one dense conv: ``W[o, c] = P[o, c] D[c]``,
-    ``b = P b_dw + b_pw`` (exact: zero padding commutes with the per-channel bias)."""
-    wd, bd, stride, pad, groups = synapse_params(dw)
-    wp, bp, s2, p2, g2 = synapse_params(pw)
-    if groups != wd.shape[0] or wd.shape[1] != 1 or wp.shape[2:] != (1, 1) or s2 != (1, 1) or p2 != (0, 0) or g2 != 1:
-        raise UnsupportedLayerError("expected a depthwise conv followed by a 1x1 conv")
-    w = wp[:, :, 0, 0][:, :, None, None] * wd[:, 0][None]
-    return w, wp[:, :, 0, 0] @ bd + bp, stride, pad
+def compose_then_1x1(w: np.ndarray, b: np.ndarray, w2: np.ndarray, b2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A conv (W, b) followed by a 1x1, stride-1, unpadded conv (P (O, C, 1, 1), b2) as one conv:
+    ``W'[o, i] = sum_c P[o, c] W[c, i]``, ``b' = P b + b2`` (exact: zero padding commutes with the per-channel
+    bias). With a block-diagonal (depthwise) W this is ``P[o, i] W[i, i]``."""
+    p = w2[:, :, 0, 0]
+    return np.einsum("oc,cikl->oikl", p, w), p @ b + b2
 
 
 def plif_tau(module: nn.Module) -> float:

@@ -11,7 +11,7 @@ import numpy as np
 from torch import nn
 
 from svformer_deploy.exporters.bundle import HOST_PARAMS_NAME, Manifest, write_bundle
-from svformer_deploy.exporters.partition import DT, Lowered, lower_svformer, model_operations
+from svformer_deploy.exporters.partition import DT, Lowered, lower_svformer
 
 __all__ = ["DISCRETIZATION", "build_manifest", "export_nir", "nir_metadata"]
 
@@ -53,7 +53,7 @@ def build_manifest(lowered: Lowered, target: str, model: nn.Module, checkpoint_s
         checkpoint_sha256=checkpoint_sha256, dt=DT, discretization=dict(DISCRETIZATION),
         signals=dict(lowered.signals), partitions=[p.spec(p.name + file_ext) for p in lowered.partitions],
         host_ops=list(lowered.host_ops), schedule=list(lowered.schedule), graph_input=lowered.graph_input,
-        graph_output=lowered.graph_output, operations=model_operations(model), class_names=class_names,
+        graph_output=lowered.graph_output, plan=lowered.plan.to_dict(), class_names=class_names,
         approximations=list(lowered.approximations),
         created_by=f"svformer-deploy {__version__}")
 

@@ -23,13 +23,17 @@ from svformer_deploy._atomic import atomic_write_json
 from svformer_deploy.errors import BundleFormatError, VerificationError
 from svformer_deploy.exporters.bundle import (VERIFICATION_NAME, Manifest, PartitionSpec, Signal, check_bundle_files,
                                               check_manifest_matches, read_manifest, write_bundle)
-from svformer_deploy.exporters.partition import check_supported, model_operations
+from svformer_deploy.exporters.plan import NODE_KINDS, Capabilities, check_supported, cut, lower, partition_coverage
 from svformer_deploy.models.neurons import PLIF, PLIFParameters, plif_step
 
-__all__ = ["OPSET", "ONNX_FILE", "export_onnx", "verify_onnx", "onnx_metadata"]
+__all__ = ["OPSET", "ONNX_FILE", "ONNX_CAPABILITIES", "export_onnx", "verify_onnx", "onnx_metadata"]
 
 OPSET = 17
 ONNX_FILE = "model.onnx"
+ONNX_CAPABILITIES = Capabilities("onnx", frozenset(NODE_KINDS) - {"input"}, residual_joins=True,
+                                 time_varying_weights=True)
+"""ONNX holds the whole plan in one graph (the model itself, unrolled over T): every node kind, per-timestep
+BatchNorm exactly."""
 
 
 class _UnrolledPLIF(nn.Module):
@@ -84,6 +88,8 @@ def _manifest(model: nn.Module, checkpoint_sha256: str, checkpoint_path: str,
     from svformer_deploy import __version__
 
     cfg = model.config
+    plan = lower(model, with_params=False)
+    (whole,) = cut(plan, ONNX_CAPABILITIES)
     return Manifest(
         target="onnx", model_name=cfg.name, config=cfg.to_dict(), checkpoint_sha256=checkpoint_sha256, dt=1.0,
         discretization={"neuron": onnx_metadata(model, "", None)["neuron"], "opset": OPSET,
@@ -91,9 +97,9 @@ def _manifest(model: nn.Module, checkpoint_sha256: str, checkpoint_path: str,
         signals={"frames": Signal("frames", (cfg.in_chans, cfg.img_size, cfg.img_size), "analog"),
                  "logits": Signal("logits", (cfg.num_classes,), "logits", time="per_clip", layout="K")},
         partitions=[PartitionSpec("model", ONNX_FILE, {"clips": "frames"}, {"logits": "logits"},
-                                  model_operations(model), time="per_clip")],
+                                  partition_coverage(plan, whole), time="per_clip")],
         host_ops=[], schedule=[{"partition": "model"}], graph_input="frames", graph_output="logits",
-        operations=model_operations(model), class_names=class_names, checkpoint_path=checkpoint_path,
+        plan=plan.to_dict(), class_names=class_names, checkpoint_path=checkpoint_path,
         created_by=f"svformer-deploy {__version__}")
 
 

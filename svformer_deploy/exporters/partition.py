@@ -30,7 +30,7 @@ from torch import nn
 from svformer_deploy.errors import ExportError
 from svformer_deploy.exporters.bundle import Approximation, HostOpSpec, PartitionSpec, Signal
 from svformer_deploy.exporters.fold import PerTimestepBNError
-from svformer_deploy.exporters.plan import (Add, Capabilities, HostOp, HostStep, Input, Neuron, Plan, PlanPartition,
+from svformer_deploy.exporters.plan import (Add, Capabilities, HostOp, Input, Neuron, Plan, PlanPartition,
                                             Synapse, check_supported, cut, lower, model_operations, value_kind)
 
 __all__ = ["DT", "NIR_CAPABILITIES", "Lowered", "LoweredPartition", "lower_svformer", "lower_plan",
@@ -194,11 +194,10 @@ def _conv_node(node: Synapse, weight: np.ndarray, bias: np.ndarray, in_hw: tuple
                          groups=1, bias=_f32(bias))
 
 
-def _lif_node(node: Neuron):
-    shape = node.shape
-    return _nir().LIF(tau=np.full(shape, node.tau * DT, dtype=np.float64), r=np.ones(shape, dtype=np.float64),
-                      v_leak=np.zeros(shape, dtype=np.float64),
-                      v_threshold=np.full(shape, node.v_threshold, dtype=np.float64),
+def _lif_node(tau_plif: float, v_th: float, shape: tuple[int, ...]):
+    """PLIF (tau in timesteps) as ``nir.LIF``: ``tau = tau_plif * dt``, ``r = 1``, ``v_leak = v_reset = 0``."""
+    return _nir().LIF(tau=np.full(shape, tau_plif * DT, dtype=np.float64), r=np.ones(shape, dtype=np.float64),
+                      v_leak=np.zeros(shape, dtype=np.float64), v_threshold=np.full(shape, v_th, dtype=np.float64),
                       v_reset=np.zeros(shape, dtype=np.float64))
 
 
@@ -232,7 +231,8 @@ def lower_plan(plan: Plan, config: dict) -> Lowered:
             b.signals[n.name] = Signal(n.name, n.shape, "analog")
             vals[n.name] = _Val(-1, (), n.shape, n.name)
         elif isinstance(n, Neuron):
-            vals[n.name] = b.node(n.name, _lif_node(n), vals[n.inputs[0]], list(n.modules), n.shape)
+            lif = _lif_node(n.tau, n.v_threshold, n.shape)
+            vals[n.name] = b.node(n.name, lif, vals[n.inputs[0]], list(n.modules), n.shape)
         elif isinstance(n, Synapse):
             x = vals[n.inputs[0]]
             conv = _conv_node(n, plan.params[f"{n.name}.weight"], plan.params[f"{n.name}.bias"], x.shape[1:])

@@ -34,12 +34,13 @@ import torch
 from torch import nn
 
 from svformer_deploy.errors import ExportError, UnsupportedLayerError
-from svformer_deploy.exporters.fold import (PerTimestepBNError, bn_affine, dense_from_depthwise, fold_bn, plif_tau,
-                                            synapse_params)
+from svformer_deploy.exporters.fold import (PerTimestepBNError, dense_from_depthwise, fold_bn, fold_bn_per_timestep,
+                                            plif_tau, synapse_params)
 
 __all__ = ["PLAN_VERSION", "PlanError", "PlanNode", "Input", "Synapse", "Neuron", "Add", "HostOp", "Plan",
            "NODE_KINDS", "ListOf", "Lowering", "LOWERINGS", "register_lowering", "check_supported", "lower",
-           "model_operations", "Capabilities", "PlanPartition", "HostStep", "cut"]
+           "model_operations", "Capabilities", "PlanPartition", "HostStep", "cut", "chain_links",
+           "partition_coverage", "value_kind", "coverage_of"]
 
 PLAN_VERSION = 1
 Kind = Literal["spikes", "analog", "logits"]
@@ -141,7 +142,8 @@ class Synapse(PlanNode):
                  (self.kernel, self.stride, self.padding, self.in_channels, self.num_steps))
         if not ok or self.kernel < 1 or self.stride < 1 or self.padding < 0 or self.in_channels < 1:
             raise PlanError(f"plan node '{self.name}': kernel/stride/padding/in_channels must be integers "
-                            f"(>= 1, >= 1, >= 0, >= 1), got {self.kernel}/{self.stride}/{self.padding}/{self.in_channels}")
+                            f"(>= 1, >= 1, >= 0, >= 1), got {self.kernel}/{self.stride}/{self.padding}/"
+                            f"{self.in_channels}")
         if len(self.shape) != 3:
             raise PlanError(f"plan node '{self.name}': a synapse outputs a (C, H, W) map, not {self.shape}")
         if self.time_varying != (self.num_steps > 0):
@@ -293,7 +295,10 @@ class Plan:
             for i in n.inputs:
                 if i not in shapes:
                     raise PlanError(f"plan node '{n.name}' reads '{i}', which no earlier node produces")
-            n.check_inputs([shapes[i] for i in n.inputs])
+            try:
+                n.check_inputs([shapes[i] for i in n.inputs])
+            except (TypeError, ValueError) as err:
+                raise PlanError(f"plan node '{n.name}' does not fit the shapes of its inputs ({err})") from None
             shapes[n.name] = n.shape
         if self.output not in shapes:
             raise PlanError(f"plan: output '{self.output}' is not a node")
@@ -535,15 +540,9 @@ class Lowering:
             w = dense_from_depthwise(w)
         if stride[0] != stride[1] or pad[0] != pad[1] or w.shape[2] != w.shape[3]:
             raise UnsupportedLayerError(f"module '{name}': only square kernels, strides and paddings are lowered")
-        time_varying, T = False, 0
-        if bn is not None and bn_affine_is_per_timestep(bn) and not self.approximate_bn:
-            scale, shift = (a.double().numpy() for a in bn.affine())  # (T, C)
-            T = scale.shape[0]
-            time_varying = True
-            w = np.stack([w * s.reshape(-1, 1, 1, 1) for s in scale])
-            b = np.stack([b * s + t for s, t in zip(scale, shift)])
-        else:
-            w, b = fold_bn(w, b, bn, self.approximate_bn)
+        time_varying = bn is not None and bn_affine_is_per_timestep(bn) and not self.approximate_bn
+        w, b = fold_bn_per_timestep(w, b, bn) if time_varying else fold_bn(w, b, bn, self.approximate_bn)
+        T = w.shape[0] if time_varying else 0
         if rows is not None:
             w, b = w[..., rows, :, :, :], b[..., rows]
         c, h, wd = self.shape(x)
@@ -608,6 +607,25 @@ class HostStep:
     node: str
 
 
+def partition_coverage(plan: Plan, part: PlanPartition) -> list[str]:
+    """The model operations ``part`` covers, in plan order: the modules of every node it computes *completely*
+    (each input is a partition input or itself complete: not a concat of which only a slice is inside) whose
+    value is used only inside the partition or is one of its outputs. A node whose value the host needs but
+    the partition does not output (a chain's synapse that also feeds a residual add) is the host's."""
+    nodes = {n.name: n for n in plan.nodes}
+    readers = plan.consumers()
+    inside, outputs = set(part.nodes), set(part.outputs)
+    complete = set(part.inputs)
+    out: list[str] = []
+    for name in part.nodes:
+        if not all(i in complete for i in nodes[name].inputs):
+            continue
+        complete.add(name)
+        if name in outputs or all(r in inside for r in readers[name]):
+            out += nodes[name].modules
+    return out
+
+
 def _check_weights(plan: Plan, caps: Capabilities, nodes: Iterable[PlanNode]) -> None:
     for n in nodes:
         if isinstance(n, Synapse) and n.time_varying and not caps.time_varying_weights:
@@ -624,10 +642,11 @@ def cut(plan: Plan, caps: Capabilities) -> list[PlanPartition | HostStep]:
 
     Graph targets (``residual_joins``): a maximal run of consecutive nodes of held kinds is one partition; a
     node of another kind (a host op) is a host step and ends the run. Chain-only targets: every maximal chain
-    ``neuron -> synapse -> neuron [-> synapse -> neuron ...]`` (each synapse reads one neuron and is the only
-    input of the next neuron) is one partition named ``<source neuron>><last neuron>``, where an inner neuron
-    continues the chain only if its spikes feed nothing else; everything else runs on the host (the backend
-    runs the model around them). Synapses with per-timestep weights are refused unless the target holds them.
+    ``neuron -> synapse(s) -> neuron [-> synapse(s) -> neuron ...]`` (see :func:`chain_links`) is one partition
+    named ``<source neuron>><last neuron>`` that reads the source neuron's spikes; an inner neuron continues the
+    chain only if its spikes feed nothing else. The rest runs on the host around them (no host steps are
+    listed: the backend's host op runs the model and calls the partitions). Synapses with per-timestep weights
+    are refused unless the target holds them.
     """
     nodes = {n.name: n for n in plan.nodes}
     readers = plan.consumers()
@@ -658,31 +677,57 @@ def cut(plan: Plan, caps: Capabilities) -> list[PlanPartition | HostStep]:
     return _chains(plan, caps, nodes, readers)
 
 
+def _composable(n: PlanNode) -> bool:
+    """A synapse that can be folded into the one before it exactly (1x1, stride 1, no padding, fixed weights)."""
+    return isinstance(n, Synapse) and n.kernel == 1 and n.stride == 1 and n.padding == 0 and not n.time_varying
+
+
+def chain_links(plan: Plan, neuron: str,
+                readers: dict[str, list[str]] | None = None) -> list[tuple[tuple[str, ...], str]]:
+    """The ways a chain continues from ``neuron``'s spikes: ``(path, next neuron)`` where ``path`` is a synapse,
+    then 1x1 synapses each reading only the previous one (composable into one layer), optionally ending in a
+    ``concat`` host op that only neurons read (an elementwise neuron on a channel slice); in plan order."""
+    readers = plan.consumers() if readers is None else readers
+    nodes = {n.name: n for n in plan.nodes}
+    out: list[tuple[tuple[str, ...], str]] = []
+
+    def follow(path: tuple[str, ...]) -> None:
+        last = path[-1]
+        for r in readers[last]:
+            node = nodes[r]
+            if isinstance(node, Neuron):
+                out.append((path, r))
+            elif len(readers[last]) == 1 and _composable(node) and not isinstance(nodes[last], HostOp):
+                follow((*path, r))
+            elif (len(readers[last]) == 1 and isinstance(node, HostOp) and node.op == "concat"
+                  and node.attrs.get("axis") == 0 and not isinstance(nodes[last], HostOp)):
+                for n2 in readers[r]:
+                    if isinstance(nodes[n2], Neuron):
+                        out.append(((*path, r), n2))
+
+    for s in readers[neuron]:
+        if isinstance(nodes[s], Synapse):
+            follow((s,))
+    return out
+
+
 def _chains(plan: Plan, caps: Capabilities, nodes: dict[str, PlanNode],
             readers: dict[str, list[str]]) -> list[PlanPartition | HostStep]:
-    def link(neuron: str) -> list[tuple[str, str]]:
-        """(synapse, next neuron) pairs continuing a chain from ``neuron``'s spikes."""
-        out = []
-        for s in readers[neuron]:
-            if isinstance(nodes[s], Synapse):
-                for r in readers[s]:
-                    if isinstance(nodes[r], Neuron):
-                        out.append((s, r))
-        return out
-
     parts: list[PlanPartition | HostStep] = []
     continued: set[tuple[str, str]] = set()
     for n in plan.nodes:
         if not isinstance(n, Neuron):
             continue
-        for syn, nxt in link(n.name):
+        for path, nxt in chain_links(plan, n.name, readers):
             if (n.name, nxt) in continued:
                 continue
-            chain = [n.name, syn, nxt]
-            while len(readers[chain[-1]]) == 1 and len(link(chain[-1])) == 1:
-                s2, n2 = link(chain[-1])[0]
-                continued.add((chain[-1], n2))
-                chain += [s2, n2]
+            chain = [*path, nxt]
+            while len(readers[chain[-1]]) == 1:
+                more = chain_links(plan, chain[-1], readers)
+                if len(more) != 1:
+                    break
+                continued.add((chain[-1], more[0][1]))
+                chain += [*more[0][0], more[0][1]]
             _check_weights(plan, caps, (nodes[c] for c in chain))
-            parts.append(PlanPartition(f"{chain[0]}>{chain[-1]}", tuple(chain[1:]), (chain[0],), (chain[-1],)))
+            parts.append(PlanPartition(f"{n.name}>{chain[-1]}", tuple(chain), (n.name,), (chain[-1],)))
     return parts

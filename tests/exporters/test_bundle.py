@@ -5,6 +5,7 @@ import json
 import pytest
 
 from svformer_deploy.errors import BundleFormatError, OutputExistsError
+from svformer_deploy.exporters.plan import HostOp, Input, Neuron, Plan
 from svformer_deploy.exporters.bundle import (
     MANIFEST_NAME, HostOpSpec, Manifest, PartitionSpec, Signal, check_bundle_files, read_manifest, write_bundle)
 
@@ -19,8 +20,14 @@ def _manifest() -> Manifest:
         host_ops=[HostOpSpec("h", "temporal_head", ["s"], ["y"], ["head"], "y = W s", {"groups": 1}, ["h.w"],
                              "per_clip")],
         schedule=[{"partition": "p0"}, {"host_op": "h"}], graph_input="x", graph_output="y",
-        operations=["a.lif", "head"],
-        class_names=["a", "b"])
+        plan=_plan().to_dict(), class_names=["a", "b"])
+
+
+def _plan() -> Plan:
+    return Plan("m", [Input("x", (), (3, 4, 4), ()), Neuron("a.lif", ("x",), (3, 4, 4), ("a.lif",)),
+                      HostOp("h", ("a.lif",), (2,), ("head",), op="temporal_head", equation="y = W s",
+                             output_kind="logits", output_time="per_clip", layout="K")],
+                "h", ["a.lif", "head"])
 
 
 def test_round_trip_and_hashes(tmp_path):
@@ -83,8 +90,19 @@ def test_version_and_format_checked(tmp_path):
 def test_manifest_owns_the_coverage_invariant_and_validates_itself():
     m = _manifest()
     assert m.coverage_problems() == [] and m.coverage_problems(["a.lif"]) == ["unknown operation in bundle: head"]
-    with pytest.raises(BundleFormatError, match="not exported: b.lif"):
-        Manifest(**{**vars(m), "operations": ["a.lif", "head", "b.lif"]})
+    assert m.operations == ["a.lif", "head"]
+    plan = _plan().to_dict()
+    plan["operations"].append("b.lif")  # the plan itself refuses an operation no node covers
+    with pytest.raises(BundleFormatError, match="plan is invalid .*not exported: b.lif"):
+        Manifest(**{**vars(m), "plan": plan})
+    plan = _plan().to_dict()
+    plan["nodes"][2]["op"] = "readout"  # and a host op nobody registered
+    with pytest.raises(BundleFormatError, match="plan is invalid .*host op 'readout'.* not registered"):
+        Manifest(**{**vars(m), "plan": plan})
+    with pytest.raises(BundleFormatError, match="not exported: head"):  # the steps must cover the plan's operations
+        Manifest(**{**vars(m), "host_ops": [HostOpSpec("h", "temporal_head", ["s"], ["y"], ["a.lif"], "y = W s",
+                                                       time="per_clip")],
+                    "partitions": [PartitionSpec("p0", "p0.nir", {"input": "x"}, {"output": "s"}, [], {})]})
     with pytest.raises(BundleFormatError, match="partition 'nope' is not declared"):
         m.partition("nope")
     with pytest.raises(BundleFormatError, match="host op 'h' names op 'readout', which is not registered"):

@@ -46,6 +46,10 @@ def _first_partition_signal(d):
     return next(iter(d["partitions"][0]["outputs"].values()))
 
 
+def _plan_node(d, name):
+    return next(n for n in d["plan"]["nodes"] if n["name"] == name)
+
+
 EDITS = {  # the edits issue 11 names, each a real failure before bundle format 2
     "dt": lambda d: d.__setitem__("dt", 2e-4),
     "num_frames": lambda d: d["config"].__setitem__("num_frames", d["config"]["num_frames"] + 1),
@@ -58,6 +62,10 @@ EDITS = {  # the edits issue 11 names, each a real failure before bundle format 
     "approximation record": lambda d: d["approximations"].append(
         {"kind": "bn_time_average", "text": "made up", "params": {"num_frames": 8}}),
     "host op attrs": lambda d: d["host_ops"][0]["attrs"].__setitem__("head_dim", 7),
+    # the export plan the bundle carries (issue 15): a valid but different plan, and two invalid ones
+    "plan neuron tau": lambda d: _plan_node(d, "head.lif").__setitem__("tau", _plan_node(d, "head.lif")["tau"] + 1),
+    "plan coverage": lambda d: _plan_node(d, "head.lif")["modules"].clear(),
+    "plan host op": lambda d: _plan_node(d, "forward_features.cat").__setitem__("op", "softmax"),
 }
 
 
@@ -135,7 +143,7 @@ def test_any_single_field_edit_is_refused_with_one_line(nir_bundle, tmp_path_fac
     ("onnx", lambda d: d["discretization"].__setitem__("opset", 13)),
     ("onnx", lambda d: d["partitions"][0]["modules"].pop()),
     ("lava", lambda d: d["approximations"].pop()),
-    ("lava", lambda d: d["host_ops"][0]["attrs"]["partitions"]["local_path"]["taps"][-1].__setitem__(
+    ("lava", lambda d: d["host_ops"][0]["attrs"]["partitions"]["patch_embed3.lif>head.lif"]["taps"][-1].__setitem__(
         "channels", [0, 64])),
 ], ids=["onnx-discretization", "onnx-coverage", "lava-approximations", "lava-tap-channels"])
 def test_every_target_refuses_a_resealed_edit(tiny_ckpt, tmp_path, capsys, target, edit):

@@ -93,9 +93,12 @@ def lava_manifest(model: nn.Module, qparts: list[Partition], checkpoint_sha256: 
                   host_keys) -> Manifest:
     """The manifest of a Lava bundle (written at export, re-derived by the verifier to refuse edited ones)."""
     from svformer_deploy import __version__
-    from svformer_deploy.exporters.partition import model_operations
+    from svformer_deploy.exporters.lava.partition import LAVA_CAPABILITIES
+    from svformer_deploy.exporters.plan import cut, lower, partition_coverage
 
     cfg = model.config
+    plan = lower(model, approximate_bn=True, with_params=False)  # the structure: BN folding does not change it
+    covers = {cp.name: partition_coverage(plan, cp) for cp in cut(plan, LAVA_CAPABILITIES)}
     signals = {"frames": Signal("frames", (cfg.in_chans, cfg.img_size, cfg.img_size), "analog"),
                "logits": Signal("logits", (cfg.num_classes,), "logits", time="per_clip", layout="K")}
     specs, claimed = [], set()
@@ -103,15 +106,11 @@ def lava_manifest(model: nn.Module, qparts: list[Partition], checkpoint_sha256: 
         for tap in (p.source, *p.taps):
             signals[tap_signal(tap)] = Signal(tap_signal(tap), tuple(tap.shape), "spikes")
         nodes = {f"layer/{i + 1}": [*layer.sources, layer.neuron] for i, layer in enumerate(p.layers)}
-        mine = []
-        for m in [s for layer in p.layers for s in layer.sources] + [t.neuron for t in p.taps if not t.channels]:
-            exclusive = not m.startswith("patch_embed")  # patch-embed convs also feed the host's residual stream
-            if exclusive and m not in claimed:
-                claimed.add(m)
-                mine.append(m)
+        mine = covers.get(p.name, [])
+        claimed |= set(mine)
         specs.append(PartitionSpec(p.name, partition_file(p.name), {"input": tap_signal(p.source)},
-                                   {"output": tap_signal(p.output)}, mine, nodes))
-    rest = [op for op in model_operations(model) if op not in claimed]
+                                   {"output": tap_signal(p.output)}, list(mine), nodes))
+    rest = [op for op in plan.operations if op not in claimed]
     host = HostOpSpec(
         name="host", op="svformer_float_host", inputs=["frames"], outputs=["logits"], modules=rest, time="per_clip",
         equation="logits = SVFormer.forward(frames) in float32 with the host_params.npz state dict, where the "
@@ -122,7 +121,7 @@ def lava_manifest(model: nn.Module, qparts: list[Partition], checkpoint_sha256: 
         target="lava", model_name=cfg.name, config=cfg.to_dict(), checkpoint_sha256=checkpoint_sha256, dt=1.0,
         discretization={**DISCRETIZATION, "netx_format": f"{NETX_FORMAT} v{NETX_FORMAT_VERSION}"},
         signals=signals, partitions=specs, host_ops=[host], schedule=[{"host_op": "host"}],
-        graph_input="frames", graph_output="logits", operations=model_operations(model), class_names=class_names,
+        graph_input="frames", graph_output="logits", plan=plan.to_dict(), class_names=class_names,
         approximations=lava_approximations(cfg.to_dict(), qparts), created_by=f"svformer-deploy {__version__}")
 
 

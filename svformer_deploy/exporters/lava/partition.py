@@ -1,23 +1,19 @@
-"""Partitioning an SVFormer into netx chains (Lava-side) and host operations.
+"""Lava backend of the export plan: the plan cut into netx chains (:data:`LAVA_CAPABILITIES`).
 
 A netx network is a *chain*: spikes in -> (synapse + CUBA neuron) -> ... -> spikes out, one input, no residual
-join, no product of two signals, no per-timestep weights. In SVFormer a neuron layer can run on Loihi exactly
-when its input is a linear function (conv / token-wise Linear / BatchNorm, no neuron between them) of **one**
-spike tensor. Those are:
-
-* ``blocks{s}.{i}.mlp``: ``mlp.lif1`` spikes -> fc1 (+ bn1 folded) -> ``mlp.lif2``  (every block; token
-  Linears are 1x1 convolutions on the (C, H, W) token map of one frame);
-* ``blocks{s}.{i}.attn.{q,k,v}``: ``attn.lif_in`` spikes -> rows of qkv (+ bn_qkv) -> ``lif_q`` / ``lif_k`` /
-  ``lif_v`` (three partitions: each PLIF has its own tau and netx has one decay per layer);
-* ``patch_embed{s}>...`` (s = 2, 3, 4): ``patch_embed{s}.lif`` spikes -> conv (+ bn) -> the first neuron that
-  reads the new stage's stream before any residual add (``blocks{s}.0.lif`` or ``blocks{s}.0.attn.lif_in``);
-* ``local_path``: a two-layer chain ``patch_embed3.lif`` spikes -> patch_embed3 conv (+ bn) -> ``local_path.lif``
-  -> (depthwise 3x3 s2 composed with the 1x1 conv into one dense 3x3 s2 conv, + bn) -> ``head.lif``
-  restricted to its first C4 channels (the concat puts the local path there, and a PLIF is elementwise).
+join, no product of two signals, no per-timestep weights. :func:`~svformer_deploy.exporters.plan.cut` finds
+every chain of the plan (:func:`~svformer_deploy.exporters.plan.chain_links`): a neuron whose input is a
+synapse path reading **one** neuron's spikes. In SVFormer those are the MLPs' ``lif1 -> fc1 (+bn1) -> lif2``,
+the attention's ``lif_in -> qkv rows (+bn_qkv) -> lif_q / lif_k / lif_v`` (each PLIF its own tau: netx has one
+decay per layer), ``patch_embed{s}.lif -> conv (+bn) -> `` the neurons reading the new stage's stream before any
+residual add, and the two-layer local-path chain ``patch_embed3.lif -> conv -> local_path.lif -> dwconv * pwconv
+(+bn) -> head.lif`` restricted to its first C4 channels (the concat puts the local path there, and a PLIF is
+elementwise). A synapse path of several synapses (depthwise then 1x1) is composed into one dense layer:
+``W[o, i] = sum_c P[o, c] D[c, i]``, ``b = P b_D + b_P`` (exact in real arithmetic).
 
 Every other neuron reads a residual stream (a sum of branches), the attention product or analog frames: it runs
 on the host, in float, as do the residual adds, the attention product, the concatenation, the temporal Conv3d
-head and the classifier. BatchNorm folds only when it is shared across time (``bn="shared"``).
+head and the classifier.
 """
 
 from __future__ import annotations
@@ -28,14 +24,19 @@ import numpy as np
 from torch import Tensor, nn
 
 from svformer_deploy.errors import UnsupportedLayerError
-from svformer_deploy.exporters.fold import compose_dw_pw, fold_bn, plif_tau, synapse_params
+from svformer_deploy.exporters.fold import compose_then_1x1
 from svformer_deploy.exporters.lava.quantize import FloatLayer, LoihiLayer, quantize_layer
+from svformer_deploy.exporters.plan import Capabilities, HostOp, Neuron, Plan, PlanPartition, Synapse, cut, lower
 from svformer_deploy.models.neurons import NeuronLayout, SpikingNeuron
 from svformer_deploy.models.norm import TemporalBatchNorm
 from svformer_deploy.models.recording import from_chw, to_chw
 
-__all__ = ["Tap", "Partition", "partition_model", "quantize_partition", "check_supported", "neuron_assignment",
-           "partition_taps"]
+__all__ = ["LAVA_CAPABILITIES", "Tap", "Partition", "partition_model", "partition_plan", "quantize_partition",
+           "check_supported", "neuron_assignment", "partition_taps"]
+
+LAVA_CAPABILITIES = Capabilities("lava", frozenset({"synapse", "neuron"}), residual_joins=False,
+                                 time_varying_weights=False)
+"""What a netx partition holds: chains of synapse + CUBA neuron layers, weights fixed in time."""
 
 Layout = NeuronLayout
 
@@ -115,83 +116,52 @@ def check_supported(model: nn.Module, approximate_bn: bool = False) -> None:
                 "--approximate-bn to fold its time average, at an accuracy cost that verify reports)")
 
 
-# ------------------------------------------------------------------------------------------- folding
-
-def _fold_bn(w: np.ndarray, b: np.ndarray, bn: TemporalBatchNorm, rows: slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`~svformer_deploy.exporters.fold.fold_bn`; a per-timestep BatchNorm (only reached with
-    ``approximate_bn``, see :func:`check_supported`) contributes its time-averaged scale and shift."""
-    return fold_bn(w, b, bn, approximate=True, rows=rows)
-
-
-def _layer(name: str, neuron: nn.Module, neuron_name: str, w, b, stride, pad, groups, in_shape, sources) -> FloatLayer:
-    return FloatLayer(name=name, neuron=neuron_name, weight=w, bias=b, stride=tuple(stride), padding=tuple(pad),
-                      groups=groups, tau=plif_tau(neuron), v_threshold=neuron.v_threshold, in_shape=tuple(in_shape),
-                      sources=tuple(sources))
-
-
 # ------------------------------------------------------------------------------------------- partitioning
 
 def partition_model(model: nn.Module, approximate_bn: bool = False) -> list[Partition]:
-    """The netx chains of an SVFormer (see the module docstring), as float layers with BatchNorm folded."""
+    """The netx chains of a model (see the module docstring), as float layers with BatchNorm folded."""
     check_supported(model, approximate_bn)
-    cfg = model.config
-    dims, depths = cfg.embed_dims, cfg.depths
-    side = [cfg.img_size // 4, cfg.img_size // 8, cfg.img_size // 16, cfg.img_size // 32]
-    mods = dict(model.named_modules())
-    parts: list[Partition] = []
+    return partition_plan(lower(model, approximate_bn=approximate_bn))
 
-    def tap(neuron: str, shape: tuple[int, int, int], channels: tuple[int, int] | None = None) -> Tap:
-        return Tap(neuron, mods[neuron].layout, tuple(shape), channels)
 
-    def first_reader(s: int) -> list[str]:
-        """Neurons that read stage s's stream right after patch_embed{s}, before any residual add."""
-        if depths[s - 1] > 0:
-            return [f"blocks{s}.0.lif" if s <= 2 else f"blocks{s}.0.attn.lif_in"]
-        if s < 4:
-            return [f"patch_embed{s + 1}.lif"]
-        return []  # stage 4 with no blocks feeds head.lif's second half through the concat: host
+def _compose(plan: Plan, path: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, Synapse]:
+    """One dense layer for a synapse path (the first synapse, then 1x1 synapses): float64 weight and bias."""
+    first = plan.node(path[0])
+    w, b = plan.params[f"{first.name}.weight"], plan.params[f"{first.name}.bias"]
+    for name in path[1:]:  # chain_links only continues a path through 1x1, stride-1, unpadded synapses
+        w, b = compose_then_1x1(w, b, plan.params[f"{name}.weight"], plan.params[f"{name}.bias"])
+    return w, b, first
 
-    # patch_embed{s} -> first reader of stage s
-    for s in (2, 3, 4):
-        pe = f"patch_embed{s}"
-        src = tap(f"{pe}.lif", (dims[s - 2], side[s - 2], side[s - 2]))
-        w, b, st, pd, g = synapse_params(mods[f"{pe}.conv"])
-        w, b = _fold_bn(w, b, mods[f"{pe}.bn"])
-        for reader in first_reader(s):
-            lay = _layer(f"{pe}.conv+bn", mods[reader], reader, w, b, st, pd, g, src.shape, (f"{pe}.conv", f"{pe}.bn"))
-            parts.append(Partition(f"{pe}>{reader}", src, (lay,), (tap(reader, lay.out_shape),)))
-        if s == 3:  # the local pathway: a two-layer chain ending in head.lif's first C4 channels
-            lif_lp = mods["local_path.lif"]
-            l1 = _layer(f"{pe}.conv+bn", lif_lp, "local_path.lif", w, b, st, pd, g, src.shape, (f"{pe}.conv", f"{pe}.bn"))
-            wc, bc, st2, pd2 = compose_dw_pw(mods["local_path.dwconv"], mods["local_path.pwconv"])
-            wc, bc = _fold_bn(wc, bc, mods["local_path.bn"])
-            l2 = _layer("local_path.dwconv*pwconv+bn", mods["head.lif"], "head.lif", wc, bc, st2, pd2, 1, l1.out_shape,
-                        ("local_path.dwconv", "local_path.pwconv", "local_path.bn"))
-            parts.append(Partition("local_path", src, (l1, l2),
-                                   (tap("local_path.lif", l1.out_shape),
-                                    tap("head.lif", l2.out_shape, (0, l2.out_shape[0])))))
 
-    for s in range(1, 5):
-        C, H = dims[s - 1], side[s - 1]
-        for i in range(depths[s - 1]):
-            blk = f"blocks{s}.{i}"
-            if s >= 3:  # attention: q, k, v
-                src = tap(f"{blk}.attn.lif_in", (C, H, H))
-                w, b, st, pd, g = synapse_params(mods[f"{blk}.attn.qkv"])
-                for j, which in enumerate("qkv"):
-                    rows = slice(j * C, (j + 1) * C)
-                    wj, bj = _fold_bn(w[rows], b[rows], mods[f"{blk}.attn.bn_qkv"], rows)
-                    neuron = f"{blk}.attn.lif_{which}"
-                    lay = _layer(f"{blk}.attn.qkv[{which}]+bn_qkv", mods[neuron], neuron, wj, bj, st, pd, g, src.shape,
-                                 (f"{blk}.attn.qkv", f"{blk}.attn.bn_qkv"))
-                    parts.append(Partition(f"{blk}.attn.{which}", src, (lay,), (tap(neuron, lay.out_shape),)))
-            src = tap(f"{blk}.mlp.lif1", (C, H, H))
-            w, b, st, pd, g = synapse_params(mods[f"{blk}.mlp.fc1"])
-            w, b = _fold_bn(w, b, mods[f"{blk}.mlp.bn1"])
-            neuron = f"{blk}.mlp.lif2"
-            lay = _layer(f"{blk}.mlp.fc1+bn1", mods[neuron], neuron, w, b, st, pd, g, src.shape,
-                         (f"{blk}.mlp.fc1", f"{blk}.mlp.bn1"))
-            parts.append(Partition(f"{blk}.mlp", src, (lay,), (tap(neuron, lay.out_shape),)))
+def partition_plan(plan: Plan) -> list[Partition]:
+    """The plan cut with :data:`LAVA_CAPABILITIES`, each chain as float layers (one per neuron)."""
+    nodes = {n.name: n for n in plan.nodes}
+    parts = []
+    for cp in cut(plan, LAVA_CAPABILITIES):
+        assert isinstance(cp, PlanPartition)
+        src = nodes[cp.inputs[0]]
+        source = Tap(src.name, src.layout, tuple(src.shape))
+        layers, taps, path = [], [], []
+        for name in cp.nodes:
+            node = nodes[name]
+            if not isinstance(node, Neuron):
+                path.append(name)
+                continue
+            channels = None
+            if isinstance(nodes[path[-1]], HostOp):  # a concat: this neuron's slice fed by the synapse path
+                cat = nodes[path.pop()]
+                start = sum(nodes[i].shape[0] for i in cat.inputs[:cat.inputs.index(path[-1])])
+                channels = (start, start + nodes[path[-1]].shape[0])
+            w, b, first = _compose(plan, tuple(path))
+            syn = [nodes[p] for p in path]
+            in_shape = taps[-1].shape if taps else source.shape
+            layers.append(FloatLayer(
+                name="*".join(path), neuron=name, weight=w, bias=b, stride=(first.stride,) * 2,
+                padding=(first.padding,) * 2, groups=1, tau=node.tau, v_threshold=node.v_threshold,
+                in_shape=tuple(in_shape), sources=tuple(m for s in syn for m in (*s.modules, *s.shares))))
+            taps.append(Tap(name, node.layout, tuple(nodes[path[-1]].shape), channels))
+            path = []
+        parts.append(Partition(cp.name, source, tuple(layers), tuple(taps)))
     return parts
 
 

@@ -36,7 +36,7 @@ def test_bundle_covers_every_operation_once(exported):
     assert coverage_problems(model, manifest.covered_modules()) == []
     host = manifest.host_ops[0]
     assert host.op == "svformer_float_host" and host.op in HOST_OPS
-    last = host.attrs["partitions"]["local_path"]["taps"][-1]
+    last = host.attrs["partitions"]["patch_embed3.lif>head.lif"]["taps"][-1]
     assert last["neuron"] == "head.lif" and last["channels"] == [0, 128]
     assert "blocks1.0.lif" in host.modules and "blocks1.0.mlp.lif2" not in host.modules
 

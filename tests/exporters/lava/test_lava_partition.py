@@ -13,10 +13,13 @@ from svformer_deploy.models import create_model, record_spikes
 from svformer_deploy.models.neurons import plif_multistep
 from tests.exporters.conftest import active_model, clips
 
-TINY_PARTITIONS = [
-    "patch_embed2>blocks2.0.lif", "patch_embed3>blocks3.0.attn.lif_in", "local_path",
-    "patch_embed4>blocks4.0.attn.lif_in", "blocks1.0.mlp", "blocks2.0.mlp", "blocks3.0.attn.q", "blocks3.0.attn.k",
-    "blocks3.0.attn.v", "blocks3.0.mlp", "blocks4.0.attn.q", "blocks4.0.attn.k", "blocks4.0.attn.v", "blocks4.0.mlp"]
+TINY_PARTITIONS = [  # <source neuron>><last neuron>, in the plan's order of their source neurons
+    "blocks1.0.mlp.lif1>blocks1.0.mlp.lif2", "patch_embed2.lif>blocks2.0.lif", "blocks2.0.mlp.lif1>blocks2.0.mlp.lif2",
+    "patch_embed3.lif>head.lif", "patch_embed3.lif>blocks3.0.attn.lif_in",
+    *(f"blocks{s}.0.attn.lif_in>blocks{s}.0.attn.lif_{w}" for s in (3,) for w in "qkv"),
+    "blocks3.0.mlp.lif1>blocks3.0.mlp.lif2", "patch_embed4.lif>blocks4.0.attn.lif_in",
+    *(f"blocks4.0.attn.lif_in>blocks4.0.attn.lif_{w}" for w in "qkv"), "blocks4.0.mlp.lif1>blocks4.0.mlp.lif2"]
+LOCAL_PATH = "patch_embed3.lif>head.lif"
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +34,12 @@ def test_partitions_of_svformer_tiny(recorded):
     model, _ = recorded
     parts = partition_model(model)
     assert [p.name for p in parts] == TINY_PARTITIONS
-    lp = parts[2]
+    lp = parts[TINY_PARTITIONS.index(LOCAL_PATH)]
+    assert [l.name for l in lp.layers] == ["patch_embed3.conv", "local_path.dwconv*local_path.pwconv"]
     assert [t.neuron for t in lp.taps] == ["local_path.lif", "head.lif"] and lp.taps[1].channels == (0, 128)
     assign = neuron_assignment(model, parts)
     assert assign["blocks1.0.lif"] == "host" and assign["blocks3.0.attn.lif_proj"] == "host"
-    assert assign["blocks3.0.attn.lif_k"] == "lava:blocks3.0.attn.k"
+    assert assign["blocks3.0.attn.lif_k"] == "lava:blocks3.0.attn.lif_in>blocks3.0.attn.lif_k"
     assert sum(v.startswith("lava:") for v in assign.values()) == 15  # 14 partitions, local_path has 2 neurons
 
 
