@@ -76,9 +76,48 @@ class _PLIFMultiStep(torch.autograd.Function):
         return grad_h.mul_(k), grad_w, None, None
 
 
+class _PLIFFused(torch.autograd.Function):
+    """:class:`_PLIFMultiStep` as two fused CPU kernels (``csrc/plif.cpp``): the forward over all T steps is one
+    parallel loop over elements, and so is the BPTT backward, which recomputes H from the saved X instead of
+    storing it. Same rounded operations as the reference: identical spikes; gradients equal up to the order in
+    which dL/dw is summed (float64)."""
+
+    @staticmethod
+    def forward(ctx, x_seq: Tensor, w: Tensor, v_threshold: float, alpha: float) -> Tensor:  # type: ignore[override]
+        x_seq = x_seq.contiguous()
+        k = torch.sigmoid(w.detach()).to(x_seq.dtype)
+        ctx.save_for_backward(x_seq, k)
+        ctx.v_threshold = v_threshold
+        ctx.alpha = alpha
+        return torch.ops.svformer_deploy.plif_forward(x_seq, float(k), v_threshold)
+
+    @staticmethod
+    def backward(ctx, grad_s: Tensor):  # type: ignore[override]
+        x_seq, k = ctx.saved_tensors
+        grad_x, grad_k = torch.ops.svformer_deploy.plif_backward(
+            x_seq, grad_s.contiguous(), float(k), ctx.v_threshold, ctx.alpha)
+        return grad_x, (grad_k * (k * (1 - k))).to(k.dtype), None, None
+
+
+_FUSED_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+
+
+def _use_fused(x_seq: Tensor) -> bool:
+    if x_seq.device.type != "cpu" or x_seq.dtype not in _FUSED_DTYPES:
+        return False
+    from svformer_deploy.models._plif_ext import fused_plif_available
+
+    return fused_plif_available()
+
+
 def plif_multistep(x_seq: Tensor, w: Tensor, v_threshold: float = 1.0, alpha: float = 2.0) -> Tensor:
-    """Spikes of a PLIF layer over a whole sequence ``x_seq`` of shape (T, ...), starting from V = 0."""
-    return _PLIFMultiStep.apply(x_seq, w, float(v_threshold), float(alpha))
+    """Spikes of a PLIF layer over a whole sequence ``x_seq`` of shape (T, ...), starting from V = 0.
+
+    On CPU this runs the fused kernels (:class:`_PLIFFused`) when they could be built, else (and on other
+    devices) the pure-torch :class:`_PLIFMultiStep`; both give the same spikes.
+    """
+    fn = _PLIFFused if _use_fused(x_seq) else _PLIFMultiStep
+    return fn.apply(x_seq, w, float(v_threshold), float(alpha))
 
 
 class SpikingNeuron(nn.Module):
