@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from svformer_deploy._atomic import atomic_write, atomic_write_json
+from svformer_deploy._threads import ThreadGovernor
 from svformer_deploy.errors import ConfigError, DataError, OutputExistsError
 from svformer_deploy.models import create_model, read_checkpoint, save_checkpoint
 from svformer_deploy.models.checkpoint import load_state_dict_checked
@@ -215,11 +216,14 @@ def _write_metrics(out_dir: Path, history: list[dict[str, Any]]) -> None:
 
 
 @torch.no_grad()
-def _validate(model: nn.Module, loader, device: torch.device) -> dict[str, float]:  # noqa: ANN001
+def _validate(model: nn.Module, loader, device: torch.device,  # noqa: ANN001
+              governor: ThreadGovernor | None = None) -> dict[str, float]:
     model.eval()
     n = correct1 = correct5 = 0
     loss_sum = 0.0
     for clips, labels, _ in loader:
+        if governor is not None:
+            governor.tick()
         if clips is None:
             continue
         clips, labels = clips.to(device), labels.to(device)
@@ -321,6 +325,7 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, force: b
         ddp_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
 
+    governor = ThreadGovernor()  # fewer threads while other processes keep our CPUs busy
     meta_base = {"class_names": names, "data": cfg.data, "seed": cfg.seed, "command": command,
                  "train_config": _jsonable(asdict(cfg)), "world_size": dist_info.world}
     for epoch in range(start_epoch, cfg.epochs):
@@ -336,6 +341,7 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, force: b
         with bar:
             task = bar.add_task("train", total=steps_per_epoch)
             for clips, labels, bad in loader:
+                governor.tick()
                 skipped.extend(bad)
                 if clips is None or len(clips) < 2:  # BatchNorm needs 2 clips; a batch of bad files is skipped
                     bar.advance(task)
@@ -382,7 +388,7 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, force: b
             if cfg.precise_bn_batches > 0:
                 bn_loader = _loader(train_ds, cfg, _Dist(), epoch, train=True)
                 precise_bn(model, _first_batches(bn_loader, cfg.precise_bn_batches, device))
-            row.update(_validate(model, _loader(val_ds, cfg, dist_info, epoch, train=False), device))
+            row.update(_validate(model, _loader(val_ds, cfg, dist_info, epoch, train=False), device, governor))
             history.append(row)
             improved = row["val_top1"] > best_top1
             best_top1 = max(best_top1, row["val_top1"])
@@ -403,6 +409,7 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, force: b
         import torch.distributed as dist
 
         dist.destroy_process_group()
+    governor.restore()
     return TrainResult(out_dir, last_path, best_path, history)
 
 
