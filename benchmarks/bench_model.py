@@ -109,7 +109,7 @@ def _rss_child(variant: str, name: str, batch: int) -> None:
     before the step and the process's peak, in MiB."""
     import resource
 
-    from svformer_deploy.models.neurons import _use_fused
+    from svformer_deploy.models.neurons import _fused_ops
 
     model = create_model(name).train()
     if variant == "spikingjelly":
@@ -117,7 +117,7 @@ def _rss_child(variant: str, name: str, batch: int) -> None:
     x = torch.randn(batch, *model.config.input_shape)
     y = torch.randint(0, model.config.num_classes, (batch,))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    _use_fused(x)  # load the fused kernel library (if any) before the baseline
+    _fused_ops(x)  # load the fused kernel library (if any) before the baseline
     with open("/proc/self/statm") as f:
         before = int(f.read().split()[1]) * resource.getpagesize() / 2**20
     loss = torch.nn.functional.cross_entropy(model(x), y)

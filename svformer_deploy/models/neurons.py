@@ -77,47 +77,57 @@ class _PLIFMultiStep(torch.autograd.Function):
 
 
 class _PLIFFused(torch.autograd.Function):
-    """:class:`_PLIFMultiStep` as two fused CPU kernels (``csrc/plif.cpp``): the forward over all T steps is one
-    parallel loop over elements, and so is the BPTT backward, which recomputes H from the saved X instead of
-    storing it. Same rounded operations as the reference: identical spikes; gradients equal up to the order in
-    which dL/dw is summed (float64)."""
+    """:class:`_PLIFMultiStep` as two fused kernels, ``ops = (forward, backward)``: the C++ ones of
+    ``csrc/plif.cpp`` on CPU, the Triton ones of :mod:`._plif_triton` on CUDA. The forward over all T steps is
+    one parallel loop over elements, and so is the BPTT backward, which recomputes H from the saved X instead
+    of storing it. Same rounded operations as the reference: identical spikes; gradients equal up to the order
+    in which dL/dw is summed (float64)."""
 
     @staticmethod
-    def forward(ctx, x_seq: Tensor, w: Tensor, v_threshold: float, alpha: float) -> Tensor:  # type: ignore[override]
+    def forward(ctx, x_seq: Tensor, w: Tensor, v_threshold: float, alpha: float, ops) -> Tensor:  # type: ignore[override]
         x_seq = x_seq.contiguous()
         k = torch.sigmoid(w.detach()).to(x_seq.dtype)
         ctx.save_for_backward(x_seq, k)
-        ctx.v_threshold = v_threshold
-        ctx.alpha = alpha
-        return torch.ops.svformer_deploy.plif_forward(x_seq, float(k), v_threshold)
+        ctx.v_threshold, ctx.alpha, ctx.ops = v_threshold, alpha, ops
+        return ops[0](x_seq, float(k), v_threshold)
 
     @staticmethod
     def backward(ctx, grad_s: Tensor):  # type: ignore[override]
         x_seq, k = ctx.saved_tensors
-        grad_x, grad_k = torch.ops.svformer_deploy.plif_backward(
-            x_seq, grad_s.contiguous(), float(k), ctx.v_threshold, ctx.alpha)
-        return grad_x, (grad_k * (k * (1 - k))).to(k.dtype), None, None
+        grad_x, grad_k = ctx.ops[1](x_seq, grad_s.contiguous(), float(k), ctx.v_threshold, ctx.alpha)
+        return grad_x, (grad_k * (k * (1 - k))).to(k.dtype), None, None, None
 
 
-_FUSED_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+_CPU_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+_CUDA_DTYPES = (torch.float32, torch.float64, torch.float16)  # bfloat16 rounding not verified: reference path
 
 
-def _use_fused(x_seq: Tensor) -> bool:
-    if x_seq.device.type != "cpu" or x_seq.dtype not in _FUSED_DTYPES:
-        return False
-    from svformer_deploy.models._plif_ext import fused_plif_available
+def _fused_ops(x_seq: Tensor) -> tuple | None:
+    """The (forward, backward) kernels for ``x_seq``'s device and dtype, or None (use the reference)."""
+    if x_seq.device.type == "cpu" and x_seq.dtype in _CPU_DTYPES:
+        from svformer_deploy.models._plif_ext import fused_plif_available
 
-    return fused_plif_available()
+        if fused_plif_available():
+            return torch.ops.svformer_deploy.plif_forward, torch.ops.svformer_deploy.plif_backward
+    elif x_seq.device.type == "cuda" and x_seq.dtype in _CUDA_DTYPES:
+        try:
+            from svformer_deploy.models import _plif_triton
+        except ImportError:  # no Triton
+            return None
+        return _plif_triton.plif_forward, _plif_triton.plif_backward
+    return None
 
 
 def plif_multistep(x_seq: Tensor, w: Tensor, v_threshold: float = 1.0, alpha: float = 2.0) -> Tensor:
     """Spikes of a PLIF layer over a whole sequence ``x_seq`` of shape (T, ...), starting from V = 0.
 
-    On CPU this runs the fused kernels (:class:`_PLIFFused`) when they could be built, else (and on other
-    devices) the pure-torch :class:`_PLIFMultiStep`; both give the same spikes.
+    Runs the fused kernels (:class:`_PLIFFused`: C++ on CPU when they could be built, Triton on CUDA), else the
+    pure-torch :class:`_PLIFMultiStep`; all give the same spikes.
     """
-    fn = _PLIFFused if _use_fused(x_seq) else _PLIFMultiStep
-    return fn.apply(x_seq, w, float(v_threshold), float(alpha))
+    ops = _fused_ops(x_seq)
+    if ops is None:
+        return _PLIFMultiStep.apply(x_seq, w, float(v_threshold), float(alpha))
+    return _PLIFFused.apply(x_seq, w, float(v_threshold), float(alpha), ops)
 
 
 class SpikingNeuron(nn.Module):

@@ -13,7 +13,7 @@ import torch
 
 from svformer_deploy.models import PLIF, create_model, neurons
 from svformer_deploy.models._plif_ext import fused_plif_available
-from svformer_deploy.models.neurons import _PLIFFused, _PLIFMultiStep
+from svformer_deploy.models.neurons import _fused_ops, _PLIFFused, _PLIFMultiStep
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,7 +33,7 @@ def _inputs(dtype: torch.dtype, shape=(8, 3, 333), seed: int = 0) -> torch.Tenso
 def _run(fn, x: torch.Tensor, w0: float, grad: torch.Tensor):
     x = x.clone().requires_grad_()
     w = torch.tensor(w0, requires_grad=True)
-    s = fn.apply(x, w, 1.0, 2.0)
+    s = fn.apply(x, w, 1.0, 2.0, *([_fused_ops(x)] if fn is _PLIFFused else []))
     gx, gw = torch.autograd.grad(s, (x, w), grad)
     return s, gx, gw
 
@@ -96,7 +96,7 @@ def test_model_uses_the_fused_kernel_and_matches_the_reference(monkeypatch):
     n_plif = sum(isinstance(m, PLIF) for m in model.modules())
     assert len(calls) == n_plif > 0
     model.zero_grad()
-    monkeypatch.setattr(neurons, "_use_fused", lambda x: False)
+    monkeypatch.setattr(neurons, "_fused_ops", lambda x: None)
     ref = model(x)
     ref.sum().backward()
     assert torch.equal(out, ref)
@@ -137,3 +137,35 @@ def test_opt_out_by_environment():
     assert res.returncode == 0, res.stderr
     assert res.stdout.splitlines()[:2][0] == "False [0.0, 0.0, 1.0, 1.0, 0.0] True"
     assert res.stdout.splitlines()[1].startswith("0 ")
+
+
+TRITON = """
+import torch
+from svformer_deploy.models import _plif_triton as pt
+from svformer_deploy.models.neurons import _PLIFMultiStep
+for dtype in (torch.float32, torch.float64, torch.float16):
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(5, 2, 700, generator=g, dtype=torch.float64) * 1.5 + 0.5).to(dtype)
+    x[:, 0, :7] = 2.0
+    w = torch.tensor(0.0, dtype=torch.float64 if dtype == torch.float64 else torch.float32, requires_grad=True)
+    xr = x.clone().requires_grad_()
+    s_ref = _PLIFMultiStep.apply(xr, w, 1.0, 2.0)
+    grad = torch.randn(x.shape, generator=g).to(dtype)
+    gx_ref, gw_ref = torch.autograd.grad(s_ref, (xr, w), grad)
+    k = torch.sigmoid(w.detach()).to(dtype)
+    s = pt.plif_forward(x, float(k), 1.0)
+    gx, gk = pt.plif_backward(x, grad, float(k), 1.0, 2.0)
+    gw = float(gk * (k * (1 - k)))
+    tol = 1e-6 if dtype != torch.float16 else 2 ** -10
+    print(dtype, torch.equal(s, s_ref), float((gx.double() - gx_ref.double()).abs().max()) <= tol,
+          abs(gw - float(gw_ref)) <= tol * max(1.0, abs(gw)))
+"""
+
+
+def test_triton_kernels_match_the_reference_in_the_interpreter():
+    """The CUDA kernels' arithmetic, run by Triton's CPU interpreter (the suite has no GPU)."""
+    pytest.importorskip("triton")
+    res = _python(TRITON, TRITON_INTERPRET="1")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split() == [w for d in ("float32", "float64", "float16") for w in (f"torch.{d}", "True", "True",
+                                                                                       "True")]
