@@ -34,6 +34,18 @@ def extension_dir() -> Path:
     return root / f"plif-{key}-torch{torch.__version__.replace('+', '_')}-{py}"
 
 
+def _put_ninja_on_path() -> None:
+    """torch looks for ``ninja`` on PATH; the pip package's binary sits in the environment's bin folder, which is
+    not on PATH when ``.venv/bin/svformer-deploy`` runs without an activated environment."""
+    try:
+        import ninja
+    except ImportError:
+        return
+    path = os.environ.get("PATH", "")
+    if ninja.BIN_DIR not in path.split(os.pathsep):
+        os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + path
+
+
 @functools.cache
 def fused_plif_available() -> bool:
     """Build (first call on this machine) and load the fused PLIF kernels; False (with one warning) if impossible."""
@@ -50,6 +62,8 @@ def fused_plif_available() -> bool:
         # torch logs a CUDA_HOME notice on import on machines without CUDA; not the user's concern here
         logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         from torch.utils import cpp_extension
+
+        _put_ninja_on_path()
 
         build.mkdir(parents=True, exist_ok=True)
         cpp_extension.load(name="svformer_deploy_plif", sources=[str(SOURCE)], extra_cflags=CFLAGS,
