@@ -8,8 +8,8 @@
 //   G_H  = sg * dL/dS[t] + (S[t] ? 0 : G_V)        dL/dX[t] = G_H * k        G_V = G_H * (1 - k)
 //   dL/dk += (X[t] - V[t-1]) * G_H                 (summed in double)
 // The forward saves nothing but X: the backward recomputes H block by block (T x BLOCK values in cache).
-// Elements are split into fixed blocks of BLOCK; dL/dk is summed per block, then over blocks in order, so the
-// result does not depend on the number of threads.
+// Elements are split into fixed blocks of BLOCK; dL/dk is summed per element over t, then over the block's elements,
+// then over blocks, always in the same order, so the result does not depend on the number of threads.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -32,7 +32,7 @@ int64_t grain_blocks(int64_t T) {
 template <typename scalar_t>
 void forward_kernel(const scalar_t* x, scalar_t* s, int64_t T, int64_t N, scalar_t k, scalar_t vth) {
   const int64_t nblocks = (N + BLOCK - 1) / BLOCK;
-  at::parallel_for(0, nblocks, grain_blocks(T), [&](int64_t b0, int64_t b1) {
+  at::parallel_for(0, nblocks, grain_blocks(T), [&, k, vth](int64_t b0, int64_t b1) {
     scalar_t v[BLOCK];
     const scalar_t zero(0), one(1);
     for (int64_t b = b0; b < b1; ++b) {
@@ -58,11 +58,13 @@ template <typename scalar_t, typename opmath_t = at::opmath_type<scalar_t>>
 void backward_kernel(const scalar_t* x, const scalar_t* gs, scalar_t* gx, double* partial, int64_t T, int64_t N,
                      scalar_t k, scalar_t vth, opmath_t c1, opmath_t c2) {
   const int64_t nblocks = (N + BLOCK - 1) / BLOCK;
-  const scalar_t zero(0), one(1);
-  const scalar_t one_minus_k = one - k;
-  at::parallel_for(0, nblocks, grain_blocks(T), [&](int64_t b0, int64_t b1) {
+  at::parallel_for(0, nblocks, grain_blocks(T), [&, k, vth, c1, c2](int64_t b0, int64_t b1) {
+    // constants local to the loop body (not captured references): lets the compiler vectorize the selects
+    const scalar_t zero(0), one(1);
+    const scalar_t one_minus_k = one - k;
     std::vector<scalar_t> hbuf(T * BLOCK);
-    scalar_t gv[BLOCK];
+    scalar_t gv[BLOCK], vprev[BLOCK];
+    double acc[BLOCK];
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t i0 = b * BLOCK, n = std::min(BLOCK, N - i0);
       // recompute H for the block (the forward's arithmetic)
@@ -78,14 +80,23 @@ void backward_kernel(const scalar_t* x, const scalar_t* gs, scalar_t* gx, double
           gv[j] = (h >= vth) ? zero : h;
         }
       }
-      double acc = 0.0;
-      for (int64_t j = 0; j < n; ++j) gv[j] = zero;
+      // per-lane float64 sums (a vectorizable loop; a single running sum would need reassociation)
+      for (int64_t j = 0; j < n; ++j) {
+        gv[j] = zero;
+        acc[j] = 0.0;
+      }
       for (int64_t t = T - 1; t >= 0; --t) {
         const scalar_t* xt = x + t * N + i0;
         const scalar_t* gst = gs + t * N + i0;
         scalar_t* gxt = gx + t * N + i0;
         const scalar_t* ht = hbuf.data() + t * BLOCK;
-        const scalar_t* hp = t > 0 ? hbuf.data() + (t - 1) * BLOCK : nullptr;
+        // V[t-1] = H[t-1] unless it fired (0), and V[-1] = 0
+        if (t > 0) {
+          const scalar_t* hp = hbuf.data() + (t - 1) * BLOCK;
+          for (int64_t j = 0; j < n; ++j) vprev[j] = (hp[j] >= vth) ? zero : hp[j];
+        } else {
+          for (int64_t j = 0; j < n; ++j) vprev[j] = zero;
+        }
         for (int64_t j = 0; j < n; ++j) {
           const scalar_t h = ht[j];
           scalar_t a = h - vth;
@@ -97,15 +108,16 @@ void backward_kernel(const scalar_t* x, const scalar_t* gs, scalar_t* gx, double
           const scalar_t carried = (h >= vth) ? zero : gv[j];
           const scalar_t m = a * gst[j];
           const scalar_t g = m + carried;
-          const scalar_t vprev = hp ? ((hp[j] >= vth) ? zero : hp[j]) : zero;
-          const scalar_t dk = hp ? scalar_t(xt[j] - vprev) : xt[j];
+          const scalar_t dk = xt[j] - vprev[j];  // at t = 0: X - 0 = X exactly, as the reference's clone
           const scalar_t prod = dk * g;
-          acc += static_cast<double>(prod);
+          acc[j] += static_cast<double>(prod);
           gxt[j] = g * k;
           gv[j] = g * one_minus_k;
         }
       }
-      partial[b] = acc;
+      double sum = 0.0;
+      for (int64_t j = 0; j < n; ++j) sum += acc[j];
+      partial[b] = sum;
     }
   });
 }
