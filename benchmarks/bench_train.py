@@ -91,7 +91,8 @@ def contention(threads: int, batch: int, steps: int, repeats: int) -> None:
     for key in ("policy", "fixed"):
         q, b = best[f"{key} quiet"], best[f"{key} busy"]
         label = "thread policy" if key == "policy" else f"fixed {threads} threads"
-        print(f"  {label:17s} quiet {q:7.1f} clips/s   one busy process {b:7.1f} clips/s   ratio busy/quiet x{b / q:.2f}")
+        print(f"  {label:17s} quiet {q:7.1f} clips/s   one busy process {b:7.1f} clips/s   "
+              f"ratio busy/quiet x{b / q:.2f}")
     print(f"  one busy process: thread policy / fixed threads x{best['policy busy'] / best['fixed busy']:.2f}")
 
 

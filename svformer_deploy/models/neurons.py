@@ -84,7 +84,8 @@ class _PLIFFused(torch.autograd.Function):
     in which dL/dw is summed (float64)."""
 
     @staticmethod
-    def forward(ctx, x_seq: Tensor, w: Tensor, v_threshold: float, alpha: float, ops) -> Tensor:  # type: ignore[override]
+    def forward(ctx, x_seq: Tensor, w: Tensor, v_threshold: float, alpha: float,  # type: ignore[override]
+                ops: tuple) -> Tensor:
         x_seq = x_seq.contiguous()
         k = torch.sigmoid(w.detach()).to(x_seq.dtype)
         ctx.save_for_backward(x_seq, k)
