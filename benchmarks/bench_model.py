@@ -104,20 +104,67 @@ def bench_neurons_alone(name: str, repeats: int, batch: int) -> None:
           f"ours {a * 1e3:9.1f} ms   spikingjelly {b * 1e3:9.1f} ms   speed-up x{b / a:.2f}", flush=True)
 
 
+def _rss_child(variant: str, name: str, batch: int) -> None:
+    """In a fresh process: one training step (forward, backward, AdamW) of ``name``; print the resident set size
+    before the step and the process's peak, in MiB."""
+    import resource
+
+    from svformer_deploy.models.neurons import _fused_ops
+
+    model = create_model(name).train()
+    if variant == "spikingjelly":
+        swap_neurons(model)
+    x = torch.randn(batch, *model.config.input_shape)
+    y = torch.randint(0, model.config.num_classes, (batch,))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    _fused_ops(x)  # load the fused kernel library (if any) before the baseline
+    with open("/proc/self/statm") as f:
+        before = int(f.read().split()[1]) * resource.getpagesize() / 2**20
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    opt.step()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(f"{before:.1f} {peak:.1f}")
+
+
+def bench_memory(name: str, batch: int) -> None:
+    """Peak RSS of one training step, ours vs spikingjelly, each in its own fresh process."""
+    import subprocess
+    import sys
+
+    res = {}
+    for variant in ("ours", "spikingjelly"):
+        out = subprocess.run([sys.executable, __file__, "--rss-child", variant, "--models", name, "--batch", str(batch),
+                              "--threads", str(torch.get_num_threads())],
+                             capture_output=True, text=True, check=True).stdout.split()
+        res[variant] = (float(out[-2]), float(out[-1]))
+    (a0, a), (b0, b) = res["ours"], res["spikingjelly"]
+    print(f"{name:16s} peak RSS of one training step batch={batch}  ours {a:8.0f} MiB   spikingjelly {b:8.0f} MiB   "
+          f"ratio x{a / b:.2f}   (step's own growth over the {a0:.0f}/{b0:.0f} MiB before it: "
+          f"{a - a0:.0f} vs {b - b0:.0f} MiB, x{(a - a0) / (b - b0):.2f})", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["svformer_tiny", "svformer_ucf101"])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch", type=int, default=None, help="default: 8 for small models, 1 for svformer_ucf101")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--memory-model", default="svformer_ucf101", help="model of the peak-RSS comparison ('' = skip)")
+    ap.add_argument("--memory-batch", type=int, default=2)
+    ap.add_argument("--rss-child", choices=["ours", "spikingjelly"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.rss_child:
+        return _rss_child(args.rss_child, args.models[0], args.batch)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu")
     for name in args.models:
         batch = args.batch or (1 if name == "svformer_ucf101" else 8)
         bench(name, args.repeats, batch)
         bench_neurons_alone(name, args.repeats, batch)
+    if args.memory_model:
+        bench_memory(args.memory_model, args.memory_batch)
 
 
 if __name__ == "__main__":

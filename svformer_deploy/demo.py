@@ -183,4 +183,5 @@ def run_demo(out_dir: str | Path = "demo-out", *, pretrained: bool = False, forc
                "seconds": report.seconds, "failures": report.failures}
     atomic_write_json(out_dir / "demo.json", summary)
     echo(f"summary: {out_dir / 'demo.json'}")
+    echo(f"demo finished in {time.perf_counter() - t0:.0f} s wall ({(time.perf_counter() - t0) / 60:.1f} min)")
     return report

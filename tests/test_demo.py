@@ -43,6 +43,7 @@ def test_demo_trains_evaluates_and_lists_artefacts(tmp_path, monkeypatch):
     assert ev["num_videos"] == 1000 and ev["views_per_video"] == 1
     text = "\n".join(lines)
     assert "[evaluate]" in text and "confusion_png:" in text and "[broken] FAILED" in text
+    assert lines[-1].startswith("demo finished in ") and lines[-1].endswith(" min)")  # the wall time, last
     with pytest.raises(OutputExistsError, match="--force"):
         demo_mod.run_demo(tmp_path / "out", recipe=TINY, progress=False, echo=lines.append)
 

@@ -44,7 +44,10 @@ from svformer_deploy.cli import sparsity as _sparsity  # noqa: E402,F401
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the CLI and exit with its status code."""
+    from svformer_deploy._threads import configure_threads
+
     _STATE["debug"] = "--debug" in (sys.argv[1:] if argv is None else argv)
+    configure_threads()
     command = typer.main.get_command(app)
     try:
         # standalone mode: usage errors, --help and Ctrl-C are handled (and exited) by the CLI framework

@@ -101,9 +101,59 @@ class _PLIFMultiStep(torch.autograd.Function):
         return grad_h.mul_(k), grad_w, None, None
 
 
+class _PLIFFused(torch.autograd.Function):
+    """:class:`_PLIFMultiStep` as two fused kernels, ``ops = (forward, backward)``: the C++ ones of
+    ``csrc/plif.cpp`` on CPU, the Triton ones of :mod:`._plif_triton` on CUDA. The forward over all T steps is
+    one parallel loop over elements, and so is the BPTT backward, which recomputes H from the saved X instead
+    of storing it. Same rounded operations as the reference: identical spikes; gradients equal up to the order
+    in which dL/dw is summed (float64)."""
+
+    @staticmethod
+    def forward(ctx, x_seq: Tensor, w: Tensor, v_threshold: float, alpha: float,  # type: ignore[override]
+                ops: tuple) -> Tensor:
+        x_seq = x_seq.contiguous()
+        k = torch.sigmoid(w.detach()).to(x_seq.dtype)
+        ctx.save_for_backward(x_seq, k)
+        ctx.v_threshold, ctx.alpha, ctx.ops = v_threshold, alpha, ops
+        return ops[0](x_seq, float(k), v_threshold)
+
+    @staticmethod
+    def backward(ctx, grad_s: Tensor):  # type: ignore[override]
+        x_seq, k = ctx.saved_tensors
+        grad_x, grad_k = ctx.ops[1](x_seq, grad_s.contiguous(), float(k), ctx.v_threshold, ctx.alpha)
+        return grad_x, (grad_k * (k * (1 - k))).to(k.dtype), None, None, None
+
+
+_CPU_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+_CUDA_DTYPES = (torch.float32, torch.float64, torch.float16)  # bfloat16 rounding not verified: reference path
+
+
+def _fused_ops(x_seq: Tensor) -> tuple | None:
+    """The (forward, backward) kernels for ``x_seq``'s device and dtype, or None (use the reference)."""
+    if x_seq.device.type == "cpu" and x_seq.dtype in _CPU_DTYPES:
+        from svformer_deploy.models._plif_ext import fused_plif_available
+
+        if fused_plif_available():
+            return torch.ops.svformer_deploy.plif_forward, torch.ops.svformer_deploy.plif_backward
+    elif x_seq.device.type == "cuda" and x_seq.dtype in _CUDA_DTYPES:
+        try:
+            from svformer_deploy.models import _plif_triton
+        except ImportError:  # no Triton
+            return None
+        return _plif_triton.plif_forward, _plif_triton.plif_backward
+    return None
+
+
 def plif_multistep(x_seq: Tensor, w: Tensor, v_threshold: float = 1.0, alpha: float = 2.0) -> Tensor:
-    """Spikes of a PLIF layer over a whole sequence ``x_seq`` of shape (T, ...), starting from V = 0."""
-    return _PLIFMultiStep.apply(x_seq, w, float(v_threshold), float(alpha))
+    """Spikes of a PLIF layer over a whole sequence ``x_seq`` of shape (T, ...), starting from V = 0.
+
+    Runs the fused kernels (:class:`_PLIFFused`: C++ on CPU when they could be built, Triton on CUDA), else the
+    pure-torch :class:`_PLIFMultiStep`; all give the same spikes.
+    """
+    ops = _fused_ops(x_seq)
+    if ops is None:
+        return _PLIFMultiStep.apply(x_seq, w, float(v_threshold), float(alpha))
+    return _PLIFFused.apply(x_seq, w, float(v_threshold), float(alpha), ops)
 
 
 class SpikingNeuron(nn.Module):

@@ -26,6 +26,7 @@ from torch.nn import functional as F
 
 from svformer_deploy._atomic import atomic_write_csv, atomic_write_json
 from svformer_deploy._paths import data_spec, user_path
+from svformer_deploy._threads import ThreadGovernor
 from svformer_deploy.errors import ConfigError, DataError, DistributedError, OutputExistsError
 from svformer_deploy.models import create_model, read_checkpoint, save_checkpoint
 from svformer_deploy.models.checkpoint import load_state_dict_checked
@@ -239,7 +240,8 @@ def _write_metrics(out_dir: Path, history: list[dict[str, Any]]) -> None:
 
 
 @torch.no_grad()
-def _validate(model: nn.Module, loader, device: torch.device) -> dict[str, Any]:  # noqa: ANN001
+def _validate(model: nn.Module, loader, device: torch.device,  # noqa: ANN001
+              governor: ThreadGovernor | None = None) -> dict[str, Any]:
     """Loss, top-1 and top-5 over the readable validation clips; unreadable videos are skipped, counted
     (``val_skipped_videos``) and named (``val_skipped_ids``) as in training."""
     model.eval()
@@ -247,6 +249,8 @@ def _validate(model: nn.Module, loader, device: torch.device) -> dict[str, Any]:
     loss_sum = 0.0
     skipped: list[str] = []
     for clips, labels, bad in loader:
+        if governor is not None:
+            governor.tick()
         skipped.extend(bad)
         if clips is None:
             continue
@@ -356,6 +360,7 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, force: b
         ddp_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
 
+    governor = ThreadGovernor()  # fewer threads while other processes keep our CPUs busy
     meta_base = {"class_names": names, "data": cfg.data, "seed": cfg.seed, "command": command,
                  "train_config": _jsonable(asdict(cfg)), "world_size": dist_info.world}
 
@@ -373,7 +378,7 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, force: b
                                                                   history=rows))
 
         save_last([*history, row], best_top1)  # the epoch's training is kept whatever validation does
-        row.update(_validate(model, _loader(val_ds, cfg, dist_info, epoch, train=False), device))
+        row.update(_validate(model, _loader(val_ds, cfg, dist_info, epoch, train=False), device, governor))
         history.append(row)
         improved = row["val_top1"] > best_top1
         best_top1 = max(best_top1, row["val_top1"])
@@ -387,7 +392,7 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, force: b
     try:
         for epoch in range(start_epoch, cfg.epochs):
             row = _train_epoch(ddp_model, model, train_ds, cfg, dist_info, device, epoch, optimizer, scheduler, scaler,
-                               use_amp, len(names), steps_per_epoch, progress)
+                               use_amp, len(names), steps_per_epoch, progress, governor)
             failure: BaseException | None = None
             if dist_info.main:
                 try:
@@ -410,12 +415,14 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, force: b
 
             if dist.is_initialized():
                 dist.destroy_process_group()
+        governor.restore()
     return TrainResult(out_dir, last_path, best_path, history)
 
 
 def _train_epoch(ddp_model: nn.Module, model: nn.Module, train_ds, cfg: TrainConfig, dist_info: _Dist,  # noqa: ANN001
                  device: torch.device, epoch: int, optimizer, scheduler, scaler, use_amp: bool,  # noqa: ANN001
-                 num_classes: int, steps_per_epoch: int, progress: bool) -> dict[str, Any]:
+                 num_classes: int, steps_per_epoch: int, progress: bool,
+                 governor: ThreadGovernor) -> dict[str, Any]:
     """One epoch of training; returns its metrics row (summed over processes).
 
     Unreadable videos are dropped from their batch, counted and named. Readable clips of a batch that cannot
@@ -439,6 +446,7 @@ def _train_epoch(ddp_model: nn.Module, model: nn.Module, train_ds, cfg: TrainCon
     with bar:
         task = bar.add_task("train", total=steps_per_epoch)
         for clips, labels, bad in loader:
+            governor.tick()
             skipped.extend(bad)
             if carry is not None:
                 clips = carry[0] if clips is None else torch.cat([carry[0], clips])

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from svformer_deploy._atomic import atomic_write, atomic_write_csv, atomic_write_json
+from svformer_deploy._threads import ThreadGovernor
 from svformer_deploy.errors import DataError
 
 __all__ = ["EvalResult", "evaluate_model", "evaluate_checkpoint", "confusion_matrix", "plot_confusion"]
@@ -76,7 +77,10 @@ def evaluate_model(model: nn.Module, spec: str | os.PathLike, *, split: str = "v
     scores: list[Tensor] = []
     pending: list[tuple[str, int, Tensor]] = []
 
+    governor = ThreadGovernor()  # fewer threads while other processes keep our CPUs busy
+
     def flush() -> None:
+        governor.tick()
         views = torch.cat([p[2] for p in pending]).to(device)
         probs = torch.cat([model(views[i:i + batch_views]).float().softmax(-1)
                            for i in range(0, len(views), batch_views)])
@@ -99,6 +103,7 @@ def evaluate_model(model: nn.Module, spec: str | os.PathLike, *, split: str = "v
             bar.advance(task)
         if pending:
             flush()
+    governor.restore()
     if not scores:
         raise DataError(f"{spec}: the {split} split has no videos")
     s = torch.stack(scores)

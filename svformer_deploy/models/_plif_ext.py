@@ -1,0 +1,78 @@
+"""The fused CPU PLIF kernels (``csrc/plif.cpp``): built with the local C++ compiler on first use, then cached.
+
+The library is compiled once per (source, torch version, Python version) into
+``~/.cache/svformer-deploy/ext/`` (``$SVFORMER_EXT_DIR`` overrides the folder) with ``-O3 -fopenmp
+-ffp-contract=off`` (no fused multiply-add, so every operation rounds as the pure-torch reference does) and
+registers ``torch.ops.svformer_deploy.plif_forward`` / ``plif_backward``. Without a compiler or ninja, or with
+``SVFORMER_NO_EXT=1``, :func:`fused_plif_available` is False and the neurons use the pure-torch implementation
+(one warning per process).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+
+__all__ = ["fused_plif_available", "extension_dir", "SOURCE"]
+
+SOURCE = Path(__file__).with_name("csrc") / "plif.cpp"
+CFLAGS = ["-O3", "-fopenmp", "-ffp-contract=off"]
+
+
+def extension_dir() -> Path:
+    """Build folder of the extension: one per source text, compiler flags, torch and Python version."""
+    root = Path(os.environ.get("SVFORMER_EXT_DIR") or Path.home() / ".cache" / "svformer-deploy" / "ext")
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join(CFLAGS).encode()).hexdigest()[:12]
+    py = f"py{sys.version_info.major}{sys.version_info.minor}"
+    return root / f"plif-{key}-torch{torch.__version__.replace('+', '_')}-{py}"
+
+
+def _put_ninja_on_path() -> None:
+    """torch looks for ``ninja`` on PATH; the pip package's binary sits in the environment's bin folder, which is
+    not on PATH when ``.venv/bin/svformer-deploy`` runs without an activated environment."""
+    try:
+        import ninja
+    except ImportError:
+        return
+    path = os.environ.get("PATH", "")
+    if ninja.BIN_DIR not in path.split(os.pathsep):
+        os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + path
+
+
+@functools.cache
+def fused_plif_available() -> bool:
+    """Build (first call on this machine) and load the fused PLIF kernels; False (with one warning) if impossible."""
+    if os.environ.get("SVFORMER_NO_EXT", "") not in ("", "0"):
+        return False
+    if hasattr(torch.ops.svformer_deploy, "plif_forward"):
+        return True
+    build = extension_dir()
+    library = build / "svformer_deploy_plif.so"
+    if library.exists() and not (build / "lock").exists():  # built before, no build in progress
+        torch.ops.load_library(str(library))
+        return True
+    try:
+        # torch logs a CUDA_HOME notice on import on machines without CUDA; not the user's concern here
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+        from torch.utils import cpp_extension
+
+        _put_ninja_on_path()
+
+        build.mkdir(parents=True, exist_ok=True)
+        cpp_extension.load(name="svformer_deploy_plif", sources=[str(SOURCE)], extra_cflags=CFLAGS,
+                           extra_ldflags=["-fopenmp"], build_directory=str(build), is_python_module=False,
+                           verbose=False)
+    except Exception as err:  # no compiler / ninja / headers: the pure-torch neurons still work
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        warnings.warn(f"svformer-deploy: the fused PLIF kernel could not be built ({first_line}); using the slower "
+                      "pure-torch PLIF. Install a C++ compiler and ninja (pip install ninja) to get it.",
+                      RuntimeWarning, stacklevel=2)
+        return False
+    return True
