@@ -225,3 +225,27 @@ def test_spike_budget_curve_lowers_the_firing_rate(tmp_path):
     # finished budgets are reused on --resume
     again, _ = finetune_budgets(src, cfg, [0.02, 0.08, 0.04], resume=True)
     assert [r.report for r in again] == [r.report for r in results]
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_gloo(pt_ckpt, tmp_path):
+    """DDP like `train`: 2 CPU processes share the epoch; rank 0 writes one checkpoint and the report."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "svformer_deploy", "finetune", str(pt_ckpt), "--device", "cpu", "--epochs", "1", "--batch-size", "4",
+           "--train-clips", "16", "--eval-videos", "4", "--out", str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads((out / "metrics.json").read_text())
+    assert len(rows) == 1 and rows[0]["train_clips"] == 16  # 2 steps x 4 clips x 2 processes
+    model, meta = load_checkpoint(out / "finetuned.pt")
+    assert meta["world_size"] == 2 and model.config.bn == "shared"
+    assert not any(k.startswith("module.") for k in model.state_dict())
+    assert json.loads((out / REPORT_NAME).read_text())["protocol"]["num_videos"] == 4
