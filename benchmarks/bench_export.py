@@ -8,8 +8,9 @@ default: the exportable form; ``per_timestep`` exports NIR with ``approximate_bn
 sets every BatchNorm's statistics to those of N moving-digits training batches of 2 clips at the model's size
 (precise BN), so the neurons fire at data-driven rates instead of those of the initial statistics. With
 ``--verify-clips N`` each export is also verified on N moving-digits validation clips rendered at the model's
-size (NIR: spike agreement of every neuron-step and top-1 agreement; ONNX: onnxruntime logits), and those wall
-times and figures are printed too. ``--json PATH`` writes every figure.
+size (NIR: spike agreement of every neuron-step and top-1 agreement; ONNX: onnxruntime logits), ``--chunk``
+clips per call with the running figures printed after each, and those wall times and figures are printed too.
+``--json PATH`` writes every figure.
 
     OMP_NUM_THREADS=2 python benchmarks/bench_export.py [--model svformer_ucf101] [--bn shared] [--num-classes 10]
         [--calibrate 4] [--verify-clips 1] [--threads 2] [--repeat 1] [--skip-onnx] [--json out.json]
@@ -49,6 +50,36 @@ def timed(fn):  # noqa: ANN001, ANN201
     return out, time.perf_counter() - t
 
 
+def merge(reports: list[dict]) -> dict:
+    """One verification summary over reports of consecutive clip chunks: counts summed, agreement weighted by
+    clips, verdict ``failed`` if any chunk failed, else ``exact`` if all were exact, else ``threshold``."""
+    verdicts = {r["verdict"] for r in reports}
+    out = {"verdict": "failed" if "failed" in verdicts else "exact" if verdicts == {"exact"} else "threshold",
+           "clips": sum(r["clips"] for r in reports),
+           "logits_max_abs_diff": max(r["logits_max_abs_diff"] for r in reports)}
+    out["top1_agreement"] = sum(r["top1_agreement"] * r["clips"] for r in reports) / out["clips"]
+    out["clips_top1_differs"] = round(out["clips"] * (1 - out["top1_agreement"]))
+    if "neuron_steps" in reports[0]:
+        n = sum(r["neuron_steps"] for r in reports)
+        flips = sum(r["neuron_steps"] - round(r["spike_agreement"] * r["neuron_steps"]) for r in reports)
+        out.update(neuron_steps=n, neuron_steps_flipped=flips, spike_agreement=1 - flips / n,
+                   disagree_at_ties=sum(r["disagree_at_ties"] for r in reports),
+                   first_divergences=[dict(d, batch_first_clip=d["batch_first_clip"] + sum(
+                       q["clips"] for q in reports[:i])) for i, r in enumerate(reports) for d in r["first_divergences"]])
+    return out
+
+
+def verify_in_chunks(exp, path: Path, model, batches: list, chunk: int, log=None) -> tuple[dict, float]:  # noqa: ANN001
+    """Verify ``batches`` ``chunk`` at a time (each chunk's report merged into a running summary passed to
+    ``log``), so a long run shows its figures as it goes. Returns (summary, seconds)."""
+    reports, t0 = [], time.perf_counter()
+    for i in range(0, len(batches), chunk):
+        reports.append(exp.verify(path, model, batches[i:i + chunk], data_desc="moving-digits"))
+        if log is not None:
+            log(merge(reports), time.perf_counter() - t0)
+    return merge(reports), time.perf_counter() - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="svformer_ucf101")
@@ -57,6 +88,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--calibrate", type=int, default=0, help="precise-BN batches of 2 moving-digits clips")
     ap.add_argument("--verify-clips", type=int, default=0, help="verify each export on this many clips")
+    ap.add_argument("--chunk", type=int, default=4, help="clips verified per call (progress is printed after each)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--skip-onnx", action="store_true")
@@ -87,8 +119,11 @@ def main() -> None:
         for name, exp, file in targets:
             sec = best_of(lambda: exp.export(model, d / file, checkpoint_sha256="0" * 64, approximate_bn=approx,
                                              force=True), args.repeat)
-            report, vsec = (timed(lambda: exp.verify(d / file, model, batches, data_desc="moving-digits"))
-                            if batches else (None, None))
+            report, vsec = (verify_in_chunks(exp, d / file, model, batches, args.chunk, log=lambda r, t: print(
+                f"  {name}: {r['clips']} clip(s) verified in {t:.0f} s: {r['verdict']}, top-1 agreement "
+                f"{100 * r['top1_agreement']:.1f}%" + (f", {r['neuron_steps_flipped']:,} of {r['neuron_steps']:,} "
+                                                       "neuron-steps flipped" if "neuron_steps" in r else ""),
+                flush=True)) if batches else (None, None))
             rows.append((name, sec, d / file, (report, vsec)))
         print(f"{args.model} ({args.bn} BN, {args.num_classes} classes): {n_params:,} parameters, "
               f"T={model.config.num_frames}, {model.config.img_size}px, {args.threads} thread(s), best of "
@@ -104,11 +139,9 @@ def main() -> None:
                            logits_max_abs_diff=r["logits_max_abs_diff"], clips=r["clips"])
                 summary = f"{r['verdict']}, top-1 agreement {100 * r['top1_agreement']:.1f}% on {r['clips']} clip(s)"
                 if "neuron_steps" in r:
-                    flips = r["neuron_steps"] - round(r["spike_agreement"] * r["neuron_steps"])
-                    row.update(neuron_steps=r["neuron_steps"], neuron_steps_flipped=flips,
-                               spike_agreement=r["spike_agreement"], disagree_at_ties=r["disagree_at_ties"],
-                               first_divergences=r["first_divergences"])
-                    summary += f", {flips:,} of {r['neuron_steps']:,} neuron-steps flipped"
+                    row.update({k: r[k] for k in ("neuron_steps", "neuron_steps_flipped", "spike_agreement",
+                                                  "disagree_at_ties", "first_divergences")})
+                    summary += f", {r['neuron_steps_flipped']:,} of {r['neuron_steps']:,} neuron-steps flipped"
             result["rows"].append(row)
             vs = f"{ver[1]:9.1f}" if ver is not None and ver[1] is not None else f"{'':9s}"
             print(f"{name:32s} {sec:8.2f} {sec / base:10.1f} {size / 1e6:8.1f} {vs}  {summary}")
