@@ -174,6 +174,7 @@ def test_conversion_run_reports_three_models_and_exports_exactly(pt_ckpt, tmp_pa
     assert report["verdict"] == "exact" and report["approximations"] == []
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly_and_refuses_other_options(pt_ckpt, tmp_path):
     full = finetune(pt_ckpt, _cfg(tmp_path / "full", epochs=2, eval_videos=4), progress=False)
     part = _cfg(tmp_path / "part", epochs=2, eval_videos=4)
