@@ -19,13 +19,13 @@ def finetune_cmd(
                                          "'keep': keep the checkpoint's BN (spike-budget runs).")] = "shared",
     data: Annotated[str, typer.Option(help="'moving-digits' or a UCF101/HMDB51 root (training and report).")] = "moving-digits",
     out: Annotated[Path, typer.Option(help="Run folder: finetuned.pt, last.pt, metrics, finetune.json.")] = Path("runs/finetune"),
-    epochs: Annotated[int, typer.Option(min=1)] = 2,
+    epochs: Annotated[int, typer.Option(min=1)] = 3,
     batch_size: Annotated[int, typer.Option(min=1, help="Clips per step per process.")] = 32,
-    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate (cosine to --min-lr).")] = 5e-4,
+    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate (cosine to --min-lr).")] = 1e-3,
     min_lr: Annotated[float, typer.Option()] = 1e-5,
-    train_clips: Annotated[Optional[int], typer.Option(help="Moving digits: clips per epoch.")] = 2000,
+    train_clips: Annotated[Optional[int], typer.Option(help="Moving digits: clips per epoch.")] = 3000,
     kd_temperature: Annotated[float, typer.Option(help="Distillation temperature tau.")] = 2.0,
-    kd_alpha: Annotated[float, typer.Option(help="Weight of the distillation term (1 - alpha: label loss).")] = 0.9,
+    kd_alpha: Annotated[float, typer.Option(help="Weight of the distillation term (1 - alpha: label loss).")] = 0.5,
     rate_weight: Annotated[float, typer.Option(help="Weight of per-layer firing-rate distillation; 0 = off.")] = 0.0,
     spike_budget: Annotated[Optional[list[float]], typer.Option(
         "--spike-budget", help="Fraction of neuron-steps allowed to spike (repeatable: one run per budget, then "
