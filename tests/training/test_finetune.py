@@ -145,7 +145,7 @@ def test_config_rejects_bad_options(pt_ckpt, tmp_path):
 def test_conversion_run_reports_three_models_and_exports_exactly(pt_ckpt, tmp_path):
     from svformer_deploy.exporters import export_checkpoint, get_exporter
 
-    cfg = _cfg(tmp_path / "run", epochs=2, train_clips=32, lr=2e-3, rate_weight=1.0)
+    cfg = _cfg(tmp_path / "run", epochs=2, train_clips=32, lr=2e-3, kd_alpha=1.0, rate_weight=1.0)
     res = finetune(pt_ckpt, cfg, progress=False)
     rep = res.report
     assert (res.out_dir / REPORT_NAME).exists() and (res.out_dir / "metrics.csv").exists()
@@ -186,7 +186,7 @@ def test_resume_continues_exactly_and_refuses_other_options(pt_ckpt, tmp_path):
     with pytest.raises(OutputExistsError):
         finetune(pt_ckpt, part, progress=False)
     with pytest.raises(ConfigError, match="another fine-tuning run"):
-        finetune(pt_ckpt, _cfg(tmp_path / "part", epochs=2, eval_videos=4, lr=1e-3), resume=True, progress=False)
+        finetune(pt_ckpt, _cfg(tmp_path / "part", epochs=2, eval_videos=4, lr=3e-3), resume=True, progress=False)
     resumed = finetune(pt_ckpt, part, resume=True, progress=False)
     a, _ = load_checkpoint(full.checkpoint)
     b, _ = load_checkpoint(resumed.checkpoint)
