@@ -1,16 +1,27 @@
-"""Time NIR and ONNX export of a model (default: the paper's svformer_ucf101, 13.8 M parameters).
+"""Time NIR and ONNX export and verification of a model (default: the paper's svformer_ucf101 with shared BN).
 
 Baseline, measured in the same run: writing the same model as a checkpoint (``save_checkpoint``), i.e. the cost
-of serialising its weights once. Prints seconds and the ratio to that baseline. svformer_ucf101 has per-timestep
-BatchNorm, so its NIR export uses ``approximate_bn`` (the lowering work is the same as for a shared-BN model).
+of serialising its weights once. Prints seconds and the ratio to that baseline.
 
-    OMP_NUM_THREADS=2 python benchmarks/bench_export.py [--model svformer_ucf101] [--threads 2] [--repeat 1]
+The model is built with random weights (``--seed``), ``--num-classes`` classes and ``--bn`` (``shared`` by
+default: the exportable form; ``per_timestep`` exports NIR with ``approximate_bn``). ``--calibrate N`` first
+sets every BatchNorm's statistics to those of N moving-digits training batches of 2 clips at the model's size
+(precise BN), so the neurons fire at data-driven rates instead of those of the initial statistics. With
+``--verify-clips N`` each export is also verified on N moving-digits validation clips rendered at the model's
+size (NIR: spike agreement of every neuron-step and top-1 agreement; ONNX: onnxruntime logits), ``--chunk``
+clips per call with the running figures printed after each, and those wall times and figures are printed too.
+``--json PATH`` writes every figure.
+
+    OMP_NUM_THREADS=2 python benchmarks/bench_export.py [--model svformer_ucf101] [--bn shared] [--num-classes 10]
+        [--calibrate 4] [--verify-clips 1] [--threads 2] [--repeat 1] [--skip-onnx] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -18,41 +29,127 @@ import torch
 from _timing import best_of
 
 
+def build_model(name: str, bn: str, num_classes: int, seed: int, calibrate: int):  # noqa: ANN201
+    """The benchmarked model: random weights, optionally with BN statistics calibrated on moving digits."""
+    from svformer_deploy.data import build_dataset
+    from svformer_deploy.models import create_model
+    from svformer_deploy.training import precise_bn
+
+    torch.manual_seed(seed)
+    model = create_model(name, bn=bn, num_classes=num_classes)
+    if calibrate:
+        ds = build_dataset("moving-digits", model.config, split="train", seed=seed, num_clips=2 * calibrate)
+        batches = (torch.stack([ds[2 * k][0], ds[2 * k + 1][0]]) for k in range(calibrate))
+        precise_bn(model, batches)
+    return model.eval()
+
+
+def timed(fn):  # noqa: ANN001, ANN201
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t
+
+
+def merge(reports: list[dict]) -> dict:
+    """One verification summary over reports of consecutive clip chunks: counts summed, agreement weighted by
+    clips, verdict ``failed`` if any chunk failed, else ``exact`` if all were exact, else ``threshold``."""
+    verdicts = {r["verdict"] for r in reports}
+    out = {"verdict": "failed" if "failed" in verdicts else "exact" if verdicts == {"exact"} else "threshold",
+           "clips": sum(r["clips"] for r in reports),
+           "logits_max_abs_diff": max(r["logits_max_abs_diff"] for r in reports)}
+    out["top1_agreement"] = sum(r["top1_agreement"] * r["clips"] for r in reports) / out["clips"]
+    out["clips_top1_differs"] = round(out["clips"] * (1 - out["top1_agreement"]))
+    if "neuron_steps" in reports[0]:
+        n = sum(r["neuron_steps"] for r in reports)
+        flips = sum(r["neuron_steps"] - round(r["spike_agreement"] * r["neuron_steps"]) for r in reports)
+        out.update(neuron_steps=n, neuron_steps_flipped=flips, spike_agreement=1 - flips / n,
+                   disagree_at_ties=sum(r["disagree_at_ties"] for r in reports),
+                   first_divergences=[dict(d, batch_first_clip=d["batch_first_clip"] + sum(
+                       q["clips"] for q in reports[:i])) for i, r in enumerate(reports) for d in r["first_divergences"]])
+    return out
+
+
+def verify_in_chunks(exp, path: Path, model, batches: list, chunk: int, log=None) -> tuple[dict, float]:  # noqa: ANN001
+    """Verify ``batches`` ``chunk`` at a time (each chunk's report merged into a running summary passed to
+    ``log``), so a long run shows its figures as it goes. Returns (summary, seconds)."""
+    reports, t0 = [], time.perf_counter()
+    for i in range(0, len(batches), chunk):
+        reports.append(exp.verify(path, model, batches[i:i + chunk], data_desc="moving-digits"))
+        if log is not None:
+            log(merge(reports), time.perf_counter() - t0)
+    return merge(reports), time.perf_counter() - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="svformer_ucf101")
+    ap.add_argument("--bn", default="shared", choices=["shared", "per_timestep"])
+    ap.add_argument("--num-classes", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--calibrate", type=int, default=0, help="precise-BN batches of 2 moving-digits clips")
+    ap.add_argument("--verify-clips", type=int, default=0, help="verify each export on this many clips")
+    ap.add_argument("--chunk", type=int, default=4, help="clips verified per call (progress is printed after each)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--skip-onnx", action="store_true")
+    ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from svformer_deploy.exporters.nir_export import export_nir
-    from svformer_deploy.exporters.onnx_export import export_onnx
-    from svformer_deploy.models import create_model, save_checkpoint
+    from svformer_deploy.exporters import eval_batches
+    from svformer_deploy.exporters.nir_export import EXPORTER as NIR
+    from svformer_deploy.exporters.onnx_export import EXPORTER as ONNX
+    from svformer_deploy.models import save_checkpoint
 
-    torch.manual_seed(0)
-    model = create_model(args.model).eval()
+    model, calib_s = timed(lambda: build_model(args.model, args.bn, args.num_classes, args.seed, args.calibrate))
     n_params = sum(p.numel() for p in model.parameters())
     approx = model.config.bn == "per_timestep"
+    targets = [("NIR bundle" + (" (--approximate-bn)" if approx else ""), NIR, "bundle")]
+    if not args.skip_onnx:
+        targets.append(("ONNX bundle", ONNX, "onnx"))
+    batches = list(eval_batches("moving-digits", model.config, args.verify_clips, batch_size=1)
+                   ) if args.verify_clips else []
+    result = {"model": args.model, "bn": args.bn, "num_classes": args.num_classes, "parameters": n_params,
+              "threads": args.threads, "calibrate_batches": args.calibrate, "calibrate_seconds": calib_s,
+              "verify_clips": args.verify_clips, "rows": []}
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
-        rows = [("checkpoint (baseline)", best_of(lambda: save_checkpoint(d / "m.pt", model), args.repeat), d / "m.pt")]
-        rows.append(("NIR bundle" + (" (--approximate-bn)" if approx else ""), best_of(
-            lambda: export_nir(model, d / "bundle", checkpoint_sha256="0" * 64, approximate_bn=approx, force=True),
-            args.repeat), d / "bundle"))
-        if not args.skip_onnx:
-            rows.append(("ONNX bundle", best_of(lambda: export_onnx(model, d / "onnx", checkpoint_sha256="0" * 64,
-                                                            force=True), args.repeat), d / "onnx"))
-        base = rows[0][1]
-        print(f"{args.model}: {n_params:,} parameters, T={model.config.num_frames}, {model.config.img_size}px, "
-              f"{args.threads} thread(s), best of {args.repeat}")
-        print(f"{'export':32s} {'seconds':>8s} {'x baseline':>10s} {'size MB':>8s}")
-        for name, sec, path in rows:
+        base = best_of(lambda: save_checkpoint(d / "m.pt", model), args.repeat)
+        rows = [("checkpoint (baseline)", base, d / "m.pt", None)]
+        for name, exp, file in targets:
+            sec = best_of(lambda: exp.export(model, d / file, checkpoint_sha256="0" * 64, approximate_bn=approx,
+                                             force=True), args.repeat)
+            report, vsec = (verify_in_chunks(exp, d / file, model, batches, args.chunk, log=lambda r, t: print(
+                f"  {name}: {r['clips']} clip(s) verified in {t:.0f} s: {r['verdict']}, top-1 agreement "
+                f"{100 * r['top1_agreement']:.1f}%" + (f", {r['neuron_steps_flipped']:,} of {r['neuron_steps']:,} "
+                                                       "neuron-steps flipped" if "neuron_steps" in r else ""),
+                flush=True)) if batches else (None, None))
+            rows.append((name, sec, d / file, (report, vsec)))
+        print(f"{args.model} ({args.bn} BN, {args.num_classes} classes): {n_params:,} parameters, "
+              f"T={model.config.num_frames}, {model.config.img_size}px, {args.threads} thread(s), best of "
+              f"{args.repeat}" + (f", BN calibrated on {args.calibrate} x 2 clips" if args.calibrate else ""))
+        print(f"{'export':32s} {'seconds':>8s} {'x baseline':>10s} {'size MB':>8s} {'verify s':>9s}  verification")
+        for name, sec, path, ver in rows:
             size = sum(f.stat().st_size for f in path.rglob("*")) if path.is_dir() else path.stat().st_size
-            print(f"{name:32s} {sec:8.2f} {sec / base:10.1f} {size / 1e6:8.1f}")
-        goal = rows[1][1] <= 20.0
-        print(f"goal NIR export <= 20 s: {'met' if goal else 'NOT met'} ({rows[1][1]:.1f} s)")
+            row = {"export": name, "seconds": sec, "x_baseline": sec / base, "size_mb": size / 1e6}
+            summary = ""
+            if ver is not None and ver[0] is not None:
+                r, vsec = ver
+                row.update(verify_seconds=vsec, verdict=r["verdict"], top1_agreement=r["top1_agreement"],
+                           logits_max_abs_diff=r["logits_max_abs_diff"], clips=r["clips"])
+                summary = f"{r['verdict']}, top-1 agreement {100 * r['top1_agreement']:.1f}% on {r['clips']} clip(s)"
+                if "neuron_steps" in r:
+                    row.update({k: r[k] for k in ("neuron_steps", "neuron_steps_flipped", "spike_agreement",
+                                                  "disagree_at_ties", "first_divergences")})
+                    summary += f", {r['neuron_steps_flipped']:,} of {r['neuron_steps']:,} neuron-steps flipped"
+            result["rows"].append(row)
+            vs = f"{ver[1]:9.1f}" if ver is not None and ver[1] is not None else f"{'':9s}"
+            print(f"{name:32s} {sec:8.2f} {sec / base:10.1f} {size / 1e6:8.1f} {vs}  {summary}")
+        for row in result["rows"][1:]:
+            print(f"goal {row['export']} <= 20 s: {'met' if row['seconds'] <= 20.0 else 'NOT met'} "
+                  f"({row['seconds']:.1f} s)")
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from svformer_deploy.cli import train as _train  # noqa: E402,F401
 from svformer_deploy.cli import demo as _demo  # noqa: E402,F401
 from svformer_deploy.cli import energy as _energy  # noqa: E402,F401
 from svformer_deploy.cli import export as _export  # noqa: E402,F401
+from svformer_deploy.cli import finetune as _finetune  # noqa: E402,F401
 from svformer_deploy.cli import sparsity as _sparsity  # noqa: E402,F401
 
 
