@@ -55,10 +55,9 @@ def demo_steps() -> dict[str, DemoStep]:
 @register_demo_step("evaluate")
 def _evaluate_step(checkpoint: Path, out_dir: Path) -> dict[str, Path]:
     """Validation accuracy of the checkpoint on moving digits (1 clip x 1 crop), confusion matrix."""
-    from svformer_deploy.training.evaluate import evaluate_checkpoint
+    from svformer_deploy import api
 
-    _, paths = evaluate_checkpoint(checkpoint, "moving-digits", out_dir=out_dir, progress=False)
-    return paths
+    return api.evaluate(checkpoint, "moving-digits", out=out_dir, progress=False).paths
 
 
 DEMO_VIDEOS = 16
@@ -67,12 +66,12 @@ DEMO_VIDEOS = 16
 
 def _export_and_verify(checkpoint: Path, target: str, out: Path) -> dict[str, Path]:
     """Export ``checkpoint`` to ``target`` at ``out`` and verify it on real moving-digits clips
-    (:func:`~svformer_deploy.exporters.export_and_verify`); a verification that misses its goal is a step
+    (:func:`svformer_deploy.api.export_and_verify`); a verification that misses its goal is a step
     failure. Returns the bundle and its verification JSON."""
+    from svformer_deploy import api
     from svformer_deploy.errors import VerificationError
-    from svformer_deploy.exporters import export_and_verify
 
-    result = export_and_verify(checkpoint, target, out, num_videos=DEMO_VIDEOS)
+    result = api.export_and_verify(checkpoint, target, out, num_videos=DEMO_VIDEOS)
     print(result.summary)
     if result.passed is False:
         raise VerificationError(f"{target} export {result.path} did not pass verification (see its report)")
@@ -101,21 +100,17 @@ def _lava_step(checkpoint: Path, out_dir: Path) -> dict[str, Path]:
 @register_demo_step("energy")
 def _energy_step(checkpoint: Path, out_dir: Path) -> dict[str, Path]:
     """Per-layer, per-timestep operation counts and energy (45 nm default) against the ANN baselines."""
-    from svformer_deploy.energy.report import ReportOptions, write_report
+    from svformer_deploy import api
 
-    report_dir = write_report(ReportOptions(checkpoint=checkpoint, videos=DEMO_VIDEOS, out=out_dir / "report"),
-                              progress=False)
-    return {name: report_dir / name for name in ("report.md", "summary.json", "per_layer.csv", "per_video.csv")}
+    return api.energy_report(checkpoint, videos=DEMO_VIDEOS, out=out_dir / "report", progress=False).files
 
 
 @register_demo_step("sparsity")
 def _sparsity_step(checkpoint: Path, out_dir: Path) -> dict[str, Path]:
     """Firing rates per layer and timestep, per class, Q/K/V sparsity: PNG figures and a tidy CSV."""
-    from svformer_deploy.analysis.report import write_sparsity_report
-    from svformer_deploy.analysis.sparsity import analyse_checkpoint
+    from svformer_deploy import api
 
-    analysis = analyse_checkpoint(checkpoint, num_videos=DEMO_VIDEOS)
-    return write_sparsity_report(analysis, out_dir / "report")
+    return api.sparsity(checkpoint, out_dir / "report", videos=DEMO_VIDEOS).files
 
 
 @dataclass
@@ -134,9 +129,10 @@ def run_demo(out_dir: str | Path = "demo-out", *, pretrained: bool = False, forc
 
     A step that fails with an :class:`SVFormerDeployError` is reported and the next step still runs.
     """
+    from svformer_deploy import api
     from svformer_deploy._paths import user_path
     from svformer_deploy.assets import default_checkpoint
-    from svformer_deploy.training import TrainConfig, train
+    from svformer_deploy.training import TrainConfig
 
     out_dir = user_path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
@@ -154,7 +150,7 @@ def run_demo(out_dir: str | Path = "demo-out", *, pretrained: bool = False, forc
     else:
         cfg = TrainConfig(**{**DEMO_RECIPE, **(recipe or {}), "out_dir": str(out_dir / "train")})
         echo(f"[train] {cfg.model} on {cfg.data}, {cfg.epochs} epochs (seed {cfg.seed}) -> {cfg.out_dir}")
-        result = train(cfg, command="svformer-deploy demo", progress=progress,
+        result = api.train(cfg, command="svformer-deploy demo", progress=progress,
                        on_epoch=lambda r: echo(f"  epoch {r['epoch']}: val top-1 {r['val_top1']:.2%} "
                                                f"({r['clips_per_second']} clips/s)"))
         ckpt = result.best

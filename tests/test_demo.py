@@ -56,3 +56,18 @@ def test_demo_pretrained_uses_the_shipped_checkpoint(tmp_path):
     assert report.checkpoint.read_bytes() == default_checkpoint().read_bytes()
     ev = json.loads((tmp_path / "out" / "evaluate" / "eval.json").read_text())
     assert ev["top1"] >= 0.95 and ev["num_videos"] == 1000 and not report.failures
+
+
+def test_every_demo_step_is_registered_callable_and_documented():
+    """Registry contract: every step ``demo_steps()`` returns takes (checkpoint, out_dir), states what it does in
+    a docstring, and has its row in docs/training.md's step table."""
+    import inspect
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text(encoding="utf-8")
+    steps = demo_mod.demo_steps()
+    assert steps
+    for name, fn in steps.items():
+        assert len(inspect.signature(fn).parameters) == 2, name
+        assert (fn.__doc__ or "").strip(), f"demo step {name!r} has no docstring"
+        assert f"| `{name}` |" in doc, f"demo step {name!r} has no row in docs/training.md"

@@ -14,3 +14,26 @@ def test_core_imports_pull_no_optional_dependency():
 def test_console_script_help():
     r = subprocess.run([sys.executable, "-m", "svformer_deploy", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "info" in r.stdout and "import-official" in r.stdout
+
+
+def test_package_face_is_lazy_and_one_hop():
+    """``import svformer_deploy`` loads no torch; every name in ``__all__`` is one attribute away and is the very
+    object its defining module exports."""
+    code = ("import sys, svformer_deploy as s; light = 'torch' not in sys.modules; "
+            "import importlib; bad = [n for n in s.__all__ if n != '__version__' and "
+            "getattr(s, n) is not getattr(importlib.import_module(s._EXPORTS[n]), n)]; print(light, bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "True []"
+
+
+def test_package_face_names_the_service_layer_and_the_registries():
+    import svformer_deploy as s
+
+    for name in ("create_model", "list_models", "load_checkpoint", "save_checkpoint", "record_spikes",
+                 "list_targets", "list_profiles", "list_baselines", "export_and_verify", "verify", "evaluate",
+                 "energy_report", "energy_price", "sparsity", "train"):
+        assert name in s.__all__ and callable(getattr(s, name)), name
+    import pytest
+
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        s.nope

@@ -30,12 +30,11 @@ def report(
     force: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,
 ) -> None:
     """Write per_layer.csv, per_video.csv, summary.json, report.md and plots for CHECKPOINT."""
-    from svformer_deploy.energy.report import ReportOptions, write_report
+    from svformer_deploy.api import energy_report
 
-    opts = ReportOptions(checkpoint=checkpoint, data=data, videos=videos, clips=clips, crops=crops, profile=profile,
-                         fold_bn=fold_bn, accuracy=accuracy, out=out, force=force,
-                         **({"baselines": tuple(baseline)} if baseline else {}))
-    typer.echo(f"wrote {write_report(opts)}")
+    result = energy_report(checkpoint, data=data, videos=videos, clips=clips, crops=crops, profile=profile,
+                           baselines=baseline, fold_bn=fold_bn, accuracy=accuracy, out=out, force=force)
+    typer.echo(f"wrote {result.out_dir}")
 
 
 @energy_app.command("profiles")
@@ -59,17 +58,8 @@ def price(
 ) -> None:
     """Price a published model from stated firing rates (no checkpoint, no data) under every convention and the
     memory model; print a markdown report."""
-    from svformer_deploy._atomic import atomic_write_json
-    from svformer_deploy.energy.price import price_markdown, price_rates
-    from svformer_deploy.errors import EnergyError
+    from svformer_deploy.api import energy_price, parse_views
 
-    parsed = []
-    for v in views or ["1x1", "5x3"]:
-        a, _, b = v.lower().partition("x")
-        if not (a.isdigit() and b.isdigit()):
-            raise EnergyError(f"--views {v!r}: write CLIPSxCROPS, e.g. 5x3")
-        parsed.append((int(a), int(b)))
-    summary = price_rates(model, rates, profile, parsed)
-    if json_out is not None:
-        atomic_write_json(json_out, {k: v for k, v in summary.items()})
-    typer.echo(price_markdown(summary), nl=False)
+    result = energy_price(model, rates, profile=profile, views=parse_views(views or ["1x1", "5x3"]),
+                          json_out=json_out)
+    typer.echo(result.markdown, nl=False)

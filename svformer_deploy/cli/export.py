@@ -42,7 +42,7 @@ def export_cmd(
 
     Exits 1 when verification misses its goal (NIR: 100 % spikes and logits within 1e-4; ONNX: logits within 1e-4).
     """
-    from svformer_deploy.exporters import export_and_verify
+    from svformer_deploy.api import export_and_verify
 
     result = export_and_verify(checkpoint, to, out, force=force, approximate_bn=approximate_bn, data=data,
                                num_videos=num_videos, wrap_batches=_progress)
@@ -62,9 +62,7 @@ def verify_cmd(
         "bundle).")] = None,
 ) -> None:
     """Re-check an export: re-read its files, run it on real clips, compare with the PyTorch model (JSON + table)."""
-    from svformer_deploy.exporters import eval_batches, source_checkpoint, verify_export
+    from svformer_deploy.api import verify
 
-    model, _ = source_checkpoint(path, checkpoint)
-    batches = _progress(eval_batches(data, model.config, num_videos))
-    _print(verify_export(path, target=target, model=model, batches=batches,
-                         data_desc=f"{data}, split val, {num_videos} videos, 1 view each"))
+    _print(verify(path, target=target, checkpoint=checkpoint, data=data, num_videos=num_videos,
+                  wrap_batches=_progress))

@@ -31,13 +31,10 @@ def sparsity(
     """
     from rich.progress import track
 
-    from svformer_deploy._paths import data_spec, user_path
-    from svformer_deploy.analysis import analyse_checkpoint
-    from svformer_deploy.analysis.report import write_sparsity_report
+    from svformer_deploy.api import sparsity as run_sparsity
 
-    checkpoint, out, data = user_path(checkpoint), user_path(out), data_spec(data)
-    result = analyse_checkpoint(checkpoint, data, num_videos=videos, clips=clips, crops=crops, energy=energy,
-                                profile=profile, baselines=baseline or ["svformer-ann"],
-                                progress=lambda it, n, what: track(it, total=n, description=what))
-    files = write_sparsity_report(result, out, force=force)
-    typer.echo(f"{result.num_videos} videos, accuracy {result.accuracy:.1%}; wrote {len(files)} files to {out}")
+    result = run_sparsity(checkpoint, out, data=data, videos=videos, clips=clips, crops=crops, energy=energy,
+                          profile=profile, baselines=baseline, force=force,
+                          progress=lambda it, n, what: track(it, total=n, description=what))
+    a = result.analysis
+    typer.echo(f"{a.num_videos} videos, accuracy {a.accuracy:.1%}; wrote {len(result.files)} files to {result.out_dir}")

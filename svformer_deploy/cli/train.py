@@ -61,7 +61,8 @@ def train_cmd(
     """Train a model (AdamW, warm-up + cosine, label smoothing; DDP under torchrun). Writes checkpoints and metrics."""
     from rich.console import Console
 
-    from svformer_deploy.training import TrainConfig, train
+    from svformer_deploy.api import train
+    from svformer_deploy.training import TrainConfig
 
     ra = tuple(int(v) for v in rand_augment.split(",")) if rand_augment else None
     cfg = TrainConfig(model=model, data=data, out_dir=str(out), epochs=epochs, batch_size=batch_size, lr=lr,
@@ -102,13 +103,14 @@ def evaluate_cmd(
     """Top-1/top-5 and per-class accuracy with softmax scores summed over clips x crops views; confusion-matrix PNG."""
     from rich.console import Console
 
-    from svformer_deploy.training.evaluate import evaluate_checkpoint
+    from svformer_deploy.api import evaluate
 
-    report, paths = evaluate_checkpoint(checkpoint, data, out_dir=out, split=split, clips=clips, crops=crops,
-                                        num_videos=num_videos, device=device)
+    result = evaluate(checkpoint, data, out=out, split=split, clips=clips, crops=crops, num_videos=num_videos,
+                      device=device)
+    report = result.report
     console = Console()
     console.print(f"{report['model_name']} on {report['data']} ({report['split']}, {report['num_videos']} videos, "
                   f"{clips} clip(s) x {crops} crop(s) = {clips * crops} views, softmax summed): "
                   f"top-1 {report['top1']:.2%}  top-5 {report['top5']:.2%}")
-    for name, path in paths.items():
+    for name, path in result.paths.items():
         console.print(f"  {name}: {path}")

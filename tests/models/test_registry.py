@@ -36,18 +36,6 @@ def test_config_is_frozen_and_roundtrips():
     assert SVFormerConfig.from_dict(c.to_dict()) == c
 
 
-@pytest.mark.parametrize("name", ["svformer_tiny", "svformer_small"])
-@pytest.mark.parametrize("bn", ["shared", "per_timestep"])
-def test_contract_forward_backward(name, bn):
-    m = create_model(name, bn=bn, num_classes=5).train()
-    x = torch.randn(2, *m.config.input_shape) * 2
-    y = m(x)
-    assert y.shape == (2, 5) and torch.isfinite(y).all()
-    y.square().sum().backward()
-    missing = [n for n, p in m.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
-    assert not missing
-
-
 def test_ann_twin_has_same_parameters_minus_neurons():
     snn, ann = create_model("svformer_tiny"), create_model("svformer_tiny", neuron="relu")
     n_w = sum(1 for n, _ in snn.named_parameters() if n.endswith(".w"))
