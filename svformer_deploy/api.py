@@ -15,10 +15,8 @@ energy_report       exact op counts and energy of a checkpoint on real videos; r
 energy_price        energy of a registered model from stated firing rates (no checkpoint, no data)
 sparsity            firing rates and sparsity figures of a checkpoint on real videos
 train               train a registered model (DDP under torchrun); checkpoints and metrics
+finetune            distil a checkpoint into a shared-BN and/or spike-budget student; report (and budget curve)
 ==================  ==========================================================================================
-
-Fine-tuning joins as ``finetune(...)`` here, over the training package's fine-tuning entry point, with a
-``cli/finetune.py`` command over it (see docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -33,12 +31,13 @@ from svformer_deploy._paths import data_spec, user_path
 from svformer_deploy.errors import EnergyError
 
 if TYPE_CHECKING:  # pragma: no cover - types only
+    from svformer_deploy.training.finetune import FinetuneConfig, FinetuneResult
     from svformer_deploy.analysis.sparsity import SparsityAnalysis
     from svformer_deploy.exporters import ExportResult
     from svformer_deploy.training import TrainConfig, TrainResult
 
 __all__ = ["export_and_verify", "verify", "evaluate", "EvalOutcome", "energy_report", "EnergyReportOutcome",
-           "energy_price", "PriceOutcome", "parse_views", "sparsity", "SparsityOutcome", "train",
+           "energy_price", "PriceOutcome", "parse_views", "sparsity", "SparsityOutcome", "train", "finetune",
            "DEFAULT_BASELINES"]
 
 PathLike = str | os.PathLike
@@ -228,3 +227,23 @@ def train(config: "TrainConfig", *, resume: PathLike | None = None, force: bool 
     config = replace(config, out_dir=str(user_path(config.out_dir)), data=data_spec(config.data))
     return _train(config, resume=None if resume is None else user_path(resume), force=force, command=command,
                   progress=progress, on_epoch=on_epoch)
+
+
+# ---------------------------------------------------------------------------------------------------- finetune
+def finetune(checkpoint: PathLike, config: "FinetuneConfig", *, budgets: Sequence[float] = (), resume: bool = False,
+             force: bool = False, command: str | None = None, progress: bool = True,
+             on_epoch: Callable[[dict[str, Any]], None] | None = None,
+             ) -> "tuple[list[FinetuneResult], Path | None]":
+    """Distil ``checkpoint`` into a student (:class:`~svformer_deploy.training.finetune.FinetuneConfig`): shared BN
+    from the time-averaged map (``config.bn == "shared"``) and/or one run per spike budget in ``budgets``.
+    Returns the runs and, with budgets, the accuracy-vs-energy curve CSV (its PNG beside it), else None."""
+    from svformer_deploy.training.finetune import finetune as _finetune
+    from svformer_deploy.training.finetune import finetune_budgets
+
+    checkpoint = user_path(checkpoint)
+    config = replace(config, out_dir=str(user_path(config.out_dir)), data=data_spec(config.data))
+    if budgets:
+        return finetune_budgets(checkpoint, config, list(budgets), resume=resume, force=force, command=command,
+                                progress=progress, on_epoch=on_epoch)
+    return [_finetune(checkpoint, config, resume=resume, force=force, command=command, progress=progress,
+                      on_epoch=on_epoch)], None

@@ -46,7 +46,8 @@ def finetune_cmd(
     --approximate-bn folds) and/or a spike budget. Reports top-1 of the original, the naive fold and the result."""
     from rich.console import Console
 
-    from svformer_deploy.training.finetune import FinetuneConfig, finetune, finetune_budgets, format_report
+    from svformer_deploy import api
+    from svformer_deploy.training.finetune import FinetuneConfig, format_report
 
     cfg = FinetuneConfig(data=data, out_dir=str(out), bn=bn, epochs=epochs, batch_size=batch_size, lr=lr,
                          min_lr=min_lr, seed=seed, workers=workers, device=device, train_clips=train_clips,
@@ -60,15 +61,12 @@ def finetune_cmd(
         console.print(f"epoch {r['epoch']}: loss {r['train_loss']:.3f} (kd {r['train_kd']:.3f}) firing rate "
                       f"{r['train_firing_rate']:.4f} | val top-1 {r['val_top1']:.4f}")
 
-    if spike_budget:
-        results, curve = finetune_budgets(checkpoint, cfg, spike_budget, resume=resume, force=force, command=command,
-                                          on_epoch=on_epoch)
-        for res in results:
-            if res.report:
-                console.print(format_report(res.report))
+    results, curve = api.finetune(checkpoint, cfg, budgets=spike_budget or (), resume=resume, force=force,
+                                  command=command, on_epoch=on_epoch)
+    for res in results:
+        if res.report:
+            console.print(format_report(res.report))
+    if curve is not None:
         console.print(f"accuracy-vs-energy curve: {curve}, {curve.with_suffix('.png')}")
-        return
-    result = finetune(checkpoint, cfg, resume=resume, force=force, command=command, on_epoch=on_epoch)
-    if result.report:
-        console.print(format_report(result.report))
-        console.print(f"fine-tuned checkpoint: {result.checkpoint}\nreport: {result.out_dir / 'finetune.json'}")
+    elif results[0].report:
+        console.print(f"fine-tuned checkpoint: {results[0].checkpoint}\nreport: {results[0].out_dir / 'finetune.json'}")
