@@ -178,7 +178,8 @@ class OpCounter:
         self._handles: list[Any] = []
         self._mode: _CountingMode | None = None
         self._paused: nn.Module | None = None
-        self._covered: list[nn.Module] = []  # modules counted by a module rule, innermost last
+        self._covered: list[tuple[nn.Module, Any]] = []  # (module, its module rule) running, innermost last
+        self._in_rule = False
         self.trace_covered = False
 
     # ---------------------------------------------------------------- module tracking
@@ -190,16 +191,27 @@ class OpCounter:
         if self._covered or not args or not isinstance(args[0], Tensor):
             return
         rule = module_rule(module)
-        if rule is None:
+        if rule is None or (rule.accepts is not None and not rule.accepts(module, args)):
             return
-        self._covered.append(module)
-        self._rule = rule.name
-        rule.fn(self, name or "model", module, args[0])
+        self._covered.append((module, rule))
+        if not rule.after:
+            self._rule = rule.name
+            rule.fn(self, name or "model", module, args[0])
         if not self.trace_covered and self._mode is not None and not self._paused:
             self._mode.__exit__(None, None, None)  # the module rule covers its ops: skip intercepting them
             self._paused = module
 
     def _post(self, module: nn.Module, args: tuple, out: Any) -> None:
+        if self._covered and self._covered[-1][0] is module:
+            rule = self._covered[-1][1]
+            if rule.after:
+                self._rule = rule.name
+                self._in_rule = True  # with trace_covered, the rule's own tensor ops are not the model's
+                try:
+                    rule.fn(self, self.layer, module, args, out)
+                finally:
+                    self._in_rule = False
+            self._covered.pop()
         if module in self._spiking and isinstance(out, Tensor):
             self._spiking.discard(module)
             self._spike_outputs[_storage_key(out)] = weakref.ref(out)
@@ -207,8 +219,6 @@ class OpCounter:
             self._mode.__enter__()
             self._paused = None
             self.internal[f"{type(module).__name__} (not intercepted)"] += 1
-        if self._covered and self._covered[-1] is module:
-            self._covered.pop()
         if module in self.names and self.stack and self.stack[-1][1] is module:
             self.stack.pop()
 
@@ -241,6 +251,11 @@ class OpCounter:
     def module(self) -> nn.Module | None:
         """The innermost running module."""
         return self.stack[-1][1] if self.stack else None
+
+    def using(self, rule_name: str) -> None:
+        """Attribute the following bookings to the rule named ``rule_name`` (a module rule applying an aten
+        rule lists that rule in ``OpCounts.rules_used``)."""
+        self._rule = rule_name
 
     def book(self, op_class: str, per_t: Any, layer: str | None = None) -> None:
         """Book counts: ``per_t`` is an int (no time axis), or a (T,) tensor / list of ints (one per timestep)."""
@@ -321,13 +336,15 @@ class OpCounter:
         m = self.mem[layer]
         self.order.setdefault(layer, len(self.order))
         if spikes and self._covered:
-            self._spiking.add(self._covered[-1])
+            self._spiking.add(self._covered[-1][0])
         m["state_values"] += 2 * updates if stateful else 0
         m["binary_out_values" if spikes else "real_out_values"] += updates
 
     # ---------------------------------------------------------------- dispatch
     def handle(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
         packet = func._overloadpacket
+        if self._in_rule:
+            return
         if self._covered:
             self.internal[str(packet)] += 1
             return
