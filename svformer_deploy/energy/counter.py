@@ -189,6 +189,7 @@ class OpCounter:
         self._paused: nn.Module | None = None
         self._covered: list[tuple[nn.Module, Any]] = []  # (module, its module rule) running, innermost last
         self._in_rule = False
+        self._uses: list[tuple[str, Tensor]] = []  # (layer, weight uses as a tensor of counts)
         self.trace_covered = False
 
     # ---------------------------------------------------------------- module tracking
@@ -335,9 +336,10 @@ class OpCounter:
                 m["weight_values"] += weight.numel()
             m["weight_reads"] += weight.numel() * passes
             m["passes"] += passes
-            m["weight_uses"] = m["weight_uses"] + (weight_uses.sum() if isinstance(weight_uses, Tensor)
-                                                   else sum(weight_uses) if isinstance(weight_uses, list)
-                                                   else weight_uses)
+            if isinstance(weight_uses, Tensor):
+                self._uses.append((layer, weight_uses))  # summed once for all layers in result()
+            else:
+                m["weight_uses"] += sum(weight_uses) if isinstance(weight_uses, list) else weight_uses
         m["binary_act_values" if kind == "binary" else "real_act_values"] += act.numel()
         if out is not None:
             m["real_out_values"] += out.numel()
@@ -402,11 +404,17 @@ class OpCounter:
         df = pd.DataFrame({"layer": pd.Series(layer_of[ki], dtype=object), "timestep": timestep,
                            "op_class": pd.Series(class_of[ki], dtype=object), "count": counts[ki, ti[idx]]})
         mem_layers = sorted(self.mem, key=lambda layer: self.order.get(layer, 1 << 30))
+        uses = dict.fromkeys(mem_layers, 0.0)
+        if self._uses:
+            flat = torch.cat([t.reshape(-1) for _, t in self._uses]).to(torch.float64).numpy()
+            part = np.repeat(np.arange(len(self._uses)), [t.numel() for _, t in self._uses])
+            for (layer, _), v in zip(self._uses, np.bincount(part, weights=flat, minlength=len(self._uses))):
+                uses[layer] += v
         mem_cols: dict[str, Any] = {"layer": np.array(mem_layers, dtype=object)}
         for c in MEMORY_COLUMNS[1:]:
             vals = [self.mem[layer][c] for layer in mem_layers]
             if c == "weight_uses":
-                vals = [round(float(v.sum() if isinstance(v, Tensor) else v)) for v in vals]
+                vals = [round(float(v) + uses[layer]) for v, layer in zip(vals, mem_layers)]
             mem_cols[c] = np.array(vals, dtype=np.int64)
         mem = pd.DataFrame(mem_cols)
         mode = "dense" if self.dense else "sparse" if self.skip_zero_macs else "exact"

@@ -193,6 +193,9 @@ def _fanout(x_shape: torch.Size, weight: Tensor, stride: Any, padding: Any, dila
     return f
 
 
+_SPATIAL64: dict[int, Tensor] = {}  # id of a cached fan-out map -> its spatial map, float64
+
+
 def _events(ctx: Any, mask: Tensor, fan: Tensor, layout: Any) -> Any:
     """Sum of fan-out over the non-zero elements of ``mask`` (0/1 float), per timestep when it has a time axis.
 
@@ -201,13 +204,15 @@ def _events(ctx: Any, mask: Tensor, fan: Tensor, layout: Any) -> Any:
     """
     if fan.shape[1] != 1:
         return ctx.split(mask * fan, layout)
-    f = fan[0, 0].to(torch.float64)
-    if layout is None:
-        return (mask.sum(dim=(0, 1)).to(torch.float64) * f).sum()
+    f = _SPATIAL64.get(id(fan))
+    if f is None:
+        f = _SPATIAL64[id(fan)] = fan[0, 0].to(torch.float64)
     T = ctx.T
+    if layout is None:
+        return mask.sum(dim=(0, 1)).to(torch.float64).reshape(-1) @ f.reshape(-1)
     if layout[0] == "lead":
-        s = mask.reshape(T, -1, *mask.shape[2:]).sum(1)
-        return (s.to(torch.float64) * f).reshape(T, -1).sum(1)
+        s = mask.reshape(T, -1, f.numel()).sum(1)  # (T, positions)
+        return torch.mv(s.to(torch.float64), f.reshape(-1))
     s = mask.sum(dim=(0, 1))  # axis 2 of (B, C, T, ...): s is (T, ...), as is f
     return (s.to(torch.float64) * f).reshape(T, -1).sum(1)
 
@@ -269,10 +274,10 @@ def _matmul(ctx: Any, a: Tensor, b: Tensor, out: Tensor) -> None:
     else:
         ma = _mask(a, ka)
         if kb == "weight":
-            per_row = ma.sum(-1).to(torch.float64) * b.shape[-1]
+            count = ctx.split(ma, layout) * b.shape[-1]  # nnz(a) x N
         else:
             per_row = (ma @ _mask(b, kb).sum(-1).unsqueeze(-1)).squeeze(-1)  # pairs[m] = sum_k [a_mk != 0] nnz(b_k)
-        count = ctx.split(per_row, layout)
+            count = ctx.split(per_row, layout)
         ctx.book(("ac" if ka == "binary" else "mac") if kb == "weight" else "spike_product", count)
     if has_w:
         w = a if ka == "weight" else b
