@@ -313,6 +313,10 @@ class OpCounter:
         assert self.T is not None and total % self.T == 0
         return [int(total // self.T)] * self.T
 
+    def is_weight(self, t: Tensor) -> bool:
+        """True when ``t`` shares storage with a parameter or buffer of the model (no value check)."""
+        return _storage_key(t) in self.weights
+
     def kind(self, t: Tensor) -> str:
         """``"weight"``, ``"binary"`` or ``"real"`` (see :mod:`svformer_deploy.energy.rules`)."""
         if _storage_key(t) in self.weights:

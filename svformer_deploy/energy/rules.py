@@ -12,14 +12,14 @@ for one or more keys with :func:`register_rule`:
   state exactly (a subclass with its own ``forward``, a padding mode, training mode...): the aten rules count it.
 
 The synaptic layers (``nn.Conv1d/2d/3d``, ``nn.Linear``, the BatchNorms, the attention product) have module
-rules that apply the aten rule of the op they run to the module's input, weight and output (``books_as`` names
-that rule, which is what a report lists: ``ctx.using(name)``), so the counter need not intercept their aten ops: the same counts,
-at the cost of a module hook instead of a dispatch per aten op.
+rules that apply the aten rule of the op they run to the module's input, weight and output (and book under that
+rule's name, ``ctx.using(name)``, so reports list the rule that states the count), so the counter need not
+intercept their aten ops: the same counts, at the cost of a module hook instead of a dispatch per aten op.
 
 ``ctx`` is the running :class:`~svformer_deploy.energy.counter.OpCounter` (its public methods: ``book``,
-``layout``, ``split``, ``even``, ``kind``, ``module``, ``read_synapse``, ``read_neuron``). Users register rules
-for their own ops and modules the same way; the docstring is required, and is what :func:`rules_markdown`
-prints in every report and in ``docs/energy.md``.
+``using``, ``layout``, ``split``, ``even``, ``kind``, ``is_weight``, ``module``, ``read_synapse``,
+``read_neuron``). Users register rules for their own ops and modules the same way; the docstring is required,
+and is what :func:`rules_markdown` prints in every report and in ``docs/energy.md``.
 
 Operand kinds (decided per call, on the values actually passed), used by the rules below:
 
@@ -340,7 +340,7 @@ def _sum_class(ctx: Any, args: tuple, same_shape_is_residual: bool) -> str:
     tensors = [t for t in args[:2] if isinstance(t, Tensor) and t.dim() > 0]
     if len(tensors) < 2:
         return "add"
-    if any(ctx.kind(t) == "weight" for t in tensors):
+    if any(ctx.is_weight(t) for t in tensors):
         return "bias_add"
     if same_shape_is_residual and tensors[0].shape == tensors[1].shape:
         return "residual_add"
