@@ -481,7 +481,7 @@ def batch_norm_module(ctx: Any, name: str, module: nn.Module, args: tuple, out: 
 
 def _stock_product(module: nn.Module, args: tuple) -> bool:
     return type(module).forward is SpikeAttentionProduct.forward and len(args) == 3 \
-        and all(isinstance(a, Tensor) and a.dim() >= 3 for a in args) and args[0].shape == args[1].shape == args[2].shape
+        and all(isinstance(a, Tensor) and a.dim() >= 3 and a.shape == args[0].shape for a in args)
 
 
 @register_rule(SpikeAttentionProduct, after=True, accepts=_stock_product)
