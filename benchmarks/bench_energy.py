@@ -1,21 +1,38 @@
 """Counting speed: one counting pass vs a plain forward of the same model and input, and vs NeuroBench 2.3's
 SynapticOperations (hooks + binary re-runs of every layer) on the same model and clips, in one run, for every
-registered config (or those named). Prints ratios against the baselines measured in the same run.
+registered config (or those named). Prints ratios against the baselines measured in the same run, by CPU time of
+this process (robust on a shared machine) and by wall time.
 
     OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/bench_energy.py [--model svformer_tiny ...] [--batch 2]
 
 NeuroBench sees only nn.Conv*/nn.Linear (not the attention matmuls), so its numbers are not equal to ours;
 only the time is compared. Targets: counting <= 1.2x a plain forward, >= 5x faster than NeuroBench. Also timed:
-the same forward under a no-op ``TorchDispatchMode`` (the floor of any counter that intercepts aten ops).
+the same forward under a no-op ``TorchDispatchMode`` (what intercepting every aten op would cost; ``count_ops``
+intercepts only the ops outside modules with a module rule), and NeuroBench / plain forward, the ceiling of the
+NeuroBench ratio for any counter that runs the model once.
 """
 
 from __future__ import annotations
 
 import argparse
+import time
+from collections.abc import Callable
 
 import torch
 
 from _timing import best_of
+
+
+def best_cpu_of(fn: Callable[[], object], repeat: int) -> float:
+    """Best CPU time of this process in seconds over ``repeat`` calls: on a shared machine other processes
+    preempt this one, which inflates wall time at random but not the CPU time it used (run with
+    OMP_NUM_THREADS=1, so CPU time is the single thread's compute)."""
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.process_time()
+        fn()
+        best = min(best, time.process_time() - t)
+    return best
 
 
 def bench(name: str, batch: int, repeat: int) -> None:
@@ -57,18 +74,22 @@ def bench(name: str, batch: int, repeat: int) -> None:
 
     plain()
     ours()  # the first TorchDispatchMode use in a process imports torch._dynamo (seconds, once): not timed
-    t_plain = best_of(plain, repeat)
-    t_floor = best_of(floor, repeat)
-    t_ours = best_of(ours, repeat)
-    t_nb = best_of(neurobench, repeat)
     print(f"{name:16s} batch {batch}, input {'x'.join(map(str, model.config.input_shape))}, threads "
           f"{torch.get_num_threads()}, best of {repeat}")
-    print(f"  plain forward     {t_plain:8.3f} s")
-    print(f"  no-op dispatch    {t_floor:8.3f} s   ratio to forward {t_floor / t_plain:5.2f}x (interception floor)")
-    print(f"  count_ops         {t_ours:8.3f} s   ratio to forward {t_ours / t_plain:5.2f}x (target <= 1.2x: "
-          f"{'met' if t_ours <= 1.2 * t_plain else 'NOT met'})")
-    print(f"  NeuroBench SynOps {t_nb:8.3f} s   NeuroBench / ours {t_nb / t_ours:5.2f}x (target >= 5x: "
-          f"{'met' if t_nb >= 5 * t_ours else 'NOT met'})")
+    for label, timer in (("CPU time", best_cpu_of), ("wall time", best_of)):
+        t_plain = timer(plain, repeat)
+        t_floor = timer(floor, repeat)
+        t_ours = timer(ours, repeat)
+        t_nb = timer(neurobench, repeat)
+        print(f"  [{label}]")
+        print(f"  plain forward     {t_plain:8.3f} s")
+        print(f"  no-op dispatch    {t_floor:8.3f} s   ratio to forward {t_floor / t_plain:5.2f}x "
+              "(every aten op intercepted)")
+        print(f"  count_ops         {t_ours:8.3f} s   ratio to forward {t_ours / t_plain:5.2f}x (target <= 1.2x: "
+              f"{'met' if t_ours <= 1.2 * t_plain else 'NOT met'})")
+        print(f"  NeuroBench SynOps {t_nb:8.3f} s   NeuroBench / ours {t_nb / t_ours:5.2f}x (target >= 5x: "
+              f"{'met' if t_nb >= 5 * t_ours else 'NOT met'}); NeuroBench / plain forward {t_nb / t_plain:5.2f}x "
+              "(the ceiling of any counter that runs the model once)")
 
 
 def main() -> None:

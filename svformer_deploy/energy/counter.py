@@ -24,11 +24,13 @@ all T frames, each input spike's fan-out is booked at the spike's timestep).
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor, nn
@@ -123,6 +125,11 @@ def _storage_key(t: Tensor) -> int:
     return ptr if ptr else id(t._base if t._base is not None else t)
 
 
+@functools.lru_cache(maxsize=None)
+def _not_intercepted(cls: type) -> str:
+    return f"{cls.__name__} (not intercepted)"
+
+
 def _is_binary(x: Tensor) -> bool:
     """True when every element of ``x`` is exactly 0 or 1.
 
@@ -133,11 +140,11 @@ def _is_binary(x: Tensor) -> bool:
         return True
     if x.numel() == 0:
         return True
-    if x.is_contiguous():
+    if x.is_contiguous():  # x (x - 1) is 0 exactly where x is 0 or 1 (no overflow or underflow reaches 0)
         head = x.view(-1)[:256]
-        if not bool(((head == 0) | (head == 1)).all()):
+        if bool((head * (head - 1)).any()):
             return False
-    return bool(((x == 0) | (x == 1)).all())
+    return not bool((x * (x - 1)).any())
 
 
 class OpCounter:
@@ -162,7 +169,9 @@ class OpCounter:
         self.fold_bn = fold_bn
         self.skip_zero_macs = skip_zero_macs and not dense
         self.names = {m: n for n, m in model.named_modules()}
-        self.weights = {_storage_key(p) for p in list(model.parameters()) + list(model.buffers())}
+        self._module_rules = {m: r for m in self.names if (r := module_rule(m)) is not None}
+        self.weights = {_storage_key(p) for m in self.names for p in (*m._parameters.values(), *m._buffers.values())
+                        if p is not None}
         self.weights -= {-1, 0}
         self.stack: list[tuple[str, nn.Module]] = []
         self.counts: dict[tuple[str, str], list[Any]] = defaultdict(list)  # (layer, class) -> per-t vectors
@@ -178,7 +187,9 @@ class OpCounter:
         self._handles: list[Any] = []
         self._mode: _CountingMode | None = None
         self._paused: nn.Module | None = None
-        self._covered: list[nn.Module] = []  # modules counted by a module rule, innermost last
+        self._covered: list[tuple[nn.Module, Any]] = []  # (module, its module rule) running, innermost last
+        self._in_rule = False
+        self._uses: list[tuple[str, Tensor]] = []  # (layer, weight uses as a tensor of counts)
         self.trace_covered = False
 
     # ---------------------------------------------------------------- module tracking
@@ -187,30 +198,42 @@ class OpCounter:
         if name is None:
             return
         self.stack.append((name, module))
-        if self._covered or not args or not isinstance(args[0], Tensor):
+        if self._covered:
             return
-        rule = module_rule(module)
-        if rule is None:
+        rule = self._module_rules.get(module)
+        if rule is None or not args or not isinstance(args[0], Tensor) \
+                or (rule.accepts is not None and not rule.accepts(module, args)):
             return
-        self._covered.append(module)
-        self._rule = rule.name
-        rule.fn(self, name or "model", module, args[0])
+        self._covered.append((module, rule))
+        if not rule.after:
+            self._rule = rule.name
+            rule.fn(self, name or "model", module, args[0])
         if not self.trace_covered and self._mode is not None and not self._paused:
             self._mode.__exit__(None, None, None)  # the module rule covers its ops: skip intercepting them
             self._paused = module
 
     def _post(self, module: nn.Module, args: tuple, out: Any) -> None:
-        if module in self._spiking and isinstance(out, Tensor):
+        covered = self._covered
+        if covered and covered[-1][0] is module:
+            rule = covered[-1][1]
+            if rule.after:
+                self._rule = rule.name
+                self._in_rule = True  # with trace_covered, the rule's own tensor ops are not the model's
+                try:
+                    rule.fn(self, self.layer, module, args, out)
+                finally:
+                    self._in_rule = False
+            covered.pop()
+        if self._spiking and module in self._spiking and isinstance(out, Tensor):
             self._spiking.discard(module)
             self._spike_outputs[_storage_key(out)] = weakref.ref(out)
         if self._paused is module and self._mode is not None:
             self._mode.__enter__()
             self._paused = None
-            self.internal[f"{type(module).__name__} (not intercepted)"] += 1
-        if self._covered and self._covered[-1] is module:
-            self._covered.pop()
-        if module in self.names and self.stack and self.stack[-1][1] is module:
-            self.stack.pop()
+            self.internal[_not_intercepted(type(module))] += 1
+        stack = self.stack
+        if stack and stack[-1][1] is module:
+            stack.pop()
 
     def __enter__(self) -> "OpCounter":
         self._handles = [nn.modules.module.register_module_forward_pre_hook(self._pre),
@@ -241,6 +264,11 @@ class OpCounter:
     def module(self) -> nn.Module | None:
         """The innermost running module."""
         return self.stack[-1][1] if self.stack else None
+
+    def using(self, rule_name: str) -> None:
+        """Attribute the following bookings to the rule named ``rule_name`` (a module rule applying an aten
+        rule lists that rule in ``OpCounts.rules_used``)."""
+        self._rule = rule_name
 
     def book(self, op_class: str, per_t: Any, layer: str | None = None) -> None:
         """Book counts: ``per_t`` is an int (no time axis), or a (T,) tensor / list of ints (one per timestep)."""
@@ -285,6 +313,10 @@ class OpCounter:
         assert self.T is not None and total % self.T == 0
         return [int(total // self.T)] * self.T
 
+    def is_weight(self, t: Tensor) -> bool:
+        """True when ``t`` shares storage with a parameter or buffer of the model (no value check)."""
+        return _storage_key(t) in self.weights
+
     def kind(self, t: Tensor) -> str:
         """``"weight"``, ``"binary"`` or ``"real"`` (see :mod:`svformer_deploy.energy.rules`)."""
         if _storage_key(t) in self.weights:
@@ -308,9 +340,10 @@ class OpCounter:
                 m["weight_values"] += weight.numel()
             m["weight_reads"] += weight.numel() * passes
             m["passes"] += passes
-            m["weight_uses"] = m["weight_uses"] + (weight_uses.sum() if isinstance(weight_uses, Tensor)
-                                                   else sum(weight_uses) if isinstance(weight_uses, list)
-                                                   else weight_uses)
+            if isinstance(weight_uses, Tensor):
+                self._uses.append((layer, weight_uses))  # summed once for all layers in result()
+            else:
+                m["weight_uses"] += sum(weight_uses) if isinstance(weight_uses, list) else weight_uses
         m["binary_act_values" if kind == "binary" else "real_act_values"] += act.numel()
         if out is not None:
             m["real_out_values"] += out.numel()
@@ -321,13 +354,15 @@ class OpCounter:
         m = self.mem[layer]
         self.order.setdefault(layer, len(self.order))
         if spikes and self._covered:
-            self._spiking.add(self._covered[-1])
+            self._spiking.add(self._covered[-1][0])
         m["state_values"] += 2 * updates if stateful else 0
         m["binary_out_values" if spikes else "real_out_values"] += updates
 
     # ---------------------------------------------------------------- dispatch
     def handle(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
         packet = func._overloadpacket
+        if self._in_rule:
+            return
         if self._covered:
             self.internal[str(packet)] += 1
             return
@@ -342,40 +377,52 @@ class OpCounter:
 
     # ---------------------------------------------------------------- result
     def result(self, input_shape: tuple[int, ...]) -> OpCounts:
-        rows = []
-        T = self.T
-        for (layer, op_class), parts in self.counts.items():
-            scalar = 0
-            tensors = [p for p in parts if isinstance(p, Tensor) and p.dim() == 1]
-            lists = [p for p in parts if isinstance(p, list)]
-            for p in parts:
-                if not (isinstance(p, list) or (isinstance(p, Tensor) and p.dim() == 1)):
-                    scalar += int(round(float(p)))
-            if tensors or lists:
-                vec = [0.0] * (T or 1)
-                if tensors:
-                    vec = torch.stack(tensors).sum(0, dtype=torch.float64).tolist()
-                for p in lists:
-                    vec = [a + b for a, b in zip(vec, p)]
-                for t, c in enumerate(vec):
-                    c = int(round(c))
-                    if c:
-                        rows.append((layer, t, op_class, c))
-            if scalar:
-                rows.append((layer, -1, op_class, int(scalar)))
+        # one row per (layer, op class): columns 0..T-1 the per-timestep sums, column T the parts without a
+        # time axis (each rounded on its own, as booked); every value is an integer held exactly in float64
+        keys = list(self.counts)
+        steps = self.T or 1
+        mat = np.zeros((len(keys), steps + 1), dtype=np.float64)
+        rows_t, vecs = [], []
+        for i, k in enumerate(keys):
+            for p in self.counts[k]:
+                if isinstance(p, Tensor) and p.dim() == 1:
+                    rows_t.append(i)
+                    vecs.append(p)
+                elif isinstance(p, list):
+                    mat[i, :steps] += p
+                else:
+                    mat[i, steps] += round(float(p))
+        if vecs:
+            np.add.at(mat, (np.asarray(rows_t)[:, None], np.arange(steps)[None, :]),
+                      torch.stack(vecs).to(torch.float64).numpy())
+        counts = np.rint(mat).astype(np.int64)
+        ki, ti = np.nonzero(counts)
+        layer_of = np.array([k[0] for k in keys] or [""], dtype=object)
+        class_of = np.array([k[1] for k in keys] or [""], dtype=object)
         class_rank = {c: i for i, c in enumerate(OP_CLASSES)}
-        rows.sort(key=lambda r: (self.order[r[0]], r[1], class_rank[r[2]]))
-        cols = list(zip(*rows)) if rows else [(), (), (), ()]
-        df = pd.DataFrame({"layer": pd.Series(cols[0], dtype=object), "timestep": pd.Series(cols[1], dtype="int64"),
-                           "op_class": pd.Series(cols[2], dtype=object), "count": pd.Series(cols[3], dtype="int64")})
-        mem_rows = []
-        for layer, m in sorted(self.mem.items(), key=lambda kv: self.order.get(kv[0], 1 << 30)):
-            uses = m["weight_uses"]
-            m = {**m, "weight_uses": int(round(float(uses.sum() if isinstance(uses, Tensor) else uses)))}
-            mem_rows.append((layer, *(int(m[c]) for c in MEMORY_COLUMNS[1:])))
-        mem = pd.DataFrame(mem_rows, columns=MEMORY_COLUMNS)
+        layer_rank = np.array([self.order[k[0]] for k in keys] or [0], dtype=np.int64)
+        op_rank = np.array([class_rank[k[1]] for k in keys] or [0], dtype=np.int64)
+        timestep = np.where(ti == steps, -1, ti).astype(np.int64)
+        idx = np.lexsort((op_rank[ki], timestep, layer_rank[ki]))
+        ki, timestep = ki[idx], timestep[idx]
+        df = pd.DataFrame({"layer": pd.Series(layer_of[ki], dtype=object), "timestep": timestep,
+                           "op_class": pd.Series(class_of[ki], dtype=object), "count": counts[ki, ti[idx]]})
+        mem_layers = sorted(self.mem, key=lambda layer: self.order.get(layer, 1 << 30))
+        uses = dict.fromkeys(mem_layers, 0.0)
+        if self._uses:
+            flat = torch.cat([t.reshape(-1) for _, t in self._uses]).to(torch.float64).numpy()
+            part = np.repeat(np.arange(len(self._uses)), [t.numel() for _, t in self._uses])
+            for (layer, _), v in zip(self._uses, np.bincount(part, weights=flat, minlength=len(self._uses))):
+                uses[layer] += v
+        mem_cols: dict[str, Any] = {"layer": np.array(mem_layers, dtype=object)}
+        for c in MEMORY_COLUMNS[1:]:
+            vals = [self.mem[layer][c] for layer in mem_layers]
+            if c == "weight_uses":
+                vals = [round(float(v) + uses[layer]) for v, layer in zip(vals, mem_layers)]
+            mem_cols[c] = np.array(vals, dtype=np.int64)
+        mem = pd.DataFrame(mem_cols)
         mode = "dense" if self.dense else "sparse" if self.skip_zero_macs else "exact"
-        return OpCounts(df=df, memory=mem, num_steps=T, batch=self.B, input_shape=tuple(input_shape), mode=mode,
+        return OpCounts(df=df, memory=mem, num_steps=self.T, batch=self.B, input_shape=tuple(input_shape), mode=mode,
                         uncounted={k: dict(v) for k, v in sorted(self.uncounted.items())},
                         internal=dict(sorted(self.internal.items())), rules_used=tuple(self.rules_used))
 

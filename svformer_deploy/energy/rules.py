@@ -5,14 +5,21 @@ for one or more keys with :func:`register_rule`:
 
 * an **aten op** key (``torch.ops.aten.convolution``): called after the op ran, as
   ``rule(ctx, args, kwargs, out)``;
-* a **module type** key (``PLIF``): called before the module runs, as ``rule(ctx, name, module, x)``; the aten
-  ops executed inside such a module are not intercepted (the module rule covers them), so a neuron is counted
-  the same whatever kernel implements it.
+* a **module type** key (``PLIF``): called before the module runs, as ``rule(ctx, name, module, x)`` (or, when
+  registered with ``after=True``, after it ran, as ``rule(ctx, name, module, args, out)``); the aten ops
+  executed inside such a module are not intercepted (the module rule covers them), so a neuron is counted the
+  same whatever kernel implements it. ``accepts(module, args)`` (optional) declines a call the module rule cannot
+  state exactly (a subclass with its own ``forward``, a padding mode, training mode...): the aten rules count it.
+
+The synaptic layers (``nn.Conv1d/2d/3d``, ``nn.Linear``, the BatchNorms, the attention product) have module
+rules that apply the aten rule of the op they run to the module's input, weight and output (and book under that
+rule's name, ``ctx.using(name)``, so reports list the rule that states the count), so the counter need not
+intercept their aten ops: the same counts, at the cost of a module hook instead of a dispatch per aten op.
 
 ``ctx`` is the running :class:`~svformer_deploy.energy.counter.OpCounter` (its public methods: ``book``,
-``layout``, ``split``, ``even``, ``kind``, ``module``, ``read_synapse``, ``read_neuron``). Users register rules
-for their own ops and modules the same way; the docstring is required, and is what :func:`rules_markdown`
-prints in every report and in ``docs/energy.md``.
+``using``, ``layout``, ``split``, ``even``, ``kind``, ``is_weight``, ``module``, ``read_synapse``,
+``read_neuron``). Users register rules for their own ops and modules the same way; the docstring is required,
+and is what :func:`rules_markdown` prints in every report and in ``docs/energy.md``.
 
 Operand kinds (decided per call, on the values actually passed), used by the rules below:
 
@@ -36,6 +43,7 @@ from torch import Tensor, nn
 from svformer_deploy.errors import EnergyError
 from svformer_deploy.models.neurons import PLIF, ReLUNeuron
 from svformer_deploy.models.norm import TemporalBatchNorm
+from svformer_deploy.models.svformer import SpikeAttentionProduct, TConv2d
 
 __all__ = ["OP_CLASSES", "SYNAPTIC_CLASSES", "PRIMITIVE_OF", "Rule", "register_rule", "op_rule", "module_rule",
            "list_rules", "rules_markdown"]
@@ -71,6 +79,8 @@ class Rule:
     keys: tuple[Any, ...]
     doc: str
     fn: Callable[..., None]
+    after: bool = False
+    accepts: Callable[[nn.Module, tuple], bool] | None = None
 
     @property
     def applies_to(self) -> str:
@@ -88,11 +98,14 @@ def _clean(doc: str) -> str:
     return " ".join(inspect.cleandoc(doc).split())
 
 
-def register_rule(*keys: Any, name: str | None = None) -> Callable[[Callable[..., None]], Callable[..., None]]:
+def register_rule(*keys: Any, name: str | None = None, after: bool = False,
+                  accepts: Callable[[nn.Module, tuple], bool] | None = None
+                  ) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """Decorator: register ``fn`` as the counting rule of ``keys`` (aten op overload packets or module types).
 
     The rule's docstring is its statement (required). A later registration for the same key replaces the earlier
-    one, so users can override a built-in rule.
+    one, so users can override a built-in rule. Module rules only: ``after`` calls the rule after the module ran
+    (with its args and output); ``accepts(module, args)`` returning False leaves that call to the aten rules;
     """
     if not keys:
         raise EnergyError("register_rule needs at least one aten op or module type")
@@ -100,7 +113,7 @@ def register_rule(*keys: Any, name: str | None = None) -> Callable[[Callable[...
     def deco(fn: Callable[..., None]) -> Callable[..., None]:
         if not (fn.__doc__ or "").strip():
             raise EnergyError(f"counting rule {fn.__name__!r} has no docstring; state the rule in its docstring")
-        rule = Rule(name or fn.__name__, tuple(keys), _clean(fn.__doc__ or ""), fn)
+        rule = Rule(name or fn.__name__, tuple(keys), _clean(fn.__doc__ or ""), fn, after, accepts)
         for k in keys:
             if isinstance(k, type):
                 if not issubclass(k, nn.Module):
@@ -180,6 +193,9 @@ def _fanout(x_shape: torch.Size, weight: Tensor, stride: Any, padding: Any, dila
     return f
 
 
+_SPATIAL64: dict[int, Tensor] = {}  # id of a cached fan-out map -> its spatial map, float64
+
+
 def _events(ctx: Any, mask: Tensor, fan: Tensor, layout: Any) -> Any:
     """Sum of fan-out over the non-zero elements of ``mask`` (0/1 float), per timestep when it has a time axis.
 
@@ -188,13 +204,15 @@ def _events(ctx: Any, mask: Tensor, fan: Tensor, layout: Any) -> Any:
     """
     if fan.shape[1] != 1:
         return ctx.split(mask * fan, layout)
-    f = fan[0, 0].to(torch.float64)
-    if layout is None:
-        return (mask.sum(dim=(0, 1)).to(torch.float64) * f).sum()
+    f = _SPATIAL64.get(id(fan))
+    if f is None:
+        f = _SPATIAL64[id(fan)] = fan[0, 0].to(torch.float64)
     T = ctx.T
+    if layout is None:
+        return mask.sum(dim=(0, 1)).to(torch.float64).reshape(-1) @ f.reshape(-1)
     if layout[0] == "lead":
-        s = mask.reshape(T, -1, *mask.shape[2:]).sum(1)
-        return (s.to(torch.float64) * f).reshape(T, -1).sum(1)
+        s = mask.reshape(T, -1, f.numel()).sum(1)  # (T, positions)
+        return torch.mv(s.to(torch.float64), f.reshape(-1))
     s = mask.sum(dim=(0, 1))  # axis 2 of (B, C, T, ...): s is (T, ...), as is f
     return (s.to(torch.float64) * f).reshape(T, -1).sum(1)
 
@@ -211,12 +229,15 @@ def convolution(ctx: Any, args: tuple, kwargs: dict, out: Tensor) -> None:
     out_elements x (C_in / groups) x prod(kernel), padding taps included (FlopCounterMode, fvcore); with
     zero-skipping (the sparsity-aware ANN) the binary rule's sum over non-zero inputs instead. Bias ->
     `bias_add`: 1 per output element. Booked at the timestep of the input element."""
-    x, w = args[0], args[1]
-    bias = args[2] if len(args) > 2 else None
-    stride, padding, dilation = args[3], args[4], args[5]
-    transposed = bool(args[6]) if len(args) > 6 else False
-    output_padding = args[7] if len(args) > 7 else [0] * len(stride)
-    groups = int(args[8]) if len(args) > 8 else 1
+    stride = args[3]
+    _conv(ctx, args[0], args[1], args[2] if len(args) > 2 else None, stride, args[4], args[5],
+          bool(args[6]) if len(args) > 6 else False, args[7] if len(args) > 7 else [0] * len(stride),
+          int(args[8]) if len(args) > 8 else 1, out)
+
+
+def _conv(ctx: Any, x: Tensor, w: Tensor, bias: Tensor | None, stride: Any, padding: Any, dilation: Any,
+          transposed: bool, output_padding: Any, groups: int, out: Tensor) -> None:
+    """The :func:`convolution` rule on one call (shared by the aten rule and the module rule)."""
     layout = ctx.layout(x)
     kind = ctx.kind(x)
     if kind == "binary" or (ctx.skip_zero_macs and kind == "real"):
@@ -253,10 +274,10 @@ def _matmul(ctx: Any, a: Tensor, b: Tensor, out: Tensor) -> None:
     else:
         ma = _mask(a, ka)
         if kb == "weight":
-            per_row = ma.sum(-1).to(torch.float64) * b.shape[-1]
+            count = ctx.split(ma, layout) * b.shape[-1]  # nnz(a) x N
         else:
             per_row = (ma @ _mask(b, kb).sum(-1).unsqueeze(-1)).squeeze(-1)  # pairs[m] = sum_k [a_mk != 0] nnz(b_k)
-        count = ctx.split(per_row, layout)
+            count = ctx.split(per_row, layout)
         ctx.book(("ac" if ka == "binary" else "mac") if kb == "weight" else "spike_product", count)
     if has_w:
         w = a if ka == "weight" else b
@@ -300,7 +321,11 @@ def batch_norm(ctx: Any, args: tuple, kwargs: dict, out: Any) -> None:
     """Eval BatchNorm = per-element affine y = s x + b: `bn_mul` + `bn_add`, 1 each per element. With
     fold_bn, a time-invariant BN (shared statistics, BatchNorm3d) is folded into the preceding layer: `bn_folded`,
     costing nothing. A per-timestep BN (its own statistics per frame) is never folded."""
-    x = args[0]
+    _batch_norm(ctx, args[0])
+
+
+def _batch_norm(ctx: Any, x: Tensor) -> None:
+    """The :func:`batch_norm` rule on an input ``x`` (shared by the aten rule and the module rule)."""
     mod = ctx.module
     shared = not (isinstance(mod, TemporalBatchNorm) and mod.mode == "per_timestep")
     cnt = ctx.even(x.numel(), ctx.layout(x))
@@ -315,7 +340,7 @@ def _sum_class(ctx: Any, args: tuple, same_shape_is_residual: bool) -> str:
     tensors = [t for t in args[:2] if isinstance(t, Tensor) and t.dim() > 0]
     if len(tensors) < 2:
         return "add"
-    if any(ctx.kind(t) == "weight" for t in tensors):
+    if any(ctx.is_weight(t) for t in tensors):
         return "bias_add"
     if same_shape_is_residual and tensors[0].shape == tensors[1].shape:
         return "residual_add"
@@ -393,3 +418,84 @@ def _neuron_shape(ctx: Any, x: Tensor) -> tuple[int, int, bool]:
     steps = x.shape[0] if x.dim() > 0 else 1
     return steps, x.numel() // max(steps, 1), ctx.T is not None and steps == ctx.T
 
+
+
+# ---------------------------------------------------------------------------------------------- synaptic modules
+# Each applies the aten rule of the op its module runs to the module's own input, weight and output, so the
+# counter need not intercept the module's aten ops. ``accepts`` admits only modules whose forward is the stock
+# one (a subclass with its own forward, an unusual padding mode or a training-mode BN is left to the aten rules).
+_CONV_FORWARDS = {nn.Conv1d.forward, nn.Conv2d.forward, nn.Conv3d.forward}
+
+
+def _stock_conv(module: nn.Module, args: tuple) -> bool:
+    fwd = type(module).forward
+    if not args or not isinstance(args[0], Tensor) or module.padding_mode != "zeros" \
+            or isinstance(module.padding, str):
+        return False
+    nd = len(module.kernel_size)
+    return (fwd in _CONV_FORWARDS and args[0].dim() == nd + 2) or (fwd is TConv2d.forward and args[0].dim() == 5)
+
+
+@register_rule(nn.Conv1d, nn.Conv2d, nn.Conv3d, after=True, accepts=_stock_conv)
+def conv_module(ctx: Any, name: str, module: nn.Module, args: tuple, out: Tensor) -> None:
+    """`nn.Conv1d/2d/3d` (and the time-folded `TConv2d`, its input (T, B, C, H, W) taken as (T*B, C, H, W)):
+    the `convolution` rule applied to the module's input, weight, bias and output."""
+    x = args[0]
+    if x.dim() == len(module.kernel_size) + 3:
+        x, out = x.flatten(0, 1), out.flatten(0, 1)
+    ctx.using("convolution")
+    _conv(ctx, x, module.weight, module.bias, module.stride, module.padding, module.dilation, False,
+          [0] * len(module.stride), module.groups, out)
+
+
+def _stock_linear(module: nn.Module, args: tuple) -> bool:
+    return type(module).forward is nn.Linear.forward and bool(args) and isinstance(args[0], Tensor) \
+        and args[0].dim() >= 2
+
+
+@register_rule(nn.Linear, after=True, accepts=_stock_linear)
+def linear_module(ctx: Any, name: str, module: nn.Module, args: tuple, out: Tensor) -> None:
+    """`nn.Linear` on (..., C_in): the `matmul` rule for x W^T with x flattened to (rows, C_in) as the aten
+    op sees it, and with a bias the `addmm` rule (plus `bias_add`: 1 per output element)."""
+    x2 = args[0].reshape(-1, module.in_features)
+    out2 = out.reshape(-1, module.out_features)
+    ctx.using("addmm" if module.bias is not None else "matmul")
+    _matmul(ctx, x2, module.weight.t(), out2)
+    if module.bias is not None:
+        _elementwise(ctx, "bias_add", out2)
+
+
+def _stock_bn(module: nn.Module, args: tuple) -> bool:
+    fwd = type(module).forward
+    return not module.training and bool(args) and isinstance(args[0], Tensor) \
+        and (fwd is TemporalBatchNorm.forward or fwd is nn.modules.batchnorm._BatchNorm.forward)
+
+
+@register_rule(nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, TemporalBatchNorm, after=True, accepts=_stock_bn)
+def batch_norm_module(ctx: Any, name: str, module: nn.Module, args: tuple, out: Tensor) -> None:
+    """Eval-mode `nn.BatchNorm1d/2d/3d` and `TemporalBatchNorm`: the `batch_norm` rule on the module's input
+    (one element-wise affine per input element, split evenly over the timesteps)."""
+    ctx.using("batch_norm")
+    _batch_norm(ctx, args[0])
+
+
+def _stock_product(module: nn.Module, args: tuple) -> bool:
+    return type(module).forward is SpikeAttentionProduct.forward and len(args) == 3 \
+        and all(isinstance(a, Tensor) and a.dim() >= 3 and a.shape == args[0].shape for a in args)
+
+
+@register_rule(SpikeAttentionProduct, after=True, accepts=_stock_product)
+def attention_product_module(ctx: Any, name: str, module: nn.Module, args: tuple, out: Tensor) -> None:
+    """`SpikeAttentionProduct` Q (K^T V) x scale on (..., N, d): the `matmul` rule for K^T V and for Q (K^T V)
+    (operands flattened to (heads x batch, ., .) as the aten ``bmm`` sees them; K^T V recomputed once to know
+    its non-zeros), then the `mul` rule's `scale_mul`, 1 per output element."""
+    q, k, v = args
+    n, d = q.shape[-2:]
+    kt = k.transpose(-2, -1).reshape(-1, d, n)
+    v3 = v.reshape(-1, n, d)
+    kv = torch.bmm(kt, v3)
+    ctx.using("matmul")
+    _matmul(ctx, kt, v3, kv)
+    _matmul(ctx, q.reshape(-1, n, d), kv, out.reshape(-1, n, d))
+    ctx.using("mul")
+    _elementwise(ctx, "scale_mul", out)

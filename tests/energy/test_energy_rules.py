@@ -100,3 +100,49 @@ def test_user_module_rule(scratch_registry):
     c = count_ops(nn.Sequential(Gate()), torch.randn(4, 3), num_steps=None)
     assert c.uncounted == {} and c.totals()["mul"] == 24 and c.rules_used == ("gate",)
     assert "| `gate` | Gate |" in rules_markdown(["gate"])
+
+
+def _tot(c, cls):
+    return c.totals()[cls]
+
+
+_SYNAPTIC_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+@pytest.mark.parametrize("kw", [{}, {"dense": True}, {"skip_zero_macs": True}, {"fold_bn": True},
+                                {"bn": "per_timestep"}, {"neuron": "relu"}])
+def test_synaptic_module_rules_count_exactly_what_the_aten_rules_count(scratch_registry, kw):
+    from svformer_deploy.models import create_model
+    from svformer_deploy.models.norm import TemporalBatchNorm
+    from svformer_deploy.models.svformer import SpikeAttentionProduct
+
+    model_kw = {k: v for k, v in kw.items() if k in ("bn", "neuron")}
+    count_kw = {k: v for k, v in kw.items() if k not in model_kw}
+    torch.manual_seed(0)
+    m = create_model("svformer_tiny", **model_kw).eval()
+    with torch.no_grad():
+        for p in m.parameters():  # make neurons fire
+            if p.dim() > 1:
+                p.mul_(4)
+    x = torch.randn(2, *m.config.input_shape)
+    fast = count_ops(m, x, **count_kw)
+    assert fast.internal.get("TConv2d (not intercepted)", 0) > 0 and "aten.convolution" not in fast.internal
+    for key in (*_SYNAPTIC_MODULES, TemporalBatchNorm, SpikeAttentionProduct):
+        rules._MODULE_RULES.pop(key)
+    slow = count_ops(m, x, **count_kw)  # every synaptic op intercepted at the aten level
+    assert "TConv2d (not intercepted)" not in slow.internal
+    assert fast.df.equals(slow.df) and fast.memory.equals(slow.memory)
+    assert fast.uncounted == slow.uncounted == {} and set(fast.rules_used) == set(slow.rules_used)
+
+
+def test_module_rules_decline_modules_they_cannot_state():
+    class Doubled(nn.Conv2d):
+        def forward(self, x):  # not the stock forward: the aten rules must see both convolutions
+            return super().forward(x) + super().forward(x)
+
+    x = (torch.rand(1, 2, 5, 5) > 0.5).float()
+    plain, odd = nn.Conv2d(2, 3, 3, padding=1), Doubled(2, 3, 3, padding=1)
+    a, b = count_ops(plain, x, num_steps=None), count_ops(odd, x, num_steps=None)
+    assert _tot(b, "ac") == 2 * _tot(a, "ac") > 0 and a.internal == {"Conv2d (not intercepted)": 1}
+    circ = nn.Conv2d(2, 3, 3, padding=1, padding_mode="circular")  # pads all around: every tap in bounds
+    assert _tot(count_ops(circ, x, num_steps=None), "ac") == int(x.sum()) * 3 * 9
