@@ -216,10 +216,9 @@ def price_conventions(table: pd.DataFrame, dense: OpCounts, profile: str | Hardw
 def measure_rates(model: nn.Module, clips: Tensor) -> dict[str, float]:
     """Input firing rate of every conv/linear whose input is spikes (only {0, 1}), and the output rate of every
     neuron layer, on ``clips`` (mean over all elements and timesteps), keyed by dotted layer name."""
-    from svformer_deploy.models import record_spikes
+    from svformer_deploy.models import forward_hooks, record_spikes
 
     rates: dict[str, float] = {}
-    handles = []
 
     def hook(name: str) -> Callable:
         def fn(mod: nn.Module, args: tuple) -> None:
@@ -228,15 +227,10 @@ def measure_rates(model: nn.Module, clips: Tensor) -> dict[str, float]:
                 rates[name] = float(x.float().mean())
         return fn
 
-    for name, mod in model.named_modules():
-        if isinstance(mod, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
-            handles.append(mod.register_forward_pre_hook(hook(name)))
-    try:
-        with torch.no_grad(), record_spikes(model) as rec:
-            model.eval()(clips)
-    finally:
-        for h in handles:
-            h.remove()
+    synapses = [(mod, hook(name)) for name, mod in model.named_modules()
+                if isinstance(mod, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))]
+    with forward_hooks(synapses, pre=True), torch.no_grad(), record_spikes(model) as rec:
+        model.eval()(clips)
     rates.update({name: float(s.float().mean()) for name, s in rec.spikes.items()})
     return rates
 
@@ -267,16 +261,13 @@ def read_rates_csv(path: str | Path) -> dict[str, float]:
 def dense_model_counts(config: Any, batch: int = 1) -> tuple[OpCounts, dict[str, int]]:
     """Dense counts of a fresh model built from ``config`` on a ``(batch, *config.input_shape)`` clip, on the meta
     device (shapes only: no data, no weights), and the token count N of every attention product."""
-    from svformer_deploy.models import create_model
+    from svformer_deploy.models import create_model, forward_hooks
     from svformer_deploy.models.svformer import SpikeAttentionProduct
 
     model = create_model(config).eval().to("meta")
     tokens: dict[str, int] = {}
-    handles = [m.register_forward_pre_hook(lambda mod, args, n=n: tokens.__setitem__(n, int(args[0].shape[-2])))
-               for n, m in model.named_modules() if isinstance(m, SpikeAttentionProduct)]
-    try:
+    hooks = [(m, lambda mod, args, n=n: tokens.__setitem__(n, int(args[0].shape[-2])))
+             for n, m in model.named_modules() if isinstance(m, SpikeAttentionProduct)]
+    with forward_hooks(hooks, pre=True):
         dense = count_ops(model, torch.empty((batch, *config.input_shape), device="meta"), dense=True)
-    finally:
-        for h in handles:
-            h.remove()
     return dense, tokens

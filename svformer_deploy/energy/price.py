@@ -103,7 +103,7 @@ def price_markdown(s: Mapping[str, Any]) -> str:
     ours = s["per_clip"][OURS]
     lines += ["", f"Memory per clip (weight-stationary): {ours['memory_mj']:.4g} mJ = "
               + ", ".join(f"{k} {v * 1e-9:.4g}" for k, v in m["pj"].items())
-              + f" mJ; tiers by footprint: " + ", ".join(f"{k} {t} ({m['footprint_bytes'][k] / 1e6:.3g} MB)"
+              + " mJ; tiers by footprint: " + ", ".join(f"{k} {t} ({m['footprint_bytes'][k] / 1e6:.3g} MB)"
                                                           for k, t in m["tiers"].items())
               + f". Fetch-per-event: {ours['memory_fetch_per_event_mj']:.4g} mJ per clip.", "",
               "## Layers priced as MAC", ""]

@@ -25,7 +25,7 @@ from typing import Any
 
 import pandas as pd
 
-from svformer_deploy._atomic import atomic_write_dir
+from svformer_deploy._atomic import atomic_write_dir, json_text
 from svformer_deploy.energy.conventions import (
     CONVENTIONS,
     REFERENCE_SCRIPT_BUG,
@@ -221,7 +221,7 @@ def write_report(opts: ReportOptions, progress: bool = True) -> Path:
         per_layer.to_csv(tmp / "per_layer.csv", index=False, float_format="%.6f", lineterminator="\n")
         per_video.to_csv(tmp / "per_video.csv", index=False, float_format="%.6f", lineterminator="\n")
         spiking_csv.to_csv(tmp / "spiking.csv", index=False, float_format="%.6f", lineterminator="\n")
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        (tmp / "summary.json").write_text(json_text(summary, sort_keys=True) + "\n", encoding="utf-8")
         (tmp / "report.md").write_text(_markdown(summary, per_layer), encoding="utf-8")
         _plots(tmp, per_layer, summary)
 

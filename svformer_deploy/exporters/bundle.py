@@ -47,7 +47,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from svformer_deploy._atomic import atomic_write_dir
+from svformer_deploy._atomic import atomic_write_dir, json_text
 from svformer_deploy.errors import BundleFormatError
 from svformer_deploy.exporters.plan import Plan, PlanError, coverage_of
 
@@ -462,7 +462,7 @@ def write_bundle(out: str | os.PathLike, manifest: Manifest, writers: Mapping[st
         manifest.validate()
         d = manifest.to_json()
         manifest.integrity = d["integrity"] = manifest_digest(d)
-        (tmp / MANIFEST_NAME).write_text(json.dumps(d, indent=1, allow_nan=False))
+        (tmp / MANIFEST_NAME).write_text(json_text(d, indent=1), encoding="utf-8")
 
     return atomic_write_dir(out, build, force=force)
 

@@ -36,13 +36,14 @@ def iter_neurons(model: nn.Module) -> Iterator[tuple[str, SpikingNeuron]]:
 
 
 @contextmanager
-def forward_hooks(hooks: Iterable[tuple[nn.Module, ForwardHook]]) -> Iterator[None]:
+def forward_hooks(hooks: Iterable[tuple[nn.Module, ForwardHook]], *, pre: bool = False) -> Iterator[None]:
     """Register ``hook`` on ``module`` for every pair, in order (hooks on one module run in that order); remove
-    every one of them when the block ends, also when it raises."""
+    every one of them when the block ends, also when it raises. ``pre=True`` registers forward *pre*-hooks,
+    ``hook(module, inputs)``, which run before the module (a non-None return value replaces its inputs)."""
     handles = []
     try:
         for module, hook in hooks:
-            handles.append(module.register_forward_hook(hook))
+            handles.append(module.register_forward_pre_hook(hook) if pre else module.register_forward_hook(hook))
         yield
     finally:
         for h in handles:

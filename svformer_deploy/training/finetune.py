@@ -48,7 +48,8 @@ from torch.nn import functional as F
 
 from svformer_deploy._atomic import atomic_write, atomic_write_json
 from svformer_deploy.errors import ConfigError, OutputExistsError
-from svformer_deploy.models import create_model, iter_neurons, load_checkpoint, read_checkpoint, save_checkpoint
+from svformer_deploy.models import (create_model, forward_hooks, iter_neurons, load_checkpoint, read_checkpoint,
+                                    save_checkpoint)
 from svformer_deploy.models.checkpoint import load_state_dict_checked
 from svformer_deploy.models.norm import TemporalBatchNorm
 from svformer_deploy.training.engine import (
@@ -179,7 +180,6 @@ def spike_rates(model: nn.Module) -> Iterator[SpikeRates]:
     layer wins). Unlike :func:`record_spikes` the values keep their autograd graph, so they can enter a loss."""
     rates = SpikeRates()
     totals: dict[str, tuple[Tensor, int]] = {}
-    handles = []
 
     def make_hook(name: str):
         def hook(_m: nn.Module, _inputs: tuple, out: Tensor) -> None:
@@ -191,13 +191,8 @@ def spike_rates(model: nn.Module) -> Iterator[SpikeRates]:
 
         return hook
 
-    try:
-        for name, m in iter_neurons(model):
-            handles.append(m.register_forward_hook(make_hook(name)))
+    with forward_hooks((m, make_hook(name)) for name, m in iter_neurons(model)):
         yield rates
-    finally:
-        for h in handles:
-            h.remove()
 
 
 # ------------------------------------------------------------------------------------------------ losses

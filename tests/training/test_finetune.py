@@ -15,7 +15,7 @@ from svformer_deploy.errors import ConfigError, OutputExistsError
 from svformer_deploy.models import load_checkpoint, record_spikes, save_checkpoint
 from svformer_deploy.models.norm import TemporalBatchNorm
 from svformer_deploy.training.finetune import (
-    CURVE_CSV, CURVE_PNG, REPORT_NAME, FinetuneConfig, budget_penalty, distillation_loss, energy_per_video, finetune,
+    CURVE_PNG, REPORT_NAME, FinetuneConfig, budget_penalty, distillation_loss, energy_per_video, finetune,
     finetune_budgets, rate_matching_loss, spike_rates, time_averaged_bn,
 )
 from tests.exporters.conftest import active_model
