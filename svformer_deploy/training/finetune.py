@@ -47,13 +47,13 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from svformer_deploy._atomic import atomic_write, atomic_write_json
-from svformer_deploy.errors import ConfigError, OutputExistsError
+from svformer_deploy.errors import ConfigError, DataError, OutputExistsError
 from svformer_deploy.models import (create_model, forward_hooks, iter_neurons, load_checkpoint, read_checkpoint,
                                     save_checkpoint)
 from svformer_deploy.models.checkpoint import load_state_dict_checked
 from svformer_deploy.models.norm import TemporalBatchNorm
 from svformer_deploy.training.engine import (
-    _init_distributed, _jsonable, _loader, _progress, _resolve_device, _rng_state, _set_rng_state, _validate,
+    _all_ranks, _init_distributed, _jsonable, _loader, _progress, _resolve_device, _rng_state, _set_rng_state, _validate,
     _write_metrics, param_groups, topk_correct, warmup_cosine,
 )
 
@@ -96,6 +96,7 @@ class FinetuneConfig:
     eval_crops: int = 1
     energy: bool = False                # report: also the energy per video (energy counter) of every model
     energy_profile: str = "45nm-fp32"
+    dist_timeout: float = 1800.0        # DDP: seconds a collective may wait (rank 0's validation included)
 
     def __post_init__(self) -> None:
         if self.bn not in ("shared", "keep"):
@@ -251,7 +252,8 @@ def finetune(checkpoint: str | os.PathLike, cfg: FinetuneConfig, *, resume: bool
     if not resume and not force and last_path.exists():
         raise OutputExistsError(f"{last_path} exists: continue it with --resume, choose another --out, or pass "
                                 "--force to start over")
-    dist_info = _init_distributed("cuda" if cfg.device == "auto" and torch.cuda.is_available() else cfg.device)
+    dist_info = _init_distributed("cuda" if cfg.device == "auto" and torch.cuda.is_available() else cfg.device,
+                                  cfg.dist_timeout)
     device = _resolve_device(cfg.device, dist_info)
     teacher, tmeta = load_checkpoint(checkpoint, map_location=device)
     if cfg.bn == "keep" and cfg.spike_budget is None and cfg.rate_weight == 0:
@@ -302,6 +304,10 @@ def finetune(checkpoint: str | os.PathLike, cfg: FinetuneConfig, *, resume: bool
         with bar:
             task = bar.add_task("train", total=steps_per_epoch)
             for clips, labels, _ in _loader(train_ds, cfg, dist_info, epoch, train=True):
+                # a batch left with < 2 readable clips on any process is skipped by every process together
+                if not _all_ranks(clips is not None and len(clips) >= 2, dist_info, device):
+                    bar.advance(task)
+                    continue
                 clips, labels = clips.to(device), labels.to(device)
                 with torch.no_grad(), spike_rates(teacher) as t_rates:
                     t_logits = teacher(clips)
@@ -337,6 +343,9 @@ def finetune(checkpoint: str | os.PathLike, cfg: FinetuneConfig, *, resume: bool
 
             dist.all_reduce(counts)
         seen_all = int(counts[0])
+        if seen_all == 0:
+            raise DataError(f"epoch {epoch + 1}: no batch of at least 2 readable training clips on every process; "
+                            "check the training videos, or raise --batch-size / use fewer processes")
         row: dict[str, Any] = {"epoch": epoch + 1, "train_top1": float(counts[1]) / seen_all,
                                **{f"train_{k}": float(v) / seen_all for k, v in zip(sums, counts[2:].tolist())},
                                "lr": optimizer.param_groups[0]["lr"], "train_clips": seen_all,
