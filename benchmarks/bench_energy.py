@@ -16,23 +16,10 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
 
 import torch
 
 from _timing import best_of
-
-
-def best_cpu_of(fn: Callable[[], object], repeat: int) -> float:
-    """Best CPU time of this process in seconds over ``repeat`` calls: on a shared machine other processes
-    preempt this one, which inflates wall time at random but not the CPU time it used (run with
-    OMP_NUM_THREADS=1, so CPU time is the single thread's compute)."""
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.process_time()
-        fn()
-        best = min(best, time.process_time() - t)
-    return best
 
 
 def bench(name: str, batch: int, repeat: int) -> None:
@@ -76,11 +63,11 @@ def bench(name: str, batch: int, repeat: int) -> None:
     ours()  # the first TorchDispatchMode use in a process imports torch._dynamo (seconds, once): not timed
     print(f"{name:16s} batch {batch}, input {'x'.join(map(str, model.config.input_shape))}, threads "
           f"{torch.get_num_threads()}, best of {repeat}")
-    for label, timer in (("CPU time", best_cpu_of), ("wall time", best_of)):
-        t_plain = timer(plain, repeat)
-        t_floor = timer(floor, repeat)
-        t_ours = timer(ours, repeat)
-        t_nb = timer(neurobench, repeat)
+    for label, clock in (("CPU time", time.process_time), ("wall time", time.perf_counter)):
+        t_plain = best_of(plain, repeat, clock)
+        t_floor = best_of(floor, repeat, clock)
+        t_ours = best_of(ours, repeat, clock)
+        t_nb = best_of(neurobench, repeat, clock)
         print(f"  [{label}]")
         print(f"  plain forward     {t_plain:8.3f} s")
         print(f"  no-op dispatch    {t_floor:8.3f} s   ratio to forward {t_floor / t_plain:5.2f}x "
