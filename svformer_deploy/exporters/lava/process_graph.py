@@ -11,9 +11,13 @@ package on ``PYTHONPATH``):
   ``a_in{k}_{i}`` connected to that layer's ``out`` (a two-layer partition returns both layers' spikes, as
   the host op's contract asks). The host computes the float part of the network (stem, residual streams,
   attention product, concatenation, temporal head, classifier: the ``svformer_float_host`` op of the shared
-  bundle runner, :func:`~svformer_deploy.exporters.runtime.run_bundle`) in a worker thread of that process;
-  each time the float part needs a partition, the thread hands its input spikes to the process model and
-  blocks until Lava has computed the partition's output.
+  bundle runner, :func:`~svformer_deploy.exporters.runtime.run_bundle`) inside its ``run_spk``: at the first
+  step of partition k's slot it runs the float host, with the Lava outputs of partitions 0 .. k-1, up to
+  the point where it needs partition k, and sends that partition's input spikes; after the last slot it runs
+  it to the logits. (The float host is replayed from the start for each partition, K + 1 forward passes per
+  clip: our first version ran the float host in a worker thread that blocked inside the forward until Lava
+  answered; that run stopped making progress, every Lava process idle on its channel and the host's main thread
+  blocked on a Python lock, so the host now needs no thread.)
 
 Timing (Lava's LoihiProtocol; found by the per-partition runner and checked bit for bit here): a spike the
 host sends at step s reaches layer 1 of a netx chain at s + 1 (the synapse buffers one step) and layer i's
@@ -114,9 +118,6 @@ def lava_end_to_end(bundle, clip, python: str | None = None, progress=None) -> d
 
 def build_and_run(job):  # pragma: no cover - runs under the side environment (Python 3.10 + lava-dl)
     """Build the process graph of ``job`` (see the module docstring), run it, return (logits, spikes, summary)."""
-    import queue
-    import threading
-
     from lava.lib.dl import netx
     from lava.magma.core.decorator import implements, requires, tag
     from lava.magma.core.model.py.model import PyLoihiProcessModel
@@ -149,59 +150,55 @@ def build_and_run(job):  # pragma: no cover - runs under the side environment (P
                     setattr(self, f"a_in{k}_{i}", InPort(shape=out))
             self.logits = Var(shape=(1, job["num_classes"]), init=np.zeros((1, job["num_classes"])))
 
+    class _Needs(Exception):  # the float host reached a partition Lava has not computed yet
+        def __init__(self, name, frames):
+            super().__init__(name)
+            self.name, self.frames = name, frames
+
     class HostModel(PyLoihiProcessModel):
         logits: np.ndarray = LavaPyType(np.ndarray, float)
 
         def __init__(self, proc_params):
             super().__init__(proc_params)
-            self.requests, self.replies = queue.Queue(), queue.Queue()
-            self.thread = None
-            self.result = {}
+            self.done = {}  # partition -> every layer's Lava output (T, W', H', C') int8, in call order
             self.active = None  # (k, input frames (T, W, H, C), [per-layer outputs (T, W', H', C')])
+            self.host = None
 
-        def _host(self):
-            try:
-                import torch
+        def _float_host(self):
+            """Run the float host op until it needs a partition Lava has not computed: (name, frames), or
+            ("done", logits). Partitions already computed are taken from ``self.done`` (replayed)."""
+            import torch
 
-                from svformer_deploy.exporters.bundle import read_manifest
-                from svformer_deploy.exporters.runtime import load_host_params, run_bundle
+            from svformer_deploy.exporters.bundle import read_manifest
+            from svformer_deploy.exporters.runtime import load_host_params, run_bundle
 
+            if self.host is None:
                 torch.set_num_threads(1)
-                manifest = read_manifest(job["bundle"])
-                host_params = load_host_params(job["bundle"])
                 with np.load(job["clip"], allow_pickle=False) as z:
                     clip = torch.from_numpy(z["clip"])
+                self.host = (read_manifest(job["bundle"]), load_host_params(job["bundle"]), clip)
+            manifest, host_params, clip = self.host
 
-                def run_partition(name, spikes):  # spikes (T, 1, C, H, W) -> every layer's (T, 1, C', H', W')
-                    self.requests.put((name, spikes[:, 0].permute(0, 3, 2, 1).numpy()))
-                    outs = self.replies.get()
-                    for i, o in enumerate(outs):
-                        received[f"{name}/{i}"] = o.transpose(0, 3, 2, 1)  # (T, C', H', W')
-                    return [torch.from_numpy(o).permute(0, 3, 2, 1).unsqueeze(1).to(spikes.dtype) for o in outs]
+            def run_partition(name, spikes):  # spikes (T, 1, C, H, W) -> every layer's (T, 1, C', H', W')
+                if name not in self.done:
+                    raise _Needs(name, spikes[:, 0].permute(0, 3, 2, 1).numpy())
+                return [torch.from_numpy(o).permute(0, 3, 2, 1).unsqueeze(1).to(spikes.dtype)
+                        for o in self.done[name]]
 
-                received = {}
-                logits = run_bundle(manifest, {}, host_params, clip, run_partition=run_partition).logits
-                np.savez_compressed(job["spikes"], **received)
-                self.requests.put(("done", logits.numpy()))
-            except BaseException as err:  # surfaces in run_spk, i.e. in the Lava run
-                self.requests.put(("error", repr(err)))
-
-        def _next_request(self):
-            name, payload = self.requests.get(timeout=3600)
-            if name == "error":
-                raise RuntimeError(f"the float host op failed: {payload}")
-            return name, payload
+            try:
+                with torch.no_grad():
+                    run = run_bundle(manifest, {}, host_params, clip, run_partition=run_partition)
+                    return "done", run.logits.numpy()
+            except _Needs as need:
+                return need.name, need.frames
 
         def run_spk(self):
             s = self.time_step
-            if self.thread is None:
-                self.thread = threading.Thread(target=self._host, daemon=True)
-                self.thread.start()
             k = next((j for j, st in enumerate(starts) if st <= s < st + T + order[j][1]), None)
             if k is not None and s == starts[k]:
-                name, frames = self._next_request()
+                name, frames = self._float_host()
                 if name != order[k][0]:
-                    raise RuntimeError(f"the host called partition {name} where the schedule has {order[k][0]}")
+                    raise RuntimeError(f"the host needs {name} where the schedule has {order[k][0]}")
                 self.active = (k, frames, [np.zeros((T,) + o, dtype=np.int8) for o in out_shapes[k]])
             for j, shape in enumerate(in_shapes):
                 x = np.zeros(shape)
@@ -215,13 +212,15 @@ def build_and_run(job):  # pragma: no cover - runs under the side environment (P
                     if self.active and j == self.active[0] and 0 <= t < T:
                         self.active[2][i][t] = a
             if self.active and s == starts[self.active[0]] + T + order[self.active[0]][1] - 1:
-                self.replies.put(self.active[2])
+                self.done[order[self.active[0]][0]] = self.active[2]
                 self.active = None
             if s == num_steps:
-                name, logits = self._next_request()
+                name, logits = self._float_host()
                 if name != "done":
-                    raise RuntimeError(f"the host called partition {name} after the last scheduled slot")
+                    raise RuntimeError(f"the host needs partition {name} after the last scheduled slot")
                 self.logits[:] = logits
+                np.savez_compressed(job["spikes"], **{f"{n}/{i}": o.transpose(0, 3, 2, 1)
+                                                      for n, outs in self.done.items() for i, o in enumerate(outs)})
 
     for k, shape in enumerate(in_shapes):
         setattr(HostModel, f"s_out{k}", LavaPyType(PyOutPort.VEC_DENSE, float))
