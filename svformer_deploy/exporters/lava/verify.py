@@ -113,7 +113,7 @@ def run_lava(python: str, jobs: dict[str, tuple[Path, np.ndarray]], workdir: Pat
         t.start()
     for t in threads:
         t.join()
-    failed = [(i, p.wait()) for i, p in enumerate(procs) if p.wait() != 0]
+    failed = [(i, rc) for i, rc in enumerate(p.wait() for p in procs) if rc != 0]
     if failed:
         i, rc = failed[0]
         raise VerificationError("the Lava runner failed (exit {}):\n{}".format(rc, "\n".join(logs[i][-15:])))
