@@ -13,7 +13,12 @@ clips per call with the running figures printed after each, and those wall times
 ``--json PATH`` writes every figure.
 
     OMP_NUM_THREADS=2 python benchmarks/bench_export.py [--model svformer_ucf101] [--bn shared] [--num-classes 10]
-        [--calibrate 4] [--verify-clips 1] [--threads 2] [--repeat 1] [--skip-onnx] [--json out.json]
+        [--calibrate 4] [--verify-clips 1] [--threads 2] [--repeat 1] [--skip-onnx] [--json out.json] [--lava]
+
+``--lava`` adds the Lava rows on the same model (shared BN: netx cannot hold per-timestep BN): the export
+itself, and its verification in Lava (``fixed_pt``) of ``--lava-clips`` random clips through every partition, in
+``--lava-workers`` parallel runner processes (Lava time, then the whole verification: spike recording, Lava,
+emulation and comparison).
 """
 
 from __future__ import annotations
@@ -93,6 +98,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--skip-onnx", action="store_true")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--lava", action="store_true", help="add the Lava export and verification rows")
+    ap.add_argument("--lava-clips", type=int, default=1)
+    ap.add_argument("--lava-workers", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -125,6 +133,8 @@ def main() -> None:
                                                        "neuron-steps flipped" if "neuron_steps" in r else ""),
                 flush=True)) if batches else (None, None))
             rows.append((name, sec, d / file, (report, vsec)))
+        if args.lava:
+            rows += [(name, sec, path, None) for name, sec, path in _lava_rows(args, d, model)]
         print(f"{args.model} ({args.bn} BN, {args.num_classes} classes): {n_params:,} parameters, "
               f"T={model.config.num_frames}, {model.config.img_size}px, {args.threads} thread(s), best of "
               f"{args.repeat}" + (f", BN calibrated on {args.calibrate} x 2 clips" if args.calibrate else ""))
@@ -150,6 +160,35 @@ def main() -> None:
                   f"({row['seconds']:.1f} s)")
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=1))
+
+
+def _lava_rows(args, d: Path, model) -> list[tuple[str, float, Path]]:  # noqa: ANN001
+    """(name, seconds, path) of the Lava export and of its verification in Lava (see the module docstring)."""
+    import time
+
+    from svformer_deploy.exporters.lava.export import export_lava
+    from svformer_deploy.exporters.lava.sideenv import lava_python
+
+    if model.config.bn != "shared":
+        raise SystemExit("--lava needs --bn shared (netx cannot hold per-timestep BatchNorm)")
+    python = lava_python(print)
+    sec = best_of(lambda: export_lava(model, d / "lava", checkpoint_sha256="0" * 64, force=True), args.repeat)
+    from svformer_deploy.exporters.lava.verify import verify_lava
+
+    g = torch.Generator().manual_seed(1)
+    c = model.config
+    clips = torch.randn(args.lava_clips, 3, c.num_frames, c.img_size, c.img_size, generator=g)
+    t0 = time.perf_counter()
+    report = verify_lava(d / "lava", clips=clips, lava_clips=args.lava_clips, workers=args.lava_workers,
+                         python=python, write=False)
+    total = time.perf_counter() - t0
+    print(f"Lava: {len(report['partitions'])} partitions, all bit-exact: {report['all_bit_exact']}, "
+          f"{report['inputs']['lava_clips']} clip(s), {report['lava_workers']} worker(s)")
+    print(f"goal Lava export <= 20 s: {'met' if sec <= 20.0 else 'NOT met'} ({sec:.1f} s)")
+    tag = f"{args.lava_clips} clip x {args.lava_workers} workers"
+    return [("Lava bundle (shared BN)", sec, d / "lava"),
+            (f"Lava runs, {tag}", report["lava_seconds"], d / "lava"),
+            (f"Lava verify, {tag}", total, d / "lava")]
 
 
 if __name__ == "__main__":

@@ -43,9 +43,14 @@ def _wrap24(a: Tensor) -> Tensor:
 
 
 def _synapse(layer: LoihiLayer, s: Tensor) -> Tensor:
-    """Integer conv of binary spikes (N, C, H, W) -> int64 (N, C_out, H', W'); exact in float64 (|sum| < 2^53)."""
-    w = torch.as_tensor(layer.weight, dtype=torch.float64)
-    out = F.conv2d(s.to(torch.float64), w, stride=layer.stride, padding=layer.padding, groups=layer.groups)
+    """Integer conv of binary spikes (N, C, H, W) -> int64 (N, C_out, H', W').
+
+    Every partial sum is an integer of magnitude <= max|w| * fan_in, so float32 is exact while that bound is
+    below 2^24 (8-bit weights: fan_in < 2^17; Lava's own conv computes in float32 too), float64 beyond."""
+    w = torch.as_tensor(layer.weight)
+    fan_in = w[0].numel()
+    dtype = torch.float32 if int(w.abs().max()) * fan_in < (1 << 24) else torch.float64
+    out = F.conv2d(s.to(dtype), w.to(dtype), stride=layer.stride, padding=layer.padding, groups=layer.groups)
     return _wrap24(out.round().to(torch.int64))
 
 
