@@ -156,6 +156,8 @@ def main() -> None:
             vs = f"{ver[1]:9.1f}" if ver is not None and ver[1] is not None else f"{'':9s}"
             print(f"{name:32s} {sec:8.2f} {sec / base:10.1f} {size / 1e6:8.1f} {vs}  {summary}")
         for row in result["rows"][1:]:
+            if "bundle" not in row["export"]:  # the goal is for writing an export, not for running it
+                continue
             print(f"goal {row['export']} <= 20 s: {'met' if row['seconds'] <= 20.0 else 'NOT met'} "
                   f"({row['seconds']:.1f} s)")
     if args.json is not None:
@@ -184,7 +186,6 @@ def _lava_rows(args, d: Path, model) -> list[tuple[str, float, Path]]:  # noqa: 
     total = time.perf_counter() - t0
     print(f"Lava: {len(report['partitions'])} partitions, all bit-exact: {report['all_bit_exact']}, "
           f"{report['inputs']['lava_clips']} clip(s), {report['lava_workers']} worker(s)")
-    print(f"goal Lava export <= 20 s: {'met' if sec <= 20.0 else 'NOT met'} ({sec:.1f} s)")
     tag = f"{args.lava_clips} clip x {args.lava_workers} workers"
     return [("Lava bundle (shared BN)", sec, d / "lava"),
             (f"Lava runs, {tag}", report["lava_seconds"], d / "lava"),
