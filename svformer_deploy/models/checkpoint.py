@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +107,27 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, extra: dict[str, 
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
+def safe_load(path: Path, fix: str) -> Any:
+    """``torch.load(path, weights_only=True)`` (tensors and plain containers only: no code is unpickled), with
+    every way an untrusted file can fail mapped to one error naming the file and ``fix``: a pickled class or
+    function is refused as :class:`UnsafeCheckpointError`; anything else that does not parse (not a PyTorch
+    file, truncated, empty, random bytes) is a :class:`CheckpointFormatError`."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "global" in str(err).lower():  # the safe unpickler met a class/function reference: code, not data
+            raise UnsafeCheckpointError(
+                f"{path} contains pickled Python objects that are not plain tensors or containers; it was refused "
+                "(loading it could run arbitrary code). Re-save it as a state dict (torch.save(model.state_dict())) "
+                "and import it with import_official(), or save it with save_checkpoint()") from err
+        raise CheckpointFormatError(f"{path} is not a readable PyTorch file (truncated, or not a checkpoint); "
+                                    f"{fix}") from err
+    except Exception as err:  # noqa: BLE001 - a parser of untrusted bytes fails in many ways (KeyError, IndexError...)
+        raise CheckpointFormatError(f"{path} is not a readable PyTorch file ({type(err).__name__}: "
+                                    f"{(str(err).splitlines() or [''])[0][:120]}); the file is truncated or corrupt: "
+                                    f"{fix}") from err
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Safely read and validate the raw checkpoint dict (``weights_only=True``: no code is unpickled)."""
     path = Path(path)
@@ -116,20 +136,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
                                       "(train one with `svformer-deploy train` or use the shipped one)")
     if path.is_dir():
         raise CheckpointFormatError(f"{path} is a directory, not a checkpoint file; pass the .pt file inside it")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        msg = str(err)
-        if "global" in msg.lower():  # the safe unpickler met a class/function reference: code, not data
-            raise UnsafeCheckpointError(
-                f"{path} contains pickled Python objects that are not plain tensors or containers; it was refused "
-                "(loading it could run arbitrary code). Re-save it as a state dict (torch.save(model.state_dict())) "
-                "and import it with import_official(), or save it with save_checkpoint()") from err
-        raise CheckpointFormatError(f"{path} is not a readable checkpoint ({msg.splitlines()[0]}); "
-                                    "is it truncated or not a PyTorch file? Re-copy or re-train it") from err
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
-        raise CheckpointFormatError(f"{path} is not a readable checkpoint ({str(err).splitlines()[0]}); "
-                                    "the file is truncated or corrupt: re-copy or re-train it") from err
+    payload = safe_load(path, "re-copy or re-train it")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointFormatError(
             f"{path} is a PyTorch file but not an svformer-deploy checkpoint (no '{FORMAT}' header); "

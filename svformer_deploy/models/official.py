@@ -10,18 +10,16 @@ spikingjelly's PLIF parameter as ``<neuron>.w``, which is our ``PLIF.w`` with th
 from __future__ import annotations
 
 import os
-import pickle
 import re
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from svformer_deploy.errors import CheckpointFormatError, CheckpointNotFoundError, UnsafeCheckpointError
+from svformer_deploy.errors import CheckpointFormatError, CheckpointNotFoundError
 from svformer_deploy.models._registry import create_model
-from svformer_deploy.models.checkpoint import load_state_dict_checked
+from svformer_deploy.models.checkpoint import load_state_dict_checked, safe_load
 from svformer_deploy.models.svformer import SVFormer
 
 __all__ = ["OFFICIAL_KEY_RULES", "ImportReport", "official_to_ours", "import_official"]
@@ -77,15 +75,8 @@ class ImportReport:
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.exists():
         raise CheckpointNotFoundError(f"official checkpoint {path} does not exist; check the path")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise UnsafeCheckpointError(
-            f"{path} holds pickled objects beyond tensors and containers and was refused (unsafe to load). "
-            "In the official environment, re-save it as torch.save({'model_state': ckpt['model_state']}, path)") from err
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
-        raise CheckpointFormatError(f"{path} is not a readable PyTorch file ({str(err).splitlines()[0]}); "
-                                    "is it truncated? Re-download it") from err
+    obj = safe_load(path, "re-download it; a pickled training checkpoint must first be re-saved in the official "
+                          "environment as torch.save({'model_state': ckpt['model_state']}, path)")
     if isinstance(obj, dict):
         for key in ("model_state", "model", "state_dict"):
             if isinstance(obj.get(key), dict):

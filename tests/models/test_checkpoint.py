@@ -54,11 +54,29 @@ def test_missing_file(tmp_path):
         load_checkpoint(tmp_path / "nope.pt")
 
 
-def test_not_a_checkpoint(tmp_path):
-    p = tmp_path / "x.pt"
-    p.write_bytes(os.urandom(1000))
-    with pytest.raises(CheckpointFormatError, match="truncated or corrupt|not a readable"):
+NOT_CHECKPOINTS = {
+    "random": bytes(range(256)) * 4 + b"\x80\x02}q\x00",
+    "text": b"hello, this is a text file renamed .pt\n",
+    "five_bytes": b"hello",
+    "empty": b"",
+    "pickle_protocol_byte": b"\x80",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(NOT_CHECKPOINTS))
+def test_not_a_checkpoint_is_one_clear_error(tmp_path, kind, capsys):
+    """Any bytes that are not a PyTorch file (the parser fails with KeyError, IndexError, EOFError, ...) give a
+    CheckpointFormatError naming the file, never torch's advice to retry with weights_only=False."""
+    from tests.helpers import run_cli
+
+    p = tmp_path / f"{kind}.pt"
+    p.write_bytes(NOT_CHECKPOINTS[kind])
+    with pytest.raises(CheckpointFormatError, match="not a readable PyTorch file") as err:
         load_checkpoint(p)
+    assert str(p) in str(err.value) and "weights_only" not in str(err.value)
+    assert run_cli(["info", str(p)]) == 2
+    out = capsys.readouterr()
+    assert out.err.count("\n") == 1 and out.err.startswith("error: ") and "Traceback" not in out.err
 
 
 def test_truncated_file(tmp_path, model):
