@@ -240,19 +240,23 @@ def read_rates_csv(path: str | Path) -> dict[str, float]:
     p = Path(path)
     if not p.is_file():
         raise EnergyError(f"rates file {p} does not exist; pass a CSV with columns name,rate")
-    with p.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or not {"name", "rate"} <= set(reader.fieldnames):
-            raise EnergyError(f"rates file {p} must have columns 'name' and 'rate'; found {reader.fieldnames}")
-        out: dict[str, float] = {}
-        for i, row in enumerate(reader, start=2):
-            try:
-                r = float(row["rate"])
-            except (TypeError, ValueError):
-                raise EnergyError(f"{p} line {i}: rate {row['rate']!r} is not a number; write a rate in [0, 1]")
-            if not 0.0 <= r <= 1.0:
-                raise EnergyError(f"{p} line {i}: rate {r} of {row['name']} is outside [0, 1]; give a fraction")
-            out[row["name"].strip()] = r
+    try:
+        reader = csv.DictReader(p.read_text(encoding="utf-8").splitlines())
+        fieldnames, rows = reader.fieldnames, list(reader)
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise EnergyError(f"rates file {p} is not a UTF-8 CSV text file ({type(err).__name__}); pass a CSV with "
+                          "columns name,rate") from err
+    if not fieldnames or not {"name", "rate"} <= set(fieldnames):
+        raise EnergyError(f"rates file {p} must have columns 'name' and 'rate'; found {fieldnames}")
+    out: dict[str, float] = {}
+    for i, row in enumerate(rows, start=2):
+        try:
+            r = float(row["rate"])
+        except (TypeError, ValueError):
+            raise EnergyError(f"{p} line {i}: rate {row['rate']!r} is not a number; write a rate in [0, 1]")
+        if not 0.0 <= r <= 1.0:
+            raise EnergyError(f"{p} line {i}: rate {r} of {row['name']} is outside [0, 1]; give a fraction")
+        out[row["name"].strip()] = r
     if not out:
         raise EnergyError(f"rates file {p} holds no rates")
     return out

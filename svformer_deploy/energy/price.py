@@ -39,6 +39,38 @@ def _check_names(model: Any, rates: Mapping[str, float]) -> None:
     if unknown:
         raise EnergyError(f"rates name layers the model {model.config.name} does not have: {unknown[:5]}; use its "
                           "dotted layer names (svformer-deploy models / model.named_modules())")
+    missing = [n for n in spike_input_layers(model.config) if n not in rates]
+    if missing:
+        raise EnergyError(f"rates give no input firing rate for {len(missing)} layer(s) whose input is spikes: "
+                          f"{missing[:5]}; add a 'name,rate' row for each (a layer without a rate would be priced "
+                          "as dense MACs)")
+
+
+def spike_input_layers(config: Any) -> list[str]:
+    """Synaptic layers (Conv, Linear) of a model built from ``config`` whose input is binary spikes, found by one
+    forward of random data at the smallest size the config allows (``img_size=32, num_frames=2``: which inputs
+    are spikes is a property of the architecture, not of the size or the weights)."""
+    import dataclasses
+
+    import torch
+    from torch import nn
+
+    from svformer_deploy.models import create_model, forward_hooks
+
+    small = dataclasses.replace(config, img_size=32, num_frames=2)
+    model = create_model(small).eval()
+    binary: dict[str, bool] = {}
+
+    def hook(name: str):
+        def fn(_m: nn.Module, args: tuple) -> None:
+            binary[name] = bool(((args[0] == 0) | (args[0] == 1)).all())
+        return fn
+
+    layers = [(m, hook(n)) for n, m in model.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d,
+                                                                                nn.Linear))]
+    with forward_hooks(layers, pre=True), torch.no_grad():
+        model(torch.randn(1, *small.input_shape, generator=torch.Generator().manual_seed(0)))
+    return [n for n, is_binary in binary.items() if is_binary]
 
 
 def price_rates(model: str, rates: str | Path | Mapping[str, float], profile: str | HardwareProfile = "45nm-fp32",

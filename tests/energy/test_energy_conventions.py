@@ -129,6 +129,25 @@ def test_price_bad_rates_one_clear_line(tmp_path, capsys, content, msg):
     assert not out.exists()
 
 
+def test_price_refuses_a_missing_rate_of_a_spike_input_layer(tmp_path, capsys):
+    """A spike-input layer without a stated rate would silently be priced as dense MACs (about +60 % MACs for
+    one MLP layer of svformer_ucf101): refused, naming the layer."""
+    rows = RATES.read_text().splitlines()
+    f = tmp_path / "r.csv"
+    f.write_text("\n".join(r for r in rows if not r.startswith("blocks1.0.mlp.fc1,")) + "\n")
+    assert run_cli(["energy", "price", "--model", "svformer_ucf101", "--rates", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert "no input firing rate" in err and "blocks1.0.mlp.fc1" in err and len(err.strip().splitlines()) == 1
+
+
+def test_price_binary_rates_file_one_clear_line(tmp_path, capsys):
+    f = tmp_path / "r.csv"
+    f.write_bytes(b"\xff\xfe\x00binary\x80\x81")
+    assert run_cli(["energy", "price", "--model", "svformer_tiny", "--rates", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert "not a UTF-8 CSV" in err and len(err.strip().splitlines()) == 1
+
+
 def test_dense_model_counts_need_no_weights():
     m = create_model("svformer_tiny")
     dense, tokens = dense_model_counts(m.config)
