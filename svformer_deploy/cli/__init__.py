@@ -58,3 +58,10 @@ def main(argv: list[str] | None = None) -> None:
             raise
         typer.echo(f"error: {err}", err=True)
         sys.exit(err.exit_code)
+    except OSError as err:  # a path the user gave cannot be read or written (a parent is a file, permissions, disk)
+        if _STATE["debug"]:
+            raise
+        where = f" {err.filename}" if err.filename else ""
+        typer.echo(f"error: cannot use{where}: {err.strerror or err}; check the path you passed (is a parent folder "
+                   "a file? is it writable? is the disk full?)", err=True)
+        sys.exit(2)

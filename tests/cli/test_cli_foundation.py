@@ -6,6 +6,7 @@ import torch
 
 from svformer_deploy.cli import main
 from svformer_deploy.models import create_model, save_checkpoint
+from tests.helpers import run_cli
 from tests.models.reference_svformer import ReferenceSVFormer
 
 
@@ -60,3 +61,20 @@ def test_import_official_command(tmp_path, capsys):
     out2 = tmp_path / "tiny.pt"
     code, _, err = run(["import-official", str(src), "--out", str(out2), "--model", "svformer_tiny"], capsys)
     assert code == 2 and "wrong shape" in err and not out2.exists()
+
+
+@pytest.mark.parametrize("command", [
+    ["export", "{ckpt}", "--to", "nir", "--out", "{blocker}/sub", "--num-videos", "1"],
+    ["energy", "report", "{ckpt}", "--videos", "1", "--out", "{blocker}/sub"],
+])
+def test_out_below_a_file_is_one_line_and_exit_2(command, tmp_path, capsys):
+    """An --out whose parent is a file cannot be created: one line naming the path, exit 2, no traceback."""
+    from svformer_deploy.assets import default_checkpoint
+
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a folder")
+    argv = [a.format(ckpt=default_checkpoint(), blocker=blocker) for a in command]
+    assert run_cli(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(blocker) in err and len(err.strip().splitlines()) == 1
+    assert blocker.read_text() == "not a folder"
