@@ -277,9 +277,10 @@ def plot_energy_comparison(a: SparsityAnalysis) -> Figure:
     ax.set_xlabel("energy per video, compute only (µJ" + ("; log scale" if log else "") +
                   "; bar: mean, tick: one video)")
     prof = a.energy.profile if a.energy is not None else "?"
-    ratio = (f"; SNN / ANN twin = {means[SNN_LABEL] / means[ANN_LABEL]:.2f}"
+    ratio = (f"; SNN / ANN twin (compute only, no memory) = {means[SNN_LABEL] / means[ANN_LABEL]:.2f}"
              if means.get(ANN_LABEL, 0) > 0 and SNN_LABEL in means else "")
-    ax.set_title(f"SNN vs ANN baseline energy on the analysed videos\nprofile: {prof}{ratio}\n{_subtitle(a)}",
+    ax.set_title(f"SNN vs ANN baseline compute energy on the analysed videos (memory: `energy report`)\n"
+                 f"profile: {prof}{ratio}\n{_subtitle(a)}",
                  fontsize=10)
     ax.grid(axis="x", color="0.85")
     return fig

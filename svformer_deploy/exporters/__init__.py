@@ -139,6 +139,9 @@ def source_checkpoint(path: str | os.PathLike, checkpoint: str | os.PathLike | N
     ckpt = user_path(checkpoint) if checkpoint else m.checkpoint_path
     if not ckpt:
         raise VerificationError(f"{path} does not record its source checkpoint; pass --checkpoint")
+    if not checkpoint and not Path(ckpt).exists():
+        raise VerificationError(f"{path} was exported from {ckpt}, which no longer exists; pass --checkpoint "
+                                "with the checkpoint's new path (its SHA-256 must match)")
     model, meta = load_checkpoint(ckpt)
     if m.checkpoint_sha256 and meta["sha256"] != m.checkpoint_sha256:
         raise VerificationError(f"checkpoint {ckpt} (sha256 {meta['sha256'][:12]}...) is not the one {path} was "

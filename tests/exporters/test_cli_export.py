@@ -48,3 +48,18 @@ def test_per_timestep_refused_then_approximated(tmp_path, capsys):
 def test_unknown_target(tiny_ckpt, tmp_path, capsys):
     assert run_cli(["export", str(tiny_ckpt), "--to", "loihi9", "--out", str(tmp_path / "x")]) == 2
     assert "available: nir, onnx" in capsys.readouterr().err
+
+
+def test_verify_after_the_checkpoint_moved_names_the_fix(tiny_ckpt, tmp_path, capsys):
+    import shutil
+
+    ckpt = tmp_path / "model.pt"
+    shutil.copyfile(tiny_ckpt, ckpt)
+    out = tmp_path / "bundle"
+    assert run_cli(["export", str(ckpt), "--to", "nir", "--out", str(out), "--num-videos", "1"]) == 0
+    moved = ckpt.rename(tmp_path / "moved.pt")
+    capsys.readouterr()
+    assert run_cli(["verify", str(out), "--num-videos", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "no longer exists" in err and "--checkpoint" in err and len(err.strip().splitlines()) == 1
+    assert run_cli(["verify", str(out), "--checkpoint", str(moved), "--num-videos", "1"]) == 0
