@@ -87,6 +87,12 @@ def atomic_write_csv(path: str | os.PathLike, rows: list[dict[str, Any]], fieldn
     return atomic_write(path, write)
 
 
+def refuse_existing(out: str | os.PathLike, force: bool = False) -> None:
+    """Raise :class:`OutputExistsError` if ``out`` exists and ``force`` is not set (call it before long work)."""
+    if Path(out).exists() and not force:
+        raise OutputExistsError(f"{out} already exists; choose another --out or pass --force to replace it")
+
+
 def atomic_write_dir(out: str | os.PathLike, build: Callable[[Path], None], force: bool = False) -> Path:
     """Run ``build(tmp_dir)`` in a fresh directory next to ``out``, then rename it onto ``out``.
 
@@ -94,8 +100,7 @@ def atomic_write_dir(out: str | os.PathLike, build: Callable[[Path], None], forc
     after ``build`` succeeded. On any error the temporary directory is removed and ``out`` is untouched.
     """
     out = Path(out)
-    if out.exists() and not force:
-        raise OutputExistsError(f"{out} already exists; choose another --out or pass --force to replace it")
+    refuse_existing(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:

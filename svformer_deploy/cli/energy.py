@@ -3,6 +3,7 @@ what-if pricing of a registered model from stated firing rates; the hardware pro
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -35,6 +36,11 @@ def report(
     result = energy_report(checkpoint, data=data, videos=videos, clips=clips, crops=crops, profile=profile,
                            baselines=baseline, fold_bn=fold_bn, accuracy=accuracy, out=out, force=force)
     typer.echo(f"wrote {result.out_dir}")
+    s = json.loads(result.files["summary.json"].read_text(encoding="utf-8"))
+    h = s["headline"]["per_video_mj"]
+    typer.echo(f"headline ({s['profile']['name']}, {s['videos']} video(s), {s['views_per_video']} view(s) each): "
+               f"{h['total_mj']:.4g} mJ per video = compute {h['compute_mj']:.4g} + memory {h['memory_mj']:.4g} "
+               f"(weights fetched per event: memory {h['memory_fetch_per_event_mj']:.4g}); see report.md")
 
 
 @energy_app.command("profiles")

@@ -40,7 +40,14 @@ def test_existing_output_refused_then_forced(ckpt, tmp_path, capsys):
     out = tmp_path / "report"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    assert run_cli(["sparsity", str(ckpt), "--out", str(out), "--videos", "1", "--no-energy"]) == 2
+    import svformer_deploy.analysis.sparsity as sparsity_mod
+
+    def not_reached(*a, **k):
+        raise AssertionError("the analysis ran before the existing --out was refused")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sparsity_mod, "analyse_checkpoint", not_reached)
+        assert run_cli(["sparsity", str(ckpt), "--out", str(out), "--videos", "1", "--no-energy"]) == 2
     assert "--force" in capsys.readouterr().err and (out / "keep.txt").read_text() == "mine"
     assert run_cli(["sparsity", str(ckpt), "--out", str(out), "--videos", "1", "--no-energy", "--force"]) in (0, None)
     assert not (out / "keep.txt").exists() and (out / "rate_heatmap.png").exists()

@@ -107,13 +107,15 @@ def test_baselines_like_for_like_and_apart(report):
     assert f"{snn / b['r3d_18']['total_mj']:.3g} |" in ratio_table
 
 
-def test_spiking_metrics_and_conventions_by_hand(ckpt, tmp_path):
+def test_spiking_metrics_and_conventions_by_hand(ckpt, tmp_path, capsys):
     from svformer_deploy.data import iter_eval_videos
     from svformer_deploy.models import load_checkpoint
 
     out = tmp_path / "r"
     assert run_cli(["energy", "report", str(ckpt), "--videos", "1", "--baseline", "svformer-ann", "--out", str(out)]) == 0
     s = json.loads((out / "summary.json").read_text())
+    h = s["headline"]["per_video_mj"]
+    assert f"{h['total_mj']:.4g} mJ per video = compute {h['compute_mj']:.4g} + memory" in capsys.readouterr().out
     model, _ = load_checkpoint(ckpt)
     cfg = model.config
     views = next(iter(iter_eval_videos("moving-digits", cfg, num_videos=1))).views
