@@ -107,14 +107,14 @@ class EvalOutcome:
 
 def evaluate(checkpoint: PathLike, data: PathLike | None = None, *, out: PathLike = "runs/eval",
              split: str = "val", clips: int = 1, crops: int = 1, num_videos: int | None = None,
-             device: str = "cpu", progress: bool = True) -> EvalOutcome:
+             device: str = "cpu", progress: bool = True, force: bool = False) -> EvalOutcome:
     """Top-1/top-5 and per-class accuracy of ``checkpoint`` on ``data`` (default: the data it was trained on),
     softmax summed over ``clips x crops`` views per video; writes eval.json, confusion.png, predictions.csv."""
     from svformer_deploy.training.evaluate import evaluate_checkpoint
 
     report, paths = evaluate_checkpoint(user_path(checkpoint), None if data is None else data_spec(data),
                                         out_dir=user_path(out), split=split, clips=clips, crops=crops,
-                                        num_videos=num_videos, device=device, progress=progress)
+                                        num_videos=num_videos, device=device, progress=progress, force=force)
     return EvalOutcome(report, paths)
 
 

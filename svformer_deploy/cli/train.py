@@ -99,6 +99,7 @@ def evaluate_cmd(
     num_videos: Annotated[Optional[int], typer.Option(help="Evaluate only the first N videos.")] = None,
     out: Annotated[Path, typer.Option(help="Folder for eval.json, confusion.png, predictions.csv.")] = Path("runs/eval"),
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    force: Annotated[bool, typer.Option("--force", help="Replace earlier results (eval.json, ...) in --out.")] = False,
 ) -> None:
     """Top-1/top-5 and per-class accuracy with softmax scores summed over clips x crops views; confusion-matrix PNG."""
     from rich.console import Console
@@ -106,7 +107,7 @@ def evaluate_cmd(
     from svformer_deploy.api import evaluate
 
     result = evaluate(checkpoint, data, out=out, split=split, clips=clips, crops=crops, num_videos=num_videos,
-                      device=device)
+                      device=device, force=force)
     report = result.report
     console = Console()
     console.print(f"{report['model_name']} on {report['data']} ({report['split']}, {report['num_videos']} videos, "

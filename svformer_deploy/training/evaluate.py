@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from svformer_deploy._atomic import atomic_write, atomic_write_csv, atomic_write_json
+from svformer_deploy._atomic import atomic_write, atomic_write_csv, atomic_write_json, refuse_existing
 from svformer_deploy._threads import ThreadGovernor
 from svformer_deploy.errors import DataError
 
@@ -151,15 +151,21 @@ def plot_confusion(cm: np.ndarray, names: list[str], path: str | os.PathLike, ti
 def evaluate_checkpoint(checkpoint: str | os.PathLike, spec: str | os.PathLike | None = None, *,
                         out_dir: str | os.PathLike,
                         split: str = "val", clips: int = 1, crops: int = 1, num_videos: int | None = None,
-                        device: str = "cpu", progress: bool = True) -> tuple[dict[str, Any], dict[str, Path]]:
+                        device: str = "cpu", progress: bool = True, force: bool = False,
+                        ) -> tuple[dict[str, Any], dict[str, Path]]:
     """Evaluate a checkpoint and write ``eval.json``, ``confusion.png`` and ``predictions.csv`` to ``out_dir``.
 
-    ``spec`` defaults to the data the checkpoint was trained on. Returns (the JSON dict, artefact paths).
+    ``spec`` defaults to the data the checkpoint was trained on. Earlier results in ``out_dir`` are refused
+    (before any work) unless ``force``. Returns (the JSON dict, artefact paths).
     """
     from svformer_deploy._paths import data_spec, user_path
     from svformer_deploy.models import load_checkpoint
 
     checkpoint, out_dir = user_path(checkpoint), user_path(out_dir)
+    paths = {"json": out_dir / "eval.json", "confusion_png": out_dir / "confusion.png",
+             "predictions_csv": out_dir / "predictions.csv"}
+    for path in paths.values():
+        refuse_existing(path, force)
     model, meta = load_checkpoint(checkpoint, map_location=device)
     spec = data_spec(spec if spec is not None else meta.get("data", "moving-digits"))
     names = meta.get("class_names")
@@ -168,8 +174,6 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, spec: str | os.PathLike |
     out_dir.mkdir(parents=True, exist_ok=True)
     report = {"checkpoint": str(checkpoint), "checkpoint_sha256": meta["sha256"], "model_name": meta["model_name"],
               "data": str(spec), "split": split, **result.to_dict()}
-    paths = {"json": out_dir / "eval.json", "confusion_png": out_dir / "confusion.png",
-             "predictions_csv": out_dir / "predictions.csv"}
     atomic_write_csv(paths["predictions_csv"], [
         {"video_id": v, "label": y, "true_class": result.class_names[y], "predicted": p,
          "predicted_class": result.class_names[p]}

@@ -68,8 +68,18 @@ def test_cli_evaluate_and_errors(tmp_path, capsys):
         main(["evaluate", str(tmp_path / "missing.pt")])
     assert exc.value.code == 2 and "does not exist" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
-        main(["evaluate", str(ckpt), "--data", str(tmp_path)])
+        main(["evaluate", str(ckpt), "--data", str(tmp_path), "--out", str(tmp_path / "ev2")])
     assert exc.value.code == 2 and "no split files" in capsys.readouterr().err
+    # earlier results are refused before any work, and replaced with --force
+    before = (tmp_path / "ev" / "eval.json").read_bytes()
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", str(ckpt), "--num-videos", "2", "--out", str(tmp_path / "ev")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "eval.json already exists" in err and "--force" in err
+    assert (tmp_path / "ev" / "eval.json").read_bytes() == before
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", str(ckpt), "--num-videos", "2", "--out", str(tmp_path / "ev"), "--force"])
+    assert exc.value.code == 0 and json.loads((tmp_path / "ev" / "eval.json").read_text())["num_videos"] == 2
 
 
 AWKWARD_CLASSES = ['comma, class', 'say "hi"', "two\nlines", "naïve Ωmega", "plain"]
