@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import pytest
 import torch
 from torch import nn
@@ -121,22 +123,14 @@ def test_attention_product_pairs_by_hand():
 
 
 def test_plif_layer_counts_and_timesteps():
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.lif = PLIF()
-
-        def forward(self, x):
-            return self.lif(x)
-
     x = torch.randn(4, 2, 3)  # T=4, B=2, 3 units
-    c = count_ops(Net(), x, num_steps=4, batch=2)
+    c = count_ops(nn.Sequential(OrderedDict(lif=PLIF())), x, num_steps=4, batch=2)
     df = c.df[c.df.layer == "lif"]
     assert sorted(df.timestep.unique().tolist()) == [0, 1, 2, 3]
     assert (df[df.op_class == "neuron_mul"]["count"] == 6).all()
     assert (df[df.op_class == "neuron_add"]["count"] == 18).all()
     assert c.uncounted == {} and c.internal == {"PLIF (not intercepted)": 1}
-    traced = count_ops(Net(), x, num_steps=4, batch=2, trace_neurons=True)
+    traced = count_ops(nn.Sequential(OrderedDict(lif=PLIF())), x, num_steps=4, batch=2, trace_neurons=True)
     assert traced.df.equals(c.df)
     # the ops inside the neuron are listed: the fused kernel (one call for all timesteps) or, without it, the
     # pure-torch loop (at least one threshold comparison per timestep)

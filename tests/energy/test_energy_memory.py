@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import pytest
 import torch
 from torch import nn
@@ -42,15 +44,7 @@ def test_memory_by_hand_on_a_binary_conv():
 
 
 def test_membrane_read_and_write_per_update_and_flat_profile():
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.lif = PLIF()
-
-        def forward(self, x):
-            return self.lif(x)
-
-    c = count_ops(Net(), torch.randn(4, 2, 3), num_steps=4, batch=2)
+    c = count_ops(nn.Sequential(OrderedDict(lif=PLIF())), torch.randn(4, 2, 3), num_steps=4, batch=2)
     m = c.memory.set_index("layer").loc["lif"]
     assert (m.state_values, m.binary_out_values) == (2 * 24, 24)
     e = memory_energy(c, "45nm-fp32")
