@@ -399,19 +399,24 @@ class OpCounter:
         keys = list(self.counts)
         steps = self.T or 1
         mat = np.zeros((len(keys), steps + 1), dtype=np.float64)
-        rows_t, vecs = [], []
+        rows_t, vecs, rows_l, lists = [], [], [], []  # per-timestep tensors / lists, added in one pass each
         for i, k in enumerate(keys):
             for p in self.counts[k]:
                 if isinstance(p, Tensor) and p.dim() == 1:
                     rows_t.append(i)
                     vecs.append(p)
+                elif isinstance(p, list) and len(p) == steps:
+                    rows_l.append(i)
+                    lists.append(p)
                 elif isinstance(p, list):
                     mat[i, :steps] += p
                 else:
                     mat[i, steps] += round(float(p))
+        cols = np.arange(steps)[None, :]
         if vecs:
-            np.add.at(mat, (np.asarray(rows_t)[:, None], np.arange(steps)[None, :]),
-                      torch.stack(vecs).to(torch.float64).numpy())
+            np.add.at(mat, (np.asarray(rows_t)[:, None], cols), torch.stack(vecs).to(torch.float64).numpy())
+        if lists:
+            np.add.at(mat, (np.asarray(rows_l)[:, None], cols), np.asarray(lists, dtype=np.float64))
         counts = np.rint(mat).astype(np.int64)
         ki, ti = np.nonzero(counts)
         layer_of = np.array([k[0] for k in keys] or [""], dtype=object)

@@ -266,7 +266,8 @@ def _conv(ctx: Any, x: Tensor, w: Tensor, bias: Tensor | None, stride: Any, padd
     # or B clips for a Conv3d whose kernel spans all T frames)
     ctx.read_synapse(w, x, kind, out, passes=int(x.shape[0]), weight_uses=count)
     if bias is not None:
-        ctx.book("bias_add", ctx.even(out.numel(), ctx.layout(out)) if ctx.layout(out) is not None else out.numel())
+        out_layout = ctx.layout(out)
+        ctx.book("bias_add", ctx.even(out.numel(), out_layout) if out_layout is not None else out.numel())
 
 
 def _matmul(ctx: Any, a: Tensor, b: Tensor, out: Tensor, ka: str | None = None, kb: str | None = None) -> None:
@@ -510,8 +511,12 @@ def attention_product_module(ctx: Any, name: str, module: nn.Module, args: tuple
     kt = k.transpose(-2, -1).reshape(-1, d, n)
     v3 = v.reshape(-1, n, d)
     kv = torch.bmm(kt, v3)
+    kk, kind_v = ctx.kind(k), ctx.kind(v)
     ctx.using("matmul")
-    _matmul(ctx, kt, v3, kv, ctx.kind(k), ctx.kind(v))
-    _matmul(ctx, q.reshape(-1, n, d), kv, out.reshape(-1, n, d), ctx.kind(q), ctx.kind(kv))
+    _matmul(ctx, kt, v3, kv, kk, kind_v)
+    # K^T V of binary K and V holds counts >= 0: it is binary exactly when no count exceeds 1 (one reduction)
+    kind_kv = ("binary" if float(kv.max()) <= 1.0 else "real") if kk == kind_v == "binary" and kv.numel() \
+        and not ctx.dense else ctx.kind(kv)
+    _matmul(ctx, q.reshape(-1, n, d), kv, out.reshape(-1, n, d), ctx.kind(q), kind_kv)
     ctx.using("mul")
     _elementwise(ctx, "scale_mul", out)
