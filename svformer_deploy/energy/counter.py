@@ -136,14 +136,17 @@ def _not_intercepted(cls: type) -> str:
 def _is_binary(x: Tensor) -> bool:
     """True when every element of ``x`` is exactly 0 or 1.
 
-    A real tensor almost always shows a non-binary value among its first elements, so a 256-element prefix
-    is checked first; only tensors that pass it are checked in full (one pass, one synchronisation).
+    A real tensor almost always shows a non-binary value among its first elements, so its first 8 elements
+    (read as Python numbers: cheaper than tensor ops), then a 256-element prefix are checked first; only tensors
+    that pass both are checked in full (one pass, one synchronisation).
     """
     if x.dtype == torch.bool:
         return True
     if x.numel() == 0:
         return True
     if x.is_contiguous():  # x (x - 1) is 0 exactly where x is 0 or 1 (no overflow or underflow reaches 0)
+        if any(v != 0 and v != 1 for v in x.view(-1)[:8].tolist()):  # NaN != 0 and NaN != 1: not binary
+            return False
         head = x.view(-1)[:256]
         if bool((head * (head - 1)).any()):
             return False
