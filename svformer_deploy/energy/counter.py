@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor, nn
+from torch._C import _pop_torch_dispatch_stack, _push_on_torch_dispatch_stack
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
@@ -54,6 +55,8 @@ head Conv3d whose kernel spans all T); ``weight_uses`` = synaptic ops with a wei
 when weights are fetched per event); ``real/binary_act_values`` = input activation values read;
 ``real/binary_out_values`` = output values written (spikes are binary); ``state_values`` = membrane-potential
 values read and written (2 per neuron update); ``passes`` = images per batch the weights are applied to."""
+
+_EXACT_F32 = 1 << 24  # every integer up to 2**24 is exact in float32
 
 _META_OPS = {
     aten.is_contiguous, aten.is_strides_like_format, aten.is_non_overlapping_and_dense, aten.size,
@@ -133,14 +136,17 @@ def _not_intercepted(cls: type) -> str:
 def _is_binary(x: Tensor) -> bool:
     """True when every element of ``x`` is exactly 0 or 1.
 
-    A real tensor almost always shows a non-binary value among its first elements, so a 256-element prefix
-    is checked first; only tensors that pass it are checked in full (one pass, one synchronisation).
+    A real tensor almost always shows a non-binary value among its first elements, so its first 8 elements
+    (read as Python numbers: cheaper than tensor ops), then a 256-element prefix are checked first; only tensors
+    that pass both are checked in full (one pass, one synchronisation).
     """
     if x.dtype == torch.bool:
         return True
     if x.numel() == 0:
         return True
     if x.is_contiguous():  # x (x - 1) is 0 exactly where x is 0 or 1 (no overflow or underflow reaches 0)
+        if any(v != 0 and v != 1 for v in x.view(-1)[:8].tolist()):  # NaN != 0 and NaN != 1: not binary
+            return False
         head = x.view(-1)[:256]
         if bool((head * (head - 1)).any()):
             return False
@@ -209,7 +215,9 @@ class OpCounter:
             self._rule = rule.name
             rule.fn(self, name or "model", module, args[0])
         if not self.trace_covered and self._mode is not None and not self._paused:
-            self._mode.__exit__(None, None, None)  # the module rule covers its ops: skip intercepting them
+            # the module rule covers its ops: stop intercepting them (the mode stays entered; only the dispatch
+            # stack entry is taken off and put back in _post, which is cheaper than leaving the mode)
+            _pop_torch_dispatch_stack(None)
             self._paused = module
 
     def _post(self, module: nn.Module, args: tuple, out: Any) -> None:
@@ -228,7 +236,7 @@ class OpCounter:
             self._spiking.discard(module)
             self._spike_outputs[_storage_key(out)] = weakref.ref(out)
         if self._paused is module and self._mode is not None:
-            self._mode.__enter__()
+            _push_on_torch_dispatch_stack(self._mode)
             self._paused = None
             self.internal[_not_intercepted(type(module))] += 1
         stack = self.stack
@@ -244,8 +252,9 @@ class OpCounter:
 
     def __exit__(self, *exc: Any) -> None:
         assert self._mode is not None
-        if self._paused is None:  # an error inside a covered module leaves the mode already exited
-            self._mode.__exit__(*exc)
+        if self._paused is not None:  # an error inside a covered module left the mode off the dispatch stack
+            _push_on_torch_dispatch_stack(self._mode)
+        self._mode.__exit__(*exc)
         self._mode = None
         self._paused = None
         self._covered.clear()
@@ -293,18 +302,29 @@ class OpCounter:
             return ("axis", 2)
         return None
 
-    def split(self, v: Tensor, layout: tuple[str, int] | None) -> Any:
-        """Sum a per-element count tensor ``v`` (shaped like the operand) per timestep."""
-        if layout is None:
-            return v.sum(dtype=torch.float64)
-        kind, axis = layout
+    def split(self, v: Tensor, layout: tuple[str, int] | None, bound: int | None = None) -> Tensor:
+        """Sum a per-element count tensor ``v`` (shaped like the operand) per timestep, in float64.
+
+        ``bound`` (optional) is an upper bound of ``v``'s elements, which are non-negative integers: when
+        bound x (elements summed per timestep) < 2**24, a float32 ``v`` is summed in float32, which is then
+        exact (every partial sum is an integer below 2**24), and only the (T,) result is cast to float64.
+        """
         T = self.T
-        assert T is not None
-        if kind == "lead":
-            return v.reshape(T, -1).sum(1, dtype=torch.float64)
-        if kind == "axis":
-            return v.movedim(axis, 0).reshape(T, -1).sum(1, dtype=torch.float64)
-        return v.reshape(v.shape[0], T, -1).sum((0, 2), dtype=torch.float64)  # channel: (B, T*C, ...)
+        n = v.numel() if layout is None or T is None else v.numel() // T
+        dtype = None if bound is not None and v.dtype == torch.float32 and bound * n < _EXACT_F32 \
+            else torch.float64
+        if layout is None:
+            s = v.sum(dtype=dtype)
+        else:
+            kind, axis = layout
+            assert T is not None
+            if kind == "lead":
+                s = v.reshape(T, -1).sum(1, dtype=dtype)
+            elif kind == "axis":
+                s = v.movedim(axis, 0).reshape(T, -1).sum(1, dtype=dtype)
+            else:  # channel: (B, T*C, ...)
+                s = v.reshape(v.shape[0], T, -1).sum((0, 2), dtype=dtype)
+        return s if dtype is not None else s.to(torch.float64)
 
     def even(self, total: int, layout: tuple[str, int] | None) -> Any:
         """A count spread evenly over the timesteps of a uniform layout (dense counts)."""
@@ -382,19 +402,24 @@ class OpCounter:
         keys = list(self.counts)
         steps = self.T or 1
         mat = np.zeros((len(keys), steps + 1), dtype=np.float64)
-        rows_t, vecs = [], []
+        rows_t, vecs, rows_l, lists = [], [], [], []  # per-timestep tensors / lists, added in one pass each
         for i, k in enumerate(keys):
             for p in self.counts[k]:
                 if isinstance(p, Tensor) and p.dim() == 1:
                     rows_t.append(i)
                     vecs.append(p)
+                elif isinstance(p, list) and len(p) == steps:
+                    rows_l.append(i)
+                    lists.append(p)
                 elif isinstance(p, list):
                     mat[i, :steps] += p
                 else:
                     mat[i, steps] += round(float(p))
+        cols = np.arange(steps)[None, :]
         if vecs:
-            np.add.at(mat, (np.asarray(rows_t)[:, None], np.arange(steps)[None, :]),
-                      torch.stack(vecs).to(torch.float64).numpy())
+            np.add.at(mat, (np.asarray(rows_t)[:, None], cols), torch.stack(vecs).to(torch.float64).numpy())
+        if lists:
+            np.add.at(mat, (np.asarray(rows_l)[:, None], cols), np.asarray(lists, dtype=np.float64))
         counts = np.rint(mat).astype(np.int64)
         ki, ti = np.nonzero(counts)
         layer_of = np.array([k[0] for k in keys] or [""], dtype=object)

@@ -194,20 +194,33 @@ def _fanout(x_shape: torch.Size, weight: Tensor, stride: Any, padding: Any, dila
 
 
 _SPATIAL64: dict[int, Tensor] = {}  # id of a cached fan-out map -> its spatial map, float64
+_FLAT32: dict[tuple[int, int], tuple[Tensor, float]] = {}  # (id of a fan-out map, repeats) -> (flat map, max)
+_EXACT_F32 = 1 << 24  # every integer up to 2**24 is exact in float32
 
 
 def _events(ctx: Any, mask: Tensor, fan: Tensor, layout: Any) -> Any:
     """Sum of fan-out over the non-zero elements of ``mask`` (0/1 float), per timestep when it has a time axis.
 
-    When the fan-out map does not depend on the channel (plain convolutions), ``mask`` is first summed over
-    batch and channels (exact in float32 for fewer than 2**24 terms), then weighted by the spatial map in float64.
+    When the fan-out map does not depend on the channel (plain convolutions) and the layout is time-folded,
+    the per-timestep sums are one float32 matrix-vector product of the (T, images x C x H x W) mask with the
+    spatial map repeated over images and channels, exact when (elements per timestep) x max(fan-out) < 2**24
+    (every partial sum an integer below 2**24); otherwise ``mask`` is first summed over batch and channels
+    (exact in float32 for fewer than 2**24 terms), then weighted by the spatial map in float64.
     """
     if fan.shape[1] != 1:
         return ctx.split(mask * fan, layout)
+    T = ctx.T
+    if layout is not None and layout[0] == "lead" and mask.dtype == torch.float32:
+        per_t = mask.numel() // T
+        key = (id(fan), per_t // fan.numel())
+        flat = _FLAT32.get(key)
+        if flat is None:
+            flat = _FLAT32[key] = (fan[0, 0].reshape(-1).repeat(key[1]), float(fan.max()))
+        if per_t * flat[1] < _EXACT_F32:
+            return torch.mv(mask.reshape(T, -1), flat[0]).to(torch.float64)
     f = _SPATIAL64.get(id(fan))
     if f is None:
         f = _SPATIAL64[id(fan)] = fan[0, 0].to(torch.float64)
-    T = ctx.T
     if layout is None:
         return mask.sum(dim=(0, 1)).to(torch.float64).reshape(-1) @ f.reshape(-1)
     if layout[0] == "lead":
@@ -253,11 +266,15 @@ def _conv(ctx: Any, x: Tensor, w: Tensor, bias: Tensor | None, stride: Any, padd
     # or B clips for a Conv3d whose kernel spans all T frames)
     ctx.read_synapse(w, x, kind, out, passes=int(x.shape[0]), weight_uses=count)
     if bias is not None:
-        ctx.book("bias_add", ctx.even(out.numel(), ctx.layout(out)) if ctx.layout(out) is not None else out.numel())
+        out_layout = ctx.layout(out)
+        ctx.book("bias_add", ctx.even(out.numel(), out_layout) if out_layout is not None else out.numel())
 
 
-def _matmul(ctx: Any, a: Tensor, b: Tensor, out: Tensor) -> None:
-    ka, kb = ctx.kind(a), ctx.kind(b)
+def _matmul(ctx: Any, a: Tensor, b: Tensor, out: Tensor, ka: str | None = None, kb: str | None = None) -> None:
+    """The :func:`matmul` rule on one call; ``ka`` / ``kb``: the operands' kinds when the caller knows them (of
+    the tensors they were reshaped from)."""
+    ka = ctx.kind(a) if ka is None else ka
+    kb = ctx.kind(b) if kb is None else kb
     layout = ctx.layout(a) if ka != "weight" else ctx.layout(out)
     has_w = "weight" in (ka, kb)
     act, act_kind = (b, kb) if ka == "weight" else (a, ka)
@@ -274,10 +291,10 @@ def _matmul(ctx: Any, a: Tensor, b: Tensor, out: Tensor) -> None:
     else:
         ma = _mask(a, ka)
         if kb == "weight":
-            count = ctx.split(ma, layout) * b.shape[-1]  # nnz(a) x N
+            count = ctx.split(ma, layout, bound=1) * b.shape[-1]  # nnz(a) x N
         else:
             per_row = (ma @ _mask(b, kb).sum(-1).unsqueeze(-1)).squeeze(-1)  # pairs[m] = sum_k [a_mk != 0] nnz(b_k)
-            count = ctx.split(per_row, layout)
+            count = ctx.split(per_row, layout, bound=a.shape[-1] * b.shape[-1])
         ctx.book(("ac" if ka == "binary" else "mac") if kb == "weight" else "spike_product", count)
     if has_w:
         w = a if ka == "weight" else b
@@ -494,8 +511,12 @@ def attention_product_module(ctx: Any, name: str, module: nn.Module, args: tuple
     kt = k.transpose(-2, -1).reshape(-1, d, n)
     v3 = v.reshape(-1, n, d)
     kv = torch.bmm(kt, v3)
+    kk, kind_v = ctx.kind(k), ctx.kind(v)
     ctx.using("matmul")
-    _matmul(ctx, kt, v3, kv)
-    _matmul(ctx, q.reshape(-1, n, d), kv, out.reshape(-1, n, d))
+    _matmul(ctx, kt, v3, kv, kk, kind_v)
+    # K^T V of binary K and V holds counts >= 0: it is binary exactly when no count exceeds 1 (one reduction)
+    kind_kv = ("binary" if float(kv.max()) <= 1.0 else "real") if kk == kind_v == "binary" and kv.numel() \
+        and not ctx.dense else ctx.kind(kv)
+    _matmul(ctx, q.reshape(-1, n, d), kv, out.reshape(-1, n, d), ctx.kind(q), kind_kv)
     ctx.using("mul")
     _elementwise(ctx, "scale_mul", out)

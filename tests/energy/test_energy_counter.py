@@ -255,3 +255,67 @@ def test_counter_unwinds_after_an_error_inside_a_neuron():
         count_ops(Net(), torch.randn(2, 1, 3), num_steps=2, batch=1)
     assert _get_current_dispatch_mode() is None
     assert count_ops(nn.Linear(3, 2), torch.ones(1, 3), num_steps=None).totals()["ac"] == 6
+
+
+def _conv_events_reference(conv: nn.Conv2d, x: torch.Tensor, steps: int) -> list[int]:
+    """Per-timestep AC of a binary input, by the rule's definition computed in float64: sum over the non-zero
+    input elements of their in-bounds fan-out F = conv_transpose(ones(out), ones(W))."""
+    w = torch.ones(conv.weight.shape, dtype=torch.float64)
+    out_shape = nn.functional.conv2d(x[:1].double(), w, None, conv.stride, conv.padding).shape
+    fan = nn.functional.conv_transpose2d(torch.ones(out_shape, dtype=torch.float64), w, None, conv.stride,
+                                         conv.padding)
+    return [int(v) for v in ((x.double() != 0) * fan).reshape(steps, -1).sum(1)]
+
+
+@pytest.mark.parametrize("side", [16, 64])  # 8 x 16 x 16 x 576 < 2**24 (float32 product); 8 x 64 x 64 x 576 > 2**24
+def test_binary_conv_counts_are_exact_on_both_sides_of_the_float32_bound(side):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 64, 3, padding=1, bias=False)
+    x = (torch.rand(2, 8, side, side) < 0.7).float()  # T=2 timesteps of B=1 image, time-folded
+    c = count_ops(conv, x, num_steps=2, batch=1)
+    got = c.df[c.df.op_class == "ac"].set_index("timestep")["count"]
+    assert [int(got[t]) for t in range(2)] == _conv_events_reference(conv, x, 2)
+
+
+def test_float32_split_only_within_its_exact_range():
+    from svformer_deploy.energy.counter import OpCounter
+
+    ctx = OpCounter(nn.Identity(), 2, 1)
+    v = torch.tensor([[2.0**24 - 1, 1, 1], [1, 1, 1]])  # 2**24 + 1 is not a float32
+    assert float(v[0].sum()) != 2**24 + 1  # what a float32 sum gives (so this test can fail)
+    assert ctx.split(v, ("lead", 0), bound=2**24 - 1).tolist() == [2**24 + 1, 3]
+    small = torch.full((2, 1000), 3.0)
+    s = ctx.split(small, ("lead", 0), bound=3)
+    assert s.dtype == torch.float64 and s.tolist() == [3000.0, 3000.0]
+
+
+@pytest.mark.parametrize("kv_binary", [True, False])
+def test_attention_product_reads_k_transpose_v_as_binary_exactly_when_it_is(kv_binary):
+    from svformer_deploy.energy import rules
+
+    # T=1, B=1, 1 head, N=3 tokens, d=2; K^T V = [[1, 0], [0, 1]] or [[2, 0], [0, 1]]
+    q = torch.tensor([[1.0, 0], [1, 1], [0, 1]]).reshape(1, 1, 1, 3, 2)
+    k = torch.tensor([[1.0, 0], [0, 1], [1 - float(kv_binary), 0]]).reshape(1, 1, 1, 3, 2)
+    v = torch.tensor([[1.0, 0], [0, 1], [1, 0]]).reshape(1, 1, 1, 3, 2)
+
+    class Wrap(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = _Attn()
+
+        def forward(self, x):
+            return self.a(q, k, v)
+
+    fast = count_ops(Wrap(), torch.zeros(1), num_steps=None)
+    mem = fast.memory.set_index("layer").loc["a.product"]
+    kv_values = 2 * 2
+    # K^T V reads K^T and V (binary, 6 values each), then Q (binary, 6) and K^T V (4 values, binary or real)
+    assert mem["binary_act_values"] == 6 * 3 + (kv_values if kv_binary else 0)
+    assert mem["real_act_values"] == (0 if kv_binary else kv_values)
+    saved = rules._MODULE_RULES.pop(SpikeAttentionProduct)
+    try:  # the aten rules (bmm), which check K^T V's values, agree
+        slow = count_ops(Wrap(), torch.zeros(1), num_steps=None)
+    finally:
+        rules._MODULE_RULES[SpikeAttentionProduct] = saved
+    assert fast.df.equals(slow.df)
+    assert fast.memory.drop(columns="layer").sum().equals(slow.memory.drop(columns="layer").sum())
