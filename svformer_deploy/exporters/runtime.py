@@ -331,6 +331,8 @@ def run_bundle(manifest: Manifest, graphs: dict, host_params: dict[str, Tensor],
     spikes: dict[str, list[Tensor]] = defaultdict(list)
     per_step = [s for s in manifest.schedule if _time_of(manifest, s) == "per_timestep"]
     per_clip = [s for s in manifest.schedule if _time_of(manifest, s) == "per_clip"]
+    kept = {manifest.graph_output} | {i for s in per_clip if "host_op" in s
+                                      for i in manifest.host_op(s["host_op"]).inputs}
     for t in range(T):
         sig: dict[str, Tensor] = {manifest.graph_input: frames[t]}
         for s in per_step:
@@ -345,8 +347,8 @@ def run_bundle(manifest: Manifest, graphs: dict, host_params: dict[str, Tensor],
                 h = manifest.host_op(s["host_op"])
                 res = run_host_op(h.op, [sig[i] for i in h.inputs], h.attrs, _params(h, host_params), ctx)
                 sig.update(zip(h.outputs, res))
-        for k, v in sig.items():
-            seq[k].append(v)
+        for k in kept & sig.keys():  # only what the per-clip steps read (and the output) is stacked over time
+            seq[k].append(sig[k])
     clip_sig = {k: torch.stack(v) for k, v in seq.items()}
     for s in per_clip:
         if "partition" in s:

@@ -80,14 +80,13 @@ def record_ties(model: nn.Module, near: float = NEAR_THRESHOLD):
         def fn(mod: PLIF, inputs: tuple, output: Tensor) -> None:
             x_seq = inputs[0].detach()
             p = PLIFParameters(torch.sigmoid(mod.w.detach()).to(x_seq.dtype), mod.v_threshold)
-            tie = torch.empty(x_seq.shape, dtype=torch.bool)
-            close = torch.empty(x_seq.shape, dtype=torch.bool)
+            h = torch.empty_like(x_seq)
             state = None
             for t in range(x_seq.shape[0]):
                 _, state = plif_step(x_seq[t], state, p)
-                tie[t] = state.h == mod.v_threshold
-                close[t] = (state.h - mod.v_threshold).abs() <= near
-            ties[name] = (tie, close)
+                h[t] = state.h
+            tie = h == mod.v_threshold
+            ties[name] = (tie, h.sub_(mod.v_threshold).abs_() <= near)
 
         return fn
 
@@ -111,15 +110,21 @@ class LayerStats:
         return cls(*([0] * T for _ in range(6)))
 
     def update(self, ref: Tensor, got: Tensor, tie: Tensor, near: Tensor | None = None) -> None:
+        """Add the counts of one batch: ``ref``, ``got`` spikes and ``tie``, ``near`` masks, all (T, B, ...)."""
+        T = ref.shape[0]
         near = tie if near is None else near
-        for t in range(ref.shape[0]):
-            same = ref[t] == got[t]
-            self.n[t] += same.numel()
-            self.agree[t] += int(same.sum())
-            self.ties[t] += int(tie[t].sum())
-            self.disagree_at_ties[t] += int((~same & tie[t]).sum())
-            self.near[t] += int(near[t].sum())
-            self.disagree_near[t] += int((~same & near[t] & ~tie[t]).sum())
+        differ = (ref != got).reshape(T, -1)
+        tie, near = tie.reshape(T, -1), near.reshape(T, -1)
+        counts = torch.stack([differ.sum(1), tie.sum(1), (differ & tie).sum(1), near.sum(1),
+                              (differ & near & ~tie).sum(1)]).tolist()
+        per_step = differ.shape[1]
+        for t in range(T):
+            self.n[t] += per_step
+            self.agree[t] += per_step - counts[0][t]
+            self.ties[t] += counts[1][t]
+            self.disagree_at_ties[t] += counts[2][t]
+            self.near[t] += counts[3][t]
+            self.disagree_near[t] += counts[4][t]
 
     def to_json(self) -> dict[str, Any]:
         n, a = sum(self.n), sum(self.agree)
