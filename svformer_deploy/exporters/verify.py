@@ -40,7 +40,8 @@ from svformer_deploy.models import iter_neurons, record_spikes
 from svformer_deploy.models.neurons import PLIF, PLIFParameters, plif_step
 from svformer_deploy.models.recording import forward_hooks, to_chw
 
-__all__ = ["check_manifest_meaning", "coverage_problems", "record_ties", "first_divergence", "NEAR_THRESHOLD",
+__all__ = ["check_manifest_meaning", "coverage_problems", "record_ties", "first_divergence", "clip_divergences",
+           "NEAR_THRESHOLD",
            "LayerStats", "verify_bundle", "format_report"]
 
 
@@ -137,7 +138,7 @@ class LayerStats:
 
 def first_divergence(order: list[str], ref: dict[str, Tensor], got: dict[str, Tensor],
                      masks: dict[str, tuple[Tensor, Tensor]]) -> dict[str, Any] | None:
-    """The earliest (timestep, layer in execution order) where bundle and model spikes differ, per clip batch,
+    """The earliest (timestep, layer in execution order) where bundle and model spikes differ in a batch,
     and whether every differing neuron there was at a tie or near threshold in the model. Returns None when all
     spikes agree. A disagreement changes the input of every later layer, so only the first one is a cause."""
     T = next(iter(ref.values())).shape[0]
@@ -152,6 +153,21 @@ def first_divergence(order: list[str], ref: dict[str, Tensor], got: dict[str, Te
     return None
 
 
+def clip_divergences(order: list[str], ref: dict[str, Tensor], got: dict[str, Tensor],
+                     masks: dict[str, tuple[Tensor, Tensor]], first_clip: int = 0) -> list[dict[str, Any]]:
+    """:func:`first_divergence` of each clip of a batch (axis 1 of every (T, B, ...) tensor) on its own, with
+    ``batch_first_clip = first_clip + b``; clips whose spikes all agree are left out. Per clip, so that one
+    clip's early tie cannot hide another clip's later, unexplained divergence."""
+    out = []
+    for b in range(next(iter(ref.values())).shape[1]):
+        one = slice(b, b + 1)
+        d = first_divergence(order, {k: ref[k][:, one] for k in order}, {k: got[k][:, one] for k in order},
+                             {k: (masks[k][0][:, one], masks[k][1][:, one]) for k in order})
+        if d is not None:
+            out.append({"batch_first_clip": first_clip + b, **d})
+    return out
+
+
 @torch.no_grad()
 def verify_bundle(bundle: str | Path, model: nn.Module, batches: Iterable[tuple[Tensor, Tensor | None]],
                   runtime: str = "snntorch", write: bool = True, data_desc: str = "",
@@ -161,8 +177,10 @@ def verify_bundle(bundle: str | Path, model: nn.Module, batches: Iterable[tuple[
     ``runtime`` is ``"snntorch"`` or any registered partition runtime. Returns the report dict; with ``write``
     it is also written atomically to ``bundle/<report_name>``.
     Verdict: ``"exact"`` (100 % spikes, logits within 1e-4), ``"threshold"`` (the first divergence of every
-    batch is at neurons tied with or within :data:`NEAR_THRESHOLD` of V_th in the model -- a float-rounding or
-    strict-vs-non-strict decision that then propagates), or ``"failed"``; approximate exports get ``"approximate"``.
+    diverging clip is at neurons tied with or within :data:`NEAR_THRESHOLD` of V_th in the model -- a
+    float-rounding or strict-vs-non-strict decision that then propagates), or ``"failed"``; approximate exports
+    get ``"approximate"``. ``first_divergences`` has one entry per diverging clip (``batch_first_clip`` is the
+    clip's index), so one clip's tie cannot hide another clip's mapping error in the same batch.
     """
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
@@ -194,9 +212,7 @@ def verify_bundle(bundle: str | Path, model: nn.Module, batches: Iterable[tuple[
             refs[name] = to_chw(ref, layouts[name], shape)
             masks[name] = tuple(to_chw(m, layouts[name], shape) for m in margins[name])
             layers.setdefault(name, LayerStats.empty(T)).update(refs[name], got, *masks[name])
-        d = first_divergence(list(rec.spikes), refs, run.spikes, masks)
-        if d is not None:
-            divergences.append({"batch_first_clip": n_clips, **d})
+        divergences += clip_divergences(list(rec.spikes), refs, run.spikes, masks, first_clip=n_clips)
         max_diff = max(max_diff, float((run.logits - ref_logits).abs().max()))
         n_clips += clips.shape[0]
         top1_same += int((run.logits.argmax(1) == ref_logits.argmax(1)).sum())
@@ -263,7 +279,7 @@ def format_report(report: dict[str, Any]) -> str:
     for a in report["approximations"]:
         lines.append(f"approximation: {a}")
     for d in report["first_divergences"]:
-        lines.append(f"first divergence (clips from #{d['batch_first_clip']}): {d['layer']} at t={d['timestep']}, "
+        lines.append(f"first divergence (clip #{d['batch_first_clip']}): {d['layer']} at t={d['timestep']}, "
                      f"{d['neurons']} neuron(s): {d['at_ties']} at exact ties, {d['near_threshold']} within "
                      f"{report['near_threshold_tolerance']:g} of threshold in the model"
                      + ("" if d["explained"] else " -- NOT explained by threshold rounding"))

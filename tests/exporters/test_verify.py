@@ -2,7 +2,7 @@
 
 import torch
 
-from svformer_deploy.exporters.verify import LayerStats, record_ties
+from svformer_deploy.exporters.verify import LayerStats, clip_divergences, first_divergence, record_ties
 from svformer_deploy.models import create_model
 from svformer_deploy.models.neurons import PLIF
 from svformer_deploy.models.recording import from_chw, to_chw
@@ -59,6 +59,23 @@ def test_layer_stats_counts_each_timestep_of_batched_maps():
     assert st.near == [4, 0, 2] and st.disagree_near == [0, 0, 1]
     j = st.to_json()
     assert (j["disagree"], j["disagree_at_ties"], j["disagree_near_threshold"], j["disagree_not_ties"]) == (3, 1, 1, 2)
+
+
+def test_each_clip_of_a_batch_gets_its_own_first_divergence():
+    """Clip 0 flips at a tie in layer a at t = 0; clip 1 flips away from threshold in layer b at t = 1. The
+    batch's first divergence is clip 0's (explained); per clip, clip 1's unexplained one is found too."""
+    T, B, n = 2, 2, 4
+    ref = {k: torch.zeros(T, B, n) for k in ("a", "b")}
+    got = {k: v.clone() for k, v in ref.items()}
+    masks = {k: (torch.zeros(T, B, n, dtype=torch.bool), torch.zeros(T, B, n, dtype=torch.bool)) for k in ref}
+    got["a"][0, 0, 2] = 1.0
+    masks["a"][0][0, 0, 2] = masks["a"][1][0, 0, 2] = True
+    got["b"][1, 1, 0] = 1.0
+    assert first_divergence(["a", "b"], ref, got, masks)["explained"]
+    per_clip = clip_divergences(["a", "b"], ref, got, masks, first_clip=8)
+    assert [(d["batch_first_clip"], d["layer"], d["timestep"], d["at_ties"], d["explained"]) for d in per_clip] \
+        == [(8, "a", 0, 1, True), (9, "b", 1, 0, False)]
+    assert clip_divergences(["a", "b"], ref, ref, masks) == []
 
 
 def test_layouts_of_attention_layers():
