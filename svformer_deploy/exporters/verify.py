@@ -41,8 +41,7 @@ from svformer_deploy.models.neurons import PLIF, PLIFParameters, plif_step
 from svformer_deploy.models.recording import forward_hooks, to_chw
 
 __all__ = ["check_manifest_meaning", "coverage_problems", "record_ties", "first_divergence", "clip_divergences",
-           "NEAR_THRESHOLD",
-           "LayerStats", "verify_bundle", "format_report"]
+           "NEAR_THRESHOLD", "LayerStats", "verify_bundle", "format_report"]
 
 
 def check_manifest_meaning(bundle: Path, manifest, model: nn.Module) -> None:
