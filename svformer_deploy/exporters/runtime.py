@@ -172,14 +172,14 @@ def register_node_runtime(runtime: NodeRuntime) -> NodeRuntime:
     return runtime
 
 
-register_node_runtime(NodeRuntime("reference", lambda _n, node, dt: _ref_module(node, dt),
-                                  ("Conv2d", "Affine", "Linear", "Scale", "LIF"),
+_REFERENCE_NODE_TYPES = ("Conv2d", "Affine", "Linear", "Scale", "LIF")
+register_node_runtime(NodeRuntime("reference", lambda _n, node, dt: _ref_module(node, dt), _REFERENCE_NODE_TYPES,
                                   "svformer-deploy's own NIR interpreter"))
 register_node_runtime(NodeRuntime("reference-nonstrict", lambda _n, node, dt: _ref_module(node, dt, strict=False),
-                                  ("Conv2d", "Affine", "Linear", "Scale", "LIF"),
-                                  "diagnostic, not NIR semantics: svformer-deploy's own NIR interpreter with the source "
-                                  "model's spike condition v >= v_threshold (NIR: v > v_threshold), so exact ties "
-                                  "fire as in the model"))
+                                  _REFERENCE_NODE_TYPES,
+                                  "diagnostic, not NIR semantics: svformer-deploy's own NIR interpreter with the "
+                                  "source model's spike condition v >= v_threshold (NIR: v > v_threshold), so exact "
+                                  "ties fire as in the model"))
 register_node_runtime(NodeRuntime("snntorch-nodes", lambda n, node, _dt: _snntorch_module(n, node),
                                   SNNTORCH_NODE_TYPES, "every node imported by snntorch.import_nir.import_from_nir, "
                                   "edges wired and summed by svformer-deploy (nirtorch 2.6 cannot build graphs with "
