@@ -17,6 +17,11 @@ Partition runtimes:
     Our interpreter of the NIR semantics: ``Conv2d``/``Affine``/``Linear``/``Scale`` as written, ``LIF`` by its
     forward-Euler step ``v <- v + (dt/tau) ((v_leak - v) + r I)`` with the bundle's dt, spike ``v > v_threshold``
     (strict), ``v <- v_reset`` on spike.
+``"reference-nonstrict"``
+    A diagnostic, not NIR semantics: the reference interpreter with the source model's spike condition
+    ``v >= v_threshold``. Where the first divergence of a ``threshold`` verdict is at exact ties, it shows
+    whether anything else in the bundle differs (a mapping error further on would otherwise be hidden by the
+    propagated flips).
 any other registered :class:`NodeRuntime`
     A second NIR implementation, added in its own module with :func:`register_node_runtime` (e.g. norse, in
     :mod:`svformer_deploy.exporters.norse_runtime`): partitions are imported node by node and wired by our
@@ -82,14 +87,16 @@ def _topo_order(graph) -> list[str]:
 
 
 class _RefLIF:
-    """NIR LIF by forward Euler with step DT (our reference semantics)."""
+    """NIR LIF by forward Euler with step DT (our reference semantics); spike ``v > v_threshold``, or
+    ``v >= v_threshold`` with ``strict=False`` (the source model's condition, for the diagnostic runtime)."""
 
-    def __init__(self, node, dt: float = DT) -> None:
+    def __init__(self, node, dt: float = DT, strict: bool = True) -> None:
         f = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64))  # noqa: E731
         self.k = (dt / f(node.tau)).float()
         self.r, self.v_leak = f(node.r).float(), f(node.v_leak).float()
         self.v_th, self.v_reset = f(node.v_threshold).float(), f(node.v_reset).float()
         self.trivial = bool((self.r == 1).all() and (self.v_leak == 0).all())
+        self.strict = strict
         self.v: Tensor | None = None
 
     def reset(self) -> None:
@@ -99,12 +106,12 @@ class _RefLIF:
         v = torch.zeros_like(i) if self.v is None else self.v
         drive = i if self.trivial else (self.v_leak - v) + self.r * i + v  # (v_leak - v) + r I, plus v back
         h = v + (drive - v) * self.k  # = v + k ((v_leak - v) + r I); written as PLIF rounds when r=1, v_leak=0
-        z = h > self.v_th
+        z = h > self.v_th if self.strict else h >= self.v_th
         self.v = torch.where(z, self.v_reset.expand_as(h), h)
         return z.to(i.dtype)
 
 
-def _ref_module(node, dt: float = DT):
+def _ref_module(node, dt: float = DT, strict: bool = True):
     import nir
 
     if isinstance(node, nir.Conv2d):
@@ -120,7 +127,7 @@ def _ref_module(node, dt: float = DT):
         s = torch.as_tensor(node.scale)
         return lambda x: x * s
     if isinstance(node, nir.LIF):
-        return _RefLIF(node, dt)
+        return _RefLIF(node, dt, strict)
     raise VerificationError(f"the reference interpreter has no rule for NIR node type {type(node).__name__}")
 
 
@@ -165,9 +172,14 @@ def register_node_runtime(runtime: NodeRuntime) -> NodeRuntime:
     return runtime
 
 
-register_node_runtime(NodeRuntime("reference", lambda _n, node, dt: _ref_module(node, dt),
-                                  ("Conv2d", "Affine", "Linear", "Scale", "LIF"),
+_REFERENCE_NODE_TYPES = ("Conv2d", "Affine", "Linear", "Scale", "LIF")
+register_node_runtime(NodeRuntime("reference", lambda _n, node, dt: _ref_module(node, dt), _REFERENCE_NODE_TYPES,
                                   "svformer-deploy's own NIR interpreter"))
+register_node_runtime(NodeRuntime("reference-nonstrict", lambda _n, node, dt: _ref_module(node, dt, strict=False),
+                                  _REFERENCE_NODE_TYPES,
+                                  "diagnostic, not NIR semantics: svformer-deploy's own NIR interpreter with the "
+                                  "source model's spike condition v >= v_threshold (NIR: v > v_threshold), so exact "
+                                  "ties fire as in the model"))
 register_node_runtime(NodeRuntime("snntorch-nodes", lambda n, node, _dt: _snntorch_module(n, node),
                                   SNNTORCH_NODE_TYPES, "every node imported by snntorch.import_nir.import_from_nir, "
                                   "edges wired and summed by svformer-deploy (nirtorch 2.6 cannot build graphs with "
@@ -331,6 +343,8 @@ def run_bundle(manifest: Manifest, graphs: dict, host_params: dict[str, Tensor],
     spikes: dict[str, list[Tensor]] = defaultdict(list)
     per_step = [s for s in manifest.schedule if _time_of(manifest, s) == "per_timestep"]
     per_clip = [s for s in manifest.schedule if _time_of(manifest, s) == "per_clip"]
+    kept = {manifest.graph_output} | {i for s in per_clip if "host_op" in s
+                                      for i in manifest.host_op(s["host_op"]).inputs}
     for t in range(T):
         sig: dict[str, Tensor] = {manifest.graph_input: frames[t]}
         for s in per_step:
@@ -345,8 +359,8 @@ def run_bundle(manifest: Manifest, graphs: dict, host_params: dict[str, Tensor],
                 h = manifest.host_op(s["host_op"])
                 res = run_host_op(h.op, [sig[i] for i in h.inputs], h.attrs, _params(h, host_params), ctx)
                 sig.update(zip(h.outputs, res))
-        for k, v in sig.items():
-            seq[k].append(v)
+        for k in kept & sig.keys():  # only what the per-clip steps read (and the output) is stacked over time
+            seq[k].append(sig[k])
     clip_sig = {k: torch.stack(v) for k, v in seq.items()}
     for s in per_clip:
         if "partition" in s:

@@ -40,8 +40,8 @@ from svformer_deploy.models import iter_neurons, record_spikes
 from svformer_deploy.models.neurons import PLIF, PLIFParameters, plif_step
 from svformer_deploy.models.recording import forward_hooks, to_chw
 
-__all__ = ["check_manifest_meaning", "coverage_problems", "record_ties", "first_divergence", "NEAR_THRESHOLD",
-           "LayerStats", "verify_bundle", "format_report"]
+__all__ = ["check_manifest_meaning", "coverage_problems", "record_ties", "first_divergence", "clip_divergences",
+           "NEAR_THRESHOLD", "LayerStats", "verify_bundle", "format_report"]
 
 
 def check_manifest_meaning(bundle: Path, manifest, model: nn.Module) -> None:
@@ -80,14 +80,13 @@ def record_ties(model: nn.Module, near: float = NEAR_THRESHOLD):
         def fn(mod: PLIF, inputs: tuple, output: Tensor) -> None:
             x_seq = inputs[0].detach()
             p = PLIFParameters(torch.sigmoid(mod.w.detach()).to(x_seq.dtype), mod.v_threshold)
-            tie = torch.empty(x_seq.shape, dtype=torch.bool)
-            close = torch.empty(x_seq.shape, dtype=torch.bool)
+            h = torch.empty_like(x_seq)
             state = None
             for t in range(x_seq.shape[0]):
                 _, state = plif_step(x_seq[t], state, p)
-                tie[t] = state.h == mod.v_threshold
-                close[t] = (state.h - mod.v_threshold).abs() <= near
-            ties[name] = (tie, close)
+                h[t] = state.h
+            tie = h == mod.v_threshold
+            ties[name] = (tie, h.sub_(mod.v_threshold).abs_() <= near)
 
         return fn
 
@@ -111,15 +110,21 @@ class LayerStats:
         return cls(*([0] * T for _ in range(6)))
 
     def update(self, ref: Tensor, got: Tensor, tie: Tensor, near: Tensor | None = None) -> None:
+        """Add the counts of one batch: ``ref``, ``got`` spikes and ``tie``, ``near`` masks, all (T, B, ...)."""
+        T = ref.shape[0]
         near = tie if near is None else near
-        for t in range(ref.shape[0]):
-            same = ref[t] == got[t]
-            self.n[t] += same.numel()
-            self.agree[t] += int(same.sum())
-            self.ties[t] += int(tie[t].sum())
-            self.disagree_at_ties[t] += int((~same & tie[t]).sum())
-            self.near[t] += int(near[t].sum())
-            self.disagree_near[t] += int((~same & near[t] & ~tie[t]).sum())
+        differ = (ref != got).reshape(T, -1)
+        tie, near = tie.reshape(T, -1), near.reshape(T, -1)
+        counts = torch.stack([differ.sum(1), tie.sum(1), (differ & tie).sum(1), near.sum(1),
+                              (differ & near & ~tie).sum(1)]).tolist()
+        per_step = differ.shape[1]
+        for t in range(T):
+            self.n[t] += per_step
+            self.agree[t] += per_step - counts[0][t]
+            self.ties[t] += counts[1][t]
+            self.disagree_at_ties[t] += counts[2][t]
+            self.near[t] += counts[3][t]
+            self.disagree_near[t] += counts[4][t]
 
     def to_json(self) -> dict[str, Any]:
         n, a = sum(self.n), sum(self.agree)
@@ -132,7 +137,7 @@ class LayerStats:
 
 def first_divergence(order: list[str], ref: dict[str, Tensor], got: dict[str, Tensor],
                      masks: dict[str, tuple[Tensor, Tensor]]) -> dict[str, Any] | None:
-    """The earliest (timestep, layer in execution order) where bundle and model spikes differ, per clip batch,
+    """The earliest (timestep, layer in execution order) where bundle and model spikes differ in a batch,
     and whether every differing neuron there was at a tie or near threshold in the model. Returns None when all
     spikes agree. A disagreement changes the input of every later layer, so only the first one is a cause."""
     T = next(iter(ref.values())).shape[0]
@@ -147,6 +152,21 @@ def first_divergence(order: list[str], ref: dict[str, Tensor], got: dict[str, Te
     return None
 
 
+def clip_divergences(order: list[str], ref: dict[str, Tensor], got: dict[str, Tensor],
+                     masks: dict[str, tuple[Tensor, Tensor]], first_clip: int = 0) -> list[dict[str, Any]]:
+    """:func:`first_divergence` of each clip of a batch (axis 1 of every (T, B, ...) tensor) on its own, with
+    ``batch_first_clip = first_clip + b``; clips whose spikes all agree are left out. Per clip, so that one
+    clip's early tie cannot hide another clip's later, unexplained divergence."""
+    out = []
+    for b in range(next(iter(ref.values())).shape[1]):
+        one = slice(b, b + 1)
+        d = first_divergence(order, {k: ref[k][:, one] for k in order}, {k: got[k][:, one] for k in order},
+                             {k: (masks[k][0][:, one], masks[k][1][:, one]) for k in order})
+        if d is not None:
+            out.append({"batch_first_clip": first_clip + b, **d})
+    return out
+
+
 @torch.no_grad()
 def verify_bundle(bundle: str | Path, model: nn.Module, batches: Iterable[tuple[Tensor, Tensor | None]],
                   runtime: str = "snntorch", write: bool = True, data_desc: str = "",
@@ -156,8 +176,10 @@ def verify_bundle(bundle: str | Path, model: nn.Module, batches: Iterable[tuple[
     ``runtime`` is ``"snntorch"`` or any registered partition runtime. Returns the report dict; with ``write``
     it is also written atomically to ``bundle/<report_name>``.
     Verdict: ``"exact"`` (100 % spikes, logits within 1e-4), ``"threshold"`` (the first divergence of every
-    batch is at neurons tied with or within :data:`NEAR_THRESHOLD` of V_th in the model -- a float-rounding or
-    strict-vs-non-strict decision that then propagates), or ``"failed"``; approximate exports get ``"approximate"``.
+    diverging clip is at neurons tied with or within :data:`NEAR_THRESHOLD` of V_th in the model -- a
+    float-rounding or strict-vs-non-strict decision that then propagates), or ``"failed"``; approximate exports
+    get ``"approximate"``. ``first_divergences`` has one entry per diverging clip (``batch_first_clip`` is the
+    clip's index), so one clip's tie cannot hide another clip's mapping error in the same batch.
     """
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
@@ -189,9 +211,7 @@ def verify_bundle(bundle: str | Path, model: nn.Module, batches: Iterable[tuple[
             refs[name] = to_chw(ref, layouts[name], shape)
             masks[name] = tuple(to_chw(m, layouts[name], shape) for m in margins[name])
             layers.setdefault(name, LayerStats.empty(T)).update(refs[name], got, *masks[name])
-        d = first_divergence(list(rec.spikes), refs, run.spikes, masks)
-        if d is not None:
-            divergences.append({"batch_first_clip": n_clips, **d})
+        divergences += clip_divergences(list(rec.spikes), refs, run.spikes, masks, first_clip=n_clips)
         max_diff = max(max_diff, float((run.logits - ref_logits).abs().max()))
         n_clips += clips.shape[0]
         top1_same += int((run.logits.argmax(1) == ref_logits.argmax(1)).sum())
@@ -258,7 +278,7 @@ def format_report(report: dict[str, Any]) -> str:
     for a in report["approximations"]:
         lines.append(f"approximation: {a}")
     for d in report["first_divergences"]:
-        lines.append(f"first divergence (clips from #{d['batch_first_clip']}): {d['layer']} at t={d['timestep']}, "
+        lines.append(f"first divergence (clip #{d['batch_first_clip']}): {d['layer']} at t={d['timestep']}, "
                      f"{d['neurons']} neuron(s): {d['at_ties']} at exact ties, {d['near_threshold']} within "
                      f"{report['near_threshold_tolerance']:g} of threshold in the model"
                      + ("" if d["explained"] else " -- NOT explained by threshold rounding"))

@@ -2,7 +2,7 @@
 
 import torch
 
-from svformer_deploy.exporters.verify import LayerStats, record_ties
+from svformer_deploy.exporters.verify import LayerStats, clip_divergences, first_divergence, record_ties
 from svformer_deploy.models import create_model
 from svformer_deploy.models.neurons import PLIF
 from svformer_deploy.models.recording import from_chw, to_chw
@@ -28,6 +28,54 @@ def test_layer_stats_separates_tie_disagreements():
     assert (j["neuron_steps"], j["agree"], j["disagree"], j["ties"], j["disagree_at_ties"], j["disagree_not_ties"]) \
         == (6, 4, 2, 1, 1, 1)
     assert j["agreement_per_timestep"] == [2 / 3, 2 / 3]
+
+
+def test_record_ties_marks_near_threshold_apart_from_exact_ties():
+    lif = PLIF(tau_init=2.0)
+    x = torch.tensor([[[2.0, 2.0 + 1e-5, 2.0 - 1e-4]]])  # H = [1, 1 + 5e-6, 1 - 5e-5]
+    with record_ties(lif) as margins:
+        lif(x)
+    tie, near = margins[""]
+    assert tie.tolist() == [[[True, False, False]]] and near.tolist() == [[[True, True, False]]]
+
+
+def test_layer_stats_counts_each_timestep_of_batched_maps():
+    """(T, B, C, H, W) counts per timestep: disagreements at ties, near threshold (not ties), and elsewhere."""
+    T, B, C, H, W = 3, 2, 2, 2, 2
+    ref = torch.zeros(T, B, C, H, W)
+    got = ref.clone()
+    tie = torch.zeros(T, B, C, H, W, dtype=torch.bool)
+    near = tie.clone()
+    got[0, 1, 1, 0, 1] = 1.0                                  # t0: a flip at a tie
+    tie[0, 1, 1, 0, 1] = near[0, 1, 1, 0, 1] = True
+    tie[0, 0, 0, 0, 0] = near[0, 0, 0, 0, 0] = True           # t0: a tie that agrees
+    got[2, 0, 0, 1, 1] = got[2, 1, 0, 0, 0] = 1.0              # t2: one flip near threshold, one elsewhere
+    near[2, 0, 0, 1, 1] = True
+    st = LayerStats.empty(T)
+    st.update(ref, got, tie, near)
+    st.update(ref, ref, tie, near)                            # a second batch adds to the counts
+    assert st.n == [32, 32, 32] and st.agree == [31, 32, 30]
+    assert st.ties == [4, 0, 0] and st.disagree_at_ties == [1, 0, 0]
+    assert st.near == [4, 0, 2] and st.disagree_near == [0, 0, 1]
+    j = st.to_json()
+    assert (j["disagree"], j["disagree_at_ties"], j["disagree_near_threshold"], j["disagree_not_ties"]) == (3, 1, 1, 2)
+
+
+def test_each_clip_of_a_batch_gets_its_own_first_divergence():
+    """Clip 0 flips at a tie in layer a at t = 0; clip 1 flips away from threshold in layer b at t = 1. The
+    batch's first divergence is clip 0's (explained); per clip, clip 1's unexplained one is found too."""
+    T, B, n = 2, 2, 4
+    ref = {k: torch.zeros(T, B, n) for k in ("a", "b")}
+    got = {k: v.clone() for k, v in ref.items()}
+    masks = {k: (torch.zeros(T, B, n, dtype=torch.bool), torch.zeros(T, B, n, dtype=torch.bool)) for k in ref}
+    got["a"][0, 0, 2] = 1.0
+    masks["a"][0][0, 0, 2] = masks["a"][1][0, 0, 2] = True
+    got["b"][1, 1, 0] = 1.0
+    assert first_divergence(["a", "b"], ref, got, masks)["explained"]
+    per_clip = clip_divergences(["a", "b"], ref, got, masks, first_clip=8)
+    assert [(d["batch_first_clip"], d["layer"], d["timestep"], d["at_ties"], d["explained"]) for d in per_clip] \
+        == [(8, "a", 0, 1, True), (9, "b", 1, 0, False)]
+    assert clip_divergences(["a", "b"], ref, ref, masks) == []
 
 
 def test_layouts_of_attention_layers():
