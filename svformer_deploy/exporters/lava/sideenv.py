@@ -188,6 +188,9 @@ def _build(venv: Path, base: list[str], say: Say, cancel: threading.Event | None
         problem = _check(str(tmp / "bin" / "python"))
         if problem:
             raise LavaEnvironmentError(f"the new Lava environment cannot import lava-dl's netx ({problem})")
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 -> what mkdir would give
         if venv.exists():
             shutil.rmtree(venv)
         os.replace(tmp, venv)

@@ -83,6 +83,9 @@ def test_build_installs_lava_dl_without_byte_compiling_and_renames_into_place(fa
     messages: list[str] = []
     python = sideenv.lava_python(messages.append)
     assert python == str(venv / "bin" / "python") and (venv / "lava-installed").exists()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert venv.stat().st_mode & 0o777 == 0o777 & ~umask  # as mkdir would make it, not mkdtemp's 0700
     (call,) = _pip_calls(log)
     assert call.endswith("-m pip install -q --disable-pip-version-check --no-compile lava-dl==0.6.0 h5py")
     assert _leftovers(venv) == []
