@@ -180,7 +180,7 @@ def _build(venv: Path, base: list[str], say: Say, cancel: threading.Event | None
     tmp = Path(tempfile.mkdtemp(prefix=_build_prefix(venv), dir=venv.parent))
     t0 = time.perf_counter()
     say(f"Building the Lava side environment in {venv} (Python 3.10 + {' '.join(LAVA_REQUIREMENTS)}; "
-        "about 5.6 GB, a few minutes on first use)...")
+        "about 5.4 GB, a few minutes on first use)...")
     try:
         _run([*base, "-m", "venv", str(tmp)], "create the Python 3.10 virtual environment", cancel)
         _run([str(tmp / "bin" / "python"), "-m", "pip", "install", *PIP_OPTIONS, *LAVA_REQUIREMENTS],
