@@ -49,7 +49,7 @@ def build_once(root: Path, pip_options: tuple[str, ...]) -> dict[str, float]:
             os.environ.pop("PIP_CACHE_DIR", None)
         else:
             os.environ["PIP_CACHE_DIR"] = old_cache
-    size = int(subprocess.run(["du", "-sb", str(venv)], capture_output=True, text=True).stdout.split()[0])
+    size = int(subprocess.run(["du", "-sb", str(venv)], capture_output=True, text=True, check=True).stdout.split()[0])
     return {"wall_s": wall, "cpu_s": cpu, "size_gb": size / 1e9}
 
 

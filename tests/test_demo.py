@@ -78,9 +78,8 @@ def test_every_demo_step_is_registered_callable_and_documented():
 def test_demo_builds_the_lava_env_in_the_background_and_the_lava_step_waits_for_it(tmp_path, monkeypatch):
     """The build starts before the checkpoint stage; the Lava step gets its interpreter; demo.json and the last
     lines report the build's time and how long the Lava step waited."""
-    from tests.exporters.lava.test_lava_sideenv import FAKE_PYTHON
-
     from svformer_deploy.exporters.lava import sideenv
+    from tests.exporters.lava.test_lava_sideenv import FAKE_PYTHON
 
     py = tmp_path / "python3.10"
     py.write_text(FAKE_PYTHON)
@@ -96,7 +95,7 @@ def test_demo_builds_the_lava_env_in_the_background_and_the_lava_step_waits_for_
         got.append(sideenv.lava_python())
         return {}
 
-    import svformer_deploy.assets as assets
+    from svformer_deploy import assets
 
     shipped, building_at_checkpoint = assets.default_checkpoint, []
 
@@ -119,10 +118,9 @@ def test_demo_builds_the_lava_env_in_the_background_and_the_lava_step_waits_for_
 
 
 def test_interrupted_demo_stops_the_lava_env_build_and_leaves_nothing(tmp_path, monkeypatch):
-    from tests.exporters.lava.test_lava_sideenv import FAKE_PYTHON
-
     from svformer_deploy import api
     from svformer_deploy.exporters.lava import sideenv
+    from tests.exporters.lava.test_lava_sideenv import FAKE_PYTHON
 
     py = tmp_path / "python3.10"
     py.write_text(FAKE_PYTHON)

@@ -38,8 +38,8 @@ from pathlib import Path
 
 from svformer_deploy.errors import LavaEnvironmentError
 
-__all__ = ["LavaEnvironmentError", "lava_python", "find_python310", "LAVA_REQUIREMENTS", "default_venv_dir",
-           "start_build", "BackgroundBuild", "lock_path"]
+__all__ = ["LAVA_REQUIREMENTS", "BackgroundBuild", "LavaEnvironmentError", "default_venv_dir", "ensure_venv",
+           "find_python310", "lava_python", "lock_path", "start_build"]
 
 LAVA_REQUIREMENTS = ("lava-dl==0.6.0", "h5py")
 PIP_OPTIONS = ("-q", "--disable-pip-version-check", "--no-compile")

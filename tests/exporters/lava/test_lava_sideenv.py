@@ -104,6 +104,7 @@ def test_failed_pip_install_says_why_and_leaves_nothing(fake, monkeypatch):
     with pytest.raises(LavaEnvironmentError, match=r"`pip install lava-dl==0.6.0 h5py` failed"):
         sideenv.lava_python()
     assert build.seconds is not None and not venv.exists() and _leftovers(venv) == []
+    assert len(_pip_calls(log)) == 2  # a failed build is not cached: each attempt runs pip again
 
 
 def test_background_build_is_awaited_by_lava_python_not_repeated(fake, monkeypatch):
@@ -121,11 +122,11 @@ def test_background_build_is_awaited_by_lava_python_not_repeated(fake, monkeypat
 def test_second_process_waits_for_the_lock_then_uses_the_venv_built_by_the_first(fake, monkeypatch, tmp_path):
     venv, log = fake
     monkeypatch.setenv("FAKE_PIP", "slow")
+    code = ("import sys; from pathlib import Path; from svformer_deploy.exporters.lava import sideenv as s; "
+            f"s.find_python310 = lambda: [{str(tmp_path / 'python3.10')!r}]; "
+            "print(s.ensure_venv(Path(sys.argv[1]), print))")
     other = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from pathlib import Path; "
-         "from svformer_deploy.exporters.lava import sideenv as s; "
-         f"s.find_python310 = lambda: [{str(tmp_path / 'python3.10')!r}]; "
-         "print(s.ensure_venv(Path(sys.argv[1]), print))", str(venv)],
+        [sys.executable, "-c", code, str(venv)],
         stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[3])})
     try:
         _wait_for(lambda: len(_pip_calls(log)) == 1)  # the other process holds the lock and is installing
@@ -156,7 +157,7 @@ def test_cancel_stops_the_install_and_leaves_nothing_behind(fake, monkeypatch):
 
 
 def test_build_folder_left_by_a_killed_build_is_removed_by_the_next_build(fake):
-    venv, log = fake
+    venv, _ = fake
     stale = venv.parent / ".venv.build-dead1234"
     (stale / "bin").mkdir(parents=True)
     (stale / "bin" / "python").write_text("half-written")
