@@ -5,6 +5,10 @@ The first stage produces a checkpoint: it trains ``svformer_tiny`` on moving dig
 registered step runs in order; a step is ``fn(checkpoint: Path, out_dir: Path) -> dict[str, Path]`` (the
 artefacts it wrote in its own folder ``out_dir``). Other parts of the package add steps with
 :func:`register_demo_step` in a module listed in :data:`STEP_MODULES`.
+
+When the ``export-lava`` step will run, the Lava side environment is built in the background from the start
+(:func:`svformer_deploy.exporters.lava.sideenv.start_build`), so its download overlaps training; the Lava step
+waits for it, and a demo that stops early (an error, Ctrl-C) stops the build, leaving nothing behind.
 """
 
 from __future__ import annotations
