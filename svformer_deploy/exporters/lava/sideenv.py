@@ -140,7 +140,7 @@ def ensure_venv(venv: Path, say: Say, cancel: threading.Event | None = None) -> 
     base = find_python310()
     try:
         venv.parent.mkdir(parents=True, exist_ok=True)
-        with _build_lock(venv, say):
+        with _build_lock(venv, say, cancel):
             if python.exists() and _check(str(python)) is None:  # built by the process we waited for
                 return str(python)
             _remove_stale_builds(venv)
@@ -153,17 +153,26 @@ def ensure_venv(venv: Path, say: Say, cancel: threading.Event | None = None) -> 
 
 
 @contextmanager
-def _build_lock(venv: Path, say: Say) -> Iterator[None]:
+def _build_lock(venv: Path, say: Say, cancel: threading.Event | None = None) -> Iterator[None]:
     """Hold an exclusive ``flock`` on :func:`lock_path` (waiting, with a message, while another process holds
-    it); released on exit, and by the kernel if this process dies."""
+    it, until ``cancel`` is set); released on exit, and by the kernel if this process dies."""
     lock = lock_path(venv)
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            say(f"Waiting for another process that is building the Lava side environment (lock {lock})...")
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        waiting = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not waiting:
+                    say(f"Waiting for another process that is building the Lava side environment (lock {lock})...")
+                    waiting = True
+                if cancel is None:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    break
+                if cancel.wait(0.5):
+                    raise LavaEnvironmentError("the build of the Lava side environment was cancelled") from None
         yield
     finally:
         os.close(fd)

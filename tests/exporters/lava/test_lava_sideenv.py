@@ -156,6 +156,27 @@ def test_cancel_stops_the_install_and_leaves_nothing_behind(fake, monkeypatch):
     assert sideenv.lava_python() == str(venv / "bin" / "python")
 
 
+def test_cancel_while_waiting_for_another_builders_lock_returns_at_once(fake):
+    import fcntl
+
+    venv, log = fake
+    venv.parent.mkdir(parents=True)
+    holder = os.open(sideenv.lock_path(venv), os.O_RDWR | os.O_CREAT)  # another builder holds the lock
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        messages: list[str] = []
+        build = sideenv.start_build(messages.append)
+        _wait_for(lambda: any("Waiting for another process" in m for m in messages))
+        t0 = time.monotonic()
+        build.cancel()
+        assert time.monotonic() - t0 < 5
+    finally:
+        os.close(holder)
+    with pytest.raises(LavaEnvironmentError, match="cancelled"):
+        build.wait()
+    assert _pip_calls(log) == [] and not venv.exists() and _leftovers(venv) == []
+
+
 def test_build_folder_left_by_a_killed_build_is_removed_by_the_next_build(fake):
     venv, _ = fake
     stale = venv.parent / ".venv.build-dead1234"
