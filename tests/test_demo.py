@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import pytest
 import torch
@@ -71,3 +73,73 @@ def test_every_demo_step_is_registered_callable_and_documented():
         assert len(inspect.signature(fn).parameters) == 2, name
         assert (fn.__doc__ or "").strip(), f"demo step {name!r} has no docstring"
         assert f"| `{name}` |" in doc, f"demo step {name!r} has no row in docs/training.md"
+
+
+def test_demo_builds_the_lava_env_in_the_background_and_the_lava_step_waits_for_it(tmp_path, monkeypatch):
+    """The build starts before the checkpoint stage; the Lava step gets its interpreter; demo.json and the last
+    lines report the build's time and how long the Lava step waited."""
+    from svformer_deploy.exporters.lava import sideenv
+    from tests.exporters.lava.test_lava_sideenv import FAKE_PYTHON
+
+    py = tmp_path / "python3.10"
+    py.write_text(FAKE_PYTHON)
+    py.chmod(0o755)
+    monkeypatch.setattr(sideenv, "find_python310", lambda: [str(py)])
+    monkeypatch.delenv("SVFORMER_LAVA_PYTHON", raising=False)
+    monkeypatch.setenv("SVFORMER_LAVA_VENV", str(tmp_path / "cache" / "venv"))
+    monkeypatch.setenv("FAKE_PIP_LOG", str(tmp_path / "pip.log"))
+    monkeypatch.setenv("FAKE_PIP", "slow")
+    got = []
+
+    def lava_step(ckpt, out_dir):
+        got.append(sideenv.lava_python())
+        return {}
+
+    from svformer_deploy import assets
+
+    shipped, building_at_checkpoint = assets.default_checkpoint, []
+
+    def checkpoint_stage():  # the checkpoint stage starts while the build runs
+        building_at_checkpoint.append(any(t.name == "lava-side-env" for t in threading.enumerate()))
+        return shipped()
+
+    monkeypatch.setattr(assets, "default_checkpoint", checkpoint_stage)
+    monkeypatch.setitem(demo_mod._STEPS, "export-lava", lava_step)
+    lines: list[str] = []
+    report = demo_mod.run_demo(tmp_path / "out", pretrained=True, steps=["export-lava"], echo=lines.append)
+    assert building_at_checkpoint == [True]
+    assert got == [str(tmp_path / "cache" / "venv" / "bin" / "python")] and not report.failures
+    assert any(line.startswith("[lava-env] Building the Lava side environment") for line in lines)
+    assert len((tmp_path / "pip.log").read_text().splitlines()) == 1
+    seconds = json.loads((tmp_path / "out" / "demo.json").read_text())["seconds"]
+    assert seconds["lava-env build (background)"] >= 2 and seconds["lava-env wait"] > 0
+    assert lines[-2].startswith("seconds per step: checkpoint ") and "lava-env wait" in lines[-2]
+    assert lines[-1].startswith("demo finished in ")
+
+
+def test_interrupted_demo_stops_the_lava_env_build_and_leaves_nothing(tmp_path, monkeypatch):
+    from svformer_deploy import api
+    from svformer_deploy.exporters.lava import sideenv
+    from tests.exporters.lava.test_lava_sideenv import FAKE_PYTHON
+
+    py = tmp_path / "python3.10"
+    py.write_text(FAKE_PYTHON)
+    py.chmod(0o755)
+    monkeypatch.setattr(sideenv, "find_python310", lambda: [str(py)])
+    monkeypatch.delenv("SVFORMER_LAVA_PYTHON", raising=False)
+    monkeypatch.setenv("SVFORMER_LAVA_VENV", str(tmp_path / "cache" / "venv"))
+    monkeypatch.setenv("FAKE_PIP_LOG", str(tmp_path / "pip.log"))
+    monkeypatch.setenv("FAKE_PIP", "hang")
+
+    def interrupted_training(*args, **kwargs):
+        t0 = time.monotonic()
+        while not (tmp_path / "pip.log").exists():  # Ctrl-C while the build is installing
+            assert time.monotonic() - t0 < 30
+            time.sleep(0.05)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "train", interrupted_training)
+    with pytest.raises(KeyboardInterrupt):
+        demo_mod.run_demo(tmp_path / "out", recipe=TINY, echo=lambda s: None)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["venv.lock"]
+    assert not [t for t in threading.enumerate() if t.name == "lava-side-env"]
