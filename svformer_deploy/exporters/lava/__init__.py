@@ -34,12 +34,14 @@ def _progress(msg: str) -> None:
 def _verify(path, model, batches, data_desc: str = "") -> dict[str, Any]:
     """Lava verification on the clips of ``batches``; ``$SVFORMER_LAVA_CLIPS`` (default 8) of them go through
     Lava itself (one Lava run per partition over all of them), in ``$SVFORMER_LAVA_WORKERS`` (default 1)
-    parallel runner processes; all clips go into the accuracy comparison."""
+    parallel runner processes, each partition on the window ``$SVFORMER_LAVA_CROP`` chooses (default ``auto``,
+    see :func:`~svformer_deploy.exporters.lava.crop.crop_for`); all clips go into the accuracy comparison."""
+    from svformer_deploy.exporters.lava.crop import crop_policy
     from svformer_deploy.exporters.lava.verify import verify_lava
 
     lava_clips = max(1, int(os.environ.get("SVFORMER_LAVA_CLIPS", "8")))
     workers = max(1, int(os.environ.get("SVFORMER_LAVA_WORKERS", "1")))
-    return verify_lava(path, batches=batches, lava_clips=lava_clips, workers=workers, progress=_progress,
+    return verify_lava(path, batches=batches, lava_clips=lava_clips, workers=workers, crop=crop_policy(), progress=_progress,
                        data_desc=data_desc)
 
 
