@@ -18,8 +18,10 @@ __all__ = ["FloatLayer", "LoihiLayer", "LoihiOverflowWarning", "quantize_layer",
 
 def _export(model, out, *, checkpoint_sha256: str, checkpoint_path: str = "", class_names=None, force: bool = False,
             approximate_bn: bool = False) -> Path:
+    from svformer_deploy.exporters.lava.crop import crop_policy
     from svformer_deploy.exporters.lava.export import export_lava
 
+    crop_policy()  # a bad $SVFORMER_LAVA_CROP fails here, before anything is written, not in the verification
     path, _, _ = export_lava(model, out, checkpoint_sha256=checkpoint_sha256, checkpoint_path=checkpoint_path,
                              class_names=class_names, force=force, approximate_bn=approximate_bn)
     return path

@@ -141,3 +141,13 @@ def test_crop_setting_is_parsed_or_refused(monkeypatch):
         monkeypatch.setenv("SVFORMER_LAVA_CROP", bad)
         with pytest.raises(VerificationError, match="SVFORMER_LAVA_CROP=8"):
             crop_policy()
+
+
+def test_bad_crop_setting_fails_the_export_before_writing(tiny_ckpt, tmp_path, monkeypatch, capsys):
+    from tests.helpers import run_cli
+
+    monkeypatch.setenv("SVFORMER_LAVA_CROP", "half")
+    assert run_cli(["export", str(tiny_ckpt), "--to", "lava", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "SVFORMER_LAVA_CROP" in err and "'half'" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "b").exists()
