@@ -190,7 +190,7 @@ def _lava_rows(args, d: Path, model) -> tuple[list[tuple[str, float, Path]], dic
     t0 = time.perf_counter()
     crop = None if args.lava_crop == "off" else args.lava_crop
     report = verify_lava(d / "lava", clips=clips, lava_clips=args.lava_clips, workers=args.lava_workers,
-                         crop=crop, python=python, write=False)
+                         crop=crop, python=python, write=False, progress=print)
     total = time.perf_counter() - t0
     for name, r in report["partitions"].items():
         t = r["lava_timing"]

@@ -93,14 +93,14 @@ def test_crop_gives_the_full_frame_spikes_on_its_window(geometry):
     full = emulate_partition(layers, spikes)
     H, W = full.shape[-2:]
     assert full.sum() > 0
-    hconvs = [AxisConv(k, s, p) for k, s, p in geometry]
-    windows = {(r, n) for n in {1, 2, min(3, H)} for r in (0, (H - n) // 2, H - n)}
-    cols = {(q, n) for n in {1, min(2, W)} for q in (0, (W - n) // 2, W - n)}
-    for r, nr in windows:
-        for q, nq in cols:
-            crop = Crop(choose_axis(hconvs, 15, r, nr), choose_axis(hconvs, 13, q, nq))
-            got = crop.crop_output_window(emulate_partition(crop.layers(layers), crop.crop_input(spikes)))
-            assert torch.equal(got, crop.full_output_window(full)), (geometry, crop.describe())
+    convs = [AxisConv(k, s, p) for k, s, p in geometry]
+    n, m = min(3, H), min(2, W)
+    windows = [((0, 1), (0, 1)), ((H - n, n), (W - m, m)), (((H - n) // 2, n), ((W - m) // 2, m)),  # corners, middle
+               ((0, n), ((W - 1) // 2, 1)), (((H - 1) // 2, 1), (W - m, m))]  # edges, non-square
+    for rows, cols in windows:
+        crop = Crop(choose_axis(convs, 15, *rows), choose_axis(convs, 13, *cols))
+        got = crop.crop_output_window(emulate_partition(crop.layers(layers), crop.crop_input(spikes)))
+        assert torch.equal(got, crop.full_output_window(full)), (geometry, crop.describe())
 
 
 def test_crop_layers_keep_the_integers_and_take_the_window_shapes():
