@@ -34,14 +34,19 @@ from svformer_deploy.errors import VerificationError
 from svformer_deploy.exporters.lava.quantize import LoihiLayer
 
 __all__ = ["AxisConv", "AxisCrop", "Crop", "conv_out_size", "receptive_field", "valid_outputs", "choose_axis",
-           "plan_crop", "axis_convs", "synops_per_step", "crop_policy", "crop_for", "AUTO_SYNOPS_BUDGET"]
+           "plan_crop", "axis_convs", "synops_per_step", "crop_policy", "crop_for", "spread_channels",
+           "channel_pairs", "AUTO_SYNOPS_BUDGET", "AUTO_PAIRS_BUDGET", "AUTO_CHANNELS"]
 
 AUTO_SYNOPS_BUDGET = 20_000_000
-"""``auto``: a partition whose full frame costs more synaptic operations per Lava step than this
-(:func:`synops_per_step`) is verified on the largest centred square output window whose cropped chain costs at
-most this (at least 1 x 1). Lava's conv synapse is plain Python/PyTorch: about 5.4 CPU-s per step for paper-size
-``patch_embed2`` (411 M) on these cores. The largest partition of ``svformer_tiny`` (32 px) costs 2.1 M, so the
-shipped model is verified full frame."""
+AUTO_PAIRS_BUDGET = 65_536
+AUTO_CHANNELS = 64
+"""``auto``: Lava 0.10's fixed-point conv synapse (``lava.proc.conv.utils.conv_scipy``; its torch path is disabled)
+makes one ``scipy.signal.convolve2d`` call per output x input channel pair per step, over the whole padded
+input, and strides afterwards. A partition costing more than :data:`AUTO_SYNOPS_BUDGET` synaptic operations per
+step (:func:`synops_per_step`) or more than :data:`AUTO_PAIRS_BUDGET` channel pairs (:func:`channel_pairs`) is
+verified on :data:`AUTO_CHANNELS` output channels of its last layer (evenly spread) and the largest centred
+square output window whose cropped chain then costs at most :data:`AUTO_SYNOPS_BUDGET` (at least 1 x 1). Every
+partition of ``svformer_tiny`` (32 px; at most 2.1 M synaptic operations and 65,536 pairs) stays full frame."""
 
 
 @dataclass(frozen=True)
@@ -136,14 +141,20 @@ def axis_convs(layers: Sequence[LoihiLayer], axis: int) -> list[AxisConv]:
 
 @dataclass(frozen=True)
 class Crop:
-    """A 2-D crop of a partition: the H and W axes (see :class:`AxisCrop`)."""
+    """What a partition is checked on: the H and W axes (see :class:`AxisCrop`) and, optionally, a subset of the
+    last layer's output channels (``channels``, of ``out_channels``; None: all). Dropping output channels of the
+    last layer is exact too: output neuron (k, pixel) reads only weight row k, bias k and the input spikes, and
+    every neuron of a layer has the same decay and threshold; it divides Lava's per-step conv work (one
+    ``scipy.signal.convolve2d`` call per output x input channel pair) by ``out_channels / len(channels)``."""
 
     h: AxisCrop
     w: AxisCrop
+    channels: tuple[int, ...] | None = None
+    out_channels: int = 0
 
     @property
     def full_frame(self) -> bool:
-        return self.h.full_frame and self.w.full_frame
+        return self.h.full_frame and self.w.full_frame and self.channels is None
 
     def crop_input(self, spikes: Tensor) -> Tensor:
         """Input spikes (..., H, W) -> the input window (..., h, w)."""
@@ -151,33 +162,44 @@ class Crop:
                       self.w.in_start:self.w.in_start + self.w.in_size]
 
     def full_output_window(self, spikes: Tensor) -> Tensor:
-        """Full-frame output spikes (..., H', W') -> the compared window."""
-        return spikes[..., self.h.out_start:self.h.out_start + self.h.out_size,
-                      self.w.out_start:self.w.out_start + self.w.out_size]
+        """Full-frame output spikes (..., C', H', W') -> the compared window (and channels)."""
+        out = spikes[..., self.h.out_start:self.h.out_start + self.h.out_size,
+                     self.w.out_start:self.w.out_start + self.w.out_size]
+        return out if self.channels is None else out[..., list(self.channels), :, :]
 
     def crop_output_window(self, spikes: Tensor) -> Tensor:
-        """Output spikes of the cropped chain -> the compared window (the same pixels as
-        :meth:`full_output_window`)."""
+        """Output spikes of the cropped chain (:meth:`layers`) -> the compared window: the same neurons, in the same
+        order, as :meth:`full_output_window`."""
         r, c = self.h.out_start - self.h.out_offset, self.w.out_start - self.w.out_offset
         return spikes[..., r:r + self.h.out_size, c:c + self.w.out_size]
 
     def layers(self, layers: Sequence[LoihiLayer]) -> list[LoihiLayer]:
-        """The same layers (integers, stride, padding) with the shapes of the cropped input."""
+        """The same layers (integers, stride, padding) with the shapes of the cropped input; the last layer keeps
+        only the weight rows and biases of ``channels``."""
         out, (c, h, w) = [], (layers[0].in_shape[0], self.h.in_size, self.w.in_size)
-        for l in layers:
-            shape = (int(l.weight.shape[0]), conv_out_size(h, axis_convs([l], 0)[0]),
+        for i, l in enumerate(layers):
+            keep = self.channels if i == len(layers) - 1 and self.channels is not None else None
+            weight, bias = (l.weight, l.bias) if keep is None else (l.weight[list(keep)], l.bias[list(keep)])
+            shape = (int(weight.shape[0]), conv_out_size(h, axis_convs([l], 0)[0]),
                      conv_out_size(w, axis_convs([l], 1)[0]))
-            out.append(dataclasses.replace(l, in_shape=(c, h, w), out_shape=shape))
+            out.append(dataclasses.replace(l, weight=weight, bias=bias, in_shape=(c, h, w), out_shape=shape))
             c, h, w = shape
         return out
 
     def describe(self) -> str:
-        """E.g. ``crop 8x8 of 28x28 output at (10, 10); Lava input 18x18 of 56x56 at (18, 18)``."""
-        if self.full_frame:
-            return f"full frame ({self.h.out_full}x{self.w.out_full} output)"
-        return (f"crop {self.h.out_size}x{self.w.out_size} of {self.h.out_full}x{self.w.out_full} output at "
-                f"({self.h.out_start}, {self.w.out_start}); Lava input {self.h.in_size}x{self.w.in_size} of "
-                f"{self.h.in_full}x{self.w.in_full} at ({self.h.in_start}, {self.w.in_start})")
+        """E.g. ``crop 8x8 of 28x28 output at (10, 10); Lava input 18x18 of 56x56 at (18, 18); 64 of 256 output
+        channels (every 4th from 0)``."""
+        if self.h.full_frame and self.w.full_frame:
+            text = f"full frame ({self.h.out_full}x{self.w.out_full} output)"
+        else:
+            text = (f"crop {self.h.out_size}x{self.w.out_size} of {self.h.out_full}x{self.w.out_full} output at "
+                    f"({self.h.out_start}, {self.w.out_start}); Lava input {self.h.in_size}x{self.w.in_size} of "
+                    f"{self.h.in_full}x{self.w.in_full} at ({self.h.in_start}, {self.w.in_start})")
+        if self.channels is not None:
+            steps = set(np.diff(self.channels).tolist())
+            how = f"every {steps.pop()}th from {self.channels[0]}" if len(steps) == 1 else "listed in 'channels'"
+            text += f"; {len(self.channels)} of {self.out_channels} output channels ({how})"
+        return text
 
     def to_dict(self) -> dict:
         return {"full_frame": self.full_frame, "description": self.describe(),
@@ -185,25 +207,40 @@ class Crop:
                                   "size": [self.h.out_size, self.w.out_size],
                                   "of": [self.h.out_full, self.w.out_full]},
                 "input_window": {"start": [self.h.in_start, self.w.in_start],
-                                 "size": [self.h.in_size, self.w.in_size], "of": [self.h.in_full, self.w.in_full]}}
+                                 "size": [self.h.in_size, self.w.in_size], "of": [self.h.in_full, self.w.in_full]},
+                "channels": list(self.channels) if self.channels is not None else None,
+                "out_channels": self.out_channels}
 
 
-def plan_crop(layers: Sequence[LoihiLayer], size: int | None) -> Crop:
+def spread_channels(total: int, keep: int) -> tuple[int, ...] | None:
+    """``keep`` output channels evenly spread over ``total`` (every ``total // keep``-th from 0); None if
+    ``keep >= total`` (all of them)."""
+    if keep >= total:
+        return None
+    return tuple(range(0, total, total // keep))[:keep]
+
+
+def plan_crop(layers: Sequence[LoihiLayer], size: int | None, channels: tuple[int, ...] | None = None) -> Crop:
     """The crop verifying a centred ``size`` x ``size`` output window of the chain (the whole output along an
-    axis no longer than ``size``; ``None``: full frame)."""
+    axis no longer than ``size``; ``None``: full frame), on the last layer's output ``channels`` (None: all)."""
     axes = []
     for axis in (0, 1):
         convs, full = axis_convs(layers, axis), int(layers[0].in_shape[1 + axis])
         out_full = int(layers[-1].out_shape[1 + axis])
         m = out_full if size is None else min(size, out_full)
         axes.append(choose_axis(convs, full, (out_full - m) // 2, m))
-    return Crop(*axes)
+    return Crop(*axes, channels=channels, out_channels=int(layers[-1].out_shape[0]))
 
 
 def synops_per_step(layers: Sequence[LoihiLayer]) -> int:
     """Synaptic operations of one full-frame step: sum over layers of output neurons x fan-in
     (``C_out H' W' x C_in / groups x kH kW``), what Lava's dense conv synapse computes every step."""
     return sum(int(np.prod(l.out_shape)) * int(np.prod(l.weight.shape[1:])) for l in layers)
+
+
+def channel_pairs(layers: Sequence[LoihiLayer]) -> int:
+    """Output x input channel pairs (``C_out C_in / groups``), summed over layers: Lava's 2-D convolutions per step."""
+    return sum(int(l.weight.shape[0]) * int(l.weight.shape[1]) for l in layers)
 
 
 def crop_policy(value: str | int | None = None) -> int | str | None:
@@ -226,11 +263,12 @@ def crop_for(layers: Sequence[LoihiLayer], policy: int | str | None) -> Crop:
     """The crop a partition is verified on under ``policy`` (see :func:`crop_policy`)."""
     if policy != "auto":
         return plan_crop(layers, policy)
-    if synops_per_step(layers) <= AUTO_SYNOPS_BUDGET:
+    if synops_per_step(layers) <= AUTO_SYNOPS_BUDGET and channel_pairs(layers) <= AUTO_PAIRS_BUDGET:
         return plan_crop(layers, None)
-    best = plan_crop(layers, 1)
+    channels = spread_channels(int(layers[-1].out_shape[0]), AUTO_CHANNELS)
+    best = plan_crop(layers, 1, channels)
     for size in range(2, max(layers[-1].out_shape[1:]) + 1):
-        crop = plan_crop(layers, size)
+        crop = plan_crop(layers, size, channels)
         if synops_per_step(crop.layers(layers)) > AUTO_SYNOPS_BUDGET:
             break
         best = crop

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from svformer_deploy.errors import VerificationError
-from svformer_deploy.exporters.lava.crop import (AUTO_SYNOPS_BUDGET, AxisConv, AxisCrop, Crop, choose_axis,
-                                                 conv_out_size, crop_for, crop_policy, plan_crop, receptive_field,
-                                                 synops_per_step, valid_outputs)
+from svformer_deploy.exporters.lava.crop import (AUTO_PAIRS_BUDGET, AUTO_SYNOPS_BUDGET, AxisConv, AxisCrop, Crop,
+                                                 channel_pairs, choose_axis, conv_out_size, crop_for, crop_policy,
+                                                 plan_crop, receptive_field, spread_channels, synops_per_step,
+                                                 valid_outputs)
 from svformer_deploy.exporters.lava.emulate import emulate_partition
 from svformer_deploy.exporters.lava.partition import partition_model, quantize_partition
 from svformer_deploy.exporters.lava.quantize import LoihiLayer
@@ -121,12 +122,32 @@ def test_auto_keeps_svformer_tiny_full_frame_and_crops_a_costly_partition():
     mlp = next(p for p in parts if p.name == "blocks1.0.mlp.lif1>blocks1.0.mlp.lif2")
     assert not crop_for(mlp.layers, 4).full_frame and crop_for(mlp.layers, 4).h.out_size == 4
     assert crop_for(mlp.layers, None).full_frame
-    # a partition over the budget gets the largest centred window within it
+    # a partition over the budget: 64 of its output channels, evenly spread, and the largest centred window within it
     wide = [_layer(np.random.default_rng(0), 128, 512, 1, 1, 0, (56, 56))]
     assert synops_per_step(wide) == 56 * 56 * 512 * 128 > AUTO_SYNOPS_BUDGET
     crop = crop_for(wide, "auto")
+    assert crop.channels == tuple(range(0, 512, 8)) and crop.out_channels == 512
     n = crop.h.out_size
-    assert n == crop.w.out_size and n * n * 512 * 128 <= AUTO_SYNOPS_BUDGET < (n + 1) ** 2 * 512 * 128
+    assert n == crop.w.out_size and n * n * 64 * 128 <= AUTO_SYNOPS_BUDGET < (n + 1) ** 2 * 64 * 128
+    assert synops_per_step(crop.layers(wide)) == n * n * 64 * 128
+    assert crop.describe().endswith("; 64 of 512 output channels (every 8th from 0)")
+    # many channel pairs (Lava's per-step convolve2d calls) but few synaptic operations: channels only
+    deep = [_layer(np.random.default_rng(0), 512, 512, 1, 1, 0, (7, 7))]
+    assert channel_pairs(deep) > AUTO_PAIRS_BUDGET and synops_per_step(deep) <= AUTO_SYNOPS_BUDGET
+    crop = crop_for(deep, "auto")
+    assert crop.h.full_frame and crop.w.full_frame and len(crop.channels) == 64 and not crop.full_frame
+    assert spread_channels(10, 64) is None and spread_channels(10, 3) == (0, 3, 6)
+
+
+def test_dropping_output_channels_keeps_the_other_channels_spikes():
+    rng = np.random.default_rng(3)
+    layers = [_layer(rng, 3, 4, 4, 2, 1, (12, 12)), _layer(rng, 4, 6, 3, 1, 1, (6, 6))]
+    spikes = torch.from_numpy(rng.random((5, 2, 3, 12, 12)) < 0.3).to(torch.int8)
+    full = emulate_partition(layers, spikes)
+    crop = plan_crop(layers, 2, channels=(1, 4, 5))
+    got = crop.crop_output_window(emulate_partition(crop.layers(layers), crop.crop_input(spikes)))
+    assert got.shape[2] == 3 and torch.equal(got, full[:, :, [1, 4, 5], 2:4, 2:4])
+    assert crop.layers(layers)[0].weight.shape[0] == 4  # only the last layer loses channels
 
 
 def test_crop_setting_is_parsed_or_refused(monkeypatch):

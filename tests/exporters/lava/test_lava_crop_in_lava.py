@@ -1,9 +1,10 @@
 """Crop verification is exact in Lava itself: the same partitions run in Lava (fixed_pt) on the full frame and on
-crops (non-square, at borders and in the interior, a two-layer chain), and on every compared pixel, step and clip
+crops (non-square, at borders and in the interior, a two-layer chain, a subset of output channels), and on every compared pixel, step and clip
 the crop run's spikes are the full run's.
 
 Needs the Lava side environment, like ``test_lava_in_lava.py`` (fails, never skips, if it cannot be built)."""
 
+import dataclasses
 import tempfile
 from pathlib import Path
 
@@ -34,7 +35,8 @@ def test_lava_on_a_crop_gives_the_full_frame_spikes(tmp_path):
     embed = by_name["patch_embed2.lif>blocks2.0.lif"]  # 4x4 stride 2 padding 1, 16 -> 8
     local = by_name["patch_embed3.lif>head.lif"]  # two layers: 4x4 s2 p1 then 3x3 s2 p1, 8 -> 4 -> 2
     crops = {mlp.name: _window(mlp.layers, (0, 3), (9, 5)),  # top border x interior, 3 x 5
-             embed.name: _window(embed.layers, (3, 4), (5, 3)),  # interior (halo) x right border
+             embed.name: dataclasses.replace(_window(embed.layers, (3, 4), (5, 3)),  # interior (halo) x right border,
+                                             channels=(0, 7, 8, 30), out_channels=embed.layers[-1].out_shape[0]),
              local.name: plan_crop(local.layers, 1)}  # one output pixel through both layers
     x = clips(2, size=model.config.img_size)
     with record_spikes(model) as rec, torch.no_grad():
@@ -53,7 +55,7 @@ def test_lava_on_a_crop_gives_the_full_frame_spikes(tmp_path):
     for name, crop in crops.items():
         full = crop.full_output_window(torch.from_numpy(out[f"{name}.full"]))  # (B, T, C, h, w)
         got = crop.crop_output_window(torch.from_numpy(out[f"{name}.crop"]))
-        assert got.shape == full.shape == (2, model.config.num_frames, by_name[name].layers[-1].out_shape[0],
-                                           crop.h.out_size, crop.w.out_size), name
+        channels = len(crop.channels) if crop.channels else by_name[name].layers[-1].out_shape[0]
+        assert got.shape == full.shape == (2, model.config.num_frames, channels, crop.h.out_size, crop.w.out_size), name
         assert full.sum() > 0, name  # real activity on the compared pixels
         assert torch.equal(got, full), (name, crop.describe(), int((got != full).sum()))
