@@ -35,18 +35,23 @@ from svformer_deploy.exporters.lava.quantize import LoihiLayer
 
 __all__ = ["AxisConv", "AxisCrop", "Crop", "conv_out_size", "receptive_field", "valid_outputs", "choose_axis",
            "plan_crop", "axis_convs", "synops_per_step", "crop_policy", "crop_for", "spread_channels",
-           "channel_pairs", "AUTO_SYNOPS_BUDGET", "AUTO_PAIRS_BUDGET", "AUTO_CHANNELS"]
+           "channel_pairs", "AUTO_SYNOPS_BUDGET", "AUTO_PAIRS_BUDGET", "AUTO_NEURONS_BUDGET",
+           "AUTO_CHANNELS"]
 
 AUTO_SYNOPS_BUDGET = 20_000_000
 AUTO_PAIRS_BUDGET = 65_536
+AUTO_NEURONS_BUDGET = 32_768
 AUTO_CHANNELS = 64
 """``auto``: Lava 0.10's fixed-point conv synapse (``lava.proc.conv.utils.conv_scipy``; its torch path is disabled)
 makes one ``scipy.signal.convolve2d`` call per output x input channel pair per step, over the whole padded
-input, and strides afterwards. A partition costing more than :data:`AUTO_SYNOPS_BUDGET` synaptic operations per
-step (:func:`synops_per_step`) or more than :data:`AUTO_PAIRS_BUDGET` channel pairs (:func:`channel_pairs`) is
-verified on :data:`AUTO_CHANNELS` output channels of its last layer (evenly spread) and the largest centred
-square output window whose cropped chain then costs at most :data:`AUTO_SYNOPS_BUDGET` (at least 1 x 1). Every
-partition of ``svformer_tiny`` (32 px; at most 2.1 M synaptic operations and 65,536 pairs) stays full frame."""
+input, and strides afterwards; reading the sink (``Var.get``, ``lava.magma.runtime.runtime.get_var``) moves one
+element per channel message, so every recorded output neuron-step costs tens of microseconds. A partition over
+any budget, :data:`AUTO_SYNOPS_BUDGET` synaptic operations per step (:func:`synops_per_step`),
+:data:`AUTO_PAIRS_BUDGET` channel pairs (:func:`channel_pairs`) or :data:`AUTO_NEURONS_BUDGET` output neurons,
+is verified on :data:`AUTO_CHANNELS` output channels of its last layer (evenly spread) and the largest centred
+square output window whose cropped chain then fits the synapse and neuron budgets (at least 1 x 1). Every
+partition of ``svformer_tiny`` (32 px; at most 2.1 M synaptic operations, 32,768 pairs and 32,768 output
+neurons) stays full frame."""
 
 
 @dataclass(frozen=True)
@@ -263,13 +268,17 @@ def crop_for(layers: Sequence[LoihiLayer], policy: int | str | None) -> Crop:
     """The crop a partition is verified on under ``policy`` (see :func:`crop_policy`)."""
     if policy != "auto":
         return plan_crop(layers, policy)
-    if synops_per_step(layers) <= AUTO_SYNOPS_BUDGET and channel_pairs(layers) <= AUTO_PAIRS_BUDGET:
+    def fits(chain: Sequence[LoihiLayer]) -> bool:
+        return (synops_per_step(chain) <= AUTO_SYNOPS_BUDGET
+                and int(np.prod(chain[-1].out_shape)) <= AUTO_NEURONS_BUDGET)
+
+    if fits(layers) and channel_pairs(layers) <= AUTO_PAIRS_BUDGET:
         return plan_crop(layers, None)
     channels = spread_channels(int(layers[-1].out_shape[0]), AUTO_CHANNELS)
     best = plan_crop(layers, 1, channels)
     for size in range(2, max(layers[-1].out_shape[1:]) + 1):
         crop = plan_crop(layers, size, channels)
-        if synops_per_step(crop.layers(layers)) > AUTO_SYNOPS_BUDGET:
+        if not fits(crop.layers(layers)):
             break
         best = crop
     return best

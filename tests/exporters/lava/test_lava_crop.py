@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from svformer_deploy.errors import VerificationError
-from svformer_deploy.exporters.lava.crop import (AUTO_PAIRS_BUDGET, AUTO_SYNOPS_BUDGET, AxisConv, AxisCrop, Crop,
-                                                 channel_pairs, choose_axis, conv_out_size, crop_for, crop_policy,
-                                                 plan_crop, receptive_field, spread_channels, synops_per_step,
-                                                 valid_outputs)
+from svformer_deploy.exporters.lava.crop import (AUTO_NEURONS_BUDGET, AUTO_PAIRS_BUDGET, AUTO_SYNOPS_BUDGET,
+                                                 AxisConv, AxisCrop, Crop, channel_pairs, choose_axis, conv_out_size,
+                                                 crop_for, crop_policy, plan_crop, receptive_field, spread_channels,
+                                                 synops_per_step, valid_outputs)
 from svformer_deploy.exporters.lava.emulate import emulate_partition
 from svformer_deploy.exporters.lava.partition import partition_model, quantize_partition
 from svformer_deploy.exporters.lava.quantize import LoihiLayer
@@ -128,7 +128,10 @@ def test_auto_keeps_svformer_tiny_full_frame_and_crops_a_costly_partition():
     crop = crop_for(wide, "auto")
     assert crop.channels == tuple(range(0, 512, 8)) and crop.out_channels == 512
     n = crop.h.out_size
-    assert n == crop.w.out_size and n * n * 64 * 128 <= AUTO_SYNOPS_BUDGET < (n + 1) ** 2 * 64 * 128
+    def fits(m: int) -> bool:  # m x m pixels of 64 channels, fan-in 128
+        return m * m * 64 * 128 <= AUTO_SYNOPS_BUDGET and m * m * 64 <= AUTO_NEURONS_BUDGET
+
+    assert n == crop.w.out_size == 22 and fits(n) and not fits(n + 1)
     assert synops_per_step(crop.layers(wide)) == n * n * 64 * 128
     assert crop.describe().endswith("; 64 of 512 output channels (every 8th from 0)")
     # many channel pairs (Lava's per-step convolve2d calls) but few synaptic operations: channels only
