@@ -43,8 +43,8 @@ def _verify(path, model, batches, data_desc: str = "") -> dict[str, Any]:
 
     lava_clips = max(1, int(os.environ.get("SVFORMER_LAVA_CLIPS", "8")))
     workers = max(1, int(os.environ.get("SVFORMER_LAVA_WORKERS", "1")))
-    return verify_lava(path, batches=batches, lava_clips=lava_clips, workers=workers, crop=crop_policy(), progress=_progress,
-                       data_desc=data_desc)
+    return verify_lava(path, batches=batches, lava_clips=lava_clips, workers=workers, crop=crop_policy(),
+                       progress=_progress, data_desc=data_desc)
 
 
 def _format(report: dict[str, Any]) -> str:

@@ -152,7 +152,8 @@ class _Accuracy:
 
 @torch.no_grad()
 def verify_lava(bundle: str | os.PathLike, *, data: str = "moving-digits", num_videos: int | None = None,
-                lava_clips: int = 8, workers: int = 1, crop: int | str | None = "auto", clips: Tensor | None = None, labels: Tensor | None = None,
+                lava_clips: int = 8, workers: int = 1, crop: int | str | None = "auto", clips: Tensor | None = None,
+                labels: Tensor | None = None,
                 batches: Iterable[tuple[Tensor, Tensor]] | None = None,
                 python: str | None = None, progress: Callable[[str], None] | None = None,
                 write: bool = True, data_desc: str | None = None) -> dict[str, Any]:
@@ -160,9 +161,9 @@ def verify_lava(bundle: str | os.PathLike, *, data: str = "moving-digits", num_v
     ``verification.json`` in the bundle. Clips come from ``batches`` ((clips, labels) pairs), else from
     ``clips``/``labels``, else from ``data``'s validation split; ``lava_clips`` of them (from the first batches)
     go through Lava (one Lava run per partition over all of them, see :mod:`runner`; ``workers`` runner processes
-    in parallel); the accuracy streams over all of them. ``crop`` chooses, per partition, the output window Lava is
-    checked on (:func:`~svformer_deploy.exporters.lava.crop.crop_for`: ``"auto"``, an output window size, or
-    ``None`` for full frame); each partition's report says which window (``checked``)."""
+    in parallel); the accuracy streams over all of them. ``crop`` chooses, per partition, the output neurons
+    (window and channels) Lava is checked on (:func:`~svformer_deploy.exporters.lava.crop.crop_for`: ``"auto"``,
+    an output window size, or ``None`` for full frame); each partition's report says which (``checked``)."""
     from svformer_deploy.exporters import eval_batches
     from svformer_deploy.exporters.lava.sideenv import lava_python
 
@@ -253,7 +254,7 @@ def verify_lava(bundle: str | os.PathLike, *, data: str = "moving-digits", num_v
         "partitions_cropped": sum(not r["checked"]["full_frame"] for r in report_parts.values()),
         "partitions": report_parts, "accuracy": acc, "seconds": round(time.perf_counter() - t0, 1),
         "goal": "bit-exact agreement of Lava (fixed_pt) with the fixed-point emulation on every partition, on the "
-                "output pixels each partition's 'checked' names (its whole output when full_frame)"}
+                "output neurons each partition's 'checked' names (window and channels; all when full_frame)"}
     report["passed"] = report["all_bit_exact"]
     if write:
         atomic_write_json(bundle / VERIFICATION_NAME, report, indent=1)
@@ -269,7 +270,7 @@ def format_lava_report(report: dict[str, Any]) -> str:
                      f"float agreement {r['float_vs_quantized_spike_agreement']:.4%}  [{r['checked']['description']}]")
     lines.append(f"all partitions bit-exact: {report['all_bit_exact']} ({report['inputs']['lava_clips']} clip(s) per "
                  f"partition, one Lava run each, {report['lava_seconds']} s in Lava; {report['partitions_cropped']} "
-                 f"partition(s) checked on the crop shown, not the full frame; crop setting {report['crop']})")
+                 f"partition(s) checked on the window/channels shown, not all neurons; crop setting {report['crop']})")
     if report["accuracy"]:
         a = report["accuracy"]
         lines.append(f"top-1 on {a['clips']} val clips: float {a['top1_float']:.2%}, quantised {a['top1_quantized']:.2%} "

@@ -109,7 +109,7 @@ def test_crop_layers_keep_the_integers_and_take_the_window_shapes():
     part = next(p for p in layers if p.name == "patch_embed3.lif>head.lif")
     crop = plan_crop(part.layers, 1)
     cropped = crop.layers(part.layers)
-    assert [l.in_shape for l in cropped][0] == (64, crop.h.in_size, crop.w.in_size)
+    assert cropped[0].in_shape == (64, crop.h.in_size, crop.w.in_size)
     assert cropped[0].out_shape == cropped[1].in_shape
     assert all(np.array_equal(a.weight, b.weight) and a.stride == b.stride and a.padding == b.padding
                for a, b in zip(cropped, part.layers))

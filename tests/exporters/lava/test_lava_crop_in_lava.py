@@ -1,6 +1,6 @@
 """Crop verification is exact in Lava itself: the same partitions run in Lava (fixed_pt) on the full frame and on
-crops (non-square, at borders and in the interior, a two-layer chain, a subset of output channels), and on every compared pixel, step and clip
-the crop run's spikes are the full run's.
+crops (non-square, at borders and in the interior, a two-layer chain, a subset of output channels), and on every
+compared neuron, step and clip the crop run's spikes are the full run's.
 
 Needs the Lava side environment, like ``test_lava_in_lava.py`` (fails, never skips, if it cannot be built)."""
 

@@ -37,7 +37,8 @@ def test_paper_size_model_exports_to_lava_and_verifies_one_clip_on_crops(tmp_pat
     clip = torch.randn(1, 3, model.config.num_frames, 224, 224, generator=torch.Generator().manual_seed(1))
     t0 = time.perf_counter()
     report = verify_lava(path, clips=clip, lava_clips=1, workers=2, crop="auto", python=python, write=False)
-    print(f"paper-size Lava verification of 1 clip: {time.perf_counter() - t0:.0f} s, {report['lava_seconds']} s in Lava")
+    print(f"paper-size Lava verification of 1 clip: {time.perf_counter() - t0:.0f} s, "
+          f"{report['lava_seconds']} s in Lava")
     assert report["all_bit_exact"] and report["passed"]
     assert report["partitions_cropped"] == 22  # every partition is over the budget at paper size
     for name, r in report["partitions"].items():
