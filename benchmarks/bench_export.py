@@ -18,7 +18,11 @@ clips per call with the running figures printed after each, and those wall times
 ``--lava`` adds the Lava rows on the same model (shared BN: netx cannot hold per-timestep BN): the export
 itself, and its verification in Lava (``fixed_pt``) of ``--lava-clips`` random clips through every partition, in
 ``--lava-workers`` parallel runner processes (Lava time, then the whole verification: spike recording, Lava,
-emulation and comparison).
+emulation and comparison), each partition on the window ``--lava-crop`` chooses (``auto`` (default), ``off``
+for full frame, or an output window size; see ``svformer_deploy/exporters/lava/crop.py``); the window of every
+partition and its Lava time are printed.
+
+    OMP_NUM_THREADS=2 python benchmarks/bench_export.py --lava --calibrate 1 --skip-onnx --lava-clips 1
 """
 
 from __future__ import annotations
@@ -101,6 +105,7 @@ def main() -> None:
     ap.add_argument("--lava", action="store_true", help="add the Lava export and verification rows")
     ap.add_argument("--lava-clips", type=int, default=1)
     ap.add_argument("--lava-workers", type=int, default=2)
+    ap.add_argument("--lava-crop", default="auto", help="'auto', 'off' (full frame) or an output window size")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -134,7 +139,8 @@ def main() -> None:
                 flush=True)) if batches else (None, None))
             rows.append((name, sec, d / file, (report, vsec)))
         if args.lava:
-            rows += [(name, sec, path, None) for name, sec, path in _lava_rows(args, d, model)]
+            lava_rows, result["lava_verification"] = _lava_rows(args, d, model)
+            rows += [(name, sec, path, None) for name, sec, path in lava_rows]
         print(f"{args.model} ({args.bn} BN, {args.num_classes} classes): {n_params:,} parameters, "
               f"T={model.config.num_frames}, {model.config.img_size}px, {args.threads} thread(s), best of "
               f"{args.repeat}" + (f", BN calibrated on {args.calibrate} x 2 clips" if args.calibrate else ""))
@@ -164,8 +170,9 @@ def main() -> None:
         args.json.write_text(json.dumps(result, indent=1))
 
 
-def _lava_rows(args, d: Path, model) -> list[tuple[str, float, Path]]:  # noqa: ANN001
-    """(name, seconds, path) of the Lava export and of its verification in Lava (see the module docstring)."""
+def _lava_rows(args, d: Path, model) -> tuple[list[tuple[str, float, Path]], dict]:  # noqa: ANN001
+    """(name, seconds, path) of the Lava export and of its verification in Lava (see the module docstring), and
+    the verification's per-partition figures."""
     import time
 
     from svformer_deploy.exporters.lava.export import export_lava
@@ -181,15 +188,27 @@ def _lava_rows(args, d: Path, model) -> list[tuple[str, float, Path]]:  # noqa: 
     c = model.config
     clips = torch.randn(args.lava_clips, 3, c.num_frames, c.img_size, c.img_size, generator=g)
     t0 = time.perf_counter()
+    crop = None if args.lava_crop == "off" else args.lava_crop
     report = verify_lava(d / "lava", clips=clips, lava_clips=args.lava_clips, workers=args.lava_workers,
-                         python=python, write=False)
+                         crop=crop, python=python, write=False, progress=print)
     total = time.perf_counter() - t0
-    print(f"Lava: {len(report['partitions'])} partitions, all bit-exact: {report['all_bit_exact']}, "
-          f"{report['inputs']['lava_clips']} clip(s), {report['lava_workers']} worker(s)")
-    tag = f"{args.lava_clips} clip x {args.lava_workers} workers"
+    for name, r in report["partitions"].items():
+        t = r["lava_timing"]
+        print(f"  {name:45s} {'bit-exact' if r['bit_exact'] else 'MISMATCH'}  {r['lava_seconds']:6.1f} s in Lava "
+              f"({t['seconds_per_step'] * 1e3:.0f} ms/step)  {r['neurons']:,} of {r['neurons_full_frame']:,} neurons: "
+              f"{r['checked']['description']}")
+    print(f"Lava: {len(report['partitions'])} partitions ({report['partitions_cropped']} on a crop, setting "
+          f"{report['crop']}), all bit-exact: {report['all_bit_exact']}, {report['inputs']['lava_clips']} clip(s), "
+          f"{report['lava_workers']} worker(s), {report['lava_seconds']} s in Lava, {total:.1f} s in all")
+    tag = f"{args.lava_clips} clip x {args.lava_workers} workers, crop {report['crop']}"
+    figures = {k: report[k] for k in ("all_bit_exact", "crop", "partitions_cropped", "lava_seconds", "lava_workers")}
+    figures.update(verify_seconds=total, clips=report["inputs"]["lava_clips"], partitions={
+        n: {k: r[k] for k in ("bit_exact", "checked", "neurons", "neurons_full_frame", "lava_seconds", "lava_timing",
+                              "lava_vs_emulation_mismatches", "crop_vs_full_frame_emulation_mismatches")}
+        for n, r in report["partitions"].items()})
     return [("Lava bundle (shared BN)", sec, d / "lava"),
             (f"Lava runs, {tag}", report["lava_seconds"], d / "lava"),
-            (f"Lava verify, {tag}", total, d / "lava")]
+            (f"Lava verify, {tag}", total, d / "lava")], figures
 
 
 if __name__ == "__main__":

@@ -18,8 +18,10 @@ __all__ = ["FloatLayer", "LoihiLayer", "LoihiOverflowWarning", "quantize_layer",
 
 def _export(model, out, *, checkpoint_sha256: str, checkpoint_path: str = "", class_names=None, force: bool = False,
             approximate_bn: bool = False) -> Path:
+    from svformer_deploy.exporters.lava.crop import crop_policy
     from svformer_deploy.exporters.lava.export import export_lava
 
+    crop_policy()  # a bad $SVFORMER_LAVA_CROP fails here, before anything is written, not in the verification
     path, _, _ = export_lava(model, out, checkpoint_sha256=checkpoint_sha256, checkpoint_path=checkpoint_path,
                              class_names=class_names, force=force, approximate_bn=approximate_bn)
     return path
@@ -34,13 +36,15 @@ def _progress(msg: str) -> None:
 def _verify(path, model, batches, data_desc: str = "") -> dict[str, Any]:
     """Lava verification on the clips of ``batches``; ``$SVFORMER_LAVA_CLIPS`` (default 8) of them go through
     Lava itself (one Lava run per partition over all of them), in ``$SVFORMER_LAVA_WORKERS`` (default 1)
-    parallel runner processes; all clips go into the accuracy comparison."""
+    parallel runner processes, each partition on the window ``$SVFORMER_LAVA_CROP`` chooses (default ``auto``,
+    see :func:`~svformer_deploy.exporters.lava.crop.crop_for`); all clips go into the accuracy comparison."""
+    from svformer_deploy.exporters.lava.crop import crop_policy
     from svformer_deploy.exporters.lava.verify import verify_lava
 
     lava_clips = max(1, int(os.environ.get("SVFORMER_LAVA_CLIPS", "8")))
     workers = max(1, int(os.environ.get("SVFORMER_LAVA_WORKERS", "1")))
-    return verify_lava(path, batches=batches, lava_clips=lava_clips, workers=workers, progress=_progress,
-                       data_desc=data_desc)
+    return verify_lava(path, batches=batches, lava_clips=lava_clips, workers=workers, crop=crop_policy(),
+                       progress=_progress, data_desc=data_desc)
 
 
 def _format(report: dict[str, Any]) -> str:

@@ -34,10 +34,11 @@ from svformer_deploy._atomic import atomic_write_json
 from svformer_deploy.errors import VerificationError
 from svformer_deploy.exporters.bundle import (HOST_PARAMS_NAME, VERIFICATION_NAME, check_bundle_files,
                                               check_manifest_matches, read_manifest)
+from svformer_deploy.exporters.lava.crop import crop_for, crop_policy
 from svformer_deploy.exporters.lava.emulate import emulate_partition
 from svformer_deploy.exporters.lava.export import HOST_PREFIX, RUNNER_NAME, lava_manifest
 from svformer_deploy.exporters.lava.hybrid import emulation_runtime
-from svformer_deploy.exporters.lava.netx import read_netx
+from svformer_deploy.exporters.lava.netx import read_netx, write_netx
 from svformer_deploy.exporters.lava.partition import Partition, Tap
 from svformer_deploy.exporters.runtime import load_host_params, run_bundle
 from svformer_deploy.models import SVFormerConfig, create_model, record_spikes
@@ -151,7 +152,8 @@ class _Accuracy:
 
 @torch.no_grad()
 def verify_lava(bundle: str | os.PathLike, *, data: str = "moving-digits", num_videos: int | None = None,
-                lava_clips: int = 8, workers: int = 1, clips: Tensor | None = None, labels: Tensor | None = None,
+                lava_clips: int = 8, workers: int = 1, crop: int | str | None = "auto", clips: Tensor | None = None,
+                labels: Tensor | None = None,
                 batches: Iterable[tuple[Tensor, Tensor]] | None = None,
                 python: str | None = None, progress: Callable[[str], None] | None = None,
                 write: bool = True, data_desc: str | None = None) -> dict[str, Any]:
@@ -159,11 +161,14 @@ def verify_lava(bundle: str | os.PathLike, *, data: str = "moving-digits", num_v
     ``verification.json`` in the bundle. Clips come from ``batches`` ((clips, labels) pairs), else from
     ``clips``/``labels``, else from ``data``'s validation split; ``lava_clips`` of them (from the first batches)
     go through Lava (one Lava run per partition over all of them, see :mod:`runner`; ``workers`` runner processes
-    in parallel); the accuracy streams over all of them."""
+    in parallel); the accuracy streams over all of them. ``crop`` chooses, per partition, the output neurons
+    (window and channels) Lava is checked on (:func:`~svformer_deploy.exporters.lava.crop.crop_for`: ``"auto"``,
+    an output window size, or ``None`` for full frame); each partition's report says which (``checked``)."""
     from svformer_deploy.exporters import eval_batches
     from svformer_deploy.exporters.lava.sideenv import lava_python
 
     say = progress or (lambda _m: None)
+    policy = None if crop is None else crop_policy(crop)
     bundle = Path(bundle).expanduser().resolve()  # the runner subprocess runs in a temporary folder
     manifest, model, parts = load_lava_bundle(bundle)  # coverage: checked on read, operations re-derived
     python = python or lava_python(say)  # first: fail fast (and say so) if the side environment cannot be built
@@ -195,29 +200,42 @@ def verify_lava(bundle: str | os.PathLike, *, data: str = "moving-digits", num_v
     first = torch.cat(first)
     with record_spikes(model) as rec:
         model(first)
-    jobs = {p.name: (bundle / manifest.partition(p.name).file,
-                     p.source.to_chw(rec.spikes[p.source.neuron]).transpose(0, 1).to(torch.int8).numpy())
-            for p in parts}
-    say(f"Running {len(parts)} netx partitions x {len(first)} clip(s) in Lava (fixed_pt)...")
+    inputs = {p.name: p.source.to_chw(rec.spikes[p.source.neuron]).to(torch.int8) for p in parts}  # (T, B, C, H, W)
+    crops = {p.name: crop_for(p.layers, policy) for p in parts}
+    report_parts = {}
     with tempfile.TemporaryDirectory(prefix="svformer-lava-") as tmp:
+        jobs = {}
+        for i, p in enumerate(parts):
+            crop, netx = crops[p.name], bundle / manifest.partition(p.name).file
+            if not crop.full_frame:  # the same integers on a smaller input: a netx file of its own
+                netx = write_netx(Path(tmp) / f"crop{i}.net", crop.layers(p.layers),
+                                  {"partition": p.name, "crop": crop.to_dict()})
+            jobs[p.name] = (netx, crop.crop_input(inputs[p.name]).transpose(0, 1).numpy())
+        cropped = sum(not c.full_frame for c in crops.values())
+        say(f"Running {len(parts)} netx partitions x {len(first)} clip(s) in Lava (fixed_pt), {cropped} of them on "
+            "a crop...")
         t_lava = time.perf_counter()
         lava_out, lava_summary = run_lava(python, jobs, Path(tmp), bundle / RUNNER_NAME, say, workers)
         lava_seconds = time.perf_counter() - t_lava
-    report_parts = {}
     for p in parts:
-        spikes_in = torch.from_numpy(jobs[p.name][1]).transpose(0, 1)
-        emu = emulate_partition(p.layers, spikes_in)  # (T, B, C, H, W)
-        lava = torch.from_numpy(lava_out[p.name]).transpose(0, 1)
+        crop, spikes_in = crops[p.name], inputs[p.name]
+        emu_full = emulate_partition(p.layers, spikes_in)  # (T, B, C', H', W')
+        emu = crop.full_output_window(emu_full)  # the compared window (all of it when full frame)
+        lava = crop.crop_output_window(torch.from_numpy(lava_out[p.name]).transpose(0, 1))
+        crop_mismatches = 0 if crop.full_frame else int((crop.crop_output_window(
+            emulate_partition(crop.layers(p.layers), crop.crop_input(spikes_in))) != emu).sum())
         ref = p.output.to_chw(rec.spikes[p.output.neuron]).to(torch.int8)
         report_parts[p.name] = {
             "layers": len(p.layers), "input_neuron": p.source.neuron, "output_neuron": p.output.neuron,
-            "neurons": int(emu[0, 0].numel()), "timesteps": int(emu.shape[0]), "clips": int(emu.shape[1]),
-            "bit_exact": bool(torch.equal(lava, emu)),
+            "checked": crop.to_dict(), "neurons": int(emu[0, 0].numel()), "neurons_full_frame": int(
+                np.prod(p.layers[-1].out_shape)), "timesteps": int(emu.shape[0]), "clips": int(emu.shape[1]),
+            "bit_exact": bool(torch.equal(lava, emu)) and crop_mismatches == 0,
             "clips_bit_exact": int((lava == emu).flatten(2).all(2).all(0).sum()),
             "lava_vs_emulation_mismatches": int((lava != emu).sum()),
+            "crop_vs_full_frame_emulation_mismatches": crop_mismatches,
             "lava_spikes": int(lava.sum()), "emulation_spikes": int(emu.to(torch.int64).sum()),
-            "input_spikes": int(spikes_in.to(torch.int64).sum()),
-            "float_vs_quantized_spike_agreement": float((emu == ref).float().mean()),
+            "input_spikes": int(jobs[p.name][1].astype(np.int64).sum()),
+            "float_vs_quantized_spike_agreement": float((emu_full == ref).float().mean()),  # full frame
             "float_spikes": int(ref.to(torch.int64).sum()),
             "weight_exponents": [l.exponent for l in p.layers], "vDecay": [l.v_decay for l in p.layers],
             "clipped_weight_fraction": [l.clipped_weights for l in p.layers],
@@ -232,8 +250,11 @@ def verify_lava(bundle: str | os.PathLike, *, data: str = "moving-digits", num_v
         "run_config": "Loihi2SimCfg(select_tag='fixed_pt')",
         "all_bit_exact": all(r["bit_exact"] for r in report_parts.values()),
         "lava_workers": lava_summary["workers"], "lava_seconds": round(lava_seconds, 1),
+        "crop": "off" if policy is None else policy,
+        "partitions_cropped": sum(not r["checked"]["full_frame"] for r in report_parts.values()),
         "partitions": report_parts, "accuracy": acc, "seconds": round(time.perf_counter() - t0, 1),
-        "goal": "bit-exact agreement of Lava (fixed_pt) with the fixed-point emulation on every partition"}
+        "goal": "bit-exact agreement of Lava (fixed_pt) with the fixed-point emulation on every partition, on the "
+                "output neurons each partition's 'checked' names (window and channels; all when full_frame)"}
     report["passed"] = report["all_bit_exact"]
     if write:
         atomic_write_json(bundle / VERIFICATION_NAME, report, indent=1)
@@ -246,9 +267,10 @@ def format_lava_report(report: dict[str, Any]) -> str:
     for name, r in report["partitions"].items():
         lines.append(f"  {name:40s} {'BIT-EXACT' if r['bit_exact'] else 'MISMATCH '} "
                      f"lava/emulation mismatches {r['lava_vs_emulation_mismatches']:6d}  spikes {r['lava_spikes']:7d}  "
-                     f"float agreement {r['float_vs_quantized_spike_agreement']:.4%}")
+                     f"float agreement {r['float_vs_quantized_spike_agreement']:.4%}  [{r['checked']['description']}]")
     lines.append(f"all partitions bit-exact: {report['all_bit_exact']} ({report['inputs']['lava_clips']} clip(s) per "
-                 f"partition, one Lava run each, {report['lava_seconds']} s in Lava)")
+                 f"partition, one Lava run each, {report['lava_seconds']} s in Lava; {report['partitions_cropped']} "
+                 f"partition(s) checked on the window/channels shown, not all neurons; crop setting {report['crop']})")
     if report["accuracy"]:
         a = report["accuracy"]
         lines.append(f"top-1 on {a['clips']} val clips: float {a['top1_float']:.2%}, quantised {a['top1_quantized']:.2%} "
