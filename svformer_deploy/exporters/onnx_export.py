@@ -2,8 +2,11 @@
 written as an export bundle like every target (:mod:`svformer_deploy.exporters.bundle`): ``model.onnx`` is
 its one partition (per clip: input ``clips`` (B, C, T, H, W), output ``logits``), covering every operation.
 
-The T-step PLIF loops are unrolled (the recurrence is over a fixed number of frames); spikes are
-``Greater-or-equal`` comparisons cast to float, so the graph computes exactly the eval-mode forward.
+Each PLIF layer is one standard ``Scan`` over the T frames whose body is the model's neuron step (state ``v``;
+``h = v + (x - v) * inv_tau`` as separate Sub, Mul, Add; spikes ``GreaterOrEqual(h, V_th)`` cast to float;
+hard reset by ``Where``), so the graph computes exactly the eval-mode forward with one node per layer instead
+of T unrolled copies. The tracer records each layer as one placeholder node whose forward is the model's fused
+kernel (tracing runs the model once, not T x 5 eager ops per layer), replaced by the ``Scan`` before saving.
 Model config, checkpoint hash, class names and the input contract are also stored in ``metadata_props``, so
 the file stays self-describing when taken out of its bundle.
 """
@@ -32,7 +35,7 @@ OPSET = 17
 ONNX_FILE = "model.onnx"
 ONNX_CAPABILITIES = Capabilities("onnx", frozenset(NODE_KINDS) - {"input"}, residual_joins=True,
                                  time_varying_weights=True)
-"""ONNX holds the whole plan in one graph (the model itself, unrolled over T): every node kind, per-timestep
+"""ONNX holds the whole plan in one graph (the model itself, for a fixed T): every node kind, per-timestep
 BatchNorm exactly."""
 
 
@@ -150,7 +153,7 @@ def onnx_metadata(model: nn.Module, checkpoint_sha256: str, class_names: list[st
         "output": f"logits (batch, {cfg.num_classes})",
         "opset": str(OPSET),
         "checkpoint_path": checkpoint_path,
-        "neuron": "PLIF unrolled over T frames: h = v + (x - v) / tau; s = h >= v_th; v = h (1 - s)",
+        "neuron": "PLIF as one ONNX Scan over T frames: h = v + (x - v) / tau; s = h >= v_th; v = h (1 - s)",
     }
 
 
@@ -179,14 +182,14 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, *, checkpoint_sha256: 
     """Write ``model`` as an ONNX bundle (opset :data:`OPSET`) atomically; refuse an existing ``out`` without
     ``force``. Returns the bundle directory.
 
-    ONNX holds per-timestep BatchNorm exactly (the graph is unrolled over T), so ``approximate_bn`` has no
+    ONNX holds per-timestep BatchNorm exactly (the graph is the model's own, for a fixed T), so ``approximate_bn`` has no
     effect here."""
     import onnx
 
     check_supported(model)
     cfg = model.config
     m = _inference_copy(model)
-    example = torch.zeros(2, *cfg.input_shape)
+    example = torch.zeros(1, *cfg.input_shape)
 
     def write(tmp: Path) -> None:
         import warnings
@@ -228,8 +231,9 @@ def verify_onnx(bundle: str | os.PathLike, model: nn.Module, batches, write: boo
     ``onnx.checker.check_model(full_check=True)``, then onnxruntime vs PyTorch logits on ``batches`` of
     (clips, labels or None). Writes ``verification.json`` into the bundle with ``write``.
 
-    When logits differ by more than 1e-4, the spikes onnxruntime computed (the same graph with every neuron
-    layer's spike tensor exposed as an extra output) are compared with the model's to find the first divergence:
+    When a batch's logits differ by more than 1e-4, the model is run again recording its spikes and
+    near-threshold margins, and the spikes onnxruntime computed (the same graph with every neuron layer's
+    spike tensor exposed as an extra output) are compared with them to find the first divergence:
     verdict ``"threshold"`` if it starts at neurons within ``NEAR_THRESHOLD`` of V_th in the model (float
     rounding of a different conv implementation, then propagated), else ``"failed"``.
     """
@@ -262,7 +266,7 @@ def verify_onnx(bundle: str | os.PathLike, model: nn.Module, batches, write: boo
     divergences = []
     model = model.eval()
     for clips, labels in batches:
-        with torch.no_grad(), record_spikes(model) as rec, record_ties(model) as margins:
+        with torch.no_grad():
             ref = model(clips)
         feed = {"clips": clips.numpy().astype(np.float32)}
         got = torch.from_numpy(sess.run(["logits"], feed)[0])
@@ -270,6 +274,8 @@ def verify_onnx(bundle: str | os.PathLike, model: nn.Module, batches, write: boo
         max_diff = max(max_diff, float(diff.max()))
         if (diff > LOGIT_TOLERANCE).any():
             n_off += int((diff > LOGIT_TOLERANCE).sum())
+            with torch.no_grad(), record_spikes(model) as rec, record_ties(model) as margins:
+                model(clips)  # the spikes and margins to classify the miss: only recorded for a batch that misses
             if probe is None:
                 p2 = onnx.load(str(path))
                 for tensor in spike_names.values():
