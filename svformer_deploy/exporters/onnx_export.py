@@ -89,8 +89,8 @@ def _plif_body(inv_tau: float, v_threshold: float):  # noqa: ANN202
     state ``v``, scan input ``x``; ``h = v + (x - v) * inv_tau`` (separate Sub, Mul, Add: rounded as the
     model rounds), ``s = float(h >= V_th)``, ``v' = where(h >= V_th, 0, h)``; outputs ``v'`` (state) and ``s``
     (stacked over T by the Scan)."""
-    from onnx import TensorProto, helper, numpy_helper
     import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
 
     def const(name: str, value: float):  # noqa: ANN202
         return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.array(value, np.float32)))
@@ -111,8 +111,8 @@ def _plif_to_scan(proto) -> int:  # noqa: ANN001
     domain, and the intermediate shapes the tracer inferred through the placeholders (it gives the outputs of
     different layers the same symbolic dims), leaving them to ONNX shape inference. Returns the number of
     layers replaced."""
-    from onnx import helper, numpy_helper
     import numpy as np
+    from onnx import helper, numpy_helper
 
     nodes, n = [], 0
     for node in proto.graph.node:
