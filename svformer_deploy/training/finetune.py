@@ -48,11 +48,11 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from svformer_deploy._atomic import atomic_write, atomic_write_json
+from svformer_deploy._threads import ThreadGovernor
 from svformer_deploy.errors import ConfigError, OutputExistsError
 from svformer_deploy.models import (create_model, forward_hooks, iter_neurons, load_checkpoint, read_checkpoint,
                                     save_checkpoint)
 from svformer_deploy.models.checkpoint import load_state_dict_checked
-from svformer_deploy._threads import ThreadGovernor
 from svformer_deploy.models.norm import TemporalBatchNorm
 from svformer_deploy.training.engine import (
     LoopConfig, LossFn, _init_distributed, _jsonable, _loader, _resolve_device, _rng_state, _run_epochs,
@@ -60,8 +60,8 @@ from svformer_deploy.training.engine import (
 )
 
 __all__ = ["FinetuneConfig", "FinetuneResult", "time_averaged_bn", "spike_rates", "SpikeRates", "distillation_loss",
-           "rate_matching_loss", "budget_penalty", "distillation_step", "finetune", "assess", "energy_per_video", "finetune_budgets",
-           "format_report", "conversion_report", "plot_budget_curve", "REPORT_NAME", "CURVE_CSV", "CURVE_PNG"]
+           "rate_matching_loss", "budget_penalty", "distillation_step", "finetune", "assess", "energy_per_video",
+           "finetune_budgets", "format_report", "conversion_report", "plot_budget_curve", "REPORT_NAME", "CURVE_CSV", "CURVE_PNG"]
 
 REPORT_NAME = "finetune.json"
 CURVE_CSV = "budget_curve.csv"
