@@ -182,8 +182,8 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, *, checkpoint_sha256: 
     """Write ``model`` as an ONNX bundle (opset :data:`OPSET`) atomically; refuse an existing ``out`` without
     ``force``. Returns the bundle directory.
 
-    ONNX holds per-timestep BatchNorm exactly (the graph is the model's own, for a fixed T), so ``approximate_bn`` has no
-    effect here."""
+    ONNX holds per-timestep BatchNorm exactly (the graph is the model's own, for a fixed T), so ``approximate_bn``
+    has no effect here."""
     import onnx
 
     check_supported(model)

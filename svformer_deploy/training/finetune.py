@@ -61,7 +61,8 @@ from svformer_deploy.training.engine import (
 
 __all__ = ["FinetuneConfig", "FinetuneResult", "time_averaged_bn", "spike_rates", "SpikeRates", "distillation_loss",
            "rate_matching_loss", "budget_penalty", "distillation_step", "finetune", "assess", "energy_per_video",
-           "finetune_budgets", "format_report", "conversion_report", "plot_budget_curve", "REPORT_NAME", "CURVE_CSV", "CURVE_PNG"]
+           "finetune_budgets", "format_report", "conversion_report", "plot_budget_curve", "REPORT_NAME", "CURVE_CSV",
+           "CURVE_PNG"]
 
 REPORT_NAME = "finetune.json"
 CURVE_CSV = "budget_curve.csv"
