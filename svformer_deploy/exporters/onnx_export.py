@@ -2,8 +2,11 @@
 written as an export bundle like every target (:mod:`svformer_deploy.exporters.bundle`): ``model.onnx`` is
 its one partition (per clip: input ``clips`` (B, C, T, H, W), output ``logits``), covering every operation.
 
-The T-step PLIF loops are unrolled (the recurrence is over a fixed number of frames); spikes are
-``Greater-or-equal`` comparisons cast to float, so the graph computes exactly the eval-mode forward.
+Each PLIF layer is one standard ``Scan`` over the T frames whose body is the model's neuron step (state ``v``;
+``h = v + (x - v) * inv_tau`` as separate Sub, Mul, Add; spikes ``GreaterOrEqual(h, V_th)`` cast to float;
+hard reset by ``Where``), so the graph computes exactly the eval-mode forward with one node per layer instead
+of T unrolled copies. The tracer records each layer as one placeholder node whose forward is the model's fused
+kernel (tracing runs the model once, not T x 5 eager ops per layer), replaced by the ``Scan`` before saving.
 Model config, checkpoint hash, class names and the input contract are also stored in ``metadata_props``, so
 the file stays self-describing when taken out of its bundle.
 """
@@ -24,7 +27,7 @@ from svformer_deploy.errors import BundleFormatError, VerificationError
 from svformer_deploy.exporters.bundle import (VERIFICATION_NAME, Manifest, PartitionSpec, Signal, check_bundle_files,
                                               check_manifest_matches, read_manifest, write_bundle)
 from svformer_deploy.exporters.plan import NODE_KINDS, Capabilities, check_supported, cut, lower, partition_coverage
-from svformer_deploy.models.neurons import PLIF, PLIFParameters, plif_step
+from svformer_deploy.models.neurons import PLIF, plif_multistep
 
 __all__ = ["OPSET", "ONNX_FILE", "ONNX_CAPABILITIES", "export_onnx", "verify_onnx", "onnx_metadata"]
 
@@ -32,13 +35,35 @@ OPSET = 17
 ONNX_FILE = "model.onnx"
 ONNX_CAPABILITIES = Capabilities("onnx", frozenset(NODE_KINDS) - {"input"}, residual_joins=True,
                                  time_varying_weights=True)
-"""ONNX holds the whole plan in one graph (the model itself, unrolled over T): every node kind, per-timestep
+"""ONNX holds the whole plan in one graph (the model itself, for a fixed T): every node kind, per-timestep
 BatchNorm exactly."""
 
 
-class _UnrolledPLIF(nn.Module):
-    """Inference-only PLIF: :func:`~svformer_deploy.models.neurons.plif_step` in a plain loop the ONNX tracer
-    unrolls over the T frames (the training module is an autograd.Function the tracer cannot see into)."""
+_PLIF_DOMAIN = "svformer_deploy"
+"""Custom-op domain of the placeholder node the tracer writes for each neuron layer; :func:`_plif_to_scan`
+replaces every such node by a standard ``Scan``, so the saved graph holds standard ONNX operators only."""
+
+
+class _TracedPLIF(torch.autograd.Function):
+    """PLIF over the T frames of ``x`` as one node for the ONNX tracer: the forward is the model's own
+    :func:`~svformer_deploy.models.neurons.plif_multistep` (fused kernel, identical spikes), so tracing costs
+    one fused pass per layer instead of T x 5 recorded elementwise ops; :meth:`symbolic` writes a placeholder
+    ``svformer_deploy::PLIF`` node carrying ``inv_tau`` and ``V_th``, turned into a ``Scan`` after export."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, w: Tensor, inv_tau: float, v_threshold: float) -> Tensor:  # type: ignore[override]
+        return plif_multistep(x, w, v_threshold)
+
+    @staticmethod
+    def symbolic(g, x, w, inv_tau: float, v_threshold: float):  # noqa: ANN001, ANN205
+        out = g.op(f"{_PLIF_DOMAIN}::PLIF", x, inv_tau_f=inv_tau, v_threshold_f=v_threshold)
+        out.setType(x.type())
+        return out
+
+
+class _ScanPLIF(nn.Module):
+    """Inference-only PLIF for export: ``inv_tau = sigmoid(w)`` in float32, taken as the constant the model's
+    kernel multiplies by (the training module's autograd.Function is opaque to the tracer)."""
 
     def __init__(self, src: PLIF) -> None:
         super().__init__()
@@ -46,12 +71,8 @@ class _UnrolledPLIF(nn.Module):
         self.v_threshold = src.v_threshold
 
     def forward(self, x: Tensor) -> Tensor:
-        p = PLIFParameters(torch.sigmoid(self.w).to(x.dtype), self.v_threshold)
-        state, out = None, []
-        for t in range(x.shape[0]):
-            s, state = plif_step(x[t], state, p)
-            out.append(s)
-        return torch.stack(out)
+        inv_tau = float(torch.sigmoid(self.w.detach()).to(torch.float32))
+        return _TracedPLIF.apply(x, self.w, inv_tau, float(self.v_threshold))
 
 
 def _inference_copy(model: nn.Module) -> nn.Module:
@@ -59,8 +80,61 @@ def _inference_copy(model: nn.Module) -> nn.Module:
     for name, mod in list(m.named_modules()):
         if isinstance(mod, PLIF):
             parent = m.get_submodule(name.rsplit(".", 1)[0]) if "." in name else m
-            setattr(parent, name.rsplit(".", 1)[-1], _UnrolledPLIF(mod))
+            setattr(parent, name.rsplit(".", 1)[-1], _ScanPLIF(mod))
     return m
+
+
+def _plif_body(inv_tau: float, v_threshold: float):  # noqa: ANN202
+    """The ``Scan`` body of one PLIF step, :func:`~svformer_deploy.models.neurons.plif_step` in ONNX:
+    state ``v``, scan input ``x``; ``h = v + (x - v) * inv_tau`` (separate Sub, Mul, Add: rounded as the
+    model rounds), ``s = float(h >= V_th)``, ``v' = where(h >= V_th, 0, h)``; outputs ``v'`` (state) and ``s``
+    (stacked over T by the Scan)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    def const(name: str, value: float):  # noqa: ANN202
+        return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.array(value, np.float32)))
+
+    nodes = [const("inv_tau", inv_tau), const("v_th", v_threshold), const("zero", 0.0),
+             helper.make_node("Sub", ["x", "v"], ["d"]), helper.make_node("Mul", ["d", "inv_tau"], ["m"]),
+             helper.make_node("Add", ["v", "m"], ["h"]), helper.make_node("GreaterOrEqual", ["h", "v_th"], ["fired"]),
+             helper.make_node("Cast", ["fired"], ["s"], to=TensorProto.FLOAT),
+             helper.make_node("Where", ["fired", "zero", "h"], ["v_next"])]
+    io = helper.make_tensor_value_info
+    return helper.make_graph(nodes, "plif_step", [io("v", TensorProto.FLOAT, None), io("x", TensorProto.FLOAT, None)],
+                             [io("v_next", TensorProto.FLOAT, None), io("s", TensorProto.FLOAT, None)])
+
+
+def _plif_to_scan(proto) -> int:  # noqa: ANN001
+    """Replace every ``svformer_deploy::PLIF`` placeholder in ``proto`` (in place) by ``V0 = zeros(x.shape[1:])``
+    and a ``Scan`` over axis 0 (time) with :func:`_plif_body`, named ``<layer scope>/Scan``; drop the custom
+    domain, and the intermediate shapes the tracer inferred through the placeholders (it gives the outputs of
+    different layers the same symbolic dims), leaving them to ONNX shape inference. Returns the number of
+    layers replaced."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    nodes, n = [], 0
+    for node in proto.graph.node:
+        if node.domain != _PLIF_DOMAIN:
+            nodes.append(node)
+            continue
+        attrs = {a.name: a.f for a in node.attribute}
+        scope, x, s = node.name.rsplit("/", 1)[0], node.input[0], node.output[0]
+        shape, v0 = f"{scope}/plif_state_shape", f"{scope}/plif_v0"
+        nodes += [helper.make_node("Shape", [x], [shape], name=f"{scope}/Shape", start=1),
+                  helper.make_node("ConstantOfShape", [shape], [v0], name=f"{scope}/ConstantOfShape",
+                                   value=numpy_helper.from_array(np.zeros(1, np.float32))),
+                  helper.make_node("Scan", [v0, x], [f"{scope}/plif_v_last", s], name=f"{scope}/Scan",
+                                   num_scan_inputs=1, body=_plif_body(attrs["inv_tau"], attrs["v_threshold"]))]
+        n += 1
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+    del proto.graph.value_info[:]
+    keep = [o for o in proto.opset_import if o.domain != _PLIF_DOMAIN]
+    del proto.opset_import[:]
+    proto.opset_import.extend(keep)
+    return n
 
 
 def onnx_metadata(model: nn.Module, checkpoint_sha256: str, class_names: list[str] | None,
@@ -79,7 +153,7 @@ def onnx_metadata(model: nn.Module, checkpoint_sha256: str, class_names: list[st
         "output": f"logits (batch, {cfg.num_classes})",
         "opset": str(OPSET),
         "checkpoint_path": checkpoint_path,
-        "neuron": "PLIF unrolled over T frames: h = v + (x - v) / tau; s = h >= v_th; v = h (1 - s)",
+        "neuron": "PLIF as one ONNX Scan over T frames: h = v + (x - v) / tau; s = h >= v_th; v = h (1 - s)",
     }
 
 
@@ -108,14 +182,14 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, *, checkpoint_sha256: 
     """Write ``model`` as an ONNX bundle (opset :data:`OPSET`) atomically; refuse an existing ``out`` without
     ``force``. Returns the bundle directory.
 
-    ONNX holds per-timestep BatchNorm exactly (the graph is unrolled over T), so ``approximate_bn`` has no
-    effect here."""
+    ONNX holds per-timestep BatchNorm exactly (the graph is the model's own, for a fixed T), so ``approximate_bn``
+    has no effect here."""
     import onnx
 
     check_supported(model)
     cfg = model.config
     m = _inference_copy(model)
-    example = torch.zeros(2, *cfg.input_shape)
+    example = torch.zeros(1, *cfg.input_shape)
 
     def write(tmp: Path) -> None:
         import warnings
@@ -124,8 +198,10 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, *, checkpoint_sha256: 
             warnings.simplefilter("ignore")  # tracer warnings about shape-dependent Python control flow
             torch.onnx.export(m, (example,), str(tmp), input_names=["clips"], output_names=["logits"],
                               dynamic_axes={"clips": {0: "batch"}, "logits": {0: "batch"}},
-                              opset_version=OPSET, dynamo=False, do_constant_folding=True)
+                              opset_version=OPSET, dynamo=False, do_constant_folding=True,
+                              custom_opsets={_PLIF_DOMAIN: 1})
         proto = onnx.load(str(tmp))
+        _plif_to_scan(proto)
         for k, v in onnx_metadata(model, checkpoint_sha256, class_names, checkpoint_path).items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = k, v
@@ -136,13 +212,14 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, *, checkpoint_sha256: 
 
 
 def _spike_outputs(proto, model: nn.Module) -> dict[str, str]:
-    """ONNX tensor name of every neuron layer's stacked (T, B, ...) spikes: the one Concat in its scope."""
+    """ONNX tensor name of every neuron layer's stacked (T, B, ...) spikes: the scan output of the one Scan in
+    its scope."""
     from svformer_deploy.models import iter_neurons
 
     out = {}
     for name, _ in iter_neurons(model):
-        hits = [n.output[0] for n in proto.graph.node
-                if n.op_type == "Concat" and n.name.rsplit("/", 1)[0].strip("/").replace("/", ".") == name]
+        hits = [n.output[1] for n in proto.graph.node
+                if n.op_type == "Scan" and n.name.rsplit("/", 1)[0].strip("/").replace("/", ".") == name]
         if len(hits) == 1:
             out[name] = hits[0]
     return out
@@ -154,8 +231,9 @@ def verify_onnx(bundle: str | os.PathLike, model: nn.Module, batches, write: boo
     ``onnx.checker.check_model(full_check=True)``, then onnxruntime vs PyTorch logits on ``batches`` of
     (clips, labels or None). Writes ``verification.json`` into the bundle with ``write``.
 
-    When logits differ by more than 1e-4, the spikes onnxruntime computed (the same graph with every neuron
-    layer's spike tensor exposed as an extra output) are compared with the model's to find the first divergence:
+    When a batch's logits differ by more than 1e-4, the model is run again recording its spikes and
+    near-threshold margins, and the spikes onnxruntime computed (the same graph with every neuron layer's
+    spike tensor exposed as an extra output) are compared with them to find the first divergence:
     verdict ``"threshold"`` if it starts at neurons within ``NEAR_THRESHOLD`` of V_th in the model (float
     rounding of a different conv implementation, then propagated), else ``"failed"``.
     """
@@ -188,7 +266,7 @@ def verify_onnx(bundle: str | os.PathLike, model: nn.Module, batches, write: boo
     divergences = []
     model = model.eval()
     for clips, labels in batches:
-        with torch.no_grad(), record_spikes(model) as rec, record_ties(model) as margins:
+        with torch.no_grad():
             ref = model(clips)
         feed = {"clips": clips.numpy().astype(np.float32)}
         got = torch.from_numpy(sess.run(["logits"], feed)[0])
@@ -196,6 +274,8 @@ def verify_onnx(bundle: str | os.PathLike, model: nn.Module, batches, write: boo
         max_diff = max(max_diff, float(diff.max()))
         if (diff > LOGIT_TOLERANCE).any():
             n_off += int((diff > LOGIT_TOLERANCE).sum())
+            with torch.no_grad(), record_spikes(model) as rec, record_ties(model) as margins:
+                model(clips)  # the spikes and margins to classify the miss: only recorded for a batch that misses
             if probe is None:
                 p2 = onnx.load(str(path))
                 for tensor in spike_names.values():

@@ -51,8 +51,8 @@ def plif_step(x: Tensor, state: PLIFState | None, params: PLIFParameters) -> tup
 
     ``H = V + (X - V) * inv_tau`` (a separate rounded multiply and add, as the multistep kernel rounds);
     ``S = H >= V_th`` (equality fires); ``V' = H`` where ``S = 0``, else 0 (hard reset). ``spikes`` has the
-    dtype of ``x`` and values in {0, 1}. This is the reference of the training kernel, the ONNX unrolled
-    neuron and the tie recorder.
+    dtype of ``x`` and values in {0, 1}. This is the reference of the training kernel, the ONNX
+    ``Scan`` body and the tie recorder.
     """
     v = torch.zeros_like(x) if state is None else state.v
     h = v + (x - v) * params.inv_tau

@@ -31,15 +31,17 @@ from svformer_deploy.errors import ConfigError, DataError, DistributedError, Out
 from svformer_deploy.models import create_model, read_checkpoint, save_checkpoint
 from svformer_deploy.models.checkpoint import load_state_dict_checked
 
-__all__ = ["TrainConfig", "TrainResult", "train", "param_groups", "warmup_cosine", "collate_skip_bad",
-           "soft_cross_entropy", "topk_correct", "precise_bn"]
+__all__ = ["LoopConfig", "TrainConfig", "TrainResult", "LossFn", "train", "param_groups", "warmup_cosine",
+           "collate_skip_bad", "soft_cross_entropy", "topk_correct", "precise_bn", "classification_loss",
+           "freeze_bn_statistics"]
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Every knob of a training run (stored in the checkpoints' meta). Defaults: the moving-digits recipe."""
+class LoopConfig:
+    """The knobs of the training loop itself (data, schedule, optimiser, processes), shared by every run that
+    trains through :func:`_train_epoch`: :class:`TrainConfig` and fine-tuning's ``FinetuneConfig`` are made of
+    these fields plus their own. Defaults: the moving-digits training recipe."""
 
-    model: str = "svformer_tiny"
     data: str = "moving-digits"
     out_dir: str = "runs/train"
     epochs: int = 10
@@ -48,14 +50,23 @@ class TrainConfig:
     min_lr: float = 1e-5
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0
-    label_smoothing: float = 0.1
     clip_grad: float | None = 1.0
     seed: int = 0
     workers: int = 0
     device: str = "auto"
-    amp: bool = True
     train_clips: int | None = None      # moving digits: clips per epoch (default 6000)
     val_videos: int | None = None       # validate on the first N videos (default: all)
+    dist_timeout: float = 1800.0        # DDP: seconds a collective may wait (rank 0's validation included)
+
+
+@dataclass(frozen=True)
+class TrainConfig(LoopConfig):
+    """Every knob of a training run (stored in the checkpoints' meta): the loop's (:class:`LoopConfig`), the
+    model and the classification loss's augmentation. Defaults: the moving-digits recipe."""
+
+    model: str = "svformer_tiny"
+    label_smoothing: float = 0.1
+    amp: bool = True
     mixup: float = 0.0                  # Mixup alpha (reference 0.8); 0 = off
     cutmix: float = 0.0                 # CutMix alpha (reference 1.0); 0 = off
     rand_augment: tuple[int, int] | None = None  # (num_ops, magnitude), reference (2, 5)
@@ -63,8 +74,12 @@ class TrainConfig:
     sampling_rate: int = 4              # video folders: source frames per clip frame
     split_no: int = 1                   # video folders: official split
     precise_bn_batches: int = 20        # recompute BN statistics on this many training batches per epoch; 0 = off
-    dist_timeout: float = 1800.0        # DDP: seconds a collective may wait (rank 0's validation included)
     model_overrides: dict[str, Any] = field(default_factory=dict)
+
+
+LossFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor, dict[str, Tensor]]]
+"""One training step's loss: ``fn(clips, labels) -> (loss, logits, terms)`` on the device's batch; ``terms``
+are extra per-batch figures averaged over the epoch's clips into the row as ``train_<name>``."""
 
 
 @dataclass
@@ -270,7 +285,7 @@ def _validate(model: nn.Module, loader, device: torch.device,  # noqa: ANN001
     return row
 
 
-def _loader(dataset, cfg: TrainConfig, dist_info: _Dist, epoch: int, train: bool):  # noqa: ANN001, ANN202
+def _loader(dataset, cfg: LoopConfig, dist_info: _Dist, epoch: int, train: bool):  # noqa: ANN001, ANN202
     from torch.utils.data import DataLoader, DistributedSampler, SequentialSampler, Subset
 
     if not train and cfg.val_videos is not None:
@@ -389,17 +404,47 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, force: b
         if on_epoch is not None:
             on_epoch(row)
 
+    loss_fn = classification_loss(ddp_model, cfg, len(names), use_amp)
+    _run_epochs(range(start_epoch, cfg.epochs), dist_info, device, cfg.dist_timeout, governor,
+                lambda epoch: _train_epoch(ddp_model, model, train_ds, cfg, dist_info, device, epoch, optimizer,
+                                           scheduler, scaler, steps_per_epoch, progress, governor, loss_fn),
+                finish_epoch)
+    return TrainResult(out_dir, last_path, best_path, history)
+
+
+def classification_loss(ddp_model: nn.Module, cfg: TrainConfig, num_classes: int, use_amp: bool) -> LossFn:
+    """``train``'s step loss: Mixup / CutMix and label smoothing of the batch (``cfg``; a no-op when off), the
+    forward (float16 autocast with ``use_amp``), then :func:`soft_cross_entropy` against the mixed targets."""
+    from svformer_deploy.data.video_folder import mix_batch
+
+    def loss_fn(clips: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        mix_rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,))))
+        clips, target = mix_batch(clips, labels, num_classes, mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix,
+                                  smoothing=cfg.label_smoothing, rng=mix_rng)
+        with torch.autocast(clips.device.type, dtype=torch.float16, enabled=use_amp):
+            logits = ddp_model(clips)
+        return soft_cross_entropy(logits, target), logits, {}
+
+    return loss_fn
+
+
+def _run_epochs(epochs: range, dist_info: _Dist, device: torch.device, dist_timeout: float,
+                governor: ThreadGovernor, train_epoch: Callable[[int], dict[str, Any]],
+                finish_epoch: Callable[[int, dict[str, Any]], None]) -> None:
+    """``row = train_epoch(epoch)`` on every process, then ``finish_epoch(epoch, row)`` (validation, checkpoints,
+    metrics) on rank 0, for every epoch. Every process learns whether rank 0's part worked (which also stands for
+    a barrier), so a failure there stops all of them instead of leaving them waiting; a collective that fails or
+    waits past ``dist_timeout`` becomes one :class:`DistributedError`. Leaves the process group and restores
+    the thread count at the end, also on failure."""
     try:
-        for epoch in range(start_epoch, cfg.epochs):
-            row = _train_epoch(ddp_model, model, train_ds, cfg, dist_info, device, epoch, optimizer, scheduler, scaler,
-                               use_amp, len(names), steps_per_epoch, progress, governor)
+        for epoch in epochs:
+            row = train_epoch(epoch)
             failure: BaseException | None = None
             if dist_info.main:
                 try:
                     finish_epoch(epoch, row)
                 except BaseException as err:  # tell the other processes before failing, instead of leaving them waiting
                     failure = err
-            # every process learns whether rank 0's validation and saving worked (this also replaces a barrier)
             if not _all_ranks(failure is None, dist_info, device) and failure is None:
                 raise DistributedError(f"rank 0 failed after epoch {epoch + 1} (validation or saving; its error is "
                                        "in its log); this process stops too")
@@ -407,7 +452,7 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, force: b
                 raise failure
     except RuntimeError as err:
         if dist_info.world > 1 and _is_collective_error(err):
-            raise _collective_failure(err, cfg.dist_timeout) from err
+            raise _collective_failure(err, dist_timeout) from err
         raise
     finally:
         if dist_info.world > 1:
@@ -416,14 +461,25 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, force: b
             if dist.is_initialized():
                 dist.destroy_process_group()
         governor.restore()
-    return TrainResult(out_dir, last_path, best_path, history)
 
 
-def _train_epoch(ddp_model: nn.Module, model: nn.Module, train_ds, cfg: TrainConfig, dist_info: _Dist,  # noqa: ANN001
-                 device: torch.device, epoch: int, optimizer, scheduler, scaler, use_amp: bool,  # noqa: ANN001
-                 num_classes: int, steps_per_epoch: int, progress: bool,
-                 governor: ThreadGovernor) -> dict[str, Any]:
-    """One epoch of training; returns its metrics row (summed over processes).
+def freeze_bn_statistics(model: nn.Module) -> None:
+    """Eval mode for every BatchNorm: statistics frozen, affine parameters still trained."""
+    from svformer_deploy.models.norm import TemporalBatchNorm
+
+    for m in model.modules():
+        if isinstance(m, (TemporalBatchNorm, nn.modules.batchnorm._BatchNorm)):
+            m.eval()
+
+
+def _train_epoch(ddp_model: nn.Module, model: nn.Module, train_ds, cfg: LoopConfig, dist_info: _Dist,  # noqa: ANN001
+                 device: torch.device, epoch: int, optimizer, scheduler, scaler,  # noqa: ANN001
+                 steps_per_epoch: int, progress: bool, governor: ThreadGovernor, loss_fn: LossFn,
+                 frozen_bn: bool = False) -> dict[str, Any]:
+    """One epoch of training with the step loss ``loss_fn`` (:data:`LossFn`); returns its metrics row (summed
+    over processes): ``train_loss`` and ``train_top1`` (of the logits against the labels), each of the loss's
+    ``terms`` as ``train_<name>`` (clip-weighted means), clips trained, skipped and dropped. ``frozen_bn`` keeps
+    every BatchNorm in eval mode (statistics frozen, affine parameters trained).
 
     Unreadable videos are dropped from their batch, counted and named. Readable clips of a batch that cannot
     step (fewer than 2 clips: BatchNorm needs 2, on this or on any other process) are carried into the next batch
@@ -431,15 +487,16 @@ def _train_epoch(ddp_model: nn.Module, model: nn.Module, train_ds, cfg: TrainCon
     counted as ``dropped_clips``). Every process takes the step / no-step decision together
     (:func:`_all_ranks`), so the sequence of gradient all-reduces is the same on all of them.
     """
-    from svformer_deploy.data.video_folder import mix_batch
-
     if hasattr(train_ds, "set_epoch"):
         train_ds.set_epoch(epoch)
     loader = _loader(train_ds, cfg, dist_info, epoch, train=True)
     ddp_model.train()
+    if frozen_bn:
+        freeze_bn_statistics(ddp_model)
     t0 = time.perf_counter()
     seen = correct = dropped = 0
     loss_sum = 0.0
+    term_sums: dict[str, float] = {}
     skipped: list[str] = []
     carry: tuple[Tensor, Tensor] | None = None
     bar = _progress(progress and dist_info.main, f"epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch)
@@ -459,12 +516,7 @@ def _train_epoch(ddp_model: nn.Module, model: nn.Module, train_ds, cfg: TrainCon
                 bar.advance(task)
                 continue
             clips, labels = clips.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            mix_rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,))))
-            clips, target = mix_batch(clips, labels, num_classes, mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix,
-                                      smoothing=cfg.label_smoothing, rng=mix_rng)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                logits = ddp_model(clips)
-            loss = soft_cross_entropy(logits, target)
+            loss, logits, terms = loss_fn(clips, labels)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if cfg.clip_grad:
@@ -474,11 +526,14 @@ def _train_epoch(ddp_model: nn.Module, model: nn.Module, train_ds, cfg: TrainCon
             scaler.update()
             scheduler.step()
             loss_sum += float(loss.detach()) * len(labels)
+            for k, v in terms.items():
+                term_sums[k] = term_sums.get(k, 0.0) + float(v.detach()) * len(labels)
             correct += topk_correct(logits.detach(), labels, 1)
             seen += len(labels)
             bar.update(task, advance=1, description=f"loss {loss_sum / seen:.3f} acc {correct / seen:.3f}")
     dropped += 0 if carry is None else len(carry[0])
-    counts = torch.tensor([seen, correct, loss_sum, len(skipped), dropped], dtype=torch.float64, device=device)
+    counts = torch.tensor([seen, correct, loss_sum, len(skipped), dropped, *term_sums.values()], dtype=torch.float64,
+                          device=device)
     if dist_info.world > 1:
         import torch.distributed as dist
 
@@ -498,6 +553,7 @@ def _train_epoch(ddp_model: nn.Module, model: nn.Module, train_ds, cfg: TrainCon
                         f"({len(skipped)} skipped, e.g. {skipped[:3]}); re-copy them or check the split files")
     row: dict[str, Any] = {
         "epoch": epoch + 1, "train_loss": float(counts[2]) / seen_all, "train_top1": float(counts[1]) / seen_all,
+        **{f"train_{k}": float(v) / seen_all for k, v in zip(term_sums, counts[5:].tolist())},
         "lr": optimizer.param_groups[0]["lr"], "train_clips": seen_all, "skipped_videos": int(counts[3]),
         "dropped_clips": dropped_all, "train_seconds": round(train_time, 3),
         "clips_per_second": round(seen_all / train_time, 2)}

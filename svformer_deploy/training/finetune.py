@@ -21,9 +21,11 @@ Spikes are differentiable through the neurons' surrogate gradient, so the rates 
 fine-tuned model on the same videos and views, with each one's firing rate and, on request, its energy per
 video from the energy counter (:func:`svformer_deploy.energy.count_ops` priced by ``energy_of``) on those views.
 
-Training reuses the engine's distributed setup, data order, schedule and checkpointing (see
-:mod:`svformer_deploy.training.engine`): under ``torchrun`` every process trains on its shard through
-DistributedDataParallel and rank 0 evaluates and writes. ``last.pt`` holds the full resume state.
+Training runs through the engine's one epoch loop (:func:`svformer_deploy.training.engine._train_epoch`) with the
+loss above as its step loss, so it shares ``train``'s distributed setup, data order, joint step / no-step decision,
+carry-over of readable clips from a batch too small to step, skipped-video counts, thread governor and rank-0
+failure handling: under ``torchrun`` every process trains on its shard through DistributedDataParallel and rank 0
+evaluates and writes. ``last.pt`` holds the full resume state.
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ import io
 import json
 import math
 import os
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -47,19 +48,21 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from svformer_deploy._atomic import atomic_write, atomic_write_json
-from svformer_deploy.errors import ConfigError, DataError, OutputExistsError
+from svformer_deploy._threads import ThreadGovernor
+from svformer_deploy.errors import ConfigError, OutputExistsError
 from svformer_deploy.models import (create_model, forward_hooks, iter_neurons, load_checkpoint, read_checkpoint,
                                     save_checkpoint)
 from svformer_deploy.models.checkpoint import load_state_dict_checked
 from svformer_deploy.models.norm import TemporalBatchNorm
 from svformer_deploy.training.engine import (
-    _all_ranks, _init_distributed, _jsonable, _loader, _progress, _resolve_device, _rng_state, _set_rng_state, _validate,
-    _write_metrics, param_groups, topk_correct, warmup_cosine,
+    LoopConfig, LossFn, _init_distributed, _jsonable, _loader, _resolve_device, _rng_state, _run_epochs,
+    _set_rng_state, _train_epoch, _validate, _write_metrics, param_groups, warmup_cosine,
 )
 
 __all__ = ["FinetuneConfig", "FinetuneResult", "time_averaged_bn", "spike_rates", "SpikeRates", "distillation_loss",
-           "rate_matching_loss", "budget_penalty", "finetune", "assess", "energy_per_video", "finetune_budgets",
-           "format_report", "conversion_report", "plot_budget_curve", "REPORT_NAME", "CURVE_CSV", "CURVE_PNG"]
+           "rate_matching_loss", "budget_penalty", "distillation_step", "finetune", "assess", "energy_per_video",
+           "finetune_budgets", "format_report", "conversion_report", "plot_budget_curve", "REPORT_NAME", "CURVE_CSV",
+           "CURVE_PNG"]
 
 REPORT_NAME = "finetune.json"
 CURVE_CSV = "budget_curve.csv"
@@ -67,25 +70,20 @@ CURVE_PNG = "budget_curve.png"
 
 
 @dataclass(frozen=True)
-class FinetuneConfig:
-    """Every knob of a fine-tuning run (stored in the checkpoints' meta). Defaults: the recipe that recovered the
-    naive fold's cost on the shipped per-timestep-BN moving-digits model (docs/training.md)."""
+class FinetuneConfig(LoopConfig):
+    """Every knob of a fine-tuning run (stored in the checkpoints' meta): the training loop's
+    (:class:`~svformer_deploy.training.engine.LoopConfig`, shared with ``train``) and the distillation's.
+    Defaults: the recipe that recovered the naive fold's cost on the shipped per-timestep-BN moving-digits model
+    (docs/training.md); the loop fields below only change their defaults."""
 
-    data: str = "moving-digits"
     out_dir: str = "runs/finetune"
-    bn: str = "shared"                  # "shared": convert per-timestep BN (time-averaged init); "keep": as is
     epochs: int = 3
-    batch_size: int = 32
     lr: float = 1e-3
-    min_lr: float = 1e-5
     weight_decay: float = 0.0
     warmup_epochs: float = 0.0
-    clip_grad: float | None = 1.0
-    seed: int = 0
-    workers: int = 0
-    device: str = "auto"
     train_clips: int | None = 3000      # moving digits: clips per epoch
     val_videos: int | None = 200        # per-epoch validation on the first N videos
+    bn: str = "shared"                  # "shared": convert per-timestep BN (time-averaged init); "keep": as is
     kd_temperature: float = 2.0
     kd_alpha: float = 0.5               # weight of the distillation term; 1 - alpha on the label cross-entropy
     rate_weight: float = 0.0            # per-layer firing-rate distillation; 0 = off
@@ -96,7 +94,6 @@ class FinetuneConfig:
     eval_crops: int = 1
     energy: bool = False                # report: also the energy per video (energy counter) of every model
     energy_profile: str = "45nm-fp32"
-    dist_timeout: float = 1800.0        # DDP: seconds a collective may wait (rank 0's validation included)
 
     def __post_init__(self) -> None:
         if self.bn not in ("shared", "keep"):
@@ -148,13 +145,6 @@ def time_averaged_bn(model: nn.Module) -> nn.Module:
             bn.bias.copy_(shift.float())
             bn.num_batches_tracked.copy_(teacher_bns[name].num_batches_tracked)
     return student.eval()
-
-
-def _freeze_bn_statistics(model: nn.Module) -> None:
-    """Eval mode for every BatchNorm: statistics frozen, affine parameters still trained."""
-    for m in model.modules():
-        if isinstance(m, (TemporalBatchNorm, nn.modules.batchnorm._BatchNorm)):
-            m.eval()
 
 
 # ------------------------------------------------------------------------------------------- firing rates
@@ -226,6 +216,31 @@ def budget_penalty(rate: Tensor, budget: float) -> Tensor:
 # ----------------------------------------------------------------------------------------------- training
 
 
+def distillation_step(model: nn.Module, student: nn.Module, teacher: nn.Module, cfg: FinetuneConfig) -> LossFn:
+    """Fine-tuning's step loss for the engine's epoch loop (:data:`~svformer_deploy.training.engine.LossFn`): the
+    teacher's forward without gradients and the student's (``model``: the student or its DDP wrapper), each
+    recording its firing rates, then ``L`` of the module docstring. Terms: ``kd``, ``rate_match`` and ``budget``
+    (0 when off) and ``firing_rate`` (the student's r_s, reported)."""
+
+    def loss_fn(clips: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        with torch.no_grad(), spike_rates(teacher) as t_rates:
+            t_logits = teacher(clips)
+        with spike_rates(student) as s_rates:
+            logits = model(clips)
+        kd = distillation_loss(logits, t_logits, labels, cfg.kd_temperature, cfg.kd_alpha)
+        terms = {"kd": kd, "rate_match": torch.zeros(()), "budget": torch.zeros(())}
+        loss = kd
+        if cfg.rate_weight > 0:
+            terms["rate_match"] = rate_matching_loss(s_rates.per_layer, t_rates.per_layer)
+            loss = loss + cfg.rate_weight * terms["rate_match"]
+        if cfg.spike_budget is not None:
+            terms["budget"] = budget_penalty(s_rates.overall, cfg.spike_budget)
+            loss = loss + cfg.budget_weight * terms["budget"]
+        return loss, logits, {**terms, "firing_rate": s_rates.overall}
+
+    return loss_fn
+
+
 def _checkpoint_meta(teacher_meta: dict[str, Any], cfg: FinetuneConfig, checkpoint: str | os.PathLike,
                      command: str | None, world: int) -> dict[str, Any]:
     return {"class_names": teacher_meta.get("class_names"), "data": cfg.data, "seed": cfg.seed, "command": command,
@@ -292,78 +307,26 @@ def finetune(checkpoint: str | os.PathLike, cfg: FinetuneConfig, *, resume: bool
     if dist_info.world > 1:
         model = nn.parallel.DistributedDataParallel(student, device_ids=[device.index] if device.type == "cuda" else None)
     meta_base = _checkpoint_meta(tmeta, cfg, checkpoint, command, dist_info.world)
-    for epoch in range(start_epoch, cfg.epochs):
-        if hasattr(train_ds, "set_epoch"):
-            train_ds.set_epoch(epoch)
-        model.train()
-        _freeze_bn_statistics(model)
-        sums = {"loss": 0.0, "kd": 0.0, "rate_match": 0.0, "budget": 0.0, "firing_rate": 0.0}
-        seen = correct = 0
-        t0 = time.perf_counter()
-        bar = _progress(progress and dist_info.main, f"finetune {epoch + 1}/{cfg.epochs}", steps_per_epoch)
-        with bar:
-            task = bar.add_task("train", total=steps_per_epoch)
-            for clips, labels, _ in _loader(train_ds, cfg, dist_info, epoch, train=True):
-                # a batch left with < 2 readable clips on any process is skipped by every process together
-                if not _all_ranks(clips is not None and len(clips) >= 2, dist_info, device):
-                    bar.advance(task)
-                    continue
-                clips, labels = clips.to(device), labels.to(device)
-                with torch.no_grad(), spike_rates(teacher) as t_rates:
-                    t_logits = teacher(clips)
-                with spike_rates(student) as s_rates:
-                    logits = model(clips)
-                kd = distillation_loss(logits, t_logits, labels, cfg.kd_temperature, cfg.kd_alpha)
-                loss = kd
-                terms = {"kd": kd}
-                if cfg.rate_weight > 0:
-                    terms["rate_match"] = rate_matching_loss(s_rates.per_layer, t_rates.per_layer)
-                    loss = loss + cfg.rate_weight * terms["rate_match"]
-                if cfg.spike_budget is not None:
-                    terms["budget"] = budget_penalty(s_rates.overall, cfg.spike_budget)
-                    loss = loss + cfg.budget_weight * terms["budget"]
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.clip_grad:
-                    nn.utils.clip_grad_norm_(student.parameters(), cfg.clip_grad)
-                optimizer.step()
-                scheduler.step()
-                n = len(labels)
-                sums["loss"] += float(loss.detach()) * n
-                for k, v in terms.items():
-                    sums[k] += float(v.detach()) * n
-                sums["firing_rate"] += float(s_rates.overall.detach()) * n
-                correct += topk_correct(logits.detach(), labels, 1)
-                seen += n
-                bar.update(task, advance=1, description=f"loss {sums['loss'] / seen:.3f} "
-                                                        f"rate {sums['firing_rate'] / seen:.4f}")
-        counts = torch.tensor([seen, correct, *sums.values()], dtype=torch.float64)
-        if dist_info.world > 1:
-            import torch.distributed as dist
+    governor = ThreadGovernor()  # fewer threads while other processes keep our CPUs busy
+    loss_fn = distillation_step(model, student, teacher, cfg)
+    scaler = torch.amp.GradScaler("cuda", enabled=False)  # full precision: the disabled scaler passes the loss through
 
-            dist.all_reduce(counts)
-        seen_all = int(counts[0])
-        if seen_all == 0:
-            raise DataError(f"epoch {epoch + 1}: no batch of at least 2 readable training clips on every process; "
-                            "check the training videos, or raise --batch-size / use fewer processes")
-        row: dict[str, Any] = {"epoch": epoch + 1, "train_top1": float(counts[1]) / seen_all,
-                               **{f"train_{k}": float(v) / seen_all for k, v in zip(sums, counts[2:].tolist())},
-                               "lr": optimizer.param_groups[0]["lr"], "train_clips": seen_all,
-                               "train_seconds": round(time.perf_counter() - t0, 3)}
-        if dist_info.main:
-            row.update(_validate(student, _loader(val_ds, cfg, dist_info, epoch, train=False), device))
-            history.append(row)
-            extra = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state(),
-                     "epoch": epoch}
-            save_checkpoint(last_path, student, extra=extra, **meta_base, epoch=epoch + 1, metrics=row,
-                            history=history)
-            _write_metrics(out_dir, history)
-            if on_epoch is not None:
-                on_epoch(row)
-        if dist_info.world > 1:
-            import torch.distributed as dist
+    def finish_epoch(epoch: int, row: dict[str, Any]) -> None:
+        """Rank 0: validation, last.pt (resume state) and metrics."""
+        row.update(_validate(student, _loader(val_ds, cfg, dist_info, epoch, train=False), device, governor))
+        history.append(row)
+        extra = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state(),
+                 "epoch": epoch}
+        save_checkpoint(last_path, student, extra=extra, **meta_base, epoch=epoch + 1, metrics=row, history=history)
+        _write_metrics(out_dir, history)
+        if on_epoch is not None:
+            on_epoch(row)
 
-            dist.barrier()
+    _run_epochs(range(start_epoch, cfg.epochs), dist_info, device, cfg.dist_timeout, governor,
+                lambda epoch: _train_epoch(model, student, train_ds, cfg, dist_info, device, epoch, optimizer,
+                                           scheduler, scaler, steps_per_epoch, progress, governor, loss_fn,
+                                           frozen_bn=True),
+                finish_epoch)
     report: dict[str, Any] = {}
     if dist_info.main:
         save_checkpoint(final_path, student, **meta_base, epoch=cfg.epochs, history=history)

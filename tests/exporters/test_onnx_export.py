@@ -26,6 +26,10 @@ def test_onnx_matches_pytorch_with_dynamic_batch(tmp_path, bn):
     onnx.checker.check_model(str(path), full_check=True)
     proto = onnx.load(str(path))
     assert proto.opset_import[0].version == OPSET
+    # standard operators only: each of the 25 neuron layers is one Scan over T, not a custom op or T copies
+    assert [(o.domain, o.version) for o in proto.opset_import] == [("", OPSET)]
+    assert sum(n.op_type == "Scan" for n in proto.graph.node) == 25
+    assert not any(n.op_type == "GreaterOrEqual" for n in proto.graph.node)
     meta = {p.key: p.value for p in proto.metadata_props}
     assert json.loads(meta["config_json"]) == model.config.to_dict() and meta["checkpoint_sha256"] == "ab" * 32
     assert json.loads(meta["class_names_json"])[1] == "b"

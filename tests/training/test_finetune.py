@@ -174,6 +174,23 @@ def test_conversion_run_reports_three_models_and_exports_exactly(pt_ckpt, tmp_pa
     assert report["verdict"] == "exact" and report["approximations"] == []
 
 
+def test_finetune_carries_readable_clips_of_a_short_batch_over_like_train(ucf_tiny, tmp_path):
+    """The engine's one epoch loop: a batch left with 1 readable clip (a truncated video) does not step, and that
+    clip is carried into the next batch instead of being lost; the unreadable video is counted and named."""
+    torch.set_num_threads(1)
+    teacher = tmp_path / "teacher.pt"
+    save_checkpoint(teacher, active_model(0, bn="per_timestep", num_classes=2, **SMALL), class_names=["Calm", "Noisy"])
+    bad = ucf_tiny / "Noisy" / "v_Noisy_g03_c01.mp4"
+    bad.write_bytes(bad.read_bytes()[:3000])  # truncated
+    res = finetune(teacher, _cfg(tmp_path / "run", data=str(ucf_tiny), batch_size=2, train_clips=None,
+                                 val_videos=None, eval_videos=2), progress=False)
+    row = res.history[0]
+    assert row["skipped_videos"] == 1 and row["skipped_ids"] == "Noisy/v_Noisy_g03_c01.mp4"
+    # 4 training videos, batches of 2: the carried clip is trained on unless its batch was the last one
+    assert row["train_clips"] + row["dropped_clips"] == 3 and row["train_clips"] >= 2
+    assert row["train_firing_rate"] > 0 and row["train_kd"] >= 0 and 0 <= row["val_top1"] <= 1
+
+
 @pytest.mark.slow
 def test_resume_continues_exactly_and_refuses_other_options(pt_ckpt, tmp_path):
     full = finetune(pt_ckpt, _cfg(tmp_path / "full", epochs=2, eval_videos=4), progress=False)
