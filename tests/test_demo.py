@@ -75,9 +75,9 @@ def test_every_demo_step_is_registered_callable_and_documented():
         assert f"| `{name}` |" in doc, f"demo step {name!r} has no row in docs/training.md"
 
 
-def test_demo_builds_the_lava_env_in_the_background_and_the_lava_step_waits_for_it(tmp_path, monkeypatch):
-    """The build starts before the checkpoint stage; the Lava step gets its interpreter; demo.json and the last
-    lines report the build's time and how long the Lava step waited."""
+def _fake_lava_build(tmp_path, monkeypatch, pip_mode: str):
+    """A Lava side-env build that runs no network: a fake Python 3.10 whose pip is ``slow`` or ``hang``s, into
+    ``tmp_path/cache/venv``, logging each pip call to ``tmp_path/pip.log``."""
     from svformer_deploy.exporters.lava import sideenv
     from tests.exporters.lava.test_lava_sideenv import FAKE_PYTHON
 
@@ -88,7 +88,14 @@ def test_demo_builds_the_lava_env_in_the_background_and_the_lava_step_waits_for_
     monkeypatch.delenv("SVFORMER_LAVA_PYTHON", raising=False)
     monkeypatch.setenv("SVFORMER_LAVA_VENV", str(tmp_path / "cache" / "venv"))
     monkeypatch.setenv("FAKE_PIP_LOG", str(tmp_path / "pip.log"))
-    monkeypatch.setenv("FAKE_PIP", "slow")
+    monkeypatch.setenv("FAKE_PIP", pip_mode)
+    return sideenv
+
+
+def test_demo_builds_the_lava_env_in_the_background_and_the_lava_step_waits_for_it(tmp_path, monkeypatch):
+    """The build starts before the checkpoint stage; the Lava step gets its interpreter; demo.json and the last
+    lines report the build's time and how long the Lava step waited."""
+    sideenv = _fake_lava_build(tmp_path, monkeypatch, "slow")
     got = []
 
     def lava_step(ckpt, out_dir):
@@ -119,17 +126,8 @@ def test_demo_builds_the_lava_env_in_the_background_and_the_lava_step_waits_for_
 
 def test_interrupted_demo_stops_the_lava_env_build_and_leaves_nothing(tmp_path, monkeypatch):
     from svformer_deploy import api
-    from svformer_deploy.exporters.lava import sideenv
-    from tests.exporters.lava.test_lava_sideenv import FAKE_PYTHON
 
-    py = tmp_path / "python3.10"
-    py.write_text(FAKE_PYTHON)
-    py.chmod(0o755)
-    monkeypatch.setattr(sideenv, "find_python310", lambda: [str(py)])
-    monkeypatch.delenv("SVFORMER_LAVA_PYTHON", raising=False)
-    monkeypatch.setenv("SVFORMER_LAVA_VENV", str(tmp_path / "cache" / "venv"))
-    monkeypatch.setenv("FAKE_PIP_LOG", str(tmp_path / "pip.log"))
-    monkeypatch.setenv("FAKE_PIP", "hang")
+    _fake_lava_build(tmp_path, monkeypatch, "hang")
 
     def interrupted_training(*args, **kwargs):
         t0 = time.monotonic()
