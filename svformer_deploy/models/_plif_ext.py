@@ -48,27 +48,43 @@ def _put_ninja_on_path() -> None:
 
 @functools.cache
 def fused_plif_available() -> bool:
-    """Build (first call on this machine) and load the fused PLIF kernels; False (with one warning) if impossible."""
+    """Build (first call on this machine) and load the fused PLIF kernels; False (with one warning) if impossible.
+
+    A finished build leaves the stamp file ``built`` beside the library; any later process loads the library
+    directly (about 0.2 s). Builds are serialised by an OS lock (``filelock``, released by the kernel if the
+    builder dies, so an interrupted build never blocks later ones) and compile a copy of the source inside the
+    build folder, so every checkout or installation of the same source shares one build instead of rebuilding
+    for its own path.
+    """
     if os.environ.get("SVFORMER_NO_EXT", "") not in ("", "0"):
         return False
     if hasattr(torch.ops.svformer_deploy, "plif_forward"):
         return True
     build = extension_dir()
-    library = build / "svformer_deploy_plif.so"
-    if library.exists() and not (build / "lock").exists():  # built before, no build in progress
+    library, stamp = build / "svformer_deploy_plif.so", build / "built"
+    if library.exists() and stamp.exists():  # built before, completely
         torch.ops.load_library(str(library))
         return True
     try:
         # torch logs a CUDA_HOME notice on import on machines without CUDA; not the user's concern here
         logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+        from filelock import FileLock
         from torch.utils import cpp_extension
 
         _put_ninja_on_path()
-
         build.mkdir(parents=True, exist_ok=True)
-        cpp_extension.load(name="svformer_deploy_plif", sources=[str(SOURCE)], extra_cflags=CFLAGS,
-                           extra_ldflags=["-fopenmp"], build_directory=str(build), is_python_module=False,
-                           verbose=False)
+        with FileLock(str(build / "build.lock")):
+            if not (library.exists() and stamp.exists()):  # nobody finished it while we waited
+                source = build / SOURCE.name
+                if not source.exists() or source.read_bytes() != SOURCE.read_bytes():
+                    source.write_bytes(SOURCE.read_bytes())
+                stamp.unlink(missing_ok=True)
+                cpp_extension.load(name="svformer_deploy_plif", sources=[str(source)], extra_cflags=CFLAGS,
+                                   extra_ldflags=["-fopenmp"], build_directory=str(build), is_python_module=False,
+                                   verbose=False)
+                stamp.write_text(f"{SOURCE.name} {' '.join(CFLAGS)}\n", encoding="utf-8")
+                return True
+        torch.ops.load_library(str(library))
     except Exception as err:  # no compiler / ninja / headers: the pure-torch neurons still work
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         warnings.warn(f"svformer-deploy: the fused PLIF kernel could not be built ({first_line}); using the slower "

@@ -4,6 +4,7 @@ within 1e-6, any layout and thread count; a clean fallback when the extension ca
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 from svformer_deploy.models import PLIF, create_model, neurons
-from svformer_deploy.models._plif_ext import fused_plif_available
+from svformer_deploy.models._plif_ext import SOURCE, fused_plif_available
 from svformer_deploy.models.neurons import _fused_ops, _PLIFFused, _PLIFMultiStep
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -137,6 +138,33 @@ def test_opt_out_by_environment():
     assert res.returncode == 0, res.stderr
     assert res.stdout.splitlines()[:2][0] == "False [0.0, 0.0, 1.0, 1.0, 0.0] True"
     assert res.stdout.splitlines()[1].startswith("0 ")
+
+
+NO_BUILD = "import torch.utils.cpp_extension as ce\nce.load = None  # any build attempt fails loudly\n"
+
+
+@pytest.mark.slow
+def test_one_build_then_every_process_and_checkout_loads_it_directly(tmp_path):
+    """A fresh cache folder gets one build (the source copied inside, a ``built`` stamp); later processes load
+    the library without starting a build, even beside torch's lock file (which outlives every build) and from a
+    copy of the package at another path."""
+    ext = tmp_path / "ext"
+    res = _python(CHECK, SVFORMER_EXT_DIR=str(ext))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines()[0] == "True [0.0, 0.0, 1.0, 1.0, 0.0] True"
+    (build,) = ext.iterdir()
+    assert (build / "built").exists() and (build / "plif.cpp").read_bytes() == SOURCE.read_bytes()
+    assert (build / "lock").exists()  # torch's FileLock leaves its file behind: it must not look like a build
+    res = _python(NO_BUILD + CHECK, SVFORMER_EXT_DIR=str(ext))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines()[:2] == ["True [0.0, 0.0, 1.0, 1.0, 0.0] True", "0 []"]
+    other = tmp_path / "other checkout"
+    shutil.copytree(ROOT / "svformer_deploy", other / "svformer_deploy")
+    res = subprocess.run([sys.executable, "-c", NO_BUILD + CHECK], check=False, capture_output=True, text=True, cwd=other,
+                         timeout=300, env={**os.environ, "PYTHONPATH": str(other), "SVFORMER_EXT_DIR": str(ext)})
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines()[0] == "True [0.0, 0.0, 1.0, 1.0, 0.0] True"
+    assert list(ext.iterdir()) == [build]
 
 
 TRITON = """
