@@ -15,7 +15,8 @@ from typing import Any
 
 from svformer_deploy.errors import OutputExistsError
 
-__all__ = ["atomic_write", "atomic_write_json", "atomic_write_csv", "atomic_write_dir", "json_text"]
+__all__ = ["atomic_write", "atomic_write_json", "atomic_write_csv", "atomic_write_dir", "json_text", "refuse_existing",
+           "check_replaceable"]
 
 
 def atomic_write(path: str | os.PathLike, write: Any) -> Path:
@@ -87,10 +88,35 @@ def atomic_write_csv(path: str | os.PathLike, rows: list[dict[str, Any]], fieldn
     return atomic_write(path, write)
 
 
-def refuse_existing(out: str | os.PathLike, force: bool = False) -> None:
-    """Raise :class:`OutputExistsError` if ``out`` exists and ``force`` is not set (call it before long work)."""
-    if Path(out).exists() and not force:
+def refuse_existing(out: str | os.PathLike, force: bool = False, *, inputs: tuple[str | os.PathLike, ...] = (),
+                    folder: bool = False) -> None:
+    """Raise :class:`OutputExistsError` if ``out`` exists and ``force`` is not set (call it before long work);
+    with ``force``, raise if replacing ``out`` would destroy more than an earlier output (:func:`check_replaceable`)."""
+    if not Path(out).exists():
+        return
+    if not force:
         raise OutputExistsError(f"{out} already exists; choose another --out or pass --force to replace it")
+    check_replaceable(out, inputs=inputs, folder=folder)
+
+
+def check_replaceable(out: str | os.PathLike, *, inputs: tuple[str | os.PathLike, ...] = (),
+                      folder: bool = False) -> None:
+    """Refuse (:class:`OutputExistsError`) to let ``--force`` delete an existing ``out`` that is the current
+    folder or one above it, that holds (or is) one of the command's ``inputs`` (its checkpoint, its data), or,
+    with ``folder``, that is a file where the command writes a folder (a checkpoint, a file of a bundle)."""
+    target = Path(out).resolve()
+    cwd = Path.cwd().resolve()
+    if target == cwd or target in cwd.parents:
+        raise OutputExistsError(f"--out {out} is the current folder or a folder above it; --force would delete "
+                                "everything in it. Choose a new folder for --out")
+    if folder and not target.is_dir():
+        raise OutputExistsError(f"--out {out} is a file, and this command writes a folder; --force replaces only an "
+                                "earlier output folder. Choose another --out")
+    for item in inputs:
+        path = Path(item).resolve()
+        if path == target or target in path.parents:
+            raise OutputExistsError(f"--out {out} holds this command's input {item}; --force would delete it. "
+                                    "Choose another --out")
 
 
 def atomic_write_dir(out: str | os.PathLike, build: Callable[[Path], None], force: bool = False) -> Path:
@@ -100,7 +126,7 @@ def atomic_write_dir(out: str | os.PathLike, build: Callable[[Path], None], forc
     after ``build`` succeeded. On any error the temporary directory is removed and ``out`` is untouched.
     """
     out = Path(out)
-    refuse_existing(out, force)
+    refuse_existing(out, force, folder=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:

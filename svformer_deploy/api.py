@@ -210,7 +210,7 @@ def sparsity(checkpoint: PathLike, out: PathLike, *, data: PathLike = "moving-di
     from svformer_deploy.analysis.sparsity import analyse_checkpoint
 
     out = user_path(out)
-    refuse_existing(out, force)  # before the analysis, not after it
+    refuse_existing(out, force, inputs=(user_path(checkpoint),), folder=True)  # before the analysis, not after it
     analysis = analyse_checkpoint(user_path(checkpoint), data_spec(data), num_videos=videos, clips=clips,
                                   crops=crops, energy=energy,
                                   profile=None if profile is None else _profile_spec(profile),

@@ -136,12 +136,14 @@ def run_demo(out_dir: str | Path = "demo-out", *, pretrained: bool = False, forc
 
     A step that fails with an :class:`SVFormerDeployError` is reported and the next step still runs.
     """
+    from svformer_deploy._atomic import check_replaceable
     from svformer_deploy._paths import user_path
 
     out_dir = user_path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         if not force:
             raise OutputExistsError(f"{out_dir} exists and is not empty; pass --force to overwrite it or choose --out")
+        check_replaceable(out_dir, folder=True)
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = DemoReport(out_dir, out_dir)

@@ -25,7 +25,7 @@ from typing import Any
 
 import pandas as pd
 
-from svformer_deploy._atomic import atomic_write_dir, json_text
+from svformer_deploy._atomic import atomic_write_dir, json_text, refuse_existing
 from svformer_deploy.energy.conventions import (
     CONVENTIONS,
     REFERENCE_SCRIPT_BUG,
@@ -40,7 +40,7 @@ from svformer_deploy.energy.memory import RULES as MEMORY_RULES
 from svformer_deploy.energy.memory import TIERS_SOURCE
 from svformer_deploy.energy.profiles import get_profile, quantised_profile
 from svformer_deploy.energy.rules import OP_CLASSES, rules_markdown
-from svformer_deploy.errors import EnergyError, OutputExistsError
+from svformer_deploy.errors import EnergyError
 
 __all__ = ["ReportOptions", "write_report", "CAVEATS", "CLASS_STYLE"]
 
@@ -97,8 +97,7 @@ def _check(opts: ReportOptions) -> None:
     if opts.accuracy is not None and not Path(opts.accuracy).is_file():
         raise EnergyError(f"accuracy file {opts.accuracy} does not exist; pass the eval.json written by "
                           "svformer-deploy evaluate")
-    if opts.out.exists() and not opts.force:
-        raise OutputExistsError(f"{opts.out} exists; choose another --out or pass --force to replace it")
+    refuse_existing(opts.out, opts.force, inputs=(opts.checkpoint,), folder=True)
     get_profile(opts.profile)  # unknown profile -> ProfileError before any work
 
 

@@ -82,10 +82,12 @@ def get_exporter(name: str) -> Exporter:
 def export_checkpoint(checkpoint: str | os.PathLike, to: str, out: str | os.PathLike, *, force: bool = False,
                       approximate_bn: bool = False) -> tuple[Path, nn.Module, dict[str, Any]]:
     """Load ``checkpoint`` and export it to target ``to`` at ``out``. Returns (path, model, checkpoint meta)."""
+    from svformer_deploy._atomic import refuse_existing
     from svformer_deploy._paths import user_path
     from svformer_deploy.models import load_checkpoint
 
     checkpoint, out = user_path(checkpoint), user_path(out)
+    refuse_existing(out, force, inputs=(checkpoint,), folder=True)
     exporter = get_exporter(to)
     if exporter.export is None:
         raise ConfigError(f"target {to!r} only verifies bundles of target {exporter.bundle_target!r}; export with "

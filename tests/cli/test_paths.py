@@ -76,3 +76,37 @@ def test_demo_pretrained_with_relative_out_runs_every_step(fresh_cwd, capsys):
     assert summary["videos"] == demo_mod.DEMO_VIDEOS and summary["views_per_video"] == 1
     assert (out / "sparsity" / "report" / "rate_heatmap.png").read_bytes()[:4] == b"\x89PNG"
     assert listed["artefacts"]["export-onnx"]["verification"] == str(out / "export-onnx" / "bundle" / VERIFICATION_NAME)
+
+
+def _tree(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+@pytest.mark.parametrize("argv", [
+    ["export", "ckpt.pt", "--to", "onnx", "--out", ".", "--force", "--num-videos", "1"],
+    ["export", "ckpt.pt", "--to", "nir", "--out", "..", "--force", "--num-videos", "1"],
+    ["energy", "report", "ckpt.pt", "--out", ".", "--force", "--videos", "1"],
+    ["sparsity", "ckpt.pt", "--out", ".", "--force", "--videos", "1"],
+    ["demo", "--pretrained", "--out", ".", "--force"],
+    ["export", "ckpt.pt", "--to", "onnx", "--out", "victim.pt", "--force", "--num-videos", "1"],
+    ["export", "ckpt.pt", "--to", "onnx", "--out", "held", "--force", "--num-videos", "1"],
+    ["export", "held/ckpt.pt", "--to", "onnx", "--out", "held", "--force", "--num-videos", "1"],
+    ["energy", "report", "held/ckpt.pt", "--out", "held", "--force", "--videos", "1"],
+], ids=["export-cwd", "export-parent", "energy-cwd", "sparsity-cwd", "demo-cwd", "export-onto-a-file",
+        "export-onto-a-file-2", "export-over-its-checkpoint", "energy-over-its-checkpoint"])
+def test_force_never_deletes_the_working_folder_an_input_or_a_file(argv, fresh_cwd, capsys):
+    """``--force`` replaces an earlier output folder only: never the current folder or one above it, never a
+    folder holding the command's checkpoint, never a file where a folder would be written; one line, exit 2,
+    before any work, nothing touched."""
+    (fresh_cwd / "notes.txt").write_text("keep me")
+    shutil.copyfile(fresh_cwd / "ckpt.pt", fresh_cwd / "victim.pt")
+    (fresh_cwd / "held").mkdir()
+    shutil.copyfile(fresh_cwd / "ckpt.pt", fresh_cwd / "held" / "ckpt.pt")
+    if argv[argv.index("--out") + 1] == "held" and argv[1] == "ckpt.pt":
+        argv = [*argv[:argv.index("--out") + 1], "held/ckpt.pt", *argv[argv.index("--out") + 2:]]
+    before = _tree(fresh_cwd.parent)
+    assert run_cli(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--force" in err and "--out" in err, err
+    assert _tree(fresh_cwd.parent) == before
+    assert (fresh_cwd / "notes.txt").read_text() == "keep me"
