@@ -632,7 +632,8 @@ def _check_weights(plan: Plan, caps: Capabilities, nodes: Iterable[PlanNode]) ->
             raise PerTimestepBNError(
                 f"plan node '{n.name}' has per-timestep weights (per-timestep BatchNorm, its own statistics for each "
                 f"of the T={n.num_steps} timesteps), which a '{caps.target}' partition cannot hold; train the model "
-                "with bn='shared' (create_model(..., bn='shared') / `train --bn shared`), or pass --approximate-bn to "
+                "with bn='shared' (`train --set bn=shared`), convert this checkpoint with `svformer-deploy finetune CKPT "
+                "--bn shared` (distils it into shared BN, usually recovering the accuracy), or pass --approximate-bn to "
                 "fold the time-averaged BatchNorm (verification then reports the accuracy and spike-agreement cost "
                 "on real clips)")
 

@@ -39,7 +39,8 @@ def test_per_timestep_refused_then_approximated(tmp_path, capsys):
     save_checkpoint(ckpt, active_model(bn="per_timestep"))
     assert run_cli(["export", str(ckpt), "--to", "nir", "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err
-    assert "per-timestep BatchNorm" in err and "--approximate-bn" in err and not (tmp_path / "b").exists()
+    assert "per-timestep BatchNorm" in err and "--approximate-bn" in err and "finetune CKPT --bn shared" in err
+    assert not (tmp_path / "b").exists()
     assert run_cli(["export", str(ckpt), "--to", "nir", "--out", str(tmp_path / "b"), "--approximate-bn",
                  "--num-videos", "2"]) == 0
     assert "approximation: per-timestep BatchNorm folded" in capsys.readouterr().out

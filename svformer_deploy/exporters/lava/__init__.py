@@ -16,12 +16,30 @@ __all__ = ["FloatLayer", "LoihiLayer", "LoihiOverflowWarning", "quantize_layer",
            "emulate_partition", "write_netx", "read_netx", "EXPORTER"]
 
 
+def _env_count(name: str, default: int) -> int:
+    """The positive integer in ``$name`` (``default`` when unset), or a :class:`ConfigError` naming the fix."""
+    from svformer_deploy.errors import ConfigError
+
+    text = os.environ.get(name, "").strip() or str(default)
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigError(f"{name}={os.environ.get(name)!r} is not a whole number >= 1; set it to e.g. {default}, or "
+                          "unset it")
+    return int(text)
+
+
+def lava_run_settings() -> tuple[int, int]:
+    """(clips through Lava per partition, parallel runner processes): ``$SVFORMER_LAVA_CLIPS`` (default 8) and
+    ``$SVFORMER_LAVA_WORKERS`` (default 1), each a whole number >= 1."""
+    return _env_count("SVFORMER_LAVA_CLIPS", 8), _env_count("SVFORMER_LAVA_WORKERS", 1)
+
+
 def _export(model, out, *, checkpoint_sha256: str, checkpoint_path: str = "", class_names=None, force: bool = False,
             approximate_bn: bool = False) -> Path:
     from svformer_deploy.exporters.lava.crop import crop_policy
     from svformer_deploy.exporters.lava.export import export_lava
 
-    crop_policy()  # a bad $SVFORMER_LAVA_CROP fails here, before anything is written, not in the verification
+    crop_policy()  # a bad $SVFORMER_LAVA_CROP, CLIPS or WORKERS fails here, before anything is written
+    lava_run_settings()
     path, _, _ = export_lava(model, out, checkpoint_sha256=checkpoint_sha256, checkpoint_path=checkpoint_path,
                              class_names=class_names, force=force, approximate_bn=approximate_bn)
     return path
@@ -41,8 +59,7 @@ def _verify(path, model, batches, data_desc: str = "") -> dict[str, Any]:
     from svformer_deploy.exporters.lava.crop import crop_policy
     from svformer_deploy.exporters.lava.verify import verify_lava
 
-    lava_clips = max(1, int(os.environ.get("SVFORMER_LAVA_CLIPS", "8")))
-    workers = max(1, int(os.environ.get("SVFORMER_LAVA_WORKERS", "1")))
+    lava_clips, workers = lava_run_settings()
     return verify_lava(path, batches=batches, lava_clips=lava_clips, workers=workers, crop=crop_policy(),
                        progress=_progress, data_desc=data_desc)
 

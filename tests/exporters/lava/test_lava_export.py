@@ -112,3 +112,17 @@ def test_missing_python310_says_why(monkeypatch, tmp_path):
     with pytest.raises(LavaEnvironmentError, match=r"needs Python 3\.10 and none was found.*SVFORMER_LAVA_PYTHON"):
         lava_python()
     assert not (tmp_path / "venv").exists()
+
+
+@pytest.mark.parametrize("name, value", [("SVFORMER_LAVA_CLIPS", "two"), ("SVFORMER_LAVA_CLIPS", "0"),
+                                         ("SVFORMER_LAVA_CLIPS", "1.5"), ("SVFORMER_LAVA_WORKERS", "-1")])
+def test_a_bad_lava_run_setting_is_one_line_before_anything_is_written(name, value, tmp_path, monkeypatch, capsys):
+    from svformer_deploy.assets import default_checkpoint
+    from tests.helpers import run_cli
+
+    monkeypatch.setenv(name, value)
+    out = tmp_path / "bundle"
+    assert run_cli(["export", str(default_checkpoint()), "--to", "lava", "--out", str(out), "--num-videos", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and name in err and ">= 1" in err, err
+    assert not out.exists() and not list(tmp_path.iterdir())
