@@ -58,6 +58,27 @@ class LoopConfig:
     val_videos: int | None = None       # validate on the first N videos (default: all)
     dist_timeout: float = 1800.0        # DDP: seconds a collective may wait (rank 0's validation included)
 
+    def __post_init__(self) -> None:
+        """Refuse values no run can use, naming the flag, before any work (a subclass calls this first)."""
+        for name in ("epochs", "batch_size", "train_clips", "val_videos"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} {value}: must be >= 1")
+        if self.workers < 0:
+            raise ConfigError(f"--workers {self.workers}: must be >= 0")
+        if not _is_device_name(self.device):
+            raise ConfigError(f"--device {self.device!r}: use auto, cpu, cuda or cuda:N")
+
+
+def _is_device_name(name: str) -> bool:
+    """True for ``auto`` and for what torch parses as a CPU or CUDA device (``cpu``, ``cuda``, ``cuda:1``)."""
+    if name == "auto":
+        return True
+    try:
+        return torch.device(name).type in ("cpu", "cuda")
+    except (RuntimeError, TypeError):
+        return False
+
 
 @dataclass(frozen=True)
 class TrainConfig(LoopConfig):

@@ -96,6 +96,7 @@ class FinetuneConfig(LoopConfig):
     energy_profile: str = "45nm-fp32"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.bn not in ("shared", "keep"):
             raise ConfigError(f"--bn {self.bn!r}: use 'shared' (convert to exportable shared BN) or 'keep'")
         if not 0.0 <= self.kd_alpha <= 1.0:
@@ -105,8 +106,10 @@ class FinetuneConfig(LoopConfig):
         if self.spike_budget is not None and not 0.0 < self.spike_budget < 1.0:
             raise ConfigError(f"--spike-budget {self.spike_budget}: give the fraction of neuron-steps allowed to "
                               "spike, between 0 and 1 (e.g. 0.05)")
-        if self.epochs < 1:
-            raise ConfigError("epochs must be >= 1")
+        if self.budget_weight < 0:
+            raise ConfigError(f"--budget-weight {self.budget_weight}: must be >= 0 (a negative weight rewards spikes)")
+        if self.eval_videos is not None and self.eval_videos < 1:
+            raise ConfigError(f"--eval-videos {self.eval_videos}: must be >= 1")
 
 
 @dataclass

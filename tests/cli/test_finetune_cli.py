@@ -42,6 +42,10 @@ def test_converts_and_prints_the_three_models(pt_ckpt, tmp_path, capsys):
     (["--spike-budget", "2"], "between 0 and 1"),
     (["--bn", "per_timestep"], "--bn"),
     (["--resume"], "without --resume"),
+    (["--device", "tpu"], "--device 'tpu'"),
+    (["--train-clips", "-5"], "--train-clips -5"),
+    (["--budget-weight", "-1", "--spike-budget", "0.05"], "--budget-weight"),
+    (["--eval-videos", "0"], "--eval-videos 0"),
 ])
 def test_bad_options_are_one_line_errors(pt_ckpt, tmp_path, capsys, args, words):
     assert run_cli(["finetune", str(pt_ckpt), "--out", str(tmp_path / "x"), *FAST, *args]) == 2

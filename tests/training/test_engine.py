@@ -176,3 +176,15 @@ def test_precise_bn_is_the_average_of_batch_statistics():
     assert torch.allclose(bn.running_mean, want_mean, atol=1e-5)
     assert torch.allclose(bn.running_var, want_var, rtol=1e-4)
     assert bn.momentum == 0.1 and not model.training
+
+
+@pytest.mark.parametrize("kw, words", [({"device": "tpu"}, "--device 'tpu'"), ({"train_clips": 0}, "--train-clips 0"),
+                                       ({"batch_size": 0}, "--batch-size 0"), ({"val_videos": -1}, "--val-videos -1"),
+                                       ({"workers": -2}, "--workers -2")])
+def test_train_config_refuses_values_no_run_can_use(kw, words):
+    from svformer_deploy.errors import ConfigError
+    from svformer_deploy.training import TrainConfig
+
+    with pytest.raises(ConfigError, match=words):
+        TrainConfig(**kw)
+    assert TrainConfig(device="cuda:1").device == "cuda:1"  # valid names are kept, CUDA checked when training starts
