@@ -110,6 +110,9 @@ class FinetuneConfig(LoopConfig):
             raise ConfigError(f"--budget-weight {self.budget_weight}: must be >= 0 (a negative weight rewards spikes)")
         if self.eval_videos is not None and self.eval_videos < 1:
             raise ConfigError(f"--eval-videos {self.eval_videos}: must be >= 1")
+        from svformer_deploy.energy.profiles import get_profile
+
+        get_profile(self.energy_profile)  # an unknown profile fails here, not after the training
 
 
 @dataclass
@@ -274,9 +277,11 @@ def finetune(checkpoint: str | os.PathLike, cfg: FinetuneConfig, *, resume: bool
                                   cfg.dist_timeout)
     device = _resolve_device(cfg.device, dist_info)
     teacher, tmeta = load_checkpoint(checkpoint, map_location=device)
-    if cfg.bn == "keep" and cfg.spike_budget is None and cfg.rate_weight == 0:
-        raise ConfigError("--bn keep without --spike-budget or --rate-weight would distil the model into itself; "
-                          "pass --bn shared to convert BN or set a spike budget")
+    converts = cfg.bn == "shared" and teacher.config.bn != "shared"
+    if not converts and cfg.spike_budget is None and cfg.rate_weight == 0:
+        why = "has shared BN already, so --bn shared converts nothing" if cfg.bn == "shared" else "keeps its BN"
+        raise ConfigError(f"{checkpoint} {why}: without --spike-budget or --rate-weight this run would distil the "
+                          "model into itself; give a per-timestep-BN checkpoint to convert, or set a spike budget")
     torch.manual_seed(cfg.seed)
     student = (time_averaged_bn(teacher) if cfg.bn == "shared" else copy.deepcopy(teacher)).to(device)
     train_ds = build_dataset(cfg.data, student.config, split="train", seed=cfg.seed, num_clips=cfg.train_clips)

@@ -46,6 +46,7 @@ def test_converts_and_prints_the_three_models(pt_ckpt, tmp_path, capsys):
     (["--train-clips", "-5"], "--train-clips -5"),
     (["--budget-weight", "-1", "--spike-budget", "0.05"], "--budget-weight"),
     (["--eval-videos", "0"], "--eval-videos 0"),
+    (["--profile", "nope", "--spike-budget", "0.05"], "unknown energy profile 'nope'"),
 ])
 def test_bad_options_are_one_line_errors(pt_ckpt, tmp_path, capsys, args, words):
     assert run_cli(["finetune", str(pt_ckpt), "--out", str(tmp_path / "x"), *FAST, *args]) == 2
@@ -57,3 +58,14 @@ def test_bad_options_are_one_line_errors(pt_ckpt, tmp_path, capsys, args, words)
 def test_missing_checkpoint(tmp_path, capsys):
     assert run_cli(["finetune", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "x"), *FAST]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bn", ["shared", "keep"])
+def test_nothing_to_convert_and_no_budget_is_refused_before_training(bn, tmp_path, capsys):
+    from svformer_deploy.assets import default_checkpoint  # shared BN already
+
+    out = tmp_path / "x"
+    assert run_cli(["finetune", str(default_checkpoint()), "--bn", bn, "--out", str(out), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "into itself" in err and "--spike-budget" in err
+    assert not out.exists() or not any(out.iterdir())
