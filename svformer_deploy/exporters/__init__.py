@@ -71,7 +71,11 @@ def list_targets() -> list[str]:
 
 def get_exporter(name: str) -> Exporter:
     if name not in list_targets():
-        raise ConfigError(f"unknown export target {name!r}; available: {', '.join(list_targets())}")
+        exporters = {t: getattr(importlib.import_module(_TARGETS[t]), "EXPORTER", None) for t in list_targets()}
+        writes = [t for t, e in exporters.items() if isinstance(e, Exporter) and e.export is not None]
+        checks = [t for t in exporters if t not in writes]
+        raise ConfigError(f"unknown target {name!r}; export with --to {' | '.join(writes)}"
+                          + (f"; verify-only runtimes (verify BUNDLE --target): {', '.join(checks)}" if checks else ""))
     exporter = getattr(importlib.import_module(_TARGETS[name]), "EXPORTER", None)
     if not isinstance(exporter, Exporter):
         raise ConfigError(f"export target {name!r} is not usable: {_TARGETS[name]} defines no EXPORTER "

@@ -48,7 +48,8 @@ def test_per_timestep_refused_then_approximated(tmp_path, capsys):
 
 def test_unknown_target(tiny_ckpt, tmp_path, capsys):
     assert run_cli(["export", str(tiny_ckpt), "--to", "loihi9", "--out", str(tmp_path / "x")]) == 2
-    assert "available: nir, onnx" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "export with --to nir | onnx | lava" in err and "verify-only runtimes (verify BUNDLE --target): nir-norse" in err
 
 
 def test_verify_after_the_checkpoint_moved_names_the_fix(tiny_ckpt, tmp_path, capsys):

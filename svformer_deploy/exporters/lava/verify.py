@@ -268,9 +268,12 @@ def format_lava_report(report: dict[str, Any]) -> str:
         lines.append(f"  {name:40s} {'BIT-EXACT' if r['bit_exact'] else 'MISMATCH '} "
                      f"lava/emulation mismatches {r['lava_vs_emulation_mismatches']:6d}  spikes {r['lava_spikes']:7d}  "
                      f"float agreement {r['float_vs_quantized_spike_agreement']:.4%}  [{r['checked']['description']}]")
+    cropped = report["partitions_cropped"]
+    scope = (f"{cropped} partition(s) checked on the window/channels shown, not all neurons" if cropped else
+             "every partition checked on all its output neurons")
     lines.append(f"all partitions bit-exact: {report['all_bit_exact']} ({report['inputs']['lava_clips']} clip(s) per "
-                 f"partition, one Lava run each, {report['lava_seconds']} s in Lava; {report['partitions_cropped']} "
-                 f"partition(s) checked on the window/channels shown, not all neurons; crop setting {report['crop']})")
+                 f"partition, one Lava run each, {report['lava_seconds']} s in Lava; {scope}; crop setting "
+                 f"{report['crop']})")
     if report["accuracy"]:
         a = report["accuracy"]
         lines.append(f"top-1 on {a['clips']} val clips: float {a['top1_float']:.2%}, quantised {a['top1_quantized']:.2%} "
