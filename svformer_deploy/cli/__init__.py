@@ -43,12 +43,25 @@ from svformer_deploy.cli import finetune as _finetune  # noqa: E402,F401
 from svformer_deploy.cli import sparsity as _sparsity  # noqa: E402,F401
 
 
+def _exit_cleanly_on_sigterm() -> None:
+    """SIGTERM (``kill``, ``timeout``, a batch scheduler) exits with 143 through Python's unwinding, as Ctrl-C
+    does, so temporary folders and unverified bundles are removed instead of left behind. Not under torchrun,
+    whose SIGTERM to the other workers after a failure must stop them at once, even inside a collective."""
+    import os
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread() and "TORCHELASTIC_RUN_ID" not in os.environ:
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the CLI and exit with its status code."""
     from svformer_deploy._threads import configure_threads
 
     _STATE["debug"] = "--debug" in (sys.argv[1:] if argv is None else argv)
     configure_threads()
+    _exit_cleanly_on_sigterm()
     command = typer.main.get_command(app)
     try:
         # standalone mode: usage errors, --help and Ctrl-C are handled (and exited) by the CLI framework

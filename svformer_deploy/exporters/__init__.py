@@ -212,5 +212,12 @@ def export_and_verify(checkpoint: str | os.PathLike, target: str, out: str | os.
     path, model, _ = export_checkpoint(checkpoint, target, out, force=force, approximate_bn=approximate_bn)
     data = data_spec(data)
     batches = eval_batches(data, model.config, num_videos)
-    return verify_export(path, target=target, model=model, batches=wrap_batches(batches) if wrap_batches else batches,
-                         data_desc=f"{data}, split val, {num_videos} videos, 1 view each")
+    try:
+        return verify_export(path, target=target, model=model,
+                             batches=wrap_batches(batches) if wrap_batches else batches,
+                             data_desc=f"{data}, split val, {num_videos} videos, 1 view each")
+    except (KeyboardInterrupt, SystemExit):  # interrupted (Ctrl-C, SIGTERM): no bundle that was never verified
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
+        raise

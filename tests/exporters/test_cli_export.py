@@ -65,3 +65,41 @@ def test_verify_after_the_checkpoint_moved_names_the_fix(tiny_ckpt, tmp_path, ca
     err = capsys.readouterr().err
     assert "no longer exists" in err and "--checkpoint" in err and len(err.strip().splitlines()) == 1
     assert run_cli(["verify", str(out), "--checkpoint", str(moved), "--num-videos", "1"]) == 0
+
+
+SLOW_VERIFY = """
+import sys, time
+import svformer_deploy.exporters as ex
+def slow(*args, **kwargs):
+    print("verifying", flush=True)
+    time.sleep(120)
+ex.verify_export = slow
+from svformer_deploy.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_sigterm_during_verification_leaves_no_unverified_bundle(tiny_ckpt, tmp_path):
+    """``kill`` / ``timeout`` while the bundle is being verified: exit 143 and neither the bundle nor a temporary
+    folder is left (an export is its verification; a bundle never verified is a half-written output)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "bundle"
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_VERIFY, "export", str(tiny_ckpt), "--to", "onnx", "--out",
+                             str(out), "--num-videos", "1"], stdout=subprocess.PIPE, text=True, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(root)})
+    try:
+        for line in proc.stdout:  # progress bars may come first
+            if line.strip().endswith("verifying"):
+                break
+        assert out.is_dir()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 143
+    finally:
+        proc.kill()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
