@@ -16,7 +16,15 @@ from typing import Any
 from svformer_deploy.errors import OutputExistsError
 
 __all__ = ["atomic_write", "atomic_write_json", "atomic_write_csv", "atomic_write_dir", "json_text", "refuse_existing",
-           "check_replaceable"]
+           "check_replaceable", "chmod_as_created"]
+
+
+def chmod_as_created(path: str | os.PathLike, mode: int) -> None:
+    """Give ``path`` the permissions ``open()`` (``mode`` 0o666) or ``mkdir()`` (0o777) would have given it:
+    ``mode & ~umask``, for files and folders made by ``mkstemp`` / ``mkdtemp`` (0600 / 0700)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, mode & ~umask)
 
 
 def atomic_write(path: str | os.PathLike, write: Any) -> Path:
@@ -30,9 +38,7 @@ def atomic_write(path: str | os.PathLike, write: Any) -> Path:
     os.close(fd)
     try:
         write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the permissions open() would
+        chmod_as_created(tmp, 0o666)  # mkstemp creates 0600; give the file the permissions open() would
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -130,9 +136,7 @@ def atomic_write_dir(out: str | os.PathLike, build: Callable[[Path], None], forc
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; a bundle is an ordinary shareable directory
+        chmod_as_created(tmp, 0o777)  # mkdtemp makes 0700; a bundle is an ordinary shareable directory
         build(tmp)
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))

@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from svformer_deploy._atomic import chmod_as_created
 from svformer_deploy.errors import LavaEnvironmentError
 
 __all__ = ["LAVA_REQUIREMENTS", "BackgroundBuild", "LavaEnvironmentError", "default_venv_dir", "ensure_venv",
@@ -197,9 +198,7 @@ def _build(venv: Path, base: list[str], say: Say, cancel: threading.Event | None
         problem = _check(str(tmp / "bin" / "python"))
         if problem:
             raise LavaEnvironmentError(f"the new Lava environment cannot import lava-dl's netx ({problem})")
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 -> what mkdir would give
+        chmod_as_created(tmp, 0o777)  # mkdtemp's 0700 -> what mkdir would give
         if venv.exists():
             shutil.rmtree(venv)
         os.replace(tmp, venv)
