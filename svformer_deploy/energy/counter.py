@@ -20,6 +20,17 @@ Recovering the timestep of an op (the model folds T into the batch):
 
 A synaptic op's count is attributed to the timestep of its *input* element (for the Conv3d whose kernel spans
 all T frames, each input spike's fan-out is booked at the spike's timestep).
+
+Counting plans (what makes the second and later counts of a model cheap, e.g. one count per video in a report):
+the first count of a model at an input shape and options runs as above and records a plan: the bookings of every
+*static* rule (one whose counts depend only on shapes, modules and options; ``register_rule(static=True)``) and
+of every op outside the covered modules, and the sequence of covered module calls. A later count with the same
+model object (same modules, same parameter storages), input shape, dtype, device, options and rule table runs
+the model with one forward hook that re-runs only the non-static (value-dependent) rules, and adds the recorded
+static bookings. Its module calls are checked against the plan's; on any difference the count is redone in
+full. A model whose code outside the covered modules reads a tensor value into Python (``.item()``,
+``if tensor:``, which may branch on data) or whose ops outside them need a value-dependent rule is never
+planned. The counts are identical either way (``count_ops(..., plan=False)`` always counts in full).
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ from __future__ import annotations
 import functools
 import weakref
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +50,7 @@ from torch._C import _pop_torch_dispatch_stack, _push_on_torch_dispatch_stack
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from svformer_deploy.energy.rules import OP_CLASSES, module_rule, op_rule
+from svformer_deploy.energy.rules import OP_CLASSES, Rule, module_rule, op_rule, table_version
 from svformer_deploy.errors import EnergyError
 from svformer_deploy.models.norm import TemporalBatchNorm
 
@@ -63,6 +75,11 @@ _META_OPS = {
     aten.sym_size, aten.stride, aten.sym_stride, aten.storage_offset, aten.sym_storage_offset, aten.numel,
     aten.sym_numel, aten.dim, torch.ops.prim.layout, torch.ops.prim.device,
 }
+
+
+# ops that read a tensor value into Python: code outside the covered modules that runs one may branch on data
+_VALUE_OPS = {aten._local_scalar_dense, aten.is_nonzero, aten.item, aten.equal, aten.nonzero, aten.nonzero_static,
+              aten.masked_select, aten._unique, aten._unique2, aten.unique_dim, aten.unique_consecutive}
 
 
 @dataclass
@@ -137,18 +154,26 @@ def _is_binary(x: Tensor) -> bool:
     """True when every element of ``x`` is exactly 0 or 1.
 
     A real tensor almost always shows a non-binary value among its first elements, so its first 8 elements
-    (read as Python numbers: cheaper than tensor ops), then a 256-element prefix are checked first; only tensors
-    that pass both are checked in full (one pass, one synchronisation).
+    (read as Python numbers: cheaper than tensor ops; for a non-contiguous tensor, the first 8 of its last axis),
+    then a 256-element prefix of a contiguous tensor are checked first; only tensors that pass are checked in
+    full (one pass, one synchronisation). x (x - 1) is 0 exactly where x is 0 or 1 (no overflow or underflow
+    reaches 0); NaN != 0 and NaN != 1, so NaN is not binary.
     """
     if x.dtype == torch.bool:
         return True
     if x.numel() == 0:
         return True
-    if x.is_contiguous():  # x (x - 1) is 0 exactly where x is 0 or 1 (no overflow or underflow reaches 0)
-        if any(v != 0 and v != 1 for v in x.view(-1)[:8].tolist()):  # NaN != 0 and NaN != 1: not binary
+    if x.is_contiguous():
+        if any(v != 0 and v != 1 for v in x.view(-1)[:8].tolist()):
             return False
         head = x.view(-1)[:256]
         if bool((head * (head - 1)).any()):
+            return False
+    else:
+        row = x
+        while row.dim() > 1:
+            row = row[0]
+        if any(v != 0 and v != 1 for v in row.reshape(-1)[:8].tolist()):
             return False
     return not bool((x * (x - 1)).any())
 
@@ -167,18 +192,21 @@ class OpCounter:
     """
 
     def __init__(self, model: nn.Module, num_steps: int | None, batch: int, dense: bool = False,
-                 fold_bn: bool = False, skip_zero_macs: bool = False) -> None:
+                 fold_bn: bool = False, skip_zero_macs: bool = False, *, plan: "_Plan | None" = None) -> None:
         self.model = model
         self.T = num_steps
         self.B = batch
         self.dense = dense
         self.fold_bn = fold_bn
         self.skip_zero_macs = skip_zero_macs and not dense
-        self.names = {m: n for n, m in model.named_modules()}
-        self._module_rules = {m: r for m in self.names if (r := module_rule(m)) is not None}
-        self.weights = {_storage_key(p) for m in self.names for p in (*m._parameters.values(), *m._buffers.values())
-                        if p is not None}
-        self.weights -= {-1, 0}
+        if plan is None:
+            self.names = {m: n for n, m in model.named_modules()}
+            self._module_rules = {m: r for m in self.names if (r := module_rule(m)) is not None}
+            self.weights = {_storage_key(p) for m in self.names
+                            for p in (*m._parameters.values(), *m._buffers.values()) if p is not None}
+            self.weights -= {-1, 0}
+        else:  # replaying a plan: its hook knows the covered modules; the weights are the plan's (same storages)
+            self.names, self._module_rules, self.weights = {}, {}, plan.weights
         self.stack: list[tuple[str, nn.Module]] = []
         self.counts: dict[tuple[str, str], list[Any]] = defaultdict(list)  # (layer, class) -> per-t vectors
         self.order: dict[str, int] = {}
@@ -197,6 +225,19 @@ class OpCounter:
         self._in_rule = False
         self._uses: list[tuple[str, Tensor]] = []  # (layer, weight uses as a tensor of counts)
         self.trace_covered = False
+        # recording a counting plan: bookings of static rules and of ops outside covered modules are also kept
+        # apart (they are what a plan replays); _plannable turns False when this forward cannot be replayed
+        self.recording = False
+        self._static_now = False
+        self._plannable = True
+        self._static_counts: dict[tuple[str, str], list[Any]] = defaultdict(list)
+        self._static_mem: dict[str, dict[str, Any]] = defaultdict(lambda: dict.fromkeys(MEMORY_COLUMNS[1:], 0))
+        self._static_uses: list[tuple[str, Tensor]] = []
+        self._calls: list[nn.Module] = []  # covered modules, in the order they returned
+        self._call_rules: dict[nn.Module, tuple[str, Rule]] = {}
+        self._spiking_calls: set[nn.Module] = set()
+        self._base: tuple[list[tuple[str, str]], np.ndarray] | None = None  # a replayed plan's static bookings
+        self._memo: dict[Any, Any] = {}  # see memo(); a plan shares it with the counts that replay it
 
     # ---------------------------------------------------------------- module tracking
     def _pre(self, module: nn.Module, args: tuple) -> None:
@@ -213,7 +254,11 @@ class OpCounter:
         self._covered.append((module, rule))
         if not rule.after:
             self._rule = rule.name
-            rule.fn(self, name or "model", module, args[0])
+            self._static_now = self.recording and rule.static
+            try:
+                rule.fn(self, name or "model", module, args[0])
+            finally:
+                self._static_now = False
         if not self.trace_covered and self._mode is not None and not self._paused:
             # the module rule covers its ops: stop intercepting them (the mode stays entered; only the dispatch
             # stack entry is taken off and put back in _post, which is cheaper than leaving the mode)
@@ -227,14 +272,21 @@ class OpCounter:
             if rule.after:
                 self._rule = rule.name
                 self._in_rule = True  # with trace_covered, the rule's own tensor ops are not the model's
+                self._static_now = self.recording and rule.static
                 try:
                     rule.fn(self, self.layer, module, args, out)
                 finally:
                     self._in_rule = False
+                    self._static_now = False
             covered.pop()
+            if self.recording:
+                self._calls.append(module)
+                self._call_rules[module] = (self.layer, rule)
         if self._spiking and module in self._spiking and isinstance(out, Tensor):
             self._spiking.discard(module)
             self._spike_outputs[_storage_key(out)] = weakref.ref(out)
+            if self.recording:
+                self._spiking_calls.add(module)
         if self._paused is module and self._mode is not None:
             _push_on_torch_dispatch_stack(self._mode)
             self._paused = None
@@ -284,6 +336,8 @@ class OpCounter:
         layer = self.layer if layer is None else layer
         self.order.setdefault(layer, len(self.order))
         self.counts[(layer, op_class)].append(per_t)
+        if self._static_now:
+            self._static_counts[(layer, op_class)].append(per_t)
         if self._rule is not None:
             self.rules_used.setdefault(self._rule, None)
 
@@ -348,35 +402,64 @@ class OpCounter:
             return "binary"
         return "binary" if _is_binary(t) else "real"
 
+    def memo(self, key: Any, make: Callable[[], Any]) -> Any:
+        """``make()``, computed once per ``key`` for this counter and the counts that replay its plan: for a
+        rule's facts that depend only on shapes, kinds and options (the key must hold all it depends on)."""
+        v = self._memo.get(key)
+        if v is None:
+            v = self._memo[key] = make()
+        return v
+
+    @staticmethod
+    def synapse_facts(weight: Tensor | None, act: Tensor, kind: str, out: Tensor | None,
+                      passes: int) -> dict[str, int]:
+        """A synaptic op's memory facts but ``weight_values`` and ``weight_uses`` (see :data:`MEMORY_COLUMNS`):
+        weights read ``passes`` times when stationary, input values read, output values written."""
+        d: dict[str, int] = {}
+        if weight is not None:
+            d["weight_reads"] = weight.numel() * passes
+            d["passes"] = passes
+        d["binary_act_values" if kind == "binary" else "real_act_values"] = act.numel()
+        if out is not None:
+            d["real_out_values"] = out.numel()
+        return d
+
     def read_synapse(self, weight: Tensor | None, act: Tensor, kind: str, out: Tensor | None, passes: int,
                      weight_uses: Any) -> None:
         """Record a synaptic op's memory facts (see :data:`MEMORY_COLUMNS`)."""
+        self.read_facts(weight, self.synapse_facts(weight, act, kind, out, passes), weight_uses)
+
+    def read_facts(self, weight: Tensor | None, facts: dict[str, int], weight_uses: Any) -> None:
+        """Record :meth:`synapse_facts`, plus the weight's footprint the first time this layer reads it in this
+        forward, and ``weight_uses`` (an int, a list per timestep or a tensor of counts) when there is a weight."""
         layer = self.layer
-        m = self.mem[layer]
         if weight is not None:
             key = (layer, _storage_key(weight))
             if key not in self._seen_weights:
                 self._seen_weights.add(key)
-                m["weight_values"] += weight.numel()
-            m["weight_reads"] += weight.numel() * passes
-            m["passes"] += passes
+                self._add_mem(layer, {"weight_values": weight.numel()})
             if isinstance(weight_uses, Tensor):
                 self._uses.append((layer, weight_uses))  # summed once for all layers in result()
+                if self._static_now:
+                    self._static_uses.append((layer, weight_uses))
             else:
-                m["weight_uses"] += sum(weight_uses) if isinstance(weight_uses, list) else weight_uses
-        m["binary_act_values" if kind == "binary" else "real_act_values"] += act.numel()
-        if out is not None:
-            m["real_out_values"] += out.numel()
+                self._add_mem(layer, {"weight_uses": sum(weight_uses) if isinstance(weight_uses, list)
+                                      else weight_uses})
+        self._add_mem(layer, facts)
+
+    def _add_mem(self, layer: str, d: dict[str, Any]) -> None:
+        for m in (self.mem[layer], self._static_mem[layer]) if self._static_now else (self.mem[layer],):
+            for k, v in d.items():
+                m[k] += v
 
     def read_neuron(self, layer: str, updates: int, stateful: bool, spikes: bool) -> None:
         """Record a neuron layer's memory facts: ``updates`` element-steps; the state V read and written per
         update when ``stateful``; outputs written as spikes (1 bit) or real values."""
-        m = self.mem[layer]
         self.order.setdefault(layer, len(self.order))
         if spikes and self._covered:
             self._spiking.add(self._covered[-1][0])
-        m["state_values"] += 2 * updates if stateful else 0
-        m["binary_out_values" if spikes else "real_out_values"] += updates
+        self._add_mem(layer, {"state_values": 2 * updates if stateful else 0,
+                              "binary_out_values" if spikes else "real_out_values": updates})
 
     # ---------------------------------------------------------------- dispatch
     def handle(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
@@ -386,6 +469,8 @@ class OpCounter:
         if self._covered:
             self.internal[str(packet)] += 1
             return
+        if packet in _VALUE_OPS:
+            self._plannable = False
         rule = op_rule(packet)
         if rule is None:
             n = sum(t.numel() for t in tree_flatten(out)[0] if isinstance(t, Tensor))
@@ -393,18 +478,27 @@ class OpCounter:
             self.uncounted[str(packet)]["elements"] += int(n)
             return
         self._rule = rule.name
-        rule.fn(self, args, kwargs, out)
+        if not rule.static:
+            self._plannable = False
+            rule.fn(self, args, kwargs, out)
+            return
+        self._static_now = self.recording
+        try:
+            rule.fn(self, args, kwargs, out)
+        finally:
+            self._static_now = False
 
     # ---------------------------------------------------------------- result
-    def result(self, input_shape: tuple[int, ...]) -> OpCounts:
-        # one row per (layer, op class): columns 0..T-1 the per-timestep sums, column T the parts without a
-        # time axis (each rounded on its own, as booked); every value is an integer held exactly in float64
-        keys = list(self.counts)
+    def _accumulate(self, counts: dict[tuple[str, str], list[Any]], index: dict[tuple[str, str], int],
+                    mat: np.ndarray) -> None:
+        """Add bookings to ``mat`` (one row per key of ``index``): columns 0..T-1 the per-timestep sums, column T
+        the parts without a time axis (each rounded on its own, as booked); every value is an integer held
+        exactly in float64."""
         steps = self.T or 1
-        mat = np.zeros((len(keys), steps + 1), dtype=np.float64)
         rows_t, vecs, rows_l, lists = [], [], [], []  # per-timestep tensors / lists, added in one pass each
-        for i, k in enumerate(keys):
-            for p in self.counts[k]:
+        for k, parts in counts.items():
+            i = index[k]
+            for p in parts:
                 if isinstance(p, Tensor) and p.dim() == 1:
                     rows_t.append(i)
                     vecs.append(p)
@@ -420,6 +514,28 @@ class OpCounter:
             np.add.at(mat, (np.asarray(rows_t)[:, None], cols), torch.stack(vecs).to(torch.float64).numpy())
         if lists:
             np.add.at(mat, (np.asarray(rows_l)[:, None], cols), np.asarray(lists, dtype=np.float64))
+
+    def static_matrix(self) -> tuple[list[tuple[str, str]], np.ndarray]:
+        """The recorded static bookings as (keys, matrix) (see :meth:`_accumulate`)."""
+        keys = list(self._static_counts)
+        mat = np.zeros((len(keys), (self.T or 1) + 1), dtype=np.float64)
+        self._accumulate(self._static_counts, {k: i for i, k in enumerate(keys)}, mat)
+        return keys, mat
+
+    def result(self, input_shape: tuple[int, ...]) -> OpCounts:
+        # the bookings of this forward, plus, when a plan was replayed, its static bookings as one matrix
+        keys, base = self._base if self._base is not None else ([], None)
+        keys = list(keys)
+        index = {k: i for i, k in enumerate(keys)}
+        for k in self.counts:
+            if k not in index:
+                index[k] = len(keys)
+                keys.append(k)
+        steps = self.T or 1
+        mat = np.zeros((len(keys), steps + 1), dtype=np.float64)
+        if base is not None:
+            mat[:len(base)] = base
+        self._accumulate(self.counts, index, mat)
         counts = np.rint(mat).astype(np.int64)
         ki, ti = np.nonzero(counts)
         layer_of = np.array([k[0] for k in keys] or [""], dtype=object)
@@ -452,6 +568,120 @@ class OpCounter:
                         internal=dict(sorted(self.internal.items())), rules_used=tuple(self.rules_used))
 
 
+@dataclass
+class _Plan:
+    """What a later count of the same model, input shape and options replays (see the module docstring): the
+    bookings of static rules and of ops outside covered modules, the covered module calls in the order they
+    returned, each with its layer name and rule, the modules whose outputs are spikes by construction, and the
+    storage identities of the weights."""
+
+    keys: list[tuple[str, str]]
+    counts: np.ndarray
+    mem: dict[str, dict[str, Any]]
+    uses: list[tuple[str, Tensor]]
+    order: dict[str, int]
+    uncounted: dict[str, dict[str, int]]
+    internal: dict[str, int]
+    rules_used: dict[str, None]
+    calls: list[nn.Module]
+    rules: dict[nn.Module, tuple[str, Rule]]
+    spiking: frozenset[nn.Module]
+    weights: set[int]
+    memo: dict[Any, Any]
+
+    @classmethod
+    def of(cls, c: OpCounter) -> "_Plan":
+        keys, mat = c.static_matrix()
+        return cls(keys=keys, counts=mat,
+                   mem={k: dict(v) for k, v in c._static_mem.items()}, uses=list(c._static_uses),
+                   order=dict(c.order), uncounted={k: dict(v) for k, v in c.uncounted.items()},
+                   internal=dict(c.internal), rules_used=dict(c.rules_used), calls=list(c._calls),
+                   rules=dict(c._call_rules), spiking=frozenset(c._spiking_calls), weights=c.weights,
+                   memo=c._memo)
+
+
+_PLANS: "weakref.WeakKeyDictionary[nn.Module, dict[tuple, _Plan]]" = weakref.WeakKeyDictionary()
+_PLANS_PER_MODEL = 4
+
+
+def _plan_key(model: nn.Module, clips: Tensor, options: tuple) -> tuple:
+    """Identity of a count: every module object and the storage of every parameter and buffer (so a replaced
+    module or weight, or a model moved to another device or dtype, gets a new plan), the input's shape, dtype
+    and device, the options and the rule table's version."""
+    ids: list[int] = []
+    for m in model.modules():
+        ids.append(id(m))
+        for t in (*m._parameters.values(), *m._buffers.values()):
+            ids.append(0 if t is None else (t.data_ptr() or id(t)))
+    return (tuple(ids), tuple(clips.shape), clips.dtype, clips.device, options, table_version())
+
+
+def _replay(plan: _Plan, model: nn.Module, clips: Tensor, counter: OpCounter) -> bool:
+    """Run ``model(clips)`` re-running only the non-static rules of the covered modules, into ``counter`` seeded
+    with the plan's static bookings. Returns False (``counter`` then holds nothing usable) when the module calls
+    differ from the plan's or a module rule now declines its call."""
+    counter._base = (plan.keys, plan.counts)
+    counter._memo = plan.memo
+    counter.mem = defaultdict(lambda: dict.fromkeys(MEMORY_COLUMNS[1:], 0), {k: dict(v) for k, v in plan.mem.items()})
+    counter._uses = list(plan.uses)
+    counter.order = dict(plan.order)
+    counter.uncounted = defaultdict(lambda: {"calls": 0, "elements": 0},
+                                    {k: dict(v) for k, v in plan.uncounted.items()})
+    counter.internal = defaultdict(int, plan.internal)
+    counter.rules_used = dict(plan.rules_used)
+    spike_outputs = counter._spike_outputs
+    seen: list[nn.Module] = []
+    declined: list[nn.Module] = []
+
+    def wrap(module: nn.Module, name: str, rule: Rule, spiking: bool) -> Callable[..., Any]:
+        """``module.forward`` with the guard, the declined check, the rule when it is not static, and the
+        registration of an output that is spikes by construction."""
+        forward = module.forward
+        before = not rule.after and not rule.static
+
+        def counted_forward(*args: Any, **kwargs: Any) -> Any:
+            ok = rule.accepts is None or rule.accepts(module, args)
+            if not ok:
+                declined.append(module)
+            elif before:
+                _run(counter, name, module, rule, (args[0],))
+            out = forward(*args, **kwargs)
+            seen.append(module)
+            if ok and rule.after and not rule.static:
+                _run(counter, name, module, rule, (args, out))
+            if spiking and isinstance(out, Tensor):
+                spike_outputs[_storage_key(out)] = weakref.ref(out)
+            return out
+
+        return counted_forward
+
+    # the covered modules' forwards are wrapped for the duration of this forward (module hooks would take
+    # torch's slow call path on every covered module, about 1 ms per forward of svformer_tiny)
+    own = {m: m.__dict__["forward"] for m in plan.rules if "forward" in m.__dict__}
+    try:
+        for module, (name, rule) in plan.rules.items():
+            object.__setattr__(module, "forward", wrap(module, name, rule, module in plan.spiking))
+        with torch.no_grad():
+            model(clips)
+    finally:
+        for module in plan.rules:
+            if module in own:
+                object.__setattr__(module, "forward", own[module])
+            else:
+                module.__dict__.pop("forward", None)
+    return not declined and seen == plan.calls
+
+
+def _run(counter: OpCounter, name: str, module: nn.Module, rule: Rule, args: tuple) -> None:
+    """Call a module rule as the counter does (its module innermost on the stack)."""
+    counter.stack = [(name, module)]
+    counter._rule = rule.name
+    try:
+        rule.fn(counter, name, module, *args)
+    finally:
+        counter.stack = []
+
+
 class _CountingMode(TorchDispatchMode):
     def __init__(self, counter: OpCounter) -> None:
         super().__init__()
@@ -475,7 +705,7 @@ def _infer_steps(model: nn.Module, x: Tensor) -> int | None:
 
 def count_ops(model: nn.Module, clips: Tensor, *, dense: bool = False, fold_bn: bool = False,
               num_steps: int | None | str = "auto", batch: int | None = None,
-              trace_neurons: bool = False, skip_zero_macs: bool = False) -> OpCounts:
+              trace_neurons: bool = False, skip_zero_macs: bool = False, plan: bool = True) -> OpCounts:
     """Count the operations of ``model(clips)`` per layer x timestep x op class (rules: :mod:`.rules`).
 
     Args:
@@ -491,6 +721,8 @@ def count_ops(model: nn.Module, clips: Tensor, *, dense: bool = False, fold_bn: 
             and list them in ``OpCounts.internal`` (slower; their cost is given by the module rule either way).
         skip_zero_macs: MACs of a real activation x weight skip the activation's zeros (NeuroBench's effective
             MACs; the sparsity-aware ANN). Ignored with ``dense``.
+        plan: record a counting plan on the first count and replay it on later counts of the same model, input
+            shape and options (see the module docstring; the counts are the same). ``False`` counts in full.
 
     Returns:
         :class:`OpCounts`.
@@ -498,15 +730,30 @@ def count_ops(model: nn.Module, clips: Tensor, *, dense: bool = False, fold_bn: 
     if not isinstance(clips, Tensor):
         raise EnergyError(f"clips must be a tensor, got {type(clips).__name__}; pass a (B, C, T, H, W) batch")
     T = _infer_steps(model, clips) if num_steps == "auto" else num_steps
+    B = int(clips.shape[0] if batch is None else batch)
     was_training = model.training
     if was_training:
         model.eval()
-    counter = OpCounter(model, T, int(clips.shape[0] if batch is None else batch), dense=dense, fold_bn=fold_bn,
-                        skip_zero_macs=skip_zero_macs)
-    counter.trace_covered = trace_neurons
     try:
+        key = _plan_key(model, clips, (T, B, dense, fold_bn, skip_zero_macs)) if plan and not trace_neurons else None
+        plans = _PLANS.get(model) if key is not None else None
+        recorded = plans.get(key) if plans else None
+        if recorded is not None:
+            counter = OpCounter(model, T, B, dense=dense, fold_bn=fold_bn, skip_zero_macs=skip_zero_macs,
+                                plan=recorded)
+            if _replay(recorded, model, clips, counter):
+                return counter.result(tuple(clips.shape))
+            del plans[key]  # the model ran other modules than when the plan was made: count in full
+        counter = OpCounter(model, T, B, dense=dense, fold_bn=fold_bn, skip_zero_macs=skip_zero_macs)
+        counter.trace_covered = trace_neurons
+        counter.recording = key is not None
         with torch.no_grad(), counter:
             model(clips)
+        if key is not None and counter._plannable:
+            plans = _PLANS.setdefault(model, {})
+            while len(plans) >= _PLANS_PER_MODEL:
+                del plans[next(iter(plans))]
+            plans[key] = _Plan.of(counter)
     finally:
         if was_training:
             model.train()

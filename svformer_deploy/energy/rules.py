@@ -46,7 +46,7 @@ from svformer_deploy.models.norm import TemporalBatchNorm
 from svformer_deploy.models.svformer import SpikeAttentionProduct, TConv2d
 
 __all__ = ["OP_CLASSES", "SYNAPTIC_CLASSES", "PRIMITIVE_OF", "Rule", "register_rule", "op_rule", "module_rule",
-           "list_rules", "rules_markdown"]
+           "list_rules", "rules_markdown", "table_version"]
 
 aten = torch.ops.aten
 
@@ -81,6 +81,7 @@ class Rule:
     fn: Callable[..., None]
     after: bool = False
     accepts: Callable[[nn.Module, tuple], bool] | None = None
+    static: bool = False
 
     @property
     def applies_to(self) -> str:
@@ -90,6 +91,12 @@ class Rule:
 _OP_RULES: dict[Any, Rule] = {}
 _MODULE_RULES: dict[type, Rule] = {}
 _ORDER: list[Rule] = []
+_VERSION = [0]  # bumped by every registration: a counting plan made under other rules is not reused
+
+
+def table_version() -> tuple[int, int, int]:
+    """Changes whenever a rule is registered or the rule tables are swapped (counting plans record it)."""
+    return _VERSION[0], id(_OP_RULES), id(_MODULE_RULES)
 
 
 def _clean(doc: str) -> str:
@@ -99,13 +106,18 @@ def _clean(doc: str) -> str:
 
 
 def register_rule(*keys: Any, name: str | None = None, after: bool = False,
-                  accepts: Callable[[nn.Module, tuple], bool] | None = None
+                  accepts: Callable[[nn.Module, tuple], bool] | None = None, static: bool = False
                   ) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """Decorator: register ``fn`` as the counting rule of ``keys`` (aten op overload packets or module types).
 
     The rule's docstring is its statement (required). A later registration for the same key replaces the earlier
     one, so users can override a built-in rule. Module rules only: ``after`` calls the rule after the module ran
-    (with its args and output); ``accepts(module, args)`` returning False leaves that call to the aten rules;
+    (with its args and output); ``accepts(module, args)`` returning False leaves that call to the aten rules.
+
+    ``static=True`` declares that what the rule books depends only on the module (its type and configuration),
+    the shapes of its arguments and output, whether an operand is a weight, and the counter's options, never on
+    activation values. The counter then replays a static rule's bookings from a counting plan instead of calling
+    it again (see :func:`svformer_deploy.energy.count_ops`); a rule that looks at values must stay non-static.
     """
     if not keys:
         raise EnergyError("register_rule needs at least one aten op or module type")
@@ -113,7 +125,8 @@ def register_rule(*keys: Any, name: str | None = None, after: bool = False,
     def deco(fn: Callable[..., None]) -> Callable[..., None]:
         if not (fn.__doc__ or "").strip():
             raise EnergyError(f"counting rule {fn.__name__!r} has no docstring; state the rule in its docstring")
-        rule = Rule(name or fn.__name__, tuple(keys), _clean(fn.__doc__ or ""), fn, after, accepts)
+        rule = Rule(name or fn.__name__, tuple(keys), _clean(fn.__doc__ or ""), fn, after, accepts, static)
+        _VERSION[0] += 1
         for k in keys:
             if isinstance(k, type):
                 if not issubclass(k, nn.Module):
@@ -216,8 +229,8 @@ def _events(ctx: Any, mask: Tensor, fan: Tensor, layout: Any) -> Any:
         flat = _FLAT32.get(key)
         if flat is None:
             flat = _FLAT32[key] = (fan[0, 0].reshape(-1).repeat(key[1]), float(fan.max()))
-        if per_t * flat[1] < _EXACT_F32:
-            return torch.mv(mask.reshape(T, -1), flat[0]).to(torch.float64)
+        if per_t * flat[1] < _EXACT_F32:  # exact in float32: the result keeps it (result() adds in float64)
+            return torch.mv(mask.reshape(T, -1), flat[0])
     f = _SPATIAL64.get(id(fan))
     if f is None:
         f = _SPATIAL64[id(fan)] = fan[0, 0].to(torch.float64)
@@ -250,24 +263,47 @@ def convolution(ctx: Any, args: tuple, kwargs: dict, out: Tensor) -> None:
 
 def _conv(ctx: Any, x: Tensor, w: Tensor, bias: Tensor | None, stride: Any, padding: Any, dilation: Any,
           transposed: bool, output_padding: Any, groups: int, out: Tensor) -> None:
-    """The :func:`convolution` rule on one call (shared by the aten rule and the module rule)."""
-    layout = ctx.layout(x)
+    """The :func:`convolution` rule on one call (shared by the aten rule and the module rule). ``x`` is
+    (N, C, ...), or (T, B, C, ...) from a time-folded module, taken as (T*B, C, ...) (``out`` likewise)."""
     kind = ctx.kind(x)
+    shape = x.shape if x.dim() == w.dim() else torch.Size((x.shape[0] * x.shape[1], *x.shape[2:]))
+    stride, padding, dilation, output_padding = tuple(stride), tuple(padding), tuple(dilation), tuple(output_padding)
+    key = ("convolution", shape, w.shape, kind, stride, padding, dilation, transposed, output_padding, groups,
+           bias is not None)
+    plan = ctx.memo(key, lambda: _conv_facts(ctx, x, shape, w, bias is not None, stride, padding, dilation,
+                                             transposed, output_padding, groups, out, kind))
+    layout, op_class, fan, count, facts, bias_count = plan
+    if fan is not None:
+        count = _events(ctx, _mask(x.reshape(shape), kind), fan, layout)
+    ctx.book(op_class, count)
+    ctx.read_facts(w, facts, count)
+    if bias_count is not None:
+        ctx.book("bias_add", bias_count)
+
+
+def _conv_facts(ctx: Any, x: Tensor, shape: torch.Size, w: Tensor, has_bias: bool, stride: tuple, padding: tuple,
+                dilation: tuple, transposed: bool, output_padding: tuple, groups: int, out: Tensor, kind: str) -> tuple:
+    """What a convolution call books that depends only on shapes, the input's kind and the options: (layout,
+    op class, fan-out map when the count is a sum over non-zero inputs else None, the dense count, memory facts,
+    bias count or None)."""
+    layout = ctx.layout(x)
+    fan, count = None, None
     if kind == "binary" or (ctx.skip_zero_macs and kind == "real"):
-        fan = _fanout(x.shape, w, stride, padding, dilation, transposed, output_padding, groups)
-        count = _events(ctx, _mask(x, kind), fan, layout)
-        ctx.book("ac" if kind == "binary" else "mac", count)
+        fan = _fanout(shape, w, stride, padding, dilation, transposed, output_padding, groups)
+        op_class = "ac" if kind == "binary" else "mac"
     else:
         cin = w.shape[0] if transposed else w.shape[1]
         total = (x.numel() * w.shape[1] if transposed else out.numel() * cin) * math.prod(w.shape[2:])
-        count = total
-        ctx.book("mac", ctx.even(total, layout if layout is not None and total % (ctx.T or 1) == 0 else None))
+        op_class = "mac"
+        count = ctx.even(total, layout if layout is not None and total % (ctx.T or 1) == 0 else None)
     # weight-stationary: the kernel is read once per image it slides over (x.shape[0]: T x B time-folded frames,
     # or B clips for a Conv3d whose kernel spans all T frames)
-    ctx.read_synapse(w, x, kind, out, passes=int(x.shape[0]), weight_uses=count)
-    if bias is not None:
+    facts = ctx.synapse_facts(w, x, kind, out, passes=int(shape[0]))
+    bias_count = None
+    if has_bias:
         out_layout = ctx.layout(out)
-        ctx.book("bias_add", ctx.even(out.numel(), out_layout) if out_layout is not None else out.numel())
+        bias_count = ctx.even(out.numel(), out_layout) if out_layout is not None else out.numel()
+    return layout, op_class, fan, count, facts, bias_count
 
 
 def _matmul(ctx: Any, a: Tensor, b: Tensor, out: Tensor, ka: str | None = None, kb: str | None = None) -> None:
@@ -275,34 +311,49 @@ def _matmul(ctx: Any, a: Tensor, b: Tensor, out: Tensor, ka: str | None = None, 
     the tensors they were reshaped from)."""
     ka = ctx.kind(a) if ka is None else ka
     kb = ctx.kind(b) if kb is None else kb
+    form, layout, op_class, count, facts, facts_b = ctx.memo(
+        ("matmul", a.shape, b.shape, out.shape, ka, kb), lambda: _matmul_facts(ctx, a, b, out, ka, kb))
+    if form == "weight @ act":  # per output column (no time axis recovered)
+        na = torch.full(a.shape[-1:], float(a.shape[-2]), device=b.device)
+        count = ctx.split(((_mask(b, kb).transpose(-2, -1) @ na.unsqueeze(-1)).squeeze(-1)), None)
+    elif form == "act @ weight":
+        count = ctx.split(_mask(a, ka), layout, bound=1) * b.shape[-1]  # nnz(a) x N
+    elif form == "act @ act":
+        per_row = (_mask(a, ka) @ _mask(b, kb).sum(-1).unsqueeze(-1)).squeeze(-1)  # sum_k [a_mk != 0] nnz(b_k)
+        count = ctx.split(per_row, layout, bound=a.shape[-1] * b.shape[-1])
+    ctx.book(op_class, count)
+    if facts_b is None:
+        ctx.read_facts(a if ka == "weight" else b, facts, count)
+    else:
+        ctx.read_facts(None, facts, 0)
+        ctx.read_facts(None, facts_b, 0)
+
+
+def _matmul_facts(ctx: Any, a: Tensor, b: Tensor, out: Tensor, ka: str, kb: str) -> tuple:
+    """What a matrix product books that depends only on shapes, the operands' kinds and the options: (form:
+    "dense" or which operand the count sums over, layout, op class, the dense count, memory facts, memory facts
+    of the second activation or None when there is a weight)."""
     layout = ctx.layout(a) if ka != "weight" else ctx.layout(out)
     has_w = "weight" in (ka, kb)
     act, act_kind = (b, kb) if ka == "weight" else (a, ka)
     rows = a.shape[0] if a.dim() == 3 else 1
     sparse = ctx.skip_zero_macs and has_w and act_kind == "real"
+    count: Any = None
     if "binary" not in (ka, kb) and not sparse:
-        total = rows * a.shape[-2] * a.shape[-1] * b.shape[-1]
-        count: Any = total
-        ctx.book("mac", ctx.even(total, layout))
-    elif ka == "weight":  # weight @ activation: per output column (no time axis recovered)
-        na = torch.full(a.shape[-1:], float(a.shape[-2]), device=b.device)
-        count = ctx.split(((_mask(b, kb).transpose(-2, -1) @ na.unsqueeze(-1)).squeeze(-1)), None)
-        ctx.book("ac" if kb == "binary" else "mac", count)
+        form, op_class = "dense", "mac"
+        count = ctx.even(rows * a.shape[-2] * a.shape[-1] * b.shape[-1], layout)
+    elif ka == "weight":
+        form, op_class = "weight @ act", "ac" if kb == "binary" else "mac"
+    elif kb == "weight":
+        form, op_class = "act @ weight", "ac" if ka == "binary" else "mac"
     else:
-        ma = _mask(a, ka)
-        if kb == "weight":
-            count = ctx.split(ma, layout, bound=1) * b.shape[-1]  # nnz(a) x N
-        else:
-            per_row = (ma @ _mask(b, kb).sum(-1).unsqueeze(-1)).squeeze(-1)  # pairs[m] = sum_k [a_mk != 0] nnz(b_k)
-            count = ctx.split(per_row, layout, bound=a.shape[-1] * b.shape[-1])
-        ctx.book(("ac" if ka == "binary" else "mac") if kb == "weight" else "spike_product", count)
+        form, op_class = "act @ act", "spike_product"
     if has_w:
         w = a if ka == "weight" else b
         passes = ctx.T * ctx.B if ctx.T and layout is not None else ctx.B
-        ctx.read_synapse(w, act, act_kind, out, passes=passes, weight_uses=count)
-    else:
-        ctx.read_synapse(None, a, ka, out, passes=0, weight_uses=0)
-        ctx.read_synapse(None, b, kb, None, passes=0, weight_uses=0)
+        return form, layout, op_class, count, ctx.synapse_facts(w, act, act_kind, out, passes), None
+    return (form, layout, op_class, count, ctx.synapse_facts(None, a, ka, out, 0),
+            ctx.synapse_facts(None, b, kb, None, 0))
 
 
 @register_rule(aten.mm, aten.bmm)
@@ -333,7 +384,7 @@ _BN_OPS = (aten.native_batch_norm, aten._native_batch_norm_legit_no_training, at
            aten.batch_norm, aten.cudnn_batch_norm, aten.miopen_batch_norm)
 
 
-@register_rule(*_BN_OPS)
+@register_rule(*_BN_OPS, static=True)
 def batch_norm(ctx: Any, args: tuple, kwargs: dict, out: Any) -> None:
     """Eval BatchNorm = per-element affine y = s x + b: `bn_mul` + `bn_add`, 1 each per element. With
     fold_bn, a time-invariant BN (shared statistics, BatchNorm3d) is folded into the preceding layer: `bn_folded`,
@@ -364,21 +415,21 @@ def _sum_class(ctx: Any, args: tuple, same_shape_is_residual: bool) -> str:
     return "add"
 
 
-@register_rule(aten.add, aten.add_)
+@register_rule(aten.add, aten.add_, static=True)
 def add(ctx: Any, args: tuple, kwargs: dict, out: Tensor) -> None:
     """Element-wise sum, 1 per output element: `bias_add` when an operand is a parameter, `residual_add` for the
     sum of two same-shape activations (the residual streams), `add` otherwise (including adding a scalar)."""
     _elementwise(ctx, _sum_class(ctx, args, True), out)
 
 
-@register_rule(aten.sub, aten.sub_, aten.rsub)
+@register_rule(aten.sub, aten.sub_, aten.rsub, static=True)
 def subtract(ctx: Any, args: tuple, kwargs: dict, out: Tensor) -> None:
     """Element-wise difference, 1 per output element: `bias_add` when an operand is a parameter, `add`
     otherwise."""
     _elementwise(ctx, _sum_class(ctx, args, False), out)
 
 
-@register_rule(aten.mul, aten.mul_, aten.div, aten.div_)
+@register_rule(aten.mul, aten.mul_, aten.div, aten.div_, static=True)
 def mul(ctx: Any, args: tuple, kwargs: dict, out: Tensor) -> None:
     """Element-wise product or quotient, 1 per output element: `scale_mul` by a scalar (the attention's
     x d^-0.5 = x0.125), `mul` otherwise."""
@@ -387,7 +438,7 @@ def mul(ctx: Any, args: tuple, kwargs: dict, out: Tensor) -> None:
 
 
 @register_rule(aten.relu, aten.relu_, aten.clamp_min, aten.clamp_min_, aten.threshold, aten.hardtanh,
-               aten.hardtanh_)
+               aten.hardtanh_, static=True)
 def activation(ctx: Any, args: tuple, kwargs: dict, out: Tensor) -> None:
     """ReLU-like max(x, 0) (or a clamp): `activation`, one comparison per element."""
     _elementwise(ctx, "activation", out)
@@ -401,14 +452,14 @@ def activation(ctx: Any, args: tuple, kwargs: dict, out: Tensor) -> None:
     aten.fill_, aten.zero_, aten.detach, aten.alias, aten.cat, aten.stack, aten.lift_fresh, aten.lift_fresh_copy,
     aten.new_empty, aten.new_zeros, aten.new_ones, aten.as_strided, aten.index_select, aten.narrow, aten.movedim,
     aten.constant_pad_nd, aten.roll, aten.pad, aten.masked_fill, aten.where, aten.arange, aten.scalar_tensor,
-    aten._local_scalar_dense, aten.repeat, aten.dropout, aten.native_dropout)
+    aten._local_scalar_dense, aten.repeat, aten.dropout, aten.native_dropout, static=True)
 def data_movement(ctx: Any, args: tuple, kwargs: dict, out: Any) -> None:
     """Views, reshapes, permutes, copies, concatenation, dtype casts, allocation, selects: free (0 ops).
     Any executed aten op without a rule is listed as uncounted, with its calls and output elements."""
 
 
 # ---------------------------------------------------------------------------------------------- neuron modules
-@register_rule(PLIF)
+@register_rule(PLIF, static=True)
 def plif(ctx: Any, name: str, module: nn.Module, x: Tensor) -> None:
     """PLIF neuron, per element per timestep: H = V + (X - V) (1/tau) is 1 `neuron_mul` + 2 `neuron_add`, the
     threshold comparison H >= V_th 1 `neuron_add`; the hard reset is a select (free): 1 `neuron_mul` +
@@ -421,7 +472,7 @@ def plif(ctx: Any, name: str, module: nn.Module, x: Tensor) -> None:
     ctx.read_neuron(name, x.numel(), stateful=True, spikes=True)
 
 
-@register_rule(ReLUNeuron)
+@register_rule(ReLUNeuron, static=True)
 def relu_neuron(ctx: Any, name: str, module: nn.Module, x: Tensor) -> None:
     """ReLU neuron (the ANN twin's stand-in for PLIF): `activation`, 1 comparison per element; no state; its
     real-valued output is written at the profile's bytes per value."""
@@ -457,11 +508,8 @@ def _stock_conv(module: nn.Module, args: tuple) -> bool:
 def conv_module(ctx: Any, name: str, module: nn.Module, args: tuple, out: Tensor) -> None:
     """`nn.Conv1d/2d/3d` (and the time-folded `TConv2d`, its input (T, B, C, H, W) taken as (T*B, C, H, W)):
     the `convolution` rule applied to the module's input, weight, bias and output."""
-    x = args[0]
-    if x.dim() == len(module.kernel_size) + 3:
-        x, out = x.flatten(0, 1), out.flatten(0, 1)
     ctx.using("convolution")
-    _conv(ctx, x, module.weight, module.bias, module.stride, module.padding, module.dilation, False,
+    _conv(ctx, args[0], module.weight, module.bias, module.stride, module.padding, module.dilation, False,
           [0] * len(module.stride), module.groups, out)
 
 
@@ -488,7 +536,8 @@ def _stock_bn(module: nn.Module, args: tuple) -> bool:
         and (fwd is TemporalBatchNorm.forward or fwd is nn.modules.batchnorm._BatchNorm.forward)
 
 
-@register_rule(nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, TemporalBatchNorm, after=True, accepts=_stock_bn)
+@register_rule(nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, TemporalBatchNorm, after=True, accepts=_stock_bn,
+               static=True)
 def batch_norm_module(ctx: Any, name: str, module: nn.Module, args: tuple, out: Tensor) -> None:
     """Eval-mode `nn.BatchNorm1d/2d/3d` and `TemporalBatchNorm`: the `batch_norm` rule on the module's input
     (one element-wise affine per input element, split evenly over the timesteps)."""

@@ -319,3 +319,135 @@ def test_attention_product_reads_k_transpose_v_as_binary_exactly_when_it_is(kv_b
         rules._MODULE_RULES[SpikeAttentionProduct] = saved
     assert fast.df.equals(slow.df)
     assert fast.memory.drop(columns="layer").sum().equals(slow.memory.drop(columns="layer").sum())
+
+
+# ---------------------------------------------------------------------------------------------- counting plans
+def _same(a, b):
+    assert a.df.equals(b.df) and a.memory.equals(b.memory)
+    assert a.uncounted == b.uncounted and a.internal == b.internal and set(a.rules_used) == set(b.rules_used)
+
+
+@pytest.fixture
+def full_counts(monkeypatch):
+    """Number of counts that ran in full (entered the counting dispatch mode) rather than replaying a plan."""
+    from svformer_deploy.energy import counter
+
+    calls = [0]
+    enter = counter.OpCounter.__enter__
+
+    def spy(self):
+        calls[0] += 1
+        return enter(self)
+
+    monkeypatch.setattr(counter.OpCounter, "__enter__", spy)
+    return calls
+
+
+@pytest.mark.parametrize("model_kw,count_kw", [({}, {}), ({}, {"dense": True}), ({}, {"fold_bn": True}),
+                                               ({}, {"skip_zero_macs": True}), ({"bn": "per_timestep"}, {}),
+                                               ({"neuron": "relu"}, {"skip_zero_macs": True})])
+def test_a_replayed_plan_counts_exactly_what_a_full_count_does(full_counts, model_kw, count_kw):
+    torch.manual_seed(0)
+    m = create_model("svformer_tiny", **model_kw).eval()
+    with torch.no_grad():
+        for p in m.parameters():  # neurons fire at different rates on different clips
+            if p.dim() > 1:
+                p.mul_(3)
+    clips = [torch.randn(2, *m.config.input_shape) * s for s in (0.5, 1.0, 3.0)]
+    planned = [count_ops(m, x, **count_kw) for x in clips]
+    assert full_counts[0] == 1  # the first count made the plan, the next two replayed it
+    for x, got in zip(clips, planned):
+        _same(got, count_ops(m, x, plan=False, **count_kw))
+    assert planned[0].totals() != planned[2].totals() or count_kw.get("dense")  # the replays saw their own clips
+
+
+def test_a_plan_is_per_input_shape_and_options(full_counts):
+    m = create_model("svformer_tiny").eval()
+    x1, x2 = torch.randn(1, *m.config.input_shape), torch.randn(2, *m.config.input_shape)
+    for x in (x1, x2, x1, x2):
+        count_ops(m, x)
+    count_ops(m, x1, dense=True)
+    assert full_counts[0] == 3
+
+
+class _Switch(nn.Module):
+    """Runs its second conv only when ``use_b`` is set (Python state, not data)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(1, 2, 3, padding=1), nn.Conv2d(2, 2, 1)
+        self.use_b = True
+
+    def forward(self, x):
+        y = (self.a(x) > 0).float()
+        return self.b(y) if self.use_b else y
+
+
+def test_a_replay_whose_modules_differ_from_the_plan_counts_in_full(full_counts):
+    torch.manual_seed(0)
+    m, x = _Switch(), (torch.rand(1, 1, 6, 6) > 0.5).float()
+    count_ops(m, x, num_steps=None)
+    m.use_b = False
+    got = count_ops(m, x, num_steps=None)
+    assert full_counts[0] == 2  # the replay saw conv b missing and counted again
+    _same(got, count_ops(m, x, num_steps=None, plan=False))
+    assert "b" not in set(got.df["layer"])
+    assert all("forward" not in mod.__dict__ for mod in m.modules())  # the wrapped forwards were restored
+
+
+def test_a_forward_that_branches_on_values_is_never_planned(full_counts):
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(1, 2, 3, padding=1), nn.Conv2d(1, 2, 3, padding=1)
+
+        def forward(self, x):
+            return self.a(x) if x.sum() > 4 else self.b(x) + 1
+
+    from svformer_deploy.energy import counter
+
+    m = Branchy()
+    few, many = torch.zeros(1, 1, 4, 4), torch.ones(1, 1, 4, 4)
+    few[0, 0, 0, 0] = 1
+    assert set(count_ops(m, many, num_steps=None).df["layer"]) == {"a"}
+    assert set(count_ops(m, few, num_steps=None).df["layer"]) == {"b", "model"}
+    assert full_counts[0] == 2 and m not in counter._PLANS
+
+
+def test_new_rules_weights_and_modules_each_get_a_new_plan(full_counts, scratch_registry):
+    from svformer_deploy.energy import register_rule
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Conv2d(2, 2, 1))
+    x = (torch.rand(1, 1, 5, 5) > 0.5).float()
+    first = count_ops(m, x, num_steps=None)
+    m[1] = nn.Hardtanh(0, 1)  # another module object: another plan
+    _same(count_ops(m, x, num_steps=None), count_ops(m, x, num_steps=None, plan=False))
+    assert full_counts[0] == 3
+    m.double()
+    m.float()  # parameters in new storage: whether or not it is at the old addresses, the counts hold
+    _same(count_ops(m, x, num_steps=None), count_ops(m, x, num_steps=None, plan=False))
+    m[1] = nn.ReLU()
+    _same(count_ops(m, x, num_steps=None), first)
+    n = full_counts[0]
+    count_ops(m, x, num_steps=None)
+    assert full_counts[0] == n  # same model, input and options: replayed
+
+    def half_relu(ctx, args, kwargs, out):
+        """ReLU counted as half an activation per element (a user's own convention)."""
+        ctx.book("activation", out.numel() // 2)
+
+    register_rule(torch.ops.aten.relu, static=True)(half_relu)
+    got = count_ops(m, x, num_steps=None)
+    assert full_counts[0] == n + 1  # the rule table changed: the plan was made under other rules
+    assert got.totals()["activation"] * 2 == first.totals()["activation"]
+
+
+def test_an_error_during_a_replay_leaves_the_model_unwrapped():
+    m = _Switch()
+    x = (torch.rand(1, 1, 6, 6) > 0.5).float()
+    count_ops(m, x, num_steps=None)
+    with pytest.raises(RuntimeError):
+        count_ops(m, torch.rand(1, 3, 6, 6), num_steps=None)  # wrong channel count: conv a raises
+    assert all("forward" not in mod.__dict__ for mod in m.modules())
+    _same(count_ops(m, x, num_steps=None), count_ops(m, x, num_steps=None, plan=False))
