@@ -237,6 +237,7 @@ class OpCounter:
         self._call_rules: dict[nn.Module, tuple[str, Rule]] = {}
         self._spiking_calls: set[nn.Module] = set()
         self._base: tuple[list[tuple[str, str]], np.ndarray] | None = None  # a replayed plan's static bookings
+        self._mem_base: tuple[list[str], np.ndarray] | None = None  # and its static memory facts
         self._memo: dict[Any, Any] = {}  # see memo(); a plan shares it with the counts that replay it
 
     # ---------------------------------------------------------------- module tracking
@@ -393,11 +394,12 @@ class OpCounter:
 
     def kind(self, t: Tensor) -> str:
         """``"weight"``, ``"binary"`` or ``"real"`` (see :mod:`svformer_deploy.energy.rules`)."""
-        if _storage_key(t) in self.weights:
+        key = _storage_key(t)
+        if key in self.weights:
             return "weight"
         if self.dense:
             return "real"
-        ref = self._spike_outputs.get(_storage_key(t))
+        ref = self._spike_outputs.get(key)
         if ref is not None and ref() is not None:  # a view of a live neuron output: spikes by construction
             return "binary"
         return "binary" if _is_binary(t) else "real"
@@ -429,12 +431,19 @@ class OpCounter:
         """Record a synaptic op's memory facts (see :data:`MEMORY_COLUMNS`)."""
         self.read_facts(weight, self.synapse_facts(weight, act, kind, out, passes), weight_uses)
 
-    def read_facts(self, weight: Tensor | None, facts: dict[str, int], weight_uses: Any) -> None:
+    @staticmethod
+    def storage_key(t: Tensor) -> int:
+        """Identity of the memory behind ``t`` (what :meth:`kind` and :meth:`read_facts` compare)."""
+        return _storage_key(t)
+
+    def read_facts(self, weight: Tensor | None, facts: dict[str, int], weight_uses: Any,
+                   weight_key: int | None = None) -> None:
         """Record :meth:`synapse_facts`, plus the weight's footprint the first time this layer reads it in this
-        forward, and ``weight_uses`` (an int, a list per timestep or a tensor of counts) when there is a weight."""
+        forward, and ``weight_uses`` (an int, a list per timestep or a tensor of counts) when there is a weight
+        (``weight_key``: its :meth:`storage_key`, when the caller has it)."""
         layer = self.layer
         if weight is not None:
-            key = (layer, _storage_key(weight))
+            key = (layer, _storage_key(weight) if weight_key is None else weight_key)
             if key not in self._seen_weights:
                 self._seen_weights.add(key)
                 self._add_mem(layer, {"weight_values": weight.numel()})
@@ -509,11 +518,11 @@ class OpCounter:
                     mat[i, :steps] += p
                 else:
                     mat[i, steps] += round(float(p))
-        cols = np.arange(steps)[None, :]
+        cells = torch.from_numpy(mat)[:, :steps]  # a view: index_add_ writes into mat
         if vecs:
-            np.add.at(mat, (np.asarray(rows_t)[:, None], cols), torch.stack(vecs).to(torch.float64).numpy())
+            cells.index_add_(0, torch.tensor(rows_t), torch.stack(vecs).to(torch.float64))
         if lists:
-            np.add.at(mat, (np.asarray(rows_l)[:, None], cols), np.asarray(lists, dtype=np.float64))
+            cells.index_add_(0, torch.tensor(rows_l), torch.tensor(lists, dtype=torch.float64))
 
     def static_matrix(self) -> tuple[list[tuple[str, str]], np.ndarray]:
         """The recorded static bookings as (keys, matrix) (see :meth:`_accumulate`)."""
@@ -546,22 +555,31 @@ class OpCounter:
         timestep = np.where(ti == steps, -1, ti).astype(np.int64)
         idx = np.lexsort((op_rank[ki], timestep, layer_rank[ki]))
         ki, timestep = ki[idx], timestep[idx]
-        df = pd.DataFrame({"layer": pd.Series(layer_of[ki], dtype=object), "timestep": timestep,
-                           "op_class": pd.Series(class_of[ki], dtype=object), "count": counts[ki, ti[idx]]})
-        mem_layers = sorted(self.mem, key=lambda layer: self.order.get(layer, 1 << 30))
-        uses = dict.fromkeys(mem_layers, 0.0)
-        if self._uses:
-            flat = torch.cat([t.reshape(-1) for _, t in self._uses]).to(torch.float64).numpy()
-            part = np.repeat(np.arange(len(self._uses)), [t.numel() for _, t in self._uses])
-            for (layer, _), v in zip(self._uses, np.bincount(part, weights=flat, minlength=len(self._uses))):
-                uses[layer] += v
-        mem_cols: dict[str, Any] = {"layer": np.array(mem_layers, dtype=object)}
-        for c in MEMORY_COLUMNS[1:]:
-            vals = [self.mem[layer][c] for layer in mem_layers]
-            if c == "weight_uses":
-                vals = [round(float(v) + uses[layer]) for v, layer in zip(vals, mem_layers)]
-            mem_cols[c] = np.array(vals, dtype=np.int64)
-        mem = pd.DataFrame(mem_cols)
+        df = pd.DataFrame({"layer": layer_of[ki], "timestep": timestep, "op_class": class_of[ki],
+                           "count": counts[ki, ti[idx]]})
+        cols = MEMORY_COLUMNS[1:]
+        layers, base_facts = self._mem_base if self._mem_base is not None else ([], None)
+        layers = list(layers)
+        row = {layer: i for i, layer in enumerate(layers)}
+        for layer in self.mem:
+            if layer not in row:
+                row[layer] = len(layers)
+                layers.append(layer)
+        facts = np.zeros((len(layers), len(cols)), dtype=np.float64)
+        if base_facts is not None:
+            facts[:len(base_facts)] = base_facts
+        for layer, d in self.mem.items():
+            facts[row[layer]] += [d[c] for c in cols]
+        if self._uses:  # weight uses booked as tensors of counts: one segmented sum for all of them
+            flat = torch.cat([t.reshape(-1) for _, t in self._uses]).to(torch.float64)
+            seg = torch.repeat_interleave(torch.tensor([row[layer] for layer, _ in self._uses]),
+                                          torch.tensor([t.numel() for _, t in self._uses]))
+            uses = torch.zeros(len(layers), dtype=torch.float64).index_add_(0, seg, flat).numpy()
+            facts[:, cols.index("weight_uses")] += uses
+        perm = sorted(range(len(layers)), key=lambda i: self.order.get(layers[i], 1 << 30))
+        mem_layers = [layers[i] for i in perm]
+        mem = pd.DataFrame(np.rint(facts[perm]).astype(np.int64).reshape(len(layers), len(cols)), columns=cols)
+        mem.insert(0, "layer", np.array(mem_layers, dtype=object))
         mode = "dense" if self.dense else "sparse" if self.skip_zero_macs else "exact"
         return OpCounts(df=df, memory=mem, num_steps=self.T, batch=self.B, input_shape=tuple(input_shape), mode=mode,
                         uncounted={k: dict(v) for k, v in sorted(self.uncounted.items())},
@@ -577,7 +595,8 @@ class _Plan:
 
     keys: list[tuple[str, str]]
     counts: np.ndarray
-    mem: dict[str, dict[str, Any]]
+    mem_layers: list[str]
+    mem: np.ndarray
     uses: list[tuple[str, Tensor]]
     order: dict[str, int]
     uncounted: dict[str, dict[str, int]]
@@ -593,7 +612,10 @@ class _Plan:
     def of(cls, c: OpCounter) -> "_Plan":
         keys, mat = c.static_matrix()
         return cls(keys=keys, counts=mat,
-                   mem={k: dict(v) for k, v in c._static_mem.items()}, uses=list(c._static_uses),
+                   mem_layers=list(c._static_mem),
+                   mem=np.array([[d[k] for k in MEMORY_COLUMNS[1:]] for d in c._static_mem.values()],
+                                dtype=np.float64).reshape(len(c._static_mem), len(MEMORY_COLUMNS) - 1),
+                   uses=list(c._static_uses),
                    order=dict(c.order), uncounted={k: dict(v) for k, v in c.uncounted.items()},
                    internal=dict(c.internal), rules_used=dict(c.rules_used), calls=list(c._calls),
                    rules=dict(c._call_rules), spiking=frozenset(c._spiking_calls), weights=c.weights,
@@ -609,10 +631,18 @@ def _plan_key(model: nn.Module, clips: Tensor, options: tuple) -> tuple:
     module or weight, or a model moved to another device or dtype, gets a new plan), the input's shape, dtype
     and device, the options and the rule table's version."""
     ids: list[int] = []
-    for m in model.modules():
+    todo, seen = [model], set()
+    while todo:  # every module once, depth first (model.modules() without building the dotted names)
+        m = todo.pop()
+        if id(m) in seen:
+            continue
+        seen.add(id(m))
         ids.append(id(m))
-        for t in (*m._parameters.values(), *m._buffers.values()):
+        for t in m._parameters.values():
             ids.append(0 if t is None else (t.data_ptr() or id(t)))
+        for t in m._buffers.values():
+            ids.append(0 if t is None else (t.data_ptr() or id(t)))
+        todo.extend(c for c in m._modules.values() if c is not None)
     return (tuple(ids), tuple(clips.shape), clips.dtype, clips.device, options, table_version())
 
 
@@ -622,7 +652,7 @@ def _replay(plan: _Plan, model: nn.Module, clips: Tensor, counter: OpCounter) ->
     differ from the plan's or a module rule now declines its call."""
     counter._base = (plan.keys, plan.counts)
     counter._memo = plan.memo
-    counter.mem = defaultdict(lambda: dict.fromkeys(MEMORY_COLUMNS[1:], 0), {k: dict(v) for k, v in plan.mem.items()})
+    counter._mem_base = (plan.mem_layers, plan.mem)
     counter._uses = list(plan.uses)
     counter.order = dict(plan.order)
     counter.uncounted = defaultdict(lambda: {"calls": 0, "elements": 0},

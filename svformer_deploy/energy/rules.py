@@ -207,30 +207,21 @@ def _fanout(x_shape: torch.Size, weight: Tensor, stride: Any, padding: Any, dila
 
 
 _SPATIAL64: dict[int, Tensor] = {}  # id of a cached fan-out map -> its spatial map, float64
-_FLAT32: dict[tuple[int, int], tuple[Tensor, float]] = {}  # (id of a fan-out map, repeats) -> (flat map, max)
 _EXACT_F32 = 1 << 24  # every integer up to 2**24 is exact in float32
 
 
 def _events(ctx: Any, mask: Tensor, fan: Tensor, layout: Any) -> Any:
     """Sum of fan-out over the non-zero elements of ``mask`` (0/1 float), per timestep when it has a time axis.
 
-    When the fan-out map does not depend on the channel (plain convolutions) and the layout is time-folded,
-    the per-timestep sums are one float32 matrix-vector product of the (T, images x C x H x W) mask with the
-    spatial map repeated over images and channels, exact when (elements per timestep) x max(fan-out) < 2**24
-    (every partial sum an integer below 2**24); otherwise ``mask`` is first summed over batch and channels
-    (exact in float32 for fewer than 2**24 terms), then weighted by the spatial map in float64.
+    (The convolution rule takes a faster path for a binary float32 time-folded input when it is exact: one
+    float32 matrix-vector product of the (T, images x C x H x W) input with the spatial map repeated over images
+    and channels, exact when (elements per timestep) x max(fan-out) < 2**24.) Here, when the fan-out map does not
+    depend on the channel, ``mask`` is first summed over batch and channels (exact in float32 for fewer than
+    2**24 terms), then weighted by the spatial map in float64.
     """
     if fan.shape[1] != 1:
         return ctx.split(mask * fan, layout)
     T = ctx.T
-    if layout is not None and layout[0] == "lead" and mask.dtype == torch.float32:
-        per_t = mask.numel() // T
-        key = (id(fan), per_t // fan.numel())
-        flat = _FLAT32.get(key)
-        if flat is None:
-            flat = _FLAT32[key] = (fan[0, 0].reshape(-1).repeat(key[1]), float(fan.max()))
-        if per_t * flat[1] < _EXACT_F32:  # exact in float32: the result keeps it (result() adds in float64)
-            return torch.mv(mask.reshape(T, -1), flat[0])
     f = _SPATIAL64.get(id(fan))
     if f is None:
         f = _SPATIAL64[id(fan)] = fan[0, 0].to(torch.float64)
@@ -262,35 +253,48 @@ def convolution(ctx: Any, args: tuple, kwargs: dict, out: Tensor) -> None:
 
 
 def _conv(ctx: Any, x: Tensor, w: Tensor, bias: Tensor | None, stride: Any, padding: Any, dilation: Any,
-          transposed: bool, output_padding: Any, groups: int, out: Tensor) -> None:
-    """The :func:`convolution` rule on one call (shared by the aten rule and the module rule). ``x`` is
-    (N, C, ...), or (T, B, C, ...) from a time-folded module, taken as (T*B, C, ...) (``out`` likewise)."""
+          transposed: bool, output_padding: Any, groups: int, out: Tensor, module: nn.Module | None = None) -> None:
+    """The :func:`convolution` rule on one call (shared by the aten rule and the module rule, which passes its
+    ``module``). ``x`` is (N, C, ...), or (T, B, C, ...) from a time-folded module, taken as (T*B, C, ...)
+    (``out`` likewise)."""
     kind = ctx.kind(x)
-    shape = x.shape if x.dim() == w.dim() else torch.Size((x.shape[0] * x.shape[1], *x.shape[2:]))
-    stride, padding, dilation, output_padding = tuple(stride), tuple(padding), tuple(dilation), tuple(output_padding)
-    key = ("convolution", shape, w.shape, kind, stride, padding, dilation, transposed, output_padding, groups,
-           bias is not None)
-    plan = ctx.memo(key, lambda: _conv_facts(ctx, x, shape, w, bias is not None, stride, padding, dilation,
-                                             transposed, output_padding, groups, out, kind))
-    layout, op_class, fan, count, facts, bias_count = plan
-    if fan is not None:
+    if module is not None:  # the module fixes the weight, bias and geometry
+        key: tuple = ("conv module", module, x.shape, x.dtype, kind)
+    else:
+        stride, padding, dilation, output_padding = tuple(stride), tuple(padding), tuple(dilation), \
+            tuple(output_padding)
+        key = ("convolution", x.shape, x.dtype, ctx.storage_key(w), w.shape, kind, stride, padding, dilation,
+               transposed, output_padding, groups, bias is not None)
+    layout, op_class, fan, flat, count, facts, bias_count, shape, w_key = ctx.memo(
+        key, lambda: _conv_facts(ctx, x, w, bias is not None, tuple(stride), tuple(padding), tuple(dilation),
+                                 transposed, tuple(output_padding), groups, out, kind))
+    if flat is not None:  # binary float32 input, time-folded, exact in float32: one matrix-vector product
+        count = torch.mv(x.reshape(ctx.T, -1), flat)
+    elif fan is not None:
         count = _events(ctx, _mask(x.reshape(shape), kind), fan, layout)
     ctx.book(op_class, count)
-    ctx.read_facts(w, facts, count)
+    ctx.read_facts(w, facts, count, w_key)
     if bias_count is not None:
         ctx.book("bias_add", bias_count)
 
 
-def _conv_facts(ctx: Any, x: Tensor, shape: torch.Size, w: Tensor, has_bias: bool, stride: tuple, padding: tuple,
-                dilation: tuple, transposed: bool, output_padding: tuple, groups: int, out: Tensor, kind: str) -> tuple:
-    """What a convolution call books that depends only on shapes, the input's kind and the options: (layout,
-    op class, fan-out map when the count is a sum over non-zero inputs else None, the dense count, memory facts,
-    bias count or None)."""
+def _conv_facts(ctx: Any, x: Tensor, w: Tensor, has_bias: bool, stride: tuple, padding: tuple, dilation: tuple,
+                transposed: bool, output_padding: tuple, groups: int, out: Tensor, kind: str) -> tuple:
+    """What a convolution call books that depends only on shapes, the input's kind and dtype and the options:
+    (layout, op class, fan-out map when the count is a sum over non-zero inputs else None, that map flattened
+    for one float32 matrix-vector product when that is exact else None, the dense count, memory facts, bias
+    count or None, the input's (N, C, ...) shape, the weight's storage key)."""
+    shape = x.shape if x.dim() == w.dim() else torch.Size((x.shape[0] * x.shape[1], *x.shape[2:]))
     layout = ctx.layout(x)
-    fan, count = None, None
+    fan = flat = count = None
     if kind == "binary" or (ctx.skip_zero_macs and kind == "real"):
         fan = _fanout(shape, w, stride, padding, dilation, transposed, output_padding, groups)
         op_class = "ac" if kind == "binary" else "mac"
+        if fan.shape[1] == 1 and layout is not None and layout[0] == "lead" and kind == "binary" \
+                and x.dtype == torch.float32:
+            per_t = x.numel() // ctx.T
+            if per_t * float(fan.max()) < _EXACT_F32:  # every partial sum an integer below 2**24
+                flat = fan[0, 0].reshape(-1).repeat(per_t // fan[0, 0].numel())
     else:
         cin = w.shape[0] if transposed else w.shape[1]
         total = (x.numel() * w.shape[1] if transposed else out.numel() * cin) * math.prod(w.shape[2:])
@@ -303,7 +307,7 @@ def _conv_facts(ctx: Any, x: Tensor, shape: torch.Size, w: Tensor, has_bias: boo
     if has_bias:
         out_layout = ctx.layout(out)
         bias_count = ctx.even(out.numel(), out_layout) if out_layout is not None else out.numel()
-    return layout, op_class, fan, count, facts, bias_count
+    return layout, op_class, fan, flat, count, facts, bias_count, shape, ctx.storage_key(w)
 
 
 def _matmul(ctx: Any, a: Tensor, b: Tensor, out: Tensor, ka: str | None = None, kb: str | None = None) -> None:
@@ -510,7 +514,7 @@ def conv_module(ctx: Any, name: str, module: nn.Module, args: tuple, out: Tensor
     the `convolution` rule applied to the module's input, weight, bias and output."""
     ctx.using("convolution")
     _conv(ctx, args[0], module.weight, module.bias, module.stride, module.padding, module.dilation, False,
-          [0] * len(module.stride), module.groups, out)
+          [0] * len(module.stride), module.groups, out, module)
 
 
 def _stock_linear(module: nn.Module, args: tuple) -> bool:

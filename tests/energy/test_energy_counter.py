@@ -451,3 +451,21 @@ def test_an_error_during_a_replay_leaves_the_model_unwrapped():
         count_ops(m, torch.rand(1, 3, 6, 6), num_steps=None)  # wrong channel count: conv a raises
     assert all("forward" not in mod.__dict__ for mod in m.modules())
     _same(count_ops(m, x, num_steps=None), count_ops(m, x, num_steps=None, plan=False))
+
+
+def test_functional_convolutions_with_same_shaped_weights_each_book_their_own_weight():
+    class TwoKernels(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w1 = nn.Parameter(torch.ones(2, 1, 3, 3))
+            self.w2 = nn.Parameter(torch.ones(2, 1, 3, 3))
+
+        def forward(self, x):  # functional convs: counted by the aten rule, one layer ("model") for both
+            return torch.nn.functional.conv2d(x, self.w1, padding=1) + torch.nn.functional.conv2d(x, self.w2,
+                                                                                               padding=1)
+
+    m, x = TwoKernels(), (torch.rand(1, 1, 5, 5) > 0.5).float()
+    for _ in range(2):  # a first count, then a second one (no plan: the aten convolution rule is value-dependent)
+        mem = count_ops(m, x, num_steps=None).memory.set_index("layer").loc["model"]
+        assert mem["weight_values"] == 2 * 18  # both kernels' footprints, not one kernel twice
+        assert mem["weight_reads"] == 2 * 18 and mem["binary_act_values"] == 2 * 25
