@@ -649,7 +649,7 @@ def _plan_key(model: nn.Module, clips: Tensor, options: tuple) -> tuple:
 def _replay(plan: _Plan, model: nn.Module, clips: Tensor, counter: OpCounter) -> bool:
     """Run ``model(clips)`` re-running only the non-static rules of the covered modules, into ``counter`` seeded
     with the plan's static bookings. Returns False (``counter`` then holds nothing usable) when the module calls
-    differ from the plan's or a module rule now declines its call."""
+    differ from the plan's."""
     counter._base = (plan.keys, plan.counts)
     counter._memo = plan.memo
     counter._mem_base = (plan.mem_layers, plan.mem)
@@ -661,28 +661,36 @@ def _replay(plan: _Plan, model: nn.Module, clips: Tensor, counter: OpCounter) ->
     counter.rules_used = dict(plan.rules_used)
     spike_outputs = counter._spike_outputs
     seen: list[nn.Module] = []
-    declined: list[nn.Module] = []
+    append = seen.append
 
     def wrap(module: nn.Module, name: str, rule: Rule, spiking: bool) -> Callable[..., Any]:
-        """``module.forward`` with the guard, the declined check, the rule when it is not static, and the
-        registration of an output that is spikes by construction."""
+        """``module.forward`` plus the guard (the call is recorded), the rule when it is not static, and the
+        registration of an output that is spikes by construction. (A rule's ``accepts`` is not asked again: it
+        depends on the module and the argument shapes only, which the plan fixes.)"""
         forward = module.forward
-        before = not rule.after and not rule.static
-
-        def counted_forward(*args: Any, **kwargs: Any) -> Any:
-            ok = rule.accepts is None or rule.accepts(module, args)
-            if not ok:
-                declined.append(module)
-            elif before:
-                _run(counter, name, module, rule, (args[0],))
-            out = forward(*args, **kwargs)
-            seen.append(module)
-            if ok and rule.after and not rule.static:
-                _run(counter, name, module, rule, (args, out))
-            if spiking and isinstance(out, Tensor):
-                spike_outputs[_storage_key(out)] = weakref.ref(out)
-            return out
-
+        if rule.static and not spiking:
+            def counted_forward(*args: Any, **kwargs: Any) -> Any:
+                out = forward(*args, **kwargs)
+                append(module)
+                return out
+        elif rule.static:
+            def counted_forward(*args: Any, **kwargs: Any) -> Any:
+                out = forward(*args, **kwargs)
+                append(module)
+                if isinstance(out, Tensor):
+                    spike_outputs[_storage_key(out)] = weakref.ref(out)
+                return out
+        else:
+            def counted_forward(*args: Any, **kwargs: Any) -> Any:
+                if not rule.after:
+                    _run(counter, name, module, rule, (args[0],))
+                out = forward(*args, **kwargs)
+                append(module)
+                if rule.after:
+                    _run(counter, name, module, rule, (args, out))
+                if spiking and isinstance(out, Tensor):
+                    spike_outputs[_storage_key(out)] = weakref.ref(out)
+                return out
         return counted_forward
 
     # the covered modules' forwards are wrapped for the duration of this forward (module hooks would take
@@ -699,7 +707,7 @@ def _replay(plan: _Plan, model: nn.Module, clips: Tensor, counter: OpCounter) ->
                 object.__setattr__(module, "forward", own[module])
             else:
                 module.__dict__.pop("forward", None)
-    return not declined and seen == plan.calls
+    return seen == plan.calls
 
 
 def _run(counter: OpCounter, name: str, module: nn.Module, rule: Rule, args: tuple) -> None:

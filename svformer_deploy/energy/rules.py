@@ -17,8 +17,10 @@ rule's name, ``ctx.using(name)``, so reports list the rule that states the count
 intercept their aten ops: the same counts, at the cost of a module hook instead of a dispatch per aten op.
 
 ``ctx`` is the running :class:`~svformer_deploy.energy.counter.OpCounter` (its public methods: ``book``,
-``using``, ``layout``, ``split``, ``even``, ``kind``, ``is_weight``, ``module``, ``read_synapse``,
-``read_neuron``). Users register rules for their own ops and modules the same way; the docstring is required,
+``using``, ``layout``, ``split``, ``even``, ``kind``, ``is_weight``, ``storage_key``, ``module``, ``memo``,
+``read_synapse``, ``synapse_facts``, ``read_facts``, ``read_neuron``). A rule whose counts never depend on values
+is registered ``static=True`` so that a counting plan replays its bookings (see
+:func:`svformer_deploy.energy.count_ops`). Users register rules for their own ops and modules the same way; the docstring is required,
 and is what :func:`rules_markdown` prints in every report and in ``docs/energy.md``.
 
 Operand kinds (decided per call, on the values actually passed), used by the rules below:
@@ -112,7 +114,8 @@ def register_rule(*keys: Any, name: str | None = None, after: bool = False,
 
     The rule's docstring is its statement (required). A later registration for the same key replaces the earlier
     one, so users can override a built-in rule. Module rules only: ``after`` calls the rule after the module ran
-    (with its args and output); ``accepts(module, args)`` returning False leaves that call to the aten rules.
+    (with its args and output); ``accepts(module, args)`` returning False leaves that call to the aten rules (its
+    answer must depend only on the module and the types and shapes of ``args``: a counting plan records it).
 
     ``static=True`` declares that what the rule books depends only on the module (its type and configuration),
     the shapes of its arguments and output, whether an operand is a weight, and the counter's options, never on
@@ -310,14 +313,23 @@ def _conv_facts(ctx: Any, x: Tensor, w: Tensor, has_bias: bool, stride: tuple, p
     return layout, op_class, fan, flat, count, facts, bias_count, shape, ctx.storage_key(w)
 
 
-def _matmul(ctx: Any, a: Tensor, b: Tensor, out: Tensor, ka: str | None = None, kb: str | None = None) -> None:
+def _matmul(ctx: Any, a: Tensor, b: Tensor, out: Tensor, ka: str | None = None, kb: str | None = None,
+            module: nn.Module | None = None) -> None:
     """The :func:`matmul` rule on one call; ``ka`` / ``kb``: the operands' kinds when the caller knows them (of
-    the tensors they were reshaped from)."""
+    the tensors they were reshaped from); ``module``: the `nn.Linear` whose weight ``b`` is, when called by its
+    module rule."""
     ka = ctx.kind(a) if ka is None else ka
-    kb = ctx.kind(b) if kb is None else kb
-    form, layout, op_class, count, facts, facts_b = ctx.memo(
-        ("matmul", a.shape, b.shape, out.shape, ka, kb), lambda: _matmul_facts(ctx, a, b, out, ka, kb))
-    if form == "weight @ act":  # per output column (no time axis recovered)
+    if module is not None:  # the module fixes the weight
+        key: tuple = ("matmul module", module, a.shape, a.dtype, ka)
+        kb = "weight"
+    else:
+        kb = ctx.kind(b) if kb is None else kb
+        key = ("matmul", a.shape, b.shape, out.shape, ka, kb)
+    form, layout, op_class, count, facts, facts_b, per_nnz = ctx.memo(
+        key, lambda: _matmul_facts(ctx, a, b, out, ka, kb))
+    if per_nnz is not None:  # binary float32 x weight, time-folded, exact in float32: one matrix-vector product
+        count = torch.mv(a.reshape(ctx.T, -1), per_nnz)
+    elif form == "weight @ act":  # per output column (no time axis recovered)
         na = torch.full(a.shape[-1:], float(a.shape[-2]), device=b.device)
         count = ctx.split(((_mask(b, kb).transpose(-2, -1) @ na.unsqueeze(-1)).squeeze(-1)), None)
     elif form == "act @ weight":
@@ -336,7 +348,9 @@ def _matmul(ctx: Any, a: Tensor, b: Tensor, out: Tensor, ka: str | None = None, 
 def _matmul_facts(ctx: Any, a: Tensor, b: Tensor, out: Tensor, ka: str, kb: str) -> tuple:
     """What a matrix product books that depends only on shapes, the operands' kinds and the options: (form:
     "dense" or which operand the count sums over, layout, op class, the dense count, memory facts, memory facts
-    of the second activation or None when there is a weight)."""
+    of the second activation or None when there is a weight, and for a binary float32 time-folded activation x
+    weight a vector of N (the fan-out of each input) when one float32 matrix-vector product gives nnz x N
+    exactly, else None)."""
     layout = ctx.layout(a) if ka != "weight" else ctx.layout(out)
     has_w = "weight" in (ka, kb)
     act, act_kind = (b, kb) if ka == "weight" else (a, ka)
@@ -352,12 +366,16 @@ def _matmul_facts(ctx: Any, a: Tensor, b: Tensor, out: Tensor, ka: str, kb: str)
         form, op_class = "act @ weight", "ac" if ka == "binary" else "mac"
     else:
         form, op_class = "act @ act", "spike_product"
+    per_nnz = None
+    if form == "act @ weight" and ka == "binary" and a.dtype == torch.float32 and layout is not None \
+            and layout[0] == "lead" and a.numel() // ctx.T * b.shape[-1] < _EXACT_F32:
+        per_nnz = torch.full((a.numel() // ctx.T,), float(b.shape[-1]), dtype=torch.float32, device=a.device)
     if has_w:
         w = a if ka == "weight" else b
         passes = ctx.T * ctx.B if ctx.T and layout is not None else ctx.B
-        return form, layout, op_class, count, ctx.synapse_facts(w, act, act_kind, out, passes), None
+        return form, layout, op_class, count, ctx.synapse_facts(w, act, act_kind, out, passes), None, per_nnz
     return (form, layout, op_class, count, ctx.synapse_facts(None, a, ka, out, 0),
-            ctx.synapse_facts(None, b, kb, None, 0))
+            ctx.synapse_facts(None, b, kb, None, 0), None)
 
 
 @register_rule(aten.mm, aten.bmm)
@@ -529,7 +547,7 @@ def linear_module(ctx: Any, name: str, module: nn.Module, args: tuple, out: Tens
     x2 = args[0].reshape(-1, module.in_features)
     out2 = out.reshape(-1, module.out_features)
     ctx.using("addmm" if module.bias is not None else "matmul")
-    _matmul(ctx, x2, module.weight.t(), out2)
+    _matmul(ctx, x2, module.weight.t(), out2, module=module)
     if module.bias is not None:
         _elementwise(ctx, "bias_add", out2)
 
@@ -560,16 +578,64 @@ def attention_product_module(ctx: Any, name: str, module: nn.Module, args: tuple
     (operands flattened to (heads x batch, ., .) as the aten ``bmm`` sees them; K^T V recomputed once to know
     its non-zeros), then the `mul` rule's `scale_mul`, 1 per output element."""
     q, k, v = args
+    kinds = (ctx.kind(q), ctx.kind(k), ctx.kind(v))
+    facts = ctx.memo(("attention product", module, q.shape, q.dtype, kinds), lambda: _product_facts(ctx, q, out, kinds))
+    if facts is None:
+        _product_by_matmul(ctx, q, k, v, out, kinds)
+        return
+    binary_facts, real_facts, scale_count = facts
+    # binary Q, K, V: the matmul rule's pair counts in closed form, per (time, batch, head) row:
+    # K^T V: sum_i sum_j [K_ji] nnz(V_j) = sum_j nnz(K_j) nnz(V_j) (tokens j); Q (K^T V): sum_m sum_i [Q_mi]
+    # nnz((K^T V)_i) = sum_i nnz(Q_:i) nnz((K^T V)_i). Element counts are exact in float32, sums are float64.
+    T = ctx.T
+    kv = k.transpose(-2, -1) @ v  # (..., d, d) counts of coincident spikes
+    ctx.using("matmul")
+    pairs_kv = (k.sum(-1) * v.sum(-1)).reshape(T, -1).sum(1, dtype=torch.float64)
+    ctx.book("spike_product", pairs_kv)
+    ctx.read_facts(None, binary_facts[0], 0)
+    ctx.read_facts(None, binary_facts[1], 0)
+    kv_binary = float(kv.max()) <= 1.0 if kv.numel() else True  # counts >= 0: binary iff none exceeds 1
+    nnz_kv = (kv != 0).sum(-1, dtype=torch.float32) if not kv_binary else kv.sum(-1)
+    pairs_q = (q.sum(-2) * nnz_kv).reshape(T, -1).sum(1, dtype=torch.float64)
+    ctx.book("spike_product", pairs_q)
+    for f in (binary_facts if kv_binary else real_facts)[2:]:
+        ctx.read_facts(None, f, 0)
+    ctx.using("mul")
+    ctx.book("scale_mul", scale_count)
+
+
+def _product_facts(ctx: Any, q: Tensor, out: Tensor, kinds: tuple[str, str, str]) -> tuple | None:
+    """For binary float32 Q, K, V in a time-folded layout (and not dense): the memory facts of the two
+    products (with K^T V binary, and real) and the `scale_mul` count; None for any other call (then the matmul
+    rule is applied to each product as the aten ``bmm`` sees it)."""
+    layout = ctx.layout(q)
+    if ctx.dense or kinds != ("binary",) * 3 or q.dtype != torch.float32 or layout is None or layout[0] != "lead":
+        return None
+    n, d = q.shape[-2:]
+    rows = q.numel() // (n * d)
+    kv_shape = torch.Size((rows, d, d))
+    kv = torch.empty(kv_shape, device="meta")
+    facts_kv = [ctx.synapse_facts(None, q, "binary", kv, 0), ctx.synapse_facts(None, q, "binary", None, 0)]
+
+    def second(kind_kv: str) -> list[dict[str, int]]:
+        return [ctx.synapse_facts(None, q, "binary", out, 0), ctx.synapse_facts(None, kv, kind_kv, None, 0)]
+
+    return facts_kv + second("binary"), facts_kv + second("real"), ctx.even(out.numel(), ctx.layout(out))
+
+
+def _product_by_matmul(ctx: Any, q: Tensor, k: Tensor, v: Tensor, out: Tensor, kinds: tuple[str, str, str]) -> None:
+    """The matmul rule on K^T V and on Q (K^T V), operands flattened to (heads x batch, ., .) as the aten
+    ``bmm`` sees them, then `scale_mul`."""
+    kq, kk, kind_v = kinds
     n, d = q.shape[-2:]
     kt = k.transpose(-2, -1).reshape(-1, d, n)
     v3 = v.reshape(-1, n, d)
     kv = torch.bmm(kt, v3)
-    kk, kind_v = ctx.kind(k), ctx.kind(v)
     ctx.using("matmul")
     _matmul(ctx, kt, v3, kv, kk, kind_v)
     # K^T V of binary K and V holds counts >= 0: it is binary exactly when no count exceeds 1 (one reduction)
     kind_kv = ("binary" if float(kv.max()) <= 1.0 else "real") if kk == kind_v == "binary" and kv.numel() \
         and not ctx.dense else ctx.kind(kv)
-    _matmul(ctx, q.reshape(-1, n, d), kv, out.reshape(-1, n, d), ctx.kind(q), kind_kv)
+    _matmul(ctx, q.reshape(-1, n, d), kv, out.reshape(-1, n, d), kq, kind_kv)
     ctx.using("mul")
     _elementwise(ctx, "scale_mul", out)
