@@ -239,6 +239,7 @@ class OpCounter:
         self._base: tuple[list[tuple[str, str]], np.ndarray] | None = None  # a replayed plan's static bookings
         self._mem_base: tuple[list[str], np.ndarray] | None = None  # and its static memory facts
         self._memo: dict[Any, Any] = {}  # see memo(); a plan shares it with the counts that replay it
+        self._cell_cache: dict[tuple, tuple[np.ndarray, ...]] = {}  # see _cells(); shared likewise
 
     # ---------------------------------------------------------------- module tracking
     def _pre(self, module: nn.Module, args: tuple) -> None:
@@ -531,6 +532,24 @@ class OpCounter:
         self._accumulate(self._static_counts, {k: i for i, k in enumerate(keys)}, mat)
         return keys, mat
 
+    def _cells(self, keys: list[tuple[str, str]], steps: int) -> tuple[np.ndarray, ...]:
+        """Every (key, timestep) cell of the count matrix in the table's order (layers in execution order, then
+        timestep, then op class): (layer, timestep, op class, flat cell index), each an array; kept per key list
+        (a replayed plan books the same keys every time)."""
+        cache_key = (tuple(keys), steps)
+        cells = self._cell_cache.get(cache_key)
+        if cells is None:
+            class_rank = {c: i for i, c in enumerate(OP_CLASSES)}
+            n = len(keys)
+            layer_rank = np.repeat(np.array([self.order[k[0]] for k in keys], dtype=np.int64), steps + 1)
+            op_rank = np.repeat(np.array([class_rank[k[1]] for k in keys], dtype=np.int64), steps + 1)
+            timestep = np.tile(np.where(np.arange(steps + 1) == steps, -1, np.arange(steps + 1)), n).astype(np.int64)
+            cell = np.lexsort((op_rank, timestep, layer_rank))
+            layer_of = np.repeat(np.array([k[0] for k in keys], dtype=object), steps + 1)
+            class_of = np.repeat(np.array([k[1] for k in keys], dtype=object), steps + 1)
+            cells = self._cell_cache[cache_key] = (layer_of[cell], timestep[cell], class_of[cell], cell)
+        return cells
+
     def result(self, input_shape: tuple[int, ...]) -> OpCounts:
         # the bookings of this forward, plus, when a plan was replayed, its static bookings as one matrix
         keys, base = self._base if self._base is not None else ([], None)
@@ -545,18 +564,12 @@ class OpCounter:
         if base is not None:
             mat[:len(base)] = base
         self._accumulate(self.counts, index, mat)
-        counts = np.rint(mat).astype(np.int64)
-        ki, ti = np.nonzero(counts)
-        layer_of = np.array([k[0] for k in keys] or [""], dtype=object)
-        class_of = np.array([k[1] for k in keys] or [""], dtype=object)
-        class_rank = {c: i for i, c in enumerate(OP_CLASSES)}
-        layer_rank = np.array([self.order[k[0]] for k in keys] or [0], dtype=np.int64)
-        op_rank = np.array([class_rank[k[1]] for k in keys] or [0], dtype=np.int64)
-        timestep = np.where(ti == steps, -1, ti).astype(np.int64)
-        idx = np.lexsort((op_rank[ki], timestep, layer_rank[ki]))
-        ki, timestep = ki[idx], timestep[idx]
-        df = pd.DataFrame({"layer": layer_of[ki], "timestep": timestep, "op_class": class_of[ki],
-                           "count": counts[ki, ti[idx]]})
+        counts = np.rint(mat).astype(np.int64).reshape(-1)
+        layer_of, timestep, class_of, cell = self._cells(keys, steps)
+        counts = counts[cell]
+        nz = counts != 0
+        df = pd.DataFrame({"layer": layer_of[nz], "timestep": timestep[nz], "op_class": class_of[nz],
+                           "count": counts[nz]})
         cols = MEMORY_COLUMNS[1:]
         layers, base_facts = self._mem_base if self._mem_base is not None else ([], None)
         layers = list(layers)
@@ -607,6 +620,7 @@ class _Plan:
     spiking: frozenset[nn.Module]
     weights: set[int]
     memo: dict[Any, Any]
+    cells: dict[tuple, tuple[np.ndarray, ...]]
 
     @classmethod
     def of(cls, c: OpCounter) -> "_Plan":
@@ -619,7 +633,7 @@ class _Plan:
                    order=dict(c.order), uncounted={k: dict(v) for k, v in c.uncounted.items()},
                    internal=dict(c.internal), rules_used=dict(c.rules_used), calls=list(c._calls),
                    rules=dict(c._call_rules), spiking=frozenset(c._spiking_calls), weights=c.weights,
-                   memo=c._memo)
+                   memo=c._memo, cells=c._cell_cache)
 
 
 _PLANS: "weakref.WeakKeyDictionary[nn.Module, dict[tuple, _Plan]]" = weakref.WeakKeyDictionary()
@@ -652,6 +666,7 @@ def _replay(plan: _Plan, model: nn.Module, clips: Tensor, counter: OpCounter) ->
     differ from the plan's."""
     counter._base = (plan.keys, plan.counts)
     counter._memo = plan.memo
+    counter._cell_cache = plan.cells
     counter._mem_base = (plan.mem_layers, plan.mem)
     counter._uses = list(plan.uses)
     counter.order = dict(plan.order)
