@@ -192,7 +192,7 @@ class OpCounter:
     """
 
     def __init__(self, model: nn.Module, num_steps: int | None, batch: int, dense: bool = False,
-                 fold_bn: bool = False, skip_zero_macs: bool = False, *, plan: "_Plan | None" = None) -> None:
+                 fold_bn: bool = False, skip_zero_macs: bool = False, *, plan: _Plan | None = None) -> None:
         self.model = model
         self.T = num_steps
         self.B = batch
@@ -552,13 +552,8 @@ class OpCounter:
 
     def result(self, input_shape: tuple[int, ...]) -> OpCounts:
         # the bookings of this forward, plus, when a plan was replayed, its static bookings as one matrix
-        keys, base = self._base if self._base is not None else ([], None)
-        keys = list(keys)
-        index = {k: i for i, k in enumerate(keys)}
-        for k in self.counts:
-            if k not in index:
-                index[k] = len(keys)
-                keys.append(k)
+        base_keys, base = self._base if self._base is not None else ([], None)
+        keys, index = _rows(base_keys, self.counts)
         steps = self.T or 1
         mat = np.zeros((len(keys), steps + 1), dtype=np.float64)
         if base is not None:
@@ -571,13 +566,8 @@ class OpCounter:
         df = pd.DataFrame({"layer": layer_of[nz], "timestep": timestep[nz], "op_class": class_of[nz],
                            "count": counts[nz]})
         cols = MEMORY_COLUMNS[1:]
-        layers, base_facts = self._mem_base if self._mem_base is not None else ([], None)
-        layers = list(layers)
-        row = {layer: i for i, layer in enumerate(layers)}
-        for layer in self.mem:
-            if layer not in row:
-                row[layer] = len(layers)
-                layers.append(layer)
+        base_layers, base_facts = self._mem_base if self._mem_base is not None else ([], None)
+        layers, row = _rows(base_layers, self.mem)
         facts = np.zeros((len(layers), len(cols)), dtype=np.float64)
         if base_facts is not None:
             facts[:len(base_facts)] = base_facts
@@ -597,6 +587,17 @@ class OpCounter:
         return OpCounts(df=df, memory=mem, num_steps=self.T, batch=self.B, input_shape=tuple(input_shape), mode=mode,
                         uncounted={k: dict(v) for k, v in sorted(self.uncounted.items())},
                         internal=dict(sorted(self.internal.items())), rules_used=tuple(self.rules_used))
+
+
+def _rows(base: list[Any], new: Any) -> tuple[list[Any], dict[Any, int]]:
+    """Table rows: those of ``base``, then each of ``new`` not among them; and the row of each."""
+    rows = list(base)
+    index = {k: i for i, k in enumerate(rows)}
+    for k in new:
+        if k not in index:
+            index[k] = len(rows)
+            rows.append(k)
+    return rows, index
 
 
 @dataclass
@@ -623,7 +624,7 @@ class _Plan:
     cells: dict[tuple, tuple[np.ndarray, ...]]
 
     @classmethod
-    def of(cls, c: OpCounter) -> "_Plan":
+    def of(cls, c: OpCounter) -> _Plan:
         keys, mat = c.static_matrix()
         return cls(keys=keys, counts=mat,
                    mem_layers=list(c._static_mem),
@@ -636,7 +637,7 @@ class _Plan:
                    memo=c._memo, cells=c._cell_cache)
 
 
-_PLANS: "weakref.WeakKeyDictionary[nn.Module, dict[tuple, _Plan]]" = weakref.WeakKeyDictionary()
+_PLANS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, _Plan]] = weakref.WeakKeyDictionary()
 _PLANS_PER_MODEL = 4
 
 
