@@ -56,7 +56,7 @@ from svformer_deploy.models.checkpoint import load_state_dict_checked
 from svformer_deploy.models.norm import TemporalBatchNorm
 from svformer_deploy.training.engine import (
     LoopConfig, LossFn, _init_distributed, _jsonable, _loader, _resolve_device, _rng_state, _run_epochs,
-    _set_rng_state, _train_epoch, _validate, _write_metrics, param_groups, warmup_cosine,
+    _set_rng_state, _train_epoch, _validate, _ValBatches, _write_metrics, param_groups, warmup_cosine,
 )
 
 __all__ = ["FinetuneConfig", "FinetuneResult", "time_averaged_bn", "spike_rates", "SpikeRates", "distillation_loss",
@@ -318,10 +318,11 @@ def finetune(checkpoint: str | os.PathLike, cfg: FinetuneConfig, *, resume: bool
     governor = ThreadGovernor()  # fewer threads while other processes keep our CPUs busy
     loss_fn = distillation_step(model, student, teacher, cfg)
     scaler = torch.amp.GradScaler("cuda", enabled=False)  # full precision: the disabled scaler passes the loss through
+    val_batches = _ValBatches(lambda: _loader(val_ds, cfg, dist_info, 0, train=False))
 
     def finish_epoch(epoch: int, row: dict[str, Any]) -> None:
         """Rank 0: validation, last.pt (resume state) and metrics."""
-        row.update(_validate(student, _loader(val_ds, cfg, dist_info, epoch, train=False), device, governor))
+        row.update(_validate(student, val_batches, device, governor))
         history.append(row)
         extra = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state(),
                  "epoch": epoch}

@@ -77,6 +77,9 @@ def test_resume_continues_exactly_and_seed_repeats(tmp_path):
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.equal(x, y), name
     assert [r["train_loss"] for r in straight.history] == [r["train_loss"] for r in resumed.history]
+    # epoch 2 validated on the clips kept from epoch 1 (straight) or on freshly generated ones (resumed): the same
+    assert [(r["val_loss"], r["val_top1"]) for r in straight.history] == [
+        (r["val_loss"], r["val_top1"]) for r in resumed.history]
     assert meta_b["epoch"] == 2 and meta_b["extra"]["epoch"] == 1
     # another seed trains differently
     with pytest.raises(_Crash):
@@ -188,3 +191,24 @@ def test_train_config_refuses_values_no_run_can_use(kw, words):
     with pytest.raises(ConfigError, match=words):
         TrainConfig(**kw)
     assert TrainConfig(device="cuda:1").device == "cuda:1"  # valid names are kept, CUDA checked when training starts
+
+
+def test_validation_clips_are_read_once_when_they_fit_and_every_epoch_when_not():
+    from svformer_deploy.training.engine import _ValBatches
+
+    batches = [(torch.full((2, 3), float(i)), torch.tensor([i, i]), []) for i in range(3)]  # 24 bytes of clips each
+    reads = []
+
+    def make_loader():
+        reads.append(1)
+        return iter(batches)
+
+    kept = _ValBatches(make_loader, budget=72)
+    assert [list(kept), list(kept), list(kept)] == [batches] * 3 and len(reads) == 1  # replayed from memory
+    reads.clear()
+    too_big = _ValBatches(make_loader, budget=71)
+    assert [list(too_big), list(too_big)] == [batches] * 2 and len(reads) == 2 and too_big.cache is None
+    reads.clear()
+    stopped = _ValBatches(make_loader, budget=72)
+    next(iter(stopped))  # a pass that did not finish (an error in validation) keeps nothing
+    assert list(stopped) == batches and len(reads) == 2

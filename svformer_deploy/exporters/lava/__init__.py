@@ -13,7 +13,7 @@ from svformer_deploy.exporters.lava.netx import read_netx, write_netx
 from svformer_deploy.exporters.lava.quantize import FloatLayer, LoihiLayer, LoihiOverflowWarning, quantize_layer
 
 __all__ = ["FloatLayer", "LoihiLayer", "LoihiOverflowWarning", "quantize_layer", "emulate_layer",
-           "emulate_partition", "write_netx", "read_netx", "EXPORTER"]
+           "emulate_partition", "write_netx", "read_netx", "EXPORTER", "default_lava_workers", "lava_run_settings"]
 
 
 def _env_count(name: str, default: int) -> int:
@@ -27,10 +27,43 @@ def _env_count(name: str, default: int) -> int:
     return int(text)
 
 
+RUNNER_MEMORY = 1 << 30
+"""Memory one Lava runner process tree may need (bytes), for the default worker count: the runner and the ~9
+processes of Lava's runtime hold 0.6 GiB (PSS) on ``svformer_tiny``'s partitions, 8 clips each."""
+
+
+def _mem_available(meminfo: Path = Path("/proc/meminfo")) -> int | None:
+    """``MemAvailable`` of ``meminfo`` (``/proc/meminfo``: ``MemAvailable:  N kB``) in bytes, or None where it
+    cannot be read."""
+    try:
+        for line in meminfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key == "MemAvailable":
+                return int(value.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def default_lava_workers() -> int:
+    """Runner processes when ``$SVFORMER_LAVA_WORKERS`` is unset:
+    ``max(1, min(usable_cpus(), MemAvailable // RUNNER_MEMORY))`` -- the CPUs this process may use (affinity and
+    cgroup quota, :func:`svformer_deploy._threads.usable_cpus`), no more than the free memory holds runner
+    process trees (no memory cap where ``/proc/meminfo`` cannot be read). The verification uses at most one per
+    partition (:func:`~svformer_deploy.exporters.lava.verify.run_lava`)."""
+    from svformer_deploy._threads import usable_cpus
+
+    workers = usable_cpus()
+    mem = _mem_available()
+    if mem is not None:
+        workers = min(workers, mem // RUNNER_MEMORY)
+    return max(1, workers)
+
+
 def lava_run_settings() -> tuple[int, int]:
     """(clips through Lava per partition, parallel runner processes): ``$SVFORMER_LAVA_CLIPS`` (default 8) and
-    ``$SVFORMER_LAVA_WORKERS`` (default 1), each a whole number >= 1."""
-    return _env_count("SVFORMER_LAVA_CLIPS", 8), _env_count("SVFORMER_LAVA_WORKERS", 1)
+    ``$SVFORMER_LAVA_WORKERS`` (default :func:`default_lava_workers`), each a whole number >= 1."""
+    return _env_count("SVFORMER_LAVA_CLIPS", 8), _env_count("SVFORMER_LAVA_WORKERS", default_lava_workers())
 
 
 def _export(model, out, *, checkpoint_sha256: str, checkpoint_path: str = "", class_names=None, force: bool = False,
@@ -53,9 +86,10 @@ def _progress(msg: str) -> None:
 
 def _verify(path, model, batches, data_desc: str = "") -> dict[str, Any]:
     """Lava verification on the clips of ``batches``; ``$SVFORMER_LAVA_CLIPS`` (default 8) of them go through
-    Lava itself (one Lava run per partition over all of them), in ``$SVFORMER_LAVA_WORKERS`` (default 1)
-    parallel runner processes, each partition on the window ``$SVFORMER_LAVA_CROP`` chooses (default ``auto``,
-    see :func:`~svformer_deploy.exporters.lava.crop.crop_for`); all clips go into the accuracy comparison."""
+    Lava itself (one Lava run per partition over all of them), in ``$SVFORMER_LAVA_WORKERS`` (default
+    :func:`default_lava_workers`: the usable CPUs) parallel runner processes, each partition on the window
+    ``$SVFORMER_LAVA_CROP`` chooses (default ``auto``, see :func:`~svformer_deploy.exporters.lava.crop.crop_for`);
+    all clips go into the accuracy comparison."""
     from svformer_deploy.exporters.lava.crop import crop_policy
     from svformer_deploy.exporters.lava.verify import verify_lava
 

@@ -126,3 +126,40 @@ def test_a_bad_lava_run_setting_is_one_line_before_anything_is_written(name, val
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and name in err and ">= 1" in err, err
     assert not out.exists() and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("cpus, mem_runners, expected", [(2, 8, 2), (6, 8, 6), (6, 3.5, 3), (4, 0.5, 1), (1, 8, 1),
+                                                         (5, None, 5)])
+def test_default_lava_workers_follow_the_usable_cpus_and_free_memory(cpus, mem_runners, expected, monkeypatch):
+    import svformer_deploy.exporters.lava as lava
+    from svformer_deploy import _threads
+
+    monkeypatch.delenv("SVFORMER_LAVA_WORKERS", raising=False)
+    monkeypatch.setattr(_threads, "usable_cpus", lambda: cpus)
+    monkeypatch.setattr(lava, "_mem_available",
+                        lambda: None if mem_runners is None else int(mem_runners * lava.RUNNER_MEMORY))
+    assert lava.default_lava_workers() == expected
+    assert lava.lava_run_settings() == (8, expected)
+
+
+def test_svformer_lava_workers_overrides_the_default(monkeypatch):
+    import svformer_deploy.exporters.lava as lava
+    from svformer_deploy import _threads
+
+    monkeypatch.setattr(_threads, "usable_cpus", lambda: 16)
+    monkeypatch.setattr(lava, "_mem_available", lambda: None)
+    monkeypatch.setenv("SVFORMER_LAVA_WORKERS", "1")
+    assert lava.lava_run_settings()[1] == 1
+    monkeypatch.setenv("SVFORMER_LAVA_WORKERS", "3")
+    assert lava.lava_run_settings()[1] == 3
+
+
+def test_mem_available_reads_meminfo(tmp_path):
+    from svformer_deploy.exporters.lava import _mem_available
+
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24000000 kB\nMemFree:         1000000 kB\nMemAvailable:    3145728 kB\n")
+    assert _mem_available(meminfo) == 3 << 30
+    meminfo.write_text("MemTotal:       24000000 kB\n")  # a kernel too old to say: no memory cap
+    assert _mem_available(meminfo) is None
+    assert _mem_available(tmp_path / "missing") is None

@@ -1,6 +1,6 @@
 """The export run in Lava itself: every netx partition, fed spikes recorded from 8 real moving-digits validation
-clips (all 8 in one Lava run per partition, two runner processes), gives bit-exactly the spikes of our
-fixed-point emulation under Loihi2SimCfg(select_tag='fixed_pt'), clip by clip.
+clips (all 8 in one Lava run per partition; two runner processes, the default on 2 usable CPUs), gives
+bit-exactly the spikes of our fixed-point emulation under Loihi2SimCfg(select_tag='fixed_pt'), clip by clip.
 
 Needs the Lava side environment (Python 3.10 + lava-dl 0.6.0): ``$SVFORMER_LAVA_PYTHON`` if set, else the cached
 venv, built here on first use (~1.5 min, ~5.4 GB). If it cannot be built the test FAILS with the reason
@@ -11,6 +11,8 @@ import json
 
 import pytest
 
+import svformer_deploy.exporters.lava as lava
+from svformer_deploy import _threads
 from svformer_deploy.cli import main
 from svformer_deploy.exporters.lava.sideenv import lava_python
 
@@ -18,7 +20,9 @@ from svformer_deploy.exporters.lava.sideenv import lava_python
 @pytest.mark.slow
 def test_export_to_lava_is_bit_exact_in_lava(tiny_ckpt, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("SVFORMER_LAVA_CLIPS", raising=False)  # the default: 8 clips per partition
-    monkeypatch.setenv("SVFORMER_LAVA_WORKERS", "2")
+    monkeypatch.delenv("SVFORMER_LAVA_WORKERS", raising=False)  # the default: one runner per usable CPU
+    monkeypatch.setattr(_threads, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(lava, "_mem_available", lambda: None)
     python = lava_python(progress=print)  # builds the side environment on first use; raises (fails) if it cannot
     out = tmp_path / "bundle"
     with pytest.raises(SystemExit) as exit_info:
