@@ -24,13 +24,18 @@ all T frames, each input spike's fan-out is booked at the spike's timestep).
 Counting plans (what makes the second and later counts of a model cheap, e.g. one count per video in a report):
 the first count of a model at an input shape and options runs as above and records a plan: the bookings of every
 *static* rule (one whose counts depend only on shapes, modules and options; ``register_rule(static=True)``) and
-of every op outside the covered modules, and the sequence of covered module calls. A later count with the same
-model object (same modules, same parameter storages), input shape, dtype, device, options and rule table runs
-the model with one forward hook that re-runs only the non-static (value-dependent) rules, and adds the recorded
-static bookings. Its module calls are checked against the plan's; on any difference the count is redone in
-full. A model whose code outside the covered modules reads a tensor value into Python (``.item()``,
-``if tensor:``, which may branch on data) or whose ops outside them need a value-dependent rule is never
-planned. The counts are identical either way (``count_ops(..., plan=False)`` always counts in full).
+of every op outside the covered modules, and the sequence of covered module calls. A later count replays the
+plan only when its key is the same: the same model object with the same modules, the same public attributes of
+every module (a stride, a padding, a flag its forward reads), the same hooks and parameter storages, the same
+input shape, dtype and device, options and rule table. The replay runs the model with the covered modules'
+forwards wrapped for that one forward, re-runs only the non-static (value-dependent) rules, and adds the
+recorded static bookings. Its module calls are checked against the plan's, and a module with a rule that the plan
+never saw called trips the check; on any difference the count is redone in full. A model whose code outside the
+covered modules reads a tensor value into Python (``.item()``, ``if tensor:``, which may branch on data) or
+whose ops outside them need a value-dependent rule is never planned. What a plan cannot see is Python state
+outside the model's modules (a global variable) that changes the ops between layers: count such a model with
+``count_ops(..., plan=False)``, which always counts in full. Every module is counted in eval mode, and each
+module's own mode is given back afterwards.
 """
 
 from __future__ import annotations
@@ -236,6 +241,7 @@ class OpCounter:
         self._calls: list[nn.Module] = []  # covered modules, in the order they returned
         self._call_rules: dict[nn.Module, tuple[str, Rule]] = {}
         self._spiking_calls: set[nn.Module] = set()
+        self._called: set[nn.Module] = set()  # every module called while recording
         self._base: tuple[list[tuple[str, str]], np.ndarray] | None = None  # a replayed plan's static bookings
         self._mem_base: tuple[list[str], np.ndarray] | None = None  # and its static memory facts
         self._memo: dict[Any, Any] = {}  # see memo(); a plan shares it with the counts that replay it
@@ -247,6 +253,8 @@ class OpCounter:
         if name is None:
             return
         self.stack.append((name, module))
+        if self.recording:
+            self._called.add(module)
         if self._covered:
             return
         rule = self._module_rules.get(module)
@@ -619,6 +627,7 @@ class _Plan:
     calls: list[nn.Module]
     rules: dict[nn.Module, tuple[str, Rule]]
     spiking: frozenset[nn.Module]
+    unused: list[nn.Module]
     weights: set[int]
     memo: dict[Any, Any]
     cells: dict[tuple, tuple[np.ndarray, ...]]
@@ -633,7 +642,8 @@ class _Plan:
                    uses=list(c._static_uses),
                    order=dict(c.order), uncounted={k: dict(v) for k, v in c.uncounted.items()},
                    internal=dict(c.internal), rules_used=dict(c.rules_used), calls=list(c._calls),
-                   rules=dict(c._call_rules), spiking=frozenset(c._spiking_calls), weights=c.weights,
+                   rules=dict(c._call_rules), spiking=frozenset(c._spiking_calls),
+                   unused=[m for m in c._module_rules if m not in c._called], weights=c.weights,
                    memo=c._memo, cells=c._cell_cache)
 
 
@@ -641,24 +651,57 @@ _PLANS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, _Plan]] = weakref.WeakK
 _PLANS_PER_MODEL = 4
 
 
-def _plan_key(model: nn.Module, clips: Tensor, options: tuple) -> tuple:
-    """Identity of a count: every module object and the storage of every parameter and buffer (so a replaced
-    module or weight, or a model moved to another device or dtype, gets a new plan), the input's shape, dtype
-    and device, the options and the rule table's version."""
-    ids: list[int] = []
+_CONFIG_TYPES = (bool, int, float, str, type(None), torch.dtype, torch.device)
+_PLAIN = frozenset(_CONFIG_TYPES)  # exact types taken as they are without a call
+
+
+def _config(value: Any) -> Any:
+    """A module attribute as part of a plan key: primitives and tuples/lists of them as they are, anything else
+    (tensors, modules, callables, containers) by identity."""
+    if isinstance(value, _CONFIG_TYPES):
+        return value
+    if isinstance(value, (tuple, list)) and all(isinstance(v, _CONFIG_TYPES) for v in value):
+        return tuple(value)
+    return id(value)
+
+
+def _plan_key(modules: list[nn.Module], clips: Tensor, options: tuple) -> tuple:
+    """Identity of a count (see the module docstring): every module object, its configuration (its public
+    attributes: stride, padding, a flag its forward reads...), its hooks, the storage of every parameter and
+    buffer (so a replaced module or weight, a changed stride or flag, an added hook, or a model moved to another
+    device or dtype, gets a new plan), the global module hooks, the input's shape, dtype and device, the options
+    and the rule table's version."""
+    g = nn.modules.module
+    ids: list[Any] = [len(g._global_forward_hooks), len(g._global_forward_pre_hooks)]
+    add, plain = ids.append, _PLAIN
+    for m in modules:
+        d = m.__dict__
+        add(id(m))
+        for k, v in d.items():
+            if k[0] != "_":
+                add(k)
+                add(v if type(v) in plain else _config(v))
+        if d["_forward_hooks"] or d["_forward_pre_hooks"]:
+            add((tuple(d["_forward_hooks"]), tuple(d["_forward_pre_hooks"])))
+        for t in d["_parameters"].values():
+            add(0 if t is None else (t.data_ptr() or id(t)))
+        for t in d["_buffers"].values():
+            add(0 if t is None else (t.data_ptr() or id(t)))
+    return (tuple(ids), tuple(clips.shape), clips.dtype, clips.device, options, table_version())
+
+
+def _all_modules(model: nn.Module) -> list[nn.Module]:
+    """Every module of ``model`` once, depth first (``model.modules()`` without building the dotted names)."""
+    out: list[nn.Module] = []
     todo, seen = [model], set()
-    while todo:  # every module once, depth first (model.modules() without building the dotted names)
+    while todo:
         m = todo.pop()
         if id(m) in seen:
             continue
         seen.add(id(m))
-        ids.append(id(m))
-        for t in m._parameters.values():
-            ids.append(0 if t is None else (t.data_ptr() or id(t)))
-        for t in m._buffers.values():
-            ids.append(0 if t is None else (t.data_ptr() or id(t)))
+        out.append(m)
         todo.extend(c for c in m._modules.values() if c is not None)
-    return (tuple(ids), tuple(clips.shape), clips.dtype, clips.device, options, table_version())
+    return out
 
 
 def _replay(plan: _Plan, model: nn.Module, clips: Tensor, counter: OpCounter) -> bool:
@@ -711,14 +754,27 @@ def _replay(plan: _Plan, model: nn.Module, clips: Tensor, counter: OpCounter) ->
 
     # the covered modules' forwards are wrapped for the duration of this forward (module hooks would take
     # torch's slow call path on every covered module, about 1 ms per forward of svformer_tiny)
-    own = {m: m.__dict__["forward"] for m in plan.rules if "forward" in m.__dict__}
+    def tripwire(module: nn.Module) -> Callable[..., Any]:
+        """``module.forward`` of a module with a rule that the plan never saw called: a call is a difference."""
+        forward = module.forward
+
+        def unplanned_forward(*args: Any, **kwargs: Any) -> Any:
+            append(None)
+            return forward(*args, **kwargs)
+
+        return unplanned_forward
+
+    wrapped = [*plan.rules, *plan.unused]
+    own = {m: m.__dict__["forward"] for m in wrapped if "forward" in m.__dict__}
     try:
         for module, (name, rule) in plan.rules.items():
             object.__setattr__(module, "forward", wrap(module, name, rule, module in plan.spiking))
+        for module in plan.unused:
+            object.__setattr__(module, "forward", tripwire(module))
         with torch.no_grad():
             model(clips)
     finally:
-        for module in plan.rules:
+        for module in wrapped:
             if module in own:
                 object.__setattr__(module, "forward", own[module])
             else:
@@ -785,11 +841,12 @@ def count_ops(model: nn.Module, clips: Tensor, *, dense: bool = False, fold_bn: 
         raise EnergyError(f"clips must be a tensor, got {type(clips).__name__}; pass a (B, C, T, H, W) batch")
     T = _infer_steps(model, clips) if num_steps == "auto" else num_steps
     B = int(clips.shape[0] if batch is None else batch)
-    was_training = model.training
-    if was_training:
-        model.eval()
+    modules = _all_modules(model)
+    training = [m.training for m in modules]  # every module counted in eval mode, each mode restored after
+    model.eval()
     try:
-        key = _plan_key(model, clips, (T, B, dense, fold_bn, skip_zero_macs)) if plan and not trace_neurons else None
+        key = _plan_key(modules, clips, (T, B, dense, fold_bn, skip_zero_macs)) if plan and not trace_neurons \
+            else None
         plans = _PLANS.get(model) if key is not None else None
         recorded = plans.get(key) if plans else None
         if recorded is not None:
@@ -809,6 +866,6 @@ def count_ops(model: nn.Module, clips: Tensor, *, dense: bool = False, fold_bn: 
                 del plans[next(iter(plans))]
             plans[key] = _Plan.of(counter)
     finally:
-        if was_training:
-            model.train()
+        for m, was in zip(modules, training):
+            m.training = was
     return counter.result(tuple(clips.shape))

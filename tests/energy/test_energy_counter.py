@@ -469,3 +469,52 @@ def test_functional_convolutions_with_same_shaped_weights_each_book_their_own_we
         mem = count_ops(m, x, num_steps=None).memory.set_index("layer").loc["model"]
         assert mem["weight_values"] == 2 * 18  # both kernels' footprints, not one kernel twice
         assert mem["weight_reads"] == 2 * 18 and mem["binary_act_values"] == 2 * 25
+
+
+class _Configurable(nn.Module):
+    """Two binary convs; ``use_c2`` and ``extra`` are Python flags its forward reads."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(2, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.use_c2, self.extra = True, False
+
+    def forward(self, x):
+        y = (self.bn(self.c1(x)) > 0).float()
+        if self.use_c2:
+            y = (self.c2(y) > 0).float()
+        if self.extra:
+            y = y * 2 + 1
+        return y
+
+
+def _flag(name, value):
+    def change(m):
+        setattr(m, name, value)
+    return change
+
+
+@pytest.mark.parametrize("before,change", [
+    (_flag("use_c2", False), _flag("use_c2", True)),  # a module the plan never saw called
+    (None, _flag("extra", True)),  # ops between the modules
+    (None, lambda m: setattr(m.c1, "stride", (2, 2))),
+    (None, lambda m: setattr(m.c2, "padding", (0, 0))),
+    (None, lambda m: setattr(m.c2, "dilation", (2, 2))),
+    (None, lambda m: m.c1.register_forward_hook(lambda mod, i, o: o + 1)),
+    (None, lambda m: m.bn.train()),
+], ids=["module-added-by-flag", "ops-added-by-flag", "stride", "padding", "dilation", "hook", "submodule-train"])
+def test_a_replay_follows_every_change_of_the_model_between_counts(before, change):
+    """Changes a user makes between two counts of the same model (from a new user's report): each must give
+    the counts of a full count, never a stale plan."""
+    torch.manual_seed(0)
+    m, x = _Configurable().eval(), (torch.rand(1, 2, 8, 8) > 0.5).float()
+    if before is not None:
+        before(m)
+    count_ops(m, x, num_steps=None)
+    change(m)
+    modes = [mod.training for mod in m.modules()]
+    replayed = count_ops(m, x, num_steps=None)
+    assert [mod.training for mod in m.modules()] == modes  # each module's mode is given back
+    _same(replayed, count_ops(m, x, num_steps=None, plan=False))
+    assert all("forward" not in mod.__dict__ for mod in m.modules())
