@@ -210,9 +210,9 @@ def export_and_verify(checkpoint: str | os.PathLike, target: str, out: str | os.
     from svformer_deploy._paths import data_spec
 
     path, model, _ = export_checkpoint(checkpoint, target, out, force=force, approximate_bn=approximate_bn)
-    data = data_spec(data)
-    batches = eval_batches(data, model.config, num_videos)
     try:
+        data = data_spec(data)
+        batches = eval_batches(data, model.config, num_videos)
         return verify_export(path, target=target, model=model,
                              batches=wrap_batches(batches) if wrap_batches else batches,
                              data_desc=f"{data}, split val, {num_videos} videos, 1 view each")

@@ -110,11 +110,17 @@ def run_lava(python: str, jobs: dict[str, tuple[Path, np.ndarray]], workdir: Pat
                 progress(line.rstrip())
 
     threads = [threading.Thread(target=drain, args=(i,), daemon=True) for i in range(len(procs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    failed = [(i, rc) for i, rc in enumerate(p.wait() for p in procs) if rc != 0]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        failed = [(i, rc) for i, rc in enumerate(p.wait() for p in procs) if rc != 0]
+    except BaseException:  # interrupted: no runner outlives the verification (they read the bundle's files)
+        for p in procs:
+            p.kill()
+            p.wait()
+        raise
     if failed:
         i, rc = failed[0]
         raise VerificationError("the Lava runner failed (exit {}):\n{}".format(rc, "\n".join(logs[i][-15:])))
@@ -272,7 +278,8 @@ def format_lava_report(report: dict[str, Any]) -> str:
     scope = (f"{cropped} partition(s) checked on the window/channels shown, not all neurons" if cropped else
              "every partition checked on all its output neurons")
     lines.append(f"all partitions bit-exact: {report['all_bit_exact']} ({report['inputs']['lava_clips']} clip(s) per "
-                 f"partition, one Lava run each, {report['lava_seconds']} s in Lava; {scope}; crop setting "
+                 f"partition, one Lava run each, {report['lava_seconds']} s in Lava in {report['lava_workers']} "
+                 f"runner process(es); {scope}; crop setting "
                  f"{report['crop']})")
     if report["accuracy"]:
         a = report["accuracy"]

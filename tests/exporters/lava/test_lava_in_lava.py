@@ -42,4 +42,6 @@ def test_export_to_lava_is_bit_exact_in_lava(tiny_ckpt, tmp_path, capsys, monkey
     assert report["inputs"]["lava_clips"] == 8 and report["lava_workers"] == 2
     acc = report["accuracy"]
     assert acc["clips"] == 8 and 0.0 <= acc["top1_quantized"] <= 1.0
-    assert "BIT-EXACT" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "BIT-EXACT" in printed
+    assert "in 2 runner process(es)" in " ".join(printed.split())  # the terminal says how many runners ran
