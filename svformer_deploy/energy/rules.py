@@ -20,8 +20,8 @@ intercept their aten ops: the same counts, at the cost of a module hook instead 
 ``using``, ``layout``, ``split``, ``even``, ``kind``, ``is_weight``, ``storage_key``, ``module``, ``memo``,
 ``read_synapse``, ``synapse_facts``, ``read_facts``, ``read_neuron``). A rule whose counts never depend on values
 is registered ``static=True`` so that a counting plan replays its bookings (see
-:func:`svformer_deploy.energy.count_ops`). Users register rules for their own ops and modules the same way; the docstring is required,
-and is what :func:`rules_markdown` prints in every report and in ``docs/energy.md``.
+:func:`svformer_deploy.energy.count_ops`). Users register rules for their own ops and modules the same way; the
+docstring is required, and is what :func:`rules_markdown` prints in every report and in ``docs/energy.md``.
 
 Operand kinds (decided per call, on the values actually passed), used by the rules below:
 
@@ -324,7 +324,7 @@ def _matmul(ctx: Any, a: Tensor, b: Tensor, out: Tensor, ka: str | None = None, 
         kb = "weight"
     else:
         kb = ctx.kind(b) if kb is None else kb
-        key = ("matmul", a.shape, b.shape, out.shape, ka, kb)
+        key = ("matmul", a.shape, a.dtype, b.shape, out.shape, ka, kb)
     form, layout, op_class, count, facts, facts_b, per_nnz = ctx.memo(
         key, lambda: _matmul_facts(ctx, a, b, out, ka, kb))
     if per_nnz is not None:  # binary float32 x weight, time-folded, exact in float32: one matrix-vector product
