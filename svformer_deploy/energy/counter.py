@@ -210,7 +210,7 @@ class OpCounter:
             self.weights = {_storage_key(p) for m in self.names
                             for p in (*m._parameters.values(), *m._buffers.values()) if p is not None}
             self.weights -= {-1, 0}
-        else:  # replaying a plan: its hook knows the covered modules; the weights are the plan's (same storages)
+        else:  # replaying a plan: its wrappers know the covered modules; the weights are the plan's (same storages)
             self.names, self._module_rules, self.weights = {}, {}, plan.weights
         self.stack: list[tuple[str, nn.Module]] = []
         self.counts: dict[tuple[str, str], list[Any]] = defaultdict(list)  # (layer, class) -> per-t vectors
@@ -246,6 +246,15 @@ class OpCounter:
         self._mem_base: tuple[list[str], np.ndarray] | None = None  # and its static memory facts
         self._memo: dict[Any, Any] = {}  # see memo(); a plan shares it with the counts that replay it
         self._cell_cache: dict[tuple, tuple[np.ndarray, ...]] = {}  # see _cells(); shared likewise
+        if plan is not None:  # start from the plan's static bookings (see _replay)
+            self._base = (plan.keys, plan.counts)
+            self._mem_base = (plan.mem_layers, plan.mem)
+            self._memo, self._cell_cache = plan.memo, plan.cells
+            self._uses = list(plan.uses)
+            self.order = dict(plan.order)
+            self.uncounted.update({k: dict(v) for k, v in plan.uncounted.items()})
+            self.internal.update(plan.internal)
+            self.rules_used = dict(plan.rules_used)
 
     # ---------------------------------------------------------------- module tracking
     def _pre(self, module: nn.Module, args: tuple) -> None:
@@ -579,8 +588,8 @@ class OpCounter:
         facts = np.zeros((len(layers), len(cols)), dtype=np.float64)
         if base_facts is not None:
             facts[:len(base_facts)] = base_facts
-        for layer, d in self.mem.items():
-            facts[row[layer]] += [d[c] for c in cols]
+        if self.mem:
+            facts[[row[layer] for layer in self.mem]] += _fact_matrix(self.mem)
         if self._uses:  # weight uses booked as tensors of counts: one segmented sum for all of them
             flat = torch.cat([t.reshape(-1) for _, t in self._uses]).to(torch.float64)
             seg = torch.repeat_interleave(torch.tensor([row[layer] for layer, _ in self._uses]),
@@ -595,6 +604,13 @@ class OpCounter:
         return OpCounts(df=df, memory=mem, num_steps=self.T, batch=self.B, input_shape=tuple(input_shape), mode=mode,
                         uncounted={k: dict(v) for k, v in sorted(self.uncounted.items())},
                         internal=dict(sorted(self.internal.items())), rules_used=tuple(self.rules_used))
+
+
+def _fact_matrix(mem: dict[str, dict[str, Any]]) -> np.ndarray:
+    """Memory facts per layer as a (layers, :data:`MEMORY_COLUMNS` but ``layer``) float64 matrix, rows in the
+    order of ``mem``."""
+    cols = MEMORY_COLUMNS[1:]
+    return np.array([[d[c] for c in cols] for d in mem.values()], dtype=np.float64).reshape(len(mem), len(cols))
 
 
 def _rows(base: list[Any], new: Any) -> tuple[list[Any], dict[Any, int]]:
@@ -637,8 +653,7 @@ class _Plan:
         keys, mat = c.static_matrix()
         return cls(keys=keys, counts=mat,
                    mem_layers=list(c._static_mem),
-                   mem=np.array([[d[k] for k in MEMORY_COLUMNS[1:]] for d in c._static_mem.values()],
-                                dtype=np.float64).reshape(len(c._static_mem), len(MEMORY_COLUMNS) - 1),
+                   mem=_fact_matrix(c._static_mem),
                    uses=list(c._static_uses),
                    order=dict(c.order), uncounted={k: dict(v) for k, v in c.uncounted.items()},
                    internal=dict(c.internal), rules_used=dict(c.rules_used), calls=list(c._calls),
@@ -705,19 +720,9 @@ def _all_modules(model: nn.Module) -> list[nn.Module]:
 
 
 def _replay(plan: _Plan, model: nn.Module, clips: Tensor, counter: OpCounter) -> bool:
-    """Run ``model(clips)`` re-running only the non-static rules of the covered modules, into ``counter`` seeded
-    with the plan's static bookings. Returns False (``counter`` then holds nothing usable) when the module calls
-    differ from the plan's."""
-    counter._base = (plan.keys, plan.counts)
-    counter._memo = plan.memo
-    counter._cell_cache = plan.cells
-    counter._mem_base = (plan.mem_layers, plan.mem)
-    counter._uses = list(plan.uses)
-    counter.order = dict(plan.order)
-    counter.uncounted = defaultdict(lambda: {"calls": 0, "elements": 0},
-                                    {k: dict(v) for k, v in plan.uncounted.items()})
-    counter.internal = defaultdict(int, plan.internal)
-    counter.rules_used = dict(plan.rules_used)
+    """Run ``model(clips)`` re-running only the non-static rules of the covered modules, into ``counter`` (made
+    with ``plan=plan``: it starts from the plan's static bookings). Returns False (``counter`` then holds nothing
+    usable) when the module calls differ from the plan's."""
     spike_outputs = counter._spike_outputs
     seen: list[nn.Module] = []
     append = seen.append
