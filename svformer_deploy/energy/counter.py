@@ -55,7 +55,7 @@ from torch._C import _pop_torch_dispatch_stack, _push_on_torch_dispatch_stack
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from svformer_deploy.energy.rules import OP_CLASSES, Rule, module_rule, op_rule, table_version
+from svformer_deploy.energy.rules import _EXACT_F32, OP_CLASSES, Rule, module_rule, op_rule, table_version
 from svformer_deploy.errors import EnergyError
 from svformer_deploy.models.norm import TemporalBatchNorm
 
@@ -73,7 +73,6 @@ when weights are fetched per event); ``real/binary_act_values`` = input activati
 ``real/binary_out_values`` = output values written (spikes are binary); ``state_values`` = membrane-potential
 values read and written (2 per neuron update); ``passes`` = images per batch the weights are applied to."""
 
-_EXACT_F32 = 1 << 24  # every integer up to 2**24 is exact in float32
 
 _META_OPS = {
     aten.is_contiguous, aten.is_strides_like_format, aten.is_non_overlapping_and_dense, aten.size,
