@@ -550,8 +550,8 @@ class OpCounter:
 
     def _cells(self, keys: list[tuple[str, str]], steps: int) -> tuple[np.ndarray, ...]:
         """Every (key, timestep) cell of the count matrix in the table's order (layers in execution order, then
-        timestep, then op class): (layer, timestep, op class, flat cell index), each an array; kept per key list
-        (a replayed plan books the same keys every time)."""
+        timestep, then op class): (layer, timestep, op class, flat cell index), each an array (the strings as
+        pandas arrays); kept per key list (a replayed plan books the same keys every time)."""
         cache_key = (tuple(keys), steps)
         cells = self._cell_cache.get(cache_key)
         if cells is None:
@@ -563,7 +563,10 @@ class OpCounter:
             cell = np.lexsort((op_rank, timestep, layer_rank))
             layer_of = np.repeat(np.array([k[0] for k in keys], dtype=object), steps + 1)
             class_of = np.repeat(np.array([k[1] for k in keys], dtype=object), steps + 1)
-            cells = self._cell_cache[cache_key] = (layer_of[cell], timestep[cell], class_of[cell], cell)
+            # pandas arrays of the default dtype for strings, so that a table takes its rows without re-checking
+            # every string
+            cells = self._cell_cache[cache_key] = (pd.Series(layer_of[cell]).array, timestep[cell],
+                                                   pd.Series(class_of[cell]).array, cell)
         return cells
 
     def result(self, input_shape: tuple[int, ...]) -> OpCounts:
@@ -597,8 +600,9 @@ class OpCounter:
             facts[:, cols.index("weight_uses")] += uses
         perm = sorted(range(len(layers)), key=lambda i: self.order.get(layers[i], 1 << 30))
         mem_layers = [layers[i] for i in perm]
-        mem = pd.DataFrame(np.rint(facts[perm]).astype(np.int64).reshape(len(layers), len(cols)), columns=cols)
-        mem.insert(0, "layer", np.array(mem_layers, dtype=object))
+        values = np.rint(facts[perm]).astype(np.int64).reshape(len(layers), len(cols))
+        mem = pd.DataFrame({"layer": pd.Series(mem_layers, dtype=object if not mem_layers else None).array,
+                            **{c: values[:, j] for j, c in enumerate(cols)}})
         mode = "dense" if self.dense else "sparse" if self.skip_zero_macs else "exact"
         return OpCounts(df=df, memory=mem, num_steps=self.T, batch=self.B, input_shape=tuple(input_shape), mode=mode,
                         uncounted={k: dict(v) for k, v in sorted(self.uncounted.items())},
@@ -847,7 +851,8 @@ def count_ops(model: nn.Module, clips: Tensor, *, dense: bool = False, fold_bn: 
     B = int(clips.shape[0] if batch is None else batch)
     modules = _all_modules(model)
     training = [m.training for m in modules]  # every module counted in eval mode, each mode restored after
-    model.eval()
+    if any(training):
+        model.eval()
     try:
         key = _plan_key(modules, clips, (T, B, dense, fold_bn, skip_zero_macs)) if plan and not trace_neurons \
             else None
@@ -870,6 +875,7 @@ def count_ops(model: nn.Module, clips: Tensor, *, dense: bool = False, fold_bn: 
                 del plans[next(iter(plans))]
             plans[key] = _Plan.of(counter)
     finally:
-        for m, was in zip(modules, training):
-            m.training = was
+        if any(training):
+            for m, was in zip(modules, training):
+                m.training = was
     return counter.result(tuple(clips.shape))
