@@ -55,6 +55,13 @@ def _exit_cleanly_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
+def build_command():
+    """The click command tree of :data:`app`, with the help labels of :func:`~svformer_deploy.cli._options.tidy_help`."""
+    from svformer_deploy.cli._options import tidy_help
+
+    return tidy_help(typer.main.get_command(app))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the CLI and exit with its status code."""
     from svformer_deploy._threads import configure_threads
@@ -62,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     _STATE["debug"] = "--debug" in (sys.argv[1:] if argv is None else argv)
     configure_threads()
     _exit_cleanly_on_sigterm()
-    command = typer.main.get_command(app)
+    command = build_command()
     try:
         # standalone mode: usage errors, --help and Ctrl-C are handled (and exited) by the CLI framework
         command.main(args=argv, prog_name="svformer-deploy")

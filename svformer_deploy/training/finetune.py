@@ -109,7 +109,7 @@ class FinetuneConfig(LoopConfig):
         if self.budget_weight < 0:
             raise ConfigError(f"--budget-weight {self.budget_weight}: must be >= 0 (a negative weight rewards spikes)")
         if self.eval_videos is not None and self.eval_videos < 1:
-            raise ConfigError(f"--eval-videos {self.eval_videos}: must be >= 1")
+            raise ConfigError(f"--videos {self.eval_videos}: must be >= 1")
         from svformer_deploy.energy.profiles import get_profile
 
         get_profile(self.energy_profile)  # an unknown profile fails here, not after the training
