@@ -9,11 +9,14 @@ gives each parameter the label a user reads instead, by one rule:
   ``PATH`` (a path), ``N`` (a whole number), ``FLOAT`` or ``TEXT``;
 * a repeatable option shows the label of one value and its help says "repeatable";
 * an argument shows its value's kind (``PATH``, ``TEXT``) after its name;
-* an old spelling of an option (:data:`HIDDEN_ALIASES`) keeps working but is not shown.
+* an old spelling of an option (:data:`HIDDEN_ALIASES`) keeps working but is not shown;
+* a command's line in its group's list is the first paragraph of its docstring as one flowing text (the typer
+  in use keeps the docstring's line breaks there).
 """
 
 from __future__ import annotations
 
+import inspect
 from pathlib import PurePath
 from typing import Any, get_args, get_origin
 
@@ -87,6 +90,8 @@ def tidy_help(command, name: str = "svformer-deploy"):
     returns ``command``. The ``--help`` flag of each command is created here, so that it is tidied too."""
     from typer._click import Context
 
+    if command.help and not command.short_help:
+        command.short_help = " ".join(inspect.cleandoc(command.help).split("\n\n")[0].split())
     for param in command.params:
         _tidy_param(param)
     help_option = command.get_help_option(Context(command, info_name=name))

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from svformer_deploy._atomic import atomic_write, atomic_write_csv, atomic_write_json, refuse_existing
+from svformer_deploy._atomic import (atomic_write, atomic_write_csv, atomic_write_json, refuse_existing,
+                                     refuse_file_in_the_way)
 from svformer_deploy._threads import ThreadGovernor
 from svformer_deploy.errors import DataError
 
@@ -164,6 +165,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, spec: str | os.PathLike |
     checkpoint, out_dir = user_path(checkpoint), user_path(out_dir)
     paths = {"json": out_dir / "eval.json", "confusion_png": out_dir / "confusion.png",
              "predictions_csv": out_dir / "predictions.csv"}
+    refuse_file_in_the_way(out_dir)
     for path in paths.values():
         refuse_existing(path, force)
     model, meta = load_checkpoint(checkpoint, map_location=device)

@@ -60,6 +60,17 @@ def test_help_has_no_type_noise_and_flags_take_no_label(path, capsys, monkeypatc
             assert "repeatable" in param.help, param.opts
 
 
+@pytest.mark.parametrize("group, summary", [
+    ((), "Distil a checkpoint into an exportable student: shared BN (starting from the time-averaged map that "
+         "--approximate-bn folds) and/or a spike budget."),
+    (("energy",), "under every convention and the memory model; print a markdown report.")])
+def test_a_group_lists_each_command_with_its_summary_as_flowing_text(group, summary, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "400")
+    assert run_cli([*group, "--help"]) == 0
+    assert summary in capsys.readouterr().out
+    assert all("\n" not in command.short_help for _, command in _commands() if command.help)
+
+
 def test_value_options_say_what_they_take():
     """The labels a user reads for the common options: a folder, a file, a count, a name."""
     labels = {(path, opt): p.metavar for path, cmd in _commands() for p in cmd.params

@@ -1,0 +1,55 @@
+"""What a new user passes by mistake (a missing file, a folder where a file goes, a file where a folder goes), with
+spaces and non-ASCII letters in the names: one line on stderr naming the problem and the fix, exit 2, nothing
+written, nothing touched."""
+
+from __future__ import annotations
+
+import pytest
+
+from svformer_deploy.assets import default_checkpoint
+from tests.helpers import run_cli
+
+NAME = "mödel ü space"
+
+
+@pytest.fixture()
+def where(tmp_path):
+    """A folder and a non-checkpoint file, both named with spaces and non-ASCII letters."""
+    folder = tmp_path / f"{NAME} dir"
+    folder.mkdir()
+    file = tmp_path / f"{NAME}.txt"
+    file.write_text("keep me")
+    return {"dir": folder, "file": file, "missing": tmp_path / f"{NAME} missing", "ckpt": default_checkpoint(),
+            "out": tmp_path / f"{NAME} out"}
+
+
+CASES = [
+    (["energy", "report", "{dir}", "--out", "{out}"], "{dir} is a folder, not a file"),
+    (["energy", "report", "{ckpt}", "--accuracy", "{dir}", "--out", "{out}"], "accuracy file {dir} is a folder"),
+    (["energy", "report", "{ckpt}", "--profile", "{dir}", "--out", "{out}"], "profile file {dir} is a folder"),
+    (["energy", "report", "{ckpt}", "--data", "{file}", "--out", "{out}"], "data folder {file} is a file"),
+    (["energy", "price", "--model", "svformer_tiny", "--rates", "{dir}"], "rates file {dir} is a folder"),
+    (["import-official", "{dir}", "--out", "{out}"], "official checkpoint {dir} is a folder, not a file"),
+    (["verify", "{missing}"], "export bundle {missing} does not exist"),
+    (["verify", "{file}"], "export bundle {file} is a file, not a bundle folder"),
+    (["info", "{dir}"], "{dir} is a directory, not a checkpoint file"),
+    (["export", "{missing}", "--to", "nir", "--out", "{out}"], "{missing} does not exist"),
+    (["evaluate", "{ckpt}", "--out", "{file}", "--force"], "--out {file} is a file"),
+    (["evaluate", "{ckpt}", "--out", "{file}/sub"], "--out {file}/sub lies below the file {file}"),
+    (["train", "--out", "{file}", "--force"], "--out {file} is a file"),
+    (["finetune", "{ckpt}", "--out", "{file}", "--spike-budget", "0.05"], "--out {file} is a file"),
+    (["finetune", "{ckpt}", "--out", "{file}/sub", "--bn", "keep", "--rate-weight", "1"], "lies below the file {file}"),
+]
+
+
+@pytest.mark.parametrize("argv, words", CASES, ids=[" ".join(a[:2]) + f" {i}" for i, (a, _) in enumerate(CASES)])
+def test_a_wrong_path_is_one_line_naming_it_and_exit_2(argv, words, where, capsys):
+    before = {p.name for p in where["file"].parent.iterdir()}
+    assert run_cli([a.format(**where) for a in argv]) == 2
+    out = capsys.readouterr()
+    err = out.err.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert words.format(**where) in err, err
+    assert {p.name for p in where["file"].parent.iterdir()} == before  # nothing written
+    assert where["file"].read_text() == "keep me" and not any(where["dir"].iterdir())
+    assert "videos" not in out.out  # refused before any work: no progress bar
