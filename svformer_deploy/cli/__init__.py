@@ -12,6 +12,9 @@ from typing import Annotated
 
 import typer
 
+from typer import Abort
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
+
 from svformer_deploy.errors import SVFormerDeployError
 
 app = typer.Typer(
@@ -71,8 +74,18 @@ def main(argv: list[str] | None = None) -> None:
     _exit_cleanly_on_sigterm()
     command = build_command()
     try:
-        # standalone mode: usage errors, --help and Ctrl-C are handled (and exited) by the CLI framework
-        command.main(args=argv, prog_name="svformer-deploy")
+        # --help, Ctrl-C (130) and typer.Exit come back as an exit code; a command's own sys.exit passes through
+        code = command.main(args=argv, prog_name="svformer-deploy", standalone_mode=False)
+    except NoArgsIsHelpError as err:  # a bare command group: its help, as before
+        err.show()
+        sys.exit(err.exit_code)
+    except UsageError as err:  # a typo, a missing or malformed option: one line, like every other bad input
+        where = err.ctx.command_path if err.ctx is not None else "svformer-deploy"
+        typer.echo(f"error: {err.format_message().rstrip('.')}; see `{where} --help`", err=True)
+        sys.exit(err.exit_code)
+    except Abort:  # end of input at a prompt
+        typer.echo("Aborted!", err=True)
+        sys.exit(1)
     except SVFormerDeployError as err:
         if _STATE["debug"]:
             raise
@@ -85,3 +98,4 @@ def main(argv: list[str] | None = None) -> None:
         typer.echo(f"error: cannot use{where}: {err.strerror or err}; check the path you passed (is a parent folder "
                    "a file? is it writable? is the disk full?)", err=True)
         sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -53,3 +53,29 @@ def test_a_wrong_path_is_one_line_naming_it_and_exit_2(argv, words, where, capsy
     assert {p.name for p in where["file"].parent.iterdir()} == before  # nothing written
     assert where["file"].read_text() == "keep me" and not any(where["dir"].iterdir())
     assert "videos" not in out.out  # refused before any work: no progress bar
+
+
+USAGE = [(["export"], "Missing argument 'checkpoint'", "svformer-deploy export"),
+         (["export", "x.pt", "--to", "nir"], "Missing option '--out'", "svformer-deploy export"),
+         (["energy", "report", "x.pt", "--videos", "abc"], "Invalid value for '--videos'", "svformer-deploy energy report"),
+         (["train", "--epochs", "0"], "Invalid value for '--epochs'", "svformer-deploy train"),
+         (["sparsity", "x.pt", "--out", "o", "--vidoes", "3"], "No such option: --vidoes", "svformer-deploy sparsity"),
+         (["bogus"], "No such command 'bogus'", "svformer-deploy")]
+
+
+@pytest.mark.parametrize("argv, problem, command", USAGE, ids=[" ".join(a) for a, _, _ in USAGE])
+def test_a_usage_error_is_one_line_with_the_command_help_to_see(argv, problem, command, capsys):
+    """A typo, a missing or malformed option: the same one-line form as every other bad input (was a framed
+    panel after the usage line), exit 2."""
+    assert run_cli(argv) == 2
+    out = capsys.readouterr()
+    err = out.err.strip()
+    assert err == f"error: {err[7:]}" and len(err.splitlines()) == 1 and not out.out, err
+    assert problem in err and err.endswith(f"; see `{command} --help`"), err
+
+
+def test_help_and_a_bare_group_still_show_help(capsys):
+    assert run_cli(["export", "--help"]) == 0
+    assert "--videos" in capsys.readouterr().out
+    assert run_cli(["energy"]) == 2  # a group without a command: its help (exit 2, as the framework does)
+    assert "report" in capsys.readouterr().out
