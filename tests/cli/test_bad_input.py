@@ -59,7 +59,8 @@ USAGE = [(["export"], "Missing argument 'checkpoint'", "svformer-deploy export")
          (["export", "x.pt", "--to", "nir"], "Missing option '--out'", "svformer-deploy export"),
          (["energy", "report", "x.pt", "--videos", "abc"], "Invalid value for '--videos'", "svformer-deploy energy report"),
          (["train", "--epochs", "0"], "Invalid value for '--epochs'", "svformer-deploy train"),
-         (["sparsity", "x.pt", "--out", "o", "--vidoes", "3"], "No such option: --vidoes", "svformer-deploy sparsity"),
+         (["sparsity", "x.pt", "--out", "o", "--vidoes", "3"], "No such option: --vidoes (Possible options: --videos)",
+          "svformer-deploy sparsity"),
          (["bogus"], "No such command 'bogus'", "svformer-deploy")]
 
 
@@ -72,6 +73,7 @@ def test_a_usage_error_is_one_line_with_the_command_help_to_see(argv, problem, c
     err = out.err.strip()
     assert err == f"error: {err[7:]}" and len(err.splitlines()) == 1 and not out.out, err
     assert problem in err and err.endswith(f"; see `{command} --help`"), err
+    assert "--num-videos" not in err and "--eval-videos" not in err  # suggestions name what help shows
 
 
 def test_help_and_a_bare_group_still_show_help(capsys):
