@@ -11,7 +11,6 @@ import sys
 from typing import Annotated
 
 import typer
-
 from typer import Abort
 from typer._click.exceptions import NoArgsIsHelpError, NoSuchOption, UsageError
 
