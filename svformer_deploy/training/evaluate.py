@@ -61,7 +61,8 @@ def evaluate_model(model: nn.Module, spec: str | os.PathLike, *, split: str = "v
     from svformer_deploy.data import iter_eval_videos
     from svformer_deploy.data.api import _is_digits
 
-    names = class_names or data_class_names(spec)
+    data_names = data_class_names(spec)  # reads the data's layout: a wrong --data fails before the progress bar
+    names = class_names or data_names
     k = model.config.num_classes
     if len(names) != k:
         raise DataError(f"{spec} has {len(names)} classes but the model predicts {k}; evaluate on the data the model "

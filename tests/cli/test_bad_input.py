@@ -35,6 +35,7 @@ CASES = [
     (["info", "{dir}"], "{dir} is a directory, not a checkpoint file"),
     (["export", "{missing}", "--to", "nir", "--out", "{out}"], "{missing} does not exist"),
     (["evaluate", "{ckpt}", "--out", "{file}", "--force"], "--out {file} is a file"),
+    (["evaluate", "{ckpt}", "--data", "{missing}", "--out", "{out}"], "'{missing}' is neither 'moving-digits' nor a folder"),
     (["evaluate", "{ckpt}", "--out", "{file}/sub"], "--out {file}/sub lies below the file {file}"),
     (["train", "--out", "{file}", "--force"], "--out {file} is a file"),
     (["finetune", "{ckpt}", "--out", "{file}", "--spike-budget", "0.05"], "--out {file} is a file"),
