@@ -16,7 +16,7 @@ from typing import Any
 from svformer_deploy.errors import OutputExistsError
 
 __all__ = ["atomic_write", "atomic_write_json", "atomic_write_csv", "atomic_write_dir", "json_text", "refuse_existing",
-           "check_replaceable", "chmod_as_created"]
+           "check_replaceable", "chmod_as_created", "refuse_file_in_the_way"]
 
 
 def chmod_as_created(path: str | os.PathLike, mode: int) -> None:
@@ -103,6 +103,19 @@ def refuse_existing(out: str | os.PathLike, force: bool = False, *, inputs: tupl
     if not force:
         raise OutputExistsError(f"{out} already exists; choose another --out or pass --force to replace it")
     check_replaceable(out, inputs=inputs, folder=folder)
+
+
+def refuse_file_in_the_way(out: str | os.PathLike) -> None:
+    """Raise :class:`OutputExistsError` when the output folder ``out`` cannot be made because ``out`` or the
+    nearest of its parents that exists is a file (call it before long work: ``mkdir`` would fail only after)."""
+    path = Path(out)
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                where = "is a file" if p == path else f"lies below the file {p}"
+                raise OutputExistsError(f"--out {out} {where}, and this command writes a folder there; choose "
+                                        "another --out")
+            return
 
 
 def check_replaceable(out: str | os.PathLike, *, inputs: tuple[str | os.PathLike, ...] = (),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["user_path", "data_spec"]
+__all__ = ["user_path", "data_spec", "require_file"]
 
 
 def user_path(path: str | os.PathLike) -> Path:
@@ -22,3 +22,13 @@ def data_spec(spec: str | os.PathLike) -> str:
     from svformer_deploy.data.api import MOVING_DIGITS
 
     return MOVING_DIGITS if str(spec) == MOVING_DIGITS else str(user_path(spec))
+
+
+def require_file(path: str | os.PathLike, what: str, fix: str, error: type[Exception]) -> Path:
+    """``Path(path)`` when it is a file; else ``error("<what> <path> does not exist; <fix>")``, or ``... is a
+    folder, not a file; <fix>`` for a folder, so a user told to pass a file learns which of the two went wrong."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    problem = "is a folder, not a file" if p.is_dir() else "does not exist"
+    raise error(f"{what} {p} {problem}; {fix}")

@@ -11,6 +11,8 @@ import sys
 from typing import Annotated
 
 import typer
+from typer import Abort
+from typer._click.exceptions import NoArgsIsHelpError, NoSuchOption, UsageError
 
 from svformer_deploy.errors import SVFormerDeployError
 
@@ -55,6 +57,13 @@ def _exit_cleanly_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
+def build_command():
+    """The click command tree of :data:`app`, with the help labels of :func:`~svformer_deploy.cli._options.tidy_help`."""
+    from svformer_deploy.cli._options import tidy_help
+
+    return tidy_help(typer.main.get_command(app))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the CLI and exit with its status code."""
     from svformer_deploy._threads import configure_threads
@@ -62,10 +71,24 @@ def main(argv: list[str] | None = None) -> None:
     _STATE["debug"] = "--debug" in (sys.argv[1:] if argv is None else argv)
     configure_threads()
     _exit_cleanly_on_sigterm()
-    command = typer.main.get_command(app)
+    command = build_command()
     try:
-        # standalone mode: usage errors, --help and Ctrl-C are handled (and exited) by the CLI framework
-        command.main(args=argv, prog_name="svformer-deploy")
+        # --help, Ctrl-C (130) and typer.Exit come back as an exit code; a command's own sys.exit passes through
+        code = command.main(args=argv, prog_name="svformer-deploy", standalone_mode=False)
+    except NoArgsIsHelpError as err:  # a bare command group: its help, as before
+        err.show()
+        sys.exit(err.exit_code)
+    except UsageError as err:  # a typo, a missing or malformed option: one line, like every other bad input
+        where = err.ctx.command_path if err.ctx is not None else "svformer-deploy"
+        if isinstance(err, NoSuchOption) and err.possibilities:  # suggest the names help shows, not old spellings
+            from svformer_deploy.cli._options import HIDDEN_ALIASES
+
+            err.possibilities = [p for p in err.possibilities if p not in HIDDEN_ALIASES] or None
+        typer.echo(f"error: {err.format_message().rstrip('.')}; see `{where} --help`", err=True)
+        sys.exit(err.exit_code)
+    except Abort:  # end of input at a prompt
+        typer.echo("Aborted!", err=True)
+        sys.exit(1)
     except SVFormerDeployError as err:
         if _STATE["debug"]:
             raise
@@ -78,3 +101,4 @@ def main(argv: list[str] | None = None) -> None:
         typer.echo(f"error: cannot use{where}: {err.strerror or err}; check the path you passed (is a parent folder "
                    "a file? is it writable? is the disk full?)", err=True)
         sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from svformer_deploy.cli import app
+from svformer_deploy.cli._options import videos_option
 
 energy_app = typer.Typer(help="Count operations and estimate energy (every report prints the rules it used).",
                          no_args_is_help=True)
@@ -19,15 +20,15 @@ app.add_typer(energy_app, name="energy")
 @energy_app.command("report")
 def report(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file (.pt) written by svformer-deploy.")],
-    data: Annotated[str, typer.Option(help="'moving-digits' or a UCF101/HMDB51 folder.")] = "moving-digits",
-    videos: Annotated[int, typer.Option(help="Number of validation videos.")] = 4,
+    data: Annotated[str, typer.Option(metavar="NAME|DIR", help="'moving-digits' or a UCF101/HMDB51 folder.")] = "moving-digits",
+    videos: Annotated[int, videos_option(help="Number of validation videos.")] = 4,
     clips: Annotated[int, typer.Option(help="Clips per video (views = clips x crops).")] = 1,
     crops: Annotated[int, typer.Option(help="Crops per clip (1 or 3).")] = 1,
-    profile: Annotated[str, typer.Option(help="Energy profile name (45nm-fp32, 45nm-fp16, 45nm-int8, loihi) or a YAML/JSON file.")] = "45nm-fp32",
-    baseline: Annotated[Optional[list[str]], typer.Option(help="ANN baseline(s): svformer-ann, r3d_18, mc3_18, r2plus1d_18, s3d, mvit_v2_s, swin3d_t (repeatable; default all).")] = None,
+    profile: Annotated[str, typer.Option(metavar="NAME|FILE", help="Energy profile name (45nm-fp32, 45nm-fp16, 45nm-int8, loihi) or a YAML/JSON file.")] = "45nm-fp32",
+    baseline: Annotated[Optional[list[str]], typer.Option(metavar="NAME", help="ANN baseline(s): svformer-ann, r3d_18, mc3_18, r2plus1d_18, s3d, mvit_v2_s, swin3d_t (repeatable; default all).")] = None,
     fold_bn: Annotated[bool, typer.Option(help="Count time-invariant BatchNorms as folded into the previous layer (free).")] = False,
-    accuracy: Annotated[Optional[Path], typer.Option(help="eval.json from 'svformer-deploy evaluate': accuracy and its views, set beside the energy.")] = None,
-    out: Annotated[Path, typer.Option(help="Output directory (must not exist unless --force).")] = Path("energy_report"),
+    accuracy: Annotated[Optional[Path], typer.Option(metavar="FILE", help="eval.json from 'svformer-deploy evaluate': accuracy and its views, set beside the energy.")] = None,
+    out: Annotated[Path, typer.Option(metavar="DIR", help="Output directory (must not exist unless --force).")] = Path("energy_report"),
     force: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,
 ) -> None:
     """Write per_layer.csv, per_video.csv, summary.json, report.md and plots for CHECKPOINT."""
@@ -55,12 +56,12 @@ def profiles() -> None:
 
 @energy_app.command("price")
 def price(
-    model: Annotated[str, typer.Option(help="Registered model name (svformer-deploy models), e.g. svformer_ucf101.")],
-    rates: Annotated[Path, typer.Option(help="CSV with columns name,rate: input firing rate of each synaptic layer "
+    model: Annotated[str, typer.Option(metavar="NAME", help="Registered model name (svformer-deploy models), e.g. svformer_ucf101.")],
+    rates: Annotated[Path, typer.Option(metavar="FILE", help="CSV with columns name,rate: input firing rate of each synaptic layer "
                                              "with spike input, output rate of each attention lif_q/k/v.")],
-    profile: Annotated[str, typer.Option(help="Energy profile name or a YAML/JSON file.")] = "45nm-fp32",
-    views: Annotated[Optional[list[str]], typer.Option(help="Views protocol CLIPSxCROPS (repeatable; default 1x1 and 5x3).")] = None,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the summary as JSON here.")] = None,
+    profile: Annotated[str, typer.Option(metavar="NAME|FILE", help="Energy profile name or a YAML/JSON file.")] = "45nm-fp32",
+    views: Annotated[Optional[list[str]], typer.Option(metavar="CLIPSxCROPS", help="Views protocol CLIPSxCROPS (repeatable; default 1x1 and 5x3).")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", metavar="FILE", help="Also write the summary as JSON here.")] = None,
 ) -> None:
     """Price a published model from stated firing rates (no checkpoint, no data) under every convention and the
     memory model; print a markdown report."""

@@ -9,9 +9,10 @@ from typing import Annotated, Optional
 import typer
 
 from svformer_deploy.cli import app
+from svformer_deploy.cli._options import videos_option
 
-_DATA = typer.Option("--data", help="Validation data: 'moving-digits' (built-in) or a UCF101/HMDB51 folder.")
-_NUM = typer.Option("--num-videos", min=1, help="Number of validation videos to verify on.")
+_DATA = typer.Option("--data", metavar="NAME|DIR", help="Validation data: 'moving-digits' (built-in) or a UCF101/HMDB51 folder.")
+_VIDEOS = videos_option(min=1, help="Number of validation videos to verify on.")
 
 
 def _progress(batches):
@@ -29,14 +30,14 @@ def _print(result) -> None:
 @app.command("export")
 def export_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.pt) written by svformer-deploy.")],
-    to: Annotated[str, typer.Option("--to", help="Target format: nir, onnx (or lava where installed).")],
-    out: Annotated[Path, typer.Option("--out", help="Output bundle directory (every target writes one).")],
+    to: Annotated[str, typer.Option("--to", metavar="FORMAT", help="Target format: nir, onnx (or lava where installed).")],
+    out: Annotated[Path, typer.Option("--out", metavar="DIR", help="Output bundle directory (every target writes one).")],
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output.")] = False,
     approximate_bn: Annotated[bool, typer.Option(
         "--approximate-bn", help="Fold per-timestep BatchNorm with its time average (not exact; the cost is "
         "reported).")] = False,
     data: Annotated[str, _DATA] = "moving-digits",
-    num_videos: Annotated[int, _NUM] = 32,
+    num_videos: Annotated[int, _VIDEOS] = 32,
 ) -> None:
     """Export a checkpoint, then verify the export against PyTorch on real validation clips.
 
@@ -54,11 +55,11 @@ def export_cmd(
 def verify_cmd(
     path: Annotated[Path, typer.Argument(help="An export bundle directory (written by `export`).")],
     data: Annotated[str, _DATA] = "moving-digits",
-    num_videos: Annotated[int, _NUM] = 32,
+    num_videos: Annotated[int, _VIDEOS] = 32,
     checkpoint: Annotated[Optional[Path], typer.Option(
-        "--checkpoint", help="Source checkpoint (default: the path recorded at export; its SHA-256 must match).")] = None,
+        "--checkpoint", metavar="FILE", help="Source checkpoint (default: the path recorded at export; its SHA-256 must match).")] = None,
     target: Annotated[Optional[str], typer.Option(
-        "--target", help="Verifier to use (default: the export's own; e.g. a second runtime of the same "
+        "--target", metavar="NAME", help="Verifier to use (default: the export's own; e.g. a second runtime of the same "
         "bundle).")] = None,
 ) -> None:
     """Re-check an export: re-read its files, run it on real clips, compare with the PyTorch model (JSON + table)."""

@@ -10,15 +10,16 @@ from typing import Annotated, Optional
 import typer
 
 from svformer_deploy.cli import app
+from svformer_deploy.cli._options import videos_option
 
 
 @app.command("finetune")
 def finetune_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint to convert or fine-tune (the distillation teacher).")],
-    bn: Annotated[str, typer.Option(help="'shared': convert per-timestep BN to shared BN (time-averaged start); "
+    bn: Annotated[str, typer.Option(metavar="shared|keep", help="'shared': convert per-timestep BN to shared BN (time-averaged start); "
                                          "'keep': keep the checkpoint's BN (spike-budget runs).")] = "shared",
-    data: Annotated[str, typer.Option(help="'moving-digits' or a UCF101/HMDB51 root (training and report).")] = "moving-digits",
-    out: Annotated[Path, typer.Option(help="Run folder: finetuned.pt, last.pt, metrics, finetune.json.")] = Path("runs/finetune"),
+    data: Annotated[str, typer.Option(metavar="NAME|DIR", help="'moving-digits' or a UCF101/HMDB51 root (training and report).")] = "moving-digits",
+    out: Annotated[Path, typer.Option(metavar="DIR", help="Run folder: finetuned.pt, last.pt, metrics, finetune.json.")] = Path("runs/finetune"),
     epochs: Annotated[int, typer.Option(min=1)] = 3,
     batch_size: Annotated[int, typer.Option(min=1, help="Clips per step per process.")] = 32,
     lr: Annotated[float, typer.Option(help="Peak AdamW learning rate (cosine to --min-lr).")] = 1e-3,
@@ -31,13 +32,13 @@ def finetune_cmd(
         "--spike-budget", help="Fraction of neuron-steps allowed to spike (repeatable: one run per budget, then "
         "the accuracy-vs-energy curve).")] = None,
     budget_weight: Annotated[float, typer.Option(help="Weight of the spike-budget penalty.")] = 1.0,
-    eval_videos: Annotated[Optional[int], typer.Option(help="Report on the first N validation videos (default all).")] = None,
+    eval_videos: Annotated[Optional[int], videos_option(help="Report on the first N validation videos (default all).")] = None,
     clips: Annotated[int, typer.Option(min=1, help="Report: clips per video.")] = 1,
     crops: Annotated[int, typer.Option(min=1, max=3, help="Report: crops per clip (1 or 3).")] = 1,
     energy: Annotated[bool, typer.Option("--energy", help="Report energy per video too (always with budgets).")] = False,
-    profile: Annotated[str, typer.Option(help="Hardware profile of the energy figures.")] = "45nm-fp32",
+    profile: Annotated[str, typer.Option(metavar="NAME|FILE", help="Hardware profile of the energy figures.")] = "45nm-fp32",
     seed: Annotated[int, typer.Option()] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda or cuda:N.")] = "auto",
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --out.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing run in --out.")] = False,

@@ -37,8 +37,8 @@ def models_cmd() -> None:
 @app.command("import-official")
 def import_official_cmd(
     path: Annotated[Path, typer.Argument(help="A checkpoint saved by the official SVFormer code (SlowFast .pyth).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the svformer-deploy checkpoint.")],
-    model: Annotated[str, typer.Option(help="Registered config the weights belong to.")] = "svformer_ucf101",
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="FILE", help="Where to write the svformer-deploy checkpoint.")],
+    model: Annotated[str, typer.Option(metavar="NAME", help="Registered config the weights belong to.")] = "svformer_ucf101",
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")] = False,
 ) -> None:
     """Convert an official SVFormer checkpoint into a self-describing svformer-deploy checkpoint."""

@@ -8,18 +8,19 @@ from typing import Annotated
 import typer
 
 from svformer_deploy.cli import app
+from svformer_deploy.cli._options import videos_option
 
 
 @app.command()
 def sparsity(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file (.pt) written by this project.")],
-    out: Annotated[Path, typer.Option("--out", help="Folder to write the PNG figures and CSV tables to.")],
-    data: Annotated[str, typer.Option(help="'moving-digits' (built in) or a UCF101/HMDB51 folder.")] = "moving-digits",
-    videos: Annotated[int, typer.Option("--videos", help="Number of validation videos to analyse.")] = 20,
+    out: Annotated[Path, typer.Option("--out", metavar="DIR", help="Folder to write the PNG figures and CSV tables to.")],
+    data: Annotated[str, typer.Option(metavar="NAME|DIR", help="'moving-digits' (built in) or a UCF101/HMDB51 folder.")] = "moving-digits",
+    videos: Annotated[int, videos_option(help="Number of validation videos to analyse.")] = 20,
     clips: Annotated[int, typer.Option(help="Clips per video (views are pooled).")] = 1,
     crops: Annotated[int, typer.Option(help="Spatial crops per clip: 1 or 3.")] = 1,
-    profile: Annotated[str | None, typer.Option(help="Energy profile name or YAML/JSON file (default: the energy module's default).")] = None,
-    baseline: Annotated[list[str] | None, typer.Option("--baseline", help="ANN baseline for the energy comparison (repeatable): svformer-ann (default), r3d_18, mc3_18, r2plus1d_18, s3d, mvit_v2_s, swin3d_t.")] = None,
+    profile: Annotated[str | None, typer.Option(metavar="NAME|FILE", help="Energy profile name or YAML/JSON file (default: the energy module's default).")] = None,
+    baseline: Annotated[list[str] | None, typer.Option("--baseline", metavar="NAME", help="ANN baseline for the energy comparison (repeatable): svformer-ann (default), r3d_18, mc3_18, r2plus1d_18, s3d, mvit_v2_s, swin3d_t.")] = None,
     energy: Annotated[bool, typer.Option("--energy/--no-energy", help="Also count ops and energy (SNN vs ANN twin).")] = True,
     force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
 ) -> None:

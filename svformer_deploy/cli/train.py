@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from svformer_deploy.cli import app
+from svformer_deploy.cli._options import videos_option
 
 
 def _overrides(items: list[str]) -> dict:
@@ -28,9 +29,9 @@ def _overrides(items: list[str]) -> dict:
 
 @app.command("train")
 def train_cmd(
-    model: Annotated[str, typer.Option(help="Registered model name (see `svformer-deploy models`).")] = "svformer_tiny",
-    data: Annotated[str, typer.Option(help="'moving-digits' (built in) or the root of a UCF101/HMDB51 copy.")] = "moving-digits",
-    out: Annotated[Path, typer.Option(help="Run folder: last.pt, best.pt, metrics.csv/json.")] = Path("runs/train"),
+    model: Annotated[str, typer.Option(metavar="NAME", help="Registered model name (see `svformer-deploy models`).")] = "svformer_tiny",
+    data: Annotated[str, typer.Option(metavar="NAME|DIR", help="'moving-digits' (built in) or the root of a UCF101/HMDB51 copy.")] = "moving-digits",
+    out: Annotated[Path, typer.Option(metavar="DIR", help="Run folder: last.pt, best.pt, metrics.csv/json.")] = Path("runs/train"),
     epochs: Annotated[int, typer.Option(min=1)] = 10,
     batch_size: Annotated[int, typer.Option(min=1, help="Clips per step per process.")] = 32,
     lr: Annotated[float, typer.Option(help="Peak AdamW learning rate (after warm-up).")] = 2e-3,
@@ -41,21 +42,21 @@ def train_cmd(
     clip_grad: Annotated[float, typer.Option(help="Gradient-norm clip; 0 = off.")] = 1.0,
     seed: Annotated[int, typer.Option(help="Seed of every random choice; CPU runs repeat exactly.")] = 0,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda or cuda:N.")] = "auto",
     no_amp: Annotated[bool, typer.Option("--no-amp", help="Disable mixed precision on CUDA.")] = False,
     train_clips: Annotated[Optional[int], typer.Option(help="Moving digits: clips per epoch (default 6000).")] = None,
     val_videos: Annotated[Optional[int], typer.Option(help="Validate on the first N videos only.")] = None,
     mixup: Annotated[float, typer.Option(help="Mixup alpha (reference 0.8); 0 = off.")] = 0.0,
     cutmix: Annotated[float, typer.Option(help="CutMix alpha (reference 1.0); 0 = off.")] = 0.0,
-    rand_augment: Annotated[Optional[str], typer.Option(help="RandAugment 'N,M' for videos, e.g. 2,5.")] = None,
+    rand_augment: Annotated[Optional[str], typer.Option(metavar="N,M", help="RandAugment 'N,M' for videos, e.g. 2,5.")] = None,
     erase_prob: Annotated[float, typer.Option(help="Random-erasing probability for videos (reference 0.25).")] = 0.0,
     sampling_rate: Annotated[int, typer.Option(help="Videos: source frames between clip frames.")] = 4,
     split: Annotated[int, typer.Option(help="Videos: official split 1, 2 or 3.")] = 1,
     precise_bn_batches: Annotated[int, typer.Option(help="Recompute BN statistics on N training batches each epoch (precise BN); 0 = off.")] = 20,
     dist_timeout: Annotated[float, typer.Option(help="torchrun: seconds a collective may wait (rank 0's validation "
                                                 "included) before the run fails with a clear error.")] = 1800.0,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Model config override KEY=VALUE (repeatable), e.g. img_size=32.")] = None,
-    resume: Annotated[Optional[Path], typer.Option(help="Continue exactly from a run's last.pt.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Model config override KEY=VALUE (repeatable), e.g. img_size=32.")] = None,
+    resume: Annotated[Optional[Path], typer.Option(metavar="FILE", help="Continue exactly from a run's last.pt.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing run in --out.")] = False,
 ) -> None:
     """Train a model (AdamW, warm-up + cosine, label smoothing; DDP under torchrun). Writes checkpoints and metrics."""
@@ -92,13 +93,13 @@ def train_cmd(
 @app.command("evaluate")
 def evaluate_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint file (e.g. runs/train/best.pt).")],
-    data: Annotated[Optional[str], typer.Option(help="'moving-digits' or a UCF101/HMDB51 root; default: the data the checkpoint was trained on.")] = None,
+    data: Annotated[Optional[str], typer.Option(metavar="NAME|DIR", help="'moving-digits' or a UCF101/HMDB51 root; default: the data the checkpoint was trained on.")] = None,
     clips: Annotated[int, typer.Option(min=1, help="Clips per video, spread uniformly over it (reference: 5).")] = 1,
     crops: Annotated[int, typer.Option(min=1, max=3, help="Spatial crops per clip: 1 (centre) or 3 (reference).")] = 1,
-    split: Annotated[str, typer.Option(help="val (= test list for UCF101/HMDB51), test or train.")] = "val",
-    num_videos: Annotated[Optional[int], typer.Option(help="Evaluate only the first N videos.")] = None,
-    out: Annotated[Path, typer.Option(help="Folder for eval.json, confusion.png, predictions.csv.")] = Path("runs/eval"),
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    split: Annotated[str, typer.Option(metavar="val|test|train", help="val (= test list for UCF101/HMDB51), test or train.")] = "val",
+    num_videos: Annotated[Optional[int], videos_option(help="Evaluate only the first N videos.")] = None,
+    out: Annotated[Path, typer.Option(metavar="DIR", help="Folder for eval.json, confusion.png, predictions.csv.")] = Path("runs/eval"),
+    device: Annotated[str, typer.Option(metavar="DEVICE", help="cpu or cuda.")] = "cpu",
     force: Annotated[bool, typer.Option("--force", help="Replace earlier results (eval.json, ...) in --out.")] = False,
 ) -> None:
     """Top-1/top-5 and per-class accuracy with softmax scores summed over clips x crops views; confusion-matrix PNG."""

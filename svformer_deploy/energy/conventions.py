@@ -237,9 +237,9 @@ def measure_rates(model: nn.Module, clips: Tensor) -> dict[str, float]:
 
 def read_rates_csv(path: str | Path) -> dict[str, float]:
     """Read a ``name,rate[,meaning]`` table of firing rates (rates in [0, 1])."""
-    p = Path(path)
-    if not p.is_file():
-        raise EnergyError(f"rates file {p} does not exist; pass a CSV with columns name,rate")
+    from svformer_deploy._paths import require_file
+
+    p = require_file(path, "rates file", "pass a CSV with columns name,rate", EnergyError)
     try:
         reader = csv.DictReader(p.read_text(encoding="utf-8").splitlines())
         fieldnames, rows = reader.fieldnames, list(reader)

@@ -111,16 +111,17 @@ def get_profile(name_or_path: str | Path | HardwareProfile) -> HardwareProfile:
     key = str(name_or_path)
     if key in _PROFILES:
         return _PROFILES[key]
-    if key.endswith((".yaml", ".yml", ".json")) or Path(key).is_file():
+    if key.endswith((".yaml", ".yml", ".json")) or Path(key).exists():
         return load_profile(key)
     raise ProfileError(f"unknown energy profile {key!r}; use one of {list_profiles()} or a YAML/JSON profile file")
 
 
 def load_profile(path: str | Path) -> HardwareProfile:
     """Read and validate a user profile file (see the module docstring for its keys)."""
-    p = Path(path)
-    if not p.is_file():
-        raise ProfileError(f"profile file {p} does not exist; give a registered name ({list_profiles()}) or a file path")
+    from svformer_deploy._paths import require_file
+
+    p = require_file(path, "profile file", f"give a registered name ({list_profiles()}) or a YAML/JSON file",
+                     ProfileError)
     text = p.read_text(encoding="utf-8")
     try:
         if p.suffix == ".json":

@@ -82,6 +82,7 @@ class ReportOptions:
 
 
 def _check(opts: ReportOptions) -> None:
+    from svformer_deploy._paths import require_file
     from svformer_deploy.energy.baselines import list_baselines
     from svformer_deploy.errors import CheckpointNotFoundError, DataError
 
@@ -89,14 +90,14 @@ def _check(opts: ReportOptions) -> None:
         if b not in list_baselines():
             raise EnergyError(f"unknown baseline {b!r}; choose from {list_baselines()}")
     if opts.data != "moving-digits" and not Path(opts.data).is_dir():
-        raise DataError(f"data folder {opts.data} does not exist; pass --data moving-digits or a UCF101/HMDB51 folder")
-    if not Path(opts.checkpoint).is_file():
-        raise CheckpointNotFoundError(f"checkpoint {opts.checkpoint} does not exist; pass the path of a .pt file")
+        problem = "is a file, not a folder" if Path(opts.data).exists() else "does not exist"
+        raise DataError(f"data folder {opts.data} {problem}; pass --data moving-digits or a UCF101/HMDB51 folder")
+    require_file(opts.checkpoint, "checkpoint", "pass the path of a .pt file", CheckpointNotFoundError)
     if opts.videos < 1 or opts.clips < 1 or opts.crops < 1:
         raise EnergyError("--videos, --clips and --crops must be >= 1")
-    if opts.accuracy is not None and not Path(opts.accuracy).is_file():
-        raise EnergyError(f"accuracy file {opts.accuracy} does not exist; pass the eval.json written by "
-                          "svformer-deploy evaluate")
+    if opts.accuracy is not None:
+        require_file(opts.accuracy, "accuracy file", "pass the eval.json written by svformer-deploy evaluate",
+                     EnergyError)
     refuse_existing(opts.out, opts.force, inputs=(opts.checkpoint,), folder=True)
     get_profile(opts.profile)  # unknown profile -> ProfileError before any work
 

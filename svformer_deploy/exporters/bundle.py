@@ -471,6 +471,10 @@ def read_manifest(bundle: str | os.PathLike) -> Manifest:
     """Read ``bundle/manifest.json`` and check it: format name and version, every field (see the module
     docstring), then the integrity digest. Any failure is one :class:`BundleFormatError`."""
     path = Path(bundle) / MANIFEST_NAME
+    if not Path(bundle).is_dir():
+        problem = "is a file, not a bundle folder" if Path(bundle).exists() else "does not exist"
+        raise BundleFormatError(f"export bundle {bundle} {problem}; pass the directory written by "
+                                "`svformer-deploy export`")
     if not path.is_file():
         raise BundleFormatError(f"{bundle} is not an export bundle (no {MANIFEST_NAME}); pass the directory "
                                 "written by `svformer-deploy export`")

@@ -295,7 +295,7 @@ def verify_onnx(bundle: str | os.PathLike, model: nn.Module, batches, write: boo
             correct_m += int((ref.argmax(1) == labels).sum())
             correct_o += int((got.argmax(1) == labels).sum())
     if n == 0:
-        raise VerificationError("no clips to verify on; check --data and --num-videos")
+        raise VerificationError("no clips to verify on; check --data and --videos")
     meta = {p.key: p.value for p in proto.metadata_props}
     exact = max_diff <= LOGIT_TOLERANCE
     verdict = "exact" if exact else ("threshold" if divergences and all(d["explained"] for d in divergences)

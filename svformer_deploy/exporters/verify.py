@@ -220,7 +220,7 @@ def verify_bundle(bundle: str | Path, model: nn.Module, batches: Iterable[tuple[
             correct_model += int((ref_logits.argmax(1) == labels).sum())
             correct_bundle += int((run.logits.argmax(1) == labels).sum())
     if n_clips == 0:
-        raise VerificationError("no clips to verify on; check --data and --num-videos")
+        raise VerificationError("no clips to verify on; check --data and --videos")
     per_layer = {k: v.to_json() for k, v in layers.items()}
     n = sum(v["neuron_steps"] for v in per_layer.values())
     agree = sum(v["agree"] for v in per_layer.values())

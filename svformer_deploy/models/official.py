@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from svformer_deploy._paths import require_file
 from svformer_deploy.errors import CheckpointFormatError, CheckpointNotFoundError
 from svformer_deploy.models._registry import create_model
 from svformer_deploy.models.checkpoint import load_state_dict_checked, safe_load
@@ -73,8 +74,8 @@ class ImportReport:
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if not path.exists():
-        raise CheckpointNotFoundError(f"official checkpoint {path} does not exist; check the path")
+    require_file(path, "official checkpoint", "pass the .pyth file saved by the official SVFormer code",
+                 CheckpointNotFoundError)
     obj = safe_load(path, "re-download it; a pickled training checkpoint must first be re-saved in the official "
                           "environment as torch.save({'model_state': ckpt['model_state']}, path)")
     if isinstance(obj, dict):

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from svformer_deploy._atomic import atomic_write_csv, atomic_write_json
+from svformer_deploy._atomic import atomic_write_csv, atomic_write_json, refuse_file_in_the_way
 from svformer_deploy._paths import data_spec, user_path
 from svformer_deploy._threads import ThreadGovernor
 from svformer_deploy.errors import ConfigError, DataError, DistributedError, OutputExistsError
@@ -375,6 +375,7 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, force: b
     device = _resolve_device(cfg.device, dist_info)
     out_dir = Path(cfg.out_dir)
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
+    refuse_file_in_the_way(out_dir)
     if resume is None and not force and last_path.exists():
         raise OutputExistsError(f"{last_path} exists: continue it with --resume {last_path}, choose another --out, "
                                 "or pass --force to start over")

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from svformer_deploy._atomic import atomic_write, atomic_write_csv, atomic_write_json, refuse_existing
+from svformer_deploy._atomic import (atomic_write, atomic_write_csv, atomic_write_json, refuse_existing,
+                                     refuse_file_in_the_way)
 from svformer_deploy._threads import ThreadGovernor
 from svformer_deploy.errors import DataError
 
@@ -60,7 +61,8 @@ def evaluate_model(model: nn.Module, spec: str | os.PathLike, *, split: str = "v
     from svformer_deploy.data import iter_eval_videos
     from svformer_deploy.data.api import _is_digits
 
-    names = class_names or data_class_names(spec)
+    data_names = data_class_names(spec)  # reads the data's layout: a wrong --data fails before the progress bar
+    names = class_names or data_names
     k = model.config.num_classes
     if len(names) != k:
         raise DataError(f"{spec} has {len(names)} classes but the model predicts {k}; evaluate on the data the model "
@@ -164,6 +166,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, spec: str | os.PathLike |
     checkpoint, out_dir = user_path(checkpoint), user_path(out_dir)
     paths = {"json": out_dir / "eval.json", "confusion_png": out_dir / "confusion.png",
              "predictions_csv": out_dir / "predictions.csv"}
+    refuse_file_in_the_way(out_dir)
     for path in paths.values():
         refuse_existing(path, force)
     model, meta = load_checkpoint(checkpoint, map_location=device)

@@ -47,7 +47,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from svformer_deploy._atomic import atomic_write, atomic_write_json
+from svformer_deploy._atomic import atomic_write, atomic_write_json, refuse_file_in_the_way
 from svformer_deploy._threads import ThreadGovernor
 from svformer_deploy.errors import ConfigError, OutputExistsError
 from svformer_deploy.models import (create_model, forward_hooks, iter_neurons, load_checkpoint, read_checkpoint,
@@ -109,7 +109,7 @@ class FinetuneConfig(LoopConfig):
         if self.budget_weight < 0:
             raise ConfigError(f"--budget-weight {self.budget_weight}: must be >= 0 (a negative weight rewards spikes)")
         if self.eval_videos is not None and self.eval_videos < 1:
-            raise ConfigError(f"--eval-videos {self.eval_videos}: must be >= 1")
+            raise ConfigError(f"--videos {self.eval_videos}: must be >= 1")
         from svformer_deploy.energy.profiles import get_profile
 
         get_profile(self.energy_profile)  # an unknown profile fails here, not after the training
@@ -268,6 +268,7 @@ def finetune(checkpoint: str | os.PathLike, cfg: FinetuneConfig, *, resume: bool
 
     out_dir = Path(cfg.out_dir)
     last_path, final_path = out_dir / "last.pt", out_dir / "finetuned.pt"
+    refuse_file_in_the_way(out_dir)
     if resume and not last_path.exists():
         raise ConfigError(f"--resume: {last_path} does not exist; start the run without --resume")
     if not resume and not force and last_path.exists():
@@ -447,6 +448,7 @@ def finetune_budgets(checkpoint: str | os.PathLike, cfg: FinetuneConfig, budgets
     if not budgets:
         raise ConfigError("give at least one --spike-budget")
     out = Path(cfg.out_dir)
+    refuse_file_in_the_way(out)
     results = []
     for r in sorted(set(budgets), reverse=True):
         sub = dataclasses.replace(cfg, out_dir=str(out / f"budget-{r:g}"), spike_budget=r, energy=True)

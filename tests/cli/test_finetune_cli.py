@@ -45,7 +45,7 @@ def test_converts_and_prints_the_three_models(pt_ckpt, tmp_path, capsys):
     (["--device", "tpu"], "--device 'tpu'"),
     (["--train-clips", "-5"], "--train-clips -5"),
     (["--budget-weight", "-1", "--spike-budget", "0.05"], "--budget-weight"),
-    (["--eval-videos", "0"], "--eval-videos 0"),
+    (["--eval-videos", "0"], "--videos 0"),
     (["--profile", "nope", "--spike-budget", "0.05"], "unknown energy profile 'nope'"),
 ])
 def test_bad_options_are_one_line_errors(pt_ckpt, tmp_path, capsys, args, words):

@@ -13,15 +13,26 @@ from svformer_deploy.exporters.lava.netx import read_netx, write_netx
 from svformer_deploy.exporters.lava.quantize import FloatLayer, LoihiLayer, LoihiOverflowWarning, quantize_layer
 
 __all__ = ["FloatLayer", "LoihiLayer", "LoihiOverflowWarning", "quantize_layer", "emulate_layer",
-           "emulate_partition", "write_netx", "read_netx", "EXPORTER", "default_lava_workers", "lava_run_settings"]
+           "emulate_partition", "write_netx", "read_netx", "EXPORTER", "default_lava_workers", "lava_run_settings",
+           "env_setting"]
+
+
+def env_setting(name: str) -> str | None:
+    """The value of ``$name`` without the whitespace around it; ``None`` when it is unset or empty (only
+    whitespace counts as empty), so that ``NAME= svformer-deploy ...`` means the default, as in most tools."""
+    return os.environ.get(name, "").strip() or None
 
 
 def _env_count(name: str, default: int) -> int:
-    """The positive integer in ``$name`` (``default`` when unset), or a :class:`ConfigError` naming the fix."""
+    """The whole number >= 1 in ``$name`` (ASCII digits, whitespace around them ignored: ``" 2 "`` is 2);
+    ``default`` when ``$name`` is unset or empty (:func:`env_setting`); anything else is a :class:`ConfigError`
+    naming the fix."""
     from svformer_deploy.errors import ConfigError
 
-    text = os.environ.get(name, "").strip() or str(default)
-    if not text.isdigit() or int(text) < 1:
+    text = env_setting(name)
+    if text is None:
+        return default
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise ConfigError(f"{name}={os.environ.get(name)!r} is not a whole number >= 1; set it to e.g. {default}, or "
                           "unset it")
     return int(text)
@@ -62,7 +73,8 @@ def default_lava_workers() -> int:
 
 def lava_run_settings() -> tuple[int, int]:
     """(clips through Lava per partition, parallel runner processes): ``$SVFORMER_LAVA_CLIPS`` (default 8) and
-    ``$SVFORMER_LAVA_WORKERS`` (default :func:`default_lava_workers`), each a whole number >= 1."""
+    ``$SVFORMER_LAVA_WORKERS`` (default :func:`default_lava_workers`), each a whole number >= 1; an empty value
+    means the default."""
     return _env_count("SVFORMER_LAVA_CLIPS", 8), _env_count("SVFORMER_LAVA_WORKERS", default_lava_workers())
 
 

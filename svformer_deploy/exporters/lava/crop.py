@@ -23,7 +23,6 @@ emulation of the cropped chain equals the full-frame emulation there.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -251,14 +250,17 @@ def channel_pairs(layers: Sequence[LoihiLayer]) -> int:
 def crop_policy(value: str | int | None = None) -> int | str | None:
     """Parse the crop setting (``value``, else ``$SVFORMER_LAVA_CROP``, default ``auto``): ``"auto"`` (see
     :data:`AUTO_SYNOPS_BUDGET`), ``None`` for ``off`` (always full frame), or an output window size N >= 1 (every
-    partition whose output is larger is cropped to a centred N x N window)."""
-    raw = os.environ.get("SVFORMER_LAVA_CROP", "auto") if value is None else value
+    partition whose output is larger is cropped to a centred N x N window). An empty ``$SVFORMER_LAVA_CROP`` means
+    the default, as an unset one does."""
+    from svformer_deploy.exporters.lava import env_setting
+
+    raw = (env_setting("SVFORMER_LAVA_CROP") or "auto") if value is None else value
     text = str(raw).strip().lower()
     if text == "auto":
         return "auto"
     if text == "off":
         return None
-    if text.isdigit() and int(text) >= 1:
+    if text.isascii() and text.isdigit() and int(text) >= 1:
         return int(text)
     raise VerificationError(f"Lava crop setting {raw!r} is not understood: use 'auto', 'off' or an output window "
                             "size in pixels (e.g. SVFORMER_LAVA_CROP=8)")

@@ -161,7 +161,10 @@ def test_crop_setting_is_parsed_or_refused(monkeypatch):
     monkeypatch.setenv("SVFORMER_LAVA_CROP", " 8 ")
     assert crop_policy() == 8
     assert crop_policy(4) == 4
-    for bad in ("0", "-3", "big"):
+    for empty in ("", "  "):  # an empty setting means the default, as an unset one does
+        monkeypatch.setenv("SVFORMER_LAVA_CROP", empty)
+        assert crop_policy() == "auto"
+    for bad in ("0", "-3", "big", "\u00b2"):
         monkeypatch.setenv("SVFORMER_LAVA_CROP", bad)
         with pytest.raises(VerificationError, match="SVFORMER_LAVA_CROP=8"):
             crop_policy()

@@ -115,7 +115,8 @@ def test_missing_python310_says_why(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("name, value", [("SVFORMER_LAVA_CLIPS", "two"), ("SVFORMER_LAVA_CLIPS", "0"),
-                                         ("SVFORMER_LAVA_CLIPS", "1.5"), ("SVFORMER_LAVA_WORKERS", "-1")])
+                                         ("SVFORMER_LAVA_CLIPS", "1.5"), ("SVFORMER_LAVA_WORKERS", "-1"),
+                                         ("SVFORMER_LAVA_WORKERS", "\u00b2")])
 def test_a_bad_lava_run_setting_is_one_line_before_anything_is_written(name, value, tmp_path, monkeypatch, capsys):
     from svformer_deploy.assets import default_checkpoint
     from tests.helpers import run_cli
@@ -152,6 +153,32 @@ def test_svformer_lava_workers_overrides_the_default(monkeypatch):
     assert lava.lava_run_settings()[1] == 1
     monkeypatch.setenv("SVFORMER_LAVA_WORKERS", "3")
     assert lava.lava_run_settings()[1] == 3
+
+
+@pytest.mark.parametrize("value, clips, workers", [("", 8, 5), ("   ", 8, 5), ("\t\n", 8, 5), (" 2 ", 2, 2),
+                                                   ("3\n", 3, 3), ("12", 12, 12)])
+def test_an_empty_lava_run_setting_means_the_default_and_spaces_around_a_number_are_ignored(value, clips, workers,
+                                                                                             monkeypatch):
+    import svformer_deploy.exporters.lava as lava
+    from svformer_deploy import _threads
+
+    monkeypatch.setattr(_threads, "usable_cpus", lambda: 5)
+    monkeypatch.setattr(lava, "_mem_available", lambda: None)
+    monkeypatch.setenv("SVFORMER_LAVA_CLIPS", value)
+    monkeypatch.setenv("SVFORMER_LAVA_WORKERS", value)
+    assert lava.lava_run_settings() == (clips, workers)
+
+
+@pytest.mark.parametrize("value", ["two", "0", "-1", "+3", "1.5", "2 2", "1e3", "\u00b2", "\u0663", "0x10"])
+def test_a_lava_run_setting_that_is_not_a_whole_number_from_1_is_refused(value, monkeypatch):
+    from svformer_deploy.errors import ConfigError
+    from svformer_deploy.exporters.lava import lava_run_settings
+
+    monkeypatch.delenv("SVFORMER_LAVA_CLIPS", raising=False)
+    monkeypatch.setenv("SVFORMER_LAVA_WORKERS", value)
+    with pytest.raises(ConfigError, match=r"^SVFORMER_LAVA_WORKERS='.*' is not a whole number >= 1; set it to e\.g\. "
+                                          r"\d+, or unset it$"):
+        lava_run_settings()
 
 
 def test_mem_available_reads_meminfo(tmp_path):

@@ -1,0 +1,103 @@
+"""How the commands' options are declared and shown in ``--help``.
+
+The typer in use labels every parameter with its Python type (``--force <bool>``, ``--baseline <list[str]>``,
+``checkpoint <path>``), the ``--help`` flag included. :func:`tidy_help` walks the built command tree once and
+gives each parameter the label a user reads instead, by one rule:
+
+* a flag (``--force``, ``--energy/--no-energy``, ``--help``) takes no value and shows no label;
+* an option keeps the metavar it was declared with (``metavar="DIR"``), else shows its value's kind:
+  ``PATH`` (a path), ``N`` (a whole number), ``FLOAT`` or ``TEXT``;
+* a repeatable option shows the label of one value and its help says "repeatable";
+* an argument shows its value's kind (``PATH``, ``TEXT``) after its name;
+* an old spelling of an option (:data:`HIDDEN_ALIASES`) keeps working but is not shown;
+* a command's line in its group's list is the first paragraph of its docstring as one flowing text (the typer
+  in use keeps the docstring's line breaks there).
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import PurePath
+from typing import Any, get_args, get_origin
+
+import typer
+from typer.core import TyperArgument, TyperGroup, TyperOption
+
+__all__ = ["HIDDEN_ALIASES", "tidy_help", "value_label", "videos_option"]
+
+HIDDEN_ALIASES = frozenset({"--num-videos", "--eval-videos"})
+"""Old spellings of ``--videos`` (``export``/``verify``/``evaluate`` had ``--num-videos``, ``finetune`` had
+``--eval-videos``): accepted wherever ``--videos`` is, so existing scripts keep working, and left out of help."""
+
+_KIND = {int: "N", float: "FLOAT", str: "TEXT"}
+
+
+def videos_option(help: str, **kwargs: Any):
+    """``--videos N``, the one name of "how many videos this command works on", with its old spellings."""
+    return typer.Option("--videos", *sorted(HIDDEN_ALIASES), help=help, **kwargs)
+
+
+def value_label(annotation: Any) -> str:
+    """The word for one value of ``annotation``: ``PATH`` for paths, ``N`` for ``int``, ``FLOAT``, else ``TEXT``;
+    a ``list[X]`` (a repeatable option) is labelled by ``X``."""
+    if get_origin(annotation) is list:
+        (annotation,) = get_args(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, PurePath):
+        return "PATH"
+    return _KIND.get(annotation, "TEXT")
+
+
+class _Argument(TyperArgument):
+    """An argument whose help row shows the kind of its value (``PATH``) instead of typer's ``<path>``."""
+
+    def display_type_rich(self, ctx) -> str:
+        return value_label(self.type_descriptor.annotation)
+
+
+class _AliasedOption(TyperOption):
+    """An option whose old spellings (:attr:`hidden_opts`) are parsed but not listed in help."""
+
+    hidden_opts: list[str]
+
+    def add_to_parser(self, parser, ctx) -> None:
+        shown = self.opts
+        self.opts = [*shown, *self.hidden_opts]
+        try:
+            super().add_to_parser(parser, ctx)
+        finally:
+            self.opts = shown
+
+
+def _tidy_param(param) -> None:
+    if isinstance(param, TyperArgument):
+        param.__class__ = _Argument
+    elif isinstance(param, TyperOption):
+        if param.is_flag:
+            param.metavar = ""
+        elif param.metavar is None:
+            param.metavar = value_label(param.type_descriptor.annotation)
+        if param.multiple and "repeatable" not in (param.help or ""):
+            param.help = f"{param.help or ''} (repeatable)".strip()
+        hidden = [opt for opt in param.opts if opt in HIDDEN_ALIASES]
+        if hidden and len(hidden) < len(param.opts):
+            param.__class__ = _AliasedOption
+            param.hidden_opts = hidden
+            param.opts = [opt for opt in param.opts if opt not in HIDDEN_ALIASES]
+
+
+def tidy_help(command, name: str = "svformer-deploy"):
+    """Give every parameter of ``command`` and of its subcommands its help label (see the module docstring);
+    returns ``command``. The ``--help`` flag of each command is created here, so that it is tidied too."""
+    from typer._click import Context
+
+    if command.help and not command.short_help:
+        command.short_help = " ".join(inspect.cleandoc(command.help).split("\n\n")[0].split())
+    for param in command.params:
+        _tidy_param(param)
+    help_option = command.get_help_option(Context(command, info_name=name))
+    if help_option is not None:
+        _tidy_param(help_option)
+    if isinstance(command, TyperGroup):
+        for sub_name, sub in command.commands.items():
+            tidy_help(sub, sub_name)
+    return command

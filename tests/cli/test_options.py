@@ -1,0 +1,118 @@
+"""``--help`` reads like a well-made CLI (no type noise, a word for each value), and ``--videos`` is the one name of
+the video count, with the old spellings still accepted."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from typer.core import TyperGroup, TyperOption
+
+from svformer_deploy.cli import build_command
+from svformer_deploy.cli._options import HIDDEN_ALIASES, value_label
+from tests.helpers import run_cli
+
+
+def _commands(command=None, path=()):
+    """(path, command) of every command of the CLI, groups included, found by walking the built tree."""
+    command = command or build_command()
+    yield path, command
+    if isinstance(command, TyperGroup):
+        for name, sub in command.commands.items():
+            yield from _commands(sub, (*path, name))
+
+
+COMMANDS = [path for path, _ in _commands()]
+VIDEO_COMMANDS = [("export", "c.pt", "--to", "nir", "--out", "o"), ("verify", "bundle"), ("evaluate", "c.pt"),
+                  ("finetune", "c.pt"), ("sparsity", "c.pt", "--out", "o"), ("energy", "report", "c.pt")]
+TYPE_NOISE = re.compile(r"<(bool|int|float|str|path|list\[|int range|float range)[^>]*>")
+
+
+def test_the_walk_finds_every_command():
+    assert {(), ("export",), ("energy",), ("energy", "report"), ("energy", "price"), ("train",), ("info",)} \
+        <= set(COMMANDS)
+    assert len(COMMANDS) >= 14
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=lambda p: " ".join(p) or "root")
+def test_help_has_no_type_noise_and_flags_take_no_label(path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # one row per option: a label is never wrapped away from its option
+    assert run_cli([*path, "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "<bool>" not in text and "<list[" not in text and not TYPE_NOISE.search(text), text
+    assert re.search(r"--help +Show this message and exit\.", text), text
+    for hidden in HIDDEN_ALIASES:
+        assert hidden not in text
+    command = dict(_commands())[path]
+    for param in command.params:
+        if not isinstance(param, TyperOption) or param.hidden:
+            continue
+        name = re.escape(param.opts[0])
+        row = next(line for line in text.splitlines() if re.match(rf"\W*(\*\s+)?{name}\b", line))
+        if param.is_flag:  # the option name(s), then straight to the help text
+            assert param.metavar == "" and re.search(rf"{name}(\s+--no-\S+)?\s{{2,}}[A-Z]", row), row
+        else:  # the option name(s), then one word for its value
+            assert re.fullmatch(r"[A-Za-z][\w|,=]*", param.metavar), param.metavar
+            assert re.search(rf"{name}(\s+-\w)?\s+{re.escape(param.metavar)}\s", row), row
+        if param.multiple:
+            assert "repeatable" in param.help, param.opts
+
+
+@pytest.mark.parametrize("group, summary", [
+    ((), "Distil a checkpoint into an exportable student: shared BN (starting from the time-averaged map that "
+         "--approximate-bn folds) and/or a spike budget."),
+    (("energy",), "under every convention and the memory model; print a markdown report.")])
+def test_a_group_lists_each_command_with_its_summary_as_flowing_text(group, summary, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "400")
+    assert run_cli([*group, "--help"]) == 0
+    assert summary in capsys.readouterr().out
+    assert all("\n" not in command.short_help for _, command in _commands() if command.help)
+
+
+def test_value_options_say_what_they_take():
+    """The labels a user reads for the common options: a folder, a file, a count, a name."""
+    labels = {(path, opt): p.metavar for path, cmd in _commands() for p in cmd.params
+              if isinstance(p, TyperOption) for opt in p.opts}
+    assert labels[("export",), "--out"] == "DIR" and labels[("export",), "--videos"] == "N"
+    assert labels[("import-official",), "--out"] == "FILE"
+    assert labels[("energy", "report"), "--baseline"] == "NAME" and labels[("finetune",), "--lr"] == "FLOAT"
+    assert labels[("train",), "--set"] == "KEY=VALUE" and labels[("energy", "price"), "--views"] == "CLIPSxCROPS"
+
+
+@pytest.mark.parametrize("annotation, label", [(Path, "PATH"), (int, "N"), (float, "FLOAT"), (str, "TEXT"),
+                                               (list[float], "FLOAT"), (list[str], "TEXT"), (list[Path], "PATH")])
+def test_value_label(annotation, label):
+    assert value_label(annotation) == label
+
+
+def _videos(argv: tuple[str, ...]) -> int | None:
+    """The video count ``argv`` parses to, without running the command."""
+    command, path = build_command(), list(argv)
+    while isinstance(command, TyperGroup):
+        command = command.commands[path.pop(0)]
+    (name,) = [p.name for p in command.params if "--videos" in p.opts]
+    return command.make_context("svformer-deploy", path).params[name]
+
+
+@pytest.mark.parametrize("argv", VIDEO_COMMANDS, ids=lambda a: " ".join(a[:2]))
+@pytest.mark.parametrize("spelling", ["--videos", "--num-videos", "--eval-videos"])
+def test_every_command_takes_videos_and_its_old_spellings(argv, spelling):
+    assert _videos((*argv, spelling, "7")) == _videos((*argv, f"{spelling}=7")) == _videos((*argv, "--videos", "7")) == 7
+    assert _videos((*argv, spelling, "3")) == 3 != _videos(argv)
+
+
+@pytest.mark.parametrize("argv", VIDEO_COMMANDS, ids=lambda a: " ".join(a[:2]))
+def test_help_names_videos_once(argv, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    path = argv[:2] if argv[0] == "energy" else argv[:1]
+    assert run_cli([*path, "--help"]) == 0
+    text = capsys.readouterr().out
+    assert len(re.findall(r"--videos\b", text)) == 1 and "--num-videos" not in text and "--eval-videos" not in text
+
+
+def test_an_old_spelling_reaches_the_command(tmp_path, capsys):
+    """The old spelling runs through the whole CLI (a value the command refuses shows it was received)."""
+    assert run_cli(["export", str(tmp_path / "missing.pt"), "--to", "nir", "--out", str(tmp_path / "o"),
+                    "--num-videos", "0"]) == 2
+    assert "'--videos'" in capsys.readouterr().err
