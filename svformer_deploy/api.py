@@ -138,8 +138,11 @@ def energy_report(checkpoint: PathLike, *, data: PathLike = "moving-digits", vid
     """Count every operation of ``checkpoint`` on ``videos`` real videos (``clips x crops`` views each), price
     it under ``profile`` (a registered name or a YAML/JSON file) beside ``baselines`` (default: all), and write
     the report folder ``out`` (see :mod:`svformer_deploy.energy.report`)."""
+    from svformer_deploy._atomic import refuse_existing
     from svformer_deploy.energy.report import ReportOptions, write_report
 
+    refuse_existing(user_path(out), force, inputs=(user_path(checkpoint),), folder=True,  # before the counting
+                    kind="energy-report")
     opts = ReportOptions(checkpoint=user_path(checkpoint), data=data_spec(data), videos=videos, clips=clips,
                          crops=crops, profile=_profile_spec(profile), fold_bn=fold_bn,
                          accuracy=None if accuracy is None else user_path(accuracy), out=user_path(out), force=force,
@@ -210,7 +213,8 @@ def sparsity(checkpoint: PathLike, out: PathLike, *, data: PathLike = "moving-di
     from svformer_deploy.analysis.sparsity import analyse_checkpoint
 
     out = user_path(out)
-    refuse_existing(out, force, inputs=(user_path(checkpoint),), folder=True)  # before the analysis, not after it
+    refuse_existing(out, force, inputs=(user_path(checkpoint),), folder=True,  # before the analysis, not after it
+                    kind="sparsity-report")
     analysis = analyse_checkpoint(user_path(checkpoint), data_spec(data), num_videos=videos, clips=clips,
                                   crops=crops, energy=energy,
                                   profile=None if profile is None else _profile_spec(profile),

@@ -91,7 +91,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, to: str, out: str | os.Path
     from svformer_deploy.models import load_checkpoint
 
     checkpoint, out = user_path(checkpoint), user_path(out)
-    refuse_existing(out, force, inputs=(checkpoint,), folder=True)
+    refuse_existing(out, force, inputs=(checkpoint,), folder=True, kind="export")
     exporter = get_exporter(to)
     if exporter.export is None:
         raise ConfigError(f"target {to!r} only verifies bundles of target {exporter.bundle_target!r}; export with "

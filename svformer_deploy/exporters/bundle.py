@@ -464,7 +464,7 @@ def write_bundle(out: str | os.PathLike, manifest: Manifest, writers: Mapping[st
         manifest.integrity = d["integrity"] = manifest_digest(d)
         (tmp / MANIFEST_NAME).write_text(json_text(d, indent=1), encoding="utf-8")
 
-    return atomic_write_dir(out, build, force=force)
+    return atomic_write_dir(out, build, force=force, kind="export")
 
 
 def read_manifest(bundle: str | os.PathLike) -> Manifest:

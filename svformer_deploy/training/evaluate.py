@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from svformer_deploy._atomic import (atomic_write, atomic_write_csv, atomic_write_json, refuse_existing,
-                                     refuse_file_in_the_way)
+from svformer_deploy._atomic import (atomic_write, atomic_write_csv, atomic_write_json, check_kind, mark_output,
+                                     refuse_existing, refuse_file_in_the_way)
 from svformer_deploy._threads import ThreadGovernor
 from svformer_deploy.errors import DataError
 
@@ -167,14 +167,16 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, spec: str | os.PathLike |
     paths = {"json": out_dir / "eval.json", "confusion_png": out_dir / "confusion.png",
              "predictions_csv": out_dir / "predictions.csv"}
     refuse_file_in_the_way(out_dir)
-    for path in paths.values():
-        refuse_existing(path, force)
+    if any(path.exists() for path in paths.values()):
+        check_kind(out_dir, "evaluation")  # --force replaces the files of an earlier evaluation only
+        for path in paths.values():
+            refuse_existing(path, force)
     model, meta = load_checkpoint(checkpoint, map_location=device)
     spec = data_spec(spec if spec is not None else meta.get("data", "moving-digits"))
     names = meta.get("class_names")
     result = evaluate_model(model, spec, split=split, clips=clips, crops=crops, num_videos=num_videos,
                             class_names=names, progress=progress)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    mark_output(out_dir, "evaluation")
     report = {"checkpoint": str(checkpoint), "checkpoint_sha256": meta["sha256"], "model_name": meta["model_name"],
               "data": str(spec), "split": split, **result.to_dict()}
     atomic_write_csv(paths["predictions_csv"], [
