@@ -53,10 +53,6 @@ def _profile_spec(profile: str | PathLike) -> str:
     return str(user_path(profile)) if Path(profile).is_file() else str(profile)
 
 
-def _desc(data: str, num_videos: int | None) -> str:
-    return f"{data}, split val, {num_videos} videos, 1 view each"
-
-
 # ------------------------------------------------------------------------------------------------ export, verify
 def export_and_verify(checkpoint: PathLike, target: str, out: PathLike, *, force: bool = False,
                       approximate_bn: bool = False, data: PathLike = "moving-digits", num_videos: int | None = 32,
@@ -77,14 +73,12 @@ def verify(bundle: PathLike, *, target: str | None = None, checkpoint: PathLike 
     """Re-verify an existing bundle with ``target``'s verifier (default: the target that wrote it; e.g.
     ``nir-norse`` for a second runtime of a NIR bundle) against its source checkpoint (``checkpoint`` or the path
     recorded at export; its SHA-256, config and class names must match) on real clips."""
-    from svformer_deploy.exporters import eval_batches, source_checkpoint, verify_export
+    from svformer_deploy.exporters import source_checkpoint, verify_export
 
-    bundle, data = user_path(bundle), data_spec(data)
+    bundle = user_path(bundle)
     model, _ = source_checkpoint(bundle, None if checkpoint is None else user_path(checkpoint))
-    batches = eval_batches(data, model.config, num_videos)
-    return verify_export(bundle, target=target, model=model,
-                         batches=wrap_batches(batches) if wrap_batches else batches,
-                         data_desc=_desc(data, num_videos))
+    return verify_export(bundle, target=target, model=model, data=data_spec(data), num_videos=num_videos,
+                         wrap_batches=wrap_batches)
 
 
 # ---------------------------------------------------------------------------------------------------- evaluate

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from svformer_deploy.cli import app
-from svformer_deploy.cli._options import videos_option
+from svformer_deploy.cli._options import note_fewer_videos, videos_option
 
 _DATA = typer.Option("--data", metavar="NAME|DIR", help="Validation data: 'moving-digits' (built-in) or a UCF101/HMDB51 folder.")
 _VIDEOS = videos_option(min=1, help="Number of validation videos to verify on.")
@@ -21,7 +21,9 @@ def _progress(batches):
     return track(list(track(batches, description="loading clips")), description="verifying")
 
 
-def _print(result) -> None:
+def _print(result, num_videos: int) -> None:
+    if result.videos is not None:
+        note_fewer_videos(num_videos, result.videos)
     typer.echo(result.summary)
     if result.passed is False:
         sys.exit(1)
@@ -48,7 +50,7 @@ def export_cmd(
     result = export_and_verify(checkpoint, to, out, force=force, approximate_bn=approximate_bn, data=data,
                                num_videos=num_videos, wrap_batches=_progress)
     typer.echo(f"wrote {result.path}")
-    _print(result)
+    _print(result, num_videos)
 
 
 @app.command("verify")
@@ -66,4 +68,4 @@ def verify_cmd(
     from svformer_deploy.api import verify
 
     _print(verify(path, target=target, checkpoint=checkpoint, data=data, num_videos=num_videos,
-                  wrap_batches=_progress))
+                  wrap_batches=_progress), num_videos)

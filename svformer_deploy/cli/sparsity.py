@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from svformer_deploy.cli import app
-from svformer_deploy.cli._options import videos_option
+from svformer_deploy.cli._options import note_fewer_videos, videos_option
 
 
 @app.command()
@@ -38,4 +38,5 @@ def sparsity(
                           profile=profile, baselines=baseline, force=force,
                           progress=lambda it, n, what: track(it, total=n, description=what))
     a = result.analysis
+    note_fewer_videos(videos, a.num_videos)
     typer.echo(f"{a.num_videos} videos, accuracy {a.accuracy:.1%}; wrote {len(result.files)} files to {result.out_dir}")

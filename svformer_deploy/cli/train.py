@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from svformer_deploy.cli import app
-from svformer_deploy.cli._options import videos_option
+from svformer_deploy.cli._options import note_fewer_videos, videos_option
 
 
 def _overrides(items: list[str]) -> dict:
@@ -110,6 +110,7 @@ def evaluate_cmd(
     result = evaluate(checkpoint, data, out=out, split=split, clips=clips, crops=crops, num_videos=num_videos,
                       device=device, force=force)
     report = result.report
+    note_fewer_videos(num_videos, report["num_videos"], split)
     console = Console()
     console.print(f"{report['model_name']} on {report['data']} ({report['split']}, {report['num_videos']} videos, "
                   f"{clips} clip(s) x {crops} crop(s) = {clips * crops} views, softmax summed): "

@@ -58,8 +58,7 @@ def evaluate_model(model: nn.Module, spec: str | os.PathLike, *, split: str = "v
                    batch_views: int = 64, progress: bool = True) -> EvalResult:
     """Score every video of ``spec``/``split``: sum over views of softmax(model(view)); predicted class = argmax."""
     from svformer_deploy.data import class_names as data_class_names
-    from svformer_deploy.data import iter_eval_videos
-    from svformer_deploy.data.api import _is_digits
+    from svformer_deploy.data import eval_video_count, iter_eval_videos
 
     data_names = data_class_names(spec)  # reads the data's layout: a wrong --data fails before the progress bar
     names = class_names or data_names
@@ -69,11 +68,7 @@ def evaluate_model(model: nn.Module, spec: str | os.PathLike, *, split: str = "v
                         "was trained on")
     device = next(model.parameters()).device
     model.eval()
-    total = num_videos
-    if total is None and _is_digits(spec):
-        from svformer_deploy.data.moving_digits import NUM_VAL_CLIPS
-
-        total = NUM_VAL_CLIPS
+    total = eval_video_count(spec, model.config, split=split, num_videos=num_videos)  # the videos really used
     ids: list[str] = []
     labels: list[int] = []
     scores: list[Tensor] = []
