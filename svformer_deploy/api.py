@@ -134,7 +134,9 @@ def energy_report(checkpoint: PathLike, *, data: PathLike = "moving-digits", vid
     the report folder ``out`` (see :mod:`svformer_deploy.energy.report`)."""
     from svformer_deploy._atomic import refuse_existing
     from svformer_deploy.energy.report import ReportOptions, write_report
+    from svformer_deploy.models.checkpoint import require_checkpoint
 
+    require_checkpoint(user_path(checkpoint))  # the message every command gives
     refuse_existing(user_path(out), force, inputs=(user_path(checkpoint),), folder=True,  # before the counting
                     kind="energy-report")
     opts = ReportOptions(checkpoint=user_path(checkpoint), data=data_spec(data), videos=videos, clips=clips,
