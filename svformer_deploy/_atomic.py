@@ -44,7 +44,7 @@ def _bundle_files(folder: Path, names: set[str]) -> bool:
     if "manifest.json" not in names:
         return False
     try:
-        listed = set(json.loads((folder / "manifest.json").read_text(encoding="utf-8")).get("files") or {})
+        listed = set(json.loads((folder / "manifest.json").read_text(encoding="utf-8-sig")).get("files") or {})
     except (OSError, ValueError, AttributeError):
         return False
     return all(n in listed or n.endswith(".json") for n in names)

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from svformer_deploy._atomic import atomic_write_dir, json_text
+from svformer_deploy._paths import read_user_text
 from svformer_deploy.errors import BundleFormatError
 from svformer_deploy.exporters.plan import Plan, PlanError, coverage_of
 
@@ -479,7 +480,7 @@ def read_manifest(bundle: str | os.PathLike) -> Manifest:
         raise BundleFormatError(f"{bundle} is not an export bundle (no {MANIFEST_NAME}); pass the directory "
                                 "written by `svformer-deploy export`")
     try:
-        d = json.loads(path.read_text())
+        d = json.loads(read_user_text(path))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise BundleFormatError(f"{path} is not valid JSON ({err}); the bundle is damaged: re-export it") from err
     if not isinstance(d, dict) or d.get("format") != BUNDLE_FORMAT:
