@@ -55,7 +55,7 @@ def finetune_cmd(
                          kd_temperature=kd_temperature, kd_alpha=kd_alpha, rate_weight=rate_weight,
                          budget_weight=budget_weight, eval_videos=eval_videos, eval_clips=clips, eval_crops=crops,
                          energy=energy, energy_profile=profile)
-    console = Console()
+    console = Console(soft_wrap=True)  # log lines whole: a number is never split
     command = "svformer-deploy " + shlex.join(sys.argv[1:]) if "finetune" in sys.argv[1:] else None
 
     def on_epoch(r: dict) -> None:

@@ -73,7 +73,7 @@ def train_cmd(
                       cutmix=cutmix, rand_augment=ra, erase_prob=erase_prob, sampling_rate=sampling_rate,
                       split_no=split, precise_bn_batches=precise_bn_batches, dist_timeout=dist_timeout,
                       model_overrides=_overrides(set_ or []))
-    console = Console()
+    console = Console(soft_wrap=True)  # log lines whole: a number is never split
     # the exact command line, stored in the checkpoints (None when called in-process, e.g. from tests)
     command = "svformer-deploy " + shlex.join(sys.argv[1:]) if "train" in sys.argv[1:] else None
     result = train(cfg, resume=resume, force=force, command=command,
@@ -111,7 +111,7 @@ def evaluate_cmd(
                       device=device, force=force)
     report = result.report
     note_fewer_videos(num_videos, report["num_videos"], split)
-    console = Console()
+    console = Console(soft_wrap=True)  # log lines whole: a number is never split
     console.print(f"{report['model_name']} on {report['data']} ({report['split']}, {report['num_videos']} videos, "
                   f"{clips} clip(s) x {crops} crop(s) = {clips * crops} views, softmax summed): "
                   f"top-1 {report['top1']:.2%}  top-5 {report['top5']:.2%}")
