@@ -23,7 +23,7 @@ from svformer_deploy.errors import OutputExistsError
 
 __all__ = ["atomic_write", "atomic_write_json", "atomic_write_csv", "atomic_write_dir", "json_text", "refuse_existing",
            "check_replaceable", "chmod_as_created", "refuse_file_in_the_way", "MARKER", "OUTPUT_KINDS", "output_kinds",
-           "check_kind", "mark_output"]
+           "check_kind", "mark_output", "refuse_existing_file"]
 
 MARKER = ".svformer-deploy.json"
 """The marker file of every output folder: ``{"tool": "svformer-deploy", "kinds": [...], "version": ..., "written": ...}``."""
@@ -244,6 +244,25 @@ def refuse_existing(out: str | os.PathLike, force: bool = False, *, inputs: tupl
     check_replaceable(out, inputs=inputs, folder=folder, kind=kind)
     if not force:
         raise OutputExistsError(f"{out} already exists; choose another --out or pass --force to replace it")
+
+
+def refuse_existing_file(out: str | os.PathLike, force: bool, *, kind: str, is_kind: Callable[[Path], bool],
+                         inputs: tuple[str | os.PathLike, ...] = ()) -> None:
+    """The rule of :func:`check_kind` for a command that writes one file (a checkpoint, a JSON summary): an
+    existing ``out`` is refused unless ``force``, and even with ``force`` unless ``is_kind(out)`` says it is an
+    earlier output of ``kind`` (words, e.g. "svformer-deploy checkpoint"); never a folder or one of ``inputs``."""
+    path = Path(out)
+    if not path.exists():
+        return
+    if path.is_dir():
+        raise OutputExistsError(f"--out {out} is a folder, and this command writes a file there; choose another "
+                                "--out")
+    check_replaceable(out, inputs=inputs)
+    if not is_kind(path):
+        raise OutputExistsError(f"{out} exists and is not an earlier {kind}; --force replaces only that. Choose "
+                                "another path, or remove that file yourself")
+    if not force:
+        raise OutputExistsError(f"{out} already exists; choose another path or pass --force to replace it")
 
 
 def refuse_file_in_the_way(out: str | os.PathLike) -> None:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from svformer_deploy._paths import data_spec, user_path
+from svformer_deploy._paths import data_spec, read_user_text, user_path
 from svformer_deploy.errors import EnergyError
 
 if TYPE_CHECKING:  # pragma: no cover - types only
@@ -167,17 +167,31 @@ def parse_views(views: Sequence[str]) -> list[tuple[int, int]]:
     return parsed
 
 
+def _is_price_summary(path: Path) -> bool:
+    """Whether ``path`` is a JSON summary written by ``energy price`` (``per_clip`` and ``per_video`` tables)."""
+    import json
+
+    try:
+        d = json.loads(read_user_text(path))
+    except (OSError, ValueError):
+        return False
+    return isinstance(d, dict) and {"per_clip", "per_video"} <= set(d)
+
+
 def energy_price(model: str, rates: PathLike | Mapping[str, float], *, profile: str | PathLike = "45nm-fp32",
                  views: Sequence[tuple[int, int]] = ((1, 1), (5, 3)), json_out: PathLike | None = None,
                  ) -> PriceOutcome:
     """Price registered model ``model`` from stated firing ``rates`` (a ``name,rate`` CSV or a mapping) under
     every convention and the memory model, per clip and per video for each (clips, crops) in ``views``
     (:func:`svformer_deploy.energy.price.price_rates`); write the summary as JSON to ``json_out`` if given."""
-    from svformer_deploy._atomic import atomic_write_json
+    from svformer_deploy._atomic import atomic_write_json, refuse_existing_file
     from svformer_deploy.energy.price import price_markdown, price_rates
 
     if not isinstance(rates, Mapping):
         rates = user_path(rates)
+    if json_out is not None:  # an earlier price summary is replaced, never another file
+        refuse_existing_file(user_path(json_out), True, kind="`energy price` summary", is_kind=_is_price_summary,
+                             inputs=() if isinstance(rates, Mapping) else (rates,))
     summary = price_rates(model, rates, _profile_spec(profile), list(views))
     path = None
     if json_out is not None:

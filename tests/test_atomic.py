@@ -123,3 +123,21 @@ def test_commands_writing_files_into_a_folder_record_their_kind_beside_others(tm
         check_kind(run, "finetune")
     with pytest.raises(OutputExistsError):  # a whole-folder command never deletes a run (or thesis.txt)
         check_kind(run, "demo")
+
+
+def test_a_single_file_output_is_replaced_only_when_it_is_of_its_kind(tmp_path):
+    from svformer_deploy._atomic import refuse_existing_file
+
+    mine, theirs = tmp_path / "a.json", tmp_path / "b.txt"
+    mine.write_text("ours")
+    theirs.write_text("important")
+    ours = lambda p: p.read_text() == "ours"  # noqa: E731
+    refuse_existing_file(tmp_path / "new.json", False, kind="summary", is_kind=ours)  # absent: fine
+    refuse_existing_file(mine, True, kind="summary", is_kind=ours)
+    with pytest.raises(OutputExistsError, match="--force"):
+        refuse_existing_file(mine, False, kind="summary", is_kind=ours)
+    for force in (False, True):
+        with pytest.raises(OutputExistsError, match="not an earlier summary"):
+            refuse_existing_file(theirs, force, kind="summary", is_kind=ours)
+    with pytest.raises(OutputExistsError, match="is a folder"):
+        refuse_existing_file(tmp_path, True, kind="summary", is_kind=ours)

@@ -36,7 +36,7 @@ def export_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.pt) written by svformer-deploy.")],
     to: Annotated[str, typer.Option("--to", metavar="FORMAT", help="Target format: nir, onnx (or lava where installed).")],
     out: Annotated[Path, typer.Option("--out", metavar="DIR", help="Output bundle directory (every target writes one).")],
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing output.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an earlier export bundle at --out (nothing else: a folder it did not write is refused).")] = False,
     approximate_bn: Annotated[bool, typer.Option(
         "--approximate-bn", help="Fold per-timestep BatchNorm with its time average (not exact; the cost is "
         "reported).")] = False,

@@ -41,7 +41,7 @@ def finetune_cmd(
     device: Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda or cuda:N.")] = "auto",
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --out.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing run in --out.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Start over in --out when it holds an earlier fine-tuning run (only then).")] = False,
 ) -> None:
     """Distil a checkpoint into an exportable student: shared BN (starting from the time-averaged map that
     --approximate-bn folds) and/or a spike budget. Reports top-1 of the original, the naive fold and the result."""

@@ -57,7 +57,7 @@ def train_cmd(
                                                 "included) before the run fails with a clear error.")] = 1800.0,
     set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Model config override KEY=VALUE (repeatable), e.g. img_size=32.")] = None,
     resume: Annotated[Optional[Path], typer.Option(metavar="FILE", help="Continue exactly from a run's last.pt.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing run in --out.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Start over in --out when it holds an earlier training run (only then).")] = False,
 ) -> None:
     """Train a model (AdamW, warm-up + cosine, label smoothing; DDP under torchrun). Writes checkpoints and metrics."""
     from rich.console import Console
@@ -100,7 +100,7 @@ def evaluate_cmd(
     num_videos: Annotated[Optional[int], videos_option(help="Evaluate only the first N videos.")] = None,
     out: Annotated[Path, typer.Option(metavar="DIR", help="Folder for eval.json, confusion.png, predictions.csv.")] = Path("runs/eval"),
     device: Annotated[str, typer.Option(metavar="DEVICE", help="cpu or cuda.")] = "cpu",
-    force: Annotated[bool, typer.Option("--force", help="Replace earlier results (eval.json, ...) in --out.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace the files of an earlier evaluation (eval.json, ...) in --out (only those).")] = False,
 ) -> None:
     """Top-1/top-5 and per-class accuracy with softmax scores summed over clips x crops views; confusion-matrix PNG."""
     from rich.console import Console

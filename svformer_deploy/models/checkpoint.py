@@ -183,6 +183,15 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return payload
 
 
+def is_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a readable svformer-deploy checkpoint (what ``--force`` may replace with another)."""
+    try:
+        read_checkpoint(path)
+    except (CheckpointFormatError, CheckpointNotFoundError, UnsafeCheckpointError):
+        return False
+    return True
+
+
 def _listed(keys: list[str], n: int = 5) -> str:
     return f"{len(keys)} {keys[:n]}{'...' if len(keys) > n else ''}"
 

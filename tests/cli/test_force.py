@@ -83,3 +83,26 @@ def test_evaluate_force_replaces_its_own_files_and_keeps_the_rest(tmp_path, caps
     (out / "eval.json").write_text("old")
     assert run_cli([*argv, "--force"]) in (0, None)
     assert (out / "eval.json").read_text() != "old" and (out / "thesis.txt").read_text() == "x"
+
+
+def test_commands_writing_one_file_replace_only_their_own_kind_of_file(tmp_path, capsys):
+    """import-official --force replaces only an earlier svformer-deploy checkpoint; energy price --json only an
+    earlier price summary; a user's file is never overwritten."""
+    thesis = tmp_path / "thesis ü.txt"
+    thesis.write_text("important")
+    assert run_cli(["import-official", str(default_checkpoint()), "--out", str(thesis), "--force"]) == 2
+    err = capsys.readouterr().err
+    assert "is not an earlier svformer-deploy checkpoint" in err and "remove that file yourself" in err
+    rates = Path(__file__).parents[1] / "energy" / "data" / "svformer_ucf101_published_rates.csv"
+    price = ["energy", "price", "--model", "svformer_ucf101", "--rates", str(rates), "--json"]
+    assert run_cli([*price, str(thesis)]) == 2
+    assert "is not an earlier `energy price` summary" in capsys.readouterr().err
+    assert thesis.read_text() == "important"
+    summary = tmp_path / "price.json"
+    assert run_cli([*price, str(summary)]) in (0, None)
+    import json
+
+    earlier = json.loads(summary.read_text())
+    summary.write_text(json.dumps({**earlier, "stale": True}))
+    assert run_cli([*price, str(summary)]) in (0, None)  # an earlier summary: replaced
+    assert json.loads(summary.read_text()) == earlier
