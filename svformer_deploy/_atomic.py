@@ -66,19 +66,23 @@ def _run_files(finetune: bool) -> Callable[[Path, set[str]], bool]:
     return recognise
 
 
+_ENERGY_REPORT = ("report.md", "summary.json", "per_layer.csv", "per_video.csv")
+_SPARSITY_REPORT = ("firing_rates.csv", "predictions.csv", "summary.json")
+
 #: kind -> (what it is, in words; whether its command replaces the whole folder (True) or only its own files in
-#: it (False); how to recognise such a folder written before :data:`MARKER` existed).
-OUTPUT_KINDS: dict[str, tuple[str, bool, Callable[[Path, set[str]], bool]]] = {
-    "export": ("an export bundle (svformer-deploy export)", True, _bundle_files),
-    "energy-report": ("an energy report (svformer-deploy energy report)", True,
-                      _report_files("report.md", "summary.json", "per_layer.csv", "per_video.csv")),
-    "sparsity-report": ("a sparsity report (svformer-deploy sparsity)", True,
-                        _report_files("firing_rates.csv", "predictions.csv", "summary.json")),
-    "demo": ("a demo folder (svformer-deploy demo)", True, _demo_files),
-    "train": ("a training run (svformer-deploy train)", False, _run_files(finetune=False)),
-    "finetune": ("a fine-tuning run (svformer-deploy finetune)", False, _run_files(finetune=True)),
+#: it (False); how to recognise such a folder written before :data:`MARKER` existed; the files that always
+#: identify a fresh whole-folder output of the kind, for :func:`atomic_write_dir` callers that name no kind).
+OUTPUT_KINDS: dict[str, tuple[str, bool, Callable[[Path, set[str]], bool], tuple[str, ...]]] = {
+    "export": ("an export bundle (svformer-deploy export)", True, _bundle_files, ("manifest.json",)),
+    "energy-report": ("an energy report (svformer-deploy energy report)", True, _report_files(*_ENERGY_REPORT),
+                      _ENERGY_REPORT),
+    "sparsity-report": ("a sparsity report (svformer-deploy sparsity)", True, _report_files(*_SPARSITY_REPORT),
+                        _SPARSITY_REPORT),
+    "demo": ("a demo folder (svformer-deploy demo)", True, _demo_files, ("demo.json",)),
+    "train": ("a training run (svformer-deploy train)", False, _run_files(finetune=False), ()),
+    "finetune": ("a fine-tuning run (svformer-deploy finetune)", False, _run_files(finetune=True), ()),
     "evaluation": ("evaluation results (svformer-deploy evaluate)", False,
-                   lambda folder, names: "eval.json" in names),
+                   lambda folder, names: "eval.json" in names, ()),
 }
 
 
@@ -106,7 +110,7 @@ def output_kinds(folder: str | os.PathLike) -> list[str]:
     if recorded is not None:
         return recorded
     names = {p.name for p in folder.iterdir()}
-    return [kind for kind, (_, _, recognise) in OUTPUT_KINDS.items() if recognise(folder, names)]
+    return [kind for kind, (_, _, recognise, _) in OUTPUT_KINDS.items() if recognise(folder, names)]
 
 
 def _described(folder: Path) -> str:
@@ -133,7 +137,7 @@ def check_kind(out: str | os.PathLike, kind: str | None) -> None:
             return
         wanted = "an earlier output folder of this command"
     else:
-        label, whole, _ = OUTPUT_KINDS[kind]
+        label, whole, _, _ = OUTPUT_KINDS[kind]
         if (found == [kind]) if whole else (kind in found):
             return
         wanted = f"an earlier output of its kind, {label}"
@@ -302,9 +306,10 @@ def check_replaceable(out: str | os.PathLike, *, inputs: tuple[str | os.PathLike
 
 
 def _built_kind(tmp: Path) -> str:
-    """The whole-folder kind the freshly built folder ``tmp`` is, from its files (for callers that name none)."""
+    """The whole-folder kind the freshly built folder ``tmp`` is, from the files that identify it (for callers
+    that name none)."""
     names = {p.name for p in tmp.iterdir()}
-    kinds = [k for k, (_, whole, recognise) in OUTPUT_KINDS.items() if whole and recognise(tmp, names)]
+    kinds = [k for k, (_, whole, _, signature) in OUTPUT_KINDS.items() if whole and set(signature) <= names]
     if len(kinds) != 1:
         raise ValueError(f"atomic_write_dir: cannot tell the kind of output from its files {sorted(names)}; "
                          f"pass kind= (one of {sorted(OUTPUT_KINDS)})")

@@ -64,9 +64,11 @@ def test_every_output_folder_is_marked_inside_the_atomic_write(tmp_path):
     assert marker["tool"] == "svformer-deploy" and marker["kinds"] == ["energy-report"]
     assert marker["version"] and marker["written"]
     assert output_kinds(out) == ["energy-report"]
+    more = atomic_write_dir(tmp_path / "r2", lambda tmp: (_report(tmp), _files(tmp, "new_figure.svg")))
+    assert output_kinds(more) == ["energy-report"]  # a new kind of file in a report: still known by the marker
     with pytest.raises(ValueError, match="pass kind="):  # an output nobody can recognise later is a bug
         atomic_write_dir(tmp_path / "odd", lambda tmp: _files(tmp, "thing.bin"))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["r é"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r é", "r2"]
 
 
 def test_force_replaces_an_empty_folder_or_an_earlier_output_of_the_same_kind(tmp_path):
