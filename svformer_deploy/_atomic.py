@@ -2,6 +2,12 @@
 
 A failed write leaves neither a partial file nor a partial directory behind, and never damages an existing
 output; written files and directories get the permissions ``open()`` / ``mkdir()`` would give (not mkstemp's 0600).
+
+Every output folder carries a marker, :data:`MARKER` (``.svformer-deploy.json``: the kinds of output written
+there, the tool version, the time), written inside the atomic build. ``--force`` replaces only an empty folder or
+an earlier output of the same kind (:func:`check_kind`): the marker says which, and folders written before the
+marker existed are recognised by their kind's own files (:data:`OUTPUT_KINDS`). Anything else -- a user's folder,
+another command's output -- is refused with one line.
 """
 
 from __future__ import annotations
@@ -16,7 +22,145 @@ from typing import Any
 from svformer_deploy.errors import OutputExistsError
 
 __all__ = ["atomic_write", "atomic_write_json", "atomic_write_csv", "atomic_write_dir", "json_text", "refuse_existing",
-           "check_replaceable", "chmod_as_created", "refuse_file_in_the_way"]
+           "check_replaceable", "chmod_as_created", "refuse_file_in_the_way", "MARKER", "OUTPUT_KINDS", "output_kinds",
+           "check_kind", "mark_output", "refuse_existing_file"]
+
+MARKER = ".svformer-deploy.json"
+"""The marker file of every output folder: ``{"tool": "svformer-deploy", "kinds": [...], "version": ..., "written": ...}``."""
+
+
+def _report_files(*required: str) -> Callable[[Path, set[str]], bool]:
+    """A report folder: the ``required`` files, and nothing but tables, JSON, markdown and figures beside them."""
+    def recognise(folder: Path, names: set[str]) -> bool:
+        return set(required) <= names and all(
+            (folder / n).is_file() and Path(n).suffix in {".csv", ".json", ".md", ".png"} for n in names)
+    return recognise
+
+
+def _bundle_files(folder: Path, names: set[str]) -> bool:
+    """An export bundle: ``manifest.json`` and only the files it lists, beside JSON records (verification)."""
+    import json
+
+    if "manifest.json" not in names:
+        return False
+    try:
+        listed = set(json.loads((folder / "manifest.json").read_text(encoding="utf-8-sig")).get("files") or {})
+    except (OSError, ValueError, AttributeError):
+        return False
+    return all(n in listed or n.endswith(".json") for n in names)
+
+
+def _demo_files(folder: Path, names: set[str]) -> bool:
+    """A demo folder: ``demo.json``, the copied checkpoint and one subfolder per step."""
+    return "demo.json" in names and all(n in {"demo.json", "checkpoint.pt"} or (folder / n).is_dir() for n in names)
+
+
+def _run_files(finetune: bool) -> Callable[[Path, set[str]], bool]:
+    """A training (``finetune`` False) or fine-tuning run: ``last.pt`` and ``metrics.csv``; a fine-tuning run
+    also has ``finetune.json`` or ``finetuned.pt`` (or is the folder of a budget curve, ``budget_curve.csv``)."""
+    def recognise(folder: Path, names: set[str]) -> bool:
+        ours = bool({"finetune.json", "finetuned.pt"} & names)
+        if finetune and "budget_curve.csv" in names:
+            return True
+        return {"last.pt", "metrics.csv"} <= names and ours == finetune
+    return recognise
+
+
+_ENERGY_REPORT = ("report.md", "summary.json", "per_layer.csv", "per_video.csv")
+_SPARSITY_REPORT = ("firing_rates.csv", "predictions.csv", "summary.json")
+
+#: kind -> (what it is, in words; whether its command replaces the whole folder (True) or only its own files in
+#: it (False); how to recognise such a folder written before :data:`MARKER` existed; the files that always
+#: identify a fresh whole-folder output of the kind, for :func:`atomic_write_dir` callers that name no kind).
+OUTPUT_KINDS: dict[str, tuple[str, bool, Callable[[Path, set[str]], bool], tuple[str, ...]]] = {
+    "export": ("an export bundle (svformer-deploy export)", True, _bundle_files, ("manifest.json",)),
+    "energy-report": ("an energy report (svformer-deploy energy report)", True, _report_files(*_ENERGY_REPORT),
+                      _ENERGY_REPORT),
+    "sparsity-report": ("a sparsity report (svformer-deploy sparsity)", True, _report_files(*_SPARSITY_REPORT),
+                        _SPARSITY_REPORT),
+    "demo": ("a demo folder (svformer-deploy demo)", True, _demo_files, ("demo.json",)),
+    "train": ("a training run (svformer-deploy train)", False, _run_files(finetune=False), ()),
+    "finetune": ("a fine-tuning run (svformer-deploy finetune)", False, _run_files(finetune=True), ()),
+    "evaluation": ("evaluation results (svformer-deploy evaluate)", False,
+                   lambda folder, names: "eval.json" in names, ()),
+}
+
+
+def _marker_kinds(folder: Path) -> list[str] | None:
+    """The kinds recorded in ``folder``'s marker; None without a marker; [] for an unreadable one."""
+    import json
+
+    marker = folder / MARKER
+    if not marker.is_file():
+        return None
+    try:
+        kinds = json.loads(marker.read_text(encoding="utf-8-sig")).get("kinds")
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [k for k in kinds if k in OUTPUT_KINDS] if isinstance(kinds, list) else []
+
+
+def output_kinds(folder: str | os.PathLike) -> list[str]:
+    """The kinds of output (keys of :data:`OUTPUT_KINDS`) this tool wrote in ``folder``: those its marker records,
+    else (a folder written before the marker existed) those its files identify; [] for anything else."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    recorded = _marker_kinds(folder)
+    if recorded is not None:
+        return recorded
+    names = {p.name for p in folder.iterdir()}
+    return [kind for kind, (_, _, recognise, _) in OUTPUT_KINDS.items() if recognise(folder, names)]
+
+
+def _described(folder: Path) -> str:
+    """What ``folder`` is, in words, for an error message."""
+    kinds = output_kinds(folder)
+    if kinds:
+        return " and ".join(OUTPUT_KINDS[k][0] for k in kinds)
+    names = sorted(p.name for p in folder.iterdir())
+    shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    return f"a folder svformer-deploy did not write (it holds {shown})"
+
+
+def check_kind(out: str | os.PathLike, kind: str | None) -> None:
+    """Refuse (:class:`OutputExistsError`, one line) to let ``--force`` replace the existing folder ``out`` unless
+    it is empty or an earlier output of ``kind`` (for a whole-folder kind: of that kind only; for a command that
+    writes its own files into a folder: one that holds that kind). ``kind`` None accepts any whole-folder output
+    (:func:`atomic_write_dir` checks the real kind again once its build shows it)."""
+    out_path = Path(out)
+    if not out_path.is_dir() or not any(out_path.iterdir()):
+        return
+    found = output_kinds(out_path)
+    if kind is None:
+        if found and all(OUTPUT_KINDS[k][1] for k in found):
+            return
+        wanted = "an earlier output folder of this command"
+    else:
+        label, whole, _, _ = OUTPUT_KINDS[kind]
+        if (found == [kind]) if whole else (kind in found):
+            return
+        wanted = f"an earlier output of its kind, {label}"
+    raise OutputExistsError(f"--out {out} is {_described(out_path)}; --force replaces only an empty folder or "
+                            f"{wanted}. Choose another --out, or remove that folder yourself")
+
+
+def _marker(kinds: list[str]) -> dict[str, Any]:
+    from datetime import datetime, timezone
+
+    from svformer_deploy import __version__
+
+    return {"tool": "svformer-deploy", "kinds": kinds, "version": __version__,
+            "written": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def mark_output(folder: str | os.PathLike, kind: str) -> Path:
+    """Record (atomically) in ``folder``'s marker that it holds an output of ``kind``; the folder is made if
+    missing. For the commands that write their own files into a folder (train, finetune, evaluate, demo)."""
+    folder = Path(folder)
+    kinds = _marker_kinds(folder) if folder.is_dir() else None
+    kinds = [*(kinds or output_kinds(folder)), kind]
+    return atomic_write_json(folder / MARKER, _marker(list(dict.fromkeys(kinds))))
 
 
 def chmod_as_created(path: str | os.PathLike, mode: int) -> None:
@@ -95,14 +239,34 @@ def atomic_write_csv(path: str | os.PathLike, rows: list[dict[str, Any]], fieldn
 
 
 def refuse_existing(out: str | os.PathLike, force: bool = False, *, inputs: tuple[str | os.PathLike, ...] = (),
-                    folder: bool = False) -> None:
+                    folder: bool = False, kind: str | None = None) -> None:
     """Raise :class:`OutputExistsError` if ``out`` exists and ``force`` is not set (call it before long work);
-    with ``force``, raise if replacing ``out`` would destroy more than an earlier output (:func:`check_replaceable`)."""
+    raise in any case if replacing ``out`` would destroy more than an earlier output of ``kind``
+    (:func:`check_replaceable`), so that the message never suggests a ``--force`` that would be refused."""
     if not Path(out).exists():
         return
+    check_replaceable(out, inputs=inputs, folder=folder, kind=kind)
     if not force:
         raise OutputExistsError(f"{out} already exists; choose another --out or pass --force to replace it")
-    check_replaceable(out, inputs=inputs, folder=folder)
+
+
+def refuse_existing_file(out: str | os.PathLike, force: bool, *, kind: str, is_kind: Callable[[Path], bool],
+                         inputs: tuple[str | os.PathLike, ...] = ()) -> None:
+    """The rule of :func:`check_kind` for a command that writes one file (a checkpoint, a JSON summary): an
+    existing ``out`` is refused unless ``force``, and even with ``force`` unless ``is_kind(out)`` says it is an
+    earlier output of ``kind`` (words, e.g. "svformer-deploy checkpoint"); never a folder or one of ``inputs``."""
+    path = Path(out)
+    if not path.exists():
+        return
+    if path.is_dir():
+        raise OutputExistsError(f"--out {out} is a folder, and this command writes a file there; choose another "
+                                "--out")
+    check_replaceable(out, inputs=inputs)
+    if not is_kind(path):
+        raise OutputExistsError(f"{out} exists and is not an earlier {kind}; --force replaces only that. Choose "
+                                "another path, or remove that file yourself")
+    if not force:
+        raise OutputExistsError(f"{out} already exists; choose another path or pass --force to replace it")
 
 
 def refuse_file_in_the_way(out: str | os.PathLike) -> None:
@@ -119,10 +283,11 @@ def refuse_file_in_the_way(out: str | os.PathLike) -> None:
 
 
 def check_replaceable(out: str | os.PathLike, *, inputs: tuple[str | os.PathLike, ...] = (),
-                      folder: bool = False) -> None:
+                      folder: bool = False, kind: str | None = None) -> None:
     """Refuse (:class:`OutputExistsError`) to let ``--force`` delete an existing ``out`` that is the current
     folder or one above it, that holds (or is) one of the command's ``inputs`` (its checkpoint, its data), or,
-    with ``folder``, that is a file where the command writes a folder (a checkpoint, a file of a bundle)."""
+    with ``folder``, that is a file where the command writes a folder (a checkpoint, a file of a bundle) or a
+    folder that is neither empty nor an earlier output of ``kind`` (:func:`check_kind`)."""
     target = Path(out).resolve()
     cwd = Path.cwd().resolve()
     if target == cwd or target in cwd.parents:
@@ -130,28 +295,48 @@ def check_replaceable(out: str | os.PathLike, *, inputs: tuple[str | os.PathLike
                                 "everything in it. Choose a new folder for --out")
     if folder and not target.is_dir():
         raise OutputExistsError(f"--out {out} is a file, and this command writes a folder; --force replaces only an "
-                                "earlier output folder. Choose another --out")
+                                "empty folder or an earlier output folder of the same command. Choose another --out")
     for item in inputs:
         path = Path(item).resolve()
         if path == target or target in path.parents:
             raise OutputExistsError(f"--out {out} holds this command's input {item}; --force would delete it. "
                                     "Choose another --out")
+    if folder:
+        check_kind(out, kind)
 
 
-def atomic_write_dir(out: str | os.PathLike, build: Callable[[Path], None], force: bool = False) -> Path:
-    """Run ``build(tmp_dir)`` in a fresh directory next to ``out``, then rename it onto ``out``.
+def _built_kind(tmp: Path) -> str:
+    """The whole-folder kind the freshly built folder ``tmp`` is, from the files that identify it (for callers
+    that name none)."""
+    names = {p.name for p in tmp.iterdir()}
+    kinds = [k for k, (_, whole, _, signature) in OUTPUT_KINDS.items() if whole and set(signature) <= names]
+    if len(kinds) != 1:
+        raise ValueError(f"atomic_write_dir: cannot tell the kind of output from its files {sorted(names)}; "
+                         f"pass kind= (one of {sorted(OUTPUT_KINDS)})")
+    return kinds[0]
+
+
+def atomic_write_dir(out: str | os.PathLike, build: Callable[[Path], None], force: bool = False,
+                     kind: str | None = None) -> Path:
+    """Run ``build(tmp_dir)`` in a fresh directory next to ``out``, write the :data:`MARKER` of ``kind`` (default:
+    the kind its files show) into it, then rename it onto ``out``.
 
     An existing ``out`` raises :class:`OutputExistsError` unless ``force``; with ``force`` it is replaced only
-    after ``build`` succeeded. On any error the temporary directory is removed and ``out`` is untouched.
+    if it is empty or an earlier output of the same kind (:func:`check_kind`, checked before and again after
+    ``build``), and only after ``build`` succeeded. On any error the temporary directory is removed and ``out``
+    is untouched.
     """
     out = Path(out)
-    refuse_existing(out, force, folder=True)
+    refuse_existing(out, force, folder=True, kind=kind)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         chmod_as_created(tmp, 0o777)  # mkdtemp makes 0700; a bundle is an ordinary shareable directory
         build(tmp)
+        kind = kind or _built_kind(tmp)
+        (tmp / MARKER).write_text(json_text(_marker([kind])) + "\n", encoding="utf-8")
         if out.exists():
+            refuse_existing(out, force, folder=True, kind=kind)
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
             os.replace(out, old / "x")
             os.replace(tmp, out)

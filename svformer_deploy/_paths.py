@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["user_path", "data_spec", "require_file"]
+__all__ = ["user_path", "data_spec", "require_file", "read_user_text"]
 
 
 def user_path(path: str | os.PathLike) -> Path:
@@ -32,3 +32,9 @@ def require_file(path: str | os.PathLike, what: str, fix: str, error: type[Excep
         return p
     problem = "is a folder, not a file" if p.is_dir() else "does not exist"
     raise error(f"{what} {p} {problem}; {fix}")
+
+
+def read_user_text(path: str | os.PathLike) -> str:
+    """The text of a file a user gives (CSV, JSON, list files), decoded as UTF-8 with or without the byte-order
+    mark that Excel ("CSV UTF-8") and Windows Notepad put first: a BOM never becomes part of a column name."""
+    return Path(path).read_text(encoding="utf-8-sig")

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from svformer_deploy._paths import data_spec, user_path
+from svformer_deploy._paths import data_spec, read_user_text, user_path
 from svformer_deploy.errors import EnergyError
 
 if TYPE_CHECKING:  # pragma: no cover - types only
@@ -53,10 +53,6 @@ def _profile_spec(profile: str | PathLike) -> str:
     return str(user_path(profile)) if Path(profile).is_file() else str(profile)
 
 
-def _desc(data: str, num_videos: int | None) -> str:
-    return f"{data}, split val, {num_videos} videos, 1 view each"
-
-
 # ------------------------------------------------------------------------------------------------ export, verify
 def export_and_verify(checkpoint: PathLike, target: str, out: PathLike, *, force: bool = False,
                       approximate_bn: bool = False, data: PathLike = "moving-digits", num_videos: int | None = 32,
@@ -77,14 +73,12 @@ def verify(bundle: PathLike, *, target: str | None = None, checkpoint: PathLike 
     """Re-verify an existing bundle with ``target``'s verifier (default: the target that wrote it; e.g.
     ``nir-norse`` for a second runtime of a NIR bundle) against its source checkpoint (``checkpoint`` or the path
     recorded at export; its SHA-256, config and class names must match) on real clips."""
-    from svformer_deploy.exporters import eval_batches, source_checkpoint, verify_export
+    from svformer_deploy.exporters import source_checkpoint, verify_export
 
-    bundle, data = user_path(bundle), data_spec(data)
+    bundle = user_path(bundle)
     model, _ = source_checkpoint(bundle, None if checkpoint is None else user_path(checkpoint))
-    batches = eval_batches(data, model.config, num_videos)
-    return verify_export(bundle, target=target, model=model,
-                         batches=wrap_batches(batches) if wrap_batches else batches,
-                         data_desc=_desc(data, num_videos))
+    return verify_export(bundle, target=target, model=model, data=data_spec(data), num_videos=num_videos,
+                         wrap_batches=wrap_batches)
 
 
 # ---------------------------------------------------------------------------------------------------- evaluate
@@ -138,8 +132,13 @@ def energy_report(checkpoint: PathLike, *, data: PathLike = "moving-digits", vid
     """Count every operation of ``checkpoint`` on ``videos`` real videos (``clips x crops`` views each), price
     it under ``profile`` (a registered name or a YAML/JSON file) beside ``baselines`` (default: all), and write
     the report folder ``out`` (see :mod:`svformer_deploy.energy.report`)."""
+    from svformer_deploy._atomic import refuse_existing
     from svformer_deploy.energy.report import ReportOptions, write_report
+    from svformer_deploy.models.checkpoint import require_checkpoint
 
+    require_checkpoint(user_path(checkpoint))  # the message every command gives
+    refuse_existing(user_path(out), force, inputs=(user_path(checkpoint),), folder=True,  # before the counting
+                    kind="energy-report")
     opts = ReportOptions(checkpoint=user_path(checkpoint), data=data_spec(data), videos=videos, clips=clips,
                          crops=crops, profile=_profile_spec(profile), fold_bn=fold_bn,
                          accuracy=None if accuracy is None else user_path(accuracy), out=user_path(out), force=force,
@@ -168,17 +167,31 @@ def parse_views(views: Sequence[str]) -> list[tuple[int, int]]:
     return parsed
 
 
+def _is_price_summary(path: Path) -> bool:
+    """Whether ``path`` is a JSON summary written by ``energy price`` (``per_clip`` and ``per_video`` tables)."""
+    import json
+
+    try:
+        d = json.loads(read_user_text(path))
+    except (OSError, ValueError):
+        return False
+    return isinstance(d, dict) and {"per_clip", "per_video"} <= set(d)
+
+
 def energy_price(model: str, rates: PathLike | Mapping[str, float], *, profile: str | PathLike = "45nm-fp32",
                  views: Sequence[tuple[int, int]] = ((1, 1), (5, 3)), json_out: PathLike | None = None,
                  ) -> PriceOutcome:
     """Price registered model ``model`` from stated firing ``rates`` (a ``name,rate`` CSV or a mapping) under
     every convention and the memory model, per clip and per video for each (clips, crops) in ``views``
     (:func:`svformer_deploy.energy.price.price_rates`); write the summary as JSON to ``json_out`` if given."""
-    from svformer_deploy._atomic import atomic_write_json
+    from svformer_deploy._atomic import atomic_write_json, refuse_existing_file
     from svformer_deploy.energy.price import price_markdown, price_rates
 
     if not isinstance(rates, Mapping):
         rates = user_path(rates)
+    if json_out is not None:  # an earlier price summary is replaced, never another file
+        refuse_existing_file(user_path(json_out), True, kind="`energy price` summary", is_kind=_is_price_summary,
+                             inputs=() if isinstance(rates, Mapping) else (rates,))
     summary = price_rates(model, rates, _profile_spec(profile), list(views))
     path = None
     if json_out is not None:
@@ -210,7 +223,8 @@ def sparsity(checkpoint: PathLike, out: PathLike, *, data: PathLike = "moving-di
     from svformer_deploy.analysis.sparsity import analyse_checkpoint
 
     out = user_path(out)
-    refuse_existing(out, force, inputs=(user_path(checkpoint),), folder=True)  # before the analysis, not after it
+    refuse_existing(out, force, inputs=(user_path(checkpoint),), folder=True,  # before the analysis, not after it
+                    kind="sparsity-report")
     analysis = analyse_checkpoint(user_path(checkpoint), data_spec(data), num_videos=videos, clips=clips,
                                   crops=crops, energy=energy,
                                   profile=None if profile is None else _profile_spec(profile),

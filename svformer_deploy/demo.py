@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from svformer_deploy._atomic import atomic_write_json
-from svformer_deploy.errors import OutputExistsError, SVFormerDeployError
+from svformer_deploy.errors import SVFormerDeployError
 
 if TYPE_CHECKING:
     from svformer_deploy.exporters.lava.sideenv import BackgroundBuild
@@ -137,16 +137,14 @@ def run_demo(out_dir: str | Path = "demo-out", *, pretrained: bool = False, forc
 
     A step that fails with an :class:`SVFormerDeployError` is reported and the next step still runs.
     """
-    from svformer_deploy._atomic import check_replaceable
+    from svformer_deploy._atomic import mark_output, refuse_existing
     from svformer_deploy._paths import user_path
 
     out_dir = user_path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        if not force:
-            raise OutputExistsError(f"{out_dir} exists and is not empty; pass --force to overwrite it or choose --out")
-        check_replaceable(out_dir, folder=True)
+        refuse_existing(out_dir, force, folder=True, kind="demo")
         shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    mark_output(out_dir, "demo")
     report = DemoReport(out_dir, out_dir)
     t0 = time.perf_counter()
     lava_env = _start_lava_env(steps, echo)

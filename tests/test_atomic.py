@@ -38,3 +38,108 @@ def test_csv_round_trips_awkward_text_with_csv_and_pandas(tmp_path):
     assert [r["video_id"] for r in back] == AWKWARD and [r["extra"] for r in back][2] == "only here"
     df = pd.read_csv(path, keep_default_na=False)
     assert df["video_id"].tolist() == AWKWARD and df["label"].tolist() == list(range(len(AWKWARD)))
+
+
+# ------------------------------------------------------------------------------------- what --force may replace
+from pathlib import Path  # noqa: E402
+
+from svformer_deploy._atomic import MARKER, atomic_write_dir, check_kind, mark_output, output_kinds  # noqa: E402
+from svformer_deploy.errors import OutputExistsError  # noqa: E402
+
+
+def _files(folder: Path, *names: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / name).write_text("x")
+    return folder
+
+
+def _report(tmp: Path) -> None:
+    _files(tmp, "report.md", "summary.json", "per_layer.csv", "per_video.csv", "ops.png")
+
+
+def test_every_output_folder_is_marked_inside_the_atomic_write(tmp_path):
+    out = atomic_write_dir(tmp_path / "r é", _report)  # kind read from the files it built
+    marker = json.loads((out / MARKER).read_text(encoding="utf-8"))
+    assert marker["tool"] == "svformer-deploy" and marker["kinds"] == ["energy-report"]
+    assert marker["version"] and marker["written"]
+    assert output_kinds(out) == ["energy-report"]
+    more = atomic_write_dir(tmp_path / "r2", lambda tmp: (_report(tmp), _files(tmp, "new_figure.svg")))
+    assert output_kinds(more) == ["energy-report"]  # a new kind of file in a report: still known by the marker
+    with pytest.raises(ValueError, match="pass kind="):  # an output nobody can recognise later is a bug
+        atomic_write_dir(tmp_path / "odd", lambda tmp: _files(tmp, "thing.bin"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r é", "r2"]
+
+
+def test_force_replaces_an_empty_folder_or_an_earlier_output_of_the_same_kind(tmp_path):
+    (tmp_path / "empty").mkdir()
+    atomic_write_dir(tmp_path / "empty", _report, force=True)
+    out = atomic_write_dir(tmp_path / "r", _report)
+    (out / "stale.png").write_text("old")
+    atomic_write_dir(out, _report, force=True)
+    assert not (out / "stale.png").exists() and output_kinds(out) == ["energy-report"]
+    # written before the marker existed: recognised by the kind's own files
+    legacy = _files(tmp_path / "legacy", "firing_rates.csv", "predictions.csv", "summary.json", "rate.png")
+    assert output_kinds(legacy) == ["sparsity-report"]
+    atomic_write_dir(legacy, lambda tmp: _files(tmp, "firing_rates.csv", "predictions.csv", "summary.json"),
+                     force=True, kind="sparsity-report")
+    assert output_kinds(legacy) == ["sparsity-report"] and not (legacy / "rate.png").exists()
+
+
+@pytest.mark.parametrize("setup", [
+    lambda d: _files(d, "thesis.txt"),
+    lambda d: _files(d, "report.md", "summary.json", "per_layer.csv", "per_video.csv", "thesis.txt"),
+    lambda d: atomic_write_dir(d, lambda tmp: _files(tmp, "model.nir"), kind="export"),
+    lambda d: _files(d, "firing_rates.csv", "predictions.csv", "summary.json"),
+    lambda d: (_files(d, "a.png"), (d / MARKER).write_text("{not json")),
+], ids=["users-folder", "report-plus-a-users-file", "export-bundle", "legacy-sparsity-report", "broken-marker"])
+def test_force_never_replaces_a_users_folder_or_another_kind(tmp_path, setup):
+    out = tmp_path / "my papers ü"
+    setup(out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    for force in (False, True):
+        with pytest.raises(OutputExistsError) as err:
+            atomic_write_dir(out, _report, force=force, kind="energy-report")
+        assert "remove that folder yourself" in str(err.value) and "\n" not in str(err.value)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]  # no temporary folder left
+
+
+def test_a_refused_kind_is_named_and_the_check_runs_again_after_the_build(tmp_path):
+    bundle = atomic_write_dir(tmp_path / "b", lambda tmp: _files(tmp, "model.onnx"), kind="export")
+    with pytest.raises(OutputExistsError, match=r"is an export bundle .*an energy report"):
+        check_kind(bundle, "energy-report")
+    with pytest.raises(OutputExistsError, match="is an export bundle"):  # caller named no kind: known after build
+        atomic_write_dir(bundle, _report, force=True)
+    assert (bundle / "model.onnx").exists()
+
+
+def test_commands_writing_files_into_a_folder_record_their_kind_beside_others(tmp_path):
+    run = _files(tmp_path / "run", "last.pt", "metrics.csv", "thesis.txt")
+    assert output_kinds(run) == ["train"]  # before the marker: by its files
+    mark_output(run, "evaluation")
+    assert output_kinds(run) == ["train", "evaluation"]
+    check_kind(run, "train")
+    check_kind(run, "evaluation")
+    with pytest.raises(OutputExistsError, match="fine-tuning run"):
+        check_kind(run, "finetune")
+    with pytest.raises(OutputExistsError):  # a whole-folder command never deletes a run (or thesis.txt)
+        check_kind(run, "demo")
+
+
+def test_a_single_file_output_is_replaced_only_when_it_is_of_its_kind(tmp_path):
+    from svformer_deploy._atomic import refuse_existing_file
+
+    mine, theirs = tmp_path / "a.json", tmp_path / "b.txt"
+    mine.write_text("ours")
+    theirs.write_text("important")
+    ours = lambda p: p.read_text() == "ours"  # noqa: E731
+    refuse_existing_file(tmp_path / "new.json", False, kind="summary", is_kind=ours)  # absent: fine
+    refuse_existing_file(mine, True, kind="summary", is_kind=ours)
+    with pytest.raises(OutputExistsError, match="--force"):
+        refuse_existing_file(mine, False, kind="summary", is_kind=ours)
+    for force in (False, True):
+        with pytest.raises(OutputExistsError, match="not an earlier summary"):
+            refuse_existing_file(theirs, force, kind="summary", is_kind=ours)
+    with pytest.raises(OutputExistsError, match="is a folder"):
+        refuse_existing_file(tmp_path, True, kind="summary", is_kind=ours)

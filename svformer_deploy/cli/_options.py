@@ -23,7 +23,7 @@ from typing import Any, get_args, get_origin
 import typer
 from typer.core import TyperArgument, TyperGroup, TyperOption
 
-__all__ = ["HIDDEN_ALIASES", "tidy_help", "value_label", "videos_option"]
+__all__ = ["HIDDEN_ALIASES", "tidy_help", "value_label", "videos_option", "note_fewer_videos"]
 
 HIDDEN_ALIASES = frozenset({"--num-videos", "--eval-videos"})
 """Old spellings of ``--videos`` (``export``/``verify``/``evaluate`` had ``--num-videos``, ``finetune`` had
@@ -35,6 +35,14 @@ _KIND = {int: "N", float: "FLOAT", str: "TEXT"}
 def videos_option(help: str, **kwargs: Any):
     """``--videos N``, the one name of "how many videos this command works on", with its old spellings."""
     return typer.Option("--videos", *sorted(HIDDEN_ALIASES), help=help, **kwargs)
+
+
+def note_fewer_videos(asked: int | None, used: int, split: str = "val") -> None:
+    """Say on stderr, in one line, that a command used fewer videos than ``--videos`` asked for, and why: the
+    split has only ``used`` (every command reads the first ``--videos`` videos of the split, all if it has fewer)."""
+    if asked is not None and used < asked:
+        typer.echo(f"note: --videos {asked} asks for more videos than the {split} split has; used all {used} of them",
+                   err=True)
 
 
 def value_label(annotation: Any) -> str:

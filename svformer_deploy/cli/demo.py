@@ -14,7 +14,7 @@ from svformer_deploy.cli import app
 def demo_cmd(
     pretrained: Annotated[bool, typer.Option("--pretrained", help="Use the shipped checkpoint instead of training one.")] = False,
     out: Annotated[Path, typer.Option(metavar="DIR", help="Folder for every artefact (and demo.json listing them).")] = Path("demo-out"),
-    force: Annotated[bool, typer.Option("--force", help="Overwrite a non-empty --out folder.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an earlier demo folder at --out (nothing else: a folder it did not write is refused).")] = False,
 ) -> None:
     """The whole project on the built-in moving digits, in under 10 minutes on 2 CPU cores; prints every artefact."""
     from svformer_deploy._paths import user_path

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from svformer_deploy.cli import app
-from svformer_deploy.cli._options import videos_option
+from svformer_deploy.cli._options import note_fewer_videos, videos_option
 
 energy_app = typer.Typer(help="Count operations and estimate energy (every report prints the rules it used).",
                          no_args_is_help=True)
@@ -29,7 +29,7 @@ def report(
     fold_bn: Annotated[bool, typer.Option(help="Count time-invariant BatchNorms as folded into the previous layer (free).")] = False,
     accuracy: Annotated[Optional[Path], typer.Option(metavar="FILE", help="eval.json from 'svformer-deploy evaluate': accuracy and its views, set beside the energy.")] = None,
     out: Annotated[Path, typer.Option(metavar="DIR", help="Output directory (must not exist unless --force).")] = Path("energy_report"),
-    force: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,
+    force: Annotated[bool, typer.Option(help="Replace an earlier energy report at --out (nothing else: a folder it did not write is refused).")] = False,
 ) -> None:
     """Write per_layer.csv, per_video.csv, summary.json, report.md and plots for CHECKPOINT."""
     from svformer_deploy.api import energy_report
@@ -38,6 +38,7 @@ def report(
                            baselines=baseline, fold_bn=fold_bn, accuracy=accuracy, out=out, force=force)
     typer.echo(f"wrote {result.out_dir}")
     s = json.loads(result.files["summary.json"].read_text(encoding="utf-8"))
+    note_fewer_videos(videos, s["videos"])
     h = s["headline"]["per_video_mj"]
     typer.echo(f"headline ({s['profile']['name']}, {s['videos']} video(s), {s['views_per_video']} view(s) each): "
                f"{h['total_mj']:.4g} mJ per video = compute {h['compute_mj']:.4g} + memory {h['memory_mj']:.4g} "

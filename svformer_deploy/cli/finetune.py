@@ -41,7 +41,7 @@ def finetune_cmd(
     device: Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda or cuda:N.")] = "auto",
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --out.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing run in --out.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Start over in --out when it holds an earlier fine-tuning run (only then).")] = False,
 ) -> None:
     """Distil a checkpoint into an exportable student: shared BN (starting from the time-averaged map that
     --approximate-bn folds) and/or a spike budget. Reports top-1 of the original, the naive fold and the result."""
@@ -55,7 +55,7 @@ def finetune_cmd(
                          kd_temperature=kd_temperature, kd_alpha=kd_alpha, rate_weight=rate_weight,
                          budget_weight=budget_weight, eval_videos=eval_videos, eval_clips=clips, eval_crops=crops,
                          energy=energy, energy_profile=profile)
-    console = Console()
+    console = Console(soft_wrap=True)  # log lines whole: a number is never split
     command = "svformer-deploy " + shlex.join(sys.argv[1:]) if "finetune" in sys.argv[1:] else None
 
     def on_epoch(r: dict) -> None:

@@ -39,17 +39,17 @@ def import_official_cmd(
     path: Annotated[Path, typer.Argument(help="A checkpoint saved by the official SVFormer code (SlowFast .pyth).")],
     out: Annotated[Path, typer.Option("--out", "-o", metavar="FILE", help="Where to write the svformer-deploy checkpoint.")],
     model: Annotated[str, typer.Option(metavar="NAME", help="Registered config the weights belong to.")] = "svformer_ucf101",
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an earlier svformer-deploy checkpoint at --out (nothing else).")] = False,
 ) -> None:
     """Convert an official SVFormer checkpoint into a self-describing svformer-deploy checkpoint."""
+    from svformer_deploy._atomic import refuse_existing_file
     from svformer_deploy._paths import user_path
-    from svformer_deploy.errors import OutputExistsError
     from svformer_deploy.models import save_checkpoint
+    from svformer_deploy.models.checkpoint import is_checkpoint
     from svformer_deploy.models.official import import_official
 
     path, out = user_path(path), user_path(out)
-    if out.exists() and not force:
-        raise OutputExistsError(f"{out} exists; pass --force to overwrite it or choose another --out")
+    refuse_existing_file(out, force, kind="svformer-deploy checkpoint", is_kind=is_checkpoint, inputs=(path,))
     net, report = import_official(path, model)
     save_checkpoint(out, net, source=str(path), import_report=str(report))
     typer.echo(f"{report}\nwrote {out}")

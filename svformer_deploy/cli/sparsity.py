@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from svformer_deploy.cli import app
-from svformer_deploy.cli._options import videos_option
+from svformer_deploy.cli._options import note_fewer_videos, videos_option
 
 
 @app.command()
@@ -22,7 +22,7 @@ def sparsity(
     profile: Annotated[str | None, typer.Option(metavar="NAME|FILE", help="Energy profile name or YAML/JSON file (default: the energy module's default).")] = None,
     baseline: Annotated[list[str] | None, typer.Option("--baseline", metavar="NAME", help="ANN baseline for the energy comparison (repeatable): svformer-ann (default), r3d_18, mc3_18, r2plus1d_18, s3d, mvit_v2_s, swin3d_t.")] = None,
     energy: Annotated[bool, typer.Option("--energy/--no-energy", help="Also count ops and energy (SNN vs ANN twin).")] = True,
-    force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an earlier sparsity report at --out (nothing else: a folder it did not write is refused).")] = False,
 ) -> None:
     """Spike sparsity of a checkpoint on real videos: PNG figures and a tidy CSV (layer, timestep, video, rate).
 
@@ -38,4 +38,5 @@ def sparsity(
                           profile=profile, baselines=baseline, force=force,
                           progress=lambda it, n, what: track(it, total=n, description=what))
     a = result.analysis
+    note_fewer_videos(videos, a.num_videos)
     typer.echo(f"{a.num_videos} videos, accuracy {a.accuracy:.1%}; wrote {len(result.files)} files to {result.out_dir}")

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from svformer_deploy.cli import app
-from svformer_deploy.cli._options import videos_option
+from svformer_deploy.cli._options import note_fewer_videos, videos_option
 
 
 def _overrides(items: list[str]) -> dict:
@@ -57,7 +57,7 @@ def train_cmd(
                                                 "included) before the run fails with a clear error.")] = 1800.0,
     set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Model config override KEY=VALUE (repeatable), e.g. img_size=32.")] = None,
     resume: Annotated[Optional[Path], typer.Option(metavar="FILE", help="Continue exactly from a run's last.pt.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing run in --out.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Start over in --out when it holds an earlier training run (only then).")] = False,
 ) -> None:
     """Train a model (AdamW, warm-up + cosine, label smoothing; DDP under torchrun). Writes checkpoints and metrics."""
     from rich.console import Console
@@ -73,7 +73,7 @@ def train_cmd(
                       cutmix=cutmix, rand_augment=ra, erase_prob=erase_prob, sampling_rate=sampling_rate,
                       split_no=split, precise_bn_batches=precise_bn_batches, dist_timeout=dist_timeout,
                       model_overrides=_overrides(set_ or []))
-    console = Console()
+    console = Console(soft_wrap=True)  # log lines whole: a number is never split
     # the exact command line, stored in the checkpoints (None when called in-process, e.g. from tests)
     command = "svformer-deploy " + shlex.join(sys.argv[1:]) if "train" in sys.argv[1:] else None
     result = train(cfg, resume=resume, force=force, command=command,
@@ -100,7 +100,7 @@ def evaluate_cmd(
     num_videos: Annotated[Optional[int], videos_option(help="Evaluate only the first N videos.")] = None,
     out: Annotated[Path, typer.Option(metavar="DIR", help="Folder for eval.json, confusion.png, predictions.csv.")] = Path("runs/eval"),
     device: Annotated[str, typer.Option(metavar="DEVICE", help="cpu or cuda.")] = "cpu",
-    force: Annotated[bool, typer.Option("--force", help="Replace earlier results (eval.json, ...) in --out.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace the files of an earlier evaluation (eval.json, ...) in --out (only those).")] = False,
 ) -> None:
     """Top-1/top-5 and per-class accuracy with softmax scores summed over clips x crops views; confusion-matrix PNG."""
     from rich.console import Console
@@ -110,7 +110,8 @@ def evaluate_cmd(
     result = evaluate(checkpoint, data, out=out, split=split, clips=clips, crops=crops, num_videos=num_videos,
                       device=device, force=force)
     report = result.report
-    console = Console()
+    note_fewer_videos(num_videos, report["num_videos"], split)
+    console = Console(soft_wrap=True)  # log lines whole: a number is never split
     console.print(f"{report['model_name']} on {report['data']} ({report['split']}, {report['num_videos']} videos, "
                   f"{clips} clip(s) x {crops} crop(s) = {clips * crops} views, softmax summed): "
                   f"top-1 {report['top1']:.2%}  top-5 {report['top5']:.2%}")

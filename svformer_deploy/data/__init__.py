@@ -15,8 +15,10 @@ from svformer_deploy.data.api import (
     VideoSample,
     build_dataset,
     class_names,
+    eval_video_count,
     iter_eval_videos,
     num_classes,
 )
 
-__all__ = ["MOVING_DIGITS", "VideoSample", "build_dataset", "class_names", "iter_eval_videos", "num_classes"]
+__all__ = ["MOVING_DIGITS", "VideoSample", "build_dataset", "class_names", "eval_video_count", "iter_eval_videos",
+           "num_classes"]

@@ -13,7 +13,8 @@ from torch import Tensor
 from svformer_deploy.errors import DataError
 from svformer_deploy.models.config import SVFormerConfig
 
-__all__ = ["MOVING_DIGITS", "VideoSample", "iter_eval_videos", "class_names", "num_classes", "build_dataset"]
+__all__ = ["MOVING_DIGITS", "VideoSample", "iter_eval_videos", "eval_video_count", "class_names", "num_classes",
+           "build_dataset"]
 
 MOVING_DIGITS = "moving-digits"
 
@@ -55,10 +56,30 @@ def num_classes(spec: str | os.PathLike) -> int:
     return len(class_names(spec))
 
 
+def _eval_dataset(spec: str | os.PathLike, config: SVFormerConfig, split: str, clips: int, crops: int, seed: int):
+    """The dataset :func:`iter_eval_videos` reads (split already normalised)."""
+    if _is_digits(spec):
+        from svformer_deploy.data.moving_digits import MovingDigits
+
+        return MovingDigits.for_config(split, config, seed=seed)
+    from svformer_deploy.data.video_folder import VideoFolder
+
+    return VideoFolder(spec, config, split=split, train=False, clips=clips, crops=crops)
+
+
+def eval_video_count(spec: str | os.PathLike, config: SVFormerConfig, *, split: str = "val",
+                     num_videos: int | None = None) -> int:
+    """How many videos :func:`iter_eval_videos` yields: ``min(num_videos, N)`` for a split of N videos (N for
+    ``num_videos`` None). What a record states it used, and how a command tells that it used fewer than asked."""
+    n = len(_eval_dataset(spec, config, _eval_split(split), 1, 1, 0))
+    return n if num_videos is None else min(num_videos, n)
+
+
 def iter_eval_videos(spec: str | os.PathLike, config: SVFormerConfig, *, split: str = "val",
                      num_videos: int | None = None, clips: int = 1, crops: int = 1, seed: int = 0,
                      ) -> Iterator[VideoSample]:
-    """Yield every video of ``split`` (or the first ``num_videos``) as ``clips x crops`` test views.
+    """Yield every video of ``split`` (or the first ``num_videos``; all of them if the split has fewer, see
+    :func:`eval_video_count`) as ``clips x crops`` test views.
 
     Views are ordered clip-major (view = clip * crops + crop), each (C, T, H, W) with T = config.num_frames,
     H = W = config.img_size, normalised with config.mean / config.std. Video files: ``clips`` clips spread
@@ -71,23 +92,16 @@ def iter_eval_videos(spec: str | os.PathLike, config: SVFormerConfig, *, split: 
     if num_videos is not None and num_videos < 1:
         raise DataError(f"num_videos={num_videos} must be positive (or None for the whole split)")
     split = _eval_split(split)
-    if _is_digits(spec):
-        from svformer_deploy.data.moving_digits import MovingDigits
-
-        ds = MovingDigits.for_config(split, config, seed=seed)
-        n = len(ds) if num_videos is None else min(num_videos, len(ds))
-        for i in range(n):
+    ds = _eval_dataset(spec, config, split, clips, crops, seed)
+    n = len(ds) if num_videos is None else min(num_videos, len(ds))
+    for i in range(n):
+        if _is_digits(spec):
             clip, label = ds[i]
             views = clip.unsqueeze(0).repeat(clips * crops, 1, 1, 1, 1)
             yield VideoSample(f"{MOVING_DIGITS}/{split}/{i:05d}", label, views)
-        return
-    from svformer_deploy.data.video_folder import VideoFolder
-
-    ds = VideoFolder(spec, config, split=split, train=False, clips=clips, crops=crops)
-    n = len(ds) if num_videos is None else min(num_videos, len(ds))
-    for i in range(n):
-        views, label = ds.test_views(i)
-        yield VideoSample(ds.video_id(i), label, views)
+        else:
+            views, label = ds.test_views(i)
+            yield VideoSample(ds.video_id(i), label, views)
 
 
 def build_dataset(spec: str | os.PathLike, config: SVFormerConfig, *, split: str = "train", seed: int = 0,

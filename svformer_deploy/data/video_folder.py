@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from svformer_deploy._paths import read_user_text
 from svformer_deploy.errors import DataError
 from svformer_deploy.models.config import SVFormerConfig
 
@@ -52,7 +53,7 @@ def _find(root: Path, pattern: str) -> list[Path]:
 
 def _read_lines(path: Path) -> list[str]:
     try:
-        return [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+        return [ln.strip() for ln in read_user_text(path).splitlines() if ln.strip()]
     except (OSError, UnicodeDecodeError) as err:
         raise DataError(f"cannot read split file {path} ({err}); re-extract the official split files") from err
 

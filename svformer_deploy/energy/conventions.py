@@ -236,12 +236,13 @@ def measure_rates(model: nn.Module, clips: Tensor) -> dict[str, float]:
 
 
 def read_rates_csv(path: str | Path) -> dict[str, float]:
-    """Read a ``name,rate[,meaning]`` table of firing rates (rates in [0, 1])."""
-    from svformer_deploy._paths import require_file
+    """Read a ``name,rate[,meaning]`` table of firing rates (rates in [0, 1]; UTF-8, with or without a BOM). A
+    layer named twice is an error naming it and both lines (never "the last row wins")."""
+    from svformer_deploy._paths import read_user_text, require_file
 
     p = require_file(path, "rates file", "pass a CSV with columns name,rate", EnergyError)
     try:
-        reader = csv.DictReader(p.read_text(encoding="utf-8").splitlines())
+        reader = csv.DictReader(read_user_text(p).splitlines())
         fieldnames, rows = reader.fieldnames, list(reader)
     except (UnicodeDecodeError, csv.Error) as err:
         raise EnergyError(f"rates file {p} is not a UTF-8 CSV text file ({type(err).__name__}); pass a CSV with "
@@ -249,6 +250,7 @@ def read_rates_csv(path: str | Path) -> dict[str, float]:
     if not fieldnames or not {"name", "rate"} <= set(fieldnames):
         raise EnergyError(f"rates file {p} must have columns 'name' and 'rate'; found {fieldnames}")
     out: dict[str, float] = {}
+    line_of: dict[str, int] = {}
     for i, row in enumerate(rows, start=2):
         try:
             r = float(row["rate"])
@@ -256,7 +258,12 @@ def read_rates_csv(path: str | Path) -> dict[str, float]:
             raise EnergyError(f"{p} line {i}: rate {row['rate']!r} is not a number; write a rate in [0, 1]")
         if not 0.0 <= r <= 1.0:
             raise EnergyError(f"{p} line {i}: rate {r} of {row['name']} is outside [0, 1]; give a fraction")
-        out[row["name"].strip()] = r
+        name = (row["name"] or "").strip()
+        if name in line_of:
+            raise EnergyError(f"{p} line {i}: layer {name} is given a rate twice (lines {line_of[name]} and {i}); "
+                              "keep one row per layer")
+        line_of[name] = i
+        out[name] = r
     if not out:
         raise EnergyError(f"rates file {p} holds no rates")
     return out

@@ -38,7 +38,7 @@ def _check_names(model: Any, rates: Mapping[str, float]) -> None:
     unknown = sorted(set(rates) - known)
     if unknown:
         raise EnergyError(f"rates name layers the model {model.config.name} does not have: {unknown[:5]}; use its "
-                          "dotted layer names (svformer-deploy models / model.named_modules())")
+                          f"dotted layer names (`svformer-deploy info {model.config.name}` lists them)")
     missing = [n for n in spike_input_layers(model.config) if n not in rates]
     if missing:
         raise EnergyError(f"rates give no input firing rate for {len(missing)} layer(s) whose input is spikes: "

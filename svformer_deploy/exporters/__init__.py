@@ -91,7 +91,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, to: str, out: str | os.Path
     from svformer_deploy.models import load_checkpoint
 
     checkpoint, out = user_path(checkpoint), user_path(out)
-    refuse_existing(out, force, inputs=(checkpoint,), folder=True)
+    refuse_existing(out, force, inputs=(checkpoint,), folder=True, kind="export")
     exporter = get_exporter(to)
     if exporter.export is None:
         raise ConfigError(f"target {to!r} only verifies bundles of target {exporter.bundle_target!r}; export with "
@@ -172,6 +172,8 @@ class ExportResult:
     report: dict[str, Any]
     report_path: Path
     summary: str
+    videos: int | None = None
+    """Videos verified on (fewer than asked when the split has fewer); None for clips the caller gave."""
 
     @property
     def passed(self) -> bool | None:
@@ -180,10 +182,12 @@ class ExportResult:
 
 def verify_export(path: str | os.PathLike, *, target: str | None = None, checkpoint: str | os.PathLike | None = None,
                   model: nn.Module | None = None, data: str = "moving-digits", num_videos: int | None = 32,
-                  batches=None, data_desc: str | None = None) -> ExportResult:
+                  batches=None, data_desc: str | None = None,
+                  wrap_batches: Callable[[Any], Any] | None = None) -> ExportResult:
     """Verify an existing bundle with ``target``'s verifier (default: the target that wrote it) on real clips
-    (``batches``, else ``num_videos`` validation videos of ``data``, one view each) against ``model`` (default:
-    its source checkpoint, checked by :func:`source_checkpoint`)."""
+    (``batches``, else ``num_videos`` validation videos of ``data``, one view each: all of them if the split has
+    fewer, and the record states how many, as does ``result.videos``) against ``model`` (default: its source
+    checkpoint, checked by :func:`source_checkpoint`). ``wrap_batches`` may wrap the clip iterator (progress)."""
     from svformer_deploy._paths import data_spec, user_path
     from svformer_deploy.errors import BundleFormatError
 
@@ -195,11 +199,27 @@ def verify_export(path: str | os.PathLike, *, target: str | None = None, checkpo
                                 f"'{exporter.bundle_target}' bundles (use --target {written_by})")
     if model is None:
         model, _ = source_checkpoint(path, checkpoint)
+    videos = None
     if batches is None:
+        videos = _video_count(data, model.config, num_videos)
         batches = eval_batches(data, model.config, num_videos)
-        data_desc = data_desc or f"{data}, split val, {num_videos} videos, 1 view each"
+        data_desc = data_desc or _data_desc(data, videos)
+    if wrap_batches is not None:
+        batches = wrap_batches(batches)
     report = exporter.verify(path, model, batches, data_desc=data_desc or "")
-    return ExportResult(path, report, path / exporter.report_name, exporter.format_report(report))
+    return ExportResult(path, report, path / exporter.report_name, exporter.format_report(report), videos)
+
+
+def _video_count(data: str, config, num_videos: int | None) -> int:  # noqa: ANN001 (SVFormerConfig)
+    """Videos of ``data``'s validation split a verification uses (``eval_video_count``)."""
+    from svformer_deploy.data import eval_video_count
+
+    return eval_video_count(data, config, split="val", num_videos=num_videos)
+
+
+def _data_desc(data: str, videos: int) -> str:
+    """What a verification record states it ran on: the videos really used, not the number asked for."""
+    return f"{data}, split val, {videos} videos, 1 view each"
 
 
 def export_and_verify(checkpoint: str | os.PathLike, target: str, out: str | os.PathLike, *, force: bool = False,
@@ -211,11 +231,8 @@ def export_and_verify(checkpoint: str | os.PathLike, target: str, out: str | os.
 
     path, model, _ = export_checkpoint(checkpoint, target, out, force=force, approximate_bn=approximate_bn)
     try:
-        data = data_spec(data)
-        batches = eval_batches(data, model.config, num_videos)
-        return verify_export(path, target=target, model=model,
-                             batches=wrap_batches(batches) if wrap_batches else batches,
-                             data_desc=f"{data}, split val, {num_videos} videos, 1 view each")
+        return verify_export(path, target=target, model=model, data=data_spec(data), num_videos=num_videos,
+                             wrap_batches=wrap_batches)
     except (KeyboardInterrupt, SystemExit):  # interrupted (Ctrl-C, SIGTERM): no bundle that was never verified
         import shutil
 

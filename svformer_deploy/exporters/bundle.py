@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from svformer_deploy._atomic import atomic_write_dir, json_text
+from svformer_deploy._paths import read_user_text
 from svformer_deploy.errors import BundleFormatError
 from svformer_deploy.exporters.plan import Plan, PlanError, coverage_of
 
@@ -464,7 +465,7 @@ def write_bundle(out: str | os.PathLike, manifest: Manifest, writers: Mapping[st
         manifest.integrity = d["integrity"] = manifest_digest(d)
         (tmp / MANIFEST_NAME).write_text(json_text(d, indent=1), encoding="utf-8")
 
-    return atomic_write_dir(out, build, force=force)
+    return atomic_write_dir(out, build, force=force, kind="export")
 
 
 def read_manifest(bundle: str | os.PathLike) -> Manifest:
@@ -479,7 +480,7 @@ def read_manifest(bundle: str | os.PathLike) -> Manifest:
         raise BundleFormatError(f"{bundle} is not an export bundle (no {MANIFEST_NAME}); pass the directory "
                                 "written by `svformer-deploy export`")
     try:
-        d = json.loads(path.read_text())
+        d = json.loads(read_user_text(path))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise BundleFormatError(f"{path} is not valid JSON ({err}); the bundle is damaged: re-export it") from err
     if not isinstance(d, dict) or d.get("format") != BUNDLE_FORMAT:

@@ -41,7 +41,7 @@ from svformer_deploy.models.neurons import PLIF, PLIFParameters, plif_step
 from svformer_deploy.models.recording import forward_hooks, to_chw
 
 __all__ = ["check_manifest_meaning", "coverage_problems", "record_ties", "first_divergence", "clip_divergences",
-           "NEAR_THRESHOLD", "LayerStats", "verify_bundle", "format_report"]
+           "NEAR_THRESHOLD", "LayerStats", "verify_bundle", "format_report", "TABLE_COLUMNS"]
 
 
 def check_manifest_meaning(bundle: Path, manifest, model: nn.Module) -> None:
@@ -261,9 +261,17 @@ def verify_bundle(bundle: str | Path, model: nn.Module, batches: Iterable[tuple[
     return report
 
 
+TABLE_COLUMNS = ("layer", "agreement", "worst t", "disagree", "ties", "at ties")
+"""Columns of the per-layer table of :func:`format_report`, each documented in docs/export.md (*Reading the
+verification output*): the layer; its spike agreement over all neuron-steps; the agreement at its worst timestep;
+neuron-steps that differ; neuron-steps at an exact tie in the model; differing neuron-steps at a tie."""
+
+
 def format_report(report: dict[str, Any]) -> str:
-    """The report as a plain-text table (one row per neuron layer, then the totals)."""
-    lines = [f"{'layer':32s} {'agreement':>10s} {'min/t':>8s} {'disagree':>9s} {'ties':>6s} {'at ties':>8s}"]
+    """The report as a plain-text table (one row per neuron layer, columns :data:`TABLE_COLUMNS`), then the
+    totals."""
+    name, agreement, worst, disagree, ties, at_ties = TABLE_COLUMNS
+    lines = [f"{name:32s} {agreement:>10s} {worst:>8s} {disagree:>9s} {ties:>6s} {at_ties:>8s}"]
     for name, s in report["layers"].items():
         lines.append(f"{name:32s} {100 * s['agreement']:9.4f}% {100 * min(s['agreement_per_timestep']):7.3f}% "
                      f"{s['disagree']:9d} {s['ties']:6d} {s['disagree_at_ties']:8d}")

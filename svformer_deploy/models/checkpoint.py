@@ -35,7 +35,7 @@ from svformer_deploy.errors import (
 from svformer_deploy.models.config import SVFormerConfig
 
 __all__ = ["FORMAT_VERSION", "WRAPPER_PREFIXES", "unwrap_model", "save_checkpoint", "load_checkpoint", "read_checkpoint",
-           "load_state_dict_checked", "file_sha256", "atomic_write"]
+           "load_state_dict_checked", "file_sha256", "atomic_write", "require_checkpoint", "safe_load"]
 
 FORMAT = "svformer-deploy-checkpoint"
 FORMAT_VERSION = 1
@@ -107,11 +107,44 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, extra: dict[str, 
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
-def safe_load(path: Path, fix: str) -> Any:
+ZIP_MAGIC = b"PK\x03\x04"
+"""The first bytes of every file ``torch.save`` writes (a zip archive since PyTorch 1.6)."""
+
+
+def shipped_checkpoint_hint() -> str:
+    """'the shipped one, <its real path>' (or how to get it back when it is missing), for messages."""
+    from svformer_deploy.assets import default_checkpoint
+
+    try:
+        return f"the shipped one, {default_checkpoint()}"
+    except CheckpointNotFoundError:
+        return "the shipped one (missing here: reinstall svformer-deploy)"
+
+
+def require_checkpoint(path: str | os.PathLike) -> Path:
+    """``Path(path)`` when it is a file; else the one message every command gives for a checkpoint path that does
+    not exist (:class:`CheckpointNotFoundError`, offering the shipped checkpoint's real path) or is a folder."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointNotFoundError(f"checkpoint {path} does not exist; check the path, train one with "
+                                      f"`svformer-deploy train`, or use {shipped_checkpoint_hint()}")
+    if path.is_dir():
+        raise CheckpointFormatError(f"checkpoint {path} is a folder, not a file; pass the .pt file inside it")
+    return path
+
+
+def _is_zip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(len(ZIP_MAGIC)) == ZIP_MAGIC
+
+
+def safe_load(path: Path, *, wrong_file: str, damaged: str) -> Any:
     """``torch.load(path, weights_only=True)`` (tensors and plain containers only: no code is unpickled), with
-    every way an untrusted file can fail mapped to one error naming the file and ``fix``: a pickled class or
-    function is refused as :class:`UnsafeCheckpointError`; anything else that does not parse (not a PyTorch
-    file, truncated, empty, random bytes) is a :class:`CheckpointFormatError`."""
+    every way an untrusted file can fail mapped to one error naming the file and its fix: a pickled class or
+    function is refused as :class:`UnsafeCheckpointError`; a file that does not parse is a
+    :class:`CheckpointFormatError` saying which of two things it is -- not a PyTorch checkpoint at all (not a zip
+    archive, e.g. a text file renamed .pt; fix ``wrong_file``), or a zip archive that is truncated or corrupt
+    (fix ``damaged``). Files in PyTorch's pre-1.6 (non-zip) format still load."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -120,27 +153,27 @@ def safe_load(path: Path, fix: str) -> Any:
                 f"{path} contains pickled Python objects that are not plain tensors or containers; it was refused "
                 "(loading it could run arbitrary code). Re-save it as a state dict (torch.save(model.state_dict())) "
                 "and import it with import_official(), or save it with save_checkpoint()") from err
-        raise CheckpointFormatError(f"{path} is not a readable PyTorch file (truncated, or not a checkpoint); "
-                                    f"{fix}") from err
+        cause = err
     except Exception as err:  # noqa: BLE001 - a parser of untrusted bytes fails in many ways (KeyError, IndexError...)
-        raise CheckpointFormatError(f"{path} is not a readable PyTorch file ({type(err).__name__}: "
-                                    f"{(str(err).splitlines() or [''])[0][:120]}); the file is truncated or corrupt: "
-                                    f"{fix}") from err
+        cause = err
+    if not _is_zip(path):
+        what = "an empty file" if path.stat().st_size == 0 else "not a zip archive"
+        raise CheckpointFormatError(f"{path} is not a PyTorch checkpoint ({what}); {wrong_file}") from cause
+    raise CheckpointFormatError(f"{path} is a truncated or corrupt archive (a PyTorch file cut short or damaged); "
+                                f"{damaged}") from cause
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Safely read and validate the raw checkpoint dict (``weights_only=True``: no code is unpickled)."""
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointNotFoundError(f"checkpoint {path} does not exist; check the path "
-                                      "(train one with `svformer-deploy train` or use the shipped one)")
-    if path.is_dir():
-        raise CheckpointFormatError(f"{path} is a directory, not a checkpoint file; pass the .pt file inside it")
-    payload = safe_load(path, "re-copy or re-train it")
+    path = require_checkpoint(path)
+    payload = safe_load(path, wrong_file="pass a checkpoint written by svformer-deploy (train, finetune, "
+                                         f"import-official), e.g. {shipped_checkpoint_hint()}",
+                        damaged="re-copy it from where it came from, or re-train it")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointFormatError(
-            f"{path} is a PyTorch file but not an svformer-deploy checkpoint (no '{FORMAT}' header); "
-            "for a checkpoint of the official SVFormer code use import_official() / `svformer-deploy import-official`")
+            f"{path} is a PyTorch file but not an svformer-deploy checkpoint (no config); for a checkpoint of the "
+            "official SVFormer code use `svformer-deploy import-official` (import_official()), else pass a "
+            f"checkpoint written by svformer-deploy, e.g. {shipped_checkpoint_hint()}")
     if payload.get("format_version") != FORMAT_VERSION:
         raise CheckpointFormatError(f"{path} has checkpoint format version {payload.get('format_version')}, this "
                                     f"svformer-deploy reads version {FORMAT_VERSION}; upgrade svformer-deploy")
@@ -148,6 +181,15 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         if not isinstance(payload.get(key), dict):
             raise CheckpointFormatError(f"{path} lacks its '{key}' section; the file is damaged: re-save it")
     return payload
+
+
+def is_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a readable svformer-deploy checkpoint (what ``--force`` may replace with another)."""
+    try:
+        read_checkpoint(path)
+    except (CheckpointFormatError, CheckpointNotFoundError, UnsafeCheckpointError):
+        return False
+    return True
 
 
 def _listed(keys: list[str], n: int = 5) -> str:

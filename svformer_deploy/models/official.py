@@ -76,8 +76,9 @@ class ImportReport:
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     require_file(path, "official checkpoint", "pass the .pyth file saved by the official SVFormer code",
                  CheckpointNotFoundError)
-    obj = safe_load(path, "re-download it; a pickled training checkpoint must first be re-saved in the official "
-                          "environment as torch.save({'model_state': ckpt['model_state']}, path)")
+    obj = safe_load(path, wrong_file="pass the .pyth file saved by the official SVFormer code",
+                    damaged="re-download it; a pickled training checkpoint must first be re-saved in the official "
+                            "environment as torch.save({'model_state': ckpt['model_state']}, path)")
     if isinstance(obj, dict):
         for key in ("model_state", "model", "state_dict"):
             if isinstance(obj.get(key), dict):

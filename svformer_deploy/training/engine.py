@@ -24,7 +24,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from svformer_deploy._atomic import atomic_write_csv, atomic_write_json, refuse_file_in_the_way
+from svformer_deploy._atomic import (atomic_write_csv, atomic_write_json, check_kind, mark_output,
+                                     refuse_file_in_the_way)
 from svformer_deploy._paths import data_spec, user_path
 from svformer_deploy._threads import ThreadGovernor
 from svformer_deploy.errors import ConfigError, DataError, DistributedError, OutputExistsError
@@ -376,9 +377,11 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, force: b
     out_dir = Path(cfg.out_dir)
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
     refuse_file_in_the_way(out_dir)
-    if resume is None and not force and last_path.exists():
-        raise OutputExistsError(f"{last_path} exists: continue it with --resume {last_path}, choose another --out, "
-                                "or pass --force to start over")
+    if resume is None and last_path.exists():
+        check_kind(out_dir, "train")  # --force starts over only in an earlier training run
+        if not force:
+            raise OutputExistsError(f"{last_path} exists: continue it with --resume {last_path}, choose another "
+                                    "--out, or pass --force to start over")
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
 
@@ -448,6 +451,7 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, force: b
             save_checkpoint(last_path, model, extra=extra, **dict(meta_base, epoch=epoch + 1, metrics=rows[-1],
                                                                   history=rows))
 
+        mark_output(out_dir, "train")
         save_last([*history, row], best_top1)  # the epoch's training is kept whatever validation does
         row.update(_validate(model, val_batches, device, governor))
         history.append(row)

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from svformer_deploy._atomic import (atomic_write, atomic_write_csv, atomic_write_json, refuse_existing,
-                                     refuse_file_in_the_way)
+from svformer_deploy._atomic import (atomic_write, atomic_write_csv, atomic_write_json, check_kind, mark_output,
+                                     refuse_existing, refuse_file_in_the_way)
 from svformer_deploy._threads import ThreadGovernor
 from svformer_deploy.errors import DataError
 
@@ -58,8 +58,7 @@ def evaluate_model(model: nn.Module, spec: str | os.PathLike, *, split: str = "v
                    batch_views: int = 64, progress: bool = True) -> EvalResult:
     """Score every video of ``spec``/``split``: sum over views of softmax(model(view)); predicted class = argmax."""
     from svformer_deploy.data import class_names as data_class_names
-    from svformer_deploy.data import iter_eval_videos
-    from svformer_deploy.data.api import _is_digits
+    from svformer_deploy.data import eval_video_count, iter_eval_videos
 
     data_names = data_class_names(spec)  # reads the data's layout: a wrong --data fails before the progress bar
     names = class_names or data_names
@@ -69,11 +68,7 @@ def evaluate_model(model: nn.Module, spec: str | os.PathLike, *, split: str = "v
                         "was trained on")
     device = next(model.parameters()).device
     model.eval()
-    total = num_videos
-    if total is None and _is_digits(spec):
-        from svformer_deploy.data.moving_digits import NUM_VAL_CLIPS
-
-        total = NUM_VAL_CLIPS
+    total = eval_video_count(spec, model.config, split=split, num_videos=num_videos)  # the videos really used
     ids: list[str] = []
     labels: list[int] = []
     scores: list[Tensor] = []
@@ -167,14 +162,16 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, spec: str | os.PathLike |
     paths = {"json": out_dir / "eval.json", "confusion_png": out_dir / "confusion.png",
              "predictions_csv": out_dir / "predictions.csv"}
     refuse_file_in_the_way(out_dir)
-    for path in paths.values():
-        refuse_existing(path, force)
+    if any(path.exists() for path in paths.values()):
+        check_kind(out_dir, "evaluation")  # --force replaces the files of an earlier evaluation only
+        for path in paths.values():
+            refuse_existing(path, force)
     model, meta = load_checkpoint(checkpoint, map_location=device)
     spec = data_spec(spec if spec is not None else meta.get("data", "moving-digits"))
     names = meta.get("class_names")
     result = evaluate_model(model, spec, split=split, clips=clips, crops=crops, num_videos=num_videos,
                             class_names=names, progress=progress)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    mark_output(out_dir, "evaluation")
     report = {"checkpoint": str(checkpoint), "checkpoint_sha256": meta["sha256"], "model_name": meta["model_name"],
               "data": str(spec), "split": split, **result.to_dict()}
     atomic_write_csv(paths["predictions_csv"], [

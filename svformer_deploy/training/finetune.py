@@ -47,7 +47,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from svformer_deploy._atomic import atomic_write, atomic_write_json, refuse_file_in_the_way
+from svformer_deploy._atomic import atomic_write, atomic_write_json, check_kind, mark_output, refuse_file_in_the_way
 from svformer_deploy._threads import ThreadGovernor
 from svformer_deploy.errors import ConfigError, OutputExistsError
 from svformer_deploy.models import (create_model, forward_hooks, iter_neurons, load_checkpoint, read_checkpoint,
@@ -271,9 +271,11 @@ def finetune(checkpoint: str | os.PathLike, cfg: FinetuneConfig, *, resume: bool
     refuse_file_in_the_way(out_dir)
     if resume and not last_path.exists():
         raise ConfigError(f"--resume: {last_path} does not exist; start the run without --resume")
-    if not resume and not force and last_path.exists():
-        raise OutputExistsError(f"{last_path} exists: continue it with --resume, choose another --out, or pass "
-                                "--force to start over")
+    if not resume and last_path.exists():
+        check_kind(out_dir, "finetune")  # --force starts over only in an earlier fine-tuning run
+        if not force:
+            raise OutputExistsError(f"{last_path} exists: continue it with --resume, choose another --out, or "
+                                    "pass --force to start over")
     dist_info = _init_distributed("cuda" if cfg.device == "auto" and torch.cuda.is_available() else cfg.device,
                                   cfg.dist_timeout)
     device = _resolve_device(cfg.device, dist_info)
@@ -327,6 +329,7 @@ def finetune(checkpoint: str | os.PathLike, cfg: FinetuneConfig, *, resume: bool
         history.append(row)
         extra = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state(),
                  "epoch": epoch}
+        mark_output(out_dir, "finetune")
         save_checkpoint(last_path, student, extra=extra, **meta_base, epoch=epoch + 1, metrics=row, history=history)
         _write_metrics(out_dir, history)
         if on_epoch is not None:
@@ -449,6 +452,8 @@ def finetune_budgets(checkpoint: str | os.PathLike, cfg: FinetuneConfig, budgets
         raise ConfigError("give at least one --spike-budget")
     out = Path(cfg.out_dir)
     refuse_file_in_the_way(out)
+    if force and (out / CURVE_CSV).exists():
+        check_kind(out, "finetune")  # --force replaces the curve of an earlier fine-tuning run, nothing else
     results = []
     for r in sorted(set(budgets), reverse=True):
         sub = dataclasses.replace(cfg, out_dir=str(out / f"budget-{r:g}"), spike_budget=r, energy=True)
@@ -470,6 +475,7 @@ def finetune_budgets(checkpoint: str | os.PathLike, cfg: FinetuneConfig, budgets
         w.writerows(rows)
         Path(tmp).write_text(buf.getvalue())
 
+    mark_output(out, "finetune")
     atomic_write(out / CURVE_CSV, write_csv)
     plot_budget_curve(rows, out / CURVE_PNG, results[0].report["protocol"])
     return results, out / CURVE_CSV

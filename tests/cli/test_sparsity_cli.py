@@ -47,10 +47,17 @@ def test_existing_output_refused_then_forced(ckpt, tmp_path, capsys):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(sparsity_mod, "analyse_checkpoint", not_reached)
-        assert run_cli(["sparsity", str(ckpt), "--out", str(out), "--videos", "1", "--no-energy"]) == 2
-    assert "--force" in capsys.readouterr().err and (out / "keep.txt").read_text() == "mine"
+        for force in ([], ["--force"]):  # a user's folder: never replaced
+            assert run_cli(["sparsity", str(ckpt), "--out", str(out), "--videos", "1", "--no-energy", *force]) == 2
+            assert "remove that folder yourself" in capsys.readouterr().err
+        assert (out / "keep.txt").read_text() == "mine"
+    (out / "keep.txt").unlink()
+    for name in ("firing_rates.csv", "predictions.csv", "summary.json", "old_figure.png"):
+        (out / name).write_text("an earlier report")  # written before the marker existed
+    assert run_cli(["sparsity", str(ckpt), "--out", str(out), "--videos", "1", "--no-energy"]) == 2
+    assert "--force" in capsys.readouterr().err
     assert run_cli(["sparsity", str(ckpt), "--out", str(out), "--videos", "1", "--no-energy", "--force"]) in (0, None)
-    assert not (out / "keep.txt").exists() and (out / "rate_heatmap.png").exists()
+    assert not (out / "old_figure.png").exists() and (out / "rate_heatmap.png").exists()
     assert not (out / "rate_vs_share.png").exists()  # --no-energy: no energy figures
 
 

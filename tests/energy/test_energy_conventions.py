@@ -157,3 +157,35 @@ def test_dense_model_counts_need_no_weights():
 def test_price_views_must_be_clips_x_crops(capsys):
     assert run_cli(["energy", "price", "--model", "svformer_tiny", "--rates", str(RATES), "--views", "five"]) == 2
     assert "CLIPSxCROPS" in capsys.readouterr().err
+
+
+def test_price_refuses_a_layer_given_twice_naming_it(tmp_path, capsys):
+    """The tester's case: a duplicate row appended changed "ours" silently (the last row won)."""
+    f = tmp_path / "r.csv"
+    lines = RATES.read_text().splitlines()
+    f.write_text("\n".join([*lines, "blocks1.0.conv1,0.5,dup"]) + "\n")
+    first = next(i for i, line in enumerate(lines, start=1) if line.startswith("blocks1.0.conv1,"))
+    assert run_cli(["energy", "price", "--model", "svformer_ucf101", "--rates", str(f)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "layer blocks1.0.conv1 is given a rate twice" in err, err
+    assert f"(lines {first} and {len(lines) + 1})" in err
+
+
+def test_price_reads_a_rates_csv_with_a_utf8_bom_as_excel_writes_it(tmp_path):
+    plain, bom = tmp_path / "plain.json", tmp_path / "bom.json"
+    f = tmp_path / "excel.csv"
+    f.write_bytes(b"\xef\xbb\xbf" + RATES.read_bytes())  # Excel's "CSV UTF-8"
+    assert run_cli(["energy", "price", "--model", "svformer_ucf101", "--rates", str(RATES), "--json", str(plain)]) == 0
+    assert run_cli(["energy", "price", "--model", "svformer_ucf101", "--rates", str(f), "--json", str(bom)]) == 0
+    assert json.loads(bom.read_text())["per_clip"] == json.loads(plain.read_text())["per_clip"]
+
+
+def test_price_unknown_layer_hint_names_a_command_that_lists_the_layers(tmp_path, capsys):
+    f = tmp_path / "r.csv"
+    f.write_text("name,rate\nno.such.layer,0.1\n")
+    assert run_cli(["energy", "price", "--model", "svformer_tiny", "--rates", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert "`svformer-deploy info svformer_tiny` lists them" in err and "svformer-deploy models" not in err
+    assert run_cli(["info", "svformer_tiny"]) in (0, None)
+    listed = capsys.readouterr().out
+    assert "blocks1.0.conv1" in listed and "blocks1.0.mlp.lif1" in listed  # what a rates file names

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from svformer_deploy._atomic import MARKER
 from svformer_deploy.errors import BundleFormatError, OutputExistsError
 from svformer_deploy.exporters.plan import HostOp, Input, Neuron, Plan
 from svformer_deploy.exporters.bundle import (
@@ -43,16 +44,24 @@ def test_round_trip_and_hashes(tmp_path):
         check_bundle_files(out, m)
 
 
-def test_refuses_existing_output_and_force_replaces(tmp_path):
+def test_refuses_existing_output_and_force_replaces_only_an_earlier_bundle(tmp_path):
     out = tmp_path / "b"
-    out.mkdir()
-    (out / "keep").write_text("old")
+    write_bundle(out, _manifest(), {})
     with pytest.raises(OutputExistsError, match="--force"):
         write_bundle(out, _manifest(), {})
-    assert (out / "keep").read_text() == "old"
     write_bundle(out, _manifest(), {}, force=True)
-    assert not (out / "keep").exists() and (out / MANIFEST_NAME).is_file()
+    assert read_manifest(out).model_name == "m" and (out / MARKER).is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]  # no temp dirs left
+
+
+def test_force_never_replaces_a_users_folder(tmp_path):
+    out = tmp_path / "my papers é"
+    out.mkdir()
+    (out / "thesis.txt").write_text("important")
+    for force in (False, True):
+        with pytest.raises(OutputExistsError, match="did not write .*thesis.txt.*remove that folder yourself"):
+            write_bundle(out, _manifest(), {}, force=force)
+    assert (out / "thesis.txt").read_text() == "important" and sorted(p.name for p in tmp_path.iterdir()) == [out.name]
 
 
 def test_failed_write_leaves_nothing(tmp_path):

@@ -105,3 +105,25 @@ def test_every_neuron_layer_declares_the_layout_of_its_output():
         side = {"chw": x.shape[-1], "tokens": int(x.shape[2] ** 0.5), "heads": int(x.shape[3] ** 0.5)}[layouts[name]]
         chw = to_chw(x, layouts[name], (n_units // side ** 2, side, side))
         assert torch.equal(from_chw(chw, layouts[name], x), x), name
+
+
+def test_every_column_of_the_verification_table_is_documented():
+    """docs/export.md explains each column of the NIR table (the tester met an unexplained ``min/t``)."""
+    from pathlib import Path
+
+    from svformer_deploy.exporters.verify import TABLE_COLUMNS, format_report
+
+    layer = {"agreement": 0.5, "agreement_per_timestep": [1.0, 0.25], "disagree": 3, "ties": 2,
+             "disagree_at_ties": 1}
+    report = {"layers": {"blocks1.0.lif": layer}, "spike_agreement": 0.5, "neuron_steps": 8,
+              "disagree_not_ties": 2, "disagree_at_ties": 1, "ties": 2, "clips": 1, "logits_max_abs_diff": 0.1,
+              "top1_agreement": 1.0, "runtimes": {}, "approximations": [], "first_divergences": [],
+              "verdict": "failed", "near_threshold_tolerance": 1e-5}
+    header, row = format_report(report).splitlines()[:2]
+    for column in TABLE_COLUMNS:
+        assert column in header
+    assert row.split()[1:3] == ["50.0000%", "25.000%"]  # agreement, worst t: the lowest per-timestep agreement
+    docs = (Path(__file__).parents[2] / "docs" / "export.md").read_text(encoding="utf-8")
+    table = docs[docs.index("### Reading the verification output"):]
+    for column in TABLE_COLUMNS:
+        assert f"| `{column}` |" in table, column

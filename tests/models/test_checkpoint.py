@@ -4,6 +4,8 @@ import pickle
 import pytest
 import torch
 
+from svformer_deploy.assets import default_checkpoint
+
 from svformer_deploy.errors import (
     CheckpointFormatError,
     CheckpointNotFoundError,
@@ -71,20 +73,52 @@ def test_not_a_checkpoint_is_one_clear_error(tmp_path, kind, capsys):
 
     p = tmp_path / f"{kind}.pt"
     p.write_bytes(NOT_CHECKPOINTS[kind])
-    with pytest.raises(CheckpointFormatError, match="not a readable PyTorch file") as err:
+    what = "an empty file" if kind == "empty" else "not a zip archive"
+    with pytest.raises(CheckpointFormatError, match=rf"is not a PyTorch checkpoint \({what}\); pass a checkpoint "
+                                                    "written by svformer-deploy") as err:
         load_checkpoint(p)
-    assert str(p) in str(err.value) and "weights_only" not in str(err.value)
+    assert str(p) in str(err.value) and "weights_only" not in str(err.value) and "truncated" not in str(err.value)
+    assert str(default_checkpoint()) in str(err.value)
     assert run_cli(["info", str(p)]) == 2
     out = capsys.readouterr()
     assert out.err.count("\n") == 1 and out.err.startswith("error: ") and "Traceback" not in out.err
 
 
-def test_truncated_file(tmp_path, model):
+@pytest.mark.parametrize("keep", [0.5, 0.999])
+def test_truncated_file(tmp_path, model, keep):
     p = save_checkpoint(tmp_path / "m.pt", model)
     data = p.read_bytes()
-    p.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointFormatError, match="truncated"):
+    p.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(CheckpointFormatError) as err:
         load_checkpoint(p)
+    assert str(err.value) == (f"{p} is a truncated or corrupt archive (a PyTorch file cut short or damaged); "
+                              "re-copy it from where it came from, or re-train it")  # no cut-off torch text
+
+
+def test_a_pytorch_file_that_is_not_ours_says_so(tmp_path):
+    p = tmp_path / "weights ü.pt"
+    torch.save({"conv.weight": torch.zeros(2)}, p)
+    with pytest.raises(CheckpointFormatError, match="is a PyTorch file but not an svformer-deploy checkpoint "
+                                                    r"\(no config\); .*import-official") as err:
+        load_checkpoint(p)
+    assert str(p) in str(err.value) and str(default_checkpoint()) in str(err.value)
+
+
+MISSING = [["export", "{m}", "--to", "onnx", "--out", "{o}"], ["sparsity", "{m}", "--out", "{o}"],
+           ["energy", "report", "{m}", "--out", "{o}"], ["evaluate", "{m}", "--out", "{o}"],
+           ["finetune", "{m}", "--out", "{o}", "--spike-budget", "0.05"], ["info", "{m}"]]
+
+
+@pytest.mark.parametrize("argv", MISSING, ids=[a[0] if a[0] != "energy" else "energy report" for a in MISSING])
+def test_a_missing_checkpoint_is_the_same_message_on_every_command(argv, tmp_path, capsys):
+    from tests.helpers import run_cli
+
+    missing = tmp_path / "mö del.pt"
+    assert run_cli([a.format(m=missing, o=tmp_path / "out") for a in argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: checkpoint {missing} does not exist; check the path, train one with `svformer-deploy "
+                   f"train`, or use the shipped one, {default_checkpoint()}")
+    assert not (tmp_path / "out").exists()
 
 
 class Evil:

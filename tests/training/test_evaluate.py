@@ -118,3 +118,13 @@ def test_predictions_csv_with_awkward_video_names(tmp_path, ucf_tiny):
     _, paths = evaluate_checkpoint(ckpt, None, out_dir=tmp_path / "eval", progress=False)
     df = pd.read_csv(paths["predictions_csv"], keep_default_na=False)
     assert df["video_id"].tolist() == ['Calm/v_Calm,g01_"née".mp4', "Noisy/v_Noisy_ü,ß.mp4"]
+
+
+def test_cli_evaluate_prints_its_result_line_whole(tmp_path, capsys):
+    """Log lines with numbers are not hard-wrapped at the terminal width (80 columns when not a terminal)."""
+    ckpt = save_checkpoint(tmp_path / "m.pt", _model(), class_names=["x"] * 10, data="moving-digits")
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", str(ckpt), "--num-videos", "2", "--out", str(tmp_path / "ev")])
+    assert exc.value.code == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if "softmax summed" in ln)
+    assert len(line) > 80 and "top-1" in line and "top-5" in line, line

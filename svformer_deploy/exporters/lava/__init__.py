@@ -91,9 +91,11 @@ def _export(model, out, *, checkpoint_sha256: str, checkpoint_path: str = "", cl
 
 
 def _progress(msg: str) -> None:
-    from rich.console import Console
+    """One progress line of the Lava verification (the runners' ``[lava-runner] ...`` lines) on stderr, whole:
+    never wrapped at the terminal's width, so a number is never split across lines."""
+    import sys
 
-    Console(stderr=True).print(msg, markup=False, highlight=False)
+    print(msg, file=sys.stderr, flush=True)
 
 
 def _verify(path, model, batches, data_desc: str = "") -> dict[str, Any]:

@@ -190,3 +190,13 @@ def test_mem_available_reads_meminfo(tmp_path):
     meminfo.write_text("MemTotal:       24000000 kB\n")  # a kernel too old to say: no memory cap
     assert _mem_available(meminfo) is None
     assert _mem_available(tmp_path / "missing") is None
+
+
+def test_runner_progress_lines_are_never_wrapped_inside_a_number(capsys):
+    """The runners' lines reach stderr whole (they were hard-wrapped at 80 columns: "in one run, 1.546\\n s")."""
+    from svformer_deploy.exporters.lava import _progress
+
+    line = ("[lava-runner] blocks3.0.attn.partition_with_a_long_name: 8 clip(s) in one run, 1.546 s "
+            "(0.193 s per clip, 12,345,678 spikes)")
+    _progress(line)
+    assert capsys.readouterr().err == line + "\n"

@@ -1,0 +1,108 @@
+"""``--force`` on every command that takes it replaces only an empty folder or an earlier output of the same
+command: a user's folder and another command's output are refused with one line (exit 2, before any work),
+nothing deleted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from svformer_deploy._atomic import MARKER, atomic_write_dir, output_kinds
+from svformer_deploy.assets import default_checkpoint
+from tests.helpers import run_cli
+
+
+def _files(folder: Path, *names: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / name).write_text("x")
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+KINDS = {  # how each kind of earlier output looks (with and without the marker)
+    "users-folder": lambda d: _files(d, "thesis.txt"),
+    "export": lambda d: atomic_write_dir(d, lambda tmp: _files(tmp, "model.nir"), kind="export"),
+    "energy-report": lambda d: _files(d, "report.md", "summary.json", "per_layer.csv", "per_video.csv"),
+    "sparsity-report": lambda d: _files(d, "firing_rates.csv", "predictions.csv", "summary.json"),
+    "train": lambda d: _files(d, "last.pt", "metrics.csv", "metrics.json"),
+    "finetune": lambda d: _files(d, "last.pt", "metrics.csv", "finetune.json"),
+}
+
+COMMANDS = {  # command -> (argv with OUT, the kind it writes)
+    "energy report": (["energy", "report", "{ckpt}", "--out", "{out}", "--force", "--videos", "1"], "energy-report"),
+    "sparsity": (["sparsity", "{ckpt}", "--out", "{out}", "--force", "--videos", "1"], "sparsity-report"),
+    "export nir": (["export", "{ckpt}", "--to", "nir", "--out", "{out}", "--force", "--num-videos", "1"], "export"),
+    "export onnx": (["export", "{ckpt}", "--to", "onnx", "--out", "{out}", "--force", "--num-videos", "1"], "export"),
+    "demo": (["demo", "--pretrained", "--out", "{out}", "--force"], "demo"),
+    "evaluate": (["evaluate", "{ckpt}", "--out", "{out}", "--force", "--num-videos", "1"], "evaluation"),
+    "train": (["train", "--out", "{out}", "--force", "--epochs", "1"], "train"),
+    "finetune": (["finetune", "{ckpt}", "--out", "{out}", "--force", "--epochs", "1"], "finetune"),
+}
+# A command that writes its own files into a folder (evaluate, train, finetune) deletes nothing and needs --force
+# only where its own files are: a users-folder case for it is the other kinds holding such files.
+CASES = [(cmd, kind) for cmd, (_, own) in COMMANDS.items() for kind in KINDS
+         if kind != own and not (cmd in {"evaluate", "train", "finetune"} and kind == "users-folder")
+         and not (cmd == "evaluate" and kind not in {"sparsity-report"})
+         and not (cmd in {"train", "finetune"} and kind not in {"train", "finetune"})]
+
+
+@pytest.mark.parametrize(("command", "kind"), CASES, ids=[f"{c}-over-{k}" for c, k in CASES])
+def test_force_refuses_a_users_folder_and_another_commands_output(command, kind, tmp_path, capsys):
+    out = tmp_path / "my papers ü"
+    KINDS[kind](out)
+    before = _tree(tmp_path)
+    argv, _ = COMMANDS[command]
+    argv = [a.format(ckpt=default_checkpoint(), out=out) for a in argv]
+    assert run_cli(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(out) in err and "remove that folder yourself" in err, err
+    assert _tree(tmp_path) == before  # nothing deleted, nothing written (no marker either)
+
+
+def test_the_reported_case_thesis_survives_energy_report_force(tmp_path, capsys):
+    papers = tmp_path / "my papers"
+    papers.mkdir()
+    (papers / "thesis.txt").write_text("important")
+    assert run_cli(["energy", "report", str(default_checkpoint()), "--out", str(papers), "--force",
+                    "--videos", "1"]) == 2
+    assert "did not write (it holds thesis.txt)" in capsys.readouterr().err
+    assert (papers / "thesis.txt").read_text() == "important"
+
+
+def test_evaluate_force_replaces_its_own_files_and_keeps_the_rest(tmp_path, capsys):
+    out = tmp_path / "run é"
+    _files(out, "last.pt", "metrics.csv", "thesis.txt")  # a training run (files from before the marker)
+    argv = ["evaluate", str(default_checkpoint()), "--out", str(out), "--num-videos", "2"]
+    assert run_cli(argv) in (0, None)
+    assert output_kinds(out) == ["train", "evaluation"] and (out / MARKER).is_file()
+    assert run_cli(argv) == 2 and "--force" in capsys.readouterr().err
+    (out / "eval.json").write_text("old")
+    assert run_cli([*argv, "--force"]) in (0, None)
+    assert (out / "eval.json").read_text() != "old" and (out / "thesis.txt").read_text() == "x"
+
+
+def test_commands_writing_one_file_replace_only_their_own_kind_of_file(tmp_path, capsys):
+    """import-official --force replaces only an earlier svformer-deploy checkpoint; energy price --json only an
+    earlier price summary; a user's file is never overwritten."""
+    thesis = tmp_path / "thesis ü.txt"
+    thesis.write_text("important")
+    assert run_cli(["import-official", str(default_checkpoint()), "--out", str(thesis), "--force"]) == 2
+    err = capsys.readouterr().err
+    assert "is not an earlier svformer-deploy checkpoint" in err and "remove that file yourself" in err
+    rates = Path(__file__).parents[1] / "energy" / "data" / "svformer_ucf101_published_rates.csv"
+    price = ["energy", "price", "--model", "svformer_ucf101", "--rates", str(rates), "--json"]
+    assert run_cli([*price, str(thesis)]) == 2
+    assert "is not an earlier `energy price` summary" in capsys.readouterr().err
+    assert thesis.read_text() == "important"
+    summary = tmp_path / "price.json"
+    assert run_cli([*price, str(summary)]) in (0, None)
+    import json
+
+    earlier = json.loads(summary.read_text())
+    summary.write_text(json.dumps({**earlier, "stale": True}))
+    assert run_cli([*price, str(summary)]) in (0, None)  # an earlier summary: replaced
+    assert json.loads(summary.read_text()) == earlier
