@@ -134,10 +134,11 @@ class EnergyReportOutcome:
 def energy_report(checkpoint: PathLike, *, data: PathLike = "moving-digits", videos: int = 4, clips: int = 1,
                   crops: int = 1, profile: str | PathLike = "45nm-fp32", baselines: Sequence[str] | None = None,
                   fold_bn: bool = False, accuracy: PathLike | None = None, out: PathLike = "energy_report",
-                  force: bool = False, progress: bool = True) -> EnergyReportOutcome:
+                  force: bool = False, progress: Progress | None = None) -> EnergyReportOutcome:
     """Count every operation of ``checkpoint`` on ``videos`` real videos (``clips x crops`` views each), price
     it under ``profile`` (a registered name or a YAML/JSON file) beside ``baselines`` (default: all), and write
-    the report folder ``out`` (see :mod:`svformer_deploy.energy.report`)."""
+    the report folder ``out`` (see :mod:`svformer_deploy.energy.report`). ``progress(iterable, total,
+    description)`` may wrap the video loop (as in :func:`sparsity`)."""
     from svformer_deploy.energy.report import ReportOptions, write_report
 
     opts = ReportOptions(checkpoint=user_path(checkpoint), data=data_spec(data), videos=videos, clips=clips,

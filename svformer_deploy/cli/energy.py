@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from svformer_deploy.cli import app
-from svformer_deploy.cli._options import videos_option
+from svformer_deploy.cli._options import progress_bar, videos_option
 
 energy_app = typer.Typer(help="Count operations and estimate energy (every report prints the rules it used).",
                          no_args_is_help=True)
@@ -33,25 +33,27 @@ def report(
 ) -> None:
     """Write per_layer.csv, per_video.csv, summary.json, report.md and plots for CHECKPOINT."""
     from svformer_deploy.api import energy_report
+    from svformer_deploy.energy.report import plural, sig_figs
 
     result = energy_report(checkpoint, data=data, videos=videos, clips=clips, crops=crops, profile=profile,
-                           baselines=baseline, fold_bn=fold_bn, accuracy=accuracy, out=out, force=force)
+                           baselines=baseline, fold_bn=fold_bn, accuracy=accuracy, out=out, force=force,
+                           progress=progress_bar)
     typer.echo(f"wrote {result.out_dir}")
     s = json.loads(result.files["summary.json"].read_text(encoding="utf-8"))
     h = s["headline"]["per_video_mj"]
-    typer.echo(f"headline ({s['profile']['name']}, {s['videos']} video(s), {s['views_per_video']} view(s) each): "
-               f"{h['total_mj']:.4g} mJ per video = compute {h['compute_mj']:.4g} + memory {h['memory_mj']:.4g} "
-               f"(weights fetched per event: memory {h['memory_fetch_per_event_mj']:.4g}); see report.md")
+    typer.echo(f"headline ({s['profile']['name']}, {plural(s['videos'], 'video')}, "
+               f"{plural(s['views_per_video'], 'view')} each): {sig_figs(h['total_mj'])} mJ per video = compute "
+               f"{sig_figs(h['compute_mj'])} + memory {sig_figs(h['memory_mj'])} (weights fetched per event: memory "
+               f"{sig_figs(h['memory_fetch_per_event_mj'])}); see report.md")
 
 
 @energy_app.command("profiles")
 def profiles() -> None:
-    """List the registered hardware energy profiles with their sources."""
+    """List the registered hardware energy profiles: every figure each one uses, with its source."""
     from svformer_deploy.energy import get_profile, list_profiles
+    from svformer_deploy.energy.profiles import profile_table
 
-    for name in list_profiles():
-        p = get_profile(name)
-        typer.echo(f"{name:10s} {p.energy_pj}  {p.source}")
+    typer.echo(profile_table([get_profile(name) for name in list_profiles()]), nl=False)
 
 
 @energy_app.command("price")
