@@ -20,7 +20,7 @@ RULES = """* **Sizes.** Weights, real activations and membrane potentials take t
   state all neuron layers keep across timesteps (one value per neuron); *activations* by the largest layer's
   inputs + outputs of one image (one timestep of one clip).
 * **Weights, two dataflows** (Lemaire et al., ICONIP 2022): *weight-stationary* reads each weight once per image
-  it is applied to (once per timestep per clip for the time-folded layers, once per clip for the head Conv3d,
+  it is applied to (once per timestep per view for the time-folded layers, once per view for the head Conv3d,
   whose kernel spans all T frames); *fetch-per-event* reads one weight per synaptic op that has a weight operand
   (every AC, every MAC).
 * **Activations**: every input value of a synaptic op is read once, every output value of a synaptic op or a
