@@ -206,11 +206,12 @@ def sparsity(checkpoint: PathLike, out: PathLike, *, data: PathLike = "moving-di
     PNG figures and a tidy CSV (layer, timestep, video, rate) in ``out``; with ``energy`` also the ops/energy
     breakdown against ``baselines`` (default: the ANN twin). ``progress(iterable, total, description)`` may wrap
     the video loops."""
-    from svformer_deploy._atomic import refuse_existing
+    from svformer_deploy._atomic import refuse_existing, refuse_file_in_the_way
     from svformer_deploy.analysis.report import write_sparsity_report
     from svformer_deploy.analysis.sparsity import analyse_checkpoint
 
     out = user_path(out)
+    refuse_file_in_the_way(out)
     refuse_existing(out, force, inputs=(user_path(checkpoint),), folder=True)  # before the analysis, not after it
     analysis = analyse_checkpoint(user_path(checkpoint), data_spec(data), num_videos=videos, clips=clips,
                                   crops=crops, energy=energy,

@@ -26,8 +26,8 @@ def report(
     crops: Annotated[int, typer.Option(help="Crops per clip (1 or 3).")] = 1,
     profile: Annotated[str, typer.Option(metavar="NAME|FILE", help="Energy profile name (45nm-fp32, 45nm-fp16, 45nm-int8, loihi) or a YAML/JSON file.")] = "45nm-fp32",
     baseline: Annotated[Optional[list[str]], typer.Option(metavar="NAME", help="ANN baseline(s): svformer-ann, r3d_18, mc3_18, r2plus1d_18, s3d, mvit_v2_s, swin3d_t (repeatable; default all).")] = None,
-    fold_bn: Annotated[bool, typer.Option(help="Count time-invariant BatchNorms as folded into the previous layer (free).")] = False,
-    accuracy: Annotated[Optional[Path], typer.Option(metavar="FILE", help="eval.json from 'svformer-deploy evaluate': accuracy and its views, set beside the energy.")] = None,
+    fold_bn: Annotated[bool, typer.Option(help="Count time-invariant BatchNorms as folded into the previous layer (free), in the SNN and every baseline alike.")] = False,
+    accuracy: Annotated[Optional[Path], typer.Option(metavar="FILE", help="eval.json that 'svformer-deploy evaluate' wrote for this checkpoint (top1 as a fraction, its views, the checkpoint's SHA-256), set beside the energy.")] = None,
     out: Annotated[Path, typer.Option(metavar="DIR", help="Output directory (must not exist unless --force).")] = Path("energy_report"),
     force: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,
 ) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 
 import pandas as pd
 
-from svformer_deploy._atomic import atomic_write_dir, json_text, refuse_existing
+from svformer_deploy._atomic import atomic_write_dir, json_text, refuse_existing, refuse_file_in_the_way
 from svformer_deploy.energy.conventions import (
     CONVENTIONS,
     REFERENCE_SCRIPT_BUG,
@@ -120,6 +120,7 @@ def _check(opts: ReportOptions) -> None:
         require_file(opts.accuracy, "accuracy file", "pass the eval.json written by svformer-deploy evaluate",
                      EnergyError)
         read_accuracy(opts.accuracy)  # a malformed file or a percentage -> EnergyError before any work
+    refuse_file_in_the_way(opts.out)  # before the counting, not when the folder is written at the end
     refuse_existing(opts.out, opts.force, inputs=(opts.checkpoint,), folder=True)
     get_profile(opts.profile)  # unknown profile -> ProfileError before any work
 
