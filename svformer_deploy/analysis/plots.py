@@ -14,7 +14,6 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from svformer_deploy.analysis.energy import ANN_LABEL, SNN_LABEL, attention_products, energy_per_video, rate_vs_share
-from svformer_deploy.energy.report import plural
 from svformer_deploy.analysis.sparsity import (
     SparsityAnalysis,
     attention_qkv_rates,
@@ -23,6 +22,7 @@ from svformer_deploy.analysis.sparsity import (
     rate_by_correctness,
     rate_spread_by_video,
 )
+from svformer_deploy.energy.report import plural
 
 __all__ = [
     "CMAP",

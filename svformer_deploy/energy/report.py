@@ -22,14 +22,15 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable, Iterable
 from typing import Any
 
 import pandas as pd
 
 from svformer_deploy._atomic import atomic_write_dir, json_text, refuse_existing, refuse_file_in_the_way
+from svformer_deploy.energy.baselines import ANN_TWIN, ann_profile_for, place_baseline
 from svformer_deploy.energy.conventions import (
     CONVENTIONS,
     REFERENCE_SCRIPT_BUG,
@@ -38,7 +39,6 @@ from svformer_deploy.energy.conventions import (
     measure_rates,
     price_conventions,
 )
-from svformer_deploy.energy.baselines import ANN_TWIN, ann_profile_for, place_baseline
 from svformer_deploy.energy.counter import count_ops
 from svformer_deploy.energy.energy import EnergyReport, energy_of
 from svformer_deploy.energy.memory import RULES as MEMORY_RULES
