@@ -160,7 +160,8 @@ def _accuracy(opts: ReportOptions, acc: dict[str, Any] | None, meta: dict, model
     name = Path(str(opts.accuracy)).name
     if acc is not None:
         if acc["sha256"] is not None and acc["sha256"] != meta.get("sha256"):
-            raise EnergyError(f"accuracy file {opts.accuracy} was measured on checkpoint sha256 {acc['sha256'][:12]}... "
+            raise EnergyError(f"accuracy file {opts.accuracy} was measured on checkpoint sha256 "
+                              f"{acc['sha256'][:12]}... "
                               f"({acc['model_name'] or 'model unknown'}), not on {Path(opts.checkpoint).name} (sha256 "
                               f"{str(meta.get('sha256'))[:12]}..., {model_name}); pass the eval.json that "
                               f"svformer-deploy evaluate wrote for THIS checkpoint")

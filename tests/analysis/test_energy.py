@@ -126,7 +126,8 @@ def test_baselines_are_placed_as_energy_report_places_them():
     a = analyse(model, samples)
     a.energy = energy_breakdown(model, samples, profile="loihi", baselines=("svformer-ann", "r3d_18", "s3d"))
     pv = energy_per_video(a).set_index("model")
-    assert list(pv.index) == ["SNN", "ANN twin (ReLU)", "r3d_18 (ANN, SNN's input)", "s3d (ANN, own input 3x16x224x224)"]
+    assert list(pv.index) == ["SNN", "ANN twin (ReLU)", "r3d_18 (ANN, SNN's input)",
+                              "s3d (ANN, own input 3x16x224x224)"]
     assert pv["same_input"].tolist() == [True, True, True, False]
     # the ANNs' arithmetic is priced as energy report prices it beside a Loihi SNN
     assert pv["profile"].tolist() == ["loihi", "45nm-fp32", "45nm-fp32", "45nm-fp32"]
