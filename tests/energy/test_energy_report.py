@@ -157,7 +157,8 @@ def test_spiking_metrics_and_conventions_by_hand(ckpt, tmp_path, capsys):
 
 def test_accuracy_protocol_mismatch_is_warned_and_fold_bn_is_like_for_like(ckpt, tmp_path):
     acc = tmp_path / "eval.json"  # user-written: no checkpoint_sha256
-    acc.write_text(json.dumps({"top1": 0.5, "clips": 5, "crops": 3, "num_videos": 7}))
+    acc.write_text(json.dumps({"top1": 0.5, "clips": 5, "crops": 3, "num_videos": 7, "data": "/data/UCF101",
+                               "split": "test"}))
     out = tmp_path / "r"
     assert run_cli(["energy", "report", str(ckpt), "--videos", "1", "--baseline", "svformer-ann", "--baseline",
                     "r3d_18", "--accuracy", str(acc), "--fold-bn", "--out", str(out)]) == 0
@@ -168,6 +169,7 @@ def test_accuracy_protocol_mismatch_is_warned_and_fold_bn_is_like_for_like(ckpt,
     md = (out / "report.md").read_text()
     assert "Warning" in md and "50.00%" in md
     assert "source unverified" in md and s["accuracy"]["verified"] is False
+    assert "Warning: the accuracy was measured on `/data/UCF101` (test split), the energy on `moving-digits`" in md
     assert s["fold_bn"] and s["totals_all_videos"]["bn_folded"] > 0  # svformer_tiny's BN is shared: foldable
     # the same BN convention on the ANN side: the twin and r3d_18 are counted with their BNs folded too
     from svformer_deploy.energy import energy_of
@@ -217,6 +219,7 @@ def test_accuracy_of_another_checkpoint_is_refused(ckpt, tmp_path, capsys):
                     str(eval_json), "--out", str(out)]) == 0
     s = json.loads((out / "summary.json").read_text())
     assert s["accuracy"]["verified"] is True and s["accuracy"]["top1"] == pytest.approx(ev.top1)
+    assert s["accuracy"]["data_differs"] is False
     assert "SHA-256 verified" in (out / "report.md").read_text()
 
 
