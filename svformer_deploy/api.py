@@ -128,10 +128,11 @@ class EnergyReportOutcome:
 def energy_report(checkpoint: PathLike, *, data: PathLike = "moving-digits", videos: int = 4, clips: int = 1,
                   crops: int = 1, profile: str | PathLike = "45nm-fp32", baselines: Sequence[str] | None = None,
                   fold_bn: bool = False, accuracy: PathLike | None = None, out: PathLike = "energy_report",
-                  force: bool = False, progress: bool = True) -> EnergyReportOutcome:
+                  force: bool = False, progress: Progress | None = None) -> EnergyReportOutcome:
     """Count every operation of ``checkpoint`` on ``videos`` real videos (``clips x crops`` views each), price
     it under ``profile`` (a registered name or a YAML/JSON file) beside ``baselines`` (default: all), and write
-    the report folder ``out`` (see :mod:`svformer_deploy.energy.report`)."""
+    the report folder ``out`` (see :mod:`svformer_deploy.energy.report`). ``progress(iterable, total,
+    description)`` may wrap the video loop (as in :func:`sparsity`)."""
     from svformer_deploy._atomic import refuse_existing
     from svformer_deploy.energy.report import ReportOptions, write_report
     from svformer_deploy.models.checkpoint import require_checkpoint
@@ -218,11 +219,12 @@ def sparsity(checkpoint: PathLike, out: PathLike, *, data: PathLike = "moving-di
     PNG figures and a tidy CSV (layer, timestep, video, rate) in ``out``; with ``energy`` also the ops/energy
     breakdown against ``baselines`` (default: the ANN twin). ``progress(iterable, total, description)`` may wrap
     the video loops."""
-    from svformer_deploy._atomic import refuse_existing
+    from svformer_deploy._atomic import refuse_existing, refuse_file_in_the_way
     from svformer_deploy.analysis.report import write_sparsity_report
     from svformer_deploy.analysis.sparsity import analyse_checkpoint
 
     out = user_path(out)
+    refuse_file_in_the_way(out)
     refuse_existing(out, force, inputs=(user_path(checkpoint),), folder=True,  # before the analysis, not after it
                     kind="sparsity-report")
     analysis = analyse_checkpoint(user_path(checkpoint), data_spec(data), num_videos=videos, clips=clips,

@@ -110,7 +110,7 @@ def _energy_step(checkpoint: Path, out_dir: Path) -> dict[str, Path]:
     """Per-layer, per-timestep operation counts and energy (45 nm default) against the ANN baselines."""
     from svformer_deploy import api
 
-    return api.energy_report(checkpoint, videos=DEMO_VIDEOS, out=out_dir / "report", progress=False).files
+    return api.energy_report(checkpoint, videos=DEMO_VIDEOS, out=out_dir / "report").files
 
 
 @register_demo_step("sparsity")

@@ -16,8 +16,12 @@ Definitions:
   spikes cause, plus its BatchNorms and neuron updates. ``patch_embed1`` (analog frames in) has no neuron.
 - **per video** = all V views of the video (clips x crops), as the energy report counts them.
 - **ANN twin** = the same architecture and input with every PLIF replaced by ReLU (``neuron="relu"``), counted
-  dense (every synaptic op a MAC) by the energy module's ``svformer-ann`` baseline; other baselines
-  (torchvision video models) at their own published input size.
+  dense (every synaptic op a MAC) by the energy module's ``svformer-ann`` baseline.
+- **baselines** are placed exactly as ``energy report`` places them
+  (:func:`svformer_deploy.energy.baselines.place_baseline`): on the SNN's own input when they run there (like
+  for like), else at their published input, marked ``same_input = False`` and shown apart, never in a ratio or
+  beside the SNN in a chart; their arithmetic is priced under
+  :func:`~svformer_deploy.energy.baselines.ann_profile_for` of the SNN's profile.
 """
 
 from __future__ import annotations
@@ -55,7 +59,8 @@ class EnergyBreakdown:
         counts: SNN exact counts, ``group, layer, timestep, op_class, count, energy_pj`` (layers in execution order).
         dense: the SNN's dense counts (every synaptic op a MAC), ``group, layer, op_class, count``: the number of
             operations a dense accelerator would execute; the reference for the spike x spike products.
-        per_video: ``video, model, views, synaptic_ops, energy_pj``: one row per video for the SNN and its ANN twin.
+        per_video: ``video, model, views, synaptic_ops, energy_pj, profile, same_input``: one row per video for the
+            SNN and each baseline (``same_input`` False: counted at the baseline's own input, not comparable).
         num_videos: videos summed in ``counts``.
         uncounted: executed ops the counter has no rule for (op name -> calls/elements), summed over videos.
     """
@@ -95,8 +100,10 @@ def _containers(model: nn.Module) -> "set[str]":
     return {name for name, m in model.named_modules() if any(True for _ in m.children())}
 
 
-def _baseline_label(name: str) -> str:
-    return ANN_LABEL if name == "svformer-ann" else f"{name} (ANN, own input size)"
+def _baseline_label(name: str, same_input: bool, shape: Sequence[int]) -> str:
+    if name == "svformer-ann":
+        return ANN_LABEL
+    return f"{name} (ANN, SNN's input)" if same_input else f"{name} (ANN, own input {'x'.join(map(str, shape))})"
 
 
 def energy_breakdown(model: nn.Module, samples: Iterable[Sample], *, profile: str | None = None,
@@ -105,25 +112,32 @@ def energy_breakdown(model: nn.Module, samples: Iterable[Sample], *, profile: st
     spike-product reference), price them with :func:`svformer_deploy.energy.energy_of` under ``profile`` (the
     energy module's default if ``None``), and set ANN baselines beside them.
 
-    A baseline's energy per video is its dense one-clip count (:func:`svformer_deploy.energy.baselines.baseline_counts`,
-    data independent) priced with the same profile, times the video's number of views. ``"svformer-ann"`` is the
-    ANN twin on the same clip; torchvision baselines (``r3d_18``, ...) run at their own published input size.
+    A baseline's energy per video is its dense one-view count, placed as ``energy report`` places it
+    (:func:`svformer_deploy.energy.baselines.place_baseline`: the SNN's own input when it runs there, else its
+    published input with ``same_input = False``), priced under
+    :func:`~svformer_deploy.energy.baselines.ann_profile_for` the SNN's profile, times the video's number of views.
     """
-    from svformer_deploy.energy import count_ops, energy_of
-    from svformer_deploy.energy.baselines import baseline_counts
+    from svformer_deploy.energy import count_ops, energy_of, get_profile
+    from svformer_deploy.energy.baselines import ann_profile_for, place_baseline
+    from svformer_deploy.energy.profiles import DEFAULT_PROFILE
     from svformer_deploy.energy.rules import SYNAPTIC_CLASSES
 
+    snn_profile = get_profile(profile if profile is not None else DEFAULT_PROFILE)
+    ann_profile = ann_profile_for(snn_profile)
+
     def price(counts: Any) -> Any:
-        return energy_of(counts) if profile is None else energy_of(counts, profile)
+        return energy_of(counts, snn_profile)
 
     def synaptic(df: pd.DataFrame) -> int:
         return int(df.loc[df["op_class"].isin(SYNAPTIC_CLASSES), "count"].sum())
 
     containers = _containers(model)
-    per_clip = {name: price(baseline_counts(name, model.config)) for name in baselines}
+    placed = [place_baseline(name, model.config) for name in baselines]
+    per_view = {_baseline_label(b.name, b.same_input, b.counts.input_shape[1:]): (energy_of(b.counts, ann_profile),
+                                                                                  b.same_input) for b in placed}
     exact_parts, dense_parts, rows = [], [], []
     uncounted: dict[str, dict[str, int]] = {}
-    prof_name = "?"
+    prof_name = snn_profile.name
     n = 0
     for s in samples:
         n += 1
@@ -135,13 +149,13 @@ def energy_breakdown(model: nn.Module, samples: Iterable[Sample], *, profile: st
             acc = uncounted.setdefault(name, {})
             for k, v in d.items():
                 acc[k] = acc.get(k, 0) + int(v)
-        prof_name = exact.profile.name
         exact_parts.append(exact.df)
         rows.append({"video": str(s.video_id), "model": SNN_LABEL, "views": views, "synaptic_ops": synaptic(exact.df),
-                     "energy_pj": float(exact.compute_pj)})
-        for name, rep in per_clip.items():
-            rows.append({"video": str(s.video_id), "model": _baseline_label(name), "views": views,
-                         "synaptic_ops": synaptic(rep.df) * views, "energy_pj": float(rep.compute_pj) * views})
+                     "energy_pj": float(exact.compute_pj), "profile": prof_name, "same_input": True})
+        for label, (rep, same) in per_view.items():
+            rows.append({"video": str(s.video_id), "model": label, "views": views,
+                         "synaptic_ops": synaptic(rep.df) * views, "energy_pj": float(rep.compute_pj) * views,
+                         "profile": ann_profile.name, "same_input": same})
     if n == 0:
         from svformer_deploy.errors import EnergyError
 

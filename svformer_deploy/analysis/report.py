@@ -41,5 +41,5 @@ def write_sparsity_report(a: SparsityAnalysis, out: str | os.PathLike, *, force:
         for key, fig in all_figures(a).items():
             fig.savefig(tmp / f"{key}.png", dpi=dpi)
 
-    out = atomic_write_dir(out, build, force=force)
+    out = atomic_write_dir(out, build, force=force, kind="sparsity-report")
     return {p.name: p for p in sorted(out.iterdir())}

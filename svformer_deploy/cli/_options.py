@@ -17,13 +17,14 @@ gives each parameter the label a user reads instead, by one rule:
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterable
 from pathlib import PurePath
 from typing import Any, get_args, get_origin
 
 import typer
 from typer.core import TyperArgument, TyperGroup, TyperOption
 
-__all__ = ["HIDDEN_ALIASES", "tidy_help", "value_label", "videos_option", "note_fewer_videos"]
+__all__ = ["HIDDEN_ALIASES", "note_fewer_videos", "progress_bar", "tidy_help", "value_label", "videos_option"]
 
 HIDDEN_ALIASES = frozenset({"--num-videos", "--eval-videos"})
 """Old spellings of ``--videos`` (``export``/``verify``/``evaluate`` had ``--num-videos``, ``finetune`` had
@@ -43,6 +44,33 @@ def note_fewer_videos(asked: int | None, used: int, split: str = "val") -> None:
     if asked is not None and used < asked:
         typer.echo(f"note: --videos {asked} asks for more videos than the {split} split has; used all {used} of them",
                    err=True)
+
+
+def progress_bar(iterable: Iterable[Any], total: int, description: str, *, every_s: float = 10.0
+                 ) -> Iterable[Any]:
+    """The commands' progress over a loop of ``total`` items, the ``progress(iterable, total, description)`` the
+    library takes: on a terminal rich's redrawn bar (``track``); otherwise (a log file, a pipe, CI), where a
+    redrawn bar would show nothing until the end, one line ``description: i/total (elapsed s)`` on stderr at
+    the first item, at most every ``every_s`` seconds, and at the end."""
+    import sys
+    import time
+
+    if sys.stderr.isatty():
+        from rich.console import Console
+        from rich.progress import track
+
+        yield from track(iterable, total=total, description=description, console=Console(stderr=True))
+        return
+    start = last = time.monotonic()
+    i = 0
+    for i, item in enumerate(iterable, 1):
+        yield item
+        now = time.monotonic()
+        if i == 1 or now - last >= every_s or i == total:
+            print(f"{description}: {i}/{total} ({now - start:.0f} s)", file=sys.stderr, flush=True)
+            last = now
+    if i and i != total:  # fewer items than announced (a small dataset)
+        print(f"{description}: {i}/{i} ({time.monotonic() - start:.0f} s)", file=sys.stderr, flush=True)
 
 
 def value_label(annotation: Any) -> str:

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from svformer_deploy.cli import app
-from svformer_deploy.cli._options import note_fewer_videos, videos_option
+from svformer_deploy.cli._options import note_fewer_videos, progress_bar, videos_option
 
 energy_app = typer.Typer(help="Count operations and estimate energy (every report prints the rules it used).",
                          no_args_is_help=True)
@@ -26,33 +26,35 @@ def report(
     crops: Annotated[int, typer.Option(help="Crops per clip (1 or 3).")] = 1,
     profile: Annotated[str, typer.Option(metavar="NAME|FILE", help="Energy profile name (45nm-fp32, 45nm-fp16, 45nm-int8, loihi) or a YAML/JSON file.")] = "45nm-fp32",
     baseline: Annotated[Optional[list[str]], typer.Option(metavar="NAME", help="ANN baseline(s): svformer-ann, r3d_18, mc3_18, r2plus1d_18, s3d, mvit_v2_s, swin3d_t (repeatable; default all).")] = None,
-    fold_bn: Annotated[bool, typer.Option(help="Count time-invariant BatchNorms as folded into the previous layer (free).")] = False,
-    accuracy: Annotated[Optional[Path], typer.Option(metavar="FILE", help="eval.json from 'svformer-deploy evaluate': accuracy and its views, set beside the energy.")] = None,
+    fold_bn: Annotated[bool, typer.Option(help="Count time-invariant BatchNorms as folded into the previous layer (free), in the SNN and every baseline alike.")] = False,
+    accuracy: Annotated[Optional[Path], typer.Option(metavar="FILE", help="eval.json that 'svformer-deploy evaluate' wrote for this checkpoint (top1 as a fraction, its views, the checkpoint's SHA-256), set beside the energy.")] = None,
     out: Annotated[Path, typer.Option(metavar="DIR", help="Output directory (must not exist unless --force).")] = Path("energy_report"),
     force: Annotated[bool, typer.Option(help="Replace an earlier energy report at --out (nothing else: a folder it did not write is refused).")] = False,
 ) -> None:
     """Write per_layer.csv, per_video.csv, summary.json, report.md and plots for CHECKPOINT."""
     from svformer_deploy.api import energy_report
+    from svformer_deploy.energy.report import plural, sig_figs
 
     result = energy_report(checkpoint, data=data, videos=videos, clips=clips, crops=crops, profile=profile,
-                           baselines=baseline, fold_bn=fold_bn, accuracy=accuracy, out=out, force=force)
+                           baselines=baseline, fold_bn=fold_bn, accuracy=accuracy, out=out, force=force,
+                           progress=progress_bar)
     typer.echo(f"wrote {result.out_dir}")
     s = json.loads(result.files["summary.json"].read_text(encoding="utf-8"))
     note_fewer_videos(videos, s["videos"])
     h = s["headline"]["per_video_mj"]
-    typer.echo(f"headline ({s['profile']['name']}, {s['videos']} video(s), {s['views_per_video']} view(s) each): "
-               f"{h['total_mj']:.4g} mJ per video = compute {h['compute_mj']:.4g} + memory {h['memory_mj']:.4g} "
-               f"(weights fetched per event: memory {h['memory_fetch_per_event_mj']:.4g}); see report.md")
+    typer.echo(f"headline ({s['profile']['name']}, {plural(s['videos'], 'video')}, "
+               f"{plural(s['views_per_video'], 'view')} each): {sig_figs(h['total_mj'])} mJ per video = compute "
+               f"{sig_figs(h['compute_mj'])} + memory {sig_figs(h['memory_mj'])} (weights fetched per event: memory "
+               f"{sig_figs(h['memory_fetch_per_event_mj'])}); see report.md")
 
 
 @energy_app.command("profiles")
 def profiles() -> None:
-    """List the registered hardware energy profiles with their sources."""
+    """List the registered hardware energy profiles: every figure each one uses, with its source."""
     from svformer_deploy.energy import get_profile, list_profiles
+    from svformer_deploy.energy.profiles import profile_table
 
-    for name in list_profiles():
-        p = get_profile(name)
-        typer.echo(f"{name:10s} {p.energy_pj}  {p.source}")
+    typer.echo(profile_table([get_profile(name) for name in list_profiles()]), nl=False)
 
 
 @energy_app.command("price")

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from svformer_deploy.cli import app
-from svformer_deploy.cli._options import note_fewer_videos, videos_option
+from svformer_deploy.cli._options import note_fewer_videos, progress_bar, videos_option
 
 
 @app.command()
@@ -30,13 +30,12 @@ def sparsity(
     sparsity, and (with --energy, from the energy counter) the ops/energy share per module, the spike x spike
     products, and SNN vs ANN-baseline energy. The same analysis as notebooks/sparsity_analysis.ipynb.
     """
-    from rich.progress import track
-
     from svformer_deploy.api import sparsity as run_sparsity
+    from svformer_deploy.energy.report import plural
 
     result = run_sparsity(checkpoint, out, data=data, videos=videos, clips=clips, crops=crops, energy=energy,
                           profile=profile, baselines=baseline, force=force,
-                          progress=lambda it, n, what: track(it, total=n, description=what))
+                          progress=progress_bar)
     a = result.analysis
     note_fewer_videos(videos, a.num_videos)
-    typer.echo(f"{a.num_videos} videos, accuracy {a.accuracy:.1%}; wrote {len(result.files)} files to {result.out_dir}")
+    typer.echo(f"{plural(a.num_videos, 'video')}, accuracy {a.accuracy:.1%}; wrote {len(result.files)} files to {result.out_dir}")

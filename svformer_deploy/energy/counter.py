@@ -67,7 +67,7 @@ MEMORY_COLUMNS = ["layer", "weight_values", "weight_reads", "weight_uses", "real
                   "real_out_values", "binary_out_values", "state_values", "passes"]
 """Memory facts per layer (:attr:`OpCounts.memory`), summed over the batch: ``weight_values`` = numel of the
 weights the layer uses (its footprint); ``weight_reads`` = weight values read when weights are stationary (each
-weight once per image it is applied to: once per timestep per clip for time-folded layers, once per clip for the
+weight once per image it is applied to: once per timestep per view for time-folded layers, once per view for the
 head Conv3d whose kernel spans all T); ``weight_uses`` = synaptic ops with a weight operand (one weight fetch each
 when weights are fetched per event); ``real/binary_act_values`` = input activation values read;
 ``real/binary_out_values`` = output values written (spikes are binary); ``state_values`` = membrane-potential

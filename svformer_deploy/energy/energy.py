@@ -14,7 +14,7 @@ import pandas as pd
 
 from svformer_deploy.energy.counter import OpCounts
 from svformer_deploy.energy.memory import MemoryEnergy, memory_energy
-from svformer_deploy.energy.profiles import HardwareProfile, get_profile
+from svformer_deploy.energy.profiles import DEFAULT_PROFILE, HardwareProfile, get_profile
 from svformer_deploy.energy.rules import OP_CLASSES
 
 __all__ = ["EnergyReport", "energy_of"]
@@ -55,7 +55,7 @@ class EnergyReport:
         return self.compute_pj * 1e-9
 
 
-def energy_of(counts: OpCounts, profile: str | Path | HardwareProfile = "45nm-fp32") -> EnergyReport:
+def energy_of(counts: OpCounts, profile: str | Path | HardwareProfile = DEFAULT_PROFILE) -> EnergyReport:
     """Price every count of ``counts`` with ``profile`` (a registered name, a YAML/JSON file or a profile), and
     its memory facts with the memory model under both dataflows."""
     prof = get_profile(profile)

@@ -20,7 +20,7 @@ RULES = """* **Sizes.** Weights, real activations and membrane potentials take t
   state all neuron layers keep across timesteps (one value per neuron); *activations* by the largest layer's
   inputs + outputs of one image (one timestep of one clip).
 * **Weights, two dataflows** (Lemaire et al., ICONIP 2022): *weight-stationary* reads each weight once per image
-  it is applied to (once per timestep per clip for the time-folded layers, once per clip for the head Conv3d,
+  it is applied to (once per timestep per view for the time-folded layers, once per view for the head Conv3d,
   whose kernel spans all T frames); *fetch-per-event* reads one weight per synaptic op that has a weight operand
   (every AC, every MAC).
 * **Activations**: every input value of a synaptic op is read once, every output value of a synaptic op or a
@@ -30,7 +30,8 @@ RULES = """* **Sizes.** Weights, real activations and membrane potentials take t
   (a chip whose per-op figures already include its memory, e.g. Loihi's per-synop energy).
 """
 
-__all__ = ["RULES", "MemoryTier", "TIERS_45NM", "DATAFLOWS", "MemoryEnergy", "memory_energy", "tier_for"]
+__all__ = ["RULES", "MemoryTier", "TIERS_45NM", "DATAFLOWS", "MemoryEnergy", "memory_energy", "tier_for",
+           "memory_convention"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,18 @@ TIERS_45NM: tuple[MemoryTier, ...] = (
 TIERS_SOURCE = ("Horowitz, ISSCC 2014, 45 nm, 64-bit access: SRAM 8 KB 10 pJ, 32 KB 20 pJ, 1 MB 100 pJ; "
                 "DRAM 1.3-2.6 nJ (low end used)")
 DATAFLOWS = ("weight-stationary", "fetch-per-event")
+
+
+def memory_convention(profile: str | HardwareProfile) -> str:
+    """How ``profile`` counts memory, in words: the footprint tiers, one flat cost per byte, or none (folded into
+    its per-op figures). Two energies count memory the same way exactly when these strings are equal; a ratio of
+    compute + memory totals is like for like only then."""
+    prof = get_profile(profile)
+    if prof.memory_pj_per_byte is None:
+        return "tiers by footprint (Horowitz 45 nm)"
+    if prof.memory_pj_per_byte == 0:
+        return "none (included in the per-op figures)"
+    return f"flat {prof.memory_pj_per_byte:g} pJ per byte"
 
 
 def tier_for(nbytes: float, tiers: tuple[MemoryTier, ...] = TIERS_45NM) -> MemoryTier:

@@ -23,9 +23,12 @@ from typing import Any
 from svformer_deploy.energy.rules import OP_CLASSES, PRIMITIVE_OF
 from svformer_deploy.errors import ProfileError
 
-__all__ = ["HardwareProfile", "register_profile", "get_profile", "list_profiles", "load_profile", "quantised_profile"]
+__all__ = ["HardwareProfile", "register_profile", "get_profile", "list_profiles", "load_profile", "quantised_profile",
+           "profile_table", "DEFAULT_PROFILE"]
 
 _PRIMITIVES = ("mac", "ac", "mul", "add")
+#: The profile used when none is named.
+DEFAULT_PROFILE = "45nm-fp32"
 
 
 @dataclass(frozen=True)
@@ -118,11 +121,11 @@ def get_profile(name_or_path: str | Path | HardwareProfile) -> HardwareProfile:
 
 def load_profile(path: str | Path) -> HardwareProfile:
     """Read and validate a user profile file (see the module docstring for its keys)."""
-    from svformer_deploy._paths import require_file
+    from svformer_deploy._paths import read_user_text, require_file
 
     p = require_file(path, "profile file", f"give a registered name ({list_profiles()}) or a YAML/JSON file",
                      ProfileError)
-    text = p.read_text(encoding="utf-8")
+    text = read_user_text(p)
     try:
         if p.suffix == ".json":
             data = json.loads(text)
@@ -197,3 +200,32 @@ def quantised_profile(bits: int) -> HardwareProfile:
                                               f"{int(bits)}/8 (scaling assumed, not measured)",
                            caveats="Scaled from 8-bit figures; a design point, not a measurement.",
                            bytes_per_value=k)
+
+
+def profile_table(profiles: list[HardwareProfile]) -> str:
+    """Every figure the ``profiles`` use, as a plain-text table (one column per profile): pJ per op class
+    (``*`` marks a per-op-class override of the primitive's figure), the memory term, bytes per value, whether
+    ANNs are priced under it; then each profile's source and caveats."""
+    def memory(p: HardwareProfile) -> str:
+        if p.memory_pj_per_byte is None:
+            return "tiers"
+        return "none" if p.memory_pj_per_byte == 0 else f"{p.memory_pj_per_byte:g} pJ/B"
+
+    rows = [["pJ per op", *[p.name for p in profiles]]]
+    rows += [[f"{c} ({PRIMITIVE_OF[c]})", *[f"{p.pj(c):g}" + ("*" if c in p.overrides_pj else "") for p in profiles]]
+             for c in OP_CLASSES]
+    rows += [["memory", *[memory(p) for p in profiles]],
+             ["bytes per value", *[f"{p.bytes_per_value:g}" for p in profiles]],
+             ["prices ANNs", *["yes" if p.prices_ann else "no" for p in profiles]]]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    text = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
+            .rstrip() for r in rows]
+    text += ["", "* overrides the primitive's figure for that op class; memory: tiers = SRAM/DRAM tiers chosen by "
+             "footprint (Horowitz 45 nm), none = included in the per-op figures.", ""]
+    for p in profiles:
+        text.append(f"{p.name}: {p.source}")
+        if p.memory_source:
+            text.append(f"  memory: {p.memory_source}")
+        if p.caveats:
+            text.append(f"  caveats: {p.caveats}")
+    return "\n".join(text) + "\n"

@@ -3,14 +3,17 @@ like-for-like ANN baselines and every convention beside them, and write a self-c
 
 Outputs (written into a temporary directory that is renamed to ``out`` only when everything succeeded):
 
-* ``per_layer.csv``: layer, timestep, op_class, count, energy_pj, summed over all videos and all their views;
-* ``per_video.csv``: one row per video (all views included): counts per op class, compute, memory (both
-  dataflows), compute + memory, each convention's compute, the mean firing rate;
+* ``per_layer.csv``: layer, timestep, op_class, count, energy_pj, videos; summed over all videos and all their
+  views (exact integers), ``videos`` says over how many;
+* ``per_video.csv``: one row per video (all its views summed): counts per op class, compute, memory (both
+  dataflows), compute + memory, each convention's compute, the spiking metrics;
 * ``spiking.csv``: per synaptic layer with spike input, its input firing rate (mean over videos);
 * ``summary.json``: every figure of ``report.md``, with protocol, profile constants and sources;
 * ``report.md``: headline (compute + memory, compute alone beside), like-for-like comparison with accuracy,
-  memory model, conventions side by side, spiking metrics, uncounted ops, the rules used, caveats;
+  memory model, conventions side by side, spiking metrics, uncounted ops, the rules used, caveats, the files;
 * ``energy_per_layer.png``, ``energy_per_timestep.png``, ``snn_vs_baselines.png``.
+
+A *view* is one clip x one crop (one forward of one (C, T, H, W) input); a video has ``clips x crops`` views.
 
 CSV and JSON contain no timestamps or timings: identical inputs give byte-identical files.
 """
@@ -19,13 +22,16 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from svformer_deploy._atomic import atomic_write_dir, json_text, refuse_existing
+from svformer_deploy._atomic import atomic_write_dir, json_text, refuse_existing, refuse_file_in_the_way
+from svformer_deploy._paths import read_user_text
+from svformer_deploy.energy.baselines import ANN_TWIN, ann_profile_for, place_baseline
 from svformer_deploy.energy.conventions import (
     CONVENTIONS,
     REFERENCE_SCRIPT_BUG,
@@ -37,12 +43,12 @@ from svformer_deploy.energy.conventions import (
 from svformer_deploy.energy.counter import count_ops
 from svformer_deploy.energy.energy import EnergyReport, energy_of
 from svformer_deploy.energy.memory import RULES as MEMORY_RULES
-from svformer_deploy.energy.memory import TIERS_SOURCE
+from svformer_deploy.energy.memory import TIERS_SOURCE, memory_convention
 from svformer_deploy.energy.profiles import get_profile, quantised_profile
 from svformer_deploy.energy.rules import OP_CLASSES, rules_markdown
 from svformer_deploy.errors import EnergyError
 
-__all__ = ["ReportOptions", "write_report", "CAVEATS", "CLASS_STYLE"]
+__all__ = ["ReportOptions", "write_report", "CAVEATS", "CLASS_STYLE", "OUTPUT_FILES", "sig_figs", "plural"]
 
 CAVEATS = [
     "Op-count energy ignores much of data movement, which often dominates: Dampfhoffer et al., 'Are SNNs really "
@@ -55,7 +61,23 @@ CAVEATS = [
     "The 4.6 / 0.9 pJ figures are 45 nm fp32 arithmetic (Horowitz, ISSCC 2014); they are not measurements of "
     "any neuromorphic chip.",
 ]
-ANN_TWIN = "svformer-ann"
+
+#: Every file the report writes and what it holds (printed in report.md; ``docs/energy.md`` states the same).
+OUTPUT_FILES: dict[str, str] = {
+    "report.md": "this report: per-video means and per-view figures",
+    "summary.json": "every figure of report.md (per-video means, per-view figures), with protocol, profile "
+                    "constants and sources",
+    "per_layer.csv": "layer, timestep, op_class, count, energy_pj, videos: count and energy_pj **summed over all "
+                     "`videos` videos and all their views** (exact integer counts; divide by `videos` for the "
+                     "per-video means used everywhere else); timestep -1 = after the head collapses time",
+    "per_video.csv": "one row per video, summed over its views: counts per op class, compute, memory (both "
+                     "dataflows), compute + memory (pJ), each convention's compute, the spiking metrics",
+    "spiking.csv": "per synaptic layer with spike input, its input firing rate (mean over videos)",
+    "energy_per_layer.png": "compute energy per layer by op class, per-video mean",
+    "energy_per_timestep.png": "compute energy per timestep by op class, per-video mean",
+    "snn_vs_baselines.png": "the SNN and every baseline on the SNN's own input, per view, each bar's profile "
+                            "under it",
+}
 
 #: One colour and one hatch per op class, used by every plot.
 CLASS_STYLE: dict[str, tuple[str, str]] = {
@@ -98,26 +120,69 @@ def _check(opts: ReportOptions) -> None:
     if opts.accuracy is not None:
         require_file(opts.accuracy, "accuracy file", "pass the eval.json written by svformer-deploy evaluate",
                      EnergyError)
-    refuse_existing(opts.out, opts.force, inputs=(opts.checkpoint,), folder=True)
+        read_accuracy(opts.accuracy)  # a malformed file or a percentage -> EnergyError before any work
+    refuse_file_in_the_way(opts.out)  # before the counting, not when the folder is written at the end
+    refuse_existing(opts.out, opts.force, inputs=(opts.checkpoint,), folder=True, kind="energy-report")
     get_profile(opts.profile)  # unknown profile -> ProfileError before any work
 
 
-def _accuracy(opts: ReportOptions, meta: dict) -> dict[str, Any] | None:
-    """Accuracy and the views it was measured with: an ``evaluate`` JSON, else the checkpoint's validation."""
-    if opts.accuracy is not None:
-        try:
-            d = json.loads(Path(opts.accuracy).read_text(encoding="utf-8"))
-            return {"top1": float(d["top1"]), "clips": int(d["clips"]), "crops": int(d["crops"]),
-                    "views": int(d["clips"]) * int(d["crops"]), "videos": d.get("num_videos"),
-                    "source": f"{Path(opts.accuracy).name} (svformer-deploy evaluate)"}
-        except (ValueError, KeyError, TypeError) as err:
-            raise EnergyError(f"accuracy file {opts.accuracy} is not an evaluate JSON (needs top1, clips, crops): "
-                              f"{err}") from err
+def read_accuracy(path: Path) -> dict[str, Any]:
+    """The accuracy JSON given with ``--accuracy``: the ``eval.json`` that ``svformer-deploy evaluate`` writes
+    (``top1`` as a fraction, ``clips``, ``crops``, ``num_videos``, ``checkpoint_sha256``, ``model_name``, ``data``,
+    ``split``) or a user-written one with at least ``top1``, ``clips`` and ``crops``. ``top1`` must be a fraction
+    in [0, 1] and the views whole numbers >= 1; anything else is one :class:`EnergyError` naming the fix."""
+    try:
+        d = json.loads(read_user_text(path))
+        acc = {"top1": float(d["top1"]), "clips": int(d["clips"]), "crops": int(d["crops"])}
+    except (ValueError, KeyError, TypeError) as err:
+        raise EnergyError(f"accuracy file {path} is not an evaluate JSON (needs top1, clips, crops): {err}; pass "
+                          "the eval.json written by svformer-deploy evaluate") from err
+    _check_top1(acc["top1"], f"accuracy file {path}")
+    if acc["clips"] < 1 or acc["crops"] < 1:
+        raise EnergyError(f"accuracy file {path}: clips and crops must be >= 1, got {acc['clips']} x {acc['crops']}")
+    acc.update(views=acc["clips"] * acc["crops"], videos=d.get("num_videos"), sha256=d.get("checkpoint_sha256"),
+               model_name=d.get("model_name"), data=d.get("data"), split=d.get("split"))
+    return acc
+
+
+def _check_top1(top1: float, where: str) -> None:
+    if not 0.0 <= top1 <= 1.0:
+        raise EnergyError(f"{where}: top1 = {top1:g} is not a fraction; write top-1 as a fraction in [0, 1] "
+                          f"(e.g. 0.975 for 97.5 %)")
+
+
+def _accuracy(opts: ReportOptions, acc: dict[str, Any] | None, meta: dict, model_name: str) -> dict[str, Any] | None:
+    """Accuracy and the views it was measured with: the ``--accuracy`` JSON (already read by
+    :func:`read_accuracy`), checked against this checkpoint, else the checkpoint's own validation accuracy.
+
+    An accuracy JSON recording another checkpoint (``checkpoint_sha256``, or ``model_name`` when no SHA-256 is
+    recorded) is refused; one without ``checkpoint_sha256`` is accepted with its source marked unverified; one
+    measured on other data than the energy is accepted with a warning (``data_differs``)."""
+    name = Path(str(opts.accuracy)).name
+    if acc is not None:
+        if acc["sha256"] is not None and acc["sha256"] != meta.get("sha256"):
+            raise EnergyError(f"accuracy file {opts.accuracy} was measured on checkpoint sha256 "
+                              f"{acc['sha256'][:12]}... "
+                              f"({acc['model_name'] or 'model unknown'}), not on {Path(opts.checkpoint).name} (sha256 "
+                              f"{str(meta.get('sha256'))[:12]}..., {model_name}); pass the eval.json that "
+                              f"svformer-deploy evaluate wrote for THIS checkpoint")
+        if acc["model_name"] is not None and acc["model_name"] != model_name:
+            raise EnergyError(f"accuracy file {opts.accuracy} is for model {acc['model_name']!r}, not "
+                              f"{model_name!r} ({Path(opts.checkpoint).name}); pass the eval.json that "
+                              f"svformer-deploy evaluate wrote for THIS checkpoint")
+        verified = acc["sha256"] is not None
+        source = (f"{name} (svformer-deploy evaluate, checkpoint SHA-256 verified)" if verified else
+                  f"{name}: **source unverified** (no checkpoint_sha256: not shown to be this checkpoint's accuracy)")
+        differs = acc["data"] is not None and str(acc["data"]) != str(opts.data)
+        return {k: acc[k] for k in ("top1", "clips", "crops", "views", "videos", "data", "split")} | {
+            "source": source, "verified": verified, "data_differs": differs}
     top1 = (meta.get("metrics") or {}).get("val_top1")
     if top1 is None:
         return None
-    return {"top1": float(top1), "clips": 1, "crops": 1, "views": 1, "videos": None,
-            "source": "checkpoint metadata (training validation: one clip x one crop per video)"}
+    _check_top1(float(top1), f"checkpoint {Path(opts.checkpoint).name} (metrics.val_top1)")
+    return {"top1": float(top1), "clips": 1, "crops": 1, "views": 1, "videos": None, "data": meta.get("data"),
+            "split": "val", "source": "checkpoint metadata (training validation: one clip x one crop per video)",
+            "verified": True, "data_differs": False}
 
 
 def _twin(model: Any) -> Any:
@@ -139,22 +204,28 @@ def _price(rep: EnergyReport) -> dict[str, float]:
             "memory_fetch_per_event_mj": _mj(rep.memory_per_event.total_pj), "total_mj": _mj(rep.total_pj)}
 
 
-def write_report(opts: ReportOptions, progress: bool = True) -> Path:
-    """Run the whole report (see the module docstring) and return the output directory."""
-    _check(opts)
-    from rich.progress import Progress
+#: ``progress(iterable, total, description)`` wraps the video loop (the CLI passes a progress bar).
+Progress = Callable[[Iterable[Any], int, str], Iterable[Any]]
 
+
+def write_report(opts: ReportOptions, progress: Progress | None = None) -> Path:
+    """Run the whole report (see the module docstring) and return the output directory. ``progress`` may wrap
+    the loop over the videos (``progress(iterable, total, description)``, as ``sparsity`` and ``export`` do)."""
+    _check(opts)
     from svformer_deploy.data import iter_eval_videos
     from svformer_deploy.models import load_checkpoint
 
     profile = get_profile(opts.profile)
+    acc_file = read_accuracy(opts.accuracy) if opts.accuracy is not None else None
     model, meta = load_checkpoint(opts.checkpoint)
     cfg = model.config
-    accuracy = _accuracy(opts, meta)
+    accuracy = _accuracy(opts, acc_file, meta, cfg.name)
     samples = iter_eval_videos(opts.data, cfg, num_videos=opts.videos, clips=opts.clips, crops=opts.crops)
+    if progress is not None:
+        samples = progress(samples, opts.videos, "counting operations")
     dense1, tokens = dense_model_counts(cfg)  # one clip, shapes only
     twin = _twin(model) if ANN_TWIN in opts.baselines else None
-    ann_profile = profile if profile.prices_ann else get_profile("45nm-fp32")
+    ann_profile = ann_profile_for(profile)
 
     layer_parts, video_rows, rate_rows = [], [], []
     uncounted: dict[str, dict[str, int]] = {}
@@ -166,48 +237,46 @@ def write_report(opts: ReportOptions, progress: bool = True) -> Path:
     views, n_videos = opts.clips * opts.crops, 0
     neurons = dense1.memory.set_index("layer")["binary_out_values"]
     neurons = neurons[neurons > 0]
-    with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task("counting operations", total=opts.videos)
-        for sample in samples:
-            v = int(sample.views.shape[0])
-            counts = count_ops(model, sample.views, fold_bn=opts.fold_bn)
-            rep = energy_of(counts, profile)
-            rules_used.update(dict.fromkeys(counts.rules_used))
-            for k, x in rep.memory.pj.items():
-                mem_parts[k] = mem_parts.get(k, 0.0) + x
-            mem_where = {"tiers": rep.memory.tiers, "footprint_bytes": rep.memory.footprint_bytes}
-            layer_parts.append(rep.df)
-            for k, u in counts.uncounted.items():
-                acc = uncounted.setdefault(k, {"calls": 0, "elements": 0})
-                acc["calls"] += u["calls"]
-                acc["elements"] += u["elements"]
-            rates = measure_rates(model, sample.views)
-            conv = price_conventions(layer_table(dense1, rates, tokens), dense1, profile)
-            for name, c in conv.items():
-                t = conv_tot.setdefault(name, {"mac": 0.0, "ac": 0.0, "compute_pj": 0.0, "mac_layers": {}})
-                for k in ("mac", "ac", "compute_pj"):
-                    t[k] += c[k] * v
-                t["mac_layers"].update(dict.fromkeys(c["mac_layers"]))
-            spiking = _spiking(counts, rep, rates, neurons, v)
-            rate_rows += [{"video_id": sample.video_id, "layer": k, "rate": r} for k, r in rates.items()
-                          if k not in neurons.index]
-            tot = counts.totals()
-            row = {"video_id": sample.video_id, "label": int(sample.label), "views": v}
-            row.update({c: tot[c] for c in OP_CLASSES})
-            row.update({"compute_pj": rep.compute_pj, "memory_pj": rep.memory_pj,
-                        "memory_fetch_per_event_pj": rep.memory_per_event.total_pj, "total_pj": rep.total_pj})
-            row.update({f"{name}_compute_pj": c["compute_pj"] * v for name, c in conv.items()})
-            row.update(spiking)
-            video_rows.append(row)
-            if twin is not None:
-                s = energy_of(count_ops(twin, sample.views, fold_bn=opts.fold_bn, skip_zero_macs=True), ann_profile)
-                sparse_parts.append({k: x / v for k, x in _price(s).items()})
-            n_videos += 1
-            bar.advance(task)
+    for sample in samples:
+        v = int(sample.views.shape[0])
+        counts = count_ops(model, sample.views, fold_bn=opts.fold_bn)
+        rep = energy_of(counts, profile)
+        rules_used.update(dict.fromkeys(counts.rules_used))
+        for k, x in rep.memory.pj.items():
+            mem_parts[k] = mem_parts.get(k, 0.0) + x
+        mem_where = {"tiers": rep.memory.tiers, "footprint_bytes": rep.memory.footprint_bytes}
+        layer_parts.append(rep.df)
+        for k, u in counts.uncounted.items():
+            acc = uncounted.setdefault(k, {"calls": 0, "elements": 0})
+            acc["calls"] += u["calls"]
+            acc["elements"] += u["elements"]
+        rates = measure_rates(model, sample.views)
+        conv = price_conventions(layer_table(dense1, rates, tokens), dense1, profile)
+        for name, c in conv.items():
+            t = conv_tot.setdefault(name, {"mac": 0.0, "ac": 0.0, "compute_pj": 0.0, "mac_layers": {}})
+            for k in ("mac", "ac", "compute_pj"):
+                t[k] += c[k] * v
+            t["mac_layers"].update(dict.fromkeys(c["mac_layers"]))
+        spiking = _spiking(counts, rep, rates, neurons, v)
+        rate_rows += [{"video_id": sample.video_id, "layer": k, "rate": r} for k, r in rates.items()
+                      if k not in neurons.index]
+        tot = counts.totals()
+        row = {"video_id": sample.video_id, "label": int(sample.label), "views": v}
+        row.update({c: tot[c] for c in OP_CLASSES})
+        row.update({"compute_pj": rep.compute_pj, "memory_pj": rep.memory_pj,
+                    "memory_fetch_per_event_pj": rep.memory_per_event.total_pj, "total_pj": rep.total_pj})
+        row.update({f"{name}_compute_pj": c["compute_pj"] * v for name, c in conv.items()})
+        row.update(spiking)
+        video_rows.append(row)
+        if twin is not None:
+            s = energy_of(count_ops(twin, sample.views, fold_bn=opts.fold_bn, skip_zero_macs=True), ann_profile)
+            sparse_parts.append({k: x / v for k, x in _price(s).items()})
+        n_videos += 1
     if n_videos == 0:
         raise EnergyError(f"no videos found in {opts.data!r}; check --data")
 
     per_layer = pd.concat(layer_parts).groupby(["layer", "timestep", "op_class"], sort=False, as_index=False).sum()
+    per_layer["videos"] = n_videos  # the CSV's counts are sums over this many videos (and all their views)
     per_video = pd.DataFrame(video_rows)
     rates_df = pd.DataFrame(rate_rows, columns=["video_id", "layer", "rate"])
     spiking_csv = rates_df.groupby("layer", sort=False, as_index=False)["rate"].mean()
@@ -225,7 +294,7 @@ def write_report(opts: ReportOptions, progress: bool = True) -> Path:
         (tmp / "report.md").write_text(_markdown(summary, per_layer), encoding="utf-8")
         _plots(tmp, per_layer, summary)
 
-    return atomic_write_dir(opts.out, build, force=opts.force)
+    return atomic_write_dir(opts.out, build, force=opts.force, kind="energy-report")
 
 
 def _spiking(counts: Any, rep: EnergyReport, rates: dict[str, float], neurons: pd.Series, views: int
@@ -246,46 +315,67 @@ def _spiking(counts: Any, rep: EnergyReport, rates: dict[str, float], neurons: p
 
 def _baselines(names: tuple[str, ...], cfg: Any, profile: Any, sparse_parts: list[dict[str, float]],
                fold_bn: bool) -> dict[str, dict]:
-    """Every baseline per clip on the SNN's own input (``same_input``) or, when it cannot run there, apart at its
-    published input. The ANN twin comes in four variants: dense, sparsity-aware, int8 and ceil(log2(T+1)) bits."""
-    from svformer_deploy.energy.baselines import TORCHVISION_BASELINES, baseline_counts
+    """Every baseline per view, placed by :func:`svformer_deploy.energy.baselines.place_baseline` (on the SNN's
+    own input, ``same_input``, or apart at its published input), with the SNN's BatchNorm convention
+    (``fold_bn``) and the profile each row is priced under (``profile``). The ANN twin comes in four variants:
+    dense, sparsity-aware, int8 and ceil(log2(T+1)) bits."""
+    from svformer_deploy.energy.baselines import TORCHVISION_BASELINES
 
     res: dict[str, dict] = {}
-    shape = tuple(cfg.input_shape)
+    bn = "folded into the preceding layer (--fold-bn)" if fold_bn else "counted (bn_mul + bn_add per element)"
     for name in names:
+        placed = place_baseline(name, cfg, fold_bn=fold_bn)
+        c = placed.counts
+        common = {"same_input": placed.same_input, "input_shape": list(c.input_shape[1:]),
+                  "dense_macs_per_view": c.dense_macs, "uncounted_ops": c.uncounted, "batchnorm": bn}
         if name == ANN_TWIN:
-            dense = baseline_counts(ANN_TWIN, cfg)
             bits = math.ceil(math.log2(cfg.num_frames + 1))
-            variants = {"dense": _price(energy_of(dense, profile))}
+            qprof = quantised_profile(bits)
+            int8 = get_profile("45nm-int8")
+            variants = {"dense": (_price(energy_of(c, profile)), profile)}
             if sparse_parts:
-                variants["sparsity-aware"] = {k: sum(p[k] for p in sparse_parts) / len(sparse_parts)
-                                              for k in sparse_parts[0]}
-            variants["int8"] = _price(energy_of(dense, "45nm-int8"))
-            variants[f"int{bits}"] = _price(energy_of(dense, quantised_profile(bits)))
-            for var, pr in variants.items():
+                variants["sparsity-aware"] = ({k: sum(p[k] for p in sparse_parts) / len(sparse_parts)
+                                               for k in sparse_parts[0]}, profile)
+            variants["int8"] = (_price(energy_of(c, int8)), int8)
+            variants[f"int{bits}"] = (_price(energy_of(c, qprof)), qprof)
+            for var, (pr, prof) in variants.items():
                 res[f"{ANN_TWIN} ({var})"] = {
-                    **pr, "same_input": True, "input_shape": list(shape), "dense_macs_per_clip": dense.dense_macs,
-                    "uncounted_ops": dense.uncounted,
+                    **pr, **common, "profile": prof.name, "memory_convention": memory_convention(prof),
                     "accuracy": "not trained on this data (the SNN's weights with ReLU neurons)",
-                    "note": {"dense": "same architecture and clip, ReLU neurons, dense fp32",
+                    "note": {"dense": "same architecture and clip, ReLU neurons, dense",
                              "sparsity-aware": "MACs skipped for zero activations (NeuroBench effective MACs), "
                                                "counted on the same clips",
-                             "int8": "dense, 45nm-int8 arithmetic and 1-byte values",
+                             "int8": "dense, int8 arithmetic and 1-byte values",
                              f"int{bits}": f"dense, {bits}-bit = ceil(log2(T+1)) arithmetic and values (Yan et al.)"
                              }[var]}
             continue
-        try:
-            c, same = baseline_counts(name, cfg, input_shape=shape), True
-        except EnergyError as err:
-            c, same = baseline_counts(name, cfg), False
-            why = str(err)
         b = TORCHVISION_BASELINES[name]
-        res[name] = {**_price(energy_of(c, profile)), "same_input": same, "input_shape": list(c.input_shape[1:]),
-                     "dense_macs_per_clip": c.dense_macs, "uncounted_ops": c.uncounted,
+        res[name] = {**_price(energy_of(c, profile)), **common, "profile": profile.name,
+                     "memory_convention": memory_convention(profile),
                      "accuracy": "not trained on this data (weights=None; published accuracy is on Kinetics-400)",
-                     "note": f"torchvision {b.builder}, weights=None" + ("" if same else f"; {why}; shown apart at "
-                                                                        "its published input, never in a ratio")}
+                     "note": f"torchvision {b.builder}, weights=None" + (
+                         "" if placed.same_input else f"; {placed.why}; shown apart at its published input, never "
+                                                      "in a ratio")}
     return res
+
+
+def _ratios(baselines: dict[str, dict], snn: dict[str, float], snn_memory: str) -> None:
+    """Add to every baseline on the SNN's input its ratios SNN / baseline per view: ``ratio_compute`` always,
+    ``ratio_total`` (compute + memory) only when both sides count memory the same way
+    (:func:`svformer_deploy.energy.memory.memory_convention`), else None with ``ratio_total_withheld`` saying why.
+    Baselines shown apart get no ratio."""
+    for b in baselines.values():
+        if not b["same_input"]:
+            b.update(ratio_compute=None, ratio_total=None, ratio_total_withheld="not on the SNN's input")
+            continue
+        b["ratio_compute"] = snn["compute_mj"] / b["compute_mj"] if b["compute_mj"] else None
+        if b["memory_convention"] == snn_memory:
+            b["ratio_total"] = snn["total_mj"] / b["total_mj"] if b["total_mj"] else None
+            b["ratio_total_withheld"] = None
+        else:
+            b["ratio_total"] = None
+            b["ratio_total_withheld"] = (f"memory counted differently: SNN {snn_memory}, this row "
+                                         f"{b['memory_convention']}")
 
 
 def _summary(opts, meta, cfg, profile, per_layer, per_video, n, views, uncounted, baselines, conv, accuracy,
@@ -294,20 +384,26 @@ def _summary(opts, meta, cfg, profile, per_layer, per_video, n, views, uncounted
     sums = {k: float(per_video[k].sum()) for k in ("compute_pj", "memory_pj", "memory_fetch_per_event_pj",
                                                    "total_pj")}
     per_video_mj = {k.replace("_pj", "_mj"): _mj(v / n) for k, v in sums.items()}
-    per_clip_mj = {k: v / views for k, v in per_video_mj.items()}
+    per_view_mj = {k: v / views for k, v in per_video_mj.items()}
+    snn_memory = memory_convention(profile)
+    _ratios(baselines, per_view_mj, snn_memory)
     protocol: dict[str, Any] = {"energy_views": views, "energy_clips": opts.clips, "energy_crops": opts.crops}
     if accuracy is not None:
         protocol.update({"accuracy_views": accuracy["views"], "match": accuracy["views"] == views,
                          "per_video_at_accuracy_protocol_mj": {k: v * accuracy["views"]
-                                                               for k, v in per_clip_mj.items()}})
+                                                               for k, v in per_view_mj.items()}})
     mem = _memory_parts(opts, per_video, n)
+    mem["convention"] = snn_memory
+    energy = per_layer["energy_pj"].sum()
+    mem["mac_compute_share"] = float(per_layer.loc[per_layer["op_class"] == "mac", "energy_pj"].sum() / energy
+                                     ) if energy else 0.0
     return {
         "checkpoint": {"path": Path(opts.checkpoint).name, "sha256": meta.get("sha256"), "model": cfg.name},
         "data": str(opts.data), "videos": n, "clips": opts.clips, "crops": opts.crops,
         "views_per_video": views, "T": cfg.num_frames, "input_size": list(cfg.input_shape), "fold_bn": opts.fold_bn,
         "profile": profile.to_dict(), "ann_profile": ann_profile.name,
         "accuracy": accuracy, "protocol": protocol,
-        "headline": {"per_video_mj": per_video_mj, "per_clip_mj": per_clip_mj},
+        "headline": {"per_video_mj": per_video_mj, "per_view_mj": per_view_mj},
         "memory": mem,
         "totals_all_videos": totals,
         "per_video_mean_counts": {c: totals[c] / n for c in OP_CLASSES},
@@ -323,7 +419,7 @@ def _summary(opts, meta, cfg, profile, per_layer, per_video, n, views, uncounted
                     "non_spike_input_energy_share": float(per_video["non_spike_input_share"].mean()),
                     "input_rate_per_layer": {r.layer: r.rate for r in spiking_csv.itertuples()}},
         "uncounted_ops": uncounted, "baselines": baselines, "rules_used": rules_used,
-        "caveats": CAVEATS,
+        "files": OUTPUT_FILES, "caveats": CAVEATS,
     }
 
 
@@ -335,62 +431,133 @@ def _memory_parts(opts: ReportOptions, per_video: pd.DataFrame, n: int) -> dict[
             "rules": MEMORY_RULES}
 
 
-def _f(x: float) -> str:
-    return f"{x:.4g}"
+def sig_figs(x: float, n: int = 4) -> str:
+    """``x`` with ``n`` significant figures, trailing zeros kept so a column reads alike (``17.00`` beside
+    ``16.93``); scientific notation (``n`` significant figures) below 1e-3 and from 1e5 up."""
+    if x == 0 or not math.isfinite(x):
+        return f"{x:g}"
+    if not 1e-3 <= abs(x) < 1e5:
+        return f"{x:.{n - 1}e}"
+    d = n - 1 - math.floor(math.log10(abs(x)))
+    d = n - 1 - math.floor(math.log10(abs(round(x, d))))  # rounding may carry a digit (9.99996 -> 10.00)
+    return f"{x:.{max(d, 0)}f}"
 
 
-def _markdown(s: dict, per_layer: pd.DataFrame) -> str:
-    h, views, n = s["headline"], s["views_per_video"], s["videos"]
-    acc, proto = s["accuracy"], s["protocol"]
-    pv, pc = h["per_video_mj"], h["per_clip_mj"]
-    lines = [f"# Energy report: {s['checkpoint']['model']} ({s['checkpoint']['path']})", "",
-             f"Data `{s['data']}`, {n} videos, {s['clips']} clip(s) x {s['crops']} crop(s) = {views} view(s) per "
-             f"video, T = {s['T']} timesteps (one frame per step), input {'x'.join(map(str, s['input_size']))} "
-             f"(C, T, H, W). Profile `{s['profile']['name']}`: {s['profile']['source']}.", "",
-             "## Headline", "",
-             f"**{_f(pv['total_mj'])} mJ per video** (compute + memory, {views} view(s)); compute alone "
-             f"{_f(pv['compute_mj'])} mJ, memory {_f(pv['memory_mj'])} mJ (weight-stationary; fetch-per-event "
-             f"{_f(pv['memory_fetch_per_event_mj'])} mJ). Per clip: {_f(pc['total_mj'])} mJ (compute "
-             f"{_f(pc['compute_mj'])} mJ)."]
-    if acc is not None:
-        lines.append(f"Accuracy: top-1 {acc['top1']:.2%} with {acc['clips']} clip(s) x {acc['crops']} crop(s) = "
-                     f"{acc['views']} view(s) per video ({acc['source']}). At the accuracy's protocol: "
-                     f"{_f(proto['per_video_at_accuracy_protocol_mj']['total_mj'])} mJ per video (compute "
-                     f"{_f(proto['per_video_at_accuracy_protocol_mj']['compute_mj'])} mJ).")
-        if not proto["match"]:
-            lines.append(f"**Warning: the energy was counted with {views} view(s) per video, the accuracy with "
-                         f"{acc['views']}; quote energy and accuracy at the same protocol (the figure above).**")
-    else:
-        lines.append("Accuracy: unknown (no --accuracy JSON and none in the checkpoint).")
-    lines += ["", "## Like-for-like comparison (per clip, the SNN's own input)", "",
-              "| model | input (C, T, H, W) | accuracy | compute (mJ) | memory (mJ) | compute + memory (mJ) | "
-              "SNN / model (total) |", "|---|---|---|---:|---:|---:|---:|",
-              f"| SNN (this checkpoint, exact) | {'x'.join(map(str, s['input_size']))} | "
-              f"{'%.2f %%' % (100 * acc['top1']) if acc else 'unknown'} | {_f(pc['compute_mj'])} | "
-              f"{_f(pc['memory_mj'])} | {_f(pc['total_mj'])} | 1 |"]
-    apart = []
+_f = sig_figs  # the short name the tables use
+
+
+def plural(n: int, word: str) -> str:
+    """``1 video``, ``2 videos``."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _shape(dims: list[int]) -> str:
+    return "x".join(map(str, dims))
+
+
+def _header(s: dict) -> list[str]:
+    views, n = s["views_per_video"], s["videos"]
+    bn = ("BatchNorm: `--fold-bn`: every time-invariant BatchNorm is counted as folded into the preceding layer "
+          "(free), in the SNN and in every baseline alike; per-timestep BatchNorms are never folded."
+          if s["fold_bn"] else "BatchNorm: counted as one multiply and one add per element (no `--fold-bn`), in "
+          "the SNN and in every baseline alike.")
+    return [f"Data `{s['data']}`, {plural(n, 'video')}, {plural(s['clips'], 'clip')} x {plural(s['crops'], 'crop')} "
+            f"= {plural(views, 'view')} per video (a view is one clip x one crop), T = {s['T']} timesteps (one frame "
+            f"per step), input {_shape(s['input_size'])} (C, T, H, W). Profile `{s['profile']['name']}`: "
+            f"{s['profile']['source']}. {bn}"]
+
+
+def _accuracy_lines(s: dict) -> list[str]:
+    acc, proto, views = s["accuracy"], s["protocol"], s["views_per_video"]
+    if acc is None:
+        return ["Accuracy: unknown (no --accuracy JSON and none in the checkpoint)."]
+    at = proto["per_video_at_accuracy_protocol_mj"]
+    lines = [f"Accuracy: top-1 {acc['top1']:.2%} with {plural(acc['clips'], 'clip')} x {plural(acc['crops'], 'crop')} "
+             f"= {plural(acc['views'], 'view')} per video ({acc['source']}). At the accuracy's protocol: "
+             f"{_f(at['total_mj'])} mJ per video (compute {_f(at['compute_mj'])} mJ)."]
+    if not proto["match"]:
+        lines.append(f"**Warning: the energy was counted with {plural(views, 'view')} per video, the accuracy with "
+                     f"{acc['views']}; quote energy and accuracy at the same protocol (the figure above).**")
+    if acc["data_differs"]:
+        lines.append(f"**Warning: the accuracy was measured on `{acc['data']}` ({acc['split']} split), the energy on "
+                     f"`{s['data']}`.**")
+    return lines
+
+
+def _ratio_cell(r: float | None) -> str:
+    return "not printed" if r is None else sig_figs(r, 3)
+
+
+def _comparison(s: dict) -> list[str]:
+    acc, pc = s["accuracy"], s["headline"]["per_view_mj"]
+    snn_mem = s["memory"]["convention"]
+    lines = ["", "## Like-for-like comparison (per view, the SNN's own input)", "",
+             "| model | profile | input (C, T, H, W) | accuracy | compute (mJ) | memory (mJ) | compute + memory (mJ) | "
+             "SNN / model (compute) | SNN / model (total) |", "|---|---|---|---|---:|---:|---:|---:|---:|",
+             f"| SNN (this checkpoint, exact) | `{s['profile']['name']}` | {_shape(s['input_size'])} | "
+             f"{'%.2f %%' % (100 * acc['top1']) if acc else 'unknown'} | {_f(pc['compute_mj'])} | "
+             f"{_f(pc['memory_mj'])} | {_f(pc['total_mj'])} | 1 | 1 |"]
+    apart, withheld = [], {}
     for name, b in s["baselines"].items():
         if not b["same_input"]:
             apart.append((name, b))
             continue
-        lines.append(f"| {name}: {b['note']} | {'x'.join(map(str, b['input_shape']))} | {b['accuracy']} | "
+        if b["ratio_total_withheld"]:
+            withheld.setdefault(b["memory_convention"], []).append(name)
+        lines.append(f"| {name}: {b['note']} | `{b['profile']}` | {_shape(b['input_shape'])} | {b['accuracy']} | "
                      f"{_f(b['compute_mj'])} | {_f(b['memory_mj'])} | {_f(b['total_mj'])} | "
-                     f"{pc['total_mj'] / b['total_mj']:.3g} |")
+                     f"{_ratio_cell(b['ratio_compute'])} | {_ratio_cell(b['ratio_total'])} |")
+    lines += ["", "Each row is priced under the profile in its column."]
     if s["ann_profile"] != s["profile"]["name"]:
-        lines += ["", f"ANN baselines are priced under `{s['ann_profile']}`: profile `{s['profile']['name']}` does "
-                  "not price ANN arithmetic."]
+        lines[-1] += (f" Profile `{s['profile']['name']}` does not price ANN arithmetic, so the fp32 ANN rows use "
+                      f"`{s['ann_profile']}`; the int rows use their own integer profiles.")
+    for conv, names in withheld.items():
+        lines += ["", f"**SNN / model (total) is not printed for {', '.join(names)}: memory is not counted the same "
+                  f"way on both sides** (SNN: {snn_mem}; these rows: {conv}); a total ratio would compare unlike "
+                  "quantities. The compute ratio is printed instead: compute only on both sides"
+                  + (", where the SNN's per-op figures include the chip's own memory accesses and the ANN's do not."
+                     if s["profile"]["memory_pj_per_byte"] == 0 else ".")]
     if apart:
         lines += ["", "Shown apart (cannot run on the SNN's input; never in a ratio):", "",
-                  "| model | its input | accuracy | compute (mJ) | memory (mJ) | note |", "|---|---|---|---:|---:|---|"]
-        lines += [f"| {name} | {'x'.join(map(str, b['input_shape']))} | {b['accuracy']} | {_f(b['compute_mj'])} | "
-                  f"{_f(b['memory_mj'])} | {b['note']} |" for name, b in apart]
-    m = s["memory"]
-    lines += ["", "## Memory model", "", m["rules"],
-              f"SNN memory per video: {_f(m['weight_stationary_mj_per_video'])} mJ weight-stationary ("
-              + ", ".join(f"{k} {_f(x)}" for k, x in m["parts_mj_per_video"].items()) + " mJ), "
-              f"{_f(m['fetch_per_event_mj_per_video'])} mJ fetch-per-event. Where each kind lives (by footprint): "
-              + ", ".join(f"{k} {t} ({m['footprint_bytes'][k] / 1e3:.4g} KB)" for k, t in m["tiers"].items())
-              + f". Tiers: {m['source']}."]
+                  "| model | profile | its input | accuracy | compute (mJ) | memory (mJ) | note |",
+                  "|---|---|---|---|---:|---:|---|"]
+        lines += [f"| {name} | `{b['profile']}` | {_shape(b['input_shape'])} | {b['accuracy']} | "
+                  f"{_f(b['compute_mj'])} | {_f(b['memory_mj'])} | {b['note']} |" for name, b in apart]
+    return lines
+
+
+def _memory_lines(s: dict) -> list[str]:
+    m, p = s["memory"], s["profile"]
+    lines = ["", "## Memory model", "", m["rules"]]
+    if p["memory_pj_per_byte"] is not None:
+        lines.append(f"Profile `{p['name']}` replaces the tiers; its memory term: {m['convention']}. Source: "
+                     f"{p['memory_source'] or 'none given'}.")
+        if p["memory_pj_per_byte"] == 0 and m["mac_compute_share"] > 0:
+            lines.append(f"{m['mac_compute_share']:.1%} of the SNN's compute is real-valued MACs (`mac`, "
+                         f"{p['per_op_class_pj']['mac']:g} pJ each, not figures of this chip's synaptic ops); under "
+                         "this profile they carry no memory term, so the SNN's memory and total understate them.")
+    lines.append(f"SNN memory per video: {_f(m['weight_stationary_mj_per_video'])} mJ weight-stationary ("
+                 + ", ".join(f"{k} {_f(x)}" for k, x in m["parts_mj_per_video"].items()) + " mJ), "
+                 f"{_f(m['fetch_per_event_mj_per_video'])} mJ fetch-per-event. Where each kind lives (by footprint): "
+                 + ", ".join(f"{k} {t} ({_f(m['footprint_bytes'][k] / 1e3)} KB)" for k, t in m["tiers"].items())
+                 + f". Tiers: {m['source']}.")
+    return lines
+
+
+def _markdown(s: dict, per_layer: pd.DataFrame) -> str:
+    h, views = s["headline"], s["views_per_video"]
+    pv, pc = h["per_video_mj"], h["per_view_mj"]
+    lines = [f"# Energy report: {s['checkpoint']['model']} ({s['checkpoint']['path']})", "", *_header(s), "",
+             "## Headline", "",
+             f"**{_f(pv['total_mj'])} mJ per video** (compute + memory, {plural(views, 'view')}; mean over "
+             f"{plural(s['videos'], 'video')}); compute alone {_f(pv['compute_mj'])} mJ, memory {_f(pv['memory_mj'])} "
+             f"mJ (weight-stationary; fetch-per-event {_f(pv['memory_fetch_per_event_mj'])} mJ). Per view (one clip "
+             f"x one crop): {_f(pc['total_mj'])} mJ (compute {_f(pc['compute_mj'])} mJ)."
+             + ("" if s["profile"]["memory_pj_per_byte"] is None else
+                f" Memory under `{s['profile']['name']}`: {s['memory']['convention']} (see the memory model)."),
+             *_accuracy_lines(s)]
+    lines += _comparison(s)
+    lines += _memory_lines(s)
     lines += ["", "## Every convention, side by side (per video)", "",
               "| convention | MAC | AC | compute (mJ) | layers priced as MAC |", "|---|---:|---:|---:|---|",
               f"| ours (exact, this report's rules) | {_f(s['per_video_mean_counts']['mac'])} | "
@@ -405,17 +572,17 @@ def _markdown(s: dict, per_layer: pd.DataFrame) -> str:
     lines += ["", "## Spiking metrics", "",
               f"- Mean firing rate (all neuron layers, neuron-weighted: spikes / neuron-steps): {sp['mean_rate']:.4f}",
               f"- Synaptic events per synapse per inference (Dampfhoffer et al.; ACs of layers with spike input / "
-              f"their weights, per clip): {sp['events_per_synapse_per_inference']:.4g}",
+              f"their weights, per view): {_f(sp['events_per_synapse_per_inference'])}",
               f"- Share of compute energy in layers whose input is not spikes: "
               f"{sp['non_spike_input_energy_share']:.1%}", "",
               "| layer (spike input) | input firing rate |", "|---|---:|"]
     lines += [f"| {k} | {v:.4f} |" for k, v in sp["input_rate_per_layer"].items()]
-    lines += ["", "## Totals per video (mean)", "", "| op class | count | pJ each | energy (uJ) |",
+    lines += ["", "## Totals per video (mean)", "", "| op class | count | pJ each (profile) | energy (uJ) |",
               "|---|---:|---:|---:|"]
     for c, v in s["per_video_mean_counts"].items():
         pj = s["profile"]["per_op_class_pj"][c]
         if v:
-            lines.append(f"| {c} | {v:.4g} | {pj} | {v * pj * 1e-6:.4g} |")
+            lines.append(f"| {c} | {_f(v)} | {pj:g} | {_f(v * pj * 1e-6)} |")
     top = per_layer.groupby("layer", sort=False)["energy_pj"].sum().sort_values(ascending=False).head(10)
     total = per_layer["energy_pj"].sum()
     lines += ["", "## Top layers (compute)", "", "| layer | share |", "|---|---:|"]
@@ -434,6 +601,9 @@ def _markdown(s: dict, per_layer: pd.DataFrame) -> str:
     if s["profile"]["caveats"]:
         lines.append(f"- Profile `{s['profile']['name']}`: {s['profile']['caveats']}")
     lines += [f"- {c}" for c in s["caveats"]]
+    lines += ["", "## Files", "", "| file | what it holds |", "|---|---|"]
+    lines += [f"| `{f}` | {what.replace('`videos` videos', plural(s['videos'], 'video') + ' (column `videos`)')} |"
+              for f, what in s["files"].items()]
     return "\n".join(lines) + "\n"
 
 
@@ -469,7 +639,8 @@ def _plots(d: Path, per_layer: pd.DataFrame, s: dict) -> None:
     fig, ax = plt.subplots(figsize=(10, max(4.0, 0.19 * len(t) + 1.8)))
     _stacked(ax, t, horizontal=True)
     ax.set_yticks(range(len(t)), t.index)
-    ax.set_xlabel(f"compute energy per video (uJ, mean over {n} videos, {s['views_per_video']} view(s) each)")
+    ax.set_xlabel(f"compute energy per video (uJ, mean over {plural(n, 'video')}, "
+                  f"{plural(s['views_per_video'], 'view')} each)")
     ax.set_ylabel("layer (network order, input at top)")
     ax.set_title(f"Energy per layer by op class ({s['profile']['name']})")
     ax.tick_params(axis="y", labelsize=7)
@@ -490,22 +661,40 @@ def _plots(d: Path, per_layer: pd.DataFrame, s: dict) -> None:
     fig.tight_layout()
     fig.savefig(d / "energy_per_timestep.png", dpi=120, metadata=meta)
     plt.close(fig)
+    _comparison_plot(d / "snn_vs_baselines.png", s, meta)
+
+
+def _comparison_plot(path: Path, s: dict, meta: dict) -> None:
+    """The SNN and every baseline on its input, per view, each bar labelled with its model, variant, input,
+    accuracy and profile; memory stacked on compute only when every bar counts memory the SNN's way."""
+    import matplotlib.pyplot as plt
+
     acc = s["accuracy"]
-    shape = "x".join(map(str, s["input_size"]))
-    labels = [f"SNN\n{shape}\n{'%.1f %%' % (100 * acc['top1']) if acc else 'acc. unknown'}"]
-    comp, mem = [s["headline"]["per_clip_mj"]["compute_mj"]], [s["headline"]["per_clip_mj"]["memory_mj"]]
+    pc = s["headline"]["per_view_mj"]
+    labels = [f"SNN\n{_shape(s['input_size'])}\n{'%.1f %%' % (100 * acc['top1']) if acc else 'acc. unknown'}"
+              f"\n{s['profile']['name']}"]
+    comp, mem, same_memory = [pc["compute_mj"]], [pc["memory_mj"]], True
     for name, b in s["baselines"].items():
         if b["same_input"]:
-            labels.append(f"{name}\n{'x'.join(map(str, b['input_shape']))}\nnot trained here")
+            model, _, variant = name.partition(" (")
+            labels.append(f"{model}\n{('(' + variant) if variant else ''}\n{_shape(b['input_shape'])}\n"
+                          f"not trained here\n{b['profile']}".replace("\n\n", "\n"))
             comp.append(b["compute_mj"])
             mem.append(b["memory_mj"])
-    fig, ax = plt.subplots(figsize=(max(8, 1.3 * len(labels)), 5))
-    ax.bar(range(len(labels)), comp, color="#4c72b0", label="compute")
-    ax.bar(range(len(labels)), mem, bottom=comp, color="#dd8452", hatch="//", label="memory (weight-stationary)")
-    ax.set_xticks(range(len(labels)), labels, fontsize=7)
-    ax.set_ylabel("energy per clip (mJ)")
-    ax.set_title(f"SNN vs ANN baselines on the same input ({s['profile']['name']}; ANN under {s['ann_profile']})")
+            same_memory &= b["ratio_total_withheld"] is None
+    fig, ax = plt.subplots(figsize=(max(8.0, 1.45 * len(labels)), 5.5))
+    x = range(len(labels))
+    ax.bar(x, comp, color="#4c72b0", label="compute")
+    if same_memory:
+        ax.bar(x, mem, bottom=comp, color="#dd8452", hatch="//", label="memory (weight-stationary)")
+        what = "compute + memory"
+    else:
+        what = "compute only: memory is not counted the same way on both sides (see report.md)"
+    ax.set_xticks(list(x), labels, fontsize=7)
+    ax.set_ylabel("energy per view (mJ; a view is one clip x one crop)")
+    ax.set_title(f"SNN vs ANN baselines on the SNN's input, per view\n{what}; each bar's profile under its label",
+                 fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(d / "snn_vs_baselines.png", dpi=120, metadata=meta)
+    fig.savefig(path, dpi=120, metadata=meta)
     plt.close(fig)

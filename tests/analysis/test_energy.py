@@ -110,3 +110,36 @@ def test_attention_products_per_video_by_hand():
     p = attention_products(_analysis(e))
     assert p.to_dict("records") == [{"block": "b.attn", "product": "K^T V + Q (K^T V)", "count": 15.0,
                                      "dense": 100.0, "fraction": 0.15}]
+
+
+def test_baselines_are_placed_as_energy_report_places_them():
+    """A new user drew r3d_18 at its own 16x112x112 input in one chart with the SNN: baselines now run on the
+    SNN's own input (one code path with ``energy report``), and one that cannot is kept apart."""
+    from svformer_deploy.analysis.plots import plot_energy_comparison
+    from svformer_deploy.energy import energy_of
+    from svformer_deploy.energy.baselines import baseline_counts
+
+    torch.manual_seed(0)
+    model = create_model("svformer_tiny")
+    cfg = model.config
+    samples = [SimpleNamespace(video_id="v0", label=0, views=torch.randn(2, *cfg.input_shape))]
+    a = analyse(model, samples)
+    a.energy = energy_breakdown(model, samples, profile="loihi", baselines=("svformer-ann", "r3d_18", "s3d"))
+    pv = energy_per_video(a).set_index("model")
+    assert list(pv.index) == ["SNN", "ANN twin (ReLU)", "r3d_18 (ANN, SNN's input)",
+                              "s3d (ANN, own input 3x16x224x224)"]
+    assert pv["same_input"].tolist() == [True, True, True, False]
+    # the ANNs' arithmetic is priced as energy report prices it beside a Loihi SNN
+    assert pv["profile"].tolist() == ["loihi", "45nm-fp32", "45nm-fp32", "45nm-fp32"]
+    on_snn_input = baseline_counts("r3d_18", cfg, tuple(cfg.input_shape))
+    assert pv.loc["r3d_18 (ANN, SNN's input)", "energy_pj"] == pytest.approx(2 * energy_of(on_snn_input).compute_pj)
+    fig = plot_energy_comparison(a)
+    ax = fig.axes[0]
+    ticks = " ".join(t.get_text() for t in ax.get_yticklabels())
+    assert "r3d_18" in ticks and "s3d" not in ticks  # never drawn beside the SNN
+    assert "shown apart" in ax.get_xlabel() and "s3d" in ax.get_xlabel()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig).draw()  # the title fits in the figure (a new user saw it cut off)
+    box, width = ax.title.get_window_extent(), fig.bbox.width
+    assert box.x0 >= 0 and box.x1 <= width

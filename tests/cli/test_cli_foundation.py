@@ -66,9 +66,11 @@ def test_import_official_command(tmp_path, capsys):
 @pytest.mark.parametrize("command", [
     ["export", "{ckpt}", "--to", "nir", "--out", "{blocker}/sub", "--num-videos", "1"],
     ["energy", "report", "{ckpt}", "--videos", "1", "--out", "{blocker}/sub"],
+    ["sparsity", "{ckpt}", "--videos", "1", "--out", "{blocker}/sub"],
 ])
 def test_out_below_a_file_is_one_line_and_exit_2(command, tmp_path, capsys):
-    """An --out whose parent is a file cannot be created: one line naming the path, exit 2, no traceback."""
+    """An --out whose parent is a file cannot be created: one line naming the path, exit 2, no traceback, before
+    any work (no progress line before the error)."""
     from svformer_deploy.assets import default_checkpoint
 
     blocker = tmp_path / "afile"

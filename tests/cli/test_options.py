@@ -10,7 +10,7 @@ import pytest
 from typer.core import TyperGroup, TyperOption
 
 from svformer_deploy.cli import build_command
-from svformer_deploy.cli._options import HIDDEN_ALIASES, value_label
+from svformer_deploy.cli._options import HIDDEN_ALIASES, progress_bar, value_label
 from tests.helpers import run_cli
 
 
@@ -116,3 +116,13 @@ def test_an_old_spelling_reaches_the_command(tmp_path, capsys):
     assert run_cli(["export", str(tmp_path / "missing.pt"), "--to", "nir", "--out", str(tmp_path / "o"),
                     "--num-videos", "0"]) == 2
     assert "'--videos'" in capsys.readouterr().err
+
+
+def test_progress_off_a_terminal_is_plain_lines_on_stderr(capsys):
+    # pytest's captured stderr is not a terminal: a redrawn bar would show nothing until the end
+    assert list(progress_bar(iter(range(3)), 3, "counting", every_s=0)) == [0, 1, 2]
+    cap = capsys.readouterr()
+    assert cap.out == "" and [line.split(" (")[0] for line in cap.err.splitlines()] == [
+        "counting: 1/3", "counting: 2/3", "counting: 3/3"]
+    assert list(progress_bar(range(2), 5, "videos", every_s=3600)) == [0, 1]  # fewer than announced
+    assert [line.split(" (")[0] for line in capsys.readouterr().err.splitlines()] == ["videos: 1/5", "videos: 2/2"]

@@ -39,3 +39,13 @@ def test_profile_roundtrips_through_a_user_file(name, tmp_path):
     q = load_profile(path)
     assert q.to_dict() == d
     assert get_profile(str(path)).to_dict() == d
+
+
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_profile_file_saved_with_a_byte_order_mark_is_read(suffix, tmp_path):
+    """Windows editors and Excel put a UTF-8 BOM first; it must not become part of the first key."""
+    d = get_profile("45nm-fp32").to_dict()
+    body = {k: d[k] for k in FILE_KEYS}
+    path = tmp_path / f"my profile{suffix}"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(body).encode("utf-8"))  # JSON is valid YAML too
+    assert load_profile(path).to_dict() == d

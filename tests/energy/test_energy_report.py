@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from svformer_deploy.energy import get_profile, load_profile
+from svformer_deploy.energy.report import sig_figs
 from svformer_deploy.errors import ProfileError
 from svformer_deploy.models import create_model, record_spikes, save_checkpoint
 from tests.helpers import run_cli
@@ -50,7 +51,8 @@ def test_report_is_byte_identical_and_complete(report):
     assert s["uncounted_ops"] == {}
     pv = pd.read_csv(a / "per_video.csv")
     pl = pd.read_csv(a / "per_layer.csv")
-    assert list(pl.columns) == ["layer", "timestep", "op_class", "count", "energy_pj"]
+    assert list(pl.columns) == ["layer", "timestep", "op_class", "count", "energy_pj", "videos"]
+    assert (pl["videos"] == 2).all()  # the CSV says over how many videos its counts are summed
     assert pv["views"].tolist() == [2, 2]
     assert pl["count"].sum() == pv[[c for c in pv.columns if c in set(pl.op_class)]].to_numpy().sum()
     md = (a / "report.md").read_text()
@@ -58,7 +60,7 @@ def test_report_is_byte_identical_and_complete(report):
     assert "| `plif` | PLIF |" in md and "| `convolution` |" in md  # the rules it used, from the rule table
 
 
-def test_headline_is_compute_plus_memory_per_video_and_clip(report):
+def test_headline_is_compute_plus_memory_per_video_and_view(report):
     s = json.loads((report / "a" / "summary.json").read_text())
     pv = pd.read_csv(report / "a" / "per_video.csv")
     pl = pd.read_csv(report / "a" / "per_layer.csv")
@@ -66,10 +68,13 @@ def test_headline_is_compute_plus_memory_per_video_and_clip(report):
     assert h["per_video_mj"]["compute_mj"] == pytest.approx(pl["energy_pj"].sum() / 2 * 1e-9)
     assert h["per_video_mj"]["memory_mj"] == pytest.approx(pv["memory_pj"].mean() * 1e-9)
     assert h["per_video_mj"]["total_mj"] == pytest.approx(h["per_video_mj"]["compute_mj"] + h["per_video_mj"]["memory_mj"])
-    assert h["per_clip_mj"]["total_mj"] == pytest.approx(h["per_video_mj"]["total_mj"] / 2)
+    assert h["per_view_mj"]["total_mj"] == pytest.approx(h["per_video_mj"]["total_mj"] / 2)  # 2 clips x 1 crop
+    assert "per_clip_mj" not in h
     assert sum(s["memory"]["parts_mj_per_video"].values()) == pytest.approx(h["per_video_mj"]["memory_mj"])
     md = (report / "a" / "report.md").read_text()
-    assert f"**{h['per_video_mj']['total_mj']:.4g} mJ per video**" in md
+    assert f"**{sig_figs(h['per_video_mj']['total_mj'])} mJ per video**" in md
+    assert f"Per view (one clip x one crop): {sig_figs(h['per_view_mj']['total_mj'])} mJ" in md
+    assert "per clip" not in md.lower()
 
 
 def test_baselines_like_for_like_and_apart(report):
@@ -85,7 +90,7 @@ def test_baselines_like_for_like_and_apart(report):
 
     with torch.device("meta"):
         r3d = video.r3d_18(weights=None).eval()
-    assert b["r3d_18"]["dense_macs_per_clip"] == count_ops(r3d, torch.empty(1, 3, 8, 64, 64, device="meta"),
+    assert b["r3d_18"]["dense_macs_per_view"] == count_ops(r3d, torch.empty(1, 3, 8, 64, 64, device="meta"),
                                                             dense=True, num_steps=None).dense_macs
     from svformer_deploy.energy import memory_energy
     from svformer_deploy.energy.baselines import baseline_counts
@@ -103,8 +108,14 @@ def test_baselines_like_for_like_and_apart(report):
     md = (report / "a" / "report.md").read_text()
     ratio_table = md.split("Shown apart")[0]
     assert "| s3d" not in ratio_table and "| s3d |" in md.split("Shown apart")[1]
-    snn = s["headline"]["per_clip_mj"]["total_mj"]
-    assert f"{snn / b['r3d_18']['total_mj']:.3g} |" in ratio_table
+    snn = s["headline"]["per_view_mj"]["total_mj"]
+    # under one profile every row counts memory the SNN's way (the footprint tiers): the total ratio is printed,
+    # the int rows under their own integer profiles, named in the row
+    assert b["r3d_18"]["ratio_total"] == pytest.approx(snn / b["r3d_18"]["total_mj"])
+    assert f"| {sig_figs(snn / b['r3d_18']['total_mj'], 3)} |" in ratio_table
+    assert all(b[k]["ratio_total"] is not None for k in b if b[k]["same_input"])
+    assert "| `45nm-int8` |" in ratio_table and "| `45nm-int4` |" in ratio_table
+    assert b["s3d"]["ratio_total"] is None and b["s3d"]["ratio_compute"] is None
 
 
 def test_spiking_metrics_and_conventions_by_hand(ckpt, tmp_path, capsys):
@@ -115,7 +126,12 @@ def test_spiking_metrics_and_conventions_by_hand(ckpt, tmp_path, capsys):
     assert run_cli(["energy", "report", str(ckpt), "--videos", "1", "--baseline", "svformer-ann", "--out", str(out)]) == 0
     s = json.loads((out / "summary.json").read_text())
     h = s["headline"]["per_video_mj"]
-    assert f"{h['total_mj']:.4g} mJ per video = compute {h['compute_mj']:.4g} + memory" in capsys.readouterr().out
+    cap = capsys.readouterr()
+    assert f"{sig_figs(h['total_mj'])} mJ per video = compute {sig_figs(h['compute_mj'])} + memory" in cap.out
+    assert cap.out.startswith("wrote ")  # no blank line before the first line
+    assert "1 video, 1 view each" in cap.out
+    md = (out / "report.md").read_text()
+    assert "1 video, 1 clip x 1 crop = 1 view per video" in md and "1 videos" not in md and "1 views" not in md
     model, _ = load_checkpoint(ckpt)
     cfg = model.config
     views = next(iter(iter_eval_videos("moving-digits", cfg, num_videos=1))).views
@@ -139,29 +155,102 @@ def test_spiking_metrics_and_conventions_by_hand(ckpt, tmp_path, capsys):
     assert "C_out / B" in (out / "report.md").read_text()
 
 
-def test_accuracy_protocol_mismatch_is_warned(ckpt, tmp_path):
-    acc = tmp_path / "eval.json"
-    acc.write_text(json.dumps({"top1": 0.5, "clips": 5, "crops": 3, "num_videos": 7}))
+def test_accuracy_protocol_mismatch_is_warned_and_fold_bn_is_like_for_like(ckpt, tmp_path):
+    acc = tmp_path / "eval.json"  # user-written: no checkpoint_sha256
+    acc.write_text(json.dumps({"top1": 0.5, "clips": 5, "crops": 3, "num_videos": 7, "data": "/data/UCF101",
+                               "split": "test"}))
     out = tmp_path / "r"
-    assert run_cli(["energy", "report", str(ckpt), "--videos", "1", "--baseline", "svformer-ann", "--accuracy",
-                    str(acc), "--fold-bn", "--out", str(out)]) == 0
+    assert run_cli(["energy", "report", str(ckpt), "--videos", "1", "--baseline", "svformer-ann", "--baseline",
+                    "r3d_18", "--accuracy", str(acc), "--fold-bn", "--out", str(out)]) == 0
     s = json.loads((out / "summary.json").read_text())
     assert s["protocol"]["accuracy_views"] == 15 and s["protocol"]["match"] is False
     assert s["protocol"]["per_video_at_accuracy_protocol_mj"]["total_mj"] == pytest.approx(
-        15 * s["headline"]["per_clip_mj"]["total_mj"])
+        15 * s["headline"]["per_view_mj"]["total_mj"])
     md = (out / "report.md").read_text()
     assert "Warning" in md and "50.00%" in md
+    assert "source unverified" in md and s["accuracy"]["verified"] is False
+    assert "Warning: the accuracy was measured on `/data/UCF101` (test split), the energy on `moving-digits`" in md
     assert s["fold_bn"] and s["totals_all_videos"]["bn_folded"] > 0  # svformer_tiny's BN is shared: foldable
+    # the same BN convention on the ANN side: the twin and r3d_18 are counted with their BNs folded too
+    from svformer_deploy.energy import energy_of
+    from svformer_deploy.energy.baselines import baseline_counts
+
+    cfg = create_model("svformer_tiny").config
+    for name, key, shape in (("svformer-ann", "svformer-ann (dense)", None), ("r3d_18", "r3d_18", (3, 8, 64, 64))):
+        folded = baseline_counts(name, cfg, shape, fold_bn=True)
+        assert folded.totals()["bn_folded"] > 0 and folded.totals()["bn_mul"] == 0
+        assert s["baselines"][key]["compute_mj"] == pytest.approx(energy_of(folded).compute_pj * 1e-9)
+        assert s["baselines"][key]["compute_mj"] < energy_of(baseline_counts(name, cfg, shape)).compute_pj * 1e-9
+    assert "`--fold-bn`" in md.split("## Headline")[0] and "in every baseline alike" in md.split("## Headline")[0]
+
+
+def test_header_states_bn_counted_without_fold_bn(report):
+    md = (report / "a" / "report.md").read_text()
+    assert "no `--fold-bn`" in md.split("## Headline")[0]
+
+
+@pytest.mark.parametrize("top1", [97.5, -0.1, 1.5])
+def test_accuracy_as_percentage_is_refused(ckpt, tmp_path, capsys, top1):
+    acc = tmp_path / "eval.json"
+    acc.write_text(json.dumps({"top1": top1, "clips": 1, "crops": 1}))
+    out = tmp_path / "r"
+    assert run_cli(["energy", "report", str(ckpt), "--videos", "1", "--accuracy", str(acc), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "fraction" in err and "e.g. 0.975" in err and f"{top1:g}" in err
+    assert not out.exists()
+
+
+def test_accuracy_of_another_checkpoint_is_refused(ckpt, tmp_path, capsys):
+    from svformer_deploy import api
+
+    ev = api.evaluate(ckpt, "moving-digits", out=tmp_path / "ev", num_videos=2, progress=False)
+    eval_json = ev.paths["json"]
+    other = tmp_path / "other.pt"
+    torch.manual_seed(1)
+    save_checkpoint(other, create_model("svformer_tiny"))
+    out = tmp_path / "r"
+    assert run_cli(["energy", "report", str(other), "--videos", "1", "--baseline", "svformer-ann", "--accuracy",
+                    str(eval_json), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    sha = json.loads(eval_json.read_text())["checkpoint_sha256"]
+    assert sha[:12] in err and "other.pt" in err and "THIS checkpoint" in err and not out.exists()
+    # the eval.json evaluate wrote for THIS checkpoint is accepted and marked verified
+    assert run_cli(["energy", "report", str(ckpt), "--videos", "1", "--baseline", "svformer-ann", "--accuracy",
+                    str(eval_json), "--out", str(out)]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["accuracy"]["verified"] is True and s["accuracy"]["top1"] == pytest.approx(ev.top1)
+    assert s["accuracy"]["data_differs"] is False
+    assert "SHA-256 verified" in (out / "report.md").read_text()
 
 
 def test_loihi_profile_keeps_anns_out_of_its_prices(ckpt, tmp_path):
     out = tmp_path / "r"
-    assert run_cli(["energy", "report", str(ckpt), "--videos", "1", "--baseline", "svformer-ann", "--profile",
-                    "loihi", "--out", str(out)]) == 0
+    assert run_cli(["energy", "report", str(ckpt), "--videos", "1", "--baseline", "svformer-ann", "--baseline",
+                    "r3d_18", "--profile", "loihi", "--out", str(out)]) == 0
     s = json.loads((out / "summary.json").read_text())
     assert s["ann_profile"] == "45nm-fp32" and s["headline"]["per_video_mj"]["memory_mj"] == 0
+    b, snn = s["baselines"], s["headline"]["per_view_mj"]
+    # memory folded into Loihi's op figures vs the tiers on the ANN side: no total ratio, a compute ratio instead
+    for name, row in b.items():
+        assert row["ratio_total"] is None and "memory counted differently" in row["ratio_total_withheld"], name
+        assert row["ratio_compute"] == pytest.approx(snn["compute_mj"] / row["compute_mj"])
+    assert [b[k]["profile"] for k in ("svformer-ann (dense)", "svformer-ann (int8)", "svformer-ann (int4)",
+                                      "r3d_18")] == ["45nm-fp32", "45nm-int8", "45nm-int4", "45nm-fp32"]
     md = (out / "report.md").read_text()
+    table = md.split("## Like-for-like")[1].split("## Memory model")[0]
+    assert "not printed" in table and "SNN / model (total) is not printed" in table
+    assert "| `45nm-int8` |" in table and "ANN baselines are priced under" not in md
     assert "PRE-SILICON" in md and "not price ANN arithmetic" in md
+    share = s["memory"]["mac_compute_share"]
+    assert 0 < share < 1 and f"{share:.1%} of the SNN's compute is real-valued MACs" in md
+
+
+def test_sig_figs_and_plural():
+    from svformer_deploy.energy.report import plural
+
+    assert [sig_figs(x) for x in (17.0, 16.93, 9.99996, 0.0196, 123456.0, 0.0001234, 0.0)] == [
+        "17.00", "16.93", "10.00", "0.01960", "1.235e+05", "1.234e-04", "0"]
+    assert (plural(1, "video"), plural(2, "view"), plural(0, "clip")) == ("1 video", "2 views", "0 clips")
 
 
 @pytest.mark.parametrize("bad", [
@@ -212,3 +301,12 @@ def test_quantised_profile_by_hand():
     q = quantised_profile(4)  # ceil(log2(8 + 1)) bits
     assert q.pj("mul") == pytest.approx(0.2 / 4) and q.pj("add") == pytest.approx(0.015)
     assert q.pj("mac") == pytest.approx(0.05 + 0.015) and q.bytes_per_value == 0.5
+
+
+def test_accuracy_file_with_a_byte_order_mark_is_read(tmp_path):
+    from svformer_deploy.energy.report import read_accuracy
+
+    path = tmp_path / "eval (excel).json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"top1": 0.9, "clips": 5, "crops": 3}).encode("utf-8"))
+    acc = read_accuracy(path)
+    assert (acc["top1"], acc["clips"], acc["crops"]) == (0.9, 5, 3)
