@@ -10,7 +10,8 @@ tensor autograd saves is checked once, when it is saved:
   never scanned: a tensor that merely happens to hold 0/1 is saved as it is.
 * A spike-valued tensor whose elements fill one block of its storage (dense, non-overlapping, any strides) is
   saved as ``ceil(n / 8)`` bytes, ``bit i of byte j = (element 8 j + i != 0)`` in memory order, together with its
-  dtype, shape, strides and storage offset. Unpacking (in the backward) rebuilds a tensor of the same dtype,
+  dtype, shape, strides and storage offset (one pass of the C++ kernels of ``csrc/plif.cpp`` on CPU, torch
+  operations elsewhere). Unpacking (in the backward) rebuilds a tensor of the same dtype,
   shape, strides and storage offset with the same 0.0 / 1.0 values, so every backward kernel computes exactly
   what it computed before: gradients are bit-identical, and the forward is not touched at all.
 * Everything else (real-valued activations, overlapping or gappy views of spikes) is saved as it is.
@@ -28,6 +29,7 @@ from typing import Iterator, NamedTuple
 import torch
 from torch import Tensor
 
+from svformer_deploy.models._plif_ext import fused_plif_available
 from svformer_deploy.models.neurons import _PLIFFused, _PLIFMultiStep
 
 __all__ = ["PackedSpikes", "pack_saved_spikes", "packing_applies", "is_spike_valued", "pack", "unpack"]
@@ -76,6 +78,12 @@ def _fills_one_block(t: Tensor) -> bool:
     return True
 
 
+def _kernels(device: torch.device) -> bool:
+    """Whether the C++ pack / unpack kernels (``csrc/plif.cpp``, built with the fused PLIF) serve ``device``; else
+    the same packing in torch operations (CUDA, or no compiler)."""
+    return device.type == "cpu" and fused_plif_available()
+
+
 def _shifts(device: torch.device) -> Tensor:
     return torch.arange(8, dtype=torch.uint8, device=device)
 
@@ -83,14 +91,17 @@ def _shifts(device: torch.device) -> Tensor:
 def pack(t: Tensor) -> Tensor | PackedSpikes:
     """The saved-tensor pack hook: a spike-valued tensor that fills one block of its storage becomes
     :class:`PackedSpikes`; any other tensor is returned unchanged."""
-    if t.numel() == 0 or not t.is_floating_point() or not _fills_one_block(t) or not is_spike_valued(t):
+    if not t.is_floating_point() or not is_spike_valued(t) or t.numel() == 0 or not _fills_one_block(t):
         return t
     n = t.numel()
     flat = t.as_strided((n,), (1,), t.storage_offset())  # the elements in memory order
-    fired = flat.ne(0)
-    if n % 8:
-        fired = torch.cat((fired, fired.new_zeros(8 - n % 8)))
-    bits = (fired.view(-1, 8).view(torch.uint8) << _shifts(t.device)).sum(-1, dtype=torch.uint8)
+    if _kernels(t.device):
+        bits = torch.ops.svformer_deploy.pack_spikes(flat)
+    else:
+        fired = flat.ne(0)
+        if n % 8:
+            fired = torch.cat((fired, fired.new_zeros(8 - n % 8)))
+        bits = (fired.view(-1, 8).view(torch.uint8) << _shifts(t.device)).sum(-1, dtype=torch.uint8)
     return PackedSpikes(bits, t.dtype, t.shape, t.stride(), t.storage_offset())
 
 
@@ -99,12 +110,13 @@ def unpack(saved: Tensor | PackedSpikes) -> Tensor:
     offset holding the same 0.0 / 1.0 values; any other tensor is returned unchanged."""
     if not isinstance(saved, PackedSpikes):
         return saved
-    n = saved.shape.numel()
-    values = ((saved.bits.unsqueeze(-1) >> _shifts(saved.bits.device)) & 1).view(-1)[:n].to(saved.dtype)
-    if saved.storage_offset:
-        storage = values.new_empty(saved.storage_offset + n)
-        storage[saved.storage_offset:] = values
-        values = storage
+    n, offset = saved.shape.numel(), saved.storage_offset
+    if _kernels(saved.bits.device):
+        values = torch.ops.svformer_deploy.unpack_spikes(saved.bits, n, saved.dtype, offset)
+    else:
+        values = ((saved.bits.unsqueeze(-1) >> _shifts(saved.bits.device)) & 1).view(-1)[:n].to(saved.dtype)
+        if offset:
+            values = torch.cat((values.new_zeros(offset), values))
     return values.as_strided(saved.shape, saved.stride, saved.storage_offset)
 
 

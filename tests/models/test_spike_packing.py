@@ -15,6 +15,7 @@ from torch.utils.checkpoint import checkpoint
 
 from svformer_deploy.models import PLIF, create_model, plif_multistep
 from svformer_deploy.models import spike_packing as sp
+from svformer_deploy.models._plif_ext import fused_plif_available
 from svformer_deploy.models.neurons import _PLIFMultiStep
 
 
@@ -51,15 +52,36 @@ VIEWS = {
 }
 
 
+@pytest.fixture(params=["C++ kernels", "torch ops"])
+def kernels(request, monkeypatch):
+    """Both implementations of the packing: the C++ one (CPU, when the extension builds) and the torch one (CUDA,
+    or no compiler), which must write the same bits."""
+    if request.param == "C++ kernels":
+        if not fused_plif_available():
+            pytest.skip("no C++ compiler: the extension is not built")
+    else:
+        monkeypatch.setattr(sp, "_kernels", lambda device: False)
+    return request.param
+
+
 @pytest.mark.parametrize("view", list(VIEWS))
-def test_spike_views_and_copies_round_trip_exactly(view):
+def test_spike_views_and_copies_round_trip_exactly(view, kernels):
     _roundtrip(VIEWS[view](_spikes()))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("shape", [(3, 5, 7), (2, 1, 8), (1, 1, 1)])  # numel not a multiple of 8, one of 8, one
-def test_every_dtype_and_size_round_trips(dtype, shape):
+@pytest.mark.parametrize("shape", [(3, 5, 7), (2, 1, 8), (1, 1, 1), (2, 65, 9)])  # numel % 8 != 0, == 0, one
+def test_every_dtype_and_size_round_trips(dtype, shape, kernels):
     _roundtrip(_spikes(shape, dtype))
+
+
+def test_bit_order_is_the_documented_one(kernels):
+    """Bit i of byte j is element 8 j + i (memory order), the same in both implementations."""
+    s = _spikes((2, 3, 7))
+    flat = s.detach().reshape(-1)
+    want = [sum(int(flat[8 * j + i]) << i for i in range(min(8, flat.numel() - 8 * j)))
+            for j in range(math.ceil(flat.numel() / 8))]
+    assert sp.pack(s).bits.tolist() == want
 
 
 def test_the_pure_torch_plif_output_is_packed_too():
