@@ -24,6 +24,7 @@ uses the values as they were saved, which are the values the forward used.
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import Iterator, NamedTuple
 
 import torch
@@ -32,7 +33,11 @@ from torch import Tensor
 from svformer_deploy.models._plif_ext import fused_plif_available
 from svformer_deploy.models.neurons import _PLIFFused, _PLIFMultiStep
 
-__all__ = ["PackedSpikes", "pack_saved_spikes", "packing_applies", "is_spike_valued", "pack", "unpack"]
+__all__ = ["PackedSpikes", "pack_saved_spikes", "packing_applies", "packing_now", "is_spike_valued", "pack", "unpack",
+           "attach_bits"]
+
+_BITS = "_svformer_spike_bits"  # attribute of a PLIF output that carries its bits: (bits, version when written)
+_local = threading.local()  # .hooks: the (pack, unpack) pair pack_saved_spikes installed on this thread
 
 _PLIF_NODES = (_PLIFFused._backward_cls, _PLIFMultiStep._backward_cls)
 # backward nodes of ops whose every output element is an element of their one input (in any float dtype)
@@ -88,20 +93,45 @@ def _shifts(device: torch.device) -> Tensor:
     return torch.arange(8, dtype=torch.uint8, device=device)
 
 
+def attach_bits(spikes: Tensor, bits: Tensor) -> Tensor:
+    """Hand ``bits`` (``spikes`` packed as :func:`pack` packs them, written by the fused PLIF forward in the same
+    pass) to :func:`pack`, which uses them instead of packing ``spikes`` or a view of all of it again, unless the
+    spikes were changed in place since. Returns ``spikes``."""
+    spikes.__dict__[_BITS] = (bits, spikes._version)
+    return spikes
+
+
+def _ready_bits(t: Tensor) -> Tensor | None:
+    """The bits attached to the tensor ``t`` views, if ``t`` covers all of it, in its memory order, unchanged."""
+    root = t if t._base is None else t._base
+    ready = root.__dict__.get(_BITS)
+    if ready is None or ready[1] != root._version or t.dtype != root.dtype or t.storage_offset() != 0 \
+            or t.numel() != root.numel() or not root.is_contiguous():
+        return None
+    return ready[0]
+
+
+def _pack_bits(t: Tensor) -> Tensor:
+    """The bits of the spike tensor ``t``, which fills one block of its storage, in its memory order."""
+    n = t.numel()
+    flat = t.as_strided((n,), (1,), t.storage_offset())
+    if _kernels(t.device):
+        return torch.ops.svformer_deploy.pack_spikes(flat)
+    fired = flat.ne(0)
+    if n % 8:
+        fired = torch.cat((fired, fired.new_zeros(8 - n % 8)))
+    return (fired.view(-1, 8).view(torch.uint8) << _shifts(t.device)).sum(-1, dtype=torch.uint8)
+
+
 def pack(t: Tensor) -> Tensor | PackedSpikes:
     """The saved-tensor pack hook: a spike-valued tensor that fills one block of its storage becomes
-    :class:`PackedSpikes`; any other tensor is returned unchanged."""
+    :class:`PackedSpikes` (with the bits the PLIF forward attached, when they fit); any other tensor is returned
+    unchanged."""
     if not t.is_floating_point() or not is_spike_valued(t) or t.numel() == 0 or not _fills_one_block(t):
         return t
-    n = t.numel()
-    flat = t.as_strided((n,), (1,), t.storage_offset())  # the elements in memory order
-    if _kernels(t.device):
-        bits = torch.ops.svformer_deploy.pack_spikes(flat)
-    else:
-        fired = flat.ne(0)
-        if n % 8:
-            fired = torch.cat((fired, fired.new_zeros(8 - n % 8)))
-        bits = (fired.view(-1, 8).view(torch.uint8) << _shifts(t.device)).sum(-1, dtype=torch.uint8)
+    bits = _ready_bits(t)
+    if bits is None:
+        bits = _pack_bits(t)
     return PackedSpikes(bits, t.dtype, t.shape, t.stride(), t.storage_offset())
 
 
@@ -132,6 +162,13 @@ def packing_applies() -> bool:
             and torch._C._autograd._top_saved_tensors_default_hooks(False) is None)
 
 
+def packing_now() -> bool:
+    """Whether tensors saved right now go through :func:`pack` (the hooks of :func:`pack_saved_spikes` are the
+    active ones on this thread, in grad mode): then the fused PLIF forward writes the bits of its spikes too."""
+    return (torch.is_grad_enabled() and getattr(_local, "hooks", None) is not None
+            and torch._C._autograd._top_saved_tensors_default_hooks(False) == _local.hooks)
+
+
 @contextlib.contextmanager
 def pack_saved_spikes() -> Iterator[bool]:
     """Save spike tensors as bits (:func:`pack` / :func:`unpack`) for the autograd graph built inside the block,
@@ -139,5 +176,10 @@ def pack_saved_spikes() -> Iterator[bool]:
     if not packing_applies():
         yield False
         return
-    with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
-        yield True
+    hooks, outer = (pack, unpack), getattr(_local, "hooks", None)
+    _local.hooks = hooks
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(*hooks):
+            yield True
+    finally:
+        _local.hooks = outer

@@ -214,3 +214,53 @@ def test_activation_checkpointing_keeps_its_hooks_and_gradients():
     checkpoint(model, x, use_reentrant=False).sum().backward()
     for n, p in model.named_parameters():
         assert torch.equal(p.grad, ref[n]), n
+
+
+needs_kernels = pytest.mark.skipif(not fused_plif_available(), reason="no C++ compiler: the extension is not built")
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+def test_the_fused_forward_writes_the_bits_pack_would_write(dtype):
+    x = (torch.randn(5, 3, 4, 6, dtype=torch.float64) * 2 + 1).to(dtype).requires_grad_()  # 72 per step
+    w = torch.tensor(0.2, requires_grad=True)
+    with sp.pack_saved_spikes():
+        s = plif_multistep(x, w)
+    assert torch.equal(s, plif_multistep(x, w))  # the same spikes as without bits
+    bits = sp._ready_bits(s)
+    assert bits is not None and torch.equal(bits, sp._pack_bits(s))
+    assert torch.equal(sp._ready_bits(s.flatten(0, 1)), bits)  # a view of all of it in the same order
+    assert sp._ready_bits(s.transpose(0, 1).contiguous()) is None and sp._ready_bits(s[1:]) is None
+
+
+@needs_kernels
+def test_no_bits_outside_packing_or_when_a_step_is_not_whole_bytes():
+    w = torch.tensor(0.2, requires_grad=True)
+    assert sp._ready_bits(plif_multistep(torch.randn(4, 16, requires_grad=True), w)) is None
+    with sp.pack_saved_spikes():
+        assert sp._ready_bits(plif_multistep(torch.randn(4, 13, requires_grad=True), w)) is None  # 13 per step
+    with torch.no_grad(), sp.pack_saved_spikes():
+        assert sp._ready_bits(plif_multistep(torch.randn(4, 16), w)) is None
+
+
+@needs_kernels
+def test_bits_of_spikes_changed_in_place_are_not_used():
+    with sp.pack_saved_spikes():
+        s = plif_multistep(torch.randn(4, 16, requires_grad=True) * 3, torch.tensor(0.0, requires_grad=True))
+    assert sp._ready_bits(s) is not None
+    s.detach()[0] = 1.0 - s.detach()[0]  # through an alias: the spike tensor's version changes
+    assert sp._ready_bits(s) is None
+    assert torch.equal(sp.unpack(sp.pack(s)), s.detach())
+
+
+@needs_kernels
+def test_a_training_forward_packs_once_per_spike_tensor(monkeypatch):
+    """The fused forward's bits are used for every saved spike tensor but the local path's channels-last copy."""
+    stats = _counting_pack(monkeypatch)
+    calls = []
+    real = sp._pack_bits
+    monkeypatch.setattr(sp, "_pack_bits", lambda t: calls.append(t.shape) or real(t))
+    model = create_model("svformer_tiny").train()
+    model(torch.randn(2, *model.config.input_shape)).sum().backward()
+    assert stats["packed"] == sum(isinstance(m, PLIF) for m in model.modules())
+    assert len(calls) == 1 and calls[0][1] == model.config.embed_dims[2]  # (T*B, C3, H, W), channels-last

@@ -33,8 +33,31 @@ int64_t grain_blocks(int64_t T) {
   return std::max<int64_t>(1, 65536 / (T * BLOCK));
 }
 
+constexpr int64_t PACK_GRAIN = 1 << 14;  // bytes of bits per task
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "spike packing assumes a little-endian machine");
+
+// b[i] = w[i] != 0 in byte i of a 64-bit word; the multiply gathers bit 0 of every byte i into bit 56 + i (the
+// partial products at 8 i + 7 k + 7 are all distinct: no carries)
+inline uint8_t gather_bits(const uint8_t* b) {
+  uint64_t word;
+  std::memcpy(&word, b, 8);
+  return static_cast<uint8_t>((word * 0x0102040810204080ULL) >> 56);
+}
+
+// bits of w[0 .. 8 nbytes), nbytes <= 8, the last byte holding m of them (64 values at a time: the compares vectorize)
 template <typename scalar_t>
-void forward_kernel(const scalar_t* x, scalar_t* s, int64_t T, int64_t N, scalar_t k, scalar_t vth) {
+inline void pack_bytes(const scalar_t* w, uint8_t* p, int64_t nbytes, int64_t m) {
+  uint8_t b[64] = {};
+  if (nbytes == 8 && m == 8) {
+    for (int i = 0; i < 64; ++i) b[i] = w[i] != scalar_t(0);
+  } else {
+    for (int64_t i = 0; i < 8 * (nbytes - 1) + m; ++i) b[i] = w[i] != scalar_t(0);
+  }
+  for (int64_t k = 0; k < nbytes; ++k) p[k] = gather_bits(b + 8 * k);
+}
+
+template <typename scalar_t>
+void forward_kernel(const scalar_t* x, scalar_t* s, uint8_t* bits, int64_t T, int64_t N, scalar_t k, scalar_t vth) {
   const int64_t nblocks = (N + BLOCK - 1) / BLOCK;
   at::parallel_for(0, nblocks, grain_blocks(T), [&, k, vth](int64_t b0, int64_t b1) {
     scalar_t v[BLOCK];
@@ -52,6 +75,10 @@ void forward_kernel(const scalar_t* x, scalar_t* s, int64_t T, int64_t N, scalar
           const bool fired = h >= vth;
           st[j] = fired ? one : zero;
           v[j] = fired ? zero : h;
+        }
+        if (bits) {  // the row just written, still in cache, as bits (N and BLOCK are multiples of 8)
+          uint8_t* bt = bits + (t * N + i0) / 8;
+          for (int64_t q = 0; q < n / 8; q += 8) pack_bytes(st + 8 * q, bt + q, std::min<int64_t>(8, n / 8 - q), 8);
         }
       }
     }
@@ -132,16 +159,30 @@ void check_input(const at::Tensor& x, const char* name) {
   TORCH_CHECK(x.dim() >= 1, name, " must have a time axis");
 }
 
+void run_forward(const at::Tensor& x, at::Tensor& s, uint8_t* bits, double k, double v_threshold) {
+  const int64_t T = x.size(0), N = T ? x.numel() / T : 0;
+  if (N == 0) return;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "plif_forward", [&] {
+    forward_kernel<scalar_t>(x.const_data_ptr<scalar_t>(), s.mutable_data_ptr<scalar_t>(), bits, T, N,
+                             static_cast<scalar_t>(k), static_cast<scalar_t>(v_threshold));
+  });
+}
+
 at::Tensor plif_forward(const at::Tensor& x, double k, double v_threshold) {
   check_input(x, "x");
   auto s = at::empty_like(x);
-  const int64_t T = x.size(0), N = T ? x.numel() / T : 0;
-  if (N == 0) return s;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "plif_forward", [&] {
-    forward_kernel<scalar_t>(x.const_data_ptr<scalar_t>(), s.mutable_data_ptr<scalar_t>(), T, N,
-                             static_cast<scalar_t>(k), static_cast<scalar_t>(v_threshold));
-  });
+  run_forward(x, s, nullptr, k, v_threshold);
   return s;
+}
+
+// the spikes and, in the same pass, their bits as pack_spikes writes them; needs (numel / T) % 8 == 0
+std::tuple<at::Tensor, at::Tensor> plif_forward_bits(const at::Tensor& x, double k, double v_threshold) {
+  check_input(x, "x");
+  TORCH_CHECK(x.size(0) > 0 && (x.numel() / x.size(0)) % 8 == 0, "elements per timestep must be a multiple of 8");
+  auto s = at::empty_like(x);
+  auto bits = at::empty({x.numel() / 8}, x.options().dtype(at::kByte));
+  run_forward(x, s, bits.mutable_data_ptr<uint8_t>(), k, v_threshold);
+  return {s, bits};
 }
 
 std::tuple<at::Tensor, at::Tensor> plif_backward(const at::Tensor& x, const at::Tensor& grad_s, double k,
@@ -168,28 +209,6 @@ std::tuple<at::Tensor, at::Tensor> plif_backward(const at::Tensor& x, const at::
   return {gx, partial.sum()};
 }
 
-constexpr int64_t PACK_GRAIN = 1 << 14;  // bytes of bits per task
-static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "spike packing assumes a little-endian machine");
-
-// b[i] = w[i] != 0 in byte i of a 64-bit word; the multiply gathers bit 0 of every byte i into bit 56 + i (the
-// partial products at 8 i + 7 k + 7 are all distinct: no carries)
-inline uint8_t gather_bits(const uint8_t* b) {
-  uint64_t word;
-  std::memcpy(&word, b, 8);
-  return static_cast<uint8_t>((word * 0x0102040810204080ULL) >> 56);
-}
-
-// bits of w[0 .. 8 nbytes), nbytes <= 8, the last byte holding m of them (64 values at a time: the compares vectorize)
-template <typename scalar_t>
-inline void pack_bytes(const scalar_t* w, uint8_t* p, int64_t nbytes, int64_t m) {
-  uint8_t b[64] = {};
-  if (nbytes == 8 && m == 8) {
-    for (int i = 0; i < 64; ++i) b[i] = w[i] != scalar_t(0);
-  } else {
-    for (int64_t i = 0; i < 8 * (nbytes - 1) + m; ++i) b[i] = w[i] != scalar_t(0);
-  }
-  for (int64_t k = 0; k < nbytes; ++k) p[k] = gather_bits(b + 8 * k);
-}
 
 at::Tensor pack_spikes(const at::Tensor& x) {
   TORCH_CHECK(x.device().is_cpu() && x.dim() == 1 && x.is_contiguous(), "x must be a 1-D contiguous CPU tensor");
@@ -238,6 +257,7 @@ at::Tensor unpack_spikes(const at::Tensor& bits, int64_t n, at::ScalarType dtype
 TORCH_LIBRARY(svformer_deploy, m) {
   m.def("plif_forward(Tensor x, float k, float v_threshold) -> Tensor");
   m.def("plif_backward(Tensor x, Tensor grad_s, float k, float v_threshold, float alpha) -> (Tensor, Tensor)");
+  m.def("plif_forward_bits(Tensor x, float k, float v_threshold) -> (Tensor, Tensor)");
   m.def("pack_spikes(Tensor x) -> Tensor");
   m.def("unpack_spikes(Tensor bits, int n, ScalarType dtype, int offset) -> Tensor");
 }
@@ -245,6 +265,7 @@ TORCH_LIBRARY(svformer_deploy, m) {
 TORCH_LIBRARY_IMPL(svformer_deploy, CPU, m) {
   m.impl("plif_forward", &plif_forward);
   m.impl("plif_backward", &plif_backward);
+  m.impl("plif_forward_bits", &plif_forward_bits);
   m.impl("pack_spikes", &pack_spikes);
   m.impl("unpack_spikes", &unpack_spikes);
 }
