@@ -102,7 +102,7 @@ class _PLIFMultiStep(torch.autograd.Function):
 
 
 class _PLIFFused(torch.autograd.Function):
-    """:class:`_PLIFMultiStep` as two fused kernels, ``ops = (forward, backward, forward_bits)``: the C++ ones of
+    """:class:`_PLIFMultiStep` as fused kernels, ``ops = (forward, backward, forward_bits)``: the C++ ones of
     ``csrc/plif.cpp`` on CPU, the Triton ones of :mod:`._plif_triton` on CUDA. The forward over all T steps is
     one parallel loop over elements, and so is the BPTT backward, which recomputes H from the saved X instead
     of storing it. Same rounded operations as the reference: identical spikes; gradients equal up to the order

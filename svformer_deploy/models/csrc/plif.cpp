@@ -13,6 +13,7 @@
 //
 // Spike packing (svformer_deploy.models.spike_packing) for saved spike tensors: n values in {0, 1} <-> ceil(n / 8)
 // bytes, bit i of byte j = (value[8 j + i] != 0); unpacking writes exactly 0 or 1 in the tensor's dtype.
+// plif_forward_bits is plif_forward that also writes its spikes' bits, each row of a block while it is in cache.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
