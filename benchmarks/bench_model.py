@@ -3,6 +3,9 @@
 The baseline is what a CPU user of the reference gets: the same model with every neuron replaced by
 ``neuron.ParametricLIFNode(step_mode='m', backend='torch', detach_reset=True, surrogate_function=surrogate.ATan())``
 (``reset_net`` after each pass). Both variants are timed in the same run, interleaved, best of N repeats.
+Then our forward+backward with and without spike packing (``svformer_deploy.models.spike_packing``; off = the
+same step under ``torch.autograd.graph.disable_saved_tensors_hooks``), interleaved, and the peak RSS of one
+training step of ours, ours without packing and the spikingjelly variant, each in a fresh process.
 
     python benchmarks/bench_model.py [--models svformer_tiny svformer_ucf101] [--repeats 3] [--threads 2]
 
@@ -12,7 +15,9 @@ Needs the optional benchmark dependency: pip install -e '.[bench]'.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -44,15 +49,23 @@ def swap_neurons(model: nn.Module) -> nn.Module:
     return model
 
 
-def time_pass(model: nn.Module, x: torch.Tensor, backward: bool) -> float:
-    t0 = time.perf_counter()
+def unpacked() -> contextlib.AbstractContextManager:
+    """The forward without spike packing (saved-tensor hooks disabled: the model then installs none)."""
+    return torch.autograd.graph.disable_saved_tensors_hooks("spike packing off for the benchmark's baseline")
+
+
+def time_pass(model: nn.Module, x: torch.Tensor, backward: bool, packing: bool = True,
+              clock: Callable[[], float] = time.perf_counter) -> float:
+    t0 = clock()
     if backward:
         model.zero_grad(set_to_none=True)
-        model(x).sum().backward()
+        with contextlib.nullcontext() if packing else unpacked():
+            y = model(x)
+        y.sum().backward()
     else:
         with torch.no_grad():
             model(x)
-    return time.perf_counter() - t0
+    return clock() - t0
 
 
 def bench(name: str, repeats: int, batch: int) -> None:
@@ -74,6 +87,23 @@ def bench(name: str, repeats: int, batch: int) -> None:
         kind = "forward+backward" if backward else "forward"
         print(f"{name:16s} {kind:17s} batch={batch} T={ours.config.num_frames} {ours.config.img_size}px  "
               f"BN {'train' if train_bn else 'eval '}  ours {a * 1e3:9.1f} ms   spikingjelly {b * 1e3:9.1f} ms   speed-up x{b / a:.2f}", flush=True)
+
+
+def bench_packing(name: str, repeats: int, batch: int, clock: Callable[[], float] = time.perf_counter) -> None:
+    """Forward+backward of our model with spike packing vs without, interleaved, best of ``repeats`` by ``clock``
+    (``time.process_time`` with one thread: CPU time, which other processes do not inflate)."""
+    model = create_model(name).train(batch > 1)
+    x = torch.randn(batch, *model.config.input_shape)
+    times: dict[bool, list[float]] = {True: [], False: []}
+    for packing in (True, False):  # warm-up
+        time_pass(model, x, True, packing)
+    for _ in range(repeats):
+        for packing in (True, False):
+            times[packing].append(time_pass(model, x, True, packing, clock))
+    a, b = min(times[True]), min(times[False])
+    kind = "CPU time" if clock is time.process_time else "wall time"
+    print(f"{name:16s} forward+backward batch={batch} ({kind}) spike packing on {a * 1e3:9.1f} ms   off {b * 1e3:9.1f} ms   "
+          f"on/off x{a / b:.3f}", flush=True)
 
 
 def bench_neurons_alone(name: str, repeats: int, batch: int) -> None:
@@ -114,6 +144,7 @@ def _rss_child(variant: str, name: str, batch: int) -> None:
     model = create_model(name).train()
     if variant == "spikingjelly":
         swap_neurons(model)
+    packing = contextlib.nullcontext() if variant != "ours-unpacked" else unpacked()
     x = torch.randn(batch, *model.config.input_shape)
     y = torch.randint(0, model.config.num_classes, (batch,))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -126,7 +157,8 @@ def _rss_child(variant: str, name: str, batch: int) -> None:
         scope = "step"
     except OSError:
         scope = "process"
-    loss = torch.nn.functional.cross_entropy(model(x), y)
+    with packing:
+        loss = torch.nn.functional.cross_entropy(model(x), y)
     loss.backward()
     opt.step()
     if scope == "step":
@@ -138,21 +170,23 @@ def _rss_child(variant: str, name: str, batch: int) -> None:
 
 
 def bench_memory(name: str, batch: int) -> None:
-    """Peak RSS of one training step, ours vs spikingjelly, each in its own fresh process."""
+    """Peak RSS of one training step, ours vs spikingjelly (and ours without spike packing), each in its own fresh
+    process."""
     import subprocess
     import sys
 
     res = {}
-    for variant in ("ours", "spikingjelly"):
+    for variant in ("ours", "ours-unpacked", "spikingjelly"):
         out = subprocess.run([sys.executable, __file__, "--rss-child", variant, "--models", name, "--batch", str(batch),
                               "--threads", str(torch.get_num_threads())],
                              capture_output=True, text=True, check=True).stdout.split()
         res[variant] = (float(out[-3]), float(out[-2]), out[-1])
-    (a0, a, scope), (b0, b, _) = res["ours"], res["spikingjelly"]
+    (a0, a, scope), (_, u, _), (b0, b, _) = res["ours"], res["ours-unpacked"], res["spikingjelly"]
     print(f"{name:16s} peak RSS of one training step batch={batch} (peak over the {scope}) ours {a:8.0f} MiB   "
           f"spikingjelly {b:8.0f} MiB   "
-          f"ratio x{a / b:.2f}   (step's own growth over the {a0:.0f}/{b0:.0f} MiB before it: "
-          f"{a - a0:.0f} vs {b - b0:.0f} MiB, x{(a - a0) / (b - b0):.2f})", flush=True)
+          f"ratio x{a / b:.3f}   (step's own growth over the {a0:.0f}/{b0:.0f} MiB before it: "
+          f"{a - a0:.0f} vs {b - b0:.0f} MiB, x{(a - a0) / (b - b0):.3f});   ours without spike packing {u:8.0f} MiB, "
+          f"x{u / b:.3f}", flush=True)
 
 
 def main() -> None:
@@ -163,7 +197,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--memory-model", default="svformer_ucf101", help="model of the peak-RSS comparison ('' = skip)")
     ap.add_argument("--memory-batch", type=int, default=2)
-    ap.add_argument("--rss-child", choices=["ours", "spikingjelly"], help=argparse.SUPPRESS)
+    ap.add_argument("--rss-child", choices=["ours", "ours-unpacked", "spikingjelly"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -173,6 +207,7 @@ def main() -> None:
     for name in args.models:
         batch = args.batch or (1 if name == "svformer_ucf101" else 8)
         bench(name, args.repeats, batch)
+        bench_packing(name, args.repeats, batch)
         bench_neurons_alone(name, args.repeats, batch)
     if args.memory_model:
         bench_memory(args.memory_model, args.memory_batch)

@@ -102,26 +102,32 @@ class _PLIFMultiStep(torch.autograd.Function):
 
 
 class _PLIFFused(torch.autograd.Function):
-    """:class:`_PLIFMultiStep` as two fused kernels, ``ops = (forward, backward)``: the C++ ones of
+    """:class:`_PLIFMultiStep` as fused kernels, ``ops = (forward, backward, forward_bits)``: the C++ ones of
     ``csrc/plif.cpp`` on CPU, the Triton ones of :mod:`._plif_triton` on CUDA. The forward over all T steps is
     one parallel loop over elements, and so is the BPTT backward, which recomputes H from the saved X instead
     of storing it. Same rounded operations as the reference: identical spikes; gradients equal up to the order
-    in which dL/dw is summed (float64)."""
+    in which dL/dw is summed (float64). With ``with_bits`` (``forward_bits``, C++ only) the forward also writes the
+    spikes as bits for :mod:`.spike_packing`, in the same pass, and hands them over with the spikes."""
 
     @staticmethod
     def forward(ctx, x_seq: Tensor, w: Tensor, v_threshold: float, alpha: float,  # type: ignore[override]
-                ops: tuple) -> Tensor:
+                ops: tuple, with_bits: bool = False) -> Tensor:
         x_seq = x_seq.contiguous()
         k = torch.sigmoid(w.detach()).to(x_seq.dtype)
         ctx.save_for_backward(x_seq, k)
         ctx.v_threshold, ctx.alpha, ctx.ops = v_threshold, alpha, ops
-        return ops[0](x_seq, float(k), v_threshold)
+        if not with_bits:
+            return ops[0](x_seq, float(k), v_threshold)
+        from svformer_deploy.models.spike_packing import attach_bits
+
+        s, bits = ops[2](x_seq, float(k), v_threshold)
+        return attach_bits(s, bits)
 
     @staticmethod
     def backward(ctx, grad_s: Tensor):  # type: ignore[override]
         x_seq, k = ctx.saved_tensors
         grad_x, grad_k = ctx.ops[1](x_seq, grad_s.contiguous(), float(k), ctx.v_threshold, ctx.alpha)
-        return grad_x, (grad_k * (k * (1 - k))).to(k.dtype), None, None, None
+        return grad_x, (grad_k * (k * (1 - k))).to(k.dtype), None, None, None, None
 
 
 _CPU_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
@@ -129,18 +135,20 @@ _CUDA_DTYPES = (torch.float32, torch.float64, torch.float16)  # bfloat16 roundin
 
 
 def _fused_ops(x_seq: Tensor) -> tuple | None:
-    """The (forward, backward) kernels for ``x_seq``'s device and dtype, or None (use the reference)."""
+    """The (forward, backward, forward_bits or None) kernels for ``x_seq``'s device and dtype, or None (use the
+    reference)."""
     if x_seq.device.type == "cpu" and x_seq.dtype in _CPU_DTYPES:
         from svformer_deploy.models._plif_ext import fused_plif_available
 
         if fused_plif_available():
-            return torch.ops.svformer_deploy.plif_forward, torch.ops.svformer_deploy.plif_backward
+            ops = torch.ops.svformer_deploy
+            return ops.plif_forward, ops.plif_backward, ops.plif_forward_bits
     elif x_seq.device.type == "cuda" and x_seq.dtype in _CUDA_DTYPES:
         try:
             from svformer_deploy.models import _plif_triton
         except ImportError:  # no Triton
             return None
-        return _plif_triton.plif_forward, _plif_triton.plif_backward
+        return _plif_triton.plif_forward, _plif_triton.plif_backward, None
     return None
 
 
@@ -153,7 +161,12 @@ def plif_multistep(x_seq: Tensor, w: Tensor, v_threshold: float = 1.0, alpha: fl
     ops = _fused_ops(x_seq)
     if ops is None:
         return _PLIFMultiStep.apply(x_seq, w, float(v_threshold), float(alpha))
-    return _PLIFFused.apply(x_seq, w, float(v_threshold), float(alpha), ops)
+    with_bits = False
+    if ops[2] is not None and x_seq.dim() > 0 and x_seq.shape[0] > 0 and (x_seq.numel() // x_seq.shape[0]) % 8 == 0:
+        from svformer_deploy.models.spike_packing import packing_now
+
+        with_bits = packing_now()
+    return _PLIFFused.apply(x_seq, w, float(v_threshold), float(alpha), ops, with_bits)
 
 
 class SpikingNeuron(nn.Module):
