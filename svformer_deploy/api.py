@@ -169,14 +169,15 @@ def parse_views(views: Sequence[str]) -> list[tuple[int, int]]:
 
 
 def _is_price_summary(path: Path) -> bool:
-    """Whether ``path`` is a JSON summary written by ``energy price`` (``per_clip`` and ``per_video`` tables)."""
+    """Whether ``path`` is a JSON summary written by ``energy price`` (``per_view`` and ``per_video`` tables;
+    ``per_clip`` in files written before the key was renamed)."""
     import json
 
     try:
         d = json.loads(read_user_text(path))
     except (OSError, ValueError):
         return False
-    return isinstance(d, dict) and {"per_clip", "per_video"} <= set(d)
+    return isinstance(d, dict) and "per_video" in d and ("per_view" in d or "per_clip" in d)
 
 
 def energy_price(model: str, rates: PathLike | Mapping[str, float], *, profile: str | PathLike = "45nm-fp32",

@@ -3,7 +3,8 @@
 ``svformer-deploy energy price --model svformer_ucf101 --rates RATES.csv`` counts the model's dense operations
 on its own clip shape on the meta device (no weights, no arithmetic), applies the stated rates under every
 convention (:mod:`svformer_deploy.energy.conventions`) and the memory model (:mod:`svformer_deploy.energy.memory`),
-and gives the energy per clip and per video at each stated views protocol (clips x crops).
+and gives the energy per view (one clip at one crop: one forward of the model's input) and per video at each
+stated views protocol (clips x crops).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from svformer_deploy.energy._format import sig_figs as _f
 from svformer_deploy.energy.conventions import (
     CONVENTIONS,
     REFERENCE_SCRIPT_BUG,
@@ -76,7 +78,7 @@ def spike_input_layers(config: Any) -> list[str]:
 def price_rates(model: str, rates: str | Path | Mapping[str, float], profile: str | HardwareProfile = "45nm-fp32",
                 views: Sequence[tuple[int, int]] = ((1, 1), (5, 3))) -> dict[str, Any]:
     """Price registered model ``model`` from ``rates`` (a ``name,rate`` CSV or a mapping) under every convention
-    and the memory model; JSON-ready summary (energies in mJ per clip, and per video for each (clips, crops))."""
+    and the memory model; JSON-ready summary (energies in mJ per view, and per video for each (clips, crops))."""
     from svformer_deploy.models import create_model
 
     prof = get_profile(profile)
@@ -91,55 +93,56 @@ def price_rates(model: str, rates: str | Path | Mapping[str, float], profile: st
     conv = price_conventions(table, dense, prof)
     exp = energy_of(expected_counts(dense, table), prof)
     mem_mj = exp.memory_pj * 1e-9
-    per_clip: dict[str, dict[str, Any]] = {
+    per_view: dict[str, dict[str, Any]] = {
         OURS: {"counts": {c: v for c, v in expected_counts(dense, table).totals().items() if v},
                "compute_mj": exp.compute_pj * 1e-9, "memory_mj": mem_mj,
                "memory_fetch_per_event_mj": exp.memory_per_event.total_pj * 1e-9,
                "total_mj": exp.total_pj * 1e-9,
                "mac_layers": list(table.loc[table["rate"].isna() & ~table["attention"], "layer"])}}
     for name, c in conv.items():
-        per_clip[name] = {"counts": {"mac": c["mac"], "ac": c["ac"]}, "compute_mj": c["compute_pj"] * 1e-9,
+        per_view[name] = {"counts": {"mac": c["mac"], "ac": c["ac"]}, "compute_mj": c["compute_pj"] * 1e-9,
                           "memory_mj": mem_mj, "memory_fetch_per_event_mj": exp.memory_per_event.total_pj * 1e-9,
                           "total_mj": c["compute_pj"] * 1e-9 + mem_mj, "mac_layers": c["mac_layers"]}
     statements = {OURS: "Our counting rules (the rule table) applied to the stated rates: " +
                   " ".join(expected_counts.__doc__.split()), **{n: c.doc for n, c in CONVENTIONS.items()}}
-    per_view = {f"{a}x{b}": {n: {k: v[k] * a * b for k in ("compute_mj", "total_mj")} for n, v in per_clip.items()}
-                for a, b in views}
+    per_video = {f"{a}x{b}": {n: {k: v[k] * a * b for k in ("compute_mj", "total_mj")} for n, v in per_view.items()}
+                 for a, b in views}
     return {"model": net.config.name, "input_shape": list(net.config.input_shape), "profile": prof.to_dict(),
-            "rates": str(rates) if isinstance(rates, (str, Path)) else "mapping", "per_clip": per_clip,
-            "per_video": per_view, "statements": statements,
+            "rates": str(rates) if isinstance(rates, (str, Path)) else "mapping", "per_view": per_view,
+            "per_video": per_video, "statements": statements,
             "memory": {"weight_stationary": {"pj": exp.memory.pj, "tiers": exp.memory.tiers,
                                              "footprint_bytes": exp.memory.footprint_bytes},
                        "fetch_per_event": {"pj": exp.memory_per_event.pj}},
-            "dense_macs_per_clip": float(dense.totals()["mac"]),
+            "dense_macs_per_view": float(dense.totals()["mac"]),
             "note": REFERENCE_SCRIPT_BUG, "op_classes": list(OP_CLASSES)}
 
 
 def price_markdown(s: Mapping[str, Any]) -> str:
     """The price summary as a markdown report."""
     views = list(s["per_video"])
-    head = "| convention | MAC (G) | AC (G) | compute / clip (mJ) | compute + memory / clip (mJ) | " + " | ".join(
+    head = "| convention | MAC (G) | AC (G) | compute / view (mJ) | compute + memory / view (mJ) | " + " | ".join(
         f"per video {v} compute / total (mJ)" for v in views) + " |"
     lines = [f"# What-if energy: {s['model']} from stated firing rates", "",
-             f"Input {'x'.join(map(str, s['input_shape']))} (C, T, H, W) per clip; profile `{s['profile']['name']}` "
-             f"({s['profile']['source']}); rates `{Path(str(s['rates'])).name}`. Per video = per clip x clips x crops.",
+             f"Input {'x'.join(map(str, s['input_shape']))} (C, T, H, W) per view (one clip at one crop); "
+             f"profile `{s['profile']['name']}` ({s['profile']['source']}); rates `{Path(str(s['rates'])).name}`. "
+             "Per video = per view x clips x crops.",
              "", head, "|" + "---|" * (5 + len(views))]
-    for name, v in s["per_clip"].items():
+    for name, v in s["per_view"].items():
         c = v["counts"]
         ac = c.get("ac", 0) + c.get("spike_product", 0)
-        cells = " | ".join(f"{s['per_video'][w][name]['compute_mj']:.4g} / {s['per_video'][w][name]['total_mj']:.4g}"
+        cells = " | ".join(f"{_f(s['per_video'][w][name]['compute_mj'])} / {_f(s['per_video'][w][name]['total_mj'])}"
                            for w in views)
-        lines.append(f"| {name} | {c.get('mac', 0) / 1e9:.4g} | {ac / 1e9:.4g} | {v['compute_mj']:.4g} | "
-                     f"{v['total_mj']:.4g} | {cells} |")
+        lines.append(f"| {name} | {_f(c.get('mac', 0) / 1e9)} | {_f(ac / 1e9)} | {_f(v['compute_mj'])} | "
+                     f"{_f(v['total_mj'])} | {cells} |")
     m = s["memory"]["weight_stationary"]
-    ours = s["per_clip"][OURS]
-    lines += ["", f"Memory per clip (weight-stationary): {ours['memory_mj']:.4g} mJ = "
+    ours = s["per_view"][OURS]
+    lines += ["", f"Memory per view (weight-stationary): {_f(ours['memory_mj'])} mJ = "
               + ", ".join(f"{k} {v * 1e-9:.4g}" for k, v in m["pj"].items())
               + " mJ; tiers by footprint: " + ", ".join(f"{k} {t} ({m['footprint_bytes'][k] / 1e6:.3g} MB)"
                                                           for k, t in m["tiers"].items())
-              + f". Fetch-per-event: {ours['memory_fetch_per_event_mj']:.4g} mJ per clip.", "",
+              + f". Fetch-per-event: {_f(ours['memory_fetch_per_event_mj'])} mJ per view.", "",
               "## Layers priced as MAC", ""]
-    lines += [f"- {n}: {', '.join(v['mac_layers']) or '(none)'}" for n, v in s["per_clip"].items()]
+    lines += [f"- {n}: {', '.join(v['mac_layers']) or '(none)'}" for n, v in s["per_view"].items()]
     lines += ["", "## Conventions", ""] + [f"- **{n}**: {t}" for n, t in s["statements"].items()]
     lines += ["", s["note"]]
     return "\n".join(lines) + "\n"

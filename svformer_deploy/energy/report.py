@@ -31,6 +31,7 @@ import pandas as pd
 
 from svformer_deploy._atomic import atomic_write_dir, json_text, refuse_existing, refuse_file_in_the_way
 from svformer_deploy._paths import read_user_text
+from svformer_deploy.energy._format import plural, sig_figs
 from svformer_deploy.energy.baselines import ANN_TWIN, ann_profile_for, place_baseline
 from svformer_deploy.energy.conventions import (
     CONVENTIONS,
@@ -431,24 +432,7 @@ def _memory_parts(opts: ReportOptions, per_video: pd.DataFrame, n: int) -> dict[
             "rules": MEMORY_RULES}
 
 
-def sig_figs(x: float, n: int = 4) -> str:
-    """``x`` with ``n`` significant figures, trailing zeros kept so a column reads alike (``17.00`` beside
-    ``16.93``); scientific notation (``n`` significant figures) below 1e-3 and from 1e5 up."""
-    if x == 0 or not math.isfinite(x):
-        return f"{x:g}"
-    if not 1e-3 <= abs(x) < 1e5:
-        return f"{x:.{n - 1}e}"
-    d = n - 1 - math.floor(math.log10(abs(x)))
-    d = n - 1 - math.floor(math.log10(abs(round(x, d))))  # rounding may carry a digit (9.99996 -> 10.00)
-    return f"{x:.{max(d, 0)}f}"
-
-
 _f = sig_figs  # the short name the tables use
-
-
-def plural(n: int, word: str) -> str:
-    """``1 video``, ``2 videos``."""
-    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def _shape(dims: list[int]) -> str:

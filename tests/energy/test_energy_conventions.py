@@ -95,7 +95,7 @@ def test_price_published_svformer_ucf101(tmp_path):
     out = tmp_path / "p.json"
     assert run_cli(["energy", "price", "--model", "svformer_ucf101", "--rates", str(RATES), "--json", str(out)]) == 0
     s = json.loads(out.read_text())
-    per = s["per_clip"]
+    per = s["per_view"]
     # analog-input layers, dense MACs by hand from the architecture (16 frames, 224 -> 56 -> 28 -> 7):
     stem = 56 * 56 * 128 * 3 * 6 * 6 * 16
     local1 = 56 * 56 * 128 * (25 + 128) * 16   # blocks1.0 dwconv 5x5 + conv2 1x1
@@ -108,10 +108,19 @@ def test_price_published_svformer_ucf101(tmp_path):
     for name, v in per.items():
         assert v["total_mj"] == pytest.approx(v["compute_mj"] + v["memory_mj"])
         assert s["per_video"]["5x3"][name]["total_mj"] == pytest.approx(15 * v["total_mj"])
-    # the corrected reference figure: ~2.73 G MAC + ~3.82 G AC -> ~16.0 mJ per clip
+    # the corrected reference figure: ~2.73 G MAC + ~3.82 G AC -> ~16.0 mJ per view
     assert per["spikformer"]["compute_mj"] == pytest.approx(16.0, abs=0.1)
     assert per["literal"]["compute_mj"] < 0.5 * per["spikformer"]["compute_mj"]
     assert s["memory"]["weight_stationary"]["tiers"]["weights"] == "DRAM"  # 53 MB of fp32 weights
+    # the printed table: one unit (a view: one clip at one crop) and 4 significant figures in every cell
+    from svformer_deploy.energy.price import price_markdown
+
+    md = price_markdown(s)
+    assert "per clip" not in md and "/ clip" not in md and "compute / view (mJ)" in md
+    row = next(line for line in md.splitlines() if line.startswith("| spikformer |"))
+    cells = [c.strip() for c in row.strip("|").split("|")[1:]]
+    digits = [len(n.replace(".", "").lstrip("0")) for c in cells for n in c.split(" / ")]
+    assert digits == [4] * len(digits), row  # e.g. 16.00 beside 16.93, never 16
 
 
 @pytest.mark.parametrize("content,msg", [
@@ -177,7 +186,7 @@ def test_price_reads_a_rates_csv_with_a_utf8_bom_as_excel_writes_it(tmp_path):
     f.write_bytes(b"\xef\xbb\xbf" + RATES.read_bytes())  # Excel's "CSV UTF-8"
     assert run_cli(["energy", "price", "--model", "svformer_ucf101", "--rates", str(RATES), "--json", str(plain)]) == 0
     assert run_cli(["energy", "price", "--model", "svformer_ucf101", "--rates", str(f), "--json", str(bom)]) == 0
-    assert json.loads(bom.read_text())["per_clip"] == json.loads(plain.read_text())["per_clip"]
+    assert json.loads(bom.read_text())["per_view"] == json.loads(plain.read_text())["per_view"]
 
 
 def test_price_unknown_layer_hint_names_a_command_that_lists_the_layers(tmp_path, capsys):
