@@ -6,8 +6,9 @@ output; written files and directories get the permissions ``open()`` / ``mkdir()
 Every output folder carries a marker, :data:`MARKER` (``.svformer-deploy.json``: the kinds of output written
 there, the tool version, the time), written inside the atomic build. ``--force`` replaces only an empty folder or
 an earlier output of the same kind (:func:`check_kind`): the marker says which, and folders written before the
-marker existed are recognised by their kind's own files (:data:`OUTPUT_KINDS`). Anything else -- a user's folder,
-another command's output -- is refused with one line.
+marker existed are recognised by their kind's own files (:data:`OUTPUT_KINDS`). A whole-folder output's marker
+lists the entries its command wrote; anything a user added since stops ``--force`` (:func:`foreign_entries`).
+Anything else -- a user's folder, another command's output -- is refused with one line.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ from svformer_deploy.errors import OutputExistsError
 
 __all__ = ["atomic_write", "atomic_write_json", "atomic_write_csv", "atomic_write_dir", "json_text", "refuse_existing",
            "check_replaceable", "chmod_as_created", "refuse_file_in_the_way", "MARKER", "OUTPUT_KINDS", "output_kinds",
-           "check_kind", "mark_output", "refuse_existing_file"]
+           "check_kind", "mark_output", "refuse_existing_file", "foreign_entries", "refuse_whole_output"]
 
 MARKER = ".svformer-deploy.json"
-"""The marker file of every output folder: ``{"tool": "svformer-deploy", "kinds": [...], "version": ..., "written": ...}``."""
+"""The marker file of every output folder: ``{"tool": "svformer-deploy", "kinds": [...], "version": ..., "written": ...,
+"files": [...]}``; ``files`` (the entries a whole-folder output wrote) is what ``--force`` may delete."""
 
 
 def _report_files(*required: str) -> Callable[[Path, set[str]], bool]:
@@ -113,6 +115,37 @@ def output_kinds(folder: str | os.PathLike) -> list[str]:
     return [kind for kind, (_, _, recognise, _) in OUTPUT_KINDS.items() if recognise(folder, names)]
 
 
+_WRITTEN_LATER: dict[str, Callable[[str], bool]] = {
+    "export": lambda name: name.endswith(".json"),  # verification records `verify` writes into a bundle later
+}
+"""Entries a kind's commands add to an existing output after it was written (not in its marker's ``files``)."""
+
+
+def _marker_files(folder: Path) -> list[str] | None:
+    """The entries the marker of ``folder`` records as written by its command; None when it records none."""
+    import json
+
+    try:
+        files = json.loads((folder / MARKER).read_text(encoding="utf-8-sig")).get("files")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return [f for f in files if isinstance(f, str)] if isinstance(files, list) else None
+
+
+def foreign_entries(folder: str | os.PathLike, kind: str) -> list[str]:
+    """Entries of ``folder`` (an output of the whole-folder ``kind``) that its command did not write: those not in
+    its marker's ``files`` or, for a folder whose marker lists none, those its kind's files do not account for
+    (the folder as a whole is then checked by the kind's recogniser). ``--force`` deletes the whole folder, so a
+    user's file added to an earlier report or bundle must stop it."""
+    folder = Path(folder)
+    names = {p.name for p in folder.iterdir()} - {MARKER}
+    files = _marker_files(folder)
+    if files is not None:
+        later = _WRITTEN_LATER.get(kind, lambda name: False)
+        return sorted(n for n in names - set(files) if not later(n))
+    return [] if OUTPUT_KINDS[kind][2](folder, names) else sorted(names)
+
+
 def _described(folder: Path) -> str:
     """What ``folder`` is, in words, for an error message."""
     kinds = output_kinds(folder)
@@ -134,24 +167,54 @@ def check_kind(out: str | os.PathLike, kind: str | None) -> None:
     found = output_kinds(out_path)
     if kind is None:
         if found and all(OUTPUT_KINDS[k][1] for k in found):
+            _refuse_foreign(out, found[0])
             return
         wanted = "an earlier output folder of this command"
     else:
         label, whole, _, _ = OUTPUT_KINDS[kind]
         if (found == [kind]) if whole else (kind in found):
+            if whole:
+                _refuse_foreign(out, kind)
             return
         wanted = f"an earlier output of its kind, {label}"
     raise OutputExistsError(f"--out {out} is {_described(out_path)}; --force replaces only an empty folder or "
                             f"{wanted}. Choose another --out, or remove that folder yourself")
 
 
-def _marker(kinds: list[str]) -> dict[str, Any]:
+def _refuse_foreign(out: str | os.PathLike, kind: str) -> None:
+    """Refuse to let ``--force`` delete an earlier output of ``kind`` that also holds entries its command did not
+    write (:func:`foreign_entries`)."""
+    extra = foreign_entries(out, kind)
+    if extra:
+        shown = ", ".join(extra[:3]) + (", ..." if len(extra) > 3 else "")
+        raise OutputExistsError(f"--out {out} is {OUTPUT_KINDS[kind][0]} but also holds {shown}, which it did not "
+                                "write; --force would delete them. Move them out, choose another --out, or remove "
+                                "that folder yourself")
+
+
+def refuse_whole_output(out: str | os.PathLike, kind: str) -> None:
+    """Refuse (before any work) to let a command that writes its own files into a folder (``kind``: train,
+    finetune, evaluation) write them into another command's whole-folder output (an export bundle, a report, a
+    demo folder): its files would change that output, which its own ``--force`` would then no longer replace."""
+    out_path = Path(out)
+    if not out_path.is_dir():
+        return
+    other = [k for k in output_kinds(out_path) if OUTPUT_KINDS[k][1]]
+    if other:
+        raise OutputExistsError(f"--out {out} is {_described(out_path)}; {OUTPUT_KINDS[kind][0]} goes into a folder "
+                                "of its own or a training run's folder. Choose another --out, or remove that folder yourself")
+
+
+def _marker(kinds: list[str], files: list[str] | None = None) -> dict[str, Any]:
     from datetime import datetime, timezone
 
     from svformer_deploy import __version__
 
-    return {"tool": "svformer-deploy", "kinds": kinds, "version": __version__,
-            "written": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    d: dict[str, Any] = {"tool": "svformer-deploy", "kinds": kinds, "version": __version__,
+                         "written": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    if files is not None:
+        d["files"] = files
+    return d
 
 
 def mark_output(folder: str | os.PathLike, kind: str) -> Path:
@@ -334,7 +397,8 @@ def atomic_write_dir(out: str | os.PathLike, build: Callable[[Path], None], forc
         chmod_as_created(tmp, 0o777)  # mkdtemp makes 0700; a bundle is an ordinary shareable directory
         build(tmp)
         kind = kind or _built_kind(tmp)
-        (tmp / MARKER).write_text(json_text(_marker([kind])) + "\n", encoding="utf-8")
+        files = sorted(p.name for p in tmp.iterdir())  # what --force may delete later, and nothing else
+        (tmp / MARKER).write_text(json_text(_marker([kind], files)) + "\n", encoding="utf-8")
         if out.exists():
             refuse_existing(out, force, folder=True, kind=kind)
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))

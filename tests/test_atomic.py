@@ -75,9 +75,13 @@ def test_force_replaces_an_empty_folder_or_an_earlier_output_of_the_same_kind(tm
     (tmp_path / "empty").mkdir()
     atomic_write_dir(tmp_path / "empty", _report, force=True)
     out = atomic_write_dir(tmp_path / "r", _report)
-    (out / "stale.png").write_text("old")
     atomic_write_dir(out, _report, force=True)
-    assert not (out / "stale.png").exists() and output_kinds(out) == ["energy-report"]
+    assert output_kinds(out) == ["energy-report"]
+    # a file added after the write is not the command's: --force would delete it, so it refuses
+    (out / "my figure.png").write_text("mine")
+    with pytest.raises(OutputExistsError, match="my figure.png"):
+        atomic_write_dir(out, _report, force=True)
+    assert (out / "my figure.png").read_text() == "mine"
     # written before the marker existed: recognised by the kind's own files
     legacy = _files(tmp_path / "legacy", "firing_rates.csv", "predictions.csv", "summary.json", "rate.png")
     assert output_kinds(legacy) == ["sparsity-report"]

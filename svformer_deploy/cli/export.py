@@ -16,9 +16,11 @@ _VIDEOS = videos_option(min=1, help="Number of validation videos to verify on.")
 
 
 def _progress(batches):
+    from rich.console import Console
     from rich.progress import track
 
-    return track(list(track(batches, description="loading clips")), description="verifying")
+    err = Console(stderr=True)  # progress on stderr: stdout carries only the results
+    return track(list(track(batches, description="loading clips", console=err)), description="verifying", console=err)
 
 
 def _print(result, num_videos: int) -> None:

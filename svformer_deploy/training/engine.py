@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from svformer_deploy._atomic import (atomic_write_csv, atomic_write_json, check_kind, mark_output,
-                                     refuse_file_in_the_way)
+                                     refuse_file_in_the_way, refuse_whole_output)
 from svformer_deploy._paths import data_spec, user_path
 from svformer_deploy._threads import ThreadGovernor
 from svformer_deploy.errors import ConfigError, DataError, DistributedError, OutputExistsError
@@ -377,6 +377,7 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, force: b
     out_dir = Path(cfg.out_dir)
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
     refuse_file_in_the_way(out_dir)
+    refuse_whole_output(out_dir, "train")
     if resume is None and last_path.exists():
         check_kind(out_dir, "train")  # --force starts over only in an earlier training run
         if not force:
@@ -657,5 +658,8 @@ def _progress(enabled: bool, title: str, total: int):  # noqa: ANN202
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
 
+    from rich.console import Console
+
+    # on stderr, so that stdout carries only the results (a redirected run's log holds no bar)
     return Progress(TextColumn(title), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-                    TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
+                    TimeElapsedColumn(), TimeRemainingColumn(), transient=False, console=Console(stderr=True))

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from svformer_deploy._atomic import (atomic_write, atomic_write_csv, atomic_write_json, check_kind, mark_output,
-                                     refuse_existing, refuse_file_in_the_way)
+                                     refuse_existing, refuse_file_in_the_way, refuse_whole_output)
 from svformer_deploy._threads import ThreadGovernor
 from svformer_deploy.errors import DataError
 
@@ -162,6 +162,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, spec: str | os.PathLike |
     paths = {"json": out_dir / "eval.json", "confusion_png": out_dir / "confusion.png",
              "predictions_csv": out_dir / "predictions.csv"}
     refuse_file_in_the_way(out_dir)
+    refuse_whole_output(out_dir, "evaluation")
     if any(path.exists() for path in paths.values()):
         check_kind(out_dir, "evaluation")  # --force replaces the files of an earlier evaluation only
         for path in paths.values():

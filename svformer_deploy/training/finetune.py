@@ -47,7 +47,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from svformer_deploy._atomic import atomic_write, atomic_write_json, check_kind, mark_output, refuse_file_in_the_way
+from svformer_deploy._atomic import (atomic_write, atomic_write_json, check_kind, mark_output, refuse_file_in_the_way,
+                                     refuse_whole_output)
 from svformer_deploy._threads import ThreadGovernor
 from svformer_deploy.errors import ConfigError, OutputExistsError
 from svformer_deploy.models import (create_model, forward_hooks, iter_neurons, load_checkpoint, read_checkpoint,
@@ -269,6 +270,7 @@ def finetune(checkpoint: str | os.PathLike, cfg: FinetuneConfig, *, resume: bool
     out_dir = Path(cfg.out_dir)
     last_path, final_path = out_dir / "last.pt", out_dir / "finetuned.pt"
     refuse_file_in_the_way(out_dir)
+    refuse_whole_output(out_dir, "finetune")
     if resume and not last_path.exists():
         raise ConfigError(f"--resume: {last_path} does not exist; start the run without --resume")
     if not resume and last_path.exists():
@@ -452,6 +454,7 @@ def finetune_budgets(checkpoint: str | os.PathLike, cfg: FinetuneConfig, budgets
         raise ConfigError("give at least one --spike-budget")
     out = Path(cfg.out_dir)
     refuse_file_in_the_way(out)
+    refuse_whole_output(out, "finetune")
     if force and (out / CURVE_CSV).exists():
         check_kind(out, "finetune")  # --force replaces the curve of an earlier fine-tuning run, nothing else
     results = []

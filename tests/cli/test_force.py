@@ -106,3 +106,40 @@ def test_commands_writing_one_file_replace_only_their_own_kind_of_file(tmp_path,
     summary.write_text(json.dumps({**earlier, "stale": True}))
     assert run_cli([*price, str(summary)]) in (0, None)  # an earlier summary: replaced
     assert json.loads(summary.read_text()) == earlier
+
+
+@pytest.mark.parametrize("marker", [True, False], ids=["with-marker", "written-before-the-marker"])
+def test_force_keeps_files_a_user_added_to_an_earlier_output(marker, tmp_path, capsys):
+    """--force deletes the whole folder: an earlier export with the user's notes (or figures) added is refused."""
+    out = tmp_path / "paper draft"
+    if marker:
+        KINDS["export"](out)
+    else:  # an energy report from before the marker: recognised by its files alone
+        KINDS["energy-report"](out)
+    _files(out, "thesis.txt")
+    (out / "figures").mkdir()
+    (out / "figures" / "fig1.svg").write_text("x")
+    before = _tree(tmp_path)
+    argv = (["export", str(default_checkpoint()), "--to", "nir", "--out", str(out), "--force", "--videos", "1"]
+            if marker else ["energy", "report", str(default_checkpoint()), "--out", str(out), "--force",
+                            "--videos", "1"])
+    assert run_cli(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "remove that folder yourself" in err
+    assert ("thesis.txt" in err) if marker else ("did not write" in err)  # the marker lists what its command wrote
+    assert _tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("command", ["evaluate", "train", "finetune"])
+def test_commands_writing_into_a_folder_stay_out_of_another_commands_output(command, tmp_path, capsys):
+    """evaluate / train / finetune write their own files into --out; into a report or bundle they would change an
+    output that its own --force then no longer recognises: refused before any work, even without --force."""
+    out = tmp_path / "report ü"
+    KINDS["energy-report"](out)
+    before = _tree(tmp_path)
+    argv, _ = COMMANDS[command]
+    argv = [a.format(ckpt=default_checkpoint(), out=out) for a in argv if a != "--force"]
+    assert run_cli(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "energy report" in err and "Choose another --out" in err
+    assert _tree(tmp_path) == before and output_kinds(out) == ["energy-report"]

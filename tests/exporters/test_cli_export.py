@@ -14,12 +14,14 @@ def test_export_nir_then_verify(tiny_ckpt, tmp_path, capsys):
     assert run_cli(["export", str(tiny_ckpt), "--to", "nir", "--out", str(out), "--num-videos", "4"]) == 0
     text = capsys.readouterr().out
     assert "verdict: exact" in text or "verdict: threshold" in text, text
+    assert "loading clips" not in text and "verifying" not in text  # progress goes to stderr, results to stdout
     report = json.loads((out / VERIFICATION_NAME).read_text())
     assert report["clips"] == 4 and report["data"].startswith("moving-digits") and report["top1_model"] is not None
     assert run_cli(["export", str(tiny_ckpt), "--to", "nir", "--out", str(out)]) == 2
     assert "--force" in capsys.readouterr().err
     assert run_cli(["verify", str(out), "--num-videos", "2"]) == 0
-    assert "verdict: " in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "verdict: " in text and "verifying" not in text
 
 
 def test_verify_refuses_a_different_checkpoint(tiny_ckpt, tmp_path, capsys):

@@ -64,6 +64,7 @@ def test_cli_evaluate_and_errors(tmp_path, capsys):
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert "1 clip(s) x 1 crop(s) = 1 views" in out and (tmp_path / "ev" / "eval.json").exists()
+    assert "evaluate ━" not in out and "━" not in out  # the progress bar goes to stderr, results to stdout
     with pytest.raises(SystemExit) as exc:
         main(["evaluate", str(tmp_path / "missing.pt")])
     assert exc.value.code == 2 and "does not exist" in capsys.readouterr().err
