@@ -29,7 +29,7 @@ def report(
     fold_bn: Annotated[bool, typer.Option(help="Count time-invariant BatchNorms as folded into the previous layer (free), in the SNN and every baseline alike.")] = False,
     accuracy: Annotated[Optional[Path], typer.Option(metavar="FILE", help="eval.json that 'svformer-deploy evaluate' wrote for this checkpoint (top1 as a fraction, its views, the checkpoint's SHA-256), set beside the energy.")] = None,
     out: Annotated[Path, typer.Option(metavar="DIR", help="Output directory (must not exist unless --force).")] = Path("energy_report"),
-    force: Annotated[bool, typer.Option(help="Replace an earlier energy report at --out (nothing else: a folder it did not write is refused).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an earlier energy report at --out (nothing else: a folder it did not write is refused).")] = False,
 ) -> None:
     """Write per_layer.csv, per_video.csv, summary.json, report.md and plots for CHECKPOINT."""
     from svformer_deploy.api import energy_report

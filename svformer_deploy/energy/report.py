@@ -456,7 +456,8 @@ def _accuracy_lines(s: dict) -> list[str]:
     if acc is None:
         return ["Accuracy: unknown (no --accuracy JSON and none in the checkpoint)."]
     at = proto["per_video_at_accuracy_protocol_mj"]
-    lines = [f"Accuracy: top-1 {acc['top1']:.2%} with {plural(acc['clips'], 'clip')} x {plural(acc['crops'], 'crop')} "
+    on = f" on {plural(acc['videos'], 'video')}" if acc.get("videos") else ""  # the sample behind the figure
+    lines = [f"Accuracy: top-1 {acc['top1']:.2%}{on} with {plural(acc['clips'], 'clip')} x {plural(acc['crops'], 'crop')} "
              f"= {plural(acc['views'], 'view')} per video ({acc['source']}). At the accuracy's protocol: "
              f"{_f(at['total_mj'])} mJ per video (compute {_f(at['compute_mj'])} mJ)."]
     if not proto["match"]:

@@ -42,6 +42,7 @@ def test_help_has_no_type_noise_and_flags_take_no_label(path, capsys, monkeypatc
     text = capsys.readouterr().out
     assert "<bool>" not in text and "<list[" not in text and not TYPE_NOISE.search(text), text
     assert re.search(r"--help +Show this message and exit\.", text), text
+    assert "--no-force" not in text  # --force is spelled alike on every command (a flag, no --no- twin)
     for hidden in HIDDEN_ALIASES:
         assert hidden not in text
     command = dict(_commands())[path]

@@ -220,7 +220,9 @@ def test_accuracy_of_another_checkpoint_is_refused(ckpt, tmp_path, capsys):
     s = json.loads((out / "summary.json").read_text())
     assert s["accuracy"]["verified"] is True and s["accuracy"]["top1"] == pytest.approx(ev.top1)
     assert s["accuracy"]["data_differs"] is False
-    assert "SHA-256 verified" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "SHA-256 verified" in md
+    assert f"top-1 {ev.top1:.2%} on 2 videos with" in md  # the sample behind the accuracy is stated
 
 
 def test_loihi_profile_keeps_anns_out_of_its_prices(ckpt, tmp_path):
