@@ -201,8 +201,9 @@ def refuse_whole_output(out: str | os.PathLike, kind: str) -> None:
         return
     other = [k for k in output_kinds(out_path) if OUTPUT_KINDS[k][1]]
     if other:
-        raise OutputExistsError(f"--out {out} is {_described(out_path)}; {OUTPUT_KINDS[kind][0]} goes into a folder "
-                                "of its own or a training run's folder. Choose another --out, or remove that folder yourself")
+        raise OutputExistsError(f"--out {out} is {_described(out_path)}; {OUTPUT_KINDS[kind][0]} cannot go into "
+                                "another command's output. Choose another --out (a folder of its own, or a training "
+                                "run's), or remove that folder yourself")
 
 
 def _marker(kinds: list[str], files: list[str] | None = None) -> dict[str, Any]:
