@@ -16,10 +16,16 @@ _VIDEOS = videos_option(min=1, help="Number of validation videos to verify on.")
 
 
 def _progress(batches):
+    """Bars on stderr when it is a terminal (stdout carries only the results); none in a log, where a bar cut
+    short by an error would stand before the one error line."""
+    import sys
+
+    if not sys.stderr.isatty():
+        return batches
     from rich.console import Console
     from rich.progress import track
 
-    err = Console(stderr=True)  # progress on stderr: stdout carries only the results
+    err = Console(stderr=True)
     return track(list(track(batches, description="loading clips", console=err)), description="verifying", console=err)
 
 

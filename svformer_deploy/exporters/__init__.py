@@ -149,11 +149,13 @@ def source_checkpoint(path: str | os.PathLike, checkpoint: str | os.PathLike | N
         raise VerificationError(f"{path} was exported from {ckpt}, which no longer exists; pass --checkpoint "
                                 "with the checkpoint's new path (its SHA-256 must match)")
     model, meta = load_checkpoint(ckpt)
-    if m.checkpoint_sha256 and meta["sha256"] != m.checkpoint_sha256:
+    fix = "re-export the bundle with `svformer-deploy export` instead of editing it"
+    if not m.checkpoint_sha256:  # every export records it: a bundle without it cannot be tied to its source
+        raise BundleFormatError(f"{path}: manifest.json records no checkpoint_sha256; {fix}")
+    if meta["sha256"] != m.checkpoint_sha256:
         raise VerificationError(f"checkpoint {ckpt} (sha256 {meta['sha256'][:12]}...) is not the one {path} was "
                                 f"exported from (sha256 {m.checkpoint_sha256[:12]}...); pass --checkpoint with the "
                                 "original file")
-    fix = "re-export the bundle with `svformer-deploy export` instead of editing it"
     cfg = model.config.to_dict()
     diff = sorted(k for k in set(cfg) | set(m.config) if cfg.get(k) != m.config.get(k))
     if diff:

@@ -660,6 +660,9 @@ def _progress(enabled: bool, title: str, total: int):  # noqa: ANN202
 
     from rich.console import Console
 
-    # on stderr, so that stdout carries only the results (a redirected run's log holds no bar)
+    # on stderr, so that stdout carries only the results; off a terminal none (a log gets the epoch lines, and a
+    # bar cut short by an error would stand before the one error line)
+    err = Console(stderr=True)
     return Progress(TextColumn(title), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-                    TimeElapsedColumn(), TimeRemainingColumn(), transient=False, console=Console(stderr=True))
+                    TimeElapsedColumn(), TimeRemainingColumn(), transient=False, console=err,
+                    disable=not err.is_terminal)

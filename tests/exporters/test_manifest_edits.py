@@ -58,6 +58,7 @@ EDITS = {  # the edits issue 11 names, each a real failure before bundle format 
     "class names": lambda d: d.__setitem__("class_names", ["a", "b", "c"]),
     "swapped steps": _swap_steps,
     "graph_output": lambda d: d.__setitem__("graph_output", "logits2"),
+    "checkpoint sha256 emptied": lambda d: d.__setitem__("checkpoint_sha256", ""),  # found by the property below
     "approximation text": lambda d: d["approximations"].append("anything"),
     "approximation record": lambda d: d["approximations"].append(
         {"kind": "bn_time_average", "text": "made up", "params": {"num_frames": 8}}),
