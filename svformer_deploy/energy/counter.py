@@ -851,7 +851,8 @@ def count_ops(model: nn.Module, clips: Tensor, *, dense: bool = False, fold_bn: 
     B = int(clips.shape[0] if batch is None else batch)
     modules = _all_modules(model)
     training = [m.training for m in modules]  # every module counted in eval mode, each mode restored after
-    if any(training):
+    switched = any(training)
+    if switched:
         model.eval()
     try:
         key = _plan_key(modules, clips, (T, B, dense, fold_bn, skip_zero_macs)) if plan and not trace_neurons \
@@ -875,7 +876,7 @@ def count_ops(model: nn.Module, clips: Tensor, *, dense: bool = False, fold_bn: 
                 del plans[next(iter(plans))]
             plans[key] = _Plan.of(counter)
     finally:
-        if any(training):
+        if switched:
             for m, was in zip(modules, training):
                 m.training = was
     return counter.result(tuple(clips.shape))
