@@ -44,7 +44,7 @@ import functools
 import weakref
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -86,7 +86,6 @@ _VALUE_OPS = {aten._local_scalar_dense, aten.is_nonzero, aten.item, aten.equal, 
               aten.masked_select, aten._unique, aten._unique2, aten.unique_dim, aten.unique_consecutive}
 
 
-@dataclass
 class OpCounts:
     """The result of :func:`count_ops`.
 
@@ -106,20 +105,58 @@ class OpCounts:
         rules_used: names of the rules that counted something (see :func:`svformer_deploy.energy.rules_markdown`).
         memory: per layer memory facts (:data:`MEMORY_COLUMNS`); bytes and energy are applied by
             :mod:`svformer_deploy.energy.memory`.
+
+    :func:`count_ops` hands over its counts as arrays and the two tables (``df``, ``memory``) are made from them
+    on first access (pandas frames cost more than the arrays they hold; a report that only needs totals, or
+    that sums counts over many videos first, never pays for them); ``totals()`` is summed from the arrays.
     """
 
-    df: pd.DataFrame
-    num_steps: int | None
-    batch: int
-    input_shape: tuple[int, ...]
-    mode: str
-    uncounted: dict[str, dict[str, int]] = field(default_factory=dict)
-    internal: dict[str, int] = field(default_factory=dict)
-    memory: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=MEMORY_COLUMNS))
-    rules_used: tuple[str, ...] = ()
+    def __init__(self, df: pd.DataFrame | None = None, num_steps: int | None = None, batch: int = 1,
+                 input_shape: tuple[int, ...] = (), mode: str = "exact",
+                 uncounted: dict[str, dict[str, int]] | None = None, internal: dict[str, int] | None = None,
+                 memory: pd.DataFrame | None = None, rules_used: tuple[str, ...] = (), *,
+                 tables: Callable[[], tuple[pd.DataFrame, pd.DataFrame]] | None = None,
+                 totals: dict[str, int] | None = None) -> None:
+        if (df is None) == (tables is None):
+            raise TypeError("OpCounts takes df (and memory) or tables, not both or neither")
+        self._df = df
+        self._memory = memory if memory is not None or tables is not None \
+            else pd.DataFrame(columns=MEMORY_COLUMNS)
+        self._tables = tables
+        self._totals = totals
+        self.num_steps = num_steps
+        self.batch = batch
+        self.input_shape = input_shape
+        self.mode = mode
+        self.uncounted = {} if uncounted is None else uncounted
+        self.internal = {} if internal is None else internal
+        self.rules_used = rules_used
+
+    def _make_tables(self) -> None:
+        assert self._tables is not None
+        self._df, self._memory = self._tables()
+        self._tables = None
+
+    @property
+    def df(self) -> pd.DataFrame:
+        if self._df is None:
+            self._make_tables()
+        return self._df
+
+    @property
+    def memory(self) -> pd.DataFrame:
+        if self._memory is None:
+            self._make_tables()
+        return self._memory
+
+    def __repr__(self) -> str:
+        return (f"OpCounts(mode={self.mode!r}, num_steps={self.num_steps}, batch={self.batch}, "
+                f"input_shape={self.input_shape}, totals={self.totals()})")
 
     def totals(self) -> dict[str, int]:
         """Total count per op class (every class of :data:`OP_CLASSES`, zeros included)."""
+        if self._totals is not None:
+            return dict(self._totals)
         s = self.df.groupby("op_class")["count"].sum()
         return {c: int(s.get(c, 0)) for c in OP_CLASSES}
 
@@ -218,6 +255,7 @@ class OpCounter:
         self.internal: dict[str, int] = defaultdict(int)
         self.mem: dict[str, dict[str, Any]] = defaultdict(lambda: dict.fromkeys(MEMORY_COLUMNS[1:], 0))
         self._seen_weights: set[tuple[str, int]] = set()
+        self._static_seen: set[tuple[str, int]] = set()  # of them, those whose footprint a plan books
         self._spiking: set[nn.Module] = set()  # covered modules whose output is spikes by construction
         self._spike_outputs: dict[int, weakref.ref] = {}  # storage -> live spike tensor (no binary check needed)
         self.rules_used: dict[str, None] = {}
@@ -241,6 +279,7 @@ class OpCounter:
         self._call_rules: dict[nn.Module, tuple[str, Rule]] = {}
         self._spiking_calls: set[nn.Module] = set()
         self._called: set[nn.Module] = set()  # every module called while recording
+        self._fast: dict[nn.Module, dict[tuple, tuple]] = {}  # see replayable()
         self._base: tuple[list[tuple[str, str]], np.ndarray] | None = None  # a replayed plan's static bookings
         self._mem_base: tuple[list[str], np.ndarray] | None = None  # and its static memory facts
         self._memo: dict[Any, Any] = {}  # see memo(); a plan shares it with the counts that replay it
@@ -254,6 +293,7 @@ class OpCounter:
             self.uncounted.update({k: dict(v) for k, v in plan.uncounted.items()})
             self.internal.update(plan.internal)
             self.rules_used = dict(plan.rules_used)
+            self._seen_weights = set(plan.seen)
 
     # ---------------------------------------------------------------- module tracking
     def _pre(self, module: nn.Module, args: tuple) -> None:
@@ -349,12 +389,13 @@ class OpCounter:
         rule lists that rule in ``OpCounts.rules_used``)."""
         self._rule = rule_name
 
-    def book(self, op_class: str, per_t: Any, layer: str | None = None) -> None:
-        """Book counts: ``per_t`` is an int (no time axis), or a (T,) tensor / list of ints (one per timestep)."""
+    def book(self, op_class: str, per_t: Any, layer: str | None = None, static: bool = False) -> None:
+        """Book counts: ``per_t`` is an int (no time axis), or a (T,) tensor / list of ints (one per timestep).
+        ``static``: part of a call that a replay books by :meth:`replayable`'s product (a plan keeps it)."""
         layer = self.layer if layer is None else layer
         self.order.setdefault(layer, len(self.order))
         self.counts[(layer, op_class)].append(per_t)
-        if self._static_now:
+        if self._static_now or static:
             self._static_counts[(layer, op_class)].append(per_t)
         if self._rule is not None:
             self.rules_used.setdefault(self._rule, None)
@@ -421,6 +462,23 @@ class OpCounter:
             return "binary"
         return "binary" if _is_binary(t) else "real"
 
+    def spikes_by_construction(self, x: Tensor) -> bool:
+        """True when ``x`` views the live output of a neuron module whose output is spikes (no value check)."""
+        ref = self._spike_outputs.get(_storage_key(x))
+        return ref is not None and ref() is not None
+
+    def replayable(self, module: nn.Module, x: Tensor, op_class: str, per_input: Tensor) -> bool:
+        """For a module rule (``after=True``) about to book ``torch.mv(x.reshape(T, -1), per_input)`` as this
+        call's ``op_class`` count and as its weight uses, where ``x`` is the module's input: when a plan is being
+        recorded and ``x`` is spikes by construction, the plan's replay books this call by that one product
+        (for a later input of the same shape and dtype that is again spikes by construction), and True is
+        returned: the rule must then book everything else of the call with ``static=True``. Otherwise False."""
+        if not (self.recording and self._in_rule and self.T) or self.dense or not self.spikes_by_construction(x):
+            return False
+        layer = self.layer
+        self._fast.setdefault(module, {})[(x.shape, x.dtype)] = ((layer, op_class), layer, per_input)
+        return True
+
     def memo(self, key: Any, make: Callable[[], Any]) -> Any:
         """``make()``, computed once per ``key`` for this counter and the counts that replay its plan: for a
         rule's facts that depend only on shapes, kinds and options (the key must hold all it depends on)."""
@@ -454,16 +512,19 @@ class OpCounter:
         return _storage_key(t)
 
     def read_facts(self, weight: Tensor | None, facts: dict[str, int], weight_uses: Any,
-                   weight_key: int | None = None) -> None:
+                   weight_key: int | None = None, static: bool = False) -> None:
         """Record :meth:`synapse_facts`, plus the weight's footprint the first time this layer reads it in this
         forward, and ``weight_uses`` (an int, a list per timestep or a tensor of counts) when there is a weight
-        (``weight_key``: its :meth:`storage_key`, when the caller has it)."""
+        (``weight_key``: its :meth:`storage_key`, when the caller has it). ``static``: the facts and footprint (not
+        the uses) are part of a call that a replay books by :meth:`replayable`'s product."""
         layer = self.layer
         if weight is not None:
             key = (layer, _storage_key(weight) if weight_key is None else weight_key)
             if key not in self._seen_weights:
                 self._seen_weights.add(key)
-                self._add_mem(layer, {"weight_values": weight.numel()})
+                if static or self._static_now:  # a replay starts with it seen (booked from the plan)
+                    self._static_seen.add(key)
+                self._add_mem(layer, {"weight_values": weight.numel()}, static)
             if isinstance(weight_uses, Tensor):
                 self._uses.append((layer, weight_uses))  # summed once for all layers in result()
                 if self._static_now:
@@ -471,10 +532,10 @@ class OpCounter:
             else:
                 self._add_mem(layer, {"weight_uses": sum(weight_uses) if isinstance(weight_uses, list)
                                       else weight_uses})
-        self._add_mem(layer, facts)
+        self._add_mem(layer, facts, static)
 
-    def _add_mem(self, layer: str, d: dict[str, Any]) -> None:
-        for m in (self.mem[layer], self._static_mem[layer]) if self._static_now else (self.mem[layer],):
+    def _add_mem(self, layer: str, d: dict[str, Any], static: bool = False) -> None:
+        for m in (self.mem[layer], self._static_mem[layer]) if self._static_now or static else (self.mem[layer],):
             for k, v in d.items():
                 m[k] += v
 
@@ -535,11 +596,11 @@ class OpCounter:
                     mat[i, :steps] += p
                 else:
                     mat[i, steps] += round(float(p))
-        cells = torch.from_numpy(mat)[:, :steps]  # a view: index_add_ writes into mat
+        cells = mat[:, :steps]  # a view: np.add.at writes into mat
         if vecs:
-            cells.index_add_(0, torch.tensor(rows_t), torch.stack(vecs).to(torch.float64))
+            np.add.at(cells, rows_t, torch.stack(vecs).to("cpu", torch.float64).numpy())
         if lists:
-            cells.index_add_(0, torch.tensor(rows_l), torch.tensor(lists, dtype=torch.float64))
+            np.add.at(cells, rows_l, np.array(lists, dtype=np.float64))
 
     def static_matrix(self) -> tuple[list[tuple[str, str]], np.ndarray]:
         """The recorded static bookings as (keys, matrix) (see :meth:`_accumulate`)."""
@@ -551,7 +612,8 @@ class OpCounter:
     def _cells(self, keys: list[tuple[str, str]], steps: int) -> tuple[np.ndarray, ...]:
         """Every (key, timestep) cell of the count matrix in the table's order (layers in execution order, then
         timestep, then op class): (layer, timestep, op class, flat cell index), each an array (the strings as
-        pandas arrays); kept per key list (a replayed plan books the same keys every time)."""
+        pandas arrays), and the index in :data:`OP_CLASSES` of each key's class; kept per key list (a replayed
+        plan books the same keys every time)."""
         cache_key = (tuple(keys), steps)
         cells = self._cell_cache.get(cache_key)
         if cells is None:
@@ -566,7 +628,8 @@ class OpCounter:
             # pandas arrays of the default dtype for strings, so that a table takes its rows without re-checking
             # every string
             cells = self._cell_cache[cache_key] = (pd.Series(layer_of[cell]).array, timestep[cell],
-                                                   pd.Series(class_of[cell]).array, cell)
+                                                   pd.Series(class_of[cell]).array, cell,
+                                                   np.array([class_rank[k[1]] for k in keys], dtype=np.int64))
         return cells
 
     def result(self, input_shape: tuple[int, ...]) -> OpCounts:
@@ -578,12 +641,11 @@ class OpCounter:
         if base is not None:
             mat[:len(base)] = base
         self._accumulate(self.counts, index, mat)
-        counts = np.rint(mat).astype(np.int64).reshape(-1)
-        layer_of, timestep, class_of, cell = self._cells(keys, steps)
-        counts = counts[cell]
-        nz = counts != 0
-        df = pd.DataFrame({"layer": layer_of[nz], "timestep": timestep[nz], "op_class": class_of[nz],
-                           "count": counts[nz]})
+        counts = np.rint(mat).astype(np.int64)
+        layer_of, timestep, class_of, cell, class_index = self._cells(keys, steps)
+        per_class = np.zeros(len(OP_CLASSES), dtype=np.int64)
+        np.add.at(per_class, class_index, counts.sum(1))
+        counts = counts.reshape(-1)[cell]
         cols = MEMORY_COLUMNS[1:]
         base_layers, base_facts = self._mem_base if self._mem_base is not None else ([], None)
         layers, row = _rows(base_layers, self.mem)
@@ -593,18 +655,26 @@ class OpCounter:
         if self.mem:
             facts[[row[layer] for layer in self.mem]] += _fact_matrix(self.mem)
         if self._uses:  # weight uses booked as tensors of counts: one segmented sum for all of them
-            flat = torch.cat([t.reshape(-1) for _, t in self._uses]).to(torch.float64)
-            seg = torch.repeat_interleave(torch.tensor([row[layer] for layer, _ in self._uses]),
-                                          torch.tensor([t.numel() for _, t in self._uses]))
-            uses = torch.zeros(len(layers), dtype=torch.float64).index_add_(0, seg, flat).numpy()
-            facts[:, cols.index("weight_uses")] += uses
+            parts = [t.reshape(-1) for _, t in self._uses]
+            sizes = np.array([t.numel() for t in parts], dtype=np.int64)
+            flat = np.append(torch.cat(parts).to("cpu", torch.float64).numpy(), 0.0)
+            sums = np.where(sizes > 0, np.add.reduceat(flat, np.cumsum(sizes) - sizes), 0.0)
+            np.add.at(facts[:, cols.index("weight_uses")], [row[layer] for layer, _ in self._uses], sums)
         perm = sorted(range(len(layers)), key=lambda i: self.order.get(layers[i], 1 << 30))
         mem_layers = [layers[i] for i in perm]
         values = np.rint(facts[perm]).astype(np.int64).reshape(len(layers), len(cols))
-        mem = pd.DataFrame({"layer": pd.Series(mem_layers, dtype=object if not mem_layers else None).array,
-                            **{c: values[:, j] for j, c in enumerate(cols)}})
+
+        def tables() -> tuple[pd.DataFrame, pd.DataFrame]:
+            nz = counts != 0
+            df = pd.DataFrame({"layer": layer_of[nz], "timestep": timestep[nz], "op_class": class_of[nz],
+                               "count": counts[nz]})
+            mem = pd.DataFrame(values, columns=cols)  # one block for the counts
+            mem.insert(0, "layer", pd.Series(mem_layers, dtype=object if not mem_layers else None).array)
+            return df, mem
+
         mode = "dense" if self.dense else "sparse" if self.skip_zero_macs else "exact"
-        return OpCounts(df=df, memory=mem, num_steps=self.T, batch=self.B, input_shape=tuple(input_shape), mode=mode,
+        return OpCounts(tables=tables, totals=dict(zip(OP_CLASSES, per_class.tolist())), num_steps=self.T,
+                        batch=self.B, input_shape=tuple(input_shape), mode=mode,
                         uncounted={k: dict(v) for k, v in sorted(self.uncounted.items())},
                         internal=dict(sorted(self.internal.items())), rules_used=tuple(self.rules_used))
 
@@ -650,6 +720,8 @@ class _Plan:
     weights: set[int]
     memo: dict[Any, Any]
     cells: dict[tuple, tuple[np.ndarray, ...]]
+    fast: dict[nn.Module, dict[tuple, tuple]]
+    seen: set[tuple[str, int]]
 
     @classmethod
     def of(cls, c: OpCounter) -> _Plan:
@@ -662,7 +734,7 @@ class _Plan:
                    internal=dict(c.internal), rules_used=dict(c.rules_used), calls=list(c._calls),
                    rules=dict(c._call_rules), spiking=frozenset(c._spiking_calls),
                    unused=[m for m in c._module_rules if m not in c._called], weights=c.weights,
-                   memo=c._memo, cells=c._cell_cache)
+                   memo=c._memo, cells=c._cell_cache, fast=c._fast, seen=set(c._static_seen))
 
 
 _PLANS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, _Plan]] = weakref.WeakKeyDictionary()
@@ -745,6 +817,26 @@ def _replay(plan: _Plan, model: nn.Module, clips: Tensor, counter: OpCounter) ->
                 out = forward(*args, **kwargs)
                 append(module)
                 if isinstance(out, Tensor):
+                    spike_outputs[_storage_key(out)] = weakref.ref(out)
+                return out
+        elif module in plan.fast and rule.after:
+            specs, counts, uses, T = plan.fast[module], counter.counts, counter._uses, counter.T
+
+            def counted_forward(*args: Any, **kwargs: Any) -> Any:
+                out = forward(*args, **kwargs)
+                append(module)
+                x = args[0]
+                spec = specs.get((x.shape, x.dtype))
+                if spec is None:
+                    _run(counter, name, module, rule, (args, out))
+                elif counter.spikes_by_construction(x):  # booked as the plan's call was (the rest is static)
+                    key, layer, per_input = spec
+                    count = torch.mv(x.reshape(T, -1), per_input)
+                    counts[key].append(count)
+                    uses.append((layer, count))
+                else:  # the plan's call had spikes here and booked its other parts as static: count in full
+                    append(None)
+                if spiking and isinstance(out, Tensor):
                     spike_outputs[_storage_key(out)] = weakref.ref(out)
                 return out
         else:

@@ -271,14 +271,16 @@ def _conv(ctx: Any, x: Tensor, w: Tensor, bias: Tensor | None, stride: Any, padd
     layout, op_class, fan, flat, count, facts, bias_count, shape, w_key = ctx.memo(
         key, lambda: _conv_facts(ctx, x, w, bias is not None, tuple(stride), tuple(padding), tuple(dilation),
                                  transposed, tuple(output_padding), groups, out, kind))
+    fast = False
     if flat is not None:  # binary float32 input, time-folded, exact in float32: one matrix-vector product
         count = torch.mv(x.reshape(ctx.T, -1), flat)
+        fast = module is not None and ctx.replayable(module, x, op_class, flat)
     elif fan is not None:
         count = _events(ctx, _mask(x.reshape(shape), kind), fan, layout)
     ctx.book(op_class, count)
-    ctx.read_facts(w, facts, count, w_key)
+    ctx.read_facts(w, facts, count, w_key, static=fast)
     if bias_count is not None:
-        ctx.book("bias_add", bias_count)
+        ctx.book("bias_add", bias_count, static=fast)
 
 
 def _conv_facts(ctx: Any, x: Tensor, w: Tensor, has_bias: bool, stride: tuple, padding: tuple, dilation: tuple,
@@ -314,10 +316,11 @@ def _conv_facts(ctx: Any, x: Tensor, w: Tensor, has_bias: bool, stride: tuple, p
 
 
 def _matmul(ctx: Any, a: Tensor, b: Tensor, out: Tensor, ka: str | None = None, kb: str | None = None,
-            module: nn.Module | None = None) -> None:
+            module: nn.Module | None = None, module_input: Tensor | None = None) -> bool:
     """The :func:`matmul` rule on one call; ``ka`` / ``kb``: the operands' kinds when the caller knows them (of
     the tensors they were reshaped from); ``module``: the `nn.Linear` whose weight ``b`` is, when called by its
-    module rule."""
+    module rule, with its input ``module_input`` (``a`` is a reshape of it). Returns True when a plan's replay
+    books this call by one product (:meth:`OpCounter.replayable`): the caller's further bookings are static."""
     ka = ctx.kind(a) if ka is None else ka
     if module is not None:  # the module fixes the weight
         key: tuple = ("matmul module", module, a.shape, a.dtype, ka)
@@ -327,8 +330,10 @@ def _matmul(ctx: Any, a: Tensor, b: Tensor, out: Tensor, ka: str | None = None, 
         key = ("matmul", a.shape, a.dtype, b.shape, out.shape, ka, kb)
     form, layout, op_class, count, facts, facts_b, per_nnz = ctx.memo(
         key, lambda: _matmul_facts(ctx, a, b, out, ka, kb))
+    fast = False
     if per_nnz is not None:  # binary float32 x weight, time-folded, exact in float32: one matrix-vector product
         count = torch.mv(a.reshape(ctx.T, -1), per_nnz)
+        fast = module_input is not None and ctx.replayable(module, module_input, op_class, per_nnz)
     elif form == "weight @ act":  # per output column (no time axis recovered)
         na = torch.full(a.shape[-1:], float(a.shape[-2]), device=b.device)
         count = ctx.split(((_mask(b, kb).transpose(-2, -1) @ na.unsqueeze(-1)).squeeze(-1)), None)
@@ -339,10 +344,11 @@ def _matmul(ctx: Any, a: Tensor, b: Tensor, out: Tensor, ka: str | None = None, 
         count = ctx.split(per_row, layout, bound=a.shape[-1] * b.shape[-1])
     ctx.book(op_class, count)
     if facts_b is None:
-        ctx.read_facts(a if ka == "weight" else b, facts, count)
+        ctx.read_facts(a if ka == "weight" else b, facts, count, static=fast)
     else:
         ctx.read_facts(None, facts, 0)
         ctx.read_facts(None, facts_b, 0)
+    return fast
 
 
 def _matmul_facts(ctx: Any, a: Tensor, b: Tensor, out: Tensor, ka: str, kb: str) -> tuple:
@@ -397,9 +403,9 @@ def addmm(ctx: Any, args: tuple, kwargs: dict, out: Tensor) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- element-wise
-def _elementwise(ctx: Any, op_class: str, out: Tensor) -> None:
+def _elementwise(ctx: Any, op_class: str, out: Tensor, static: bool = False) -> None:
     layout = ctx.layout(out)
-    ctx.book(op_class, ctx.even(out.numel(), layout) if layout is not None else out.numel())
+    ctx.book(op_class, ctx.even(out.numel(), layout) if layout is not None else out.numel(), static=static)
 
 
 _BN_OPS = (aten.native_batch_norm, aten._native_batch_norm_legit_no_training, aten._native_batch_norm_legit,
@@ -547,9 +553,9 @@ def linear_module(ctx: Any, name: str, module: nn.Module, args: tuple, out: Tens
     x2 = args[0].reshape(-1, module.in_features)
     out2 = out.reshape(-1, module.out_features)
     ctx.using("addmm" if module.bias is not None else "matmul")
-    _matmul(ctx, x2, module.weight.t(), out2, module=module)
+    fast = _matmul(ctx, x2, module.weight.t(), out2, module=module, module_input=args[0])
     if module.bias is not None:
-        _elementwise(ctx, "bias_add", out2)
+        _elementwise(ctx, "bias_add", out2, static=fast)
 
 
 def _stock_bn(module: nn.Module, args: tuple) -> bool:
@@ -585,18 +591,18 @@ def attention_product_module(ctx: Any, name: str, module: nn.Module, args: tuple
         return
     binary_facts, real_facts, scale_count = facts
     # binary Q, K, V: the matmul rule's pair counts in closed form, per (time, batch, head) row:
-    # K^T V: sum_i sum_j [K_ji] nnz(V_j) = sum_j nnz(K_j) nnz(V_j) (tokens j); Q (K^T V): sum_m sum_i [Q_mi]
+    # K^T V: sum_i sum_j [K_ji] nnz(V_j) = sum_j nnz(K_j) nnz(V_j) (tokens j), which is also the sum of the
+    # entries of K^T V (sum_il sum_j K_ji V_jl = sum_j (sum_i K_ji)(sum_l V_jl)); Q (K^T V): sum_m sum_i [Q_mi]
     # nnz((K^T V)_i) = sum_i nnz(Q_:i) nnz((K^T V)_i). Element counts are exact in float32, sums are float64.
-    T = ctx.T
     kv = k.transpose(-2, -1) @ v  # (..., d, d) counts of coincident spikes
+    row_sums = kv.sum(-1)  # (..., d): sum_l (K^T V)_il
+    kv_binary = float(kv.max()) <= 1.0 if kv.numel() else True  # counts >= 0: binary iff none exceeds 1
+    nnz_kv = row_sums if kv_binary else (kv != 0).sum(-1, dtype=torch.float32)
+    pairs_kv, pairs_q = torch.stack((row_sums, q.sum(-2) * nnz_kv)).reshape(2, ctx.T, -1).sum(2, dtype=torch.float64)
     ctx.using("matmul")
-    pairs_kv = (k.sum(-1) * v.sum(-1)).reshape(T, -1).sum(1, dtype=torch.float64)
     ctx.book("spike_product", pairs_kv)
     ctx.read_facts(None, binary_facts[0], 0)
     ctx.read_facts(None, binary_facts[1], 0)
-    kv_binary = float(kv.max()) <= 1.0 if kv.numel() else True  # counts >= 0: binary iff none exceeds 1
-    nnz_kv = (kv != 0).sum(-1, dtype=torch.float32) if not kv_binary else kv.sum(-1)
-    pairs_q = (q.sum(-2) * nnz_kv).reshape(T, -1).sum(1, dtype=torch.float64)
     ctx.book("spike_product", pairs_q)
     for f in (binary_facts if kv_binary else real_facts)[2:]:
         ctx.read_facts(None, f, 0)
