@@ -280,6 +280,9 @@ class OpCounter:
         self._spiking_calls: set[nn.Module] = set()
         self._called: set[nn.Module] = set()  # every module called while recording
         self._fast: dict[nn.Module, dict[tuple, tuple]] = {}  # see replayable()
+        self._fast_calls: list[tuple] = []  # its binary calls, in the order they returned
+        self._fast_done: list[int] = []  # replaying: the binary calls booked by their product so far
+        self._plan = plan
         self._base: tuple[list[tuple[str, str]], np.ndarray] | None = None  # a replayed plan's static bookings
         self._mem_base: tuple[list[str], np.ndarray] | None = None  # and its static memory facts
         self._memo: dict[Any, Any] = {}  # see memo(); a plan shares it with the counts that replay it
@@ -467,16 +470,35 @@ class OpCounter:
         ref = self._spike_outputs.get(_storage_key(x))
         return ref is not None and ref() is not None
 
-    def replayable(self, module: nn.Module, x: Tensor, op_class: str, per_input: Tensor) -> bool:
-        """For a module rule (``after=True``) about to book ``torch.mv(x.reshape(T, -1), per_input)`` as this
-        call's ``op_class`` count and as its weight uses, where ``x`` is the module's input: when a plan is being
-        recorded and ``x`` is spikes by construction, the plan's replay books this call by that one product
-        (for a later input of the same shape and dtype that is again spikes by construction), and True is
-        returned: the rule must then book everything else of the call with ``static=True``. Otherwise False."""
-        if not (self.recording and self._in_rule and self.T) or self.dense or not self.spikes_by_construction(x):
+    def replayable(self, module: nn.Module, x: Tensor, kind: str, op_class: str | None = None,
+                   per_input: Tensor | None = None) -> bool:
+        """Whether a plan's replay may book this module call without running its rule (``after=True`` rules;
+        ``x`` is the module's input, of :meth:`kind` ``kind``). Two cases:
+
+        * ``kind == "binary"`` with ``per_input``: the rule books ``torch.mv(x.reshape(T, -1), per_input)`` as
+          the call's ``op_class`` count and as its weight uses, and ``x`` is spikes by construction; a replay
+          books that one product, for a later input of the same shape and dtype that is again spikes by
+          construction;
+        * ``kind == "real"`` without ``per_input``: every booking of the call depends on shapes only (dense
+          counts); a replay books nothing more, for a later input of the same shape and dtype that is again
+          real.
+
+        When a plan is being recorded and the case applies, this registers the call and returns True: the rule
+        must then book everything else (everything, for a real input) with ``static=True`` (a plan keeps it).
+        Otherwise it returns False. A replay whose input is of another kind than the plan's counts in full."""
+        if not (self.recording and self._in_rule and self.T):
             return False
+        if per_input is not None and not (kind == "binary" and not self.dense and self.spikes_by_construction(x)):
+            return False
+        if per_input is None and (kind != "real" or self.skip_zero_macs):
+            return False
+        if per_input is not None and self._fast_calls and per_input.device != self._fast_calls[0][2].device:
+            return False  # a replay writes the products of all such calls into one buffer
         layer = self.layer
-        self._fast.setdefault(module, {})[(x.shape, x.dtype)] = ((layer, op_class), layer, per_input)
+        spec = None if per_input is None else ((layer, op_class), layer, per_input)
+        self._fast.setdefault(module, {})[(x.shape, x.dtype)] = spec
+        if spec is not None:
+            self._fast_calls.append(spec)
         return True
 
     def memo(self, key: Any, make: Callable[[], Any]) -> Any:
@@ -515,8 +537,8 @@ class OpCounter:
                    weight_key: int | None = None, static: bool = False) -> None:
         """Record :meth:`synapse_facts`, plus the weight's footprint the first time this layer reads it in this
         forward, and ``weight_uses`` (an int, a list per timestep or a tensor of counts) when there is a weight
-        (``weight_key``: its :meth:`storage_key`, when the caller has it). ``static``: the facts and footprint (not
-        the uses) are part of a call that a replay books by :meth:`replayable`'s product."""
+        (``weight_key``: its :meth:`storage_key`, when the caller has it). ``static``: part of a call that a
+        replay books by :meth:`replayable` (uses given as a tensor are that call's product: never static)."""
         layer = self.layer
         if weight is not None:
             key = (layer, _storage_key(weight) if weight_key is None else weight_key)
@@ -531,7 +553,7 @@ class OpCounter:
                     self._static_uses.append((layer, weight_uses))
             else:
                 self._add_mem(layer, {"weight_uses": sum(weight_uses) if isinstance(weight_uses, list)
-                                      else weight_uses})
+                                      else weight_uses}, static)
         self._add_mem(layer, facts, static)
 
     def _add_mem(self, layer: str, d: dict[str, Any], static: bool = False) -> None:
@@ -641,6 +663,11 @@ class OpCounter:
         if base is not None:
             mat[:len(base)] = base
         self._accumulate(self.counts, index, mat)
+        plan = self._plan
+        if plan is not None and plan.fast_calls:  # a replay's products, one row per binary call (_replay)
+            assert len(self._fast_done) == len(plan.fast_calls) and plan.fast_out is not None
+            products = plan.fast_out.to("cpu", torch.float64).numpy()
+            np.add.at(mat[:, :steps], plan.fast_rows, products)
         counts = np.rint(mat).astype(np.int64)
         layer_of, timestep, class_of, cell, class_index = self._cells(keys, steps)
         per_class = np.zeros(len(OP_CLASSES), dtype=np.int64)
@@ -660,6 +687,8 @@ class OpCounter:
             flat = np.append(torch.cat(parts).to("cpu", torch.float64).numpy(), 0.0)
             sums = np.where(sizes > 0, np.add.reduceat(flat, np.cumsum(sizes) - sizes), 0.0)
             np.add.at(facts[:, cols.index("weight_uses")], [row[layer] for layer, _ in self._uses], sums)
+        if plan is not None and plan.fast_calls:  # each product is also its call's weight uses
+            np.add.at(facts[:, cols.index("weight_uses")], plan.fast_mem_rows, products.sum(1))
         perm = sorted(range(len(layers)), key=lambda i: self.order.get(layers[i], 1 << 30))
         mem_layers = [layers[i] for i in perm]
         values = np.rint(facts[perm]).astype(np.int64).reshape(len(layers), len(cols))
@@ -722,13 +751,28 @@ class _Plan:
     cells: dict[tuple, tuple[np.ndarray, ...]]
     fast: dict[nn.Module, dict[tuple, tuple]]
     seen: set[tuple[str, int]]
+    fast_calls: list[tuple]  # the binary calls a replay books by their product, in order (OpCounter.replayable)
+    fast_out: Tensor | None  # (calls, T) float32: a replay writes each call's product into its row
+    fast_rows: np.ndarray  # the count row (of ``keys``) of each
+    fast_mem_rows: np.ndarray  # and its layer's row of ``mem_layers`` (its weight uses)
 
     @classmethod
     def of(cls, c: OpCounter) -> _Plan:
-        keys, mat = c.static_matrix()
+        static_keys, static = c.static_matrix()
+        keys, index = _rows(static_keys, [spec[0] for spec in c._fast_calls])
+        mat = np.zeros((len(keys), static.shape[1]), dtype=np.float64)
+        mat[:len(static)] = static
+        mem_layers = list(c._static_mem)  # a binary call's static facts put its layer there
+        mem_row = {layer: i for i, layer in enumerate(mem_layers)}
+        fast = c._fast_calls
         return cls(keys=keys, counts=mat,
-                   mem_layers=list(c._static_mem),
+                   mem_layers=mem_layers,
                    mem=_fact_matrix(c._static_mem),
+                   fast_calls=list(fast),
+                   fast_out=torch.empty((len(fast), c.T or 1), dtype=torch.float32, device=fast[0][2].device)
+                   if fast else None,
+                   fast_rows=np.array([index[spec[0]] for spec in fast], dtype=np.int64),
+                   fast_mem_rows=np.array([mem_row[spec[1]] for spec in fast], dtype=np.int64),
                    uses=list(c._static_uses),
                    order=dict(c.order), uncounted={k: dict(v) for k, v in c.uncounted.items()},
                    internal=dict(c.internal), rules_used=dict(c.rules_used), calls=list(c._calls),
@@ -820,20 +864,23 @@ def _replay(plan: _Plan, model: nn.Module, clips: Tensor, counter: OpCounter) ->
                     spike_outputs[_storage_key(out)] = weakref.ref(out)
                 return out
         elif module in plan.fast and rule.after:
-            specs, counts, uses, T = plan.fast[module], counter.counts, counter._uses, counter.T
+            specs, calls, done, T = plan.fast[module], plan.fast_calls, counter._fast_done, counter.T
+            rows = plan.fast_out
 
             def counted_forward(*args: Any, **kwargs: Any) -> Any:
                 out = forward(*args, **kwargs)
                 append(module)
                 x = args[0]
-                spec = specs.get((x.shape, x.dtype))
-                if spec is None:
+                shape = (x.shape, x.dtype)
+                if shape not in specs:
                     _run(counter, name, module, rule, (args, out))
-                elif counter.spikes_by_construction(x):  # booked as the plan's call was (the rest is static)
-                    key, layer, per_input = spec
-                    count = torch.mv(x.reshape(T, -1), per_input)
-                    counts[key].append(count)
-                    uses.append((layer, count))
+                elif (spec := specs[shape]) is None:  # a real input: every booking is the plan's
+                    if counter.kind(x) != "real":
+                        append(None)  # the plan's call had a real input here: count in full
+                elif counter.spikes_by_construction(x) and len(done) < len(calls) and calls[len(done)] is spec:
+                    # booked as the plan's call was: its product into its row (the rest of it is static)
+                    torch.mv(x.reshape(T, -1), spec[2], out=rows[len(done)])
+                    done.append(len(done))
                 else:  # the plan's call had spikes here and booked its other parts as static: count in full
                     append(None)
                 if spiking and isinstance(out, Tensor):

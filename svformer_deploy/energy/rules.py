@@ -274,10 +274,12 @@ def _conv(ctx: Any, x: Tensor, w: Tensor, bias: Tensor | None, stride: Any, padd
     fast = False
     if flat is not None:  # binary float32 input, time-folded, exact in float32: one matrix-vector product
         count = torch.mv(x.reshape(ctx.T, -1), flat)
-        fast = module is not None and ctx.replayable(module, x, op_class, flat)
+        fast = module is not None and ctx.replayable(module, x, kind, op_class, flat)
     elif fan is not None:
         count = _events(ctx, _mask(x.reshape(shape), kind), fan, layout)
-    ctx.book(op_class, count)
+    else:  # dense: shapes only
+        fast = module is not None and ctx.replayable(module, x, kind)
+    ctx.book(op_class, count, static=fast and flat is None)
     ctx.read_facts(w, facts, count, w_key, static=fast)
     if bias_count is not None:
         ctx.book("bias_add", bias_count, static=fast)
@@ -333,7 +335,9 @@ def _matmul(ctx: Any, a: Tensor, b: Tensor, out: Tensor, ka: str | None = None, 
     fast = False
     if per_nnz is not None:  # binary float32 x weight, time-folded, exact in float32: one matrix-vector product
         count = torch.mv(a.reshape(ctx.T, -1), per_nnz)
-        fast = module_input is not None and ctx.replayable(module, module_input, op_class, per_nnz)
+        fast = module_input is not None and ctx.replayable(module, module_input, ka, op_class, per_nnz)
+    elif form == "dense" and module_input is not None:  # shapes only
+        fast = ctx.replayable(module, module_input, ka)
     elif form == "weight @ act":  # per output column (no time axis recovered)
         na = torch.full(a.shape[-1:], float(a.shape[-2]), device=b.device)
         count = ctx.split(((_mask(b, kb).transpose(-2, -1) @ na.unsqueeze(-1)).squeeze(-1)), None)
@@ -342,7 +346,7 @@ def _matmul(ctx: Any, a: Tensor, b: Tensor, out: Tensor, ka: str | None = None, 
     elif form == "act @ act":
         per_row = (_mask(a, ka) @ _mask(b, kb).sum(-1).unsqueeze(-1)).squeeze(-1)  # sum_k [a_mk != 0] nnz(b_k)
         count = ctx.split(per_row, layout, bound=a.shape[-1] * b.shape[-1])
-    ctx.book(op_class, count)
+    ctx.book(op_class, count, static=fast and per_nnz is None)
     if facts_b is None:
         ctx.read_facts(a if ka == "weight" else b, facts, count, static=fast)
     else:
