@@ -518,3 +518,75 @@ def test_a_replay_follows_every_change_of_the_model_between_counts(before, chang
     assert [mod.training for mod in m.modules()] == modes  # each module's mode is given back
     _same(replayed, count_ops(m, x, num_steps=None, plan=False))
     assert all("forward" not in mod.__dict__ for mod in m.modules())
+
+
+class _SpikingStack(nn.Module):
+    """Time-major (T, B, C, H, W): a conv on the real input, PLIF, a 3x3 conv on its spikes, PLIF, a linear layer
+    on the tokens. ``_copy`` (private: not part of a plan's key) hands the 3x3 conv a copy of the spikes, which
+    is binary by value but no longer a neuron's output."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp = TConv2d(2, 4, 3, padding=1)
+        self.lif1, self.lif2 = PLIF(), PLIF()
+        self.conv = TConv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 3)
+        self._copy = False
+
+    def forward(self, x):
+        s = self.lif1(self.inp(x) * 4)
+        if self._copy:
+            s = s.clone()
+        s = self.lif2(self.conv(s) * 4)
+        return self.fc(s.flatten(3).transpose(2, 3))
+
+
+def _spiking_stack_clips(n, binary=False):
+    torch.manual_seed(1)
+    clips = [torch.randn(3, 2, 2, 6, 6) for _ in range(n)]
+    return [(c > 0).float() for c in clips] if binary else clips
+
+
+def test_a_replay_books_spike_fed_layers_by_their_product_and_matches_a_full_count(full_counts):
+    m = _SpikingStack().eval()
+    clips = _spiking_stack_clips(3)
+    got = [count_ops(m, x, num_steps=3, batch=2) for x in clips]
+    assert full_counts[0] == 1
+    from svformer_deploy.energy import counter
+
+    plan = next(iter(counter._PLANS[m].values()))
+    assert len(plan.fast_calls) == 2  # conv and fc: spikes by construction, one product each
+    assert plan.fast[m.inp][(torch.Size((3, 2, 2, 6, 6)), torch.float32)] is None  # real input: all static
+    for x, c in zip(clips, got):
+        _same(c, count_ops(m, x, num_steps=3, batch=2, plan=False))
+    assert got[0].totals()["ac"] != got[1].totals()["ac"]  # the products were the replays' own
+
+
+def test_a_replay_whose_spikes_are_no_longer_a_neurons_output_counts_in_full(full_counts):
+    m = _SpikingStack().eval()
+    x = _spiking_stack_clips(1)[0]
+    count_ops(m, x, num_steps=3, batch=2)
+    m._copy = True  # the conv now reads a copy: its kind comes from a value check, its bookings are not the plan's
+    got = count_ops(m, x, num_steps=3, batch=2)
+    assert full_counts[0] == 2
+    _same(got, count_ops(m, x, num_steps=3, batch=2, plan=False))
+
+
+def test_a_replay_whose_real_input_turns_binary_counts_in_full(full_counts):
+    m = _SpikingStack().eval()
+    real, binary = _spiking_stack_clips(1)[0], _spiking_stack_clips(1, binary=True)[0]
+    count_ops(m, real, num_steps=3, batch=2)
+    got = count_ops(m, binary, num_steps=3, batch=2)  # same shape and dtype: the plan's key, but conv inp now does ACs
+    assert full_counts[0] == 2
+    _same(got, count_ops(m, binary, num_steps=3, batch=2, plan=False))
+    assert got.totals()["ac"] > count_ops(m, real, num_steps=3, batch=2).totals()["ac"]
+
+
+def test_tables_are_made_once_on_first_access_and_totals_agree_with_them():
+    m = create_model("svformer_tiny").eval()
+    x = torch.randn(1, *m.config.input_shape)
+    for c in (count_ops(m, x, plan=False), count_ops(m, x), count_ops(m, x)):
+        t = c.totals()
+        assert c.df is c.df and c.memory is c.memory
+        by_table = c.df.groupby("op_class")["count"].sum()
+        assert t == {k: int(by_table.get(k, 0)) for k in t}
