@@ -605,11 +605,8 @@ def attention_product_module(ctx: Any, name: str, module: nn.Module, args: tuple
     pairs_kv, pairs_q = torch.stack((row_sums, q.sum(-2) * nnz_kv)).reshape(2, ctx.T, -1).sum(2, dtype=torch.float64)
     ctx.using("matmul")
     ctx.book("spike_product", pairs_kv)
-    ctx.read_facts(None, binary_facts[0], 0)
-    ctx.read_facts(None, binary_facts[1], 0)
     ctx.book("spike_product", pairs_q)
-    for f in (binary_facts if kv_binary else real_facts)[2:]:
-        ctx.read_facts(None, f, 0)
+    ctx.read_facts(None, binary_facts if kv_binary else real_facts, 0)
     ctx.using("mul")
     ctx.book("scale_mul", scale_count)
 
@@ -627,10 +624,15 @@ def _product_facts(ctx: Any, q: Tensor, out: Tensor, kinds: tuple[str, str, str]
     kv = torch.empty(kv_shape, device="meta")
     facts_kv = [ctx.synapse_facts(None, q, "binary", kv, 0), ctx.synapse_facts(None, q, "binary", None, 0)]
 
-    def second(kind_kv: str) -> list[dict[str, int]]:
-        return [ctx.synapse_facts(None, q, "binary", out, 0), ctx.synapse_facts(None, kv, kind_kv, None, 0)]
+    def both(kind_kv: str) -> dict[str, int]:  # the facts of both products, summed (one layer)
+        total: dict[str, int] = {}
+        second = [ctx.synapse_facts(None, q, "binary", out, 0), ctx.synapse_facts(None, kv, kind_kv, None, 0)]
+        for f in (*facts_kv, *second):
+            for k, v in f.items():
+                total[k] = total.get(k, 0) + v
+        return total
 
-    return facts_kv + second("binary"), facts_kv + second("real"), ctx.even(out.numel(), ctx.layout(out))
+    return both("binary"), both("real"), ctx.even(out.numel(), ctx.layout(out))
 
 
 def _product_by_matmul(ctx: Any, q: Tensor, k: Tensor, v: Tensor, out: Tensor, kinds: tuple[str, str, str]) -> None:
