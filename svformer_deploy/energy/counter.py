@@ -29,7 +29,11 @@ plan only when its key is the same: the same model object with the same modules,
 every module (a stride, a padding, a flag its forward reads), the same hooks and parameter storages, the same
 input shape, dtype and device, options and rule table. The replay runs the model with the covered modules'
 forwards wrapped for that one forward, re-runs only the non-static (value-dependent) rules, and adds the
-recorded static bookings. Its module calls are checked against the plan's, and a module with a rule that the plan
+recorded static bookings. A module rule may also make a call *replayable* (:meth:`OpCounter.replayable`): a
+convolution or linear layer whose input is spikes by construction is then replayed by its one matrix-vector
+product (written into a row of a buffer the plan keeps), and one whose input is real (dense counts) by a check
+that it still is; everything else that call books is part of the plan, and an input of another kind than the
+plan's makes the replay count in full. Its module calls are checked against the plan's, and a module with a rule that the plan
 never saw called trips the check; on any difference the count is redone in full. A model whose code outside the
 covered modules reads a tensor value into Python (``.item()``, ``if tensor:``, which may branch on data) or
 whose ops outside them need a value-dependent rule is never planned. What a plan cannot see is Python state
@@ -286,7 +290,7 @@ class OpCounter:
         self._base: tuple[list[tuple[str, str]], np.ndarray] | None = None  # a replayed plan's static bookings
         self._mem_base: tuple[list[str], np.ndarray] | None = None  # and its static memory facts
         self._memo: dict[Any, Any] = {}  # see memo(); a plan shares it with the counts that replay it
-        self._cell_cache: dict[tuple, tuple[np.ndarray, ...]] = {}  # see _cells(); shared likewise
+        self._cell_cache: dict[tuple, Any] = {}  # see _cells() and result(); shared likewise
         if plan is not None:  # start from the plan's static bookings (see _replay)
             self._base = (plan.keys, plan.counts)
             self._mem_base = (plan.mem_layers, plan.mem)
@@ -689,7 +693,11 @@ class OpCounter:
             np.add.at(facts[:, cols.index("weight_uses")], [row[layer] for layer, _ in self._uses], sums)
         if plan is not None and plan.fast_calls:  # each product is also its call's weight uses
             np.add.at(facts[:, cols.index("weight_uses")], plan.fast_mem_rows, products.sum(1))
-        perm = sorted(range(len(layers)), key=lambda i: self.order.get(layers[i], 1 << 30))
+        order_key = ("memory rows", tuple(layers))  # the memory table's row order, kept like the cells
+        perm = self._cell_cache.get(order_key)
+        if perm is None:
+            perm = self._cell_cache[order_key] = sorted(range(len(layers)),
+                                                        key=lambda i: self.order.get(layers[i], 1 << 30))
         mem_layers = [layers[i] for i in perm]
         values = np.rint(facts[perm]).astype(np.int64).reshape(len(layers), len(cols))
 
@@ -748,7 +756,7 @@ class _Plan:
     unused: list[nn.Module]
     weights: set[int]
     memo: dict[Any, Any]
-    cells: dict[tuple, tuple[np.ndarray, ...]]
+    cells: dict[tuple, Any]
     fast: dict[nn.Module, dict[tuple, tuple]]
     seen: set[tuple[str, int]]
     fast_calls: list[tuple]  # the binary calls a replay books by their product, in order (OpCounter.replayable)
