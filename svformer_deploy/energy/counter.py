@@ -822,7 +822,8 @@ def _plan_key(modules: list[nn.Module], clips: Tensor, options: tuple) -> tuple:
         for k, v in d.items():
             if k[0] != "_":
                 add(k)
-                add(v if type(v) in plain else _config(v))
+                t = type(v)
+                add(v if t in plain or (t is tuple and plain.issuperset(map(type, v))) else _config(v))
         if d["_forward_hooks"] or d["_forward_pre_hooks"]:
             add((tuple(d["_forward_hooks"]), tuple(d["_forward_pre_hooks"])))
         for t in d["_parameters"].values():
