@@ -598,14 +598,14 @@ def attention_product_module(ctx: Any, name: str, module: nn.Module, args: tuple
     # K^T V: sum_i sum_j [K_ji] nnz(V_j) = sum_j nnz(K_j) nnz(V_j) (tokens j), which is also the sum of the
     # entries of K^T V (sum_il sum_j K_ji V_jl = sum_j (sum_i K_ji)(sum_l V_jl)); Q (K^T V): sum_m sum_i [Q_mi]
     # nnz((K^T V)_i) = sum_i nnz(Q_:i) nnz((K^T V)_i). Element counts are exact in float32, sums are float64.
+    # Both products' pairs go to one count: sum_i (K^T V row sum_i + nnz(Q_:i) nnz((K^T V)_i)), one addcmul.
     kv = k.transpose(-2, -1) @ v  # (..., d, d) counts of coincident spikes
     row_sums = kv.sum(-1)  # (..., d): sum_l (K^T V)_il
     kv_binary = float(kv.max()) <= 1.0 if kv.numel() else True  # counts >= 0: binary iff none exceeds 1
     nnz_kv = row_sums if kv_binary else (kv != 0).sum(-1, dtype=torch.float32)
-    pairs_kv, pairs_q = torch.stack((row_sums, q.sum(-2) * nnz_kv)).reshape(2, ctx.T, -1).sum(2, dtype=torch.float64)
+    pairs = torch.addcmul(row_sums, q.sum(-2), nnz_kv).reshape(ctx.T, -1).sum(1, dtype=torch.float64)
     ctx.using("matmul")
-    ctx.book("spike_product", pairs_kv)
-    ctx.book("spike_product", pairs_q)
+    ctx.book("spike_product", pairs)
     ctx.read_facts(None, binary_facts if kv_binary else real_facts, 0)
     ctx.using("mul")
     ctx.book("scale_mul", scale_count)

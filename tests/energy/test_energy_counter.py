@@ -556,6 +556,7 @@ def test_a_replay_books_spike_fed_layers_by_their_product_and_matches_a_full_cou
 
     plan = next(iter(counter._PLANS[m].values()))
     assert len(plan.fast_calls) == 2  # conv and fc: spikes by construction, one product each
+    assert plan.fast_scale.tolist() == [0.0, 3.0]  # the 3x3 conv's fan-out varies at borders; fc's is 3 for all
     assert plan.fast[m.inp][(torch.Size((3, 2, 2, 6, 6)), torch.float32)] is None  # real input: all static
     for x, c in zip(clips, got):
         _same(c, count_ops(m, x, num_steps=3, batch=2, plan=False))
