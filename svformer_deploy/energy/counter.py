@@ -658,11 +658,27 @@ class OpCounter:
                                                    np.array([class_rank[k[1]] for k in keys], dtype=np.int64))
         return cells
 
+    def _layout(self, steps: int) -> tuple:
+        """Where this count's bookings go: (count keys, row of each, :meth:`_cells`, memory layers, row of each,
+        the memory table's row order, its layers in that order); kept with the plan, per the keys and layers
+        booked beyond the plan's (a replay books the same ones every time)."""
+        base_keys = self._base[0] if self._base is not None else []
+        base_layers = self._mem_base[0] if self._mem_base is not None else []
+        cache_key = ("layout", len(base_keys), len(base_layers), tuple(self.counts), tuple(self.mem), steps)
+        got = self._cell_cache.get(cache_key)
+        if got is None:
+            keys, index = _rows(base_keys, self.counts)
+            layers, row = _rows(base_layers, self.mem)
+            perm = sorted(range(len(layers)), key=lambda i: self.order.get(layers[i], 1 << 30))
+            got = self._cell_cache[cache_key] = (keys, index, self._cells(keys, steps), layers, row, perm,
+                                                 [layers[i] for i in perm])
+        return got
+
     def result(self, input_shape: tuple[int, ...]) -> OpCounts:
         # the bookings of this forward, plus, when a plan was replayed, its static bookings as one matrix
-        base_keys, base = self._base if self._base is not None else ([], None)
-        keys, index = _rows(base_keys, self.counts)
         steps = self.T or 1
+        keys, index, cells, layers, row, perm, mem_layers = self._layout(steps)
+        base = self._base[1] if self._base is not None else None
         mat = np.zeros((len(keys), steps + 1), dtype=np.float64)
         if base is not None:
             mat[:len(base)] = base
@@ -674,13 +690,12 @@ class OpCounter:
             products *= np.where(plan.fast_scale > 0, plan.fast_scale, 1.0)[:, None]
             np.add.at(mat[:, :steps], plan.fast_rows, products)
         counts = np.rint(mat).astype(np.int64)
-        layer_of, timestep, class_of, cell, class_index = self._cells(keys, steps)
+        layer_of, timestep, class_of, cell, class_index = cells
         per_class = np.zeros(len(OP_CLASSES), dtype=np.int64)
         np.add.at(per_class, class_index, counts.sum(1))
         counts = counts.reshape(-1)[cell]
         cols = MEMORY_COLUMNS[1:]
-        base_layers, base_facts = self._mem_base if self._mem_base is not None else ([], None)
-        layers, row = _rows(base_layers, self.mem)
+        base_facts = self._mem_base[1] if self._mem_base is not None else None
         facts = np.zeros((len(layers), len(cols)), dtype=np.float64)
         if base_facts is not None:
             facts[:len(base_facts)] = base_facts
@@ -694,12 +709,6 @@ class OpCounter:
             np.add.at(facts[:, cols.index("weight_uses")], [row[layer] for layer, _ in self._uses], sums)
         if plan is not None and plan.fast_calls:  # each product is also its call's weight uses
             np.add.at(facts[:, cols.index("weight_uses")], plan.fast_mem_rows, products.sum(1))
-        order_key = ("memory rows", tuple(layers))  # the memory table's row order, kept like the cells
-        perm = self._cell_cache.get(order_key)
-        if perm is None:
-            perm = self._cell_cache[order_key] = sorted(range(len(layers)),
-                                                        key=lambda i: self.order.get(layers[i], 1 << 30))
-        mem_layers = [layers[i] for i in perm]
         values = np.rint(facts[perm]).astype(np.int64).reshape(len(layers), len(cols))
 
         def tables() -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -763,6 +772,7 @@ class _Plan:
     fast_calls: list[tuple]  # the binary calls a replay books by their product, in order (OpCounter.replayable)
     fast_out: Tensor | None  # (calls, T) float32: a replay writes each call's product into its row
     fast_views: list[Tensor]  # those rows
+    fast_uniform: list[bool]  # whether each call's fan-out is the same for every input (``fast_scale``)
     fast_rows: np.ndarray  # the count row (of ``keys``) of each
     fast_scale: np.ndarray  # its fan-out when that is the same for every input (then the row holds its nnz)
     fast_mem_rows: np.ndarray  # and its layer's row of ``mem_layers`` (its weight uses)
@@ -784,6 +794,7 @@ class _Plan:
                    fast_out=out, fast_views=[] if out is None else list(out.unbind(0)),
                    fast_rows=np.array([index[spec[0]] for spec in fast], dtype=np.int64),
                    fast_scale=np.array([_uniform(spec[2]) for spec in fast], dtype=np.float64),
+                   fast_uniform=[_uniform(spec[2]) > 0 for spec in fast],
                    fast_mem_rows=np.array([mem_row[spec[1]] for spec in fast], dtype=np.int64),
                    uses=list(c._static_uses),
                    order=dict(c.order), uncounted={k: dict(v) for k, v in c.uncounted.items()},
@@ -885,7 +896,7 @@ def _replay(plan: _Plan, model: nn.Module, clips: Tensor, counter: OpCounter) ->
                 return out
         elif module in plan.fast and rule.after:
             specs, calls, done, T = plan.fast[module], plan.fast_calls, counter._fast_done, counter.T
-            rows, uniform = plan.fast_views, plan.fast_scale.tolist()
+            rows, uniform = plan.fast_views, plan.fast_uniform
 
             def counted_forward(*args: Any, **kwargs: Any) -> Any:
                 out = forward(*args, **kwargs)
