@@ -31,15 +31,17 @@ input shape, dtype and device, options and rule table. The replay runs the model
 forwards wrapped for that one forward, re-runs only the non-static (value-dependent) rules, and adds the
 recorded static bookings. A module rule may also make a call *replayable* (:meth:`OpCounter.replayable`): a
 convolution or linear layer whose input is spikes by construction is then replayed by its one matrix-vector
-product (written into a row of a buffer the plan keeps), and one whose input is real (dense counts) by a check
-that it still is; everything else that call books is part of the plan, and an input of another kind than the
-plan's makes the replay count in full. Its module calls are checked against the plan's, and a module with a rule that the plan
-never saw called trips the check; on any difference the count is redone in full. A model whose code outside the
-covered modules reads a tensor value into Python (``.item()``, ``if tensor:``, which may branch on data) or
-whose ops outside them need a value-dependent rule is never planned. What a plan cannot see is Python state
-outside the model's modules (a global variable) that changes the ops between layers: count such a model with
+product (a sum when every input has the same fan-out), written into a row of a buffer the plan keeps, and one
+whose input is real (dense counts) by a check that it still is; everything else that call books is part of the
+plan, and an input of another kind than the plan's makes the replay count in full. The replay's module calls are
+checked against the plan's, and a module with a rule that the plan never saw called trips the check; on any
+difference the count is redone in full. A model whose code outside the covered modules reads a tensor value
+into Python (``.item()``, ``if tensor:``, which may branch on data) or whose ops outside them need a
+value-dependent rule is never planned. What a plan cannot see is Python state outside the model's modules (a
+global variable) or in their private attributes that changes the ops between layers: count such a model with
 ``count_ops(..., plan=False)``, which always counts in full. Every module is counted in eval mode, and each
-module's own mode is given back afterwards.
+module's own mode is given back afterwards. A count patches the model's modules for its forward and a replay
+writes into its plan's buffer: count one model from one thread at a time.
 """
 
 from __future__ import annotations
