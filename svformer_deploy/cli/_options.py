@@ -10,13 +10,16 @@ gives each parameter the label a user reads instead, by one rule:
 * a repeatable option shows the label of one value and its help says "repeatable";
 * an argument shows its value's kind (``PATH``, ``TEXT``) after its name;
 * an old spelling of an option (:data:`HIDDEN_ALIASES`) keeps working but is not shown;
-* a command's line in its group's list is the first paragraph of its docstring as one flowing text (the typer
-  in use keeps the docstring's line breaks there).
+* a command's help is its docstring re-flowed (:func:`reflow`): each paragraph one flowing text that the terminal
+  wraps at its width, list items kept one to a line (the typer in use keeps the docstring's own line breaks in
+  every paragraph but the first, so ``--help`` showed lines broken mid-sentence);
+* a command's line in its group's list is the first paragraph of its docstring as one flowing text.
 """
 
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Iterable
 from pathlib import PurePath
 from typing import Any, get_args, get_origin
@@ -24,13 +27,16 @@ from typing import Any, get_args, get_origin
 import typer
 from typer.core import TyperArgument, TyperGroup, TyperOption
 
-__all__ = ["HIDDEN_ALIASES", "note_fewer_videos", "progress_bar", "tidy_help", "value_label", "videos_option"]
+__all__ = ["HIDDEN_ALIASES", "note_fewer_videos", "progress_bar", "reflow", "tidy_help", "value_label",
+           "videos_option"]
 
 HIDDEN_ALIASES = frozenset({"--num-videos", "--eval-videos"})
 """Old spellings of ``--videos`` (``export``/``verify``/``evaluate`` had ``--num-videos``, ``finetune`` had
 ``--eval-videos``): accepted wherever ``--videos`` is, so existing scripts keep working, and left out of help."""
 
 _KIND = {int: "N", float: "FLOAT", str: "TEXT"}
+LIST_ITEM = re.compile(r"\s*(?:[*\u2022-]|\d+[.)])\s")
+"""A line that starts a list item (``* ``, ``- ``, ``\u2022 ``, ``1. ``, ``1) ``): :func:`reflow` keeps it on a line of its own."""
 
 
 def videos_option(help: str, **kwargs: Any):
@@ -83,6 +89,28 @@ def value_label(annotation: Any) -> str:
     return _KIND.get(annotation, "TEXT")
 
 
+def reflow(text: str) -> str:
+    """``text`` (a docstring) with every paragraph as one line, for the terminal to wrap at its width.
+
+    Paragraphs are separated by blank lines and stay separate. Within one, a line that starts a list item
+    (:data:`LIST_ITEM`) starts a new line and the lines after it up to the next item are joined to it; every other
+    line break becomes a space. A paragraph that starts with ``\\b`` (click's "do not re-wrap") is kept as written.
+    """
+    paragraphs = []
+    for paragraph in re.split(r"\n[ \t]*\n", inspect.cleandoc(text)):
+        if paragraph.startswith("\b"):
+            paragraphs.append(paragraph)
+            continue
+        lines: list[str] = []
+        for line in paragraph.splitlines():
+            if lines and not LIST_ITEM.match(line):
+                lines[-1] = f"{lines[-1]} {line.strip()}"
+            else:
+                lines.append(line.rstrip())
+        paragraphs.append("\n".join(lines))
+    return "\n\n".join(paragraphs)
+
+
 class _Argument(TyperArgument):
     """An argument whose help row shows the kind of its value (``PATH``) instead of typer's ``<path>``."""
 
@@ -126,8 +154,10 @@ def tidy_help(command, name: str = "svformer-deploy"):
     returns ``command``. The ``--help`` flag of each command is created here, so that it is tidied too."""
     from typer._click import Context
 
-    if command.help and not command.short_help:
-        command.short_help = " ".join(inspect.cleandoc(command.help).split("\n\n")[0].split())
+    if command.help:
+        command.help = reflow(command.help)
+        if not command.short_help:
+            command.short_help = " ".join(command.help.split("\n\n")[0].split())
     for param in command.params:
         _tidy_param(param)
     help_option = command.get_help_option(Context(command, info_name=name))
