@@ -8,7 +8,9 @@ there, the tool version, the time), written inside the atomic build. ``--force``
 an earlier output of the same kind (:func:`check_kind`): the marker says which, and folders written before the
 marker existed are recognised by their kind's own files (:data:`OUTPUT_KINDS`). A whole-folder output's marker
 lists the entries its command wrote; anything a user added since stops ``--force`` (:func:`foreign_entries`).
-Anything else -- a user's folder, another command's output -- is refused with one line.
+Anything else -- a user's folder, another command's output -- is refused with one line. The commands that write
+their own files into a folder (train, finetune, evaluate) go only into a new or empty folder or one holding only
+their earlier outputs (:func:`refuse_whole_output`), with or without ``--force``.
 """
 
 from __future__ import annotations
@@ -192,10 +194,53 @@ def _refuse_foreign(out: str | os.PathLike, kind: str) -> None:
                                 "that folder yourself")
 
 
+_RUN_ENTRIES: dict[str, Callable[[str], bool]] = {
+    "train": lambda name: name in {"last.pt", "best.pt", "metrics.csv", "metrics.json"},
+    "finetune": lambda name: name in {"last.pt", "finetuned.pt", "metrics.csv", "metrics.json", "finetune.json",
+                                      "budget_curve.csv", "budget_curve.png"},
+    "evaluation": lambda name: name in {"eval.json", "confusion.png", "predictions.csv"},
+}
+"""The files each command that writes its own files into a folder writes there (besides the ``budget-R``
+folders of ``finetune --spike-budget``, each a fine-tuning run of its own)."""
+_SYSTEM_FILES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
+"""Files a file browser leaves in any folder it shows: never a reason to refuse a run folder."""
+
+
+def _temporary_of(name: str) -> str | None:
+    """The file an :func:`atomic_write` temporary ``.NAME.XXXXXXXX.tmp`` (left by a killed run) stands for."""
+    if name.startswith(".") and name.endswith(".tmp") and name.count(".") >= 3:
+        return name[1:-4].rsplit(".", 1)[0]
+    return None
+
+
+def _not_from_runs(folder: Path) -> list[str]:
+    """Entries of ``folder`` that none of train, finetune and evaluate wrote: every entry must be one the kinds the
+    folder holds (:func:`output_kinds`: its marker, or its files for a folder from before the marker) write
+    (:data:`_RUN_ENTRIES`), the marker, a subfolder that is an svformer-deploy output itself (a ``budget-R``
+    fine-tuning run, a bundle exported into the run folder), an interrupted write of one of them, or a file
+    browser's (:data:`_SYSTEM_FILES`)."""
+    held = [_RUN_ENTRIES[k] for k in output_kinds(folder) if k in _RUN_ENTRIES]
+
+    def ours(name: str) -> bool:
+        if name in _SYSTEM_FILES or name == MARKER or any(written(name) for written in held):
+            return True
+        return bool(output_kinds(folder / name))  # [] for a file or a folder svformer-deploy did not write
+
+    return sorted(p.name for p in folder.iterdir()
+                  if not ours(p.name) and not ours(_temporary_of(p.name) or p.name))
+
+
 def refuse_whole_output(out: str | os.PathLike, kind: str) -> None:
-    """Refuse (before any work) to let a command that writes its own files into a folder (``kind``: train,
-    finetune, evaluation) write them into another command's whole-folder output (an export bundle, a report, a
-    demo folder): its files would change that output, which its own ``--force`` would then no longer replace."""
+    """Refuse (before any work, with or without ``--force``) to let a command that writes its own files into a
+    folder (``kind``: train, finetune, evaluation) write them into a folder it may not share:
+
+    * another command's whole-folder output (an export bundle, a report, a demo folder): its files would change
+      that output, which its own ``--force`` would then no longer replace;
+    * a folder holding any entry that train, finetune or evaluate did not write there (a user's files, a lone
+      checkpoint, ...; :func:`_not_from_runs`): its files would land among them, or over one of the same name.
+
+    A new or empty folder, or one holding only earlier train / finetune / evaluate outputs, is accepted; whether an
+    earlier output of ``kind`` itself may be replaced is :func:`check_kind`'s rule (``--force``)."""
     out_path = Path(out)
     if not out_path.is_dir():
         return
@@ -204,6 +249,13 @@ def refuse_whole_output(out: str | os.PathLike, kind: str) -> None:
         raise OutputExistsError(f"--out {out} is {_described(out_path)}; {OUTPUT_KINDS[kind][0]} cannot go into "
                                 "another command's output. Choose another --out (a folder of its own, or a training "
                                 "run's), or remove that folder yourself")
+    foreign = _not_from_runs(out_path)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f", ... ({len(foreign)} entries)" if len(foreign) > 3 else "")
+        raise OutputExistsError(f"--out {out} holds {shown}, which svformer-deploy train/finetune/evaluate did not "
+                                f"write; {OUTPUT_KINDS[kind][0]} goes only into a new or empty folder or one holding "
+                                "only their earlier outputs, with or without --force. Choose another --out, or move "
+                                "those files out of it")
 
 
 def _marker(kinds: list[str], files: list[str] | None = None) -> dict[str, Any]:

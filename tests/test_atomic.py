@@ -147,3 +147,30 @@ def test_a_single_file_output_is_replaced_only_when_it_is_of_its_kind(tmp_path):
             refuse_existing_file(theirs, force, kind="summary", is_kind=ours)
     with pytest.raises(OutputExistsError, match="is a folder"):
         refuse_existing_file(tmp_path, True, kind="summary", is_kind=ours)
+
+
+def test_a_run_folder_may_hold_only_what_train_finetune_evaluate_wrote(tmp_path):
+    """The folder rule of train / finetune / evaluate (refuse_whole_output): their earlier outputs, a budget
+    run's folder, a bundle exported into the run folder, a killed run's temporary file and a file browser's file
+    are fine; one other entry is refused by name."""
+    from svformer_deploy._atomic import atomic_write_dir, mark_output, refuse_whole_output
+    from svformer_deploy.errors import OutputExistsError
+
+    run = tmp_path / "run"
+    for name in ("last.pt", "best.pt", "metrics.csv", "metrics.json", "eval.json", ".last.pt.k3j9x0qa.tmp",
+                 ".DS_Store"):
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_text("x")
+    mark_output(run, "train")
+    mark_output(run, "evaluation")
+    budget = run / "budget-0.05"
+    budget.mkdir()
+    (budget / "finetune.json").write_text("{}")
+    mark_output(budget, "finetune")
+    atomic_write_dir(run / "nir", lambda tmp: (tmp / "manifest.json").write_text("{}"), kind="export")
+    for kind in ("train", "finetune", "evaluation"):
+        refuse_whole_output(run, kind)  # nothing foreign: no error
+    (run / "budget-notes").mkdir()  # a folder that is not a fine-tuning run
+    (run / ".thesis.txt.k3j9x0qa.tmp").write_text("x")  # a temporary of a file no run writes
+    with pytest.raises(OutputExistsError, match=r"holds \.thesis\.txt\.k3j9x0qa\.tmp, budget-notes, which "):
+        refuse_whole_output(run, "train")

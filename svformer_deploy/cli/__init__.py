@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 from typer import Abort
-from typer._click.exceptions import NoArgsIsHelpError, NoSuchOption, UsageError
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
 from svformer_deploy.errors import SVFormerDeployError
 
@@ -79,12 +79,10 @@ def main(argv: list[str] | None = None) -> None:
         err.show()
         sys.exit(err.exit_code)
     except UsageError as err:  # a typo, a missing or malformed option: one line, like every other bad input
-        where = err.ctx.command_path if err.ctx is not None else "svformer-deploy"
-        if isinstance(err, NoSuchOption) and err.possibilities:  # suggest the names help shows, not old spellings
-            from svformer_deploy.cli._options import HIDDEN_ALIASES
+        from svformer_deploy.cli._options import usage_message
 
-            err.possibilities = [p for p in err.possibilities if p not in HIDDEN_ALIASES] or None
-        typer.echo(f"error: {err.format_message().rstrip('.')}; see `{where} --help`", err=True)
+        where = err.ctx.command_path if err.ctx is not None else "svformer-deploy"
+        typer.echo(f"error: {usage_message(err)}; see `{where} --help`", err=True)
         sys.exit(err.exit_code)
     except Abort:  # end of input at a prompt
         typer.echo("Aborted!", err=True)

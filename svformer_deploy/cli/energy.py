@@ -24,7 +24,7 @@ def report(
     videos: Annotated[int, videos_option(help="Number of validation videos.")] = 4,
     clips: Annotated[int, typer.Option(help="Clips per video (views = clips x crops).")] = 1,
     crops: Annotated[int, typer.Option(help="Crops per clip (1 or 3).")] = 1,
-    profile: Annotated[str, typer.Option(metavar="NAME|FILE", help="Energy profile name (45nm-fp32, 45nm-fp16, 45nm-int8, loihi) or a YAML/JSON file.")] = "45nm-fp32",
+    profile: Annotated[str, typer.Option(metavar="NAME|FILE", help="Energy profile: a name `svformer-deploy energy profiles` lists (45nm-fp32, 45nm-int8, loihi, ...), 45nm-int<N>, or a YAML/JSON file.")] = "45nm-fp32",
     baseline: Annotated[Optional[list[str]], typer.Option(metavar="NAME", help="ANN baseline(s): svformer-ann, r3d_18, mc3_18, r2plus1d_18, s3d, mvit_v2_s, swin3d_t (repeatable; default all).")] = None,
     fold_bn: Annotated[bool, typer.Option(help="Count time-invariant BatchNorms as folded into the previous layer (free), in the SNN and every baseline alike.")] = False,
     accuracy: Annotated[Optional[Path], typer.Option(metavar="FILE", help="eval.json that 'svformer-deploy evaluate' wrote for this checkpoint (top1 as a fraction, its views, the checkpoint's SHA-256), set beside the energy.")] = None,
@@ -49,12 +49,16 @@ def report(
 
 
 @energy_app.command("profiles")
-def profiles() -> None:
-    """List the registered hardware energy profiles: every figure each one uses, with its source."""
+def profiles(
+    names: Annotated[Optional[list[str]], typer.Argument(
+        metavar="NAME|FILE", help="Profiles to list (default: every registered one), e.g. 45nm-int3 or a "
+        "YAML/JSON file.", show_default=False)] = None,
+) -> None:
+    """List the hardware energy profiles: every figure each one uses, with its source and how it was derived."""
     from svformer_deploy.energy import get_profile, list_profiles
     from svformer_deploy.energy.profiles import profile_table
 
-    typer.echo(profile_table([get_profile(name) for name in list_profiles()]), nl=False)
+    typer.echo(profile_table([get_profile(name) for name in names or list_profiles()]), nl=False)
 
 
 @energy_app.command("price")

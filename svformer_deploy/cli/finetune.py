@@ -19,7 +19,7 @@ def finetune_cmd(
     bn: Annotated[str, typer.Option(metavar="shared|keep", help="'shared': convert per-timestep BN to shared BN (time-averaged start); "
                                          "'keep': keep the checkpoint's BN (spike-budget runs).")] = "shared",
     data: Annotated[str, typer.Option(metavar="NAME|DIR", help="'moving-digits' or a UCF101/HMDB51 root (training and report).")] = "moving-digits",
-    out: Annotated[Path, typer.Option(metavar="DIR", help="Run folder: finetuned.pt, last.pt, metrics, finetune.json.")] = Path("runs/finetune"),
+    out: Annotated[Path, typer.Option(metavar="DIR", help="Run folder for finetuned.pt, last.pt, metrics, finetune.json: a new or empty folder, or one holding only earlier train/finetune/evaluate outputs (a folder with any other file is refused, with or without --force).")] = Path("runs/finetune"),
     epochs: Annotated[int, typer.Option(min=1)] = 3,
     batch_size: Annotated[int, typer.Option(min=1, help="Clips per step per process.")] = 32,
     lr: Annotated[float, typer.Option(help="Peak AdamW learning rate (cosine to --min-lr).")] = 1e-3,
@@ -41,7 +41,7 @@ def finetune_cmd(
     device: Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda or cuda:N.")] = "auto",
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --out.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Start over in --out when it holds an earlier fine-tuning run (only then).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Start over when --out holds an earlier fine-tuning run: its files are replaced; nothing else in --out is touched.")] = False,
 ) -> None:
     """Distil a checkpoint into an exportable student: shared BN (starting from the time-averaged map that
     --approximate-bn folds) and/or a spike budget. Reports top-1 of the original, the naive fold and the result."""

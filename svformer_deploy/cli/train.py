@@ -31,7 +31,7 @@ def _overrides(items: list[str]) -> dict:
 def train_cmd(
     model: Annotated[str, typer.Option(metavar="NAME", help="Registered model name (see `svformer-deploy models`).")] = "svformer_tiny",
     data: Annotated[str, typer.Option(metavar="NAME|DIR", help="'moving-digits' (built in) or the root of a UCF101/HMDB51 copy.")] = "moving-digits",
-    out: Annotated[Path, typer.Option(metavar="DIR", help="Run folder: last.pt, best.pt, metrics.csv/json.")] = Path("runs/train"),
+    out: Annotated[Path, typer.Option(metavar="DIR", help="Run folder for last.pt, best.pt, metrics.csv/json: a new or empty folder, or one holding only earlier train/finetune/evaluate outputs (a folder with any other file is refused, with or without --force).")] = Path("runs/train"),
     epochs: Annotated[int, typer.Option(min=1)] = 10,
     batch_size: Annotated[int, typer.Option(min=1, help="Clips per step per process.")] = 32,
     lr: Annotated[float, typer.Option(help="Peak AdamW learning rate (after warm-up).")] = 2e-3,
@@ -57,7 +57,7 @@ def train_cmd(
                                                 "included) before the run fails with a clear error.")] = 1800.0,
     set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Model config override KEY=VALUE (repeatable), e.g. img_size=32.")] = None,
     resume: Annotated[Optional[Path], typer.Option(metavar="FILE", help="Continue exactly from a run's last.pt.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Start over in --out when it holds an earlier training run (only then).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Start over when --out holds an earlier training run: its last.pt, best.pt and metrics are replaced; nothing else in --out is touched.")] = False,
 ) -> None:
     """Train a model (AdamW, warm-up + cosine, label smoothing; DDP under torchrun). Writes checkpoints and metrics."""
     from rich.console import Console
@@ -98,9 +98,9 @@ def evaluate_cmd(
     crops: Annotated[int, typer.Option(min=1, max=3, help="Spatial crops per clip: 1 (centre) or 3 (reference).")] = 1,
     split: Annotated[str, typer.Option(metavar="val|test|train", help="val (= test list for UCF101/HMDB51), test or train.")] = "val",
     num_videos: Annotated[Optional[int], videos_option(help="Evaluate only the first N videos.")] = None,
-    out: Annotated[Path, typer.Option(metavar="DIR", help="Folder for eval.json, confusion.png, predictions.csv.")] = Path("runs/eval"),
+    out: Annotated[Path, typer.Option(metavar="DIR", help="Folder for eval.json, confusion.png, predictions.csv: a new or empty folder, or one holding only earlier train/finetune/evaluate outputs (a folder with any other file is refused, with or without --force).")] = Path("runs/eval"),
     device: Annotated[str, typer.Option(metavar="DEVICE", help="cpu or cuda.")] = "cpu",
-    force: Annotated[bool, typer.Option("--force", help="Replace the files of an earlier evaluation (eval.json, ...) in --out (only those).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an earlier evaluation's eval.json, confusion.png and predictions.csv in --out; nothing else in --out is touched.")] = False,
 ) -> None:
     """Top-1/top-5 and per-class accuracy with softmax scores summed over clips x crops views; confusion-matrix PNG."""
     from rich.console import Console

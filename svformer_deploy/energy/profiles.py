@@ -11,11 +11,16 @@ bytes per value the memory model moves (:mod:`svformer_deploy.energy.memory`). U
     bytes_per_value: 2                       # optional (default 4): weights, activations, membrane potentials
     memory_pj_per_byte: 1.25                 # optional: one flat memory cost instead of the footprint tiers
     caveats: "..."                           # optional
+
+Besides the registered names, ``45nm-int<N>`` (N = 1..32) names the N-bit integer profile that
+:func:`quantised_profile` derives from Horowitz's 8-bit figures; the widths the registered models' Yan et al.
+comparison uses (ceil(log2(T+1)) bits) are registered, so ``energy profiles`` lists them.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +34,8 @@ __all__ = ["HardwareProfile", "register_profile", "get_profile", "list_profiles"
 _PRIMITIVES = ("mac", "ac", "mul", "add")
 #: The profile used when none is named.
 DEFAULT_PROFILE = "45nm-fp32"
+#: A name of the integer family :func:`quantised_profile` derives (``45nm-int4``).
+_QUANTISED_NAME = re.compile(r"45nm-int(\d+)")
 
 
 @dataclass(frozen=True)
@@ -114,9 +121,12 @@ def get_profile(name_or_path: str | Path | HardwareProfile) -> HardwareProfile:
     key = str(name_or_path)
     if key in _PROFILES:
         return _PROFILES[key]
+    if (bits := _QUANTISED_NAME.fullmatch(key)) is not None:
+        return quantised_profile(int(bits.group(1)))
     if key.endswith((".yaml", ".yml", ".json")) or Path(key).exists():
         return load_profile(key)
-    raise ProfileError(f"unknown energy profile {key!r}; use one of {list_profiles()} or a YAML/JSON profile file")
+    raise ProfileError(f"unknown energy profile {key!r}; use one of {list_profiles()}, 45nm-int<N> (N = 1..32 "
+                       "bits) or a YAML/JSON profile file")
 
 
 def load_profile(path: str | Path) -> HardwareProfile:
@@ -188,18 +198,30 @@ register_profile(HardwareProfile(
 
 
 def quantised_profile(bits: int) -> HardwareProfile:
-    """A ``bits``-bit integer profile scaled from Horowitz's 8-bit figures (Yan et al., arXiv 2409.08290, compare
+    """The ``45nm-int<bits>`` profile, scaled from Horowitz's 8-bit figures (Yan et al., arXiv 2409.08290, compare
     an SNN with a ceil(log2(T+1))-bit ANN): multiply 0.2 x (bits/8)^2 pJ (array multiplier energy grows with
-    the square of the width), add 0.03 x bits/8 pJ (linear in the width), ``bytes_per_value = bits / 8``."""
-    if not 1 <= int(bits) <= 32:
-        raise ProfileError(f"quantised profile needs 1..32 bits, got {bits}")
-    k = int(bits) / 8
+    the square of the width), add 0.03 x bits/8 pJ (linear in the width), MAC = multiply + add,
+    ``bytes_per_value = bits / 8`` (values packed; the memory tiers' pJ per byte unchanged)."""
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 32:
+        raise ProfileError(f"a 45nm-int<N> profile needs N = 1..32 bits, got {bits!r}; e.g. 45nm-int4")
+    k = bits / 8
     mul, add = 0.2 * k * k, 0.03 * k
-    return HardwareProfile(f"45nm-int{int(bits)}", {"mac": mul + add, "ac": add, "mul": mul, "add": add},
-                           source=_HOROWITZ + f": int8 mult 0.2 pJ x ({int(bits)}/8)^2, int8 add 0.03 pJ x "
-                                              f"{int(bits)}/8 (scaling assumed, not measured)",
-                           caveats="Scaled from 8-bit figures; a design point, not a measurement.",
-                           bytes_per_value=k)
+    return HardwareProfile(
+        f"45nm-int{bits}", {"mac": mul + add, "ac": add, "mul": mul, "add": add},
+        source=_HOROWITZ + f" int8 figures scaled to {bits} bits: mult 0.2 pJ x ({bits}/8)^2 = {mul:.4g} pJ, "
+                           f"add 0.03 pJ x {bits}/8 = {add:.4g} pJ, MAC = {mul + add:.4g} pJ; AC = add",
+        caveats="DERIVED, NOT MEASURED: Horowitz gives integer adds at 8/16/32 bits and multiplies at 8/32 bits, "
+                "none below 8; the scaling (multiply with the square of the width, add linearly; his own 8 -> 32 "
+                "bit steps are x15.5 and x3.3 against x16 and x4) is an assumption, a design point for Yan et "
+                f"al.'s comparison with a ceil(log2(T+1))-bit ANN. Values take {k:g} bytes (packed) in the memory "
+                "model, whose SRAM/DRAM pJ per byte are the 45 nm tiers unchanged.",
+        bytes_per_value=k)
+
+
+# ceil(log2(T + 1)) bits, the width of Yan et al.'s comparison, for the registered models: T = 8 (svformer_tiny,
+# svformer_small) and T = 16 (svformer_ucf101); any other width resolves by name through get_profile
+for _bits in (4, 5):
+    register_profile(quantised_profile(_bits))
 
 
 def profile_table(profiles: list[HardwareProfile]) -> str:
@@ -221,7 +243,8 @@ def profile_table(profiles: list[HardwareProfile]) -> str:
     text = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
             .rstrip() for r in rows]
     text += ["", "* overrides the primitive's figure for that op class; memory: tiers = SRAM/DRAM tiers chosen by "
-             "footprint (Horowitz 45 nm), none = included in the per-op figures.", ""]
+             "footprint (Horowitz 45 nm), none = included in the per-op figures. 45nm-int<N> (N = 1..32) is "
+             "accepted wherever a profile is, derived like 45nm-int4 (`energy profiles 45nm-int<N>` lists it).", ""]
     for p in profiles:
         text.append(f"{p.name}: {p.source}")
         if p.memory_source:

@@ -45,7 +45,7 @@ from svformer_deploy.energy.counter import count_ops
 from svformer_deploy.energy.energy import EnergyReport, energy_of
 from svformer_deploy.energy.memory import RULES as MEMORY_RULES
 from svformer_deploy.energy.memory import TIERS_SOURCE, memory_convention
-from svformer_deploy.energy.profiles import get_profile, quantised_profile
+from svformer_deploy.energy.profiles import get_profile
 from svformer_deploy.energy.rules import OP_CLASSES, rules_markdown
 from svformer_deploy.errors import EnergyError
 
@@ -331,7 +331,7 @@ def _baselines(names: tuple[str, ...], cfg: Any, profile: Any, sparse_parts: lis
                   "dense_macs_per_view": c.dense_macs, "uncounted_ops": c.uncounted, "batchnorm": bn}
         if name == ANN_TWIN:
             bits = math.ceil(math.log2(cfg.num_frames + 1))
-            qprof = quantised_profile(bits)
+            qprof = get_profile(f"45nm-int{bits}")
             int8 = get_profile("45nm-int8")
             variants = {"dense": (_price(energy_of(c, profile)), profile)}
             if sparse_parts:
@@ -403,6 +403,7 @@ def _summary(opts, meta, cfg, profile, per_layer, per_video, n, views, uncounted
         "data": str(opts.data), "videos": n, "clips": opts.clips, "crops": opts.crops,
         "views_per_video": views, "T": cfg.num_frames, "input_size": list(cfg.input_shape), "fold_bn": opts.fold_bn,
         "profile": profile.to_dict(), "ann_profile": ann_profile.name,
+        "row_profiles": _row_profiles(baselines, profile, ann_profile),
         "accuracy": accuracy, "protocol": protocol,
         "headline": {"per_video_mj": per_video_mj, "per_view_mj": per_view_mj},
         "memory": mem,
@@ -422,6 +423,14 @@ def _summary(opts, meta, cfg, profile, per_layer, per_video, n, views, uncounted
         "uncounted_ops": uncounted, "baselines": baselines, "rules_used": rules_used,
         "files": OUTPUT_FILES, "caveats": CAVEATS,
     }
+
+
+def _row_profiles(baselines: dict[str, dict], profile: Any, ann_profile: Any) -> dict[str, dict]:
+    """Every profile a baseline row is priced under other than the SNN's own (``45nm-int8``, ``45nm-int<bits>``,
+    the fp32 fallback of a profile that does not price ANNs), with all its figures, source and caveats, taken
+    from the profile registry (:func:`~svformer_deploy.energy.profiles.get_profile`)."""
+    names = dict.fromkeys(b["profile"] for b in baselines.values() if b["profile"] != profile.name)
+    return {name: (ann_profile if name == ann_profile.name else get_profile(name)).to_dict() for name in names}
 
 
 def _memory_parts(opts: ReportOptions, per_video: pd.DataFrame, n: int) -> dict[str, Any]:
@@ -473,6 +482,13 @@ def _ratio_cell(r: float | None) -> str:
     return "not printed" if r is None else sig_figs(r, 3)
 
 
+def _figures(p: dict) -> str:
+    """A profile's primitives and value size in one phrase, from its ``to_dict()``."""
+    pj = p["energy_pj"]
+    return (f"MAC {pj['mac']:.4g} pJ, AC {pj['ac']:.4g} pJ, multiply {pj['mul']:.4g} pJ, add {pj['add']:.4g} pJ, "
+            f"{p['bytes_per_value']:g} B per value")
+
+
 def _comparison(s: dict) -> list[str]:
     acc, pc = s["accuracy"], s["headline"]["per_view_mj"]
     snn_mem = s["memory"]["convention"]
@@ -496,6 +512,11 @@ def _comparison(s: dict) -> list[str]:
     if s["ann_profile"] != s["profile"]["name"]:
         lines[-1] += (f" Profile `{s['profile']['name']}` does not price ANN arithmetic, so the fp32 ANN rows use "
                       f"`{s['ann_profile']}`; the int rows use their own integer profiles.")
+    if s["row_profiles"]:
+        lines += ["", "Profiles of the other rows (figures from the profile registry; `svformer-deploy energy "
+                  "profiles NAME` lists every figure):", ""]
+        lines += [f"- `{name}`: {_figures(p)}. {p['source']}." + (f" {p['caveats']}" if p["caveats"] else "")
+                  for name, p in s["row_profiles"].items()]
     for conv, names in withheld.items():
         lines += ["", f"**SNN / model (total) is not printed for {', '.join(names)}: memory is not counted the same "
                   f"way on both sides** (SNN: {snn_mem}; these rows: {conv}); a total ratio would compare unlike "

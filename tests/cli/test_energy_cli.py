@@ -36,3 +36,38 @@ def test_report_shows_progress_off_a_terminal_and_starts_with_its_result(tmp_pat
     cap = capsys.readouterr()
     assert cap.out.startswith("wrote ")  # no blank line left by a transient bar
     assert "counting operations: 1/2" in cap.err and "counting operations: 2/2" in cap.err
+
+
+def test_the_int4_profile_of_the_report_is_listed_with_its_derivation(capsys):
+    """The int4 ANN row is priced under 45nm-int4: `energy profiles` lists it, its figures (scaled from Horowitz's
+    int8: multiply x (4/8)^2, add x 4/8) and the statement that the scaling is assumed, not measured."""
+    assert run_cli(["energy", "profiles"]) in (0, None)
+    out = capsys.readouterr().out
+    header = out.splitlines()[0].split()[3:]
+    assert "45nm-int4" in header and "45nm-int5" in header  # ceil(log2(T+1)) for T = 8 and T = 16
+    rows = {line.split()[0]: line.split()[2:] for line in out.splitlines()[1:len(OP_CLASSES) + 1]}
+    int4 = header.index("45nm-int4")
+    assert float(rows["mac"][int4]) == pytest.approx(0.2 / 4 + 0.03 / 2)  # 0.05 + 0.015 pJ, by hand
+    assert float(rows["ac"][int4]) == pytest.approx(0.015)
+    line = next(line for line in out.splitlines() if line.startswith("45nm-int4: "))
+    assert "mult 0.2 pJ x (4/8)^2 = 0.05 pJ" in line and "add 0.03 pJ x 4/8 = 0.015 pJ" in line
+    assert "DERIVED, NOT MEASURED" in out.split("45nm-int4: ", 1)[1].split("\n45nm-int5: ")[0]
+
+
+def test_a_profile_of_the_int_family_is_listed_by_name(capsys):
+    assert run_cli(["energy", "profiles", "45nm-int3"]) in (0, None)
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split()[3:] == ["45nm-int3"]
+    assert "(3/8)^2" in out and "DERIVED, NOT MEASURED" in out
+    assert run_cli(["energy", "profiles", "45nm-int0"]) == 2
+    assert "45nm-int<N> profile needs N = 1..32 bits, got 0" in capsys.readouterr().err
+
+
+def test_price_accepts_the_int4_profile(capsys):
+    from pathlib import Path
+
+    rates = Path(__file__).parents[1] / "energy" / "data" / "svformer_ucf101_published_rates.csv"
+    assert run_cli(["energy", "price", "--model", "svformer_ucf101", "--rates", str(rates), "--profile",
+                    "45nm-int4", "--views", "1x1"]) in (0, None)
+    out = capsys.readouterr().out
+    assert "profile `45nm-int4`" in out and "(4/8)^2" in out

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from svformer_deploy._atomic import MARKER, atomic_write_dir, output_kinds
+from svformer_deploy._atomic import MARKER, atomic_write_dir, mark_output, output_kinds
 from svformer_deploy.assets import default_checkpoint
 from tests.helpers import run_cli
 
@@ -73,16 +73,46 @@ def test_the_reported_case_thesis_survives_energy_report_force(tmp_path, capsys)
     assert (papers / "thesis.txt").read_text() == "important"
 
 
-def test_evaluate_force_replaces_its_own_files_and_keeps_the_rest(tmp_path, capsys):
+def test_evaluate_force_replaces_its_own_files_beside_a_training_run(tmp_path, capsys):
     out = tmp_path / "run é"
-    _files(out, "last.pt", "metrics.csv", "thesis.txt")  # a training run (files from before the marker)
+    _files(out, "last.pt", "metrics.csv")  # a training run (files from before the marker)
     argv = ["evaluate", str(default_checkpoint()), "--out", str(out), "--num-videos", "2"]
     assert run_cli(argv) in (0, None)
     assert output_kinds(out) == ["train", "evaluation"] and (out / MARKER).is_file()
     assert run_cli(argv) == 2 and "--force" in capsys.readouterr().err
     (out / "eval.json").write_text("old")
     assert run_cli([*argv, "--force"]) in (0, None)
-    assert (out / "eval.json").read_text() != "old" and (out / "thesis.txt").read_text() == "x"
+    assert (out / "eval.json").read_text() != "old" and (out / "last.pt").read_text() == "x"
+
+
+FOREIGN = {  # folders holding files train / finetune / evaluate did not write
+    "users-folder": lambda d: _files(d, "thesis.txt", "notes.md"),
+    "lone-checkpoint": lambda d: _files(d, "best.pt"),  # a user's copy: train would write over it
+    "run-with-users-file": lambda d: (KINDS["train"](d), _files(d, "thesis.txt"), mark_output(d, "train")),
+}
+
+
+@pytest.mark.parametrize("force", [False, True], ids=["", "force"])
+@pytest.mark.parametrize("folder", list(FOREIGN))
+@pytest.mark.parametrize("command", ["train", "finetune", "evaluate"])
+def test_run_commands_never_write_among_a_users_files(command, folder, force, tmp_path, capsys):
+    """`train --out DIR --force` into a folder of a user's files trained there (deleting nothing, but writing
+    last.pt, best.pt, metrics beside them, or over a file of the same name) although its help said --force acts
+    "only" on an earlier run. train, finetune and evaluate now refuse such a folder before any work, with or
+    without --force, naming the files and the fix."""
+    out = tmp_path / "my papers ü"
+    FOREIGN[folder](out)
+    before = _tree(tmp_path)
+    argv, _ = COMMANDS[command]
+    argv = [a.format(ckpt=default_checkpoint(), out=out) for a in argv if force or a != "--force"]
+    assert run_cli(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(out) in err, err
+    named = {"users-folder": "notes.md, thesis.txt", "lone-checkpoint": "best.pt",
+             "run-with-users-file": "thesis.txt"}[folder]
+    assert f"holds {named}, which svformer-deploy train/finetune/evaluate did not write" in err, err
+    assert "with or without --force" in err and "Choose another --out, or move those files out of it" in err
+    assert _tree(tmp_path) == before  # nothing written, not even a marker
 
 
 def test_commands_writing_one_file_replace_only_their_own_kind_of_file(tmp_path, capsys):

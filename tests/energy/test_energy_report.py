@@ -297,6 +297,30 @@ def test_profiles_registry_and_user_files(tmp_path):
         get_profile("nope")
 
 
+def test_report_states_the_int_rows_profiles_from_the_registry(report):
+    """The int4 and int8 rows' profiles appear in report.md where the rows do: every figure (from the registry,
+    not copied by hand), the source and the derivation's caveat; summary.json carries them whole."""
+    s = json.loads((report / "a" / "summary.json").read_text())
+    assert set(s["row_profiles"]) == {"45nm-int8", "45nm-int4"}  # dense rows: the SNN's own 45nm-fp32
+    for name, d in s["row_profiles"].items():
+        assert d == get_profile(name).to_dict()
+    md = (report / "a" / "report.md").read_text()
+    table_end = md.index("Each row is priced under the profile in its column.")
+    assert "`45nm-int4`" in md[:table_end]
+    line = next(x for x in md[table_end:].splitlines() if x.startswith("- `45nm-int4`: "))
+    assert "MAC 0.065 pJ, AC 0.015 pJ, multiply 0.05 pJ, add 0.015 pJ, 0.5 B per value" in line
+    assert get_profile("45nm-int4").source in line and "DERIVED, NOT MEASURED" in line
+
+
+def test_report_accepts_the_int4_profile_by_name(ckpt, tmp_path):
+    out = tmp_path / "r"
+    assert run_cli(["energy", "report", str(ckpt), "--videos", "1", "--baseline", "svformer-ann", "--profile",
+                    "45nm-int4", "--out", str(out)]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["profile"] == get_profile("45nm-int4").to_dict()
+    assert "45nm-int4" not in s["row_profiles"] and "45nm-int8" in s["row_profiles"]
+
+
 def test_quantised_profile_by_hand():
     from svformer_deploy.energy.profiles import quantised_profile
 
