@@ -102,10 +102,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", action="append", help="registered config (repeatable; default: every one)")
     ap.add_argument("--batch", type=int, default=2)
-    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--repeat", type=int, help="rounds (default: 7, and 3 for svformer_ucf101)")
     a = ap.parse_args()
     for name in a.model or list_models():
-        bench(name, 1 if name == "svformer_ucf101" else a.batch, a.repeat if name != "svformer_ucf101" else 3)
+        big = name == "svformer_ucf101"
+        bench(name, 1 if big else a.batch, a.repeat or (3 if big else 7))
 
 
 if __name__ == "__main__":
