@@ -59,8 +59,9 @@ CAVEATS = [
     "addressing and memory accesses must be modelled; the fetch-per-event dataflow follows their model.",
     "Yan et al., arXiv 2409.08290 (2024): compare against an ANN quantised to ceil(log2(T+1)) bits; an SNN must "
     "fire below about 6 % to win under such a comparison.",
-    "The 4.6 / 0.9 pJ figures are 45 nm fp32 arithmetic (Horowitz, ISSCC 2014); they are not measurements of "
-    "any neuromorphic chip.",
+    "The 45 nm figures are arithmetic energies from Horowitz (ISSCC 2014): fp32 MAC 4.6 pJ and AC 0.9 pJ, int8 "
+    "multiply 0.2 pJ and add 0.03 pJ as given there; narrower integer profiles are derived from them (see each "
+    "profile's caveats). None is a measurement of a neuromorphic chip.",
 ]
 
 #: Every file the report writes and what it holds (printed in report.md; ``docs/energy.md`` states the same).
