@@ -57,7 +57,7 @@ from svformer_deploy.models.checkpoint import load_state_dict_checked
 from svformer_deploy.models.norm import TemporalBatchNorm
 from svformer_deploy.training.engine import (
     LoopConfig, LossFn, _init_distributed, _jsonable, _loader, _resolve_device, _rng_state, _run_epochs,
-    _set_rng_state, _train_epoch, _validate, _ValBatches, _write_metrics, param_groups, warmup_cosine,
+    _set_rng_state, _train_epoch, _validate, _ValBatches, _write_metrics, param_groups, resume_state, warmup_cosine,
 )
 
 __all__ = ["FinetuneConfig", "FinetuneResult", "time_averaged_bn", "spike_rates", "SpikeRates", "distillation_loss",
@@ -256,6 +256,17 @@ def _checkpoint_meta(teacher_meta: dict[str, Any], cfg: FinetuneConfig, checkpoi
                         "bn": teacher_meta["config"]["bn"]}}
 
 
+def _resume_payload(out_dir: Path) -> dict[str, Any]:
+    """The ``last.pt`` of the fine-tuning run in ``out_dir`` that ``--resume`` continues, read and its resume state
+    checked (:func:`resume_state`) before any work; no ``last.pt`` raises :class:`ConfigError`."""
+    last_path = out_dir / "last.pt"
+    if not last_path.is_file():
+        raise ConfigError(f"nothing to resume in --out {out_dir}: no last.pt; drop --resume to start a new run")
+    payload = read_checkpoint(last_path)
+    resume_state(payload, last_path, "finetune")
+    return payload
+
+
 def finetune(checkpoint: str | os.PathLike, cfg: FinetuneConfig, *, resume: bool = False, force: bool = False,
              command: str | None = None, progress: bool = True,
              on_epoch: Callable[[dict[str, Any]], None] | None = None) -> FinetuneResult:
@@ -270,9 +281,8 @@ def finetune(checkpoint: str | os.PathLike, cfg: FinetuneConfig, *, resume: bool
     out_dir = Path(cfg.out_dir)
     last_path, final_path = out_dir / "last.pt", out_dir / "finetuned.pt"
     refuse_file_in_the_way(out_dir)
+    payload = _resume_payload(out_dir) if resume else None
     refuse_whole_output(out_dir, "finetune")
-    if resume and not last_path.exists():
-        raise ConfigError(f"--resume: {last_path} does not exist; start the run without --resume")
     if not resume and last_path.exists():
         check_kind(out_dir, "finetune")  # --force starts over only in an earlier fine-tuning run
         if not force:
@@ -302,9 +312,8 @@ def finetune(checkpoint: str | os.PathLike, cfg: FinetuneConfig, *, resume: bool
         optimizer, lambda s: warmup_cosine(s, warmup_steps, total_steps, cfg.min_lr / cfg.lr))
 
     start_epoch, history = 0, []
-    if resume:
-        payload = read_checkpoint(last_path)
-        extra = payload.get("extra") or {}
+    if payload is not None:
+        extra = payload["extra"]  # checked by _resume_payload
         saved = payload["meta"].get("finetune_config", {})
         if saved != _jsonable(asdict(cfg)) or payload["meta"].get("teacher", {}).get("sha256") != tmeta["sha256"]:
             raise ConfigError(f"{last_path} was written by another fine-tuning run (other teacher or options); "
