@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from svformer_deploy._atomic import (atomic_write_csv, atomic_write_json, check_kind, mark_output,
+from svformer_deploy._atomic import (atomic_write_csv, atomic_write_json, mark_output,
                                      refuse_file_in_the_way, refuse_whole_output)
 from svformer_deploy._paths import data_spec, user_path
 from svformer_deploy._threads import ThreadGovernor
@@ -428,11 +428,9 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, force: b
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
     refuse_file_in_the_way(out_dir)
     refuse_whole_output(out_dir, "train")
-    if resume is None and last_path.exists():
-        check_kind(out_dir, "train")  # --force starts over only in an earlier training run
-        if not force:
-            raise OutputExistsError(f"{last_path} exists: continue it with --resume {last_path}, choose another "
-                                    "--out, or pass --force to start over")
+    if resume is None and last_path.exists() and not force:  # refuse_whole_output: it is an earlier training run
+        raise OutputExistsError(f"{last_path} exists: continue it with --resume {last_path}, choose another "
+                                "--out, or pass --force to start over")
     payload = None if resume is None else read_checkpoint(resume)
     extra = {} if payload is None else resume_state(payload, resume, "train")
     torch.manual_seed(cfg.seed)

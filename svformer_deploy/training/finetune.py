@@ -47,7 +47,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from svformer_deploy._atomic import (atomic_write, atomic_write_json, check_kind, mark_output, refuse_file_in_the_way,
+from svformer_deploy._atomic import (atomic_write, atomic_write_json, mark_output, refuse_file_in_the_way,
                                      refuse_whole_output)
 from svformer_deploy._threads import ThreadGovernor
 from svformer_deploy.errors import ConfigError, OutputExistsError
@@ -283,11 +283,9 @@ def finetune(checkpoint: str | os.PathLike, cfg: FinetuneConfig, *, resume: bool
     refuse_file_in_the_way(out_dir)
     payload = _resume_payload(out_dir) if resume else None
     refuse_whole_output(out_dir, "finetune")
-    if not resume and last_path.exists():
-        check_kind(out_dir, "finetune")  # --force starts over only in an earlier fine-tuning run
-        if not force:
-            raise OutputExistsError(f"{last_path} exists: continue it with --resume, choose another --out, or "
-                                    "pass --force to start over")
+    if not resume and last_path.exists() and not force:  # refuse_whole_output: it is an earlier fine-tuning run
+        raise OutputExistsError(f"{last_path} exists: continue it with --resume, choose another --out, or "
+                                "pass --force to start over")
     dist_info = _init_distributed("cuda" if cfg.device == "auto" and torch.cuda.is_available() else cfg.device,
                                   cfg.dist_timeout)
     device = _resolve_device(cfg.device, dist_info)
@@ -463,9 +461,7 @@ def finetune_budgets(checkpoint: str | os.PathLike, cfg: FinetuneConfig, budgets
         raise ConfigError("give at least one --spike-budget")
     out = Path(cfg.out_dir)
     refuse_file_in_the_way(out)
-    refuse_whole_output(out, "finetune")
-    if force and (out / CURVE_CSV).exists():
-        check_kind(out, "finetune")  # --force replaces the curve of an earlier fine-tuning run, nothing else
+    refuse_whole_output(out, "finetune")  # an earlier curve here is a fine-tuning run's: --force replaces it
     results = []
     for r in sorted(set(budgets), reverse=True):
         sub = dataclasses.replace(cfg, out_dir=str(out / f"budget-{r:g}"), spike_budget=r, energy=True)
