@@ -41,7 +41,7 @@ def finetune_cmd(
     seed: Annotated[int, typer.Option()] = 0,
     device: Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda or cuda:N.")] = "auto",
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --out.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --out from its last.pt (with --spike-budget: reuse finished budgets, continue the rest); an --out holding no such run is an error.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Start over when --out holds an earlier fine-tuning run: its files are replaced; nothing else in --out is touched.")] = False,
 ) -> None:
     """Distil a checkpoint into an exportable student: shared BN (starting from the time-averaged map that

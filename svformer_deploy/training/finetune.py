@@ -256,12 +256,17 @@ def _checkpoint_meta(teacher_meta: dict[str, Any], cfg: FinetuneConfig, checkpoi
                         "bn": teacher_meta["config"]["bn"]}}
 
 
+def _nothing_to_resume(out_dir: Path, missing: str) -> ConfigError:
+    """The one-line error of ``--resume`` into an ``out_dir`` that holds no run (``missing``: what it lacks)."""
+    return ConfigError(f"nothing to resume in --out {out_dir}: no {missing}; drop --resume to start a new run")
+
+
 def _resume_payload(out_dir: Path) -> dict[str, Any]:
     """The ``last.pt`` of the fine-tuning run in ``out_dir`` that ``--resume`` continues, read and its resume state
     checked (:func:`resume_state`) before any work; no ``last.pt`` raises :class:`ConfigError`."""
     last_path = out_dir / "last.pt"
     if not last_path.is_file():
-        raise ConfigError(f"nothing to resume in --out {out_dir}: no last.pt; drop --resume to start a new run")
+        raise _nothing_to_resume(out_dir, "last.pt")
     payload = read_checkpoint(last_path)
     resume_state(payload, last_path, "finetune")
     return payload
@@ -461,10 +466,13 @@ def finetune_budgets(checkpoint: str | os.PathLike, cfg: FinetuneConfig, budgets
         raise ConfigError("give at least one --spike-budget")
     out = Path(cfg.out_dir)
     refuse_file_in_the_way(out)
+    subs = [dataclasses.replace(cfg, out_dir=str(out / f"budget-{r:g}"), spike_budget=r, energy=True)
+            for r in sorted(set(budgets), reverse=True)]
+    if resume and not any((Path(sub.out_dir) / name).is_file() for sub in subs for name in ("last.pt", REPORT_NAME)):
+        raise _nothing_to_resume(out, "last.pt in " + " or ".join(Path(sub.out_dir).name for sub in subs))
     refuse_whole_output(out, "finetune")  # an earlier curve here is a fine-tuning run's: --force replaces it
     results = []
-    for r in sorted(set(budgets), reverse=True):
-        sub = dataclasses.replace(cfg, out_dir=str(out / f"budget-{r:g}"), spike_budget=r, energy=True)
+    for sub in subs:
         done = Path(sub.out_dir) / REPORT_NAME
         if resume and done.exists():
             results.append(FinetuneResult(Path(sub.out_dir), Path(sub.out_dir) / "finetuned.pt",

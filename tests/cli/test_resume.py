@@ -4,6 +4,7 @@ with nothing written."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,25 @@ def test_finetune_resume_from_a_last_pt_lacking_resume_state_names_what_is_missi
                     "--resume"]) == 2
     assert "lacks the resume state svformer-deploy finetune needs (rng.python)" in _error(capsys)
     assert _tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("budgets", [[], ["--spike-budget", "0.1"], ["--spike-budget", "0.1", "--spike-budget", "0.05"]])
+def test_finetune_resume_with_nothing_to_resume_is_an_error(runs, tmp_path, capsys, budgets):
+    """The reported case: `finetune CKPT --bn keep --spike-budget 0.1 --out nothere3 --resume` started a new run."""
+    args = budgets or ["--rate-weight", "1"]
+    assert run_cli(["finetune", str(runs / "teacher.pt"), *FINETUNE, *args, "--out", str(tmp_path / "nothere3"),
+                    "--resume"]) == 2
+    missing = "last.pt in " + " or ".join(f"budget-{r}" for r in budgets[1::2]) if budgets else "last.pt"
+    assert f"nothing to resume in --out {tmp_path / 'nothere3'}: no {missing}; drop --resume to start a new run" \
+        in _error(capsys)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_finetune_resume_of_a_curve_continues_and_adds_a_new_budget(runs, tmp_path):
+    """--resume of a curve with one finished budget is no error: the finished run is reused, a new budget starts."""
+    ft = tmp_path / "ft"
+    shutil.copytree(runs / "ft", ft)
+    before = (ft / "budget-0.1" / "finetune.json").read_bytes()
+    assert run_cli(["finetune", str(runs / "teacher.pt"), *FINETUNE, "--spike-budget", "0.1", "--spike-budget", "0.05",
+                    "--out", str(ft), "--resume"]) in (0, None)
+    assert (ft / "budget-0.1" / "finetune.json").read_bytes() == before and (ft / "budget-0.05" / "finetune.json").is_file()
