@@ -29,7 +29,7 @@ from svformer_deploy.energy.rules import OP_CLASSES, PRIMITIVE_OF
 from svformer_deploy.errors import ProfileError
 
 __all__ = ["HardwareProfile", "register_profile", "get_profile", "list_profiles", "load_profile", "quantised_profile",
-           "profile_table", "DEFAULT_PROFILE"]
+           "profile_table", "DEFAULT_PROFILE", "caveat_lines"]
 
 _PRIMITIVES = ("mac", "ac", "mul", "add")
 #: The profile used when none is named.
@@ -222,6 +222,13 @@ def quantised_profile(bits: int) -> HardwareProfile:
 # svformer_small) and T = 16 (svformer_ucf101); any other width resolves by name through get_profile
 for _bits in (4, 5):
     register_profile(quantised_profile(_bits))
+
+
+def caveat_lines(profile: dict[str, Any]) -> list[str]:
+    """The markdown bullet of a profile's caveats (``profile``: :meth:`HardwareProfile.to_dict`, as every summary
+    stores it), ``- Profile `NAME`: CAVEATS``; none for a profile without caveats. The one rendering of a
+    profile's caveats in the reports (``energy report``, ``energy price``)."""
+    return [f"- Profile `{profile['name']}`: {profile['caveats']}"] if profile.get("caveats") else []
 
 
 def profile_table(profiles: list[HardwareProfile]) -> str:
