@@ -11,7 +11,7 @@ import typer
 
 from svformer_deploy._atomic import run_folder_rule
 from svformer_deploy.cli import app
-from svformer_deploy.cli._options import videos_option
+from svformer_deploy.cli._options import DEFAULT_PROFILE, profile_option, videos_option
 
 
 @app.command("finetune")
@@ -37,7 +37,7 @@ def finetune_cmd(
     clips: Annotated[int, typer.Option(min=1, help="Report: clips per video.")] = 1,
     crops: Annotated[int, typer.Option(min=1, max=3, help="Report: crops per clip (1 or 3).")] = 1,
     energy: Annotated[bool, typer.Option("--energy", help="Report energy per video too (always with budgets).")] = False,
-    profile: Annotated[str, typer.Option(metavar="NAME|FILE", help="Hardware profile of the energy figures.")] = "45nm-fp32",
+    profile: Annotated[str, profile_option()] = DEFAULT_PROFILE,
     seed: Annotated[int, typer.Option()] = 0,
     device: Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda or cuda:N.")] = "auto",
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
