@@ -10,8 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from svformer_deploy.cli import app
-from svformer_deploy.cli._options import (DEFAULT_PROFILE, note_fewer_videos, profile_option, progress_bar,
-                                          videos_option)
+from svformer_deploy.cli._options import DEFAULT_PROFILE, note_fewer_videos, profile_option, progress_bar, videos_option
 
 energy_app = typer.Typer(help="Count operations and estimate energy (every report prints the rules it used).",
                          no_args_is_help=True)

@@ -8,8 +8,7 @@ from typing import Annotated
 import typer
 
 from svformer_deploy.cli import app
-from svformer_deploy.cli._options import (DEFAULT_PROFILE, note_fewer_videos, profile_option, progress_bar,
-                                          videos_option)
+from svformer_deploy.cli._options import DEFAULT_PROFILE, note_fewer_videos, profile_option, progress_bar, videos_option
 
 
 @app.command()

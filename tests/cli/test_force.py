@@ -123,9 +123,10 @@ def test_train_and_finetune_never_share_a_folder_as_their_help_says(command, oth
     with a message about --force (given or not) although train's --out help accepted "earlier
     train/finetune/evaluate outputs". Both write last.pt and metrics, so neither goes into the other's folder; the
     help and the error state the same rule (run_folder_rule), and the error names --force only as the help does."""
+    from typer.main import get_command
+
     from svformer_deploy._atomic import run_folder_rule
     from svformer_deploy.cli import app
-    from typer.main import get_command
 
     out = tmp_path / "ft" / "budget-0.1"
     KINDS[other](out)
