@@ -10,7 +10,8 @@ marker existed are recognised by their kind's own files (:data:`OUTPUT_KINDS`). 
 lists the entries its command wrote; anything a user added since stops ``--force`` (:func:`foreign_entries`).
 Anything else -- a user's folder, another command's output -- is refused with one line. The commands that write
 their own files into a folder (train, finetune, evaluate) go only into a new or empty folder or one holding only
-their earlier outputs (:func:`refuse_whole_output`), with or without ``--force``.
+earlier outputs they may share a folder with (:func:`run_folder_rule`: train and finetune never share one), with or
+without ``--force`` (:func:`refuse_whole_output`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from svformer_deploy.errors import OutputExistsError
 
 __all__ = ["atomic_write", "atomic_write_json", "atomic_write_csv", "atomic_write_dir", "json_text", "refuse_existing",
            "check_replaceable", "chmod_as_created", "refuse_file_in_the_way", "MARKER", "OUTPUT_KINDS", "output_kinds",
-           "check_kind", "mark_output", "refuse_existing_file", "foreign_entries", "refuse_whole_output"]
+           "check_kind", "mark_output", "refuse_existing_file", "foreign_entries", "refuse_whole_output",
+           "RUN_FOLDER_SHARES", "run_folder_rule"]
 
 MARKER = ".svformer-deploy.json"
 """The marker file of every output folder: ``{"tool": "svformer-deploy", "kinds": [...], "version": ..., "written": ...,
@@ -230,32 +232,53 @@ def _not_from_runs(folder: Path) -> list[str]:
                   if not ours(p.name) and not ours(_temporary_of(p.name) or p.name))
 
 
+RUN_FOLDER_SHARES: dict[str, tuple[str, ...]] = {
+    "train": ("train", "evaluation"),
+    "finetune": ("finetune", "evaluation"),
+    "evaluation": ("train", "finetune", "evaluation"),
+}
+"""The run kinds a folder may already hold for each command that writes its own files into a folder: train and
+finetune both write ``last.pt`` and ``metrics.csv``/``.json``, so neither goes into the other's folder; evaluate's
+files collide with neither."""
+_COMMAND_OF = {"train": "train", "finetune": "finetune", "evaluation": "evaluate"}
+
+
+def run_folder_rule(kind: str) -> str:
+    """The folders the command of ``kind`` (train, finetune, evaluation) writes into, in words: the one statement
+    of :func:`refuse_whole_output`'s rule, for its errors and the commands' ``--out`` help."""
+    names = [_COMMAND_OF[k] for k in RUN_FOLDER_SHARES[kind]]
+    listed = " and ".join([", ".join(names[:-1]), names[-1]])
+    return (f"a new or empty folder, or one holding only earlier {listed} outputs (and svformer-deploy output "
+            "folders inside it)")
+
+
 def refuse_whole_output(out: str | os.PathLike, kind: str) -> None:
     """Refuse (before any work, with or without ``--force``) to let a command that writes its own files into a
-    folder (``kind``: train, finetune, evaluation) write them into a folder it may not share:
+    folder (``kind``: train, finetune, evaluation) write them into a folder it may not share
+    (:func:`run_folder_rule`):
 
     * another command's whole-folder output (an export bundle, a report, a demo folder): its files would change
       that output, which its own ``--force`` would then no longer replace;
+    * a run of a kind it may not share a folder with (:data:`RUN_FOLDER_SHARES`: train and finetune write the same
+      file names);
     * a folder holding any entry that train, finetune or evaluate did not write there (a user's files, a lone
       checkpoint, ...; :func:`_not_from_runs`): its files would land among them, or over one of the same name.
 
-    A new or empty folder, or one holding only earlier train / finetune / evaluate outputs, is accepted; whether an
-    earlier output of ``kind`` itself may be replaced is :func:`check_kind`'s rule (``--force``)."""
+    Whether an earlier output of ``kind`` itself may be replaced is ``--force``'s business (the caller's)."""
     out_path = Path(out)
     if not out_path.is_dir():
         return
-    other = [k for k in output_kinds(out_path) if OUTPUT_KINDS[k][1]]
+    command = f"svformer-deploy {_COMMAND_OF[kind]}"
+    other = [k for k in output_kinds(out_path) if OUTPUT_KINDS[k][1] or k not in RUN_FOLDER_SHARES[kind]]
     if other:
-        raise OutputExistsError(f"--out {out} is {_described(out_path)}; {OUTPUT_KINDS[kind][0]} cannot go into "
-                                "another command's output. Choose another --out (a folder of its own, or a training "
-                                "run's), or remove that folder yourself")
+        raise OutputExistsError(f"--out {out} is {_described(out_path)}; {command} writes only into "
+                                f"{run_folder_rule(kind)}. Choose another --out, or remove that folder yourself")
     foreign = _not_from_runs(out_path)
     if foreign:
         shown = ", ".join(foreign[:3]) + (f", ... ({len(foreign)} entries)" if len(foreign) > 3 else "")
         raise OutputExistsError(f"--out {out} holds {shown}, which svformer-deploy train/finetune/evaluate did not "
-                                f"write; {OUTPUT_KINDS[kind][0]} goes only into a new or empty folder or one holding "
-                                "only their earlier outputs, with or without --force. Choose another --out, or move "
-                                "those files out of it")
+                                f"write; {command} writes only into {run_folder_rule(kind)}. Choose another --out, "
+                                "or move those files out of it")
 
 
 def _marker(kinds: list[str], files: list[str] | None = None) -> dict[str, Any]:

@@ -168,8 +168,12 @@ def test_a_run_folder_may_hold_only_what_train_finetune_evaluate_wrote(tmp_path)
     (budget / "finetune.json").write_text("{}")
     mark_output(budget, "finetune")
     atomic_write_dir(run / "nir", lambda tmp: (tmp / "manifest.json").write_text("{}"), kind="export")
-    for kind in ("train", "finetune", "evaluation"):
+    for kind in ("train", "evaluation"):
         refuse_whole_output(run, kind)  # nothing foreign: no error
+    with pytest.raises(OutputExistsError, match=r"is a training run .*svformer-deploy finetune writes only into a "
+                                                 r"new or empty folder, or one holding only earlier finetune and "
+                                                 r"evaluate outputs"):
+        refuse_whole_output(run, "finetune")  # its last.pt and metrics would overwrite the training run's
     (run / "budget-notes").mkdir()  # a folder that is not a fine-tuning run
     (run / ".thesis.txt.k3j9x0qa.tmp").write_text("x")  # a temporary of a file no run writes
     with pytest.raises(OutputExistsError, match=r"holds \.thesis\.txt\.k3j9x0qa\.tmp, budget-notes, which "):

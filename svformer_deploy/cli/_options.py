@@ -47,6 +47,19 @@ LIST_ITEM = re.compile(r"\s*(?:[*\u2022-]|\d+[.)])\s")
 """A line that starts a list item (``* ``, ``- ``, ``\u2022 ``, ``1. ``, ``1) ``): :func:`reflow` keeps it on a line of its own."""
 
 
+DEFAULT_PROFILE = "45nm-fp32"
+"""The default ``--profile``: the energy module's :data:`svformer_deploy.energy.profiles.DEFAULT_PROFILE` (a test
+holds them equal; the CLI starts without importing the energy module)."""
+PROFILE_HELP = ("Energy profile: a name `svformer-deploy energy profiles` lists (45nm-fp32, 45nm-fp16, 45nm-int8, "
+                "loihi, ...), 45nm-int<N> (N = 1..32 bits), or a YAML/JSON file.")
+
+
+def profile_option(**kwargs: Any):
+    """``--profile NAME|FILE``, the one help text of every command that prices energy (its default, shown by
+    ``--help``, is :data:`DEFAULT_PROFILE`)."""
+    return typer.Option("--profile", metavar="NAME|FILE", help=PROFILE_HELP, **kwargs)
+
+
 def videos_option(help: str, **kwargs: Any):
     """``--videos N``, the one name of "how many videos this command works on", with its old spellings."""
     return typer.Option("--videos", *sorted(HIDDEN_ALIASES), help=help, **kwargs)

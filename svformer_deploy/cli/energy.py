@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from svformer_deploy.cli import app
-from svformer_deploy.cli._options import note_fewer_videos, progress_bar, videos_option
+from svformer_deploy.cli._options import DEFAULT_PROFILE, note_fewer_videos, profile_option, progress_bar, videos_option
 
 energy_app = typer.Typer(help="Count operations and estimate energy (every report prints the rules it used).",
                          no_args_is_help=True)
@@ -24,7 +24,7 @@ def report(
     videos: Annotated[int, videos_option(help="Number of validation videos.")] = 4,
     clips: Annotated[int, typer.Option(help="Clips per video (views = clips x crops).")] = 1,
     crops: Annotated[int, typer.Option(help="Crops per clip (1 or 3).")] = 1,
-    profile: Annotated[str, typer.Option(metavar="NAME|FILE", help="Energy profile: a name `svformer-deploy energy profiles` lists (45nm-fp32, 45nm-int8, loihi, ...), 45nm-int<N>, or a YAML/JSON file.")] = "45nm-fp32",
+    profile: Annotated[str, profile_option()] = DEFAULT_PROFILE,
     baseline: Annotated[Optional[list[str]], typer.Option(metavar="NAME", help="ANN baseline(s): svformer-ann, r3d_18, mc3_18, r2plus1d_18, s3d, mvit_v2_s, swin3d_t (repeatable; default all).")] = None,
     fold_bn: Annotated[bool, typer.Option(help="Count time-invariant BatchNorms as folded into the previous layer (free), in the SNN and every baseline alike.")] = False,
     accuracy: Annotated[Optional[Path], typer.Option(metavar="FILE", help="eval.json that 'svformer-deploy evaluate' wrote for this checkpoint (top1 as a fraction, its views, the checkpoint's SHA-256), set beside the energy.")] = None,
@@ -66,7 +66,7 @@ def price(
     model: Annotated[str, typer.Option(metavar="NAME", help="Registered model name (svformer-deploy models), e.g. svformer_ucf101.")],
     rates: Annotated[Path, typer.Option(metavar="FILE", help="CSV with columns name,rate: input firing rate of each synaptic layer "
                                              "with spike input, output rate of each attention lif_q/k/v.")],
-    profile: Annotated[str, typer.Option(metavar="NAME|FILE", help="Energy profile name or a YAML/JSON file.")] = "45nm-fp32",
+    profile: Annotated[str, profile_option()] = DEFAULT_PROFILE,
     views: Annotated[Optional[list[str]], typer.Option(metavar="CLIPSxCROPS", help="Views protocol CLIPSxCROPS (repeatable; default 1x1 and 5x3).")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", metavar="FILE", help="Also write the summary as JSON here.")] = None,
 ) -> None:

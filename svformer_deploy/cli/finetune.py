@@ -9,8 +9,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from svformer_deploy._atomic import run_folder_rule
 from svformer_deploy.cli import app
-from svformer_deploy.cli._options import videos_option
+from svformer_deploy.cli._options import DEFAULT_PROFILE, profile_option, videos_option
 
 
 @app.command("finetune")
@@ -19,7 +20,7 @@ def finetune_cmd(
     bn: Annotated[str, typer.Option(metavar="shared|keep", help="'shared': convert per-timestep BN to shared BN (time-averaged start); "
                                          "'keep': keep the checkpoint's BN (spike-budget runs).")] = "shared",
     data: Annotated[str, typer.Option(metavar="NAME|DIR", help="'moving-digits' or a UCF101/HMDB51 root (training and report).")] = "moving-digits",
-    out: Annotated[Path, typer.Option(metavar="DIR", help="Run folder for finetuned.pt, last.pt, metrics, finetune.json: a new or empty folder, or one holding only earlier train/finetune/evaluate outputs (a folder with any other file is refused, with or without --force).")] = Path("runs/finetune"),
+    out: Annotated[Path, typer.Option(metavar="DIR", help="Run folder for finetuned.pt, last.pt, metrics, finetune.json: " + run_folder_rule("finetune") + "; any other folder (a training run, a user's files) is refused, with or without --force.")] = Path("runs/finetune"),
     epochs: Annotated[int, typer.Option(min=1)] = 3,
     batch_size: Annotated[int, typer.Option(min=1, help="Clips per step per process.")] = 32,
     lr: Annotated[float, typer.Option(help="Peak AdamW learning rate (cosine to --min-lr).")] = 1e-3,
@@ -36,11 +37,11 @@ def finetune_cmd(
     clips: Annotated[int, typer.Option(min=1, help="Report: clips per video.")] = 1,
     crops: Annotated[int, typer.Option(min=1, max=3, help="Report: crops per clip (1 or 3).")] = 1,
     energy: Annotated[bool, typer.Option("--energy", help="Report energy per video too (always with budgets).")] = False,
-    profile: Annotated[str, typer.Option(metavar="NAME|FILE", help="Hardware profile of the energy figures.")] = "45nm-fp32",
+    profile: Annotated[str, profile_option()] = DEFAULT_PROFILE,
     seed: Annotated[int, typer.Option()] = 0,
     device: Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda or cuda:N.")] = "auto",
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --out.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --out from its last.pt (with --spike-budget: reuse finished budgets, continue the rest); an --out holding no such run is an error.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Start over when --out holds an earlier fine-tuning run: its files are replaced; nothing else in --out is touched.")] = False,
 ) -> None:
     """Distil a checkpoint into an exportable student: shared BN (starting from the time-averaged map that

@@ -24,7 +24,7 @@ from svformer_deploy.energy.conventions import (
     read_rates_csv,
 )
 from svformer_deploy.energy.energy import energy_of
-from svformer_deploy.energy.profiles import HardwareProfile, get_profile
+from svformer_deploy.energy.profiles import HardwareProfile, caveat_lines, get_profile
 from svformer_deploy.energy.rules import OP_CLASSES
 from svformer_deploy.errors import EnergyError
 
@@ -140,8 +140,10 @@ def price_markdown(s: Mapping[str, Any]) -> str:
               + ", ".join(f"{k} {v * 1e-9:.4g}" for k, v in m["pj"].items())
               + " mJ; tiers by footprint: " + ", ".join(f"{k} {t} ({m['footprint_bytes'][k] / 1e6:.3g} MB)"
                                                           for k, t in m["tiers"].items())
-              + f". Fetch-per-event: {_f(ours['memory_fetch_per_event_mj'])} mJ per view.", "",
-              "## Layers priced as MAC", ""]
+              + f". Fetch-per-event: {_f(ours['memory_fetch_per_event_mj'])} mJ per view.", ""]
+    caveats = caveat_lines(s["profile"])
+    lines += ["## Caveats", "", *caveats, ""] if caveats else []
+    lines += ["## Layers priced as MAC", ""]
     lines += [f"- {n}: {', '.join(v['mac_layers']) or '(none)'}" for n, v in s["per_view"].items()]
     lines += ["", "## Conventions", ""] + [f"- **{n}**: {t}" for n, t in s["statements"].items()]
     lines += ["", s["note"]]

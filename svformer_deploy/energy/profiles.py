@@ -13,7 +13,8 @@ bytes per value the memory model moves (:mod:`svformer_deploy.energy.memory`). U
     caveats: "..."                           # optional
 
 Besides the registered names, ``45nm-int<N>`` (N = 1..32) names the N-bit integer profile that
-:func:`quantised_profile` derives from Horowitz's 8-bit figures; the widths the registered models' Yan et al.
+:func:`quantised_profile` builds from Horowitz's integer figures (measured where he measured the width,
+interpolated or scaled otherwise); the widths the registered models' Yan et al.
 comparison uses (ceil(log2(T+1)) bits) are registered, so ``energy profiles`` lists them.
 """
 
@@ -29,7 +30,8 @@ from svformer_deploy.energy.rules import OP_CLASSES, PRIMITIVE_OF
 from svformer_deploy.errors import ProfileError
 
 __all__ = ["HardwareProfile", "register_profile", "get_profile", "list_profiles", "load_profile", "quantised_profile",
-           "profile_table", "DEFAULT_PROFILE"]
+           "profile_table", "DEFAULT_PROFILE", "caveat_lines",
+           "HOROWITZ_INT_PJ"]
 
 _PRIMITIVES = ("mac", "ac", "mul", "add")
 #: The profile used when none is named.
@@ -197,24 +199,69 @@ register_profile(HardwareProfile(
             "hop and static power. No public per-op figures exist for Loihi 2."))
 
 
+HOROWITZ_INT_PJ: dict[str, dict[int, float]] = {"mul": {8: 0.2, 32: 3.1}, "add": {8: 0.03, 16: 0.05, 32: 0.1}}
+"""Horowitz's measured 45 nm integer figures in pJ, by operand width: multiplies at 8 and 32 bits, adds at 8, 16
+and 32 bits (none below 8)."""
+_WIDTH_EXPONENT = {"mul": 2, "add": 1}
+"""How an integer op's energy is scaled below 8 bits, where nothing was measured: an array multiplier with the square
+of the width, an adder linearly (Horowitz's own 8 -> 32-bit steps: multiply x15.5, add x3.3, against x16 and x4)."""
+
+
+def _int_figure(op: str, bits: int) -> tuple[float, bool, str]:
+    """(pJ, measured?, the derivation in words) of the integer ``op`` (``mul`` or ``add``) at ``bits``:
+
+    * Horowitz's figure (:data:`HOROWITZ_INT_PJ`) where he measured that width;
+    * between two widths W1 < bits < W2 he measured, the power law through both figures:
+      E = E(W1) x (bits/W1)^e, e = log(E(W2)/E(W1)) / log(W2/W1);
+    * below 8 bits, the 8-bit figure x (bits/8)^e, e = :data:`_WIDTH_EXPONENT` (2 multiply, 1 add)."""
+    import math
+
+    measured = HOROWITZ_INT_PJ[op]
+    word = {"mul": "mult", "add": "add"}[op]
+    if bits in measured:
+        return measured[bits], True, f"{word} {measured[bits]:g} pJ (int{bits}, measured)"
+    below = [w for w in measured if w < bits]
+    if below:
+        lo, hi = max(below), min(w for w in measured if w > bits)
+        e = math.log(measured[hi] / measured[lo]) / math.log(hi / lo)
+        how = f"(interpolated between int{lo} and int{hi})"
+    else:
+        lo, e, how = min(measured), _WIDTH_EXPONENT[op], "(scaled from int8)"
+    pj = measured[lo] * (bits / lo) ** e
+    factor = f"({bits}/{lo})^2" if e == 2 else f"{bits}/{lo}" if e == 1 else f"({bits}/{lo})^{e:.4g}"
+    return pj, False, f"{word} {measured[lo]:g} pJ x {factor} = {pj:.4g} pJ {how}"
+
+
 def quantised_profile(bits: int) -> HardwareProfile:
-    """The ``45nm-int<bits>`` profile, scaled from Horowitz's 8-bit figures (Yan et al., arXiv 2409.08290, compare
-    an SNN with a ceil(log2(T+1))-bit ANN): multiply 0.2 x (bits/8)^2 pJ (array multiplier energy grows with
-    the square of the width), add 0.03 x bits/8 pJ (linear in the width), MAC = multiply + add,
+    """The ``45nm-int<bits>`` profile (Yan et al., arXiv 2409.08290, compare an SNN with a ceil(log2(T+1))-bit
+    ANN): multiply and add each Horowitz's measured figure where he measured that width (multiply: 8, 32 bits;
+    add: 8, 16, 32 bits), else interpolated between the measured widths around it, or below 8 bits scaled from
+    int8: multiply x (bits/8)^2, add x bits/8 (:func:`_int_figure`); MAC = multiply + add, AC = add;
     ``bytes_per_value = bits / 8`` (values packed; the memory tiers' pJ per byte unchanged)."""
     if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 32:
         raise ProfileError(f"a 45nm-int<N> profile needs N = 1..32 bits, got {bits!r}; e.g. 45nm-int4")
     k = bits / 8
-    mul, add = 0.2 * k * k, 0.03 * k
+    (mul, mul_measured, mul_how), (add, add_measured, add_how) = _int_figure("mul", bits), _int_figure("add", bits)
+    derived = [word for word, measured in (("multiply", mul_measured), ("add", add_measured)) if not measured]
+    if derived:
+        what = " and ".join(derived)
+        how = ("scaled from his 8-bit figures (a multiply with the square of the width, an add linearly: an "
+               "assumption; his own 8 -> 32-bit steps are x15.5 and x3.3 against x16 and x4)" if bits < 8 else
+               "interpolated between the two widths around it he measured (the power law through both figures: an "
+               "assumption)")
+        status = (f"DERIVED, NOT MEASURED ({what}): Horowitz measured integer multiplies at 8 and 32 bits and adds "
+                  f"at 8, 16 and 32 bits, so the {what} at {bits} bits {'is' if len(derived) == 1 else 'are'} {how}"
+                  + ("".join(f"; the {w} is his measured int{bits} figure" for w in ("multiply", "add")
+                             if w not in derived))
+                  + (", a design point for Yan et al.'s comparison with a ceil(log2(T+1))-bit ANN" if bits < 8 else "")
+                  + ".")
+    else:
+        status = f"MEASURED: Horowitz's int{bits} multiply and add."
     return HardwareProfile(
         f"45nm-int{bits}", {"mac": mul + add, "ac": add, "mul": mul, "add": add},
-        source=_HOROWITZ + f" int8 figures scaled to {bits} bits: mult 0.2 pJ x ({bits}/8)^2 = {mul:.4g} pJ, "
-                           f"add 0.03 pJ x {bits}/8 = {add:.4g} pJ, MAC = {mul + add:.4g} pJ; AC = add",
-        caveats="DERIVED, NOT MEASURED: Horowitz gives integer adds at 8/16/32 bits and multiplies at 8/32 bits, "
-                "none below 8; the scaling (multiply with the square of the width, add linearly; his own 8 -> 32 "
-                "bit steps are x15.5 and x3.3 against x16 and x4) is an assumption, a design point for Yan et "
-                f"al.'s comparison with a ceil(log2(T+1))-bit ANN. Values take {k:g} bytes (packed) in the memory "
-                "model, whose SRAM/DRAM pJ per byte are the 45 nm tiers unchanged.",
+        source=_HOROWITZ + f", {bits}-bit integers: {mul_how}, {add_how}, MAC = {mul + add:.4g} pJ; AC = add",
+        caveats=f"{status} Assumes {bits}-bit weights and accumulators. Values take {k:g} byte(s) each (packed) in "
+                "the memory model, whose SRAM/DRAM pJ per byte are the 45 nm tiers unchanged.",
         bytes_per_value=k)
 
 
@@ -222,6 +269,13 @@ def quantised_profile(bits: int) -> HardwareProfile:
 # svformer_small) and T = 16 (svformer_ucf101); any other width resolves by name through get_profile
 for _bits in (4, 5):
     register_profile(quantised_profile(_bits))
+
+
+def caveat_lines(profile: dict[str, Any]) -> list[str]:
+    """The markdown bullet of a profile's caveats (``profile``: :meth:`HardwareProfile.to_dict`, as every summary
+    stores it), ``- Profile `NAME`: CAVEATS``; none for a profile without caveats. The one rendering of a
+    profile's caveats in the reports (``energy report``, ``energy price``)."""
+    return [f"- Profile `{profile['name']}`: {profile['caveats']}"] if profile.get("caveats") else []
 
 
 def profile_table(profiles: list[HardwareProfile]) -> str:
@@ -244,7 +298,9 @@ def profile_table(profiles: list[HardwareProfile]) -> str:
             .rstrip() for r in rows]
     text += ["", "* overrides the primitive's figure for that op class; memory: tiers = SRAM/DRAM tiers chosen by "
              "footprint (Horowitz 45 nm), none = included in the per-op figures. 45nm-int<N> (N = 1..32) is "
-             "accepted wherever a profile is, derived like 45nm-int4 (`energy profiles 45nm-int<N>` lists it).", ""]
+             "accepted wherever a profile is: Horowitz's integer figures where he measured the width (multiply 8, 32 "
+             "bits; add 8, 16, 32 bits), else interpolated between them, or below 8 bits scaled like 45nm-int4 "
+             "(`energy profiles 45nm-int<N>` lists it).", ""]
     for p in profiles:
         text.append(f"{p.name}: {p.source}")
         if p.memory_source:

@@ -45,7 +45,7 @@ from svformer_deploy.energy.counter import count_ops
 from svformer_deploy.energy.energy import EnergyReport, energy_of
 from svformer_deploy.energy.memory import RULES as MEMORY_RULES
 from svformer_deploy.energy.memory import TIERS_SOURCE, memory_convention
-from svformer_deploy.energy.profiles import get_profile
+from svformer_deploy.energy.profiles import caveat_lines, get_profile
 from svformer_deploy.energy.rules import OP_CLASSES, rules_markdown
 from svformer_deploy.errors import EnergyError
 
@@ -605,9 +605,7 @@ def _markdown(s: dict, per_layer: pd.DataFrame) -> str:
                                               for k, v in u.items()) or "none"))
     lines += ["", "## Counting rules used", "", rules_markdown(s["rules_used"]).rstrip()]
     lines += ["", "## Caveats", ""]
-    if s["profile"]["caveats"]:
-        lines.append(f"- Profile `{s['profile']['name']}`: {s['profile']['caveats']}")
-    lines += [f"- {c}" for c in s["caveats"]]
+    lines += caveat_lines(s["profile"]) + [f"- {c}" for c in s["caveats"]]
     lines += ["", "## Files", "", "| file | what it holds |", "|---|---|"]
     lines += [f"| `{f}` | {what.replace('`videos` videos', plural(s['videos'], 'video') + ' (column `videos`)')} |"
               for f, what in s["files"].items()]

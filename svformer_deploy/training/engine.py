@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from svformer_deploy._atomic import (atomic_write_csv, atomic_write_json, check_kind, mark_output,
+from svformer_deploy._atomic import (atomic_write_csv, atomic_write_json, mark_output,
                                      refuse_file_in_the_way, refuse_whole_output)
 from svformer_deploy._paths import data_spec, user_path
 from svformer_deploy._threads import ThreadGovernor
@@ -268,6 +268,56 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+RESUME_KEYS: dict[str, tuple[str, ...]] = {
+    "train": ("optimizer", "scheduler", "scaler", "rng", "epoch", "best_top1"),
+    "finetune": ("optimizer", "scheduler", "rng", "epoch"),
+}
+"""The entries of a ``last.pt``'s ``extra`` that ``--resume`` of each command restores (what its ``last.pt`` holds);
+``rng`` itself holds ``torch`` and ``python`` (:func:`_rng_state`)."""
+
+
+def _run_kind(meta: dict[str, Any]) -> str | None:
+    """The command that wrote a checkpoint (its ``meta``): ``finetune``, ``train``, or None (neither)."""
+    return "finetune" if "finetune_config" in meta else "train" if "train_config" in meta else None
+
+
+def _continue_hint(path: Path, meta: dict[str, Any], kind: str) -> str:
+    """The command that continues the run of ``kind`` whose ``last.pt`` is ``path``."""
+    if kind == "train":
+        return f"svformer-deploy train --resume {path} (with the options it was started with)"
+    saved = meta.get("finetune_config") or {}
+    folder = path.parent.parent if saved.get("spike_budget") is not None else path.parent  # budget-R of a curve
+    teacher = (meta.get("teacher") or {}).get("checkpoint", "CHECKPOINT")
+    return f"svformer-deploy finetune {teacher} --out {folder} --resume (with the options it was started with)"
+
+
+def resume_state(payload: dict[str, Any], path: str | os.PathLike, kind: str) -> dict[str, Any]:
+    """The resume state (``extra``) of the checkpoint ``payload`` read from ``path``, checked before any work for
+    ``--resume`` of ``kind`` (``train`` or ``finetune``): it must be a ``last.pt`` of a run of that kind (its meta
+    holds ``train_config`` / ``finetune_config``) holding every entry of :data:`RESUME_KEYS` ``[kind]``. Anything
+    else raises :class:`ConfigError`, one line naming what the file is and the fix."""
+    path = Path(path)
+    meta = payload.get("meta") or {}
+    writer = _run_kind(meta)
+    if writer is not None and writer != kind:
+        words = {"train": "a training run (svformer-deploy train)", "finetune": "a fine-tuning run (svformer-deploy "
+                 "finetune)"}
+        raise ConfigError(f"{path} is the last.pt of {words[writer]}, not of {words[kind]}; continue it with "
+                          f"{_continue_hint(path, meta, writer)}")
+    extra = payload.get("extra") or {}
+    if not extra:
+        raise ConfigError(f"{path} holds no training state (it is a 'best', fine-tuned or exported checkpoint); "
+                          "resume from the run's last.pt")
+    rng = extra.get("rng")
+    missing = [k for k in RESUME_KEYS[kind] if k not in extra]
+    missing += [f"rng.{k}" for k in ("torch", "python") if isinstance(rng, dict) and k not in rng]
+    if missing:
+        raise ConfigError(f"{path} lacks the resume state svformer-deploy {kind} needs ({', '.join(missing)}): it "
+                          f"is not a last.pt that svformer-deploy {kind} wrote; resume from such a last.pt, or drop "
+                          "--resume to start a new run")
+    return extra
+
+
 def _write_metrics(out_dir: Path, history: list[dict[str, Any]]) -> None:
     atomic_write_csv(out_dir / "metrics.csv", history)
     atomic_write_json(out_dir / "metrics.json", history)
@@ -378,11 +428,11 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, force: b
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
     refuse_file_in_the_way(out_dir)
     refuse_whole_output(out_dir, "train")
-    if resume is None and last_path.exists():
-        check_kind(out_dir, "train")  # --force starts over only in an earlier training run
-        if not force:
-            raise OutputExistsError(f"{last_path} exists: continue it with --resume {last_path}, choose another "
-                                    "--out, or pass --force to start over")
+    if resume is None and last_path.exists() and not force:  # refuse_whole_output: it is an earlier training run
+        raise OutputExistsError(f"{last_path} exists: continue it with --resume {last_path}, choose another "
+                                "--out, or pass --force to start over")
+    payload = None if resume is None else read_checkpoint(resume)
+    extra = {} if payload is None else resume_state(payload, resume, "train")
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
 
@@ -412,12 +462,7 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, force: b
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     start_epoch, best_top1, history = 0, -1.0, []
-    if resume is not None:
-        payload = read_checkpoint(resume)
-        extra = payload.get("extra") or {}
-        if "optimizer" not in extra:
-            raise ConfigError(f"{resume} holds no training state (it is a 'best' or exported checkpoint); "
-                              "resume from the run's last.pt")
+    if payload is not None:
         if payload["config"] != mcfg.to_dict():
             raise ConfigError(f"{resume} was trained with another model config; resume with the same --model and "
                               "options")

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from svformer_deploy._atomic import (atomic_write, atomic_write_csv, atomic_write_json, check_kind, mark_output,
+from svformer_deploy._atomic import (atomic_write, atomic_write_csv, atomic_write_json, mark_output,
                                      refuse_existing, refuse_file_in_the_way, refuse_whole_output)
 from svformer_deploy._threads import ThreadGovernor
 from svformer_deploy.errors import DataError
@@ -163,10 +163,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, spec: str | os.PathLike |
              "predictions_csv": out_dir / "predictions.csv"}
     refuse_file_in_the_way(out_dir)
     refuse_whole_output(out_dir, "evaluation")
-    if any(path.exists() for path in paths.values()):
-        check_kind(out_dir, "evaluation")  # --force replaces the files of an earlier evaluation only
-        for path in paths.values():
-            refuse_existing(path, force)
+    for path in paths.values():  # refuse_whole_output: they are an earlier evaluation's; --force replaces them
+        refuse_existing(path, force)
     model, meta = load_checkpoint(checkpoint, map_location=device)
     spec = data_spec(spec if spec is not None else meta.get("data", "moving-digits"))
     names = meta.get("class_names")

@@ -47,7 +47,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from svformer_deploy._atomic import (atomic_write, atomic_write_json, check_kind, mark_output, refuse_file_in_the_way,
+from svformer_deploy._atomic import (atomic_write, atomic_write_json, mark_output, refuse_file_in_the_way,
                                      refuse_whole_output)
 from svformer_deploy._threads import ThreadGovernor
 from svformer_deploy.errors import ConfigError, OutputExistsError
@@ -57,7 +57,7 @@ from svformer_deploy.models.checkpoint import load_state_dict_checked
 from svformer_deploy.models.norm import TemporalBatchNorm
 from svformer_deploy.training.engine import (
     LoopConfig, LossFn, _init_distributed, _jsonable, _loader, _resolve_device, _rng_state, _run_epochs,
-    _set_rng_state, _train_epoch, _validate, _ValBatches, _write_metrics, param_groups, warmup_cosine,
+    _set_rng_state, _train_epoch, _validate, _ValBatches, _write_metrics, param_groups, resume_state, warmup_cosine,
 )
 
 __all__ = ["FinetuneConfig", "FinetuneResult", "time_averaged_bn", "spike_rates", "SpikeRates", "distillation_loss",
@@ -256,6 +256,22 @@ def _checkpoint_meta(teacher_meta: dict[str, Any], cfg: FinetuneConfig, checkpoi
                         "bn": teacher_meta["config"]["bn"]}}
 
 
+def _nothing_to_resume(out_dir: Path, missing: str) -> ConfigError:
+    """The one-line error of ``--resume`` into an ``out_dir`` that holds no run (``missing``: what it lacks)."""
+    return ConfigError(f"nothing to resume in --out {out_dir}: no {missing}; drop --resume to start a new run")
+
+
+def _resume_payload(out_dir: Path) -> dict[str, Any]:
+    """The ``last.pt`` of the fine-tuning run in ``out_dir`` that ``--resume`` continues, read and its resume state
+    checked (:func:`resume_state`) before any work; no ``last.pt`` raises :class:`ConfigError`."""
+    last_path = out_dir / "last.pt"
+    if not last_path.is_file():
+        raise _nothing_to_resume(out_dir, "last.pt")
+    payload = read_checkpoint(last_path)
+    resume_state(payload, last_path, "finetune")
+    return payload
+
+
 def finetune(checkpoint: str | os.PathLike, cfg: FinetuneConfig, *, resume: bool = False, force: bool = False,
              command: str | None = None, progress: bool = True,
              on_epoch: Callable[[dict[str, Any]], None] | None = None) -> FinetuneResult:
@@ -270,14 +286,11 @@ def finetune(checkpoint: str | os.PathLike, cfg: FinetuneConfig, *, resume: bool
     out_dir = Path(cfg.out_dir)
     last_path, final_path = out_dir / "last.pt", out_dir / "finetuned.pt"
     refuse_file_in_the_way(out_dir)
+    payload = _resume_payload(out_dir) if resume else None
     refuse_whole_output(out_dir, "finetune")
-    if resume and not last_path.exists():
-        raise ConfigError(f"--resume: {last_path} does not exist; start the run without --resume")
-    if not resume and last_path.exists():
-        check_kind(out_dir, "finetune")  # --force starts over only in an earlier fine-tuning run
-        if not force:
-            raise OutputExistsError(f"{last_path} exists: continue it with --resume, choose another --out, or "
-                                    "pass --force to start over")
+    if not resume and last_path.exists() and not force:  # refuse_whole_output: it is an earlier fine-tuning run
+        raise OutputExistsError(f"{last_path} exists: continue it with --resume, choose another --out, or "
+                                "pass --force to start over")
     dist_info = _init_distributed("cuda" if cfg.device == "auto" and torch.cuda.is_available() else cfg.device,
                                   cfg.dist_timeout)
     device = _resolve_device(cfg.device, dist_info)
@@ -302,9 +315,8 @@ def finetune(checkpoint: str | os.PathLike, cfg: FinetuneConfig, *, resume: bool
         optimizer, lambda s: warmup_cosine(s, warmup_steps, total_steps, cfg.min_lr / cfg.lr))
 
     start_epoch, history = 0, []
-    if resume:
-        payload = read_checkpoint(last_path)
-        extra = payload.get("extra") or {}
+    if payload is not None:
+        extra = payload["extra"]  # checked by _resume_payload
         saved = payload["meta"].get("finetune_config", {})
         if saved != _jsonable(asdict(cfg)) or payload["meta"].get("teacher", {}).get("sha256") != tmeta["sha256"]:
             raise ConfigError(f"{last_path} was written by another fine-tuning run (other teacher or options); "
@@ -454,12 +466,13 @@ def finetune_budgets(checkpoint: str | os.PathLike, cfg: FinetuneConfig, budgets
         raise ConfigError("give at least one --spike-budget")
     out = Path(cfg.out_dir)
     refuse_file_in_the_way(out)
-    refuse_whole_output(out, "finetune")
-    if force and (out / CURVE_CSV).exists():
-        check_kind(out, "finetune")  # --force replaces the curve of an earlier fine-tuning run, nothing else
+    subs = [dataclasses.replace(cfg, out_dir=str(out / f"budget-{r:g}"), spike_budget=r, energy=True)
+            for r in sorted(set(budgets), reverse=True)]
+    if resume and not any((Path(sub.out_dir) / name).is_file() for sub in subs for name in ("last.pt", REPORT_NAME)):
+        raise _nothing_to_resume(out, "last.pt in " + " or ".join(Path(sub.out_dir).name for sub in subs))
+    refuse_whole_output(out, "finetune")  # an earlier curve here is a fine-tuning run's: --force replaces it
     results = []
-    for r in sorted(set(budgets), reverse=True):
-        sub = dataclasses.replace(cfg, out_dir=str(out / f"budget-{r:g}"), spike_budget=r, energy=True)
+    for sub in subs:
         done = Path(sub.out_dir) / REPORT_NAME
         if resume and done.exists():
             results.append(FinetuneResult(Path(sub.out_dir), Path(sub.out_dir) / "finetuned.pt",

@@ -71,3 +71,18 @@ def test_price_accepts_the_int4_profile(capsys):
                     "45nm-int4", "--views", "1x1"]) in (0, None)
     out = capsys.readouterr().out
     assert "profile `45nm-int4`" in out and "(4/8)^2" in out
+
+
+@pytest.mark.parametrize(("profile", "words"), [("45nm-int4", "DERIVED, NOT MEASURED"), ("loihi", "PRE-SILICON"),
+                                                ("45nm-fp32", "not measurements of any chip")])
+def test_price_prints_the_caveats_of_its_profile(profile, words, capsys):
+    """The reported case: the Markdown of `energy price` printed no caveat (int4's "DERIVED, NOT MEASURED" only in
+    --json, loihi's "PRE-SILICON" nowhere). It now prints the registry's caveats as `energy report` does."""
+    from pathlib import Path
+
+    rates = Path(__file__).parents[1] / "energy" / "data" / "svformer_ucf101_published_rates.csv"
+    assert run_cli(["energy", "price", "--model", "svformer_ucf101", "--rates", str(rates), "--profile", profile,
+                    "--views", "1x1"]) in (0, None)
+    out = capsys.readouterr().out
+    caveats = out.split("\n## Caveats\n\n", 1)[1].split("\n\n", 1)[0]
+    assert caveats == f"- Profile `{profile}`: {get_profile(profile).caveats}" and words in caveats

@@ -41,7 +41,7 @@ def test_converts_and_prints_the_three_models(pt_ckpt, tmp_path, capsys):
 @pytest.mark.parametrize("args, words", [
     (["--spike-budget", "2"], "between 0 and 1"),
     (["--bn", "per_timestep"], "--bn"),
-    (["--resume"], "without --resume"),
+    (["--resume"], "nothing to resume in --out"),
     (["--device", "tpu"], "--device 'tpu'"),
     (["--train-clips", "-5"], "--train-clips -5"),
     (["--budget-weight", "-1", "--spike-budget", "0.05"], "--budget-weight"),

@@ -85,10 +85,10 @@ def test_evaluate_force_replaces_its_own_files_beside_a_training_run(tmp_path, c
     assert (out / "eval.json").read_text() != "old" and (out / "last.pt").read_text() == "x"
 
 
-FOREIGN = {  # folders holding files train / finetune / evaluate did not write
-    "users-folder": lambda d: _files(d, "thesis.txt", "notes.md"),
-    "lone-checkpoint": lambda d: _files(d, "best.pt"),  # a user's copy: train would write over it
-    "run-with-users-file": lambda d: (KINDS["train"](d), _files(d, "thesis.txt"), mark_output(d, "train")),
+FOREIGN = {  # folders holding files train / finetune / evaluate did not write (beside a run of kind `run`)
+    "users-folder": lambda d, run: _files(d, "thesis.txt", "notes.md"),
+    "lone-checkpoint": lambda d, run: _files(d, "best.pt"),  # a user's copy: train would write over it
+    "run-with-users-file": lambda d, run: (KINDS[run](d), _files(d, "thesis.txt"), mark_output(d, run)),
 }
 
 
@@ -101,7 +101,7 @@ def test_run_commands_never_write_among_a_users_files(command, folder, force, tm
     "only" on an earlier run. train, finetune and evaluate now refuse such a folder before any work, with or
     without --force, naming the files and the fix."""
     out = tmp_path / "my papers ü"
-    FOREIGN[folder](out)
+    FOREIGN[folder](out, "finetune" if command == "finetune" else "train")
     before = _tree(tmp_path)
     argv, _ = COMMANDS[command]
     argv = [a.format(ckpt=default_checkpoint(), out=out) for a in argv if force or a != "--force"]
@@ -111,8 +111,49 @@ def test_run_commands_never_write_among_a_users_files(command, folder, force, tm
     named = {"users-folder": "notes.md, thesis.txt", "lone-checkpoint": "best.pt",
              "run-with-users-file": "thesis.txt"}[folder]
     assert f"holds {named}, which svformer-deploy train/finetune/evaluate did not write" in err, err
-    assert "with or without --force" in err and "Choose another --out, or move those files out of it" in err
+    assert "Choose another --out, or move those files out of it" in err
+    assert "--force" not in err  # not a way out, and not what the user may have typed
     assert _tree(tmp_path) == before  # nothing written, not even a marker
+
+
+@pytest.mark.parametrize("force", [False, True], ids=["", "force"])
+@pytest.mark.parametrize(("command", "other"), [("train", "finetune"), ("finetune", "train")])
+def test_train_and_finetune_never_share_a_folder_as_their_help_says(command, other, force, tmp_path, capsys):
+    """The reported case: `train --out ft/budget-0.1` (a fine-tuning run with an evaluation beside it) was refused
+    with a message about --force (given or not) although train's --out help accepted "earlier
+    train/finetune/evaluate outputs". Both write last.pt and metrics, so neither goes into the other's folder; the
+    help and the error state the same rule (run_folder_rule), and the error names --force only as the help does."""
+    from typer.main import get_command
+
+    from svformer_deploy._atomic import run_folder_rule
+    from svformer_deploy.cli import app
+
+    out = tmp_path / "ft" / "budget-0.1"
+    KINDS[other](out)
+    mark_output(out, "evaluation")
+    (out / "eval.json").write_text("{}")
+    before = _tree(tmp_path)
+    argv, _ = COMMANDS[command]
+    argv = [a.format(ckpt=default_checkpoint(), out=out) for a in argv if force or a != "--force"]
+    assert run_cli(argv) == 2
+    err = capsys.readouterr().err.strip()
+    words = {"train": "a training run (svformer-deploy train)", "finetune": "a fine-tuning run (svformer-deploy "
+             "finetune)"}[other]
+    assert len(err.splitlines()) == 1 and f"--out {out} is {words} and evaluation results" in err, err
+    assert f"svformer-deploy {command} writes only into {run_folder_rule(command)}" in err, err
+    assert "--force" not in err and "goes only into" not in err, err
+    assert _tree(tmp_path) == before
+    (option,) = [p for p in get_command(app).commands[command].params if p.name == "out"]
+    assert run_folder_rule(command) in option.help and other.replace("finetune", "fine-tuning") in option.help
+
+
+def test_evaluate_goes_beside_either_run(tmp_path):
+    from svformer_deploy._atomic import refuse_whole_output, run_folder_rule
+
+    for kind in ("train", "finetune"):
+        KINDS[kind](tmp_path / kind)
+        refuse_whole_output(tmp_path / kind, "evaluation")  # no error
+    assert "earlier train, finetune and evaluate outputs" in run_folder_rule("evaluation")
 
 
 def test_commands_writing_one_file_replace_only_their_own_kind_of_file(tmp_path, capsys):

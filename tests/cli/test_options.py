@@ -208,3 +208,16 @@ def test_reflow_joins_lines_keeps_paragraphs_lists_and_unwrapped_blocks():
         """
     assert reflow(doc) == ("First line goes on.\n\nGoal: one sentence over three lines.\n\n"
                            "Steps:\n* one item wrapped\n- two\n1. three\n\n\b\nkept\nas is")
+
+
+def test_every_profile_option_has_the_one_help_naming_the_int_family_and_its_default():
+    """The reported case: `energy price`, `sparsity` and `finetune` described --profile without 45nm-int<N>, and
+    sparsity's said "(default: the energy module's default)" without naming it."""
+    from svformer_deploy.cli._options import DEFAULT_PROFILE, PROFILE_HELP
+    from svformer_deploy.energy.profiles import DEFAULT_PROFILE as ENERGY_DEFAULT
+
+    options = {path: p for path, command in _commands() for p in command.params if "--profile" in getattr(p, "opts", ())}
+    assert {("energy", "report"), ("energy", "price"), ("sparsity",), ("finetune",)} <= set(options)
+    assert DEFAULT_PROFILE == ENERGY_DEFAULT and "45nm-int<N>" in PROFILE_HELP
+    for path, option in options.items():
+        assert (option.help, option.metavar, option.default) == (PROFILE_HELP, "NAME|FILE", DEFAULT_PROFILE), path
