@@ -59,9 +59,9 @@ CAVEATS = [
     "addressing and memory accesses must be modelled; the fetch-per-event dataflow follows their model.",
     "Yan et al., arXiv 2409.08290 (2024): compare against an ANN quantised to ceil(log2(T+1)) bits; an SNN must "
     "fire below about 6 % to win under such a comparison.",
-    "The 45 nm figures are arithmetic energies from Horowitz (ISSCC 2014): fp32 MAC 4.6 pJ and AC 0.9 pJ, int8 "
-    "multiply 0.2 pJ and add 0.03 pJ as given there; narrower integer profiles are derived from them (see each "
-    "profile's caveats). None is a measurement of a neuromorphic chip.",
+    "The 45 nm figures are arithmetic energies from Horowitz (ISSCC 2014): fp32 MAC 4.6 pJ and AC 0.9 pJ, and "
+    "the integer widths he gives (multiply 8 and 32 bits, add 8, 16 and 32 bits); other integer widths are "
+    "derived from those (each profile's caveats say how). None is a measurement of a neuromorphic chip.",
 ]
 
 #: Every file the report writes and what it holds (printed in report.md; ``docs/energy.md`` states the same).
