@@ -426,9 +426,15 @@ def conversion_report(checkpoint: str | os.PathLike, teacher: nn.Module, teacher
             "protocol": {"data": cfg.data, "split": "val", "num_videos": rows["original"]["num_videos"],
                          "clips": cfg.eval_clips, "crops": cfg.eval_crops,
                          "score_fusion": "softmax summed over the views of each video",
-                         "energy_profile": cfg.energy_profile if cfg.energy else None},
+                         "energy_profile": cfg.energy_profile if cfg.energy else None,
+                         "energy_bn": ENERGY_BN if cfg.energy else None},
             "spike_budget": cfg.spike_budget, "models": rows,
             "top1_change_vs_original": {k: v["top1"] - rows["original"]["top1"] for k, v in rows.items()}}
+
+
+ENERGY_BN = "time-invariant BN folded into its layer (free, as deployed), per-timestep BN counted"
+"""The BatchNorm convention of the fine-tuning report's energy (``count_ops(..., fold_bn=True)``); ``energy
+report`` counts every BN unless given ``--fold-bn``, so its figures of the same model differ by the BN's ops."""
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -437,7 +443,8 @@ def format_report(report: dict[str, Any]) -> str:
     has_energy = "energy_uj_per_video" in rows["original"]
     p = report["protocol"]
     lines = [f"{p['data']} {p['split']}, {p['num_videos']} videos x {p['clips']} clip(s) x {p['crops']} crop(s), "
-             "softmax summed over views" + (f"; energy profile {p['energy_profile']}" if has_energy else ""),
+             "softmax summed over views"
+             + (f"; energy profile {p['energy_profile']}, {ENERGY_BN}" if has_energy else ""),
              f"{'model':12s} {'BN':>13s} {'top-1':>8s} {'vs orig':>8s} {'top-5':>8s} {'fire rate':>10s}"
              + (f" {'syn ops/video':>14s} {'uJ/video':>9s}" if has_energy else "")]
     bn = {"original": report["bn"]["original"], "naive_fold": "shared", "finetuned": report["bn"]["finetuned"]}

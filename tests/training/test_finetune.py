@@ -15,8 +15,8 @@ from svformer_deploy.errors import ConfigError, OutputExistsError
 from svformer_deploy.models import load_checkpoint, record_spikes, save_checkpoint
 from svformer_deploy.models.norm import TemporalBatchNorm
 from svformer_deploy.training.finetune import (
-    CURVE_PNG, REPORT_NAME, FinetuneConfig, budget_penalty, distillation_loss, energy_per_video, finetune,
-    finetune_budgets, rate_matching_loss, spike_rates, time_averaged_bn,
+    CURVE_PNG, ENERGY_BN, REPORT_NAME, FinetuneConfig, budget_penalty, distillation_loss, energy_per_video, finetune,
+    finetune_budgets, format_report, rate_matching_loss, spike_rates, time_averaged_bn,
 )
 from tests.exporters.conftest import active_model
 
@@ -240,6 +240,8 @@ def test_spike_budget_curve_lowers_the_firing_rate(tmp_path):
     # a tighter budget does not spike more than a looser one; energy follows the spikes
     assert float(rows[3]["firing_rate"]) <= float(rows[1]["firing_rate"])
     assert float(rows[3]["energy_uj_per_video"]) < float(rows[0]["energy_uj_per_video"])
+    # the energy's BatchNorm convention is stated where the figure is (a new user found it only in the docs)
+    assert results[0].report["protocol"]["energy_bn"] == ENERGY_BN and ENERGY_BN in format_report(results[0].report)
     # finished budgets are reused on --resume
     again, _ = finetune_budgets(src, cfg, [0.02, 0.08, 0.04], resume=True)
     assert [r.report for r in again] == [r.report for r in results]
