@@ -64,6 +64,21 @@ def build_command():
     return tidy_help(typer.main.get_command(app))
 
 
+def _command_path(command, args: list[str]) -> str:
+    """``svformer-deploy`` and the subcommand names that lead ``args`` (for a usage error raised without a
+    context, such as an option given without its value)."""
+    path = ["svformer-deploy"]
+    for arg in args:
+        sub = command.commands.get(arg) if hasattr(command, "commands") else None
+        if sub is None:
+            if arg.startswith("-"):
+                continue  # a group's own option (--debug)
+            break
+        path.append(arg)
+        command = sub
+    return " ".join(path)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the CLI and exit with its status code."""
     from svformer_deploy._threads import configure_threads
@@ -81,7 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     except UsageError as err:  # a typo, a missing or malformed option: one line, like every other bad input
         from svformer_deploy.cli._options import usage_message
 
-        where = err.ctx.command_path if err.ctx is not None else "svformer-deploy"
+        args = sys.argv[1:] if argv is None else argv
+        where = err.ctx.command_path if err.ctx is not None else _command_path(command, args)
         typer.echo(f"error: {usage_message(err)}; see `{where} --help`", err=True)
         sys.exit(err.exit_code)
     except Abort:  # end of input at a prompt

@@ -68,7 +68,14 @@ USAGE = [(["export"], "Missing argument 'checkpoint'", "svformer-deploy export")
           "svformer-deploy energy report"),
          (["energy", "report", "--bogus"], "No such option: --bogus", "svformer-deploy energy report"),
          (["energy", "repot"], "No such command 'repot' (did you mean 'report'?)", "svformer-deploy energy"),
-         (["bogus"], "No such command 'bogus'", "svformer-deploy")]
+         (["bogus"], "No such command 'bogus'", "svformer-deploy"),
+         # an option without its value is raised without a context: the command's help all the same (a new
+         # user's report: these pointed to `svformer-deploy --help`)
+         (["energy", "report", "x.pt", "--out"], "Option '--out' requires an argument",
+          "svformer-deploy energy report"),
+         (["train", "--epochs"], "Option '--epochs' requires an argument", "svformer-deploy train"),
+         (["--debug", "energy", "price", "--rates"], "Option '--rates' requires an argument",
+          "svformer-deploy energy price")]
 
 
 @pytest.mark.parametrize("argv, problem, command", USAGE, ids=[" ".join(a) for a, _, _ in USAGE])
