@@ -433,6 +433,10 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, force: b
                                 "--out, or pass --force to start over")
     payload = None if resume is None else read_checkpoint(resume)
     extra = {} if payload is None else resume_state(payload, resume, "train")
+    if resume is not None and last_path.exists() and not force and not os.path.samefile(last_path, resume):
+        raise OutputExistsError(f"{last_path} is another run's last.pt, which resuming {resume} there would "
+                                f"replace: continue that run with --resume {last_path}, choose another --out, or "
+                                "pass --force to replace it")
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
 

@@ -108,3 +108,16 @@ def test_finetune_resume_of_a_curve_continues_and_adds_a_new_budget(runs, tmp_pa
     assert run_cli(["finetune", str(runs / "teacher.pt"), *FINETUNE, "--spike-budget", "0.1", "--spike-budget", "0.05",
                     "--out", str(ft), "--resume"]) in (0, None)
     assert (ft / "budget-0.1" / "finetune.json").read_bytes() == before and (ft / "budget-0.05" / "finetune.json").is_file()
+
+
+def test_train_resume_into_another_training_run_does_not_replace_its_last_pt(runs, tmp_path, capsys):
+    """A new user's report: `train --resume A/last.pt --out B`, B holding another training run, wrote over B's
+    last.pt. Now refused unless --force, naming both runs' ways on; resuming a run in its own folder still works."""
+    other = tmp_path / "other"
+    shutil.copytree(runs / "run", other)
+    before = _tree(other)
+    assert run_cli([*TRAIN, "--out", str(other), "--resume", str(runs / "run" / "last.pt")]) == 2
+    err = _error(capsys)
+    assert f"{other / 'last.pt'} is another run's last.pt" in err and f"--resume {other / 'last.pt'}" in err, err
+    assert _tree(other) == before
+    assert run_cli([*TRAIN[:2], "2", *TRAIN[3:], "--out", str(other), "--resume", str(other / "last.pt")]) in (0, None)
