@@ -466,14 +466,16 @@ class OpCounter:
             return "weight"
         if self.dense:
             return "real"
-        ref = self._spike_outputs.get(key)
-        if ref is not None and ref() is not None:  # a view of a live neuron output: spikes by construction
+        if self._live_spikes(key):  # a view of a live neuron output: spikes by construction
             return "binary"
         return "binary" if _is_binary(t) else "real"
 
     def spikes_by_construction(self, x: Tensor) -> bool:
         """True when ``x`` views the live output of a neuron module whose output is spikes (no value check)."""
-        ref = self._spike_outputs.get(_storage_key(x))
+        return self._live_spikes(_storage_key(x))
+
+    def _live_spikes(self, storage: int) -> bool:
+        ref = self._spike_outputs.get(storage)
         return ref is not None and ref() is not None
 
     def replayable(self, module: nn.Module, x: Tensor, kind: str, op_class: str | None = None,
@@ -689,7 +691,7 @@ class OpCounter:
         if plan is not None and plan.fast_calls:  # a replay's products, one row per binary call (_replay)
             assert len(self._fast_done) == len(plan.fast_calls) and plan.fast_out is not None
             products = plan.fast_out.to("cpu", torch.float64).numpy()
-            products *= np.where(plan.fast_scale > 0, plan.fast_scale, 1.0)[:, None]
+            products *= plan.fast_multiplier
             np.add.at(mat[:, :steps], plan.fast_rows, products)
         counts = np.rint(mat).astype(np.int64)
         layer_of, timestep, class_of, cell, class_index = cells
@@ -774,10 +776,19 @@ class _Plan:
     fast_calls: list[tuple]  # the binary calls a replay books by their product, in order (OpCounter.replayable)
     fast_out: Tensor | None  # (calls, T) float32: a replay writes each call's product into its row
     fast_views: list[Tensor]  # those rows
-    fast_uniform: list[bool]  # whether each call's fan-out is the same for every input (``fast_scale``)
     fast_rows: np.ndarray  # the count row (of ``keys``) of each
     fast_scale: np.ndarray  # its fan-out when that is the same for every input (then the row holds its nnz)
     fast_mem_rows: np.ndarray  # and its layer's row of ``mem_layers`` (its weight uses)
+
+    @functools.cached_property
+    def fast_uniform(self) -> list[bool]:
+        """Whether each binary call's fan-out is the same for every input (its row then holds its nnz)."""
+        return (self.fast_scale > 0).tolist()
+
+    @functools.cached_property
+    def fast_multiplier(self) -> np.ndarray:
+        """(calls, 1): what each row is multiplied by to give the call's count (its fan-out, or 1 for a product)."""
+        return np.where(self.fast_scale > 0, self.fast_scale, 1.0)[:, None]
 
     @classmethod
     def of(cls, c: OpCounter) -> _Plan:
@@ -796,7 +807,6 @@ class _Plan:
                    fast_out=out, fast_views=[] if out is None else list(out.unbind(0)),
                    fast_rows=np.array([index[spec[0]] for spec in fast], dtype=np.int64),
                    fast_scale=np.array([_uniform(spec[2]) for spec in fast], dtype=np.float64),
-                   fast_uniform=[_uniform(spec[2]) > 0 for spec in fast],
                    fast_mem_rows=np.array([mem_row[spec[1]] for spec in fast], dtype=np.int64),
                    uses=list(c._static_uses),
                    order=dict(c.order), uncounted={k: dict(v) for k, v in c.uncounted.items()},

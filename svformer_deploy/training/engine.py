@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from svformer_deploy._atomic import (atomic_write_csv, atomic_write_json, mark_output,
+from svformer_deploy._atomic import (OUTPUT_KINDS, atomic_write_csv, atomic_write_json, mark_output,
                                      refuse_file_in_the_way, refuse_whole_output)
 from svformer_deploy._paths import data_spec, user_path
 from svformer_deploy._threads import ThreadGovernor
@@ -300,10 +300,8 @@ def resume_state(payload: dict[str, Any], path: str | os.PathLike, kind: str) ->
     meta = payload.get("meta") or {}
     writer = _run_kind(meta)
     if writer is not None and writer != kind:
-        words = {"train": "a training run (svformer-deploy train)", "finetune": "a fine-tuning run (svformer-deploy "
-                 "finetune)"}
-        raise ConfigError(f"{path} is the last.pt of {words[writer]}, not of {words[kind]}; continue it with "
-                          f"{_continue_hint(path, meta, writer)}")
+        raise ConfigError(f"{path} is the last.pt of {OUTPUT_KINDS[writer][0]}, not of {OUTPUT_KINDS[kind][0]}; "
+                          f"continue it with {_continue_hint(path, meta, writer)}")
     extra = payload.get("extra") or {}
     if not extra:
         raise ConfigError(f"{path} holds no training state (it is a 'best', fine-tuned or exported checkpoint); "
