@@ -85,6 +85,8 @@ OUTPUT_KINDS: dict[str, tuple[str, bool, Callable[[Path, set[str]], bool], tuple
     "sparsity-report": ("a sparsity report (svformer-deploy sparsity)", True, _report_files(*_SPARSITY_REPORT),
                         _SPARSITY_REPORT),
     "demo": ("a demo folder (svformer-deploy demo)", True, _demo_files, ("demo.json",)),
+    "chip-mapping": ("a chip mapping (svformer-deploy map)", True, _report_files("mapping.json", "report.md"),
+                     ("mapping.json", "layers.csv", "cores.csv")),
     "train": ("a training run (svformer-deploy train)", False, _run_files(finetune=False), ()),
     "finetune": ("a fine-tuning run (svformer-deploy finetune)", False, _run_files(finetune=True), ()),
     "evaluation": ("evaluation results (svformer-deploy evaluate)", False,
@@ -121,6 +123,7 @@ def output_kinds(folder: str | os.PathLike) -> list[str]:
 
 _WRITTEN_LATER: dict[str, Callable[[str], bool]] = {
     "export": lambda name: name.endswith(".json"),  # verification records `verify` writes into a bundle later
+    "chip-mapping": lambda name: name.startswith("sanafe"),  # `verify MAPPING --with sanafe` writes these later
 }
 """Entries a kind's commands add to an existing output after it was written (not in its marker's ``files``)."""
 

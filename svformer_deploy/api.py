@@ -16,6 +16,8 @@ energy_price        energy of a registered model from stated firing rates (no ch
 sparsity            firing rates and sparsity figures of a checkpoint on real videos
 train               train a registered model (DDP under torchrun); checkpoints and metrics
 finetune            distil a checkpoint into a shared-BN and/or spike-budget student; report (and budget curve)
+map_bundle          a NIR or Lava bundle onto a chip's cores and chips; time, energy, power from real spikes
+verify_mapping      a chip mapping checked against the SANA-FE architecture simulator
 ==================  ==========================================================================================
 """
 
@@ -31,14 +33,31 @@ from svformer_deploy._paths import data_spec, read_user_text, user_path
 from svformer_deploy.errors import EnergyError
 
 if TYPE_CHECKING:  # pragma: no cover - types only
-    from svformer_deploy.training.finetune import FinetuneConfig, FinetuneResult
     from svformer_deploy.analysis.sparsity import SparsityAnalysis
     from svformer_deploy.exporters import ExportResult
     from svformer_deploy.training import TrainConfig, TrainResult
+    from svformer_deploy.training.finetune import FinetuneConfig, FinetuneResult
 
-__all__ = ["export_and_verify", "verify", "evaluate", "EvalOutcome", "energy_report", "EnergyReportOutcome",
-           "energy_price", "PriceOutcome", "parse_views", "sparsity", "SparsityOutcome", "train", "finetune",
-           "DEFAULT_BASELINES"]
+__all__ = [
+    "DEFAULT_BASELINES",
+    "EnergyReportOutcome",
+    "EvalOutcome",
+    "MapOutcome",
+    "MappingCheck",
+    "PriceOutcome",
+    "SparsityOutcome",
+    "energy_price",
+    "energy_report",
+    "evaluate",
+    "export_and_verify",
+    "finetune",
+    "map_bundle",
+    "parse_views",
+    "sparsity",
+    "train",
+    "verify",
+    "verify_mapping",
+]
 
 PathLike = str | os.PathLike
 BatchWrapper = Callable[[Iterable[Any]], Iterable[Any]]
@@ -56,7 +75,7 @@ def _profile_spec(profile: str | PathLike) -> str:
 # ------------------------------------------------------------------------------------------------ export, verify
 def export_and_verify(checkpoint: PathLike, target: str, out: PathLike, *, force: bool = False,
                       approximate_bn: bool = False, data: PathLike = "moving-digits", num_videos: int | None = 32,
-                      wrap_batches: BatchWrapper | None = None) -> "ExportResult":
+                      wrap_batches: BatchWrapper | None = None) -> ExportResult:
     """Export ``checkpoint`` to ``target`` (see :func:`~svformer_deploy.exporters.list_targets`) as a bundle at
     ``out``, then verify it against the checkpoint's model on ``num_videos`` validation videos of ``data`` (one
     view each). ``result.passed`` is False when the verification missed its goal."""
@@ -69,7 +88,7 @@ def export_and_verify(checkpoint: PathLike, target: str, out: PathLike, *, force
 
 def verify(bundle: PathLike, *, target: str | None = None, checkpoint: PathLike | None = None,
            data: PathLike = "moving-digits", num_videos: int | None = 32,
-           wrap_batches: BatchWrapper | None = None) -> "ExportResult":
+           wrap_batches: BatchWrapper | None = None) -> ExportResult:
     """Re-verify an existing bundle with ``target``'s verifier (default: the target that wrote it; e.g.
     ``nir-norse`` for a second runtime of a NIR bundle) against its source checkpoint (``checkpoint`` or the path
     recorded at export; its SHA-256, config and class names must match) on real clips."""
@@ -207,7 +226,7 @@ class SparsityOutcome:
     """A sparsity analysis (firing rates per layer, timestep, video; predictions; optional energy) and the
     figures and tables written to ``out_dir``."""
 
-    analysis: "SparsityAnalysis"
+    analysis: SparsityAnalysis
     out_dir: Path
     files: dict[str, Path] = field(default_factory=dict)
 
@@ -236,8 +255,8 @@ def sparsity(checkpoint: PathLike, out: PathLike, *, data: PathLike = "moving-di
 
 
 # ------------------------------------------------------------------------------------------------------- train
-def train(config: "TrainConfig", *, resume: PathLike | None = None, force: bool = False, command: str | None = None,
-          progress: bool = True, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> "TrainResult":
+def train(config: TrainConfig, *, resume: PathLike | None = None, force: bool = False, command: str | None = None,
+          progress: bool = True, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
     """Train ``config.model`` on ``config.data`` (:class:`~svformer_deploy.training.TrainConfig`); write last.pt,
     best.pt, metrics.csv and metrics.json to ``config.out_dir``. ``command`` is stored in the checkpoints;
     ``on_epoch`` receives each epoch's metrics row."""
@@ -249,10 +268,10 @@ def train(config: "TrainConfig", *, resume: PathLike | None = None, force: bool 
 
 
 # ---------------------------------------------------------------------------------------------------- finetune
-def finetune(checkpoint: PathLike, config: "FinetuneConfig", *, budgets: Sequence[float] = (), resume: bool = False,
+def finetune(checkpoint: PathLike, config: FinetuneConfig, *, budgets: Sequence[float] = (), resume: bool = False,
              force: bool = False, command: str | None = None, progress: bool = True,
              on_epoch: Callable[[dict[str, Any]], None] | None = None,
-             ) -> "tuple[list[FinetuneResult], Path | None]":
+             ) -> tuple[list[FinetuneResult], Path | None]:
     """Distil ``checkpoint`` into a student (:class:`~svformer_deploy.training.finetune.FinetuneConfig`): shared BN
     from the time-averaged map (``config.bn == "shared"``) and/or one run per spike budget in ``budgets``.
     Returns the runs and, with budgets, the accuracy-vs-energy curve CSV (its PNG beside it), else None."""
@@ -266,3 +285,150 @@ def finetune(checkpoint: PathLike, config: "FinetuneConfig", *, budgets: Sequenc
                                 progress=progress, on_epoch=on_epoch)
     return [_finetune(checkpoint, config, resume=resume, force=force, command=command, progress=progress,
                       on_epoch=on_epoch)], None
+
+
+# ------------------------------------------------------------------------------------------------ chips
+@dataclass(frozen=True)
+class MapOutcome:
+    """A chip mapping folder (``mapping.json``, ``layers.csv``, ``cores.csv``, ``timesteps.csv``, ``report.md``,
+    figures), its ``mapping.json`` content, and the videos its figures come from (None: structure only)."""
+
+    path: Path
+    summary: dict[str, Any]
+    videos: int | None
+
+
+def default_mapping_out(bundle: PathLike, chip: str) -> Path:
+    """The default mapping folder: beside the bundle, named after it and the chip (``<bundle>-<chip>-mapping``)."""
+    b = user_path(bundle)
+    return b.parent / f"{b.name}-{Path(str(chip)).stem}-mapping"
+
+
+def map_bundle(bundle: PathLike, chip: str | PathLike = "loihi", out: PathLike | None = None, *,
+               checkpoint: PathLike | None = None, data: PathLike = "moving-digits", videos: int = 4,
+               fps: float = 25.0, host_fallback: bool = False, profile: str | PathLike = "45nm-fp32",
+               force: bool = False, wrap_batches: BatchWrapper | None = None) -> MapOutcome:
+    """Map the NIR or Lava bundle ``bundle`` onto ``chip`` (a registered name or a SANA-FE architecture file),
+    check it against the chip's limits first (every violation one line of a
+    :class:`~svformer_deploy.chip.check.ChipConstraintError`), place it, run ``videos`` validation videos of
+    ``data`` through it (0: structure only) and write the folder ``out`` (default: beside the bundle)."""
+    from svformer_deploy._atomic import atomic_write_dir, refuse_existing
+    from svformer_deploy.chip.arch import load_chip
+    from svformer_deploy.chip.report import write_mapping
+    from svformer_deploy.chip.service import chip_figures, mapping_from_bundle
+    from svformer_deploy.exporters import eval_batches
+
+    bundle_path = user_path(bundle)
+    chip_spec = str(user_path(chip)) if Path(chip).is_file() else str(chip)
+    out_path = user_path(out) if out is not None else default_mapping_out(bundle_path, chip_spec)
+    refuse_existing(out_path, force, inputs=(bundle_path,), folder=True, kind="chip-mapping")
+    spec = load_chip(chip_spec)
+    mapping, model, meta, manifest = mapping_from_bundle(bundle_path, spec, checkpoint=checkpoint,
+                                                         host_fallback=host_fallback)
+    fig, used = None, None
+    if videos > 0:
+        from svformer_deploy.data import eval_video_count
+
+        used = eval_video_count(data_spec(data), model.config, split="val", num_videos=videos)
+        batches = eval_batches(data_spec(data), model.config, videos, batch_size=4)
+        if wrap_batches is not None:
+            batches = wrap_batches(batches)
+        fig = chip_figures(mapping, batches, fps=fps, profile=_profile_spec(profile), config=model.config.to_dict())
+    provenance = {"bundle": str(bundle_path), "bundle_target": manifest.target, "model": model.config.name,
+                  "checkpoint_sha256": meta["sha256"], "chip": chip_spec, "host_fallback": host_fallback,
+                  "data": str(data_spec(data)), "videos": used, "fps": fps, "host_profile": str(profile),
+                  "bn_fold": mapping.network.plan.bn_fold}
+    doc: dict[str, Any] = {}
+
+    def build(tmp: Path) -> None:
+        doc.update(write_mapping(tmp, mapping, fig, provenance))
+
+    path = atomic_write_dir(out_path, build, force=force, kind="chip-mapping")
+    return MapOutcome(path, doc, used)
+
+
+@dataclass(frozen=True)
+class MappingCheck:
+    """A SANA-FE check of a mapping: per-unit results and where they were written."""
+
+    path: Path
+    report: dict[str, Any]
+    passed: bool
+
+
+def verify_mapping(mapping_dir: PathLike, *, layers: Sequence[str] | None = None, checkpoint: PathLike | None = None,
+                   max_saved: int = 200_000, progress: Callable[[Any], None] | None = None) -> MappingCheck:
+    """Rebuild the mapping recorded in ``mapping_dir`` (its bundle, chip and options), run the first validation
+    video through it and check every unit (or ``layers``) in SANA-FE (:mod:`svformer_deploy.chip.sanafe_verify`);
+    write ``sanafe_verification.json`` and ``sanafe/`` (the networks in SANA-FE's format) into the folder."""
+    import json
+    import shutil
+
+    from svformer_deploy._atomic import atomic_write_json
+    from svformer_deploy.chip.arch import load_chip
+    from svformer_deploy.chip.run import run_chip
+    from svformer_deploy.chip.sanafe_verify import ENERGY_TOLERANCE, sanafe_available, verify_units
+    from svformer_deploy.chip.service import mapping_from_bundle
+    from svformer_deploy.errors import VerificationError
+    from svformer_deploy.exporters import eval_batches
+
+    folder = user_path(mapping_dir)
+    rec = folder / "mapping.json"
+    if not rec.is_file():
+        raise VerificationError(f"{folder} is not a chip mapping (no mapping.json); pass the folder written by "
+                                "`svformer-deploy map`")
+    problem = sanafe_available()
+    if problem:
+        raise VerificationError(problem)
+    try:
+        doc = json.loads(read_user_text(rec))
+        prov = doc["provenance"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise VerificationError(f"{rec} is damaged ({err}); write the mapping again with `svformer-deploy map`") from None
+    spec = load_chip(prov["chip"])
+    mapping, model, _, _ = mapping_from_bundle(prov["bundle"], spec, checkpoint=checkpoint,
+                                               host_fallback=bool(prov.get("host_fallback")))
+    if mapping.cores_used != doc["totals"]["cores"] or mapping.placement.method != doc["placement"]["method"]:
+        raise VerificationError(f"{folder}: the bundle now maps to {mapping.cores_used} cores, the record says "
+                                f"{doc['totals']['cores']}; write the mapping again with `svformer-deploy map`")
+    unknown = [n for n in (layers or []) if n not in mapping.fixed]
+    if unknown:
+        raise VerificationError(f"no chip layer {unknown[0]!r} in this mapping; chip layers: "
+                                f"{', '.join(mapping.fixed)}")
+    clips, labels = next(iter(eval_batches(prov.get("data") or "moving-digits", model.config, 1, batch_size=1)))
+    from svformer_deploy.chip.service import host_nodes
+
+    run = run_chip(mapping.network, mapping.fixed, spec.number_format, clips, model.config.to_dict(),
+                   host_nodes(mapping))
+    sf_dir = folder / "sanafe"
+    tmp = folder / ".sanafe.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        results = verify_units(mapping, run, tmp, layers=list(layers) if layers else None, max_saved=max_saved,
+                               progress=progress)
+        shutil.rmtree(sf_dir, ignore_errors=True)
+        tmp.rename(sf_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    passed = all(r.passed for r in results)
+    det = [abs(o - s) / s for r in results for o, s in zip(r.ours["time_detailed"], r.sanafe["time_detailed"])
+           if s > 0]
+    report = {"simulator": "SANA-FE", "sanafe_version": _sanafe_version(), "units": [r.to_dict() for r in results],
+              "passed": passed, "tolerance": {"counts": "equal", "energy": ENERGY_TOLERANCE,
+                                              "time_simple": ENERGY_TOLERANCE},
+              "detailed_time_difference": {"max": max(det, default=0.0), "mean": float(sum(det) / len(det))
+                                           if det else 0.0},
+              "video": "the first validation video of " + str(prov.get("data"))}
+    path = atomic_write_json(folder / "sanafe_verification.json", report)
+    return MappingCheck(path, report, passed)
+
+
+def _sanafe_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sanafe")
+    except PackageNotFoundError:
+        return "unknown"

@@ -26,8 +26,12 @@ INPUT_PREFIX = "input:"
 
 @dataclass(frozen=True)
 class EdgeTerm:
-    """The edges of one (layer, term) pair in :func:`~svformer_deploy.chip.mapping._block_edges` order, with the
-    source regions to count spikes over: channel subsets and row/column ranges."""
+    """The edges of one (layer, term): for each, the source neurons whose spikes it carries. *Rectangle* edges
+    (``pair_index >= 0``) hold the source channels whose kernel taps into the destination block are all non-zero
+    somewhere, over the row and column ranges of the receptive field; *mask* edges (``pair_index == -1``, at the
+    end) hold channels with a partial tap pattern (weights that quantised to zero) over their exact input
+    region, ``masks[k] = (channels, (H_in, W_in) bool)`` for the k-th of them. A source neuron is in at most one
+    edge per destination block, so the counts of the edges add up exactly."""
 
     layer: str
     source_group: str
@@ -38,6 +42,7 @@ class EdgeTerm:
     rows: np.ndarray                 # per edge: (lo, hi)
     cols: np.ndarray                 # per edge: (lo, hi)
     weight: np.ndarray               # per edge: connected neurons (static)
+    masks: tuple[tuple[np.ndarray, np.ndarray], ...] = ()
 
 
 def edge_terms(network: ChipNetwork, geometry: dict[str, list[TermGeometry]], splits: dict[str, Split],
@@ -56,14 +61,22 @@ def edge_terms(network: ChipNetwork, geometry: dict[str, list[TermGeometry]], sp
             s_ch, d_ch = ranges(Ci, ci), ranges(C, c)
             sel, M = [], np.zeros((len(d_ch), len(s_ch)), dtype=np.int64)
             index = {}
+            partial: list[tuple[int, int, np.ndarray, np.ndarray]] = []  # (j, i, channels, tap pattern)
             for j, (a, b) in enumerate(d_ch):
-                anyc = g.chan_mask[a:b].any(axis=0)
+                taps = g.mask[a:b].any(axis=0)  # (C_in, k, k)
+                full = taps.all(axis=(1, 2))
+                anyc = taps.any(axis=(1, 2))
                 for i, (sa, sb) in enumerate(s_ch):
-                    chans = np.flatnonzero(anyc[sa:sb]) + sa
+                    chans = np.flatnonzero(full[sa:sb]) + sa
                     M[j, i] = len(chans)
                     if len(chans):
                         index[(j, i)] = len(sel)
                         sel.append(chans)
+                    part = np.flatnonzero(anyc[sa:sb] & ~full[sa:sb]) + sa
+                    if len(part):
+                        pats, inv = np.unique(taps[part].reshape(len(part), -1), axis=0, return_inverse=True)
+                        for k_, pat in enumerate(pats):
+                            partial.append((j, i, part[inv.ravel() == k_], pat.reshape(g.kernel, g.kernel)))
 
             def overlaps(n_out: int, size_out: int, n_in: int, size_in: int, axis: int,
                          g: TermGeometry = g) -> np.ndarray:
@@ -85,10 +98,51 @@ def edge_terms(network: ChipNetwork, geometry: dict[str, list[TermGeometry]], sp
             nh, nw = split.grid[1], split.grid[2]
             snh, snw = ss.grid[1], ss.grid[2]
             weight = (M[jm, im][:, None, None] * rlen[rr, qq][None, :, None] * clen[vv, uu][None, None, :]).ravel()
-            out.append(EdgeTerm(layer.name, sg,
-                                 group_blocks[sg].start + ((I * snh + Q) * snw + U).ravel(),
-                                 group_blocks[layer.name].start + ((J * nh + R) * nw + V).ravel(),
-                                 sel, P.ravel(), RO[R.ravel(), Q.ravel()], CO[V.ravel(), U.ravel()], weight))
+            src = group_blocks[sg].start + ((I * snh + Q) * snw + U).ravel()
+            dst = group_blocks[layer.name].start + ((J * nh + R) * nw + V).ravel()
+            rows, cols = RO[R.ravel(), Q.ravel()], CO[V.ravel(), U.ravel()]
+            pidx = P.ravel()
+            masks, m_src, m_dst, m_w = [], [], [], []
+            for j, i, chans, pat in partial:
+                sa, sb = s_ch[i]
+                for r, (a, b) in enumerate(ranges(H, h)):
+                    for v, (a2, b2) in enumerate(ranges(W, w)):
+                        region = _dilation(g, pat, (a, b), (a2, b2))
+                        for q, (ra, rb) in enumerate(ranges(Hi, hi)):
+                            for u, (ca, cb) in enumerate(ranges(Wi, wi)):
+                                cut = np.zeros_like(region)
+                                cut[ra:rb, ca:cb] = region[ra:rb, ca:cb]
+                                n = int(cut.sum())
+                                if n:
+                                    masks.append((chans, cut))
+                                    m_src.append(group_blocks[sg].start + (i * snh + q) * snw + u)
+                                    m_dst.append(group_blocks[layer.name].start + (j * nh + r) * nw + v)
+                                    m_w.append(n * len(chans))
+            if masks:
+                src = np.concatenate([src, np.asarray(m_src, dtype=np.int64)])
+                dst = np.concatenate([dst, np.asarray(m_dst, dtype=np.int64)])
+                weight = np.concatenate([weight, np.asarray(m_w, dtype=weight.dtype)])
+                rows = np.concatenate([rows, np.zeros((len(masks), 2), dtype=rows.dtype)])
+                cols = np.concatenate([cols, np.zeros((len(masks), 2), dtype=cols.dtype)])
+                pidx = np.concatenate([pidx, np.full(len(masks), -1, dtype=np.int64)])
+            out.append(EdgeTerm(layer.name, sg, src, dst, sel, pidx, rows, cols, weight, tuple(masks)))
+    return out
+
+
+def _dilation(g: TermGeometry, pattern: np.ndarray, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+    """(H_in, W_in) bool: source positions some output of the tile reads through a non-zero tap of ``pattern``."""
+    import torch
+    import torch.nn.functional as F
+
+    _, H, W = g.out_shape
+    _, hi, wi = g.in_shape
+    tile = torch.zeros((1, 1, H, W), dtype=torch.float64)
+    tile[..., rows[0]:rows[1], cols[0]:cols[1]] = 1.0
+    full = F.conv_transpose2d(tile, torch.as_tensor(pattern, dtype=torch.float64)[None, None], stride=g.stride)[0, 0]
+    p = g.padding
+    out = np.zeros((hi, wi), dtype=bool)
+    crop = full[p:p + hi, p:p + wi].numpy() > 0.5
+    out[:crop.shape[0], :crop.shape[1]] = crop
     return out
 
 

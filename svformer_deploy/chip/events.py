@@ -168,6 +168,9 @@ def events_from_run(mapping: Mapping, activity: dict[str, np.ndarray | object], 
             prefix = np.zeros((T, m.shape[1] + 1, m.shape[2] + 1))
             prefix[:, 1:, 1:] = m.cumsum(1).cumsum(2)
             sums[:, sel] = _rect_sums(prefix, e.rows[sel], e.cols[sel])
+        first = len(e.src_blocks) - len(e.masks)
+        for k, (chans, region) in enumerate(e.masks):
+            sums[:, first + k] = (s[:, chans] * region[None, None]).sum(axis=(1, 2, 3))
         msgs.append(sums)
     return _assemble(mapping, per_group, msgs, edges, T)
 

@@ -46,6 +46,8 @@ class LinearOp:
     weight: np.ndarray = field(repr=False)
     stride: int = 1
     padding: int = 0
+    routing: bool = False
+    """A channel placement (concat): moves values, computes nothing."""
 
     @property
     def kernel(self) -> int:
@@ -174,7 +176,7 @@ class _Expansion:
 def _placement(rows: int, offset: int, total: int, name: str) -> LinearOp:
     w = np.zeros((total, rows, 1, 1))
     w[offset + np.arange(rows), np.arange(rows), 0, 0] = 1.0
-    return LinearOp(f"{name}[{offset}:{offset + rows}]", w)
+    return LinearOp(f"{name}[{offset}:{offset + rows}]", w, routing=True)
 
 
 def _synapse_ops(plan: Plan, s: Synapse) -> tuple[np.ndarray, np.ndarray]:

@@ -9,6 +9,14 @@ convolutions of the source spikes), its host currents (the host's float value, s
 What it records per chip layer and timestep, per neuron, is what the chip's event counts need: the spikes, the
 synaptic events arriving (active presynaptic neurons connected to it, i.e. non-zero integer weights), whether it
 was *updated* in SANA-FE's sense (potential, input or bias non-zero), and the largest |v| and |u| (state range).
+
+It also counts the host's arithmetic per video, by the energy module's op classes and conventions
+(:mod:`svformer_deploy.energy.rules`): a host synapse on spikes books one ``ac`` per spike and connection, on real
+values one ``mac`` per connection (non-zero weight x in-bounds position: a depthwise kernel counts its own taps);
+a residual join one ``residual_add`` per element; the spike-attention product ``spike_product`` pairs
+``sum_i (sum_l (K^T V)_il + nnz(Q_:i) nnz((K^T V)_i))`` per head and a ``scale_mul`` per output element; the
+temporal head one ``ac`` per spike and connection of its Conv3d and one ``mac`` per weight of its classifier; a
+host neuron one ``neuron_mul`` and one ``neuron_add`` per neuron and step.
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ class ChipRun:
     layers: dict[str, LayerActivity]
     host_spikes: dict[str, np.ndarray] = field(default_factory=dict)  # host neurons read by chip layers
     host_values: dict[str, int] = field(default_factory=dict)  # host-term values sent per batch (non-zero count)
+    host_counts: dict[str, np.ndarray] = field(default_factory=dict)  # op class -> (B,) counts of the host's work
 
 
 def _rtz_decay(x: Tensor, decay: int, bits: int) -> Tensor:
@@ -82,9 +91,54 @@ def _lif_fixed(current: Tensor, fixed: FixedLayer, fmt: NumberFormat) -> tuple[T
     return spikes, v_before, vmax
 
 
+def _connections(w: Tensor, in_shape: tuple[int, ...], stride: int, padding: int) -> float:
+    """Non-zero weights x in-bounds positions: the MACs of one application of the convolution."""
+    ones = torch.ones((1, *in_shape), dtype=torch.float64)
+    return float(F.conv2d(ones, (w != 0).to(torch.float64), stride=stride, padding=padding).sum())
+
+
+def _events_per_video(s: Tensor, w: Tensor, stride: int, padding: int, T: int, B: int) -> np.ndarray:
+    """(B,) spikes x connections of ``s`` (T*B, C, H, W) through weights ``w``."""
+    ev = F.conv2d(s.to(torch.float64), (w != 0).to(torch.float64), stride=stride, padding=padding)
+    return ev.reshape(T, B, -1).sum((0, 2)).numpy()
+
+
+class _HostCounts:
+    def __init__(self, B: int) -> None:
+        self.B = B
+        self.counts: dict[str, np.ndarray] = {}
+
+    def add(self, op_class: str, value: np.ndarray | float) -> None:
+        self.counts[op_class] = self.counts.get(op_class, np.zeros(self.B)) + value
+
+    def synapse(self, x: Tensor, w: Tensor, stride: int, padding: int, spikes: bool, T: int) -> None:
+        """``x`` (T*B, C, H, W) through conv weights ``w``: ``ac`` per spike x connection, or ``mac`` per
+        connection."""
+        if spikes:
+            self.add("ac", _events_per_video(x, w, stride, padding, T, self.B))
+        else:
+            self.add("mac", T * _connections(w, tuple(x.shape[1:]), stride, padding))
+
+
+def _attention_pairs(q: Tensor, k: Tensor, v: Tensor, heads: int, T: int, B: int) -> np.ndarray:
+    """(B,) spike_product pairs of Q (K^T V) per head (the energy module's closed form)."""
+    N, C = q.shape[0], q.shape[1]
+    d = C // heads
+
+    def tok(x: Tensor) -> Tensor:  # (N, C, H, W) -> (N, heads, tokens, d)
+        return x.reshape(N, heads, d, -1).transpose(-2, -1).to(torch.float64)
+
+    kv = tok(k).transpose(-2, -1) @ tok(v)
+    row = kv.sum(-1)
+    nnz = (kv != 0).sum(-1).to(torch.float64)
+    pairs = (row + tok(q).sum(-2) * nnz).reshape(T, B, -1).sum((0, 2))
+    return pairs.numpy()
+
+
 def run_chip(network: ChipNetwork, fixed: dict[str, FixedLayer], fmt: NumberFormat, clips: Tensor,
-             config: dict | None = None) -> ChipRun:
-    """``clips`` (B, C, T, H, W) through the mapped network (see the module docstring)."""
+             config: dict | None = None, host_nodes: frozenset[str] = frozenset()) -> ChipRun:
+    """``clips`` (B, C, T, H, W) through the mapped network (see the module docstring); the work of the plan nodes
+    in ``host_nodes`` (what the host evaluates) and of the host currents is counted."""
     from svformer_deploy.models.neurons import PLIFParameters, plif_step
 
     plan = network.plan
@@ -97,6 +151,7 @@ def run_chip(network: ChipNetwork, fixed: dict[str, FixedLayer], fmt: NumberForm
     host_spikes: dict[str, np.ndarray] = {}
     host_values: dict[str, int] = {}
     ctx = HostContext(config=config or {})
+    counts = _HostCounts(B)
 
     def flat(v: Tensor) -> Tensor:
         return v.reshape(T * B, *v.shape[2:])
@@ -111,14 +166,21 @@ def run_chip(network: ChipNetwork, fixed: dict[str, FixedLayer], fmt: NumberForm
             elif isinstance(node, Synapse):
                 w = torch.as_tensor(plan.params[f"{node.name}.weight"], dtype=torch.float32)
                 b = torch.as_tensor(plan.params[f"{node.name}.bias"], dtype=torch.float32)
-                values[node.name] = unflat(F.conv2d(flat(values[node.inputs[0]]), w, b, stride=node.stride,
-                                                    padding=node.padding))
+                xin = flat(values[node.inputs[0]])
+                values[node.name] = unflat(F.conv2d(xin, w, b, stride=node.stride, padding=node.padding))
+                if node.name in host_nodes:
+                    counts.synapse(xin, w, node.stride, node.padding,
+                                   isinstance(plan.node(node.inputs[0]), Neuron), T)
             elif isinstance(node, Add):
                 values[node.name] = values[node.inputs[0]] + values[node.inputs[1]]
+                if node.name in host_nodes:
+                    counts.add("residual_add", float(T * np.prod(node.shape)))
             elif isinstance(node, HostOp):
                 params = {p[len(node.name) + 1:]: torch.as_tensor(plan.params[p], dtype=torch.float32)
                           for p in node.params}
                 ins = [values[i] for i in node.inputs]
+                if node.name in host_nodes:
+                    _count_host_op(counts, node, ins, params, T, B)
                 if node.time == "per_clip" or node.output_time == "per_clip":
                     (out,) = run_host_op(node.op, ins, node.attrs, params, ctx)
                     values[node.name] = out
@@ -127,9 +189,12 @@ def run_chip(network: ChipNetwork, fixed: dict[str, FixedLayer], fmt: NumberForm
                     values[node.name] = unflat(out)
             elif isinstance(node, Neuron):
                 if node.name in chip:
-                    acts[node.name] = _chip_layer(chip[node.name], fixed[node.name], fmt, values, T, B)
+                    acts[node.name] = _chip_layer(chip[node.name], fixed[node.name], fmt, values, T, B, counts,
+                                                  plan)
                     values[node.name] = torch.as_tensor(acts[node.name].spikes, dtype=torch.float32)
                 else:
+                    counts.add("neuron_mul", float(T * np.prod(node.shape)))
+                    counts.add("neuron_add", float(T * np.prod(node.shape)))
                     p = PLIFParameters(inv_tau=1.0 / node.tau, v_threshold=node.v_threshold)
                     state, outs = None, []
                     for t in range(T):
@@ -141,11 +206,26 @@ def run_chip(network: ChipNetwork, fixed: dict[str, FixedLayer], fmt: NumberForm
     for layer in network.layers:
         if acts[layer.name].host_current is not None:
             host_values[layer.name] = int(np.count_nonzero(acts[layer.name].host_current))
-    return ChipRun(values[plan.output], acts, host_spikes, host_values)
+    return ChipRun(values[plan.output], acts, host_spikes, host_values, counts.counts)
 
 
-def _chip_layer(layer, fixed: FixedLayer, fmt: NumberFormat, values: dict[str, Tensor], T: int, B: int
-                ) -> LayerActivity:
+def _count_host_op(counts: _HostCounts, node: HostOp, ins: list[Tensor], params: dict[str, Tensor], T: int,
+                   B: int) -> None:
+    if node.op == "spike_attention_product":
+        q, k, v = (x.reshape(T * B, *x.shape[2:]) for x in ins)
+        counts.add("spike_product", _attention_pairs(q, k, v, int(node.attrs["num_heads"]), T, B))
+        counts.add("scale_mul", float(T * np.prod(node.shape)))
+    elif node.op == "temporal_head":
+        (s,) = ins
+        w3 = params["conv3d_weight"]
+        x = s.permute(1, 2, 0, 3, 4).to(torch.float64)
+        ev = F.conv3d(x, (w3 != 0).to(torch.float64), groups=int(node.attrs["groups"]))
+        counts.add("ac", ev.reshape(B, -1).sum(1).numpy())
+        counts.add("mac", float(params["fc_weight"].numel()))
+
+
+def _chip_layer(layer, fixed: FixedLayer, fmt: NumberFormat, values: dict[str, Tensor], T: int, B: int,
+                counts: _HostCounts, plan) -> LayerActivity:
     C, H, W = layer.shape
     current = torch.zeros((T * B, C, H, W), dtype=torch.int64)
     events = torch.zeros((T * B, C, H, W), dtype=torch.int64)
@@ -158,7 +238,15 @@ def _chip_layer(layer, fixed: FixedLayer, fmt: NumberFormat, values: dict[str, T
     if layer.host_terms:
         hv = torch.zeros((T * B, C, H, W), dtype=torch.float64)
         for ht in layer.host_terms:
-            hv += ht.apply(values[ht.source].reshape(T * B, *values[ht.source].shape[2:]).to(torch.float64))
+            x = values[ht.source].reshape(T * B, *values[ht.source].shape[2:]).to(torch.float64)
+            spikes = isinstance(plan.node(ht.source), Neuron)
+            for op in ht.ops:
+                w = torch.as_tensor(op.weight, dtype=torch.float64)
+                if not op.routing:
+                    counts.synapse(x, w, op.stride, op.padding, spikes, T)
+                x = op.apply(x)
+                spikes = False
+            hv += x
         q = torch.round(hv * fixed.host_scale)
         lo, hi = fmt.bias_range
         clipped = int(((q < lo) | (q > hi)).sum())

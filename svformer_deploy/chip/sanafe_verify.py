@@ -171,7 +171,6 @@ def verify_units(mapping: Mapping, run: ChipRun, out: Path | None, layers: list[
     arch_path.write_text(yaml.safe_dump(arch_doc, sort_keys=False), encoding="utf-8")
     arch = sanafe.load_arch(str(arch_path))
     cores = arch.cores()
-    sims = {model: sanafe.SpikingChip(arch) for model in ("simple", "detailed")}
     results = []
     input_base = chip.input_unit.split("[")[0]
     for name in names:
@@ -222,7 +221,7 @@ def verify_units(mapping: Mapping, run: ChipRun, out: Path | None, layers: list[
         theirs = {k: [] for k in ("fired", "updated", "synaptic_events", "hops", "energy", "time_simple",
                                   "time_detailed")}
         for model in ("simple", "detailed"):
-            chip_sim = sims[model]
+            chip_sim = sanafe.SpikingChip(arch)  # one per run: a chip's step counter is not reset by load()
             chip_sim.load(net)
             mapped = chip_sim.mapped_neuron_groups["layer"]
             for step in range(T + 1):

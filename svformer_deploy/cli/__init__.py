@@ -43,6 +43,7 @@ from svformer_deploy.cli import energy as _energy  # noqa: E402,F401
 from svformer_deploy.cli import export as _export  # noqa: E402,F401
 from svformer_deploy.cli import finetune as _finetune  # noqa: E402,F401
 from svformer_deploy.cli import sparsity as _sparsity  # noqa: E402,F401
+from svformer_deploy.cli import chip as _chip  # noqa: E402,F401
 
 
 def _exit_cleanly_on_sigterm() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -68,20 +68,53 @@ def export_cmd(
 
 @app.command("verify")
 def verify_cmd(
-    path: Annotated[Path, typer.Argument(help="An export bundle directory (written by `export`).")],
+    path: Annotated[Path, typer.Argument(help="An export bundle (written by `export`), or with --with sanafe a chip "
+                                              "mapping (written by `map`).")],
     data: Annotated[str, _DATA] = "moving-digits",
     num_videos: Annotated[int, _VIDEOS] = 32,
-    checkpoint: Annotated[Optional[Path], typer.Option(
+    checkpoint: Annotated[Path | None, typer.Option(
         "--checkpoint", metavar="FILE", help="Source checkpoint (default: the path recorded at export; its SHA-256 must match).")] = None,
-    target: Annotated[Optional[str], typer.Option(
+    target: Annotated[str | None, typer.Option(
         "--target", metavar="NAME", help="Verifier to use (default: the export's own; e.g. a second runtime of the same "
         "bundle).")] = None,
+    with_: Annotated[str | None, typer.Option(
+        "--with", metavar="SIMULATOR", help="Check a chip mapping in an architecture simulator: sanafe.")] = None,
+    layer: Annotated[list[str] | None, typer.Option(
+        "--layer", metavar="NAME", help="With --with sanafe: check only these chip layers (repeatable).")] = None,
 ) -> None:
     """Re-check an export: re-read its files, run it on real clips, compare with the PyTorch model (JSON + table).
+    With `--with sanafe`, check a chip mapping (from `map`) in the SANA-FE simulator instead: spikes, updates,
+    synaptic events and hops equal, energy and time within 1 % per timestep (docs/chip.md).
 
     Exits 1 only when verification fails (verdict `failed`), as `export` does; bad input exits 2.
     """
     from svformer_deploy.api import verify
 
+    if with_ is not None:
+        _verify_mapping(path, with_, layer, checkpoint)
+        return
+
     _print(verify(path, target=target, checkpoint=checkpoint, data=data, num_videos=num_videos,
                   wrap_batches=_progress), num_videos)
+
+
+def _verify_mapping(path: Path, simulator: str, layers: list[str] | None, checkpoint: Path | None) -> None:
+    from svformer_deploy.api import verify_mapping
+    from svformer_deploy.errors import ConfigError
+
+    if simulator != "sanafe":
+        raise ConfigError(f"--with {simulator!r}: the architecture simulator svformer-deploy checks against is "
+                          "'sanafe'")
+
+    def line(r) -> None:
+        verdict = "ok" if r.passed else "DIFFERS: " + "; ".join(r.problems[:2])
+        typer.echo(f"{r.layer}: {r.synapses:,} synapses, {r.steps} steps, {r.seconds:.1f} s: {verdict}")
+
+    result = verify_mapping(path, layers=layers, checkpoint=checkpoint, progress=line)
+    d = result.report["detailed_time_difference"]
+    typer.echo(f"SANA-FE {result.report['sanafe_version']}: {len(result.report['units'])} unit(s), "
+               f"{'all equal' if result.passed else 'DIFFERENCES'}; SANA-FE's detailed timing model differs from "
+               f"this model's time by {d['mean']:.1%} on average (max {d['max']:.1%})")
+    typer.echo(f"wrote {result.path}")
+    if not result.passed:
+        sys.exit(1)

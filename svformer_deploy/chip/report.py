@@ -1,0 +1,346 @@
+"""The records of a chip mapping: ``mapping.json``, ``layers.csv``, ``cores.csv``, ``timesteps.csv``, ``report.md``
+and three figures (cores per layer, energy per timestep by event kind, time per timestep with its critical core).
+
+Every figure states where it comes from: the chip file's sources and caveats, the counting rules
+(:mod:`~svformer_deploy.chip.events`), the cost and timing model (:mod:`~svformer_deploy.chip.cost`), and whether the
+counts come from real spikes (N validation videos) or from stated firing rates.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from svformer_deploy.chip.cost import ENERGY_KINDS
+from svformer_deploy.chip.mapping import Mapping
+from svformer_deploy.chip.service import ChipFigures
+
+__all__ = [
+    "MAPPING_FILES",
+    "chip_markdown",
+    "core_rows",
+    "figures_summary",
+    "layer_rows",
+    "mapping_summary",
+    "timestep_rows",
+    "write_mapping",
+]
+
+MAPPING_FILES = ("mapping.json", "layers.csv", "cores.csv", "report.md")
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    if rows:
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    return buf.getvalue()
+
+
+def _r(x: float, digits: int = 4) -> float:
+    return float(f"{x:.{digits}g}") if np.isfinite(x) else float(x)
+
+
+def layer_rows(m: Mapping, fig: ChipFigures | None = None) -> list[dict[str, Any]]:
+    rows = []
+    core = m.placement.core
+    chip_of = m.fabric.locate(core)[0]
+    for g in m.groups:
+        split = m.splits[g]
+        blocks = m.group_blocks[g]
+        chips = sorted(set(chip_of[blocks.start:blocks.stop].tolist()))
+        row: dict[str, Any] = {"layer": g, "shape": "x".join(map(str, m.group_shapes[g])),
+                               "neurons": int(np.prod(m.group_shapes[g]))}
+        if g in m.fixed:
+            fx, geoms = m.fixed[g], m.geometry[g]
+            layer = m.network.layer(g)
+            fan_out = max((int(gm.fan_out().max(initial=0)) for gm in geoms), default=0)
+            row.update({"kind": "chip layer", "synapses": sum(gm.synapses() for gm in geoms),
+                        "distinct_weights": fx.distinct_weights,
+                        "fan_in_max": int(sum(gm.fan_in() for gm in geoms).max(initial=0)) if geoms else 0,
+                        "fan_out_max_per_source": fan_out, "weight_bits": fx.weight_bits_used,
+                        "weight_exponent": fx.exponent, "bias_bits": m.chip.number_format.bias_bits,
+                        "state_bits": m.chip.number_format.state_bits, "v_decay": fx.v_decay, "threshold": fx.vth,
+                        "zeroed_weights": fx.zeroed_weights,
+                        "spike_terms": "; ".join(f"{t.source} k{t.kernel}s{t.stride}" for t in layer.terms),
+                        "host_terms": "; ".join(h.source for h in layer.host_terms)})
+        else:
+            row.update({"kind": "input (host spikes)", "synapses": 0, "distinct_weights": 0, "fan_in_max": 0,
+                        "fan_out_max_per_source": 0, "weight_bits": 0, "weight_exponent": "", "bias_bits": "",
+                        "state_bits": "", "v_decay": "", "threshold": "", "zeroed_weights": 0, "spike_terms": "",
+                        "host_terms": ""})
+        row.update({"block": "x".join(map(str, split.size)), "cores": split.blocks,
+                    **{f"cores_by_{k}": ("" if v is None else v) for k, v in split.cores_by_limit.items()},
+                    "binding_limit": split.binding, "chips": " ".join(map(str, chips)),
+                    "first_core": int(core[blocks.start]), "depth": m.depth.get(g, 0)})
+        if fig is not None:
+            sl = slice(blocks.start, blocks.stop)
+            row["firing_rate"] = _r(fig.layer_rates.get(g, float("nan")))
+            row["synaptic_events_per_video"] = _r(float(fig.events.synaptic_events[:, sl].sum()))
+            row["messages_out_per_video"] = _r(float(fig.events.messages_out[:, sl].sum()))
+        rows.append(row)
+    return rows
+
+
+def core_rows(m: Mapping, fig: ChipFigures | None = None) -> list[dict[str, Any]]:
+    chip, tile, sub, X, Y = m.fabric.locate(m.placement.core)
+    rows = []
+    for b in m.blocks:
+        i = b.index
+        row = {"block": i, "layer": b.layer, "channels": f"{b.channels[0]}-{b.channels[1]}",
+               "rows": f"{b.rows[0]}-{b.rows[1]}", "cols": f"{b.cols[0]}-{b.cols[1]}", "neurons": b.neurons,
+               "chip": int(chip[i]), "tile": int(tile[i]), "core": int(sub[i]), "x": int(X[i]), "y": int(Y[i])}
+        if fig is not None:
+            ev = fig.events
+            row.update({"synaptic_events_per_video": _r(float(ev.synaptic_events[:, i].sum())),
+                        "spikes_per_video": _r(float(ev.fired[:, i].sum())),
+                        "messages_in_per_video": _r(float(ev.messages_in[:, i].sum())),
+                        "messages_out_per_video": _r(float(ev.messages_out[:, i].sum()))})
+        rows.append(row)
+    return rows
+
+
+def timestep_rows(m: Mapping, fig: ChipFigures) -> list[dict[str, Any]]:
+    sc = fig.steps
+    rows = []
+    for t in range(len(sc.time)):
+        crit = int(sc.critical_block[t])
+        row: dict[str, Any] = {"timestep": t}
+        row.update({f"{k}_uJ": _r(float(sc.energy[k][t]) * 1e6) for k in ENERGY_KINDS})
+        row["chip_energy_uJ"] = _r(float(sc.total_energy[t]) * 1e6)
+        row.update({"time_us": _r(float(sc.time[t]) * 1e6), "compute_us": _r(float(sc.compute[t]) * 1e6),
+                    "routing_us": _r(float(sc.routing[t]) * 1e6), "sync_us": _r(sc.sync * 1e6),
+                    "critical_core": int(m.placement.core[crit]), "critical_layer": m.blocks[crit].layer,
+                    "critical_part": sc.critical_part[t],
+                    "inter_chip_hops": _r(float(fig.events.inter_chip_hops[t].sum()))})
+        for k, v in fig.traffic.items():
+            row[k] = _r(float(v[t]))
+        rows.append(row)
+    return rows
+
+
+def _inter_chip_links(m: Mapping) -> int:
+    src, dst, _ = m.edges
+    if not len(src):
+        return 0
+    ca = m.fabric.locate(m.placement.core[src])[0]
+    cb = m.fabric.locate(m.placement.core[dst])[0]
+    pairs = {(int(a), int(b)) for a, b in zip(ca, cb) if a != b}
+    return len({tuple(sorted(p)) for p in pairs})
+
+
+def mapping_summary(m: Mapping) -> dict[str, Any]:
+    chip = m.chip
+    geoms = [g for gs in m.geometry.values() for g in gs]
+    return {
+        "chip": {"name": chip.name, "title": chip.title, "file": chip.path, "cores_per_chip": chip.cores,
+                 "mesh": [chip.mesh_width, chip.mesh_height], "cores_per_tile": chip.cores_per_tile,
+                 "limits_checked": chip.checked_limits(),
+                 "limits_not_stated": [k for k in ("neurons per core", "input axons per core",
+                                                   "output axons per core", "synaptic memory per core")
+                                       if k not in chip.checked_limits()],
+                 "number_format": {k: getattr(chip.number_format, k) for k in (
+                     "weight_bits", "weight_exponent_max", "bias_bits", "threshold_bits", "state_bits",
+                     "decay_bits", "stated")},
+                 "energy_published": chip.energy_published, "pre_silicon": chip.pre_silicon,
+                 "sources": chip.sources, "caveats": list(chip.caveats)},
+        "totals": {"chip_layers": len(m.network.layers), "input_groups": len(m.groups) - len(m.network.layers),
+                   "neurons": int(sum(np.prod(m.group_shapes[g]) for g in m.groups)),
+                   "synapses": int(sum(g.synapses() for g in geoms)), "cores": m.cores_used,
+                   "chips": m.fabric.chips, "chip_grid": [m.fabric.chips_x, m.fabric.chips_y],
+                   "inter_chip_links": _inter_chip_links(m), "pipeline_depth": max(m.depth.values(), default=0)},
+        "host": {"host_ops": list(m.host.host_ops), "host_neurons": list(m.host.host_neurons),
+                 "host_synapses": list(m.host.host_synapses),
+                 "currents_written": [f"{a} <- {b}" for a, b in m.host.current_terms],
+                 "chip_spikes_read": list(m.host.chip_spikes_read),
+                 "moved_by_host_fallback": [f"{a} <- {b} ({why})" for a, b, why in m.host.moved_terms]},
+        "placement": {"method": m.placement.method, "objective": "expected mesh hops per timestep, every neuron "
+                      "firing once (sum over block pairs of connected neurons x hops)",
+                      "hops_if_every_neuron_fires_once": {k: _r(v, 6) for k, v in m.placement.costs.items()}},
+    }
+
+
+def figures_summary(m: Mapping, fig: ChipFigures) -> dict[str, Any]:
+    """The per-video figures (``None`` for every time, energy and power under a chip without published costs)."""
+    pub = m.chip.energy_published
+    mean = {k: fig.mean(k) for k in ("energy_j", "time_per_step_s", "max_time_per_step_s", "latency_s",
+                                     "throughput_videos_per_s", "power_w", "real_time_factor")}
+    by_kind = {k: _r(float(fig.steps.energy[k].sum()) * 1e3, 6) for k in ENERGY_KINDS}
+    ev = fig.events
+    out: dict[str, Any] = {
+        "source": ("real spikes of %d validation video(s)" % fig.videos) if fig.source == "spikes"
+        else "expected counts from stated per-layer firing rates (every neuron counted as updated)",
+        "videos": fig.videos, "accuracy": fig.accuracy, "timesteps": ev.timesteps, "fps": fig.per_video[0].fps,
+        "counts_per_video": {"synaptic_events": _r(float(ev.synaptic_events.sum()), 6),
+                             "neuron_updates": _r(float((ev.updated * ~ev.is_input).sum()), 6),
+                             "spikes": _r(float(ev.fired.sum()), 6), "messages": _r(float(ev.messages_in.sum()), 6),
+                             "mesh_hops": _r(float((ev.hops_east + ev.hops_west + ev.hops_north
+                                                    + ev.hops_south).sum()), 6),
+                             "inter_chip_hops": _r(float(ev.inter_chip_hops.sum()), 6)},
+        "host_to_chip_per_timestep": {k: _r(float(np.mean(v))) for k, v in fig.traffic.items()},
+        "host_work_per_video": {k: _r(v, 6) for k, v in fig.host_counts.items()},
+    }
+    if pub:
+        chip_mj = mean["energy_j"] * 1e3
+        host_mj = fig.host_energy_j * 1e3
+        out.update({
+            "energy_per_video_mJ": {"chip": _r(chip_mj), "host": _r(host_mj) if fig.source == "spikes" else None,
+                                    "host_profile": fig.host_profile or None,
+                                    "total": _r(chip_mj + host_mj) if fig.source == "spikes" else None},
+            "chip_energy_by_kind_mJ": by_kind,
+            "time_per_timestep_us": {"mean": _r(mean["time_per_step_s"] * 1e6),
+                                     "max": _r(mean["max_time_per_step_s"] * 1e6),
+                                     "sync": _r(fig.steps.sync * 1e6)},
+            "latency_per_video_ms": _r(mean["latency_s"] * 1e3),
+            "videos_per_second": _r(mean["throughput_videos_per_s"]),
+            "average_power_mW": _r(mean["power_w"] * 1e3),
+            "real_time_factor": _r(mean["real_time_factor"]),
+            "keeps_up_with_video": bool(mean["real_time_factor"] >= 1.0)})
+    else:
+        out["energy_per_video_mJ"] = None
+        out["not_printed"] = (f"{m.chip.title or m.chip.name} has no per-event energy or latency with a public "
+                              "source: time, energy and power are not given")
+    return out
+
+
+def chip_markdown(m: Mapping, summary: dict[str, Any], figs: dict[str, Any] | None, heading: str = "#") -> str:
+    s, t = summary, summary["totals"]
+    lines = [f"{heading} Chip mapping: {s['chip']['title'] or s['chip']['name']}", "",
+             f"- **{t['cores']} cores on {t['chips']} chip(s)** ({s['chip']['cores_per_chip']} cores each, grid "
+             f"{t['chip_grid'][0]} x {t['chip_grid'][1]}), {t['inter_chip_links']} inter-chip links; "
+             f"{t['chip_layers']} chip layers, {t['neurons']:,} neurons, {t['synapses']:,} synapses; pipeline depth "
+             f"{t['pipeline_depth']} timesteps.",
+             f"- Limits checked: {', '.join(s['chip']['limits_checked']) or 'none'}"
+             + (f"; not stated by the chip file, not checked: {', '.join(s['chip']['limits_not_stated'])}"
+                if s['chip']['limits_not_stated'] else "") + ".",
+             f"- Placement: {s['placement']['method']}; hops if every neuron fires once: "
+             + ", ".join(f"{k} {v:,.0f}" for k, v in s['placement']['hops_if_every_neuron_fires_once'].items())
+             + ".",
+             f"- On the host: {', '.join(s['host']['host_ops']) or 'nothing'}"
+             + (f"; host neurons: {len(s['host']['host_neurons'])}" if s['host']['host_neurons'] else "")
+             + (f"; currents it writes: {len(s['host']['currents_written'])} ("
+                + "; ".join(s['host']['currents_written'][:6])
+                + ("; ..." if len(s['host']['currents_written']) > 6 else "") + ")"
+                if s['host']['currents_written'] else "")
+             + (f"; chip spikes it reads: {', '.join(s['host']['chip_spikes_read'])}"
+                if s['host']['chip_spikes_read'] else "") + "."]
+    if s["host"]["moved_by_host_fallback"]:
+        lines.append(f"- Moved to the host by --host-fallback: {'; '.join(s['host']['moved_by_host_fallback'])}.")
+    if figs is not None:
+        lines += ["", f"Figures from {figs['source']}"
+                  + (f", accuracy {figs['accuracy']:.1%}" if figs.get("accuracy") is not None else "")
+                  + f"; T = {figs['timesteps']} timesteps per video:", ""]
+        c = figs["counts_per_video"]
+        lines.append(f"- per video: {c['synaptic_events']:,.0f} synaptic events, {c['neuron_updates']:,.0f} neuron "
+                     f"updates, {c['spikes']:,.0f} spikes, {c['messages']:,.0f} messages, {c['mesh_hops']:,.0f} "
+                     f"mesh hops ({c['inter_chip_hops']:,.0f} crossing chips).")
+        if figs.get("energy_per_video_mJ"):
+            e = figs["energy_per_video_mJ"]
+            host = (f"; host {e['host']:.4g} mJ ({e['host_profile']}); total {e['total']:.4g} mJ"
+                    if e.get("host") is not None else "; host not priced (rates only)")
+            tt = figs["time_per_timestep_us"]
+            lines += [f"- **energy per video: chip {e['chip']:.4g} mJ**{host}.",
+                      f"- **time per timestep {tt['mean']:.4g} us** (max {tt['max']:.4g}, sync {tt['sync']:.4g}); "
+                      f"latency per video {figs['latency_per_video_ms']:.4g} ms; {figs['videos_per_second']:.4g} "
+                      f"videos/s; **average power {figs['average_power_mW']:.4g} mW**; real-time factor "
+                      f"{figs['real_time_factor']:.4g} at {figs['fps']:g} fps ("
+                      + ("keeps up" if figs["keeps_up_with_video"] else "does NOT keep up") + ").",
+                      "- chip energy by kind (mJ per video): "
+                      + ", ".join(f"{k} {v:.4g}" for k, v in figs["chip_energy_by_kind_mJ"].items()) + "."]
+        else:
+            lines.append(f"- {figs['not_printed']}.")
+    lines += ["", "Sources: " + "; ".join(f"[{k}] {v}" for k, v in s["chip"]["sources"].items()) + "."]
+    lines += [f"- CAVEAT: {c}" for c in s["chip"]["caveats"]]
+    lines += ["- Counting rules: " + " ".join(_doc_first("svformer_deploy.chip.events")),
+              "- Cost and timing model: " + " ".join(_doc_first("svformer_deploy.chip.cost")),
+              "- Storage: every synapse is stored with its weight (no weight sharing between neurons): core counts "
+              "are those of a chip without convolution weight sharing."]
+    return "\n".join(lines) + "\n"
+
+
+def _doc_first(module: str) -> list[str]:
+    import importlib
+
+    doc = importlib.import_module(module).__doc__ or ""
+    return [doc.strip().split("\n\n")[0].replace("\n", " ")]
+
+
+def _plots(out: Path, m: Mapping, fig: ChipFigures | None) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    names = m.groups
+    cores = [m.splits[g].blocks for g in names]
+    f, ax = plt.subplots(figsize=(8, max(3, 0.22 * len(names))))
+    colors = {"neurons": "C0", "axons_in": "C1", "memory": "C2", "axons_out": "C3", "combined": "C4"}
+    ax.barh(range(len(names)), cores, color=[colors.get(m.splits[g].binding, "C5") for g in names])
+    ax.set_yticks(range(len(names)), names, fontsize=6)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("cores (log)")
+    ax.set_title(f"Cores per layer on {m.chip.name} (colour: binding limit)")
+    for k, c in colors.items():
+        ax.barh([], [], color=c, label=k)
+    ax.legend(fontsize=6)
+    f.tight_layout()
+    f.savefig(out / "cores_per_layer.png", dpi=120)
+    plt.close(f)
+    files.append("cores_per_layer.png")
+    if fig is not None and m.chip.energy_published:
+        sc = fig.steps
+        T = len(sc.time)
+        f, ax = plt.subplots(figsize=(7, 3.5))
+        bottom = np.zeros(T)
+        for k in ENERGY_KINDS:
+            v = sc.energy[k] * 1e6
+            if v.any():
+                ax.bar(range(T), v, bottom=bottom, label=k)
+                bottom += v
+        ax.set_xlabel("timestep")
+        ax.set_ylabel("energy (uJ)")
+        ax.set_title("Chip energy per timestep, by event kind")
+        ax.legend(fontsize=6)
+        f.tight_layout()
+        f.savefig(out / "energy_per_timestep.png", dpi=120)
+        plt.close(f)
+        f, ax = plt.subplots(figsize=(7, 3.5))
+        ax.bar(range(T), sc.compute * 1e6, label="critical core")
+        ax.bar(range(T), sc.routing * 1e6, bottom=sc.compute * 1e6, label="routing")
+        ax.bar(range(T), np.full(T, sc.sync * 1e6), bottom=(sc.compute + sc.routing) * 1e6, label="sync")
+        for t in range(T):
+            ax.text(t, float(sc.time[t]) * 1e6, m.blocks[int(sc.critical_block[t])].layer, rotation=90,
+                    fontsize=5, ha="center", va="bottom")
+        ax.set_xlabel("timestep")
+        ax.set_ylabel("time (us)")
+        ax.set_title("Time per timestep (label: the critical core's layer)")
+        ax.legend(fontsize=6)
+        f.tight_layout()
+        f.savefig(out / "latency_per_timestep.png", dpi=120)
+        plt.close(f)
+        files += ["energy_per_timestep.png", "latency_per_timestep.png"]
+    return files
+
+
+def write_mapping(out: Path, m: Mapping, fig: ChipFigures | None, provenance: dict[str, Any]) -> dict[str, Any]:
+    """Write every record of the mapping into the (temporary, atomically renamed) folder ``out``."""
+    from svformer_deploy._atomic import json_text
+
+    summary = mapping_summary(m)
+    figs = figures_summary(m, fig) if fig is not None else None
+    doc = {"provenance": provenance, **summary, "figures": figs}
+    (out / "layers.csv").write_text(_csv(layer_rows(m, fig)), encoding="utf-8")
+    (out / "cores.csv").write_text(_csv(core_rows(m, fig)), encoding="utf-8")
+    if fig is not None:
+        (out / "timesteps.csv").write_text(_csv(timestep_rows(m, fig)), encoding="utf-8")
+    doc["plots"] = _plots(out, m, fig)
+    (out / "report.md").write_text(chip_markdown(m, summary, figs), encoding="utf-8")
+    (out / "mapping.json").write_text(json_text(doc) + "\n", encoding="utf-8")
+    return doc

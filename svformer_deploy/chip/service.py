@@ -1,0 +1,198 @@
+"""From an export bundle to a chip: mapping, figures from real spikes or from stated rates, and their records.
+
+:func:`mapping_from_bundle` reads a NIR or Lava bundle: its manifest's plan and which neurons its neuromorphic
+partitions hold (NIR: every neuron of a partition; Lava: every neuron a chain computes, not the chain's source
+neuron, which the host computes), the source checkpoint (its SHA-256 checked by
+:func:`~svformer_deploy.exporters.source_checkpoint`) for the weights, lowered again and compared with the
+manifest's plan. :func:`chip_figures` runs validation videos through the mapped network and prices each one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from torch import Tensor, nn
+
+from svformer_deploy.chip.arch import ChipSpec
+from svformer_deploy.chip.cost import StepCosts, VideoFigures, step_costs, video_figures
+from svformer_deploy.chip.edges import INPUT_PREFIX
+from svformer_deploy.chip.events import CoreEvents, events_from_rates, events_from_run
+from svformer_deploy.chip.mapping import Mapping, build_mapping
+from svformer_deploy.chip.run import ChipRun, run_chip
+from svformer_deploy.errors import BundleFormatError, ConfigError
+from svformer_deploy.exporters.plan import Neuron, Plan, lower
+
+__all__ = [
+    "MAPPABLE_TARGETS",
+    "ChipFigures",
+    "chip_figures",
+    "host_energy",
+    "mapped_tiles",
+    "mapping_from_bundle",
+    "mapping_from_model",
+    "rate_figures",
+]
+
+MAPPABLE_TARGETS = ("nir", "lava")
+"""Bundle targets whose partitions are neuromorphic (ONNX bundles hold the whole model as one host graph)."""
+
+DEFAULT_FPS = 25.0
+"""Frame rate of the real-time factor when none is given: UCF101's and HMDB51's 25 frames per second."""
+
+
+def on_chip_neurons(plan: Plan, partitions_modules: Iterable[list[str]]) -> list[str]:
+    covered = {m for mods in partitions_modules for m in mods}
+    return [n.name for n in plan.nodes if isinstance(n, Neuron) and n.name in covered]
+
+
+def mapping_from_model(model: nn.Module, chip: ChipSpec, *, host_fallback: bool = False,
+                       approximate_bn: bool = False, on_chip: Iterable[str] | None = None) -> Mapping:
+    """Map a model as its NIR export would put it on a chip (every neuron on the chip)."""
+    plan = lower(model.eval(), approximate_bn=approximate_bn)
+    neurons = list(on_chip) if on_chip is not None else [n.name for n in plan.nodes if isinstance(n, Neuron)]
+    return build_mapping(plan, neurons, chip, host_fallback=host_fallback)
+
+
+def mapping_from_bundle(bundle: str | os.PathLike, chip: ChipSpec, *, checkpoint: str | os.PathLike | None = None,
+                        host_fallback: bool = False) -> tuple[Mapping, nn.Module, dict[str, Any], Any]:
+    """(mapping, source model, checkpoint meta, manifest) of a NIR or Lava bundle (see the module docstring)."""
+    from svformer_deploy.exporters import source_checkpoint
+    from svformer_deploy.exporters.bundle import read_manifest
+
+    manifest = read_manifest(bundle)
+    if manifest.target not in MAPPABLE_TARGETS:
+        raise BundleFormatError(f"{bundle} is a '{manifest.target}' bundle, which holds no neuromorphic partition; "
+                                f"map a bundle exported with --to {' or --to '.join(MAPPABLE_TARGETS)}")
+    model, meta = source_checkpoint(bundle, checkpoint)
+    stored = Plan.from_dict(manifest.plan)
+    plan = lower(model.eval(), approximate_bn=stored.bn_fold == "time_average")
+    if plan.to_dict() != stored.to_dict():
+        raise BundleFormatError(f"{bundle}: the plan lowered from its checkpoint differs from the one in "
+                                "manifest.json; re-export the bundle with this svformer-deploy")
+    neurons = on_chip_neurons(plan, (p.modules for p in manifest.partitions))
+    return build_mapping(plan, neurons, chip, host_fallback=host_fallback), model, meta, manifest
+
+
+def mapped_tiles(mapping: Mapping) -> int:
+    _, _, _, X, Y = mapping.fabric.locate(mapping.placement.core)
+    return len(set(zip(X.tolist(), Y.tolist())))
+
+
+def host_energy(counts: dict[str, float], profile) -> float:
+    """Joules of the host's counted work under an energy profile (pJ per op class)."""
+    return float(sum(v * profile.pj(k) for k, v in counts.items())) * 1e-12
+
+
+@dataclass
+class ChipFigures:
+    """Per-video chip figures of a mapping, averaged over ``videos`` videos (or expected from rates)."""
+
+    source: str                       # "spikes" (N videos) or "rates"
+    videos: int
+    per_video: list[VideoFigures]
+    steps: StepCosts                  # of the mean video: energy by kind and time per step
+    events: CoreEvents                # mean counts per step and core
+    traffic: dict[str, np.ndarray]    # (T,) host <-> chip traffic per step, mean over videos
+    host_counts: dict[str, float]     # op class -> mean count per video of the host's work
+    host_energy_j: float
+    host_profile: str
+    accuracy: float | None = None
+    layer_rates: dict[str, float] = field(default_factory=dict)
+    state_max: dict[str, int] = field(default_factory=dict)
+    clipped_host_currents: int = 0
+
+    def mean(self, key: str) -> float:
+        return float(np.mean([getattr(v, key) for v in self.per_video]))
+
+
+def _traffic(mapping: Mapping, run: ChipRun, video: int) -> dict[str, np.ndarray]:
+    """Host <-> chip traffic of one video per step: spikes the chip sends the host, spikes the host sends the chip
+    (its neurons' spikes into input groups), currents the host writes (non-zero values)."""
+    T = next(iter(run.layers.values())).spikes.shape[0]
+    out = {"chip_to_host_spikes": np.zeros(T), "host_to_chip_spikes": np.zeros(T),
+           "host_to_chip_values": np.zeros(T)}
+    for name in mapping.host.chip_spikes_read:
+        out["chip_to_host_spikes"] += run.layers[name].spikes[:, video].reshape(T, -1).sum(1)
+    for g in mapping.groups:
+        if g.startswith(INPUT_PREFIX):
+            out["host_to_chip_spikes"] += run.host_spikes[g[len(INPUT_PREFIX):]][:, video].reshape(T, -1).sum(1)
+    for a in run.layers.values():
+        if a.host_current is not None:
+            out["host_to_chip_values"] += (a.host_current[:, video].reshape(T, -1) != 0).sum(1)
+    return out
+
+
+def _mean_events(evs: list[CoreEvents]) -> CoreEvents:
+    total = evs[0]
+    for e in evs[1:]:
+        total = total + e
+    return total.scaled(1.0 / len(evs))
+
+
+def host_nodes(mapping: Mapping) -> frozenset[str]:
+    h = mapping.host
+    return frozenset(h.host_ops) | frozenset(h.host_synapses) | frozenset(h.host_neurons)
+
+
+def chip_figures(mapping: Mapping, batches: Iterable[tuple[Tensor, Tensor]], *, fps: float = DEFAULT_FPS,
+                 profile: str = "45nm-fp32", config: dict | None = None,
+                 on_run: Callable[[ChipRun, Tensor], None] | None = None) -> ChipFigures:
+    """Run ``batches`` of (clips, labels) through the mapping and price every video (see :mod:`.cost`)."""
+    from svformer_deploy.energy.profiles import get_profile
+
+    prof = get_profile(profile)
+    tiles = mapped_tiles(mapping)
+    depth = max(mapping.depth.values(), default=1)
+    fmt = mapping.chip.number_format
+    nodes = host_nodes(mapping)
+    per_video, evs, traffic, counts = [], [], [], []
+    correct = total = 0
+    state: dict[str, int] = {}
+    clipped = 0
+    spikes_sum: dict[str, float] = {}
+    n_el: dict[str, float] = {}
+    for clips, labels in batches:
+        run = run_chip(mapping.network, mapping.fixed, fmt, clips, config, nodes)
+        if on_run is not None:
+            on_run(run, labels)
+        correct += int((run.logits.argmax(1) == labels).sum())
+        total += len(labels)
+        for name, a in run.layers.items():
+            state[name] = max(state.get(name, 0), a.v_max)
+            clipped += a.clipped_host
+            spikes_sum[name] = spikes_sum.get(name, 0.0) + float(a.spikes.sum())
+            n_el[name] = n_el.get(name, 0.0) + float(a.spikes.size)
+        for b in range(len(labels)):
+            ev = events_from_run(mapping, run.layers, run.host_spikes, b)
+            sc = step_costs(ev, mapping.chip, tiles)
+            per_video.append(video_figures(sc, depth, fps))
+            evs.append(ev)
+            traffic.append(_traffic(mapping, run, b))
+            counts.append({k: float(v[b]) if np.ndim(v) else float(v) for k, v in run.host_counts.items()})
+    if not evs:
+        raise ConfigError("no validation videos to run through the chip mapping")
+    mean_ev = _mean_events(evs)
+    mean_counts = {k: float(np.mean([c.get(k, 0.0) for c in counts])) for k in sorted({k for c in counts
+                                                                                       for k in c})}
+    return ChipFigures("spikes", len(evs), per_video, step_costs(mean_ev, mapping.chip, tiles), mean_ev,
+                       {k: np.mean([t[k] for t in traffic], axis=0) for k in traffic[0]}, mean_counts,
+                       host_energy(mean_counts, prof), prof.name, correct / total if total else None,
+                       {k: spikes_sum[k] / n_el[k] for k in spikes_sum}, state, clipped)
+
+
+def rate_figures(mapping: Mapping, rates: dict[str, float], timesteps: int, *, fps: float = DEFAULT_FPS
+                 ) -> ChipFigures:
+    """Expected figures of one video when each group fires at its stated mean rate (see :mod:`.events`)."""
+    missing = [g for g in mapping.groups if (g.removeprefix(INPUT_PREFIX))
+               not in rates]
+    if missing:
+        raise ConfigError(f"no firing rate for {len(missing)} chip layer(s), e.g. {missing[0]}; the rates file "
+                          "must give every neuron layer's output rate (name,rate)")
+    ev = events_from_rates(mapping, rates, timesteps)
+    sc = step_costs(ev, mapping.chip, mapped_tiles(mapping))
+    vf = video_figures(sc, max(mapping.depth.values(), default=1), fps)
+    return ChipFigures("rates", 1, [vf], sc, ev, {}, {}, 0.0, "", None, dict(rates))
