@@ -147,11 +147,13 @@ class EnergyReportOutcome:
 def energy_report(checkpoint: PathLike, *, data: PathLike = "moving-digits", videos: int = 4, clips: int = 1,
                   crops: int = 1, profile: str | PathLike = "45nm-fp32", baselines: Sequence[str] | None = None,
                   fold_bn: bool = False, accuracy: PathLike | None = None, out: PathLike = "energy_report",
-                  force: bool = False, progress: Progress | None = None) -> EnergyReportOutcome:
+                  force: bool = False, progress: Progress | None = None, chip: str | PathLike | None = None,
+                  host_fallback: bool = False, fps: float = 25.0) -> EnergyReportOutcome:
     """Count every operation of ``checkpoint`` on ``videos`` real videos (``clips x crops`` views each), price
     it under ``profile`` (a registered name or a YAML/JSON file) beside ``baselines`` (default: all), and write
     the report folder ``out`` (see :mod:`svformer_deploy.energy.report`). ``progress(iterable, total,
-    description)`` may wrap the video loop (as in :func:`sparsity`)."""
+    description)`` may wrap the video loop (as in :func:`sparsity`). ``chip`` (a registered chip or a SANA-FE
+    file) adds the section of the same views on that chip (:mod:`svformer_deploy.chip.energy`)."""
     from svformer_deploy._atomic import refuse_existing
     from svformer_deploy.energy.report import ReportOptions, write_report
     from svformer_deploy.models.checkpoint import require_checkpoint
@@ -162,6 +164,8 @@ def energy_report(checkpoint: PathLike, *, data: PathLike = "moving-digits", vid
     opts = ReportOptions(checkpoint=user_path(checkpoint), data=data_spec(data), videos=videos, clips=clips,
                          crops=crops, profile=_profile_spec(profile), fold_bn=fold_bn,
                          accuracy=None if accuracy is None else user_path(accuracy), out=user_path(out), force=force,
+                         chip=None if chip is None else (str(user_path(chip)) if Path(chip).is_file() else str(chip)),
+                         host_fallback=host_fallback, fps=fps,
                          **({"baselines": tuple(baselines)} if baselines else {}))
     out_dir = write_report(opts, progress=progress)
     return EnergyReportOutcome(out_dir, {name: out_dir / name for name in REPORT_FILES})
@@ -201,10 +205,13 @@ def _is_price_summary(path: Path) -> bool:
 
 def energy_price(model: str, rates: PathLike | Mapping[str, float], *, profile: str | PathLike = "45nm-fp32",
                  views: Sequence[tuple[int, int]] = ((1, 1), (5, 3)), json_out: PathLike | None = None,
+                 chip: str | PathLike | None = None, host_fallback: bool = False, fps: float = 25.0,
                  ) -> PriceOutcome:
     """Price registered model ``model`` from stated firing ``rates`` (a ``name,rate`` CSV or a mapping) under
     every convention and the memory model, per clip and per video for each (clips, crops) in ``views``
-    (:func:`svformer_deploy.energy.price.price_rates`); write the summary as JSON to ``json_out`` if given."""
+    (:func:`svformer_deploy.energy.price.price_rates`); write the summary as JSON to ``json_out`` if given.
+    ``chip`` adds the model's figures on that chip from the same rates (:func:`svformer_deploy.chip.energy.
+    price_section`), in ``summary["chip"]`` and a section of the markdown."""
     from svformer_deploy._atomic import atomic_write_json, refuse_existing_file
     from svformer_deploy.energy.price import price_markdown, price_rates
 
@@ -214,10 +221,20 @@ def energy_price(model: str, rates: PathLike | Mapping[str, float], *, profile: 
         refuse_existing_file(user_path(json_out), True, kind="`energy price` summary", is_kind=_is_price_summary,
                              inputs=() if isinstance(rates, Mapping) else (rates,))
     summary = price_rates(model, rates, _profile_spec(profile), list(views))
+    markdown = price_markdown(summary)
+    if chip is not None:
+        from svformer_deploy.chip.energy import price_section
+        from svformer_deploy.energy.price import read_rates_csv
+
+        rate_map = dict(rates) if isinstance(rates, Mapping) else read_rates_csv(rates)
+        spec = str(user_path(chip)) if Path(chip).is_file() else str(chip)
+        summary = {**summary}
+        summary["chip"], chip_md = price_section(model, rate_map, spec, host_fallback, fps)
+        markdown += "\n" + chip_md
     path = None
     if json_out is not None:
         path = atomic_write_json(user_path(json_out), dict(summary))
-    return PriceOutcome(summary, price_markdown(summary), path)
+    return PriceOutcome(summary, markdown, path)
 
 
 # ---------------------------------------------------------------------------------------------------- sparsity

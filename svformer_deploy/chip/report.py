@@ -256,18 +256,19 @@ def chip_markdown(m: Mapping, summary: dict[str, Any], figs: dict[str, Any] | No
             lines.append(f"- {figs['not_printed']}.")
     lines += ["", "Sources: " + "; ".join(f"[{k}] {v}" for k, v in s["chip"]["sources"].items()) + "."]
     lines += [f"- CAVEAT: {c}" for c in s["chip"]["caveats"]]
-    lines += ["- Counting rules: " + " ".join(_doc_first("svformer_deploy.chip.events")),
-              "- Cost and timing model: " + " ".join(_doc_first("svformer_deploy.chip.cost")),
-              "- Storage: every synapse is stored with its weight (no weight sharing between neurons): core counts "
-              "are those of a chip without convolution weight sharing."]
+    lines += ["- Storage: every synapse is stored with its weight (no weight sharing between neurons): core counts "
+              "are those of a chip without convolution weight sharing.", "",
+              f"{heading}# Counting rules", "", _doc_body("svformer_deploy.chip.events"), "",
+              f"{heading}# Cost and timing model", "", _doc_body("svformer_deploy.chip.cost")]
     return "\n".join(lines) + "\n"
 
 
-def _doc_first(module: str) -> list[str]:
+def _doc_body(module: str) -> str:
+    """A module docstring without its title line: the rules it states, as written in the code."""
     import importlib
 
-    doc = importlib.import_module(module).__doc__ or ""
-    return [doc.strip().split("\n\n")[0].replace("\n", " ")]
+    doc = (importlib.import_module(module).__doc__ or "").strip()
+    return doc.split("\n\n", 1)[1].strip() if "\n\n" in doc else doc
 
 
 def _plots(out: Path, m: Mapping, fig: ChipFigures | None) -> list[str]:

@@ -196,3 +196,20 @@ def rate_figures(mapping: Mapping, rates: dict[str, float], timesteps: int, *, f
     sc = step_costs(ev, mapping.chip, mapped_tiles(mapping))
     vf = video_figures(sc, max(mapping.depth.values(), default=1), fps)
     return ChipFigures("rates", 1, [vf], sc, ev, {}, {}, 0.0, "", None, dict(rates))
+
+
+def neuron_rates(plan: Plan, layer_rates: dict[str, float]) -> dict[str, float]:
+    """Output firing rate of every neuron layer from stated rates: a synaptic layer's *input* rate (the rates
+    files of ``energy price``) is the rate of the neuron that feeds it; a neuron layer may be named directly."""
+    neurons = {n.name for n in plan.nodes if isinstance(n, Neuron)}
+    out: dict[str, float] = {}
+    for name, rate in layer_rates.items():
+        if name in neurons:
+            feeders = [name]
+        else:
+            feeders = [i for n in plan.nodes if name in n.modules or n.name == name for i in n.inputs if i in neurons]
+        for f in dict.fromkeys(feeders):
+            if f in out and abs(out[f] - rate) > 1e-12:
+                raise ConfigError(f"stated rates disagree on neuron layer {f}: {out[f]} and {rate} ({name})")
+            out[f] = float(rate)
+    return out

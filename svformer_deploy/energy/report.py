@@ -49,7 +49,7 @@ from svformer_deploy.energy.profiles import caveat_lines, get_profile
 from svformer_deploy.energy.rules import OP_CLASSES, rules_markdown
 from svformer_deploy.errors import EnergyError
 
-__all__ = ["ReportOptions", "write_report", "CAVEATS", "CLASS_STYLE", "OUTPUT_FILES", "sig_figs", "plural"]
+__all__ = ["CAVEATS", "CLASS_STYLE", "OUTPUT_FILES", "ReportOptions", "plural", "sig_figs", "write_report"]
 
 CAVEATS = [
     "Op-count energy ignores much of data movement, which often dominates: Dampfhoffer et al., 'Are SNNs really "
@@ -103,6 +103,10 @@ class ReportOptions:
     accuracy: Path | None = None
     out: Path = Path("energy_report")
     force: bool = False
+    chip: str | None = None
+    """Also run the views through the model mapped onto this chip (:mod:`svformer_deploy.chip.energy`)."""
+    host_fallback: bool = False
+    fps: float = 25.0
 
 
 def _check(opts: ReportOptions) -> None:
@@ -222,6 +226,11 @@ def write_report(opts: ReportOptions, progress: Progress | None = None) -> Path:
     model, meta = load_checkpoint(opts.checkpoint)
     cfg = model.config
     accuracy = _accuracy(opts, acc_file, meta, cfg.name)
+    section = None
+    if opts.chip is not None:  # the chip's constraint check runs before any counting
+        from svformer_deploy.chip.energy import ChipSection
+
+        section = ChipSection.prepare(model, opts.chip, opts.host_fallback)
     samples = iter_eval_videos(opts.data, cfg, num_videos=opts.videos, clips=opts.clips, crops=opts.crops)
     if progress is not None:
         samples = progress(samples, opts.videos, "counting operations")
@@ -243,6 +252,8 @@ def write_report(opts: ReportOptions, progress: Progress | None = None) -> Path:
         v = int(sample.views.shape[0])
         counts = count_ops(model, sample.views, fold_bn=opts.fold_bn)
         rep = energy_of(counts, profile)
+        if section is not None:
+            section.add(sample.views, sample.label, counts)
         rules_used.update(dict.fromkeys(counts.rules_used))
         for k, x in rep.memory.pj.items():
             mem_parts[k] = mem_parts.get(k, 0.0) + x
@@ -287,14 +298,20 @@ def write_report(opts: ReportOptions, progress: Progress | None = None) -> Path:
                        conv_tot, accuracy, spiking_csv, sorted(rules_used), ann_profile)
     summary["memory"].update({"parts_mj_per_video": {k: _mj(x / n_videos) for k, x in mem_parts.items()},
                               **mem_where})
+    chip_md, chip_fig = "", None
+    if section is not None:
+        summary["chip"], chip_md, chip_fig = section.finish(opts.profile, opts.fps)
 
     def build(tmp: Path) -> None:
         per_layer.to_csv(tmp / "per_layer.csv", index=False, float_format="%.6f", lineterminator="\n")
         per_video.to_csv(tmp / "per_video.csv", index=False, float_format="%.6f", lineterminator="\n")
         spiking_csv.to_csv(tmp / "spiking.csv", index=False, float_format="%.6f", lineterminator="\n")
         (tmp / "summary.json").write_text(json_text(summary, sort_keys=True) + "\n", encoding="utf-8")
-        (tmp / "report.md").write_text(_markdown(summary, per_layer), encoding="utf-8")
+        (tmp / "report.md").write_text(_markdown(summary, per_layer) + ("\n" + chip_md if chip_md else ""),
+                                       encoding="utf-8")
         _plots(tmp, per_layer, summary)
+        if section is not None:
+            section.plots(tmp, chip_fig)
 
     return atomic_write_dir(opts.out, build, force=opts.force, kind="energy-report")
 
