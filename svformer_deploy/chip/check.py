@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from svformer_deploy.chip.arch import ChipSpec
 from svformer_deploy.chip.geometry import TermGeometry
 from svformer_deploy.chip.network import ChipLayer
@@ -24,6 +26,10 @@ __all__ = [
 SUPPORTED_SOMA = frozenset({"leaky_integrate_fire"})
 """Soma models that hold a PLIF neuron exactly: a multiplicative leak and a hard reset to 0."""
 
+ZEROED_LIMIT = 0.5
+"""A layer loses more than this fraction of its non-zero weights to rounding: refused (the network it would run
+is not the trained one)."""
+
 FAN_IN_FIX = ("pass --host-fallback to compute this layer's largest input terms on the host, or narrow the layer "
               "(fewer channels or a smaller kernel)")
 
@@ -39,9 +45,10 @@ class Violation:
     value: str
     allowed: str
     fix: str
+    relation: str = ">"
 
     def line(self) -> str:
-        return f"{self.layer}: {self.limit} {self.value} > {self.allowed}; fix: {self.fix}"
+        return f"{self.layer}: {self.limit} {self.value} {self.relation} {self.allowed}; fix: {self.fix}"
 
 
 def single_neuron_demand(terms: list[TermGeometry], weight_bits: int) -> tuple[int, int]:
@@ -65,7 +72,8 @@ def check_layer(layer: ChipLayer, fixed: FixedLayer, terms: list[TermGeometry], 
     if chip.neuron_model not in SUPPORTED_SOMA:
         out.append(Violation(name, "neuron model", "PLIF (multiplicative leak 1 - 1/tau, hard reset)",
                              f"the chip's '{chip.neuron_model}' soma",
-                             "choose a chip whose soma is SANA-FE's leaky_integrate_fire (e.g. --chip loihi)"))
+                             "choose a chip whose soma is SANA-FE's leaky_integrate_fire (e.g. --chip loihi)",
+                             relation="is not held by"))
     lo, hi = fmt.weight_range
     if fixed.clipped_weights:
         out.append(Violation(name, "weights outside the fixed-point range",
@@ -82,12 +90,19 @@ def check_layer(layer: ChipLayer, fixed: FixedLayer, terms: list[TermGeometry], 
     if fixed.vth.bit_length() > fmt.threshold_bits:
         out.append(Violation(name, "threshold", f"2^{fixed.exponent}", f"{fmt.threshold_bits}-bit",
                              "use a smaller weight exponent"))
+    nonzero = sum(int(np.count_nonzero(t.weight)) for t in layer.terms)
+    if nonzero and fixed.zeroed_weights > ZEROED_LIMIT * nonzero:
+        out.append(Violation(name, "weights that round to 0", f"{fixed.zeroed_weights / nonzero:.0%} of "
+                             f"{nonzero}", f"{ZEROED_LIMIT:.0%} at the chip's {fmt.weight_bits}-bit weights "
+                             f"(exponent {fixed.exponent})",
+                             "retrain so the layer's weights span a narrower range, or choose a chip with more "
+                             "weight precision"))
     if layer.host_terms and not chip.host_currents:
         srcs = ", ".join(sorted({h.source for h in layer.host_terms}))
         out.append(Violation(name, "input currents computed on the host", f"from {srcs}",
-                             f"none ({chip.name} cannot receive host currents)",
+                             f"({chip.name} cannot receive host currents)",
                              "map a bundle whose neuromorphic part starts at spikes, or choose a chip with "
-                             "host_currents: true"))
+                             "host_currents: true", relation="are not accepted"))
     lim = chip.limits
     axons, memory = single_neuron_demand(terms, fmt.weight_bits)
     if lim.axons_in is not None and axons > lim.axons_in:

