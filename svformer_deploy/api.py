@@ -229,7 +229,7 @@ def energy_price(model: str, rates: PathLike | Mapping[str, float], *, profile: 
         rate_map = dict(rates) if isinstance(rates, Mapping) else read_rates_csv(rates)
         spec = str(user_path(chip)) if Path(chip).is_file() else str(chip)
         summary = {**summary}
-        summary["chip"], chip_md = price_section(model, rate_map, spec, host_fallback, fps)
+        summary["chip"], chip_md = price_section(model, rate_map, spec, host_fallback, fps, _profile_spec(profile))
         markdown += "\n" + chip_md
     path = None
     if json_out is not None:

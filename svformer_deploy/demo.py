@@ -105,6 +105,24 @@ def _lava_step(checkpoint: Path, out_dir: Path) -> dict[str, Path]:
     return _export_and_verify(checkpoint, "lava", out_dir / "bundle")
 
 
+@register_demo_step("map-loihi")
+def _map_step(checkpoint: Path, out_dir: Path) -> dict[str, Path]:
+    """The NIR bundle of the `export-nir` step mapped onto Loihi: cores, placement, time per timestep, energy and
+    power per video from the real spikes of the demo's validation videos (exported here if that step did not run)."""
+    from svformer_deploy import api
+
+    bundle = out_dir.parent / "export-nir" / "bundle"
+    if not (bundle / "manifest.json").is_file():
+        bundle = _export_and_verify(checkpoint, "nir", out_dir / "bundle")["export"]
+    result = api.map_bundle(bundle, "loihi", out_dir / "mapping", videos=4)
+    t, f = result.summary["totals"], result.summary["figures"]
+    e = f["energy_per_video_mJ"]
+    print(f"Loihi: {t['cores']} cores on {t['chips']} chip(s); per video chip {e['chip']:.4g} mJ + host "
+          f"{e['host']:.4g} mJ, {f['time_per_timestep_us']['mean']:.4g} us per timestep, "
+          f"{f['average_power_mW']:.4g} mW")
+    return {"mapping": result.path, "report": result.path / "report.md"}
+
+
 @register_demo_step("energy")
 def _energy_step(checkpoint: Path, out_dir: Path) -> dict[str, Path]:
     """Per-layer, per-timestep operation counts and energy (45 nm default) against the ANN baselines."""

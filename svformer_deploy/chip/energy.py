@@ -88,8 +88,8 @@ def _comparison_lines(figs: dict[str, Any]) -> str:
             "every neuron that reads them, messages and hops, and every neuron's access at every step.\n")
 
 
-def price_section(model_name: str, layer_rates: dict[str, float], chip: str, host_fallback: bool, fps: float
-                  ) -> tuple[dict[str, Any], str]:
+def price_section(model_name: str, layer_rates: dict[str, float], chip: str, host_fallback: bool, fps: float,
+                  profile: str = "45nm-fp32") -> tuple[dict[str, Any], str]:
     """Chip figures of a registered model's structure (shared BatchNorm, the chip's requirement) from stated
     rates; the weights are not known, so every tap of every kernel is a synapse."""
     from svformer_deploy.models import create_model
@@ -97,7 +97,7 @@ def price_section(model_name: str, layer_rates: dict[str, float], chip: str, hos
     model = create_model(model_name, bn="shared")
     mapping = mapping_from_model(model, load_chip(chip), host_fallback=host_fallback)
     rates = neuron_rates(mapping.network.plan, layer_rates)
-    fig = rate_figures(mapping, rates, model.config.num_frames, fps=fps)
+    fig = rate_figures(mapping, rates, model.config.num_frames, fps=fps, profile=profile)
     summary = mapping_summary(mapping)
     figs = figures_summary(mapping, fig)
     md = chip_markdown(mapping, summary, figs, heading="##")

@@ -178,25 +178,30 @@ def events_from_run(mapping: Mapping, activity: dict[str, np.ndarray | object], 
 def events_from_rates(mapping: Mapping, rates: dict[str, float], timesteps: int,
                       edges: list[EdgeTerm] | None = None) -> CoreEvents:
     """Expected counts of one video when every neuron of group ``g`` fires with probability ``rates[g]`` each step
-    (see the module docstring); input groups take their host neuron's rate."""
+    (see the module docstring); input groups take their host neuron's rate. Every step expects the same counts:
+    they are computed once and repeated ``timesteps`` times."""
     edges = mapping.edge_terms if edges is None else edges
-    T = timesteps
     per_group: dict[str, dict[str, np.ndarray]] = {}
+
+    def rate_of(group: str) -> float:
+        return rates[group[len(INPUT_PREFIX):] if group.startswith(INPUT_PREFIX) else group]
+
     for g in mapping.groups:
-        r = rates[g.removeprefix(INPUT_PREFIX)]
+        r = rate_of(g)
         blocks = mapping.blocks[mapping.group_blocks[g].start:mapping.group_blocks[g].stop]
-        neurons = np.array([b.neurons for b in blocks], dtype=np.float64)
-        fired = np.tile(neurons * r, (T, 1))
+        neurons = np.array([b.neurons for b in blocks], dtype=np.float64)[None]
         if g.startswith(INPUT_PREFIX):
-            per_group[g] = {"fired": fired, "updated": fired}
+            per_group[g] = {"fired": neurons * r, "updated": neurons * r}
             continue
-        per_group[g] = {"fired": fired, "updated": np.tile(neurons, (T, 1)), "synaptic_events": np.zeros((T, len(blocks)))}
+        per_group[g] = {"fired": neurons * r, "updated": neurons.copy(), "synaptic_events": np.zeros_like(neurons)}
     for layer in mapping.network.layers:
         split = mapping.splits[layer.name]
-        syn = np.zeros(len(mapping.group_blocks[layer.name]))
+        syn = per_group[layer.name]["synaptic_events"]
         for t, g in zip(layer.terms, mapping.geometry[layer.name]):
             fan = g.fan_in().astype(np.float64)[None]
-            syn += _block_sums(fan, split.size)[0] * rates[t.source]
-        per_group[layer.name]["synaptic_events"] = np.tile(syn, (T, 1))
-    msgs = [np.tile(e.weight.astype(np.float64) * rates[e.source_group.removeprefix(INPUT_PREFIX)], (T, 1)) for e in edges]
-    return _assemble(mapping, per_group, msgs, edges, T)
+            syn += _block_sums(fan, split.size) * rates[t.source]
+    msgs = [(e.weight.astype(np.float64) * rate_of(e.source_group))[None] for e in edges]
+    one = _assemble(mapping, per_group, msgs, edges, 1)
+    reps = {f: np.repeat(getattr(one, f), timesteps, axis=0) for f in EVENT_FIELDS}
+    return CoreEvents(one.neurons, one.is_input, **reps, max_route_hops=np.repeat(one.max_route_hops, timesteps),
+                      max_route_latency=np.repeat(one.max_route_latency, timesteps))

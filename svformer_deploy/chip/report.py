@@ -189,9 +189,8 @@ def figures_summary(m: Mapping, fig: ChipFigures) -> dict[str, Any]:
         chip_mj = mean["energy_j"] * 1e3
         host_mj = fig.host_energy_j * 1e3
         out.update({
-            "energy_per_video_mJ": {"chip": _r(chip_mj), "host": _r(host_mj) if fig.source == "spikes" else None,
-                                    "host_profile": fig.host_profile or None,
-                                    "total": _r(chip_mj + host_mj) if fig.source == "spikes" else None},
+            "energy_per_video_mJ": {"chip": _r(chip_mj), "host": _r(host_mj), "host_profile": fig.host_profile,
+                                    "total": _r(chip_mj + host_mj)},
             "chip_energy_by_kind_mJ": by_kind,
             "time_per_timestep_us": {"mean": _r(mean["time_per_step_s"] * 1e6),
                                      "max": _r(mean["max_time_per_step_s"] * 1e6),

@@ -184,9 +184,75 @@ def chip_figures(mapping: Mapping, batches: Iterable[tuple[Tensor, Tensor]], *, 
                        {k: spikes_sum[k] / n_el[k] for k in spikes_sum}, state, clipped)
 
 
-def rate_figures(mapping: Mapping, rates: dict[str, float], timesteps: int, *, fps: float = DEFAULT_FPS
-                 ) -> ChipFigures:
-    """Expected figures of one video when each group fires at its stated mean rate (see :mod:`.events`)."""
+def expected_host_counts(mapping: Mapping, rates: dict[str, float], timesteps: int) -> dict[str, float]:
+    """The host's work per video expected from stated rates, by the op classes and rules of
+    :mod:`svformer_deploy.chip.run`, with independent spikes of each layer's rate: a spike-fed convolution
+    ``rate x connections`` ``ac`` per step, a real-fed one ``connections`` ``mac``; the attention product per head
+    (N tokens, d channels) ``d (d N r_k r_v + N r_q d (1 - (1 - r_k r_v)^N))`` ``spike_product`` pairs and one
+    ``scale_mul`` per output; the temporal head ``rate x connections`` ``ac`` and its classifier's weights as
+    ``mac``; a host join one ``residual_add`` per element; a host neuron a ``neuron_mul`` and a ``neuron_add``."""
+    import torch
+
+    from svformer_deploy.chip.run import _connections
+    from svformer_deploy.exporters.plan import Add, HostOp, Synapse
+
+    plan = mapping.network.plan
+    T = float(timesteps)
+    out: dict[str, float] = {}
+
+    def add(k: str, v: float) -> None:
+        out[k] = out.get(k, 0.0) + float(v)
+
+    def conv(w: np.ndarray, in_shape: tuple, stride: int, padding: int, source: str) -> None:
+        n = _connections(torch.as_tensor(w, dtype=torch.float64), tuple(in_shape), stride, padding)
+        node = plan.node(source) if source in {x.name for x in plan.nodes} else None
+        if isinstance(node, Neuron):
+            add("ac", T * rates[source] * n)
+        else:
+            add("mac", T * n)
+
+    for layer in mapping.network.layers:
+        for h in layer.host_terms:
+            src, shape = h.source, plan.node(h.source).shape
+            for op in h.ops:
+                if not op.routing:
+                    conv(op.weight, shape, op.stride, op.padding, src)
+                c_in, hh, ww = shape
+                k = op.kernel
+                shape = (op.weight.shape[0], (hh + 2 * op.padding - k) // op.stride + 1,
+                         (ww + 2 * op.padding - k) // op.stride + 1)
+                src = ""
+    host = set(mapping.host.host_ops) | set(mapping.host.host_synapses) | set(mapping.host.host_neurons)
+    for n in plan.nodes:
+        if n.name not in host:
+            continue
+        if isinstance(n, Synapse):
+            conv(plan.params[f"{n.name}.weight"], plan.node(n.inputs[0]).shape, n.stride, n.padding, n.inputs[0])
+        elif isinstance(n, Add):
+            add("residual_add", T * np.prod(n.shape))
+        elif isinstance(n, Neuron):
+            add("neuron_mul", T * np.prod(n.shape))
+            add("neuron_add", T * np.prod(n.shape))
+        elif isinstance(n, HostOp) and n.op == "spike_attention_product":
+            rq, rk, rv = (rates[i] for i in n.inputs)
+            heads = int(n.attrs["num_heads"])
+            C, H, W = n.shape
+            d, N = C // heads, H * W
+            p = rk * rv
+            add("spike_product", T * heads * d * (d * N * p + N * rq * d * (1 - (1 - p) ** N)))
+            add("scale_mul", T * C * H * W)
+        elif isinstance(n, HostOp) and n.op == "temporal_head":
+            w3 = plan.params[f"{n.name}.conv3d_weight"]
+            add("ac", rates[n.inputs[0]] * float(np.count_nonzero(w3)))
+            add("mac", float(plan.params[f"{n.name}.fc_weight"].size))
+    return out
+
+
+def rate_figures(mapping: Mapping, rates: dict[str, float], timesteps: int, *, fps: float = DEFAULT_FPS,
+                 profile: str = "45nm-fp32") -> ChipFigures:
+    """Expected figures of one video when each group fires at its stated mean rate (see :mod:`.events`), the
+    host's work expected the same way (:func:`expected_host_counts`) and priced under ``profile``."""
+    from svformer_deploy.energy.profiles import get_profile
     missing = [g for g in mapping.groups if (g.removeprefix(INPUT_PREFIX))
                not in rates]
     if missing:
@@ -195,7 +261,9 @@ def rate_figures(mapping: Mapping, rates: dict[str, float], timesteps: int, *, f
     ev = events_from_rates(mapping, rates, timesteps)
     sc = step_costs(ev, mapping.chip, mapped_tiles(mapping))
     vf = video_figures(sc, max(mapping.depth.values(), default=1), fps)
-    return ChipFigures("rates", 1, [vf], sc, ev, {}, {}, 0.0, "", None, dict(rates))
+    prof = get_profile(profile)
+    counts = expected_host_counts(mapping, rates, timesteps)
+    return ChipFigures("rates", 1, [vf], sc, ev, {}, counts, host_energy(counts, prof), prof.name, None, dict(rates))
 
 
 def neuron_rates(plan: Plan, layer_rates: dict[str, float]) -> dict[str, float]:
