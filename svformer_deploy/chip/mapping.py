@@ -179,7 +179,7 @@ def build_mapping(plan: Plan, on_chip: Iterable[str], chip: ChipSpec, *, host_fa
             consumers.setdefault(t.source if t.on_chip else INPUT_PREFIX + t.source, []).append((g, layer.name))
     splits: dict[str, Split] = {}
     order = [layer.name for layer in network.layers]
-    for name in reversed(order + inputs):
+    for name in [*reversed(order), *inputs]:  # consumers before their sources; input groups feed only layers
         cons = consumers.get(name, [])
         dest = DestCounts.of([(g, splits[c]) for g, c in cons]) if cons else None
         terms = geometry.get(name, [])

@@ -100,3 +100,29 @@ def test_energy_price_with_chip_from_stated_rates(tmp_path, capsys):
     assert s["chip"]["figures"]["source"].startswith("expected counts")
     assert s["chip"]["figures"]["counts_per_video"]["spikes"] == pytest.approx(
         0.1 * 8 * s["chip"]["totals"]["neurons"], rel=1e-6)
+
+
+def test_a_lava_bundle_maps_its_chains_with_the_host_neurons_as_inputs(nir_bundle):
+    """Lava's chains leave each chain's source neuron to the host: its spikes enter as input groups."""
+    from svformer_deploy.api import map_bundle
+    from svformer_deploy.exporters import export_checkpoint
+
+    ckpt = nir_bundle / "my ckpt (v1).pt"
+    lava, _, _ = export_checkpoint(ckpt, "lava", nir_bundle / "lava bundle")  # written without the Lava runtime
+    res = map_bundle(lava, "loihi", nir_bundle / "lava map", videos=1)
+    doc = res.summary
+    assert doc["totals"]["input_groups"] > 0 and doc["host"]["host_neurons"]
+    f = doc["figures"]
+    assert f["host_to_chip_per_timestep"]["host_to_chip_spikes"] > 0
+    assert f["energy_per_video_mJ"]["chip"] > 0
+
+
+def test_loihi2_maps_but_prints_no_energy_without_published_figures(nir_bundle, capsys):
+    out = nir_bundle / "l2"
+    assert run_cli(["map", str(nir_bundle / "nir bundle"), "--chip", "loihi2", "--out", str(out), "--videos", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "no per-event energy or latency with a public source" in printed
+    doc = json.loads((out / "mapping.json").read_text())
+    assert doc["figures"]["energy_per_video_mJ"] is None and "average_power_mW" not in doc["figures"]
+    assert not (out / "energy_per_timestep.png").exists()
+    assert "NO PUBLIC PER-EVENT FIGURES" in (out / "report.md").read_text()
