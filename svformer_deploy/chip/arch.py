@@ -55,12 +55,14 @@ class NumberFormat:
     """Fixed-point format of a core (Loihi's, as in Lava's bit-accurate models, unless the file says otherwise).
 
     Weights are signed ``weight_bits`` mantissas scaled by ``2^e`` per layer (``0 <= e <= weight_exponent_max``),
-    biases signed ``bias_bits`` mantissas at the same scale, the threshold ``2^e`` (``threshold_bits`` unsigned),
-    voltage and current ``state_bits`` signed, decays ``decay_bits`` fractions of ``2^decay_bits``."""
+    biases signed ``bias_bits`` mantissas at the same scale (a bias exponent of up to ``bias_exponent_max`` scales
+    the currents the host writes: ``mant << exp``), the threshold ``2^e`` (``threshold_bits`` unsigned), voltage and
+    current ``state_bits`` signed, decays ``decay_bits`` fractions of ``2^decay_bits``."""
 
     weight_bits: int = 8
     weight_exponent_max: int = 16
     bias_bits: int = 13
+    bias_exponent_max: int = 7
     threshold_bits: int = 17
     state_bits: int = 24
     decay_bits: int = 12

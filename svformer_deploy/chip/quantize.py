@@ -7,7 +7,8 @@ With ``k = 1 / tau`` and every input of the layer scaled by ``k / V_th`` (PLIF's
     b_int = round(k beta / V_th * 2^e)      in the signed bias_bits range      (one bias per compartment)
     vth   = 2^e                             (threshold_bits)
     dv    = round(2^decay_bits * k)         voltage decay
-    h_int = round(k I_host / V_th * 2^e)    host currents, each timestep, clipped to the bias range
+    h_int = round(k I_host / V_th * 2^e)    host currents, each timestep: a bias mantissa << a bias exponent
+                                            (:func:`svformer_deploy.chip.run.host_currents`)
 
 ``e`` is the largest exponent in [0, weight_exponent_max] at which no weight and no bias is clipped. The
 dynamics (integers, rounding toward zero, ``rtz(x) = sign(x) (|x| >> decay_bits)``)::

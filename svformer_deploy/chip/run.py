@@ -224,6 +224,19 @@ def _count_host_op(counts: _HostCounts, node: HostOp, ins: list[Tensor], params:
         counts.add("mac", float(params["fc_weight"].numel()))
 
 
+def host_currents(x: Tensor, fmt: NumberFormat) -> tuple[Tensor, int]:
+    """Host currents (T*B, C, H, W) in integer weight units -> what the host writes: per step and video one bias
+    exponent ``be`` (the smallest in [0, bias_exponent_max] at which the largest value fits the bias mantissa),
+    each current ``round(x / 2^be) 2^be``; values still outside the range are clipped (and counted)."""
+    lo, hi = fmt.bias_range
+    peak = x.abs().flatten(1).amax(1)
+    be = torch.ceil(torch.log2(torch.clamp(peak / hi, min=1.0))).clamp(0, fmt.bias_exponent_max)
+    step = (2.0 ** be).view(-1, *([1] * (x.dim() - 1))).to(x.dtype)
+    mant = torch.round(x / step)
+    clipped = int(((mant < lo) | (mant > hi)).sum())
+    return (mant.clamp(lo, hi) * step).to(torch.int64), clipped
+
+
 def _chip_layer(layer, fixed: FixedLayer, fmt: NumberFormat, values: dict[str, Tensor], T: int, B: int,
                 counts: _HostCounts, plan) -> LayerActivity:
     C, H, W = layer.shape
@@ -247,10 +260,7 @@ def _chip_layer(layer, fixed: FixedLayer, fmt: NumberFormat, values: dict[str, T
                 x = op.apply(x)
                 spikes = False
             hv += x
-        q = torch.round(hv * fixed.host_scale)
-        lo, hi = fmt.bias_range
-        clipped = int(((q < lo) | (q > hi)).sum())
-        host_int = q.clamp(lo, hi).to(torch.int64)
+        host_int, clipped = host_currents(hv * fixed.host_scale, fmt)
     bias = torch.as_tensor(fixed.bias, dtype=torch.int64)
     drive = current + bias + (host_int if host_int is not None else 0)
     spikes, v_before, vmax = _lif_fixed(drive.reshape(T, B, C, H, W), fixed, fmt)

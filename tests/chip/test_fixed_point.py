@@ -52,3 +52,29 @@ def test_lif_dynamics_by_hand():
     assert spikes.ravel().tolist() == [0, 1, 0, 1]
     assert v_before.ravel().tolist() == [0, 6400, 0, 0]
     assert vmax == 12800
+
+
+def test_host_currents_use_the_smallest_bias_exponent_that_fits():
+    from svformer_deploy.chip.run import host_currents
+
+    x = torch.tensor([[[[100.4]], [[-3.0]]], [[[9000.0]], [[7.0]]]], dtype=torch.float64)  # two steps
+    q, clipped = host_currents(x, LOIHI)
+    # step 0 fits 13 bits (exponent 0); step 1 needs 9000 / 2 = 4500 > 4095 -> exponent 2: multiples of 4
+    assert q[0].ravel().tolist() == [100, -3]
+    assert q[1].ravel().tolist() == [9000, 8] and clipped == 0
+    big = torch.full((1, 1, 1, 1), 4095.0 * 128 * 2, dtype=torch.float64)
+    q, clipped = host_currents(big, LOIHI)
+    assert clipped == 1 and int(q.max()) == 4095 * 128
+
+
+def test_chip_model_follows_the_float_model(tiny_mapping):
+    """The integer chip model's firing rates stay within 3 points of the float model's, layer by layer."""
+    from svformer_deploy.models import record_spikes
+
+    model, m, run, x = tiny_mapping
+    with torch.no_grad(), record_spikes(model) as rec:
+        model(x)
+    rates = rec.firing_rates()
+    for name, act in run.layers.items():
+        assert abs(float(rates[name].mean()) - float(act.spikes.mean())) < 0.03, name
+    assert sum(a.clipped_host for a in run.layers.values()) == 0

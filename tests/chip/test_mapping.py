@@ -14,7 +14,6 @@ from svformer_deploy.chip.cost import step_costs
 from svformer_deploy.chip.events import CoreEvents, events_from_rates, events_from_run
 from svformer_deploy.chip.mapping import build_mapping
 from svformer_deploy.chip.place import Fabric, placement_cost, random_placement, row_major
-from svformer_deploy.chip.service import mapped_tiles
 from tests.chip.conftest import small_plan
 
 LOIHI_FILE = Path(__file__).parents[2] / "svformer_deploy" / "chip" / "chips" / "loihi.yaml"
