@@ -33,31 +33,14 @@ from svformer_deploy._paths import data_spec, read_user_text, user_path
 from svformer_deploy.errors import EnergyError
 
 if TYPE_CHECKING:  # pragma: no cover - types only
+    from svformer_deploy.training.finetune import FinetuneConfig, FinetuneResult
     from svformer_deploy.analysis.sparsity import SparsityAnalysis
     from svformer_deploy.exporters import ExportResult
     from svformer_deploy.training import TrainConfig, TrainResult
-    from svformer_deploy.training.finetune import FinetuneConfig, FinetuneResult
 
-__all__ = [
-    "DEFAULT_BASELINES",
-    "EnergyReportOutcome",
-    "EvalOutcome",
-    "MapOutcome",
-    "MappingCheck",
-    "PriceOutcome",
-    "SparsityOutcome",
-    "energy_price",
-    "energy_report",
-    "evaluate",
-    "export_and_verify",
-    "finetune",
-    "map_bundle",
-    "parse_views",
-    "sparsity",
-    "train",
-    "verify",
-    "verify_mapping",
-]
+__all__ = ["export_and_verify", "verify", "evaluate", "EvalOutcome", "energy_report", "EnergyReportOutcome",
+           "energy_price", "PriceOutcome", "parse_views", "sparsity", "SparsityOutcome", "train", "finetune",
+           "DEFAULT_BASELINES", "map_bundle", "MapOutcome", "verify_mapping", "MappingCheck"]
 
 PathLike = str | os.PathLike
 BatchWrapper = Callable[[Iterable[Any]], Iterable[Any]]
@@ -75,7 +58,7 @@ def _profile_spec(profile: str | PathLike) -> str:
 # ------------------------------------------------------------------------------------------------ export, verify
 def export_and_verify(checkpoint: PathLike, target: str, out: PathLike, *, force: bool = False,
                       approximate_bn: bool = False, data: PathLike = "moving-digits", num_videos: int | None = 32,
-                      wrap_batches: BatchWrapper | None = None) -> ExportResult:
+                      wrap_batches: BatchWrapper | None = None) -> "ExportResult":
     """Export ``checkpoint`` to ``target`` (see :func:`~svformer_deploy.exporters.list_targets`) as a bundle at
     ``out``, then verify it against the checkpoint's model on ``num_videos`` validation videos of ``data`` (one
     view each). ``result.passed`` is False when the verification missed its goal."""
@@ -88,7 +71,7 @@ def export_and_verify(checkpoint: PathLike, target: str, out: PathLike, *, force
 
 def verify(bundle: PathLike, *, target: str | None = None, checkpoint: PathLike | None = None,
            data: PathLike = "moving-digits", num_videos: int | None = 32,
-           wrap_batches: BatchWrapper | None = None) -> ExportResult:
+           wrap_batches: BatchWrapper | None = None) -> "ExportResult":
     """Re-verify an existing bundle with ``target``'s verifier (default: the target that wrote it; e.g.
     ``nir-norse`` for a second runtime of a NIR bundle) against its source checkpoint (``checkpoint`` or the path
     recorded at export; its SHA-256, config and class names must match) on real clips."""
@@ -243,7 +226,7 @@ class SparsityOutcome:
     """A sparsity analysis (firing rates per layer, timestep, video; predictions; optional energy) and the
     figures and tables written to ``out_dir``."""
 
-    analysis: SparsityAnalysis
+    analysis: "SparsityAnalysis"
     out_dir: Path
     files: dict[str, Path] = field(default_factory=dict)
 
@@ -272,8 +255,8 @@ def sparsity(checkpoint: PathLike, out: PathLike, *, data: PathLike = "moving-di
 
 
 # ------------------------------------------------------------------------------------------------------- train
-def train(config: TrainConfig, *, resume: PathLike | None = None, force: bool = False, command: str | None = None,
-          progress: bool = True, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+def train(config: "TrainConfig", *, resume: PathLike | None = None, force: bool = False, command: str | None = None,
+          progress: bool = True, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> "TrainResult":
     """Train ``config.model`` on ``config.data`` (:class:`~svformer_deploy.training.TrainConfig`); write last.pt,
     best.pt, metrics.csv and metrics.json to ``config.out_dir``. ``command`` is stored in the checkpoints;
     ``on_epoch`` receives each epoch's metrics row."""
@@ -285,10 +268,10 @@ def train(config: TrainConfig, *, resume: PathLike | None = None, force: bool = 
 
 
 # ---------------------------------------------------------------------------------------------------- finetune
-def finetune(checkpoint: PathLike, config: FinetuneConfig, *, budgets: Sequence[float] = (), resume: bool = False,
+def finetune(checkpoint: PathLike, config: "FinetuneConfig", *, budgets: Sequence[float] = (), resume: bool = False,
              force: bool = False, command: str | None = None, progress: bool = True,
              on_epoch: Callable[[dict[str, Any]], None] | None = None,
-             ) -> tuple[list[FinetuneResult], Path | None]:
+             ) -> "tuple[list[FinetuneResult], Path | None]":
     """Distil ``checkpoint`` into a student (:class:`~svformer_deploy.training.finetune.FinetuneConfig`): shared BN
     from the time-averaged map (``config.bn == "shared"``) and/or one run per spike budget in ``budgets``.
     Returns the runs and, with budgets, the accuracy-vs-energy curve CSV (its PNG beside it), else None."""
@@ -335,6 +318,10 @@ def map_bundle(bundle: PathLike, chip: str | PathLike = "loihi", out: PathLike |
     from svformer_deploy.chip.service import chip_figures, mapping_from_bundle
     from svformer_deploy.exporters import eval_batches
 
+    from svformer_deploy.errors import ConfigError
+
+    if videos < 0:
+        raise ConfigError(f"videos={videos}: give a number of validation videos >= 0 (0: the mapping only)")
     bundle_path = user_path(bundle)
     chip_spec = str(user_path(chip)) if Path(chip).is_file() else str(chip)
     out_path = user_path(out) if out is not None else default_mapping_out(bundle_path, chip_spec)
@@ -354,7 +341,8 @@ def map_bundle(bundle: PathLike, chip: str | PathLike = "loihi", out: PathLike |
     provenance = {"bundle": str(bundle_path), "bundle_target": manifest.target, "model": model.config.name,
                   "checkpoint_sha256": meta["sha256"], "chip": chip_spec, "host_fallback": host_fallback,
                   "data": str(data_spec(data)), "videos": used, "fps": fps, "host_profile": str(profile),
-                  "bn_fold": mapping.network.plan.bn_fold}
+                  "bn_fold": mapping.network.plan.bn_fold,
+                  "approximations": [a.text for a in manifest.approximations]}
     doc: dict[str, Any] = {}
 
     def build(tmp: Path) -> None:
@@ -374,10 +362,12 @@ class MappingCheck:
 
 
 def verify_mapping(mapping_dir: PathLike, *, layers: Sequence[str] | None = None, checkpoint: PathLike | None = None,
-                   max_saved: int = 200_000, progress: Callable[[Any], None] | None = None) -> MappingCheck:
-    """Rebuild the mapping recorded in ``mapping_dir`` (its bundle, chip and options), run the first validation
-    video through it and check every unit (or ``layers``) in SANA-FE (:mod:`svformer_deploy.chip.sanafe_verify`);
-    write ``sanafe_verification.json`` and ``sanafe/`` (the networks in SANA-FE's format) into the folder."""
+                   videos: int = 1, max_saved: int = 200_000, progress: Callable[[Any], None] | None = None
+                   ) -> MappingCheck:
+    """Rebuild the mapping recorded in ``mapping_dir`` (its bundle, chip and options), run the first ``videos``
+    validation videos through it and check every chip layer (or ``layers``) in SANA-FE on each
+    (:mod:`svformer_deploy.chip.sanafe_verify`); write ``sanafe_verification.json`` (``complete``: every layer was
+    checked) and ``sanafe/`` (the networks in SANA-FE's format) into the folder."""
     import json
     import shutil
 
@@ -422,8 +412,10 @@ def verify_mapping(mapping_dir: PathLike, *, layers: Sequence[str] | None = None
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        results = verify_units(mapping, run, tmp, layers=list(layers) if layers else None, max_saved=max_saved,
-                               progress=progress)
+        results = []
+        for v in range(len(clips)):
+            results += verify_units(mapping, run, tmp if v == 0 else None, layers=list(layers) if layers else None,
+                                    video=v, max_saved=max_saved, progress=progress)
         shutil.rmtree(sf_dir, ignore_errors=True)
         tmp.rename(sf_dir)
     except BaseException:
@@ -432,12 +424,15 @@ def verify_mapping(mapping_dir: PathLike, *, layers: Sequence[str] | None = None
     passed = all(r.passed for r in results)
     det = [abs(o - s) / s for r in results for o, s in zip(r.ours["time_detailed"], r.sanafe["time_detailed"])
            if s > 0]
+    all_layers = [layer.name for layer in mapping.network.layers]
+    checked = sorted({r.layer for r in results}, key=all_layers.index)
     report = {"simulator": "SANA-FE", "sanafe_version": _sanafe_version(), "units": [r.to_dict() for r in results],
-              "passed": passed, "tolerance": {"counts": "equal", "energy": ENERGY_TOLERANCE,
+              "passed": passed, "layers_checked": len(checked), "layers_in_mapping": len(all_layers),
+              "complete": len(checked) == len(all_layers), "videos": len(clips), "tolerance": {"counts": "equal", "energy": ENERGY_TOLERANCE,
                                               "time_simple": ENERGY_TOLERANCE},
               "detailed_time_difference": {"max": max(det, default=0.0), "mean": float(sum(det) / len(det))
                                            if det else 0.0},
-              "video": "the first validation video of " + str(prov.get("data"))}
+              "data": f"the first {len(clips)} validation video(s) of {prov.get('data')}"}
     path = atomic_write_json(folder / "sanafe_verification.json", report)
     return MappingCheck(path, report, passed)
 

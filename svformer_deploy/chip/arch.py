@@ -66,7 +66,13 @@ class NumberFormat:
     threshold_bits: int = 17
     state_bits: int = 24
     decay_bits: int = 12
+    synapse_bits: int | None = None
+    """Bits one stored synapse takes in synaptic memory (None: ``weight_bits``; TrueNorth's crossbar: 1)."""
     stated: bool = True
+
+    @property
+    def bits_per_synapse(self) -> int:
+        return self.weight_bits if self.synapse_bits is None else self.synapse_bits
 
     @property
     def weight_range(self) -> tuple[int, int]:
@@ -233,7 +239,11 @@ def parse_chip(text: str, path: str, name: str | None = None) -> ChipSpec:
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise ConfigError(f"chip file {path} is not valid YAML ({err}); give a SANA-FE architecture file") from None
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = " ".join(str(getattr(err, "problem", None) or err).split())
+        raise ConfigError(f"chip file {path} is not valid YAML ({problem}{where}); give a SANA-FE architecture "
+                          "file") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("architecture"), dict):
         raise ConfigError(f"chip file {path} has no 'architecture:' section; give a SANA-FE architecture file "
                           "(see sanafe/examples/loihi.yaml) or a registered chip name")

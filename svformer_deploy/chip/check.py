@@ -104,7 +104,7 @@ def check_layer(layer: ChipLayer, fixed: FixedLayer, terms: list[TermGeometry], 
                              "map a bundle whose neuromorphic part starts at spikes, or choose a chip with "
                              "host_currents: true", relation="are not accepted"))
     lim = chip.limits
-    axons, memory = single_neuron_demand(terms, fmt.weight_bits)
+    axons, memory = single_neuron_demand(terms, fmt.bits_per_synapse)
     if lim.axons_in is not None and axons > lim.axons_in:
         out.append(Violation(name, "fan-in (input axons of one neuron)", str(axons),
                              f"{lim.axons_in} input axons per core", FAN_IN_FIX))

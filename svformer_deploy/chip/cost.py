@@ -44,7 +44,7 @@ class StepCosts:
     routing: np.ndarray
     sync: float
     critical_block: np.ndarray
-    critical_part: list[str]  # "neurons" (gen) or "messages" (proc)
+    critical_part: list[str]  # "sending" (neuron updates and messages out) or "receiving" (messages in, synapses)
     inter_chip_energy: np.ndarray | None
 
     @property
@@ -86,7 +86,7 @@ def step_costs(ev: CoreEvents, chip: ChipSpec, mapped_tiles: int) -> StepCosts:
     gen, proc = core_times(ev, chip)
     worst = np.maximum(gen, proc)
     crit = worst.argmax(axis=1)
-    parts = ["neurons" if gen[t, crit[t]] >= proc[t, crit[t]] else "messages" for t in range(T)]
+    parts = ["sending" if gen[t, crit[t]] >= proc[t, crit[t]] else "receiving" for t in range(T)]
     e_ic = chip.inter_chip_hop[0]
     return StepCosts(energy, worst.max(axis=1), ev.max_route_latency.astype(np.float64),
                      chip.costs.sync_latency(mapped_tiles), crit, parts,

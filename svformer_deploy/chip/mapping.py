@@ -79,7 +79,7 @@ def _move_to_host(layer: ChipLayer, fixed: FixedLayer, geoms: list[TermGeometry]
                   ) -> tuple[ChipLayer, list[tuple[str, str, str]]]:
     """Move ``layer``'s input terms to the host, largest single-neuron demand first, until one neuron fits."""
     lim = chip.limits
-    bits = chip.number_format.weight_bits
+    bits = chip.number_format.bits_per_synapse
     order = sorted(range(len(layer.terms)), key=lambda i: -single_neuron_demand([geoms[i]], bits)[0])
     keep = list(range(len(layer.terms)))
     moved: list[tuple[str, str, str]] = []
@@ -183,7 +183,7 @@ def build_mapping(plan: Plan, on_chip: Iterable[str], chip: ChipSpec, *, host_fa
         cons = consumers.get(name, [])
         dest = DestCounts.of([(g, splits[c]) for g, c in cons]) if cons else None
         terms = geometry.get(name, [])
-        ld = LayerDemand(shapes[name], tuple(terms), fmt.weight_bits, dest)
+        ld = LayerDemand(shapes[name], tuple(terms), fmt.bits_per_synapse, dest)
         split = split_layer(name, ld, chip)
         if split is None:
             one = ld.demand((1, 1, 1))

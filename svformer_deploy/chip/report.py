@@ -66,23 +66,26 @@ def layer_rows(m: Mapping, fig: ChipFigures | None = None) -> list[dict[str, Any
                         "fan_out_max_per_source": fan_out, "weight_bits": fx.weight_bits_used,
                         "weight_exponent": fx.exponent, "bias_bits": m.chip.number_format.bias_bits,
                         "state_bits": m.chip.number_format.state_bits, "v_decay": fx.v_decay, "threshold": fx.vth,
-                        "zeroed_weights": fx.zeroed_weights,
+                        "kernel_weights": sum(int(np.count_nonzero(t.weight)) for t in layer.terms),
+                        "kernel_weights_rounded_to_0": fx.zeroed_weights,
                         "spike_terms": "; ".join(f"{t.source} k{t.kernel}s{t.stride}" for t in layer.terms),
                         "host_terms": "; ".join(h.source for h in layer.host_terms)})
         else:
             row.update({"kind": "input (host spikes)", "synapses": 0, "distinct_weights": 0, "fan_in_max": 0,
                         "fan_out_max_per_source": 0, "weight_bits": 0, "weight_exponent": "", "bias_bits": "",
-                        "state_bits": "", "v_decay": "", "threshold": "", "zeroed_weights": 0, "spike_terms": "",
+                        "state_bits": "", "v_decay": "", "threshold": "", "kernel_weights": 0,
+                        "kernel_weights_rounded_to_0": 0, "spike_terms": "",
                         "host_terms": ""})
         row.update({"block": "x".join(map(str, split.size)), "cores": split.blocks,
                     **{f"cores_by_{k}": ("" if v is None else v) for k, v in split.cores_by_limit.items()},
-                    "binding_limit": split.binding, "chips": " ".join(map(str, chips)),
+                    "binding_limit": split.binding, "chip_ids": " ".join(map(str, chips)),
                     "first_core": int(core[blocks.start]), "depth": m.depth.get(g, 0)})
         if fig is not None:
             sl = slice(blocks.start, blocks.stop)
             row["firing_rate"] = _r(fig.layer_rates.get(g, float("nan")))
             row["synaptic_events_per_video"] = _r(float(fig.events.synaptic_events[:, sl].sum()))
             row["messages_out_per_video"] = _r(float(fig.events.messages_out[:, sl].sum()))
+            row["clipped_host_currents"] = fig.clipped_host_currents.get(g, 0)
         rows.append(row)
     return rows
 
@@ -92,7 +95,8 @@ def core_rows(m: Mapping, fig: ChipFigures | None = None) -> list[dict[str, Any]
     rows = []
     for b in m.blocks:
         i = b.index
-        row = {"block": i, "layer": b.layer, "channels": f"{b.channels[0]}-{b.channels[1]}",
+        row = {"core_id": int(m.placement.core[i]), "block": i, "layer": b.layer,
+               "channels": f"{b.channels[0]}-{b.channels[1]}",
                "rows": f"{b.rows[0]}-{b.rows[1]}", "cols": f"{b.cols[0]}-{b.cols[1]}", "neurons": b.neurons,
                "chip": int(chip[i]), "tile": int(tile[i]), "core": int(sub[i]), "x": int(X[i]), "y": int(Y[i])}
         if fig is not None:
@@ -107,17 +111,21 @@ def core_rows(m: Mapping, fig: ChipFigures | None = None) -> list[dict[str, Any]
 
 def timestep_rows(m: Mapping, fig: ChipFigures) -> list[dict[str, Any]]:
     sc = fig.steps
+    ev = fig.events
     rows = []
     for t in range(len(sc.time)):
         crit = int(sc.critical_block[t])
         row: dict[str, Any] = {"timestep": t}
-        row.update({f"{k}_uJ": _r(float(sc.energy[k][t]) * 1e6) for k in ENERGY_KINDS})
-        row["chip_energy_uJ"] = _r(float(sc.total_energy[t]) * 1e6)
-        row.update({"time_us": _r(float(sc.time[t]) * 1e6), "compute_us": _r(float(sc.compute[t]) * 1e6),
-                    "routing_us": _r(float(sc.routing[t]) * 1e6), "sync_us": _r(sc.sync * 1e6),
-                    "critical_core": int(m.placement.core[crit]), "critical_layer": m.blocks[crit].layer,
-                    "critical_part": sc.critical_part[t],
-                    "inter_chip_hops": _r(float(fig.events.inter_chip_hops[t].sum()))})
+        if m.chip.energy_published:  # no published figures: no energy or time columns (not zeros)
+            row.update({f"{k}_uJ": _r(float(sc.energy[k][t]) * 1e6) for k in ENERGY_KINDS})
+            row["chip_energy_uJ"] = _r(float(sc.total_energy[t]) * 1e6)
+            row.update({"time_us": _r(float(sc.time[t]) * 1e6), "compute_us": _r(float(sc.compute[t]) * 1e6),
+                        "routing_us": _r(float(sc.routing[t]) * 1e6), "sync_us": _r(sc.sync * 1e6),
+                        "critical_core_id": int(m.placement.core[crit]), "critical_layer": m.blocks[crit].layer,
+                        "critical_side": sc.critical_part[t]})
+        row.update({"synaptic_events": _r(float(ev.synaptic_events[t].sum())),
+                    "spikes": _r(float(ev.fired[t].sum())), "messages": _r(float(ev.messages_in[t].sum())),
+                    "inter_chip_hops": _r(float(ev.inter_chip_hops[t].sum()))})
         for k, v in fig.traffic.items():
             row[k] = _r(float(v[t]))
         rows.append(row)
@@ -145,12 +153,14 @@ def mapping_summary(m: Mapping) -> dict[str, Any]:
                                                    "output axons per core", "synaptic memory per core")
                                        if k not in chip.checked_limits()],
                  "number_format": {k: getattr(chip.number_format, k) for k in (
-                     "weight_bits", "weight_exponent_max", "bias_bits", "threshold_bits", "state_bits",
-                     "decay_bits", "stated")},
+                     "weight_bits", "weight_exponent_max", "bias_bits", "bias_exponent_max", "threshold_bits",
+                     "state_bits", "decay_bits", "stated")},
                  "energy_published": chip.energy_published, "pre_silicon": chip.pre_silicon,
                  "sources": chip.sources, "caveats": list(chip.caveats)},
         "totals": {"chip_layers": len(m.network.layers), "input_groups": len(m.groups) - len(m.network.layers),
                    "neurons": int(sum(np.prod(m.group_shapes[g]) for g in m.groups)),
+                   "chip_neurons": int(sum(layer.neurons for layer in m.network.layers)),
+                   "input_neurons": int(sum(np.prod(m.group_shapes[g]) for g in m.groups if g not in m.fixed)),
                    "synapses": int(sum(g.synapses() for g in geoms)), "cores": m.cores_used,
                    "chips": m.fabric.chips, "chip_grid": [m.fabric.chips_x, m.fabric.chips_y],
                    "inter_chip_links": _inter_chip_links(m), "pipeline_depth": max(m.depth.values(), default=0)},
@@ -168,14 +178,20 @@ def mapping_summary(m: Mapping) -> dict[str, Any]:
 def figures_summary(m: Mapping, fig: ChipFigures) -> dict[str, Any]:
     """The per-video figures (``None`` for every time, energy and power under a chip without published costs)."""
     pub = m.chip.energy_published
-    mean = {k: fig.mean(k) for k in ("energy_j", "time_per_step_s", "max_time_per_step_s", "latency_s",
-                                     "throughput_videos_per_s", "power_w", "real_time_factor")}
+    v = fig.video
+    mean = {"energy_j": v.energy_j, "time_per_step_s": v.time_per_step_s, "latency_s": v.latency_s,
+            "throughput_videos_per_s": v.throughput_videos_per_s, "power_w": v.power_w,
+            "real_time_factor": v.real_time_factor,
+            "max_time_per_step_s": max(p.max_time_per_step_s for p in fig.per_video)}
     by_kind = {k: _r(float(fig.steps.energy[k].sum()) * 1e3, 6) for k in ENERGY_KINDS}
     ev = fig.events
     out: dict[str, Any] = {
         "source": ("real spikes of %d validation video(s)" % fig.videos) if fig.source == "spikes"
         else "expected counts from stated per-layer firing rates (every neuron counted as updated)",
-        "videos": fig.videos, "accuracy": fig.accuracy, "timesteps": ev.timesteps, "fps": fig.per_video[0].fps,
+        "videos": fig.videos, "timesteps": ev.timesteps, "fps": fig.per_video[0].fps,
+        "accuracy_of_the_chip_model": fig.accuracy,
+        "how": "every figure per video is the mean over the videos; time, power, throughput and the real-time "
+               "factor are formulas of the per-timestep means in timesteps.csv (docs/chip.md)",
         "counts_per_video": {"synaptic_events": _r(float(ev.synaptic_events.sum()), 6),
                              "neuron_updates": _r(float((ev.updated * ~ev.is_input).sum()), 6),
                              "spikes": _r(float(ev.fired.sum()), 6), "messages": _r(float(ev.messages_in.sum()), 6),
@@ -183,7 +199,8 @@ def figures_summary(m: Mapping, fig: ChipFigures) -> dict[str, Any]:
                                                     + ev.hops_south).sum()), 6),
                              "inter_chip_hops": _r(float(ev.inter_chip_hops.sum()), 6)},
         "host_to_chip_per_timestep": {k: _r(float(np.mean(v))) for k, v in fig.traffic.items()},
-        "host_work_per_video": {k: _r(v, 6) for k, v in fig.host_counts.items()},
+        "host_work_per_video": {k: _r(x, 6) for k, x in fig.host_counts.items()},
+        "clipped_host_currents": {k: n for k, n in fig.clipped_host_currents.items() if n},
     }
     if pub:
         chip_mj = mean["energy_j"] * 1e3
@@ -192,8 +209,10 @@ def figures_summary(m: Mapping, fig: ChipFigures) -> dict[str, Any]:
             "energy_per_video_mJ": {"chip": _r(chip_mj), "host": _r(host_mj), "host_profile": fig.host_profile,
                                     "total": _r(chip_mj + host_mj)},
             "chip_energy_by_kind_mJ": by_kind,
+            "energy_per_video_range_mJ": [_r(min(p.energy_j for p in fig.per_video) * 1e3),
+                                          _r(max(p.energy_j for p in fig.per_video) * 1e3)],
             "time_per_timestep_us": {"mean": _r(mean["time_per_step_s"] * 1e6),
-                                     "max": _r(mean["max_time_per_step_s"] * 1e6),
+                                     "max_over_videos_and_steps": _r(mean["max_time_per_step_s"] * 1e6),
                                      "sync": _r(fig.steps.sync * 1e6)},
             "latency_per_video_ms": _r(mean["latency_s"] * 1e3),
             "videos_per_second": _r(mean["throughput_videos_per_s"]),
@@ -210,18 +229,21 @@ def figures_summary(m: Mapping, fig: ChipFigures) -> dict[str, Any]:
 def chip_markdown(m: Mapping, summary: dict[str, Any], figs: dict[str, Any] | None, heading: str = "#") -> str:
     s, t = summary, summary["totals"]
     lines = [f"{heading} Chip mapping: {s['chip']['title'] or s['chip']['name']}", "",
-             f"- **{t['cores']} cores on {t['chips']} chip(s)** ({s['chip']['cores_per_chip']} cores each, grid "
-             f"{t['chip_grid'][0]} x {t['chip_grid'][1]}), {t['inter_chip_links']} inter-chip links; "
-             f"{t['chip_layers']} chip layers, {t['neurons']:,} neurons, {t['synapses']:,} synapses; pipeline depth "
-             f"{t['pipeline_depth']} timesteps.",
+             f"- **{t['cores']:,} cores on {t['chips']:,} chip(s)** ({s['chip']['cores_per_chip']} cores each, grid "
+             f"{t['chip_grid'][0]} x {t['chip_grid'][1]}), {t['inter_chip_links']:,} inter-chip links; "
+             f"{t['chip_layers']} chip layers of {t['chip_neurons']:,} neurons"
+             + (f" and {t['input_groups']} input groups of {t['input_neurons']:,} neurons relaying the host's spikes"
+                if t['input_groups'] else "")
+             + f", {t['synapses']:,} synapses; pipeline depth {t['pipeline_depth']} timesteps.",
              f"- Limits checked: {', '.join(s['chip']['limits_checked']) or 'none'}"
              + (f"; not stated by the chip file, not checked: {', '.join(s['chip']['limits_not_stated'])}"
                 if s['chip']['limits_not_stated'] else "") + ".",
              f"- Placement: {s['placement']['method']}; hops if every neuron fires once: "
-             + ", ".join(f"{k} {v:,.0f}" for k, v in s['placement']['hops_if_every_neuron_fires_once'].items())
+             + ", ".join(f"{k} {_fmt(v)}" for k, v in s['placement']['hops_if_every_neuron_fires_once'].items())
              + ".",
              f"- On the host: {', '.join(s['host']['host_ops']) or 'nothing'}"
-             + (f"; host neurons: {len(s['host']['host_neurons'])}" if s['host']['host_neurons'] else "")
+             + (f"; host neurons ({len(s['host']['host_neurons'])}): {', '.join(s['host']['host_neurons'])}"
+                if s['host']['host_neurons'] else "")
              + (f"; currents it writes: {len(s['host']['currents_written'])} ("
                 + "; ".join(s['host']['currents_written'][:6])
                 + ("; ..." if len(s['host']['currents_written']) > 6 else "") + ")"
@@ -229,37 +251,61 @@ def chip_markdown(m: Mapping, summary: dict[str, Any], figs: dict[str, Any] | No
              + (f"; chip spikes it reads: {', '.join(s['host']['chip_spikes_read'])}"
                 if s['host']['chip_spikes_read'] else "") + "."]
     if s["host"]["moved_by_host_fallback"]:
-        lines.append(f"- Moved to the host by --host-fallback: {'; '.join(s['host']['moved_by_host_fallback'])}.")
+        lines.append(f"- Moved to the host by --host-fallback: {'; '.join(s['host']['moved_by_host_fallback'])}. "
+                     "**Not comparable with a mapping that holds them on the chip**: their work is priced at the "
+                     "host profile's figures and the host <-> chip link is not modelled, so a chip with tighter "
+                     "limits can look cheaper.")
+    if not s["chip"]["number_format"]["stated"]:
+        lines.append("- The chip file states no number format: Loihi's is assumed (8-bit weights, 13-bit biases "
+                     "with a 3-bit exponent, 17-bit threshold, 24-bit state, 12-bit decays).")
+    if not s["chip"]["limits_checked"] or s["chip"]["limits_checked"] == ["neurons per core"]:
+        lines.append("- Only the neurons-per-core limit is checked for this chip: the core counts assume every "
+                     "other resource fits.")
     if figs is not None:
+        acc = figs.get("accuracy_of_the_chip_model")
         lines += ["", f"Figures from {figs['source']}"
-                  + (f", accuracy {figs['accuracy']:.1%}" if figs.get("accuracy") is not None else "")
-                  + f"; T = {figs['timesteps']} timesteps per video:", ""]
+                  + (f" (top-1 of the integer chip model against the labels: {acc:.1%})" if acc is not None else "")
+                  + f"; T = {figs['timesteps']} timesteps per video; per video = the mean over the videos:", ""]
         c = figs["counts_per_video"]
-        lines.append(f"- per video: {c['synaptic_events']:,.0f} synaptic events, {c['neuron_updates']:,.0f} neuron "
-                     f"updates, {c['spikes']:,.0f} spikes, {c['messages']:,.0f} messages, {c['mesh_hops']:,.0f} "
-                     f"mesh hops ({c['inter_chip_hops']:,.0f} crossing chips).")
+        lines.append(f"- per video: {_fmt(c['synaptic_events'])} synaptic events, {_fmt(c['neuron_updates'])} neuron "
+                     f"updates, {_fmt(c['spikes'])} spikes, {_fmt(c['messages'])} messages, {_fmt(c['mesh_hops'])} "
+                     f"mesh hops ({_fmt(c['inter_chip_hops'])} of them crossing chips: priced as mesh hops; the "
+                     "extra cost of a chip-to-chip link is not modelled).")
+        if figs.get("clipped_host_currents"):
+            lines.append(f"- host currents clipped to the bias range: {figs['clipped_host_currents']}.")
         if figs.get("energy_per_video_mJ"):
             e = figs["energy_per_video_mJ"]
             host = (f"; host {e['host']:.4g} mJ ({e['host_profile']}); total {e['total']:.4g} mJ"
                     if e.get("host") is not None else "; host not priced (rates only)")
             tt = figs["time_per_timestep_us"]
             lines += [f"- **energy per video: chip {e['chip']:.4g} mJ**{host}.",
-                      f"- **time per timestep {tt['mean']:.4g} us** (max {tt['max']:.4g}, sync {tt['sync']:.4g}); "
-                      f"latency per video {figs['latency_per_video_ms']:.4g} ms; {figs['videos_per_second']:.4g} "
-                      f"videos/s; **average power {figs['average_power_mW']:.4g} mW**; real-time factor "
+                      f"- **time per timestep {tt['mean']:.4g} us** (max {tt['max_over_videos_and_steps']:.4g}, sync "
+                      f"{tt['sync']:.4g}); latency per video {figs['latency_per_video_ms']:.4g} ms; "
+                      f"{figs['videos_per_second']:.4g} videos/s; **average power {_power(figs['average_power_mW'])}**; "
+                      "real-time factor "
                       f"{figs['real_time_factor']:.4g} at {figs['fps']:g} fps ("
                       + ("keeps up" if figs["keeps_up_with_video"] else "does NOT keep up") + ").",
                       "- chip energy by kind (mJ per video): "
                       + ", ".join(f"{k} {v:.4g}" for k, v in figs["chip_energy_by_kind_mJ"].items()) + "."]
         else:
             lines.append(f"- {figs['not_printed']}.")
-    lines += ["", "Sources: " + "; ".join(f"[{k}] {v}" for k, v in s["chip"]["sources"].items()) + "."]
+    lines += ["", "Sources: " + ("; ".join(f"[{k}] {v}" for k, v in s["chip"]["sources"].items())
+                                 or "none stated by the chip file") + "."]
     lines += [f"- CAVEAT: {c}" for c in s["chip"]["caveats"]]
     lines += ["- Storage: every synapse is stored with its weight (no weight sharing between neurons): core counts "
               "are those of a chip without convolution weight sharing.", "",
               f"{heading}# Counting rules", "", _doc_body("svformer_deploy.chip.events"), "",
               f"{heading}# Cost and timing model", "", _doc_body("svformer_deploy.chip.cost")]
     return "\n".join(lines) + "\n"
+
+
+def _fmt(x: float) -> str:
+    """4 significant figures with thousands separators (12,430,000,000), never more digits than are meant."""
+    return f"{float(f'{x:.4g}'):,.0f}" if abs(x) >= 1000 else f"{x:.4g}"
+
+
+def _power(mw: float) -> str:
+    return f"{mw / 1e3:.4g} W" if mw >= 1e3 else f"{mw:.4g} mW"
 
 
 def _doc_body(module: str) -> str:
@@ -285,11 +331,16 @@ def _plots(out: Path, m: Mapping, fig: ChipFigures | None) -> list[str]:
     ax.set_yticks(range(len(names)), names, fontsize=6)
     ax.invert_yaxis()
     ax.set_xscale("log")
-    ax.set_xlabel("cores (log)")
-    ax.set_title(f"Cores per layer on {m.chip.name} (colour: binding limit)")
-    for k, c in colors.items():
-        ax.barh([], [], color=c, label=k)
-    ax.legend(fontsize=6)
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import LogLocator, ScalarFormatter
+
+    ax.xaxis.set_major_locator(LogLocator(base=10))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.set_xlabel("cores (log scale)")
+    ax.set_title(f"Cores per layer on {m.chip.name} (colour: the binding limit)")
+    used = {m.splits[g].binding for g in names}
+    ax.legend(handles=[Patch(color=c, label=k) for k, c in colors.items() if k in used], fontsize=6)
     f.tight_layout()
     f.savefig(out / "cores_per_layer.png", dpi=120)
     plt.close(f)
@@ -316,11 +367,12 @@ def _plots(out: Path, m: Mapping, fig: ChipFigures | None) -> list[str]:
         ax.bar(range(T), sc.routing * 1e6, bottom=sc.compute * 1e6, label="routing")
         ax.bar(range(T), np.full(T, sc.sync * 1e6), bottom=(sc.compute + sc.routing) * 1e6, label="sync")
         for t in range(T):
-            ax.text(t, float(sc.time[t]) * 1e6, m.blocks[int(sc.critical_block[t])].layer, rotation=90,
-                    fontsize=5, ha="center", va="bottom")
+            ax.text(t, float(sc.compute[t]) * 1e6 / 2, m.blocks[int(sc.critical_block[t])].layer, rotation=90,
+                    fontsize=5, ha="center", va="center", color="white")
+        ax.set_ylim(0, float(sc.time.max()) * 1e6 * 1.25)
         ax.set_xlabel("timestep")
         ax.set_ylabel("time (us)")
-        ax.set_title("Time per timestep (label: the critical core's layer)")
+        ax.set_title("Time per timestep (in each bar: the critical core's layer)")
         ax.legend(fontsize=6)
         f.tight_layout()
         f.savefig(out / "latency_per_timestep.png", dpi=120)
@@ -334,6 +386,8 @@ def write_mapping(out: Path, m: Mapping, fig: ChipFigures | None, provenance: di
     from svformer_deploy._atomic import json_text
 
     summary = mapping_summary(m)
+    for a in provenance.get("approximations") or []:  # the bundle's own approximations travel with its mapping
+        summary["chip"]["caveats"].append(f"the bundle is approximate: {a}")
     figs = figures_summary(m, fig) if fig is not None else None
     doc = {"provenance": provenance, **summary, "figures": figs}
     (out / "layers.csv").write_text(_csv(layer_rows(m, fig)), encoding="utf-8")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,7 @@ def _sanafe_core_index(mapping: Mapping, core: np.ndarray) -> np.ndarray:
 @dataclass
 class UnitResult:
     layer: str
+    video: int
     steps: int
     synapses: int
     ours: dict[str, list[float]]
@@ -94,7 +96,7 @@ class UnitResult:
     saved: str | None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"layer": self.layer, "steps": self.steps, "synapses": self.synapses, "passed": self.passed,
+        return {"layer": self.layer, "video": self.video, "steps": self.steps, "synapses": self.synapses, "passed": self.passed,
                 "problems": self.problems, "seconds": round(self.seconds, 2), "sanafe_network": self.saved,
                 "ours": self.ours, "sanafe": self.sanafe}
 
@@ -159,7 +161,7 @@ def verify_units(mapping: Mapping, run: ChipRun, out: Path | None, layers: list[
     chip = mapping.chip
     if not chip.energy_published:
         raise VerificationError(f"{chip.name} has no published per-event figures; there is nothing to compare")
-    names = layers or [layer.name for layer in mapping.network.layers if layer.terms]
+    names = layers or [layer.name for layer in mapping.network.layers]
     slots = 1
     for name in names:
         for term in mapping.network.layer(name).terms:
@@ -169,7 +171,8 @@ def verify_units(mapping: Mapping, run: ChipRun, out: Path | None, layers: list[
     arch_path = (out / "arch.yaml") if out is not None else Path(_tmp_file())
     arch_path.parent.mkdir(parents=True, exist_ok=True)
     arch_path.write_text(yaml.safe_dump(arch_doc, sort_keys=False), encoding="utf-8")
-    arch = sanafe.load_arch(str(arch_path))
+    with _quiet():
+        arch = sanafe.load_arch(str(arch_path))
     cores = arch.cores()
     results = []
     input_base = chip.input_unit.split("[")[0]
@@ -221,8 +224,9 @@ def verify_units(mapping: Mapping, run: ChipRun, out: Path | None, layers: list[
         theirs = {k: [] for k in ("fired", "updated", "synaptic_events", "hops", "energy", "time_simple",
                                   "time_detailed")}
         for model in ("simple", "detailed"):
-            chip_sim = sanafe.SpikingChip(arch)  # one per run: a chip's step counter is not reset by load()
-            chip_sim.load(net)
+            with _quiet():
+                chip_sim = sanafe.SpikingChip(arch)  # one per run: a chip's step counter is not reset by load()
+                chip_sim.load(net)
             mapped = chip_sim.mapped_neuron_groups["layer"]
             for step in range(T + 1):
                 frame = step - 1  # the frame the layer integrates at this step (the one whose spikes arrived)
@@ -230,7 +234,8 @@ def verify_units(mapping: Mapping, run: ChipRun, out: Path | None, layers: list[
                 if step <= 1 or host is not None:
                     for j in range(n):
                         mapped[j].set_attributes(model_attributes={"bias": float(b[j])})
-                r = chip_sim.sim(1, timing_model=model, perf_trace=True)
+                with _quiet():
+                    r = chip_sim.sim(1, timing_model=model, perf_trace=True)
                 pt = r["perf_trace"]
                 if model == "simple":
                     theirs["fired"].append(float(pt["fired"][0]))
@@ -244,7 +249,7 @@ def verify_units(mapping: Mapping, run: ChipRun, out: Path | None, layers: list[
         ours = _ours_per_step(mapping, name, run, video, T)
         th = {k: np.asarray(v) for k, v in theirs.items()}
         problems = _compare(ours, th)
-        results.append(UnitResult(name, T + 1, n_syn, {k: v.tolist() for k, v in ours.items()},
+        results.append(UnitResult(name, video, T + 1, n_syn, {k: v.tolist() for k, v in ours.items()},
                                   {k: v.tolist() for k, v in th.items()}, not problems, problems,
                                   time.perf_counter() - t0, saved))
         if progress is not None:
@@ -311,6 +316,24 @@ def _ours_per_step(mapping: Mapping, name: str, run: ChipRun, video: int, T: int
     routing = shift(ev.max_route_latency, 0)
     return {"fired": fired_in + fired_l, "updated": fired_in + upd_l, "synaptic_events": syn, "hops": hops,
             "energy": energy, "time_simple": compute + sync, "time_detailed": compute + routing + sync}
+
+
+@contextmanager
+def _quiet():
+    """Silence SANA-FE's own progress lines (its C++ core writes to file descriptor 1) while it runs."""
+    import os
+    import sys
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(null)
+        os.close(saved)
 
 
 def _tmp_file() -> str:

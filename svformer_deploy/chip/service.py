@@ -89,12 +89,14 @@ def host_energy(counts: dict[str, float], profile) -> float:
 
 @dataclass
 class ChipFigures:
-    """Per-video chip figures of a mapping, averaged over ``videos`` videos (or expected from rates)."""
+    """Chip figures of a mapping over ``videos`` videos (or expected from rates). ``steps`` holds, per timestep,
+    the mean over the videos of each video's energy by kind and time (so the per-timestep table and every
+    per-video figure, :attr:`video`, come from the same numbers); ``per_video`` keeps each video's own figures."""
 
     source: str                       # "spikes" (N videos) or "rates"
     videos: int
     per_video: list[VideoFigures]
-    steps: StepCosts                  # of the mean video: energy by kind and time per step
+    steps: StepCosts                  # mean over videos, per timestep
     events: CoreEvents                # mean counts per step and core
     traffic: dict[str, np.ndarray]    # (T,) host <-> chip traffic per step, mean over videos
     host_counts: dict[str, float]     # op class -> mean count per video of the host's work
@@ -103,10 +105,8 @@ class ChipFigures:
     accuracy: float | None = None
     layer_rates: dict[str, float] = field(default_factory=dict)
     state_max: dict[str, int] = field(default_factory=dict)
-    clipped_host_currents: int = 0
-
-    def mean(self, key: str) -> float:
-        return float(np.mean([getattr(v, key) for v in self.per_video]))
+    clipped_host_currents: dict[str, int] = field(default_factory=dict)
+    video: VideoFigures | None = None  # the figures of the mean per-timestep table (see the class docstring)
 
 
 def _traffic(mapping: Mapping, run: ChipRun, video: int) -> dict[str, np.ndarray]:
@@ -124,6 +124,19 @@ def _traffic(mapping: Mapping, run: ChipRun, video: int) -> dict[str, np.ndarray
         if a.host_current is not None:
             out["host_to_chip_values"] += (a.host_current[:, video].reshape(T, -1) != 0).sum(1)
     return out
+
+
+def _mean_steps(scs: list[StepCosts]) -> StepCosts:
+    """Per timestep, the mean over videos of energy by kind and time parts; the critical core of a step is the
+    one most often critical across the videos (ties: the lowest block)."""
+    crit = np.stack([s.critical_block for s in scs])
+    mode = np.array([np.bincount(c).argmax() for c in crit.T])
+    parts = [max(set(p), key=[s.critical_part[t] for s in scs].count)
+             for t, p in enumerate(zip(*[s.critical_part for s in scs]))]
+    ic = None if scs[0].inter_chip_energy is None else np.mean([s.inter_chip_energy for s in scs], axis=0)
+    return StepCosts({k: np.mean([s.energy[k] for s in scs], axis=0) for k in scs[0].energy},
+                     np.mean([s.compute for s in scs], axis=0), np.mean([s.routing for s in scs], axis=0),
+                     scs[0].sync, mode, parts, ic)
 
 
 def _mean_events(evs: list[CoreEvents]) -> CoreEvents:
@@ -149,10 +162,10 @@ def chip_figures(mapping: Mapping, batches: Iterable[tuple[Tensor, Tensor]], *, 
     depth = max(mapping.depth.values(), default=1)
     fmt = mapping.chip.number_format
     nodes = host_nodes(mapping)
-    per_video, evs, traffic, counts = [], [], [], []
+    per_video, evs, traffic, counts, scs = [], [], [], [], []
     correct = total = 0
     state: dict[str, int] = {}
-    clipped = 0
+    clipped: dict[str, int] = {}
     spikes_sum: dict[str, float] = {}
     n_el: dict[str, float] = {}
     for clips, labels in batches:
@@ -163,13 +176,14 @@ def chip_figures(mapping: Mapping, batches: Iterable[tuple[Tensor, Tensor]], *, 
         total += len(labels)
         for name, a in run.layers.items():
             state[name] = max(state.get(name, 0), a.v_max)
-            clipped += a.clipped_host
+            clipped[name] = clipped.get(name, 0) + a.clipped_host
             spikes_sum[name] = spikes_sum.get(name, 0.0) + float(a.spikes.sum())
             n_el[name] = n_el.get(name, 0.0) + float(a.spikes.size)
         for b in range(len(labels)):
             ev = events_from_run(mapping, run.layers, run.host_spikes, b)
             sc = step_costs(ev, mapping.chip, tiles)
             per_video.append(video_figures(sc, depth, fps))
+            scs.append(sc)
             evs.append(ev)
             traffic.append(_traffic(mapping, run, b))
             counts.append({k: float(v[b]) if np.ndim(v) else float(v) for k, v in run.host_counts.items()})
@@ -178,10 +192,12 @@ def chip_figures(mapping: Mapping, batches: Iterable[tuple[Tensor, Tensor]], *, 
     mean_ev = _mean_events(evs)
     mean_counts = {k: float(np.mean([c.get(k, 0.0) for c in counts])) for k in sorted({k for c in counts
                                                                                        for k in c})}
-    return ChipFigures("spikes", len(evs), per_video, step_costs(mean_ev, mapping.chip, tiles), mean_ev,
+    steps = _mean_steps(scs)
+    return ChipFigures("spikes", len(evs), per_video, steps, mean_ev,
                        {k: np.mean([t[k] for t in traffic], axis=0) for k in traffic[0]}, mean_counts,
                        host_energy(mean_counts, prof), prof.name, correct / total if total else None,
-                       {k: spikes_sum[k] / n_el[k] for k in spikes_sum}, state, clipped)
+                       {k: spikes_sum[k] / n_el[k] for k in spikes_sum}, state, clipped,
+                       video_figures(steps, depth, fps))
 
 
 def expected_host_counts(mapping: Mapping, rates: dict[str, float], timesteps: int) -> dict[str, float]:
@@ -263,7 +279,8 @@ def rate_figures(mapping: Mapping, rates: dict[str, float], timesteps: int, *, f
     vf = video_figures(sc, max(mapping.depth.values(), default=1), fps)
     prof = get_profile(profile)
     counts = expected_host_counts(mapping, rates, timesteps)
-    return ChipFigures("rates", 1, [vf], sc, ev, {}, counts, host_energy(counts, prof), prof.name, None, dict(rates))
+    return ChipFigures("rates", 1, [vf], sc, ev, {}, counts, host_energy(counts, prof), prof.name, None, dict(rates),
+                       video=vf)
 
 
 def neuron_rates(plan: Plan, layer_rates: dict[str, float]) -> dict[str, float]:

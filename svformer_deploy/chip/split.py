@@ -8,8 +8,8 @@ blocks that meets every limit is chosen (ties: fewer input axons in all, then la
 
 * neurons: ``c h w`` <= neurons per core;
 * input axons: ``sum_terms channels x source rows x source columns`` of the receptive field <= input axons per core;
-* synaptic memory: connections into the block x weight bits (every synapse stored with its weight; no weight
-  sharing between neurons) <= synaptic memory per core;
+* synaptic memory: connections into the block x bits per stored synapse (the weight bits: every synapse stored
+  with its weight, no weight sharing between neurons; TrueNorth: one crossbar bit) <= synaptic memory per core;
 * output axons: one per (neuron, destination core) pair, from the consumers' blocks (so layers are split from the
   last to the first) <= output axons per core.
 
@@ -203,20 +203,27 @@ def split_layer(name: str, ld: LayerDemand, chip: ChipSpec) -> Split | None:
     limits = _limits(chip)
     spatial = [(h, w) for h in candidate_sizes(H) for w in candidate_sizes(W)
                if abs(math.ceil(H / h) - math.ceil(W / w)) <= 1 or h == H or w == W]
-    cands = [(c, h, w) for c in candidate_sizes(C) for h, w in spatial]
+    every = [(c, h, w) for c in candidate_sizes(C) for h, w in spatial]
     nmax = limits["neurons"]
-    if nmax is not None:
-        cands = [s for s in cands if min(s[0], C) * min(s[1], H) * min(s[2], W) <= nmax]
-    demands = {s: ld.demand(s) for s in cands}
-    size = _search(ld, limits, cands, demands)
+    cands = every if nmax is None else [s for s in every if min(s[0], C) * min(s[1], H) * min(s[2], W) <= nmax]
+    demands: dict[tuple[int, int, int], dict[str, int]] = {}
+
+    def demand_of(sizes: list[tuple[int, int, int]]) -> dict[tuple[int, int, int], dict[str, int]]:
+        for sz in sizes:
+            if sz not in demands:
+                demands[sz] = ld.demand(sz)
+        return demands
+
+    size = _search(ld, limits, cands, demand_of(cands))
     if size is None:
         return None
     by_limit: dict[str, int | None] = {}
-    for k in LIMIT_NAMES:
+    for k in LIMIT_NAMES:  # each limit alone: every candidate size, not only those within the neuron limit
         if limits[k] is None:
             by_limit[k] = None
             continue
-        alone = _search(ld, {k: limits[k]}, cands, demands)
+        pool = cands if k == "neurons" else every
+        alone = _search(ld, {k: limits[k]}, pool, demand_of(pool))
         by_limit[k] = None if alone is None else (math.ceil(C / alone[0]) * math.ceil(H / alone[1])
                                                  * math.ceil(W / alone[2]))
     grid = (math.ceil(C / size[0]), math.ceil(H / size[1]), math.ceil(W / size[2]))

@@ -36,14 +36,14 @@ def _root(
 
 
 # Command modules register themselves on ``app`` when imported.
-from svformer_deploy.cli import chip as _chip  # noqa: F401
-from svformer_deploy.cli import demo as _demo  # noqa: F401
-from svformer_deploy.cli import energy as _energy  # noqa: F401
-from svformer_deploy.cli import export as _export  # noqa: F401
-from svformer_deploy.cli import finetune as _finetune  # noqa: F401
-from svformer_deploy.cli import info as _info  # noqa: F401
-from svformer_deploy.cli import sparsity as _sparsity  # noqa: F401
-from svformer_deploy.cli import train as _train  # noqa: F401
+from svformer_deploy.cli import info as _info  # noqa: E402,F401
+from svformer_deploy.cli import train as _train  # noqa: E402,F401
+from svformer_deploy.cli import demo as _demo  # noqa: E402,F401
+from svformer_deploy.cli import energy as _energy  # noqa: E402,F401
+from svformer_deploy.cli import export as _export  # noqa: E402,F401
+from svformer_deploy.cli import finetune as _finetune  # noqa: E402,F401
+from svformer_deploy.cli import sparsity as _sparsity  # noqa: E402,F401
+from svformer_deploy.cli import chip as _chip  # noqa: E402,F401
 
 
 def _exit_cleanly_on_sigterm() -> None:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional  # noqa: F401 (Typer reads the string annotations)
 
 import typer
 
 from svformer_deploy.cli import app
-from svformer_deploy.cli._options import note_fewer_videos, videos_option
+from svformer_deploy.cli._options import DEFAULT_PROFILE, note_fewer_videos, profile_option, videos_option
 
 
 def _progress(batches):
@@ -48,6 +48,7 @@ def map_cmd(
     checkpoint: Annotated[Path | None, typer.Option(
         "--checkpoint", metavar="FILE", help="Source checkpoint (default: the path the bundle records; its SHA-256 "
         "must match).")] = None,
+    profile: Annotated[str, profile_option()] = DEFAULT_PROFILE,
     force: Annotated[bool, typer.Option("--force", help="Replace an earlier chip mapping at --out (nothing "
                                         "else).")] = False,
 ) -> None:
@@ -61,7 +62,7 @@ def map_cmd(
     from svformer_deploy.api import map_bundle
 
     result = map_bundle(bundle, chip, out, checkpoint=checkpoint, data=data, videos=num_videos, fps=fps,
-                        host_fallback=host_fallback, force=force, wrap_batches=_progress)
+                        host_fallback=host_fallback, profile=profile, force=force, wrap_batches=_progress)
     if result.videos is not None:
         note_fewer_videos(num_videos, result.videos)
     s = result.summary

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -25,12 +25,12 @@ def report(
     clips: Annotated[int, typer.Option(help="Clips per video (views = clips x crops).")] = 1,
     crops: Annotated[int, typer.Option(help="Crops per clip (1 or 3).")] = 1,
     profile: Annotated[str, profile_option()] = DEFAULT_PROFILE,
-    baseline: Annotated[list[str] | None, typer.Option(metavar="NAME", help="ANN baseline(s): svformer-ann, r3d_18, mc3_18, r2plus1d_18, s3d, mvit_v2_s, swin3d_t (repeatable; default all).")] = None,
+    baseline: Annotated[Optional[list[str]], typer.Option(metavar="NAME", help="ANN baseline(s): svformer-ann, r3d_18, mc3_18, r2plus1d_18, s3d, mvit_v2_s, swin3d_t (repeatable; default all).")] = None,
     fold_bn: Annotated[bool, typer.Option(help="Count time-invariant BatchNorms as folded into the previous layer (free), in the SNN and every baseline alike.")] = False,
-    accuracy: Annotated[Path | None, typer.Option(metavar="FILE", help="eval.json that 'svformer-deploy evaluate' wrote for this checkpoint (top1 as a fraction, its views, the checkpoint's SHA-256), set beside the energy.")] = None,
+    accuracy: Annotated[Optional[Path], typer.Option(metavar="FILE", help="eval.json that 'svformer-deploy evaluate' wrote for this checkpoint (top1 as a fraction, its views, the checkpoint's SHA-256), set beside the energy.")] = None,
     out: Annotated[Path, typer.Option(metavar="DIR", help="Output directory (must not exist unless --force).")] = Path("energy_report"),
     force: Annotated[bool, typer.Option("--force", help="Replace an earlier energy report at --out (nothing else: a folder it did not write is refused).")] = False,
-    chip: Annotated[str | None, typer.Option(
+    chip: Annotated[Optional[str], typer.Option(
         "--chip", metavar="NAME|FILE", help="Also give the figures on a neuromorphic chip (loihi, truenorth, loihi2 or "
         "a SANA-FE architecture YAML): cores, chips, time per timestep, energy and power (docs/chip.md).")] = None,
     host_fallback: Annotated[bool, typer.Option(
@@ -56,9 +56,9 @@ def report(
     fig = (s.get("chip") or {}).get("figures") or {}
     if fig.get("energy_per_video_mJ"):
         e = fig["energy_per_video_mJ"]
-        typer.echo(f"on {s['chip']['chip']['name']} ({s['chip']['totals']['cores']} cores, "
-                   f"{s['chip']['totals']['chips']} chip(s)): chip {sig_figs(e['chip'])} + host {sig_figs(e['host'])} mJ "
-                   f"per view, {sig_figs(fig['time_per_timestep_us']['mean'])} us per timestep, "
+        typer.echo(f"on {s['chip']['chip']['name']} ({s['chip']['totals']['cores']:,} cores, "
+                   f"{s['chip']['totals']['chips']:,} chip(s)): chip {sig_figs(e['chip'])} + host {sig_figs(e['host'])} "
+                   f"mJ per view, {sig_figs(fig['time_per_timestep_us']['mean'])} us per timestep, "
                    f"{sig_figs(fig['average_power_mW'])} mW")
     elif fig:
         typer.echo(fig["not_printed"])
@@ -66,7 +66,7 @@ def report(
 
 @energy_app.command("profiles")
 def profiles(
-    names: Annotated[list[str] | None, typer.Argument(
+    names: Annotated[Optional[list[str]], typer.Argument(
         metavar="NAME|FILE", help="Profiles to list (default: every registered one), e.g. 45nm-int3 or a "
         "YAML/JSON file.", show_default=False)] = None,
 ) -> None:
@@ -83,9 +83,9 @@ def price(
     rates: Annotated[Path, typer.Option(metavar="FILE", help="CSV with columns name,rate: input firing rate of each synaptic layer "
                                              "with spike input, output rate of each attention lif_q/k/v.")],
     profile: Annotated[str, profile_option()] = DEFAULT_PROFILE,
-    views: Annotated[list[str] | None, typer.Option(metavar="CLIPSxCROPS", help="Views protocol CLIPSxCROPS (repeatable; default 1x1 and 5x3).")] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", metavar="FILE", help="Also write the summary as JSON here.")] = None,
-    chip: Annotated[str | None, typer.Option(
+    views: Annotated[Optional[list[str]], typer.Option(metavar="CLIPSxCROPS", help="Views protocol CLIPSxCROPS (repeatable; default 1x1 and 5x3).")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", metavar="FILE", help="Also write the summary as JSON here.")] = None,
+    chip: Annotated[Optional[str], typer.Option(
         "--chip", metavar="NAME|FILE", help="Also give the figures on a neuromorphic chip (loihi, truenorth, loihi2 or "
         "a SANA-FE architecture YAML): cores, chips, time per timestep, energy and power (docs/chip.md).")] = None,
     host_fallback: Annotated[bool, typer.Option(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -71,18 +71,19 @@ def verify_cmd(
     path: Annotated[Path, typer.Argument(help="An export bundle (written by `export`), or with --with sanafe a chip "
                                               "mapping (written by `map`).")],
     data: Annotated[str, _DATA] = "moving-digits",
-    num_videos: Annotated[int, _VIDEOS] = 32,
-    checkpoint: Annotated[Path | None, typer.Option(
+    num_videos: Annotated[Optional[int], videos_option(min=1, help="Number of validation videos to verify on (default 32; with --with sanafe, 1: SANA-FE checks every layer on each).")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option(
         "--checkpoint", metavar="FILE", help="Source checkpoint (default: the path recorded at export; its SHA-256 must match).")] = None,
-    target: Annotated[str | None, typer.Option(
+    target: Annotated[Optional[str], typer.Option(
         "--target", metavar="NAME", help="Verifier to use (default: the export's own; e.g. a second runtime of the same "
         "bundle).")] = None,
-    with_: Annotated[str | None, typer.Option(
+    with_: Annotated[Optional[str], typer.Option(
         "--with", metavar="SIMULATOR", help="Check a chip mapping in an architecture simulator: sanafe.")] = None,
-    layer: Annotated[list[str] | None, typer.Option(
+    layer: Annotated[Optional[list[str]], typer.Option(
         "--layer", metavar="NAME", help="With --with sanafe: check only these chip layers (repeatable).")] = None,
 ) -> None:
     """Re-check an export: re-read its files, run it on real clips, compare with the PyTorch model (JSON + table).
+
     With `--with sanafe`, check a chip mapping (from `map`) in the SANA-FE simulator instead: spikes, updates,
     synaptic events and hops equal, energy and time within 1 % per timestep (docs/chip.md).
 
@@ -91,14 +92,21 @@ def verify_cmd(
     from svformer_deploy.api import verify
 
     if with_ is not None:
-        _verify_mapping(path, with_, layer, checkpoint)
+        _verify_mapping(path, with_, layer, checkpoint, 1 if num_videos is None else num_videos)
         return
+    if (Path(path) / "mapping.json").is_file() and not (Path(path) / "manifest.json").exists():
+        from svformer_deploy.errors import BundleFormatError
+
+        raise BundleFormatError(f"{path} is a chip mapping, not an export bundle; check it with `svformer-deploy "
+                                f"verify {path} --with sanafe`")
+    num_videos = 32 if num_videos is None else num_videos
 
     _print(verify(path, target=target, checkpoint=checkpoint, data=data, num_videos=num_videos,
                   wrap_batches=_progress), num_videos)
 
 
-def _verify_mapping(path: Path, simulator: str, layers: list[str] | None, checkpoint: Path | None) -> None:
+def _verify_mapping(path: Path, simulator: str, layers: list[str] | None, checkpoint: Path | None,
+                    videos: int) -> None:
     from svformer_deploy.api import verify_mapping
     from svformer_deploy.errors import ConfigError
 
@@ -108,11 +116,15 @@ def _verify_mapping(path: Path, simulator: str, layers: list[str] | None, checkp
 
     def line(r) -> None:
         verdict = "ok" if r.passed else "DIFFERS: " + "; ".join(r.problems[:2])
-        typer.echo(f"{r.layer}: {r.synapses:,} synapses, {r.steps} steps, {r.seconds:.1f} s: {verdict}")
+        typer.echo(f"{r.layer} (video {r.video}): {r.synapses:,} synapses, {r.steps} steps, {r.seconds:.1f} s: "
+                   f"{verdict}")
 
-    result = verify_mapping(path, layers=layers, checkpoint=checkpoint, progress=line)
-    d = result.report["detailed_time_difference"]
-    typer.echo(f"SANA-FE {result.report['sanafe_version']}: {len(result.report['units'])} unit(s), "
+    result = verify_mapping(path, layers=layers, checkpoint=checkpoint, videos=videos, progress=line)
+    rep = result.report
+    d = rep["detailed_time_difference"]
+    scope = (f"all {rep['layers_in_mapping']} chip layers" if rep["complete"] else
+             f"{rep['layers_checked']} of {rep['layers_in_mapping']} chip layers (--layer)")
+    typer.echo(f"SANA-FE {rep['sanafe_version']}: {scope}, {rep['videos']} video(s): "
                f"{'all equal' if result.passed else 'DIFFERENCES'}; SANA-FE's detailed timing model differs from "
                f"this model's time by {d['mean']:.1%} on average (max {d['max']:.1%})")
     typer.echo(f"wrote {result.path}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -25,15 +25,15 @@ def finetune_cmd(
     batch_size: Annotated[int, typer.Option(min=1, help="Clips per step per process.")] = 32,
     lr: Annotated[float, typer.Option(help="Peak AdamW learning rate (cosine to --min-lr).")] = 1e-3,
     min_lr: Annotated[float, typer.Option()] = 1e-5,
-    train_clips: Annotated[int | None, typer.Option(help="Moving digits: clips per epoch.")] = 3000,
+    train_clips: Annotated[Optional[int], typer.Option(help="Moving digits: clips per epoch.")] = 3000,
     kd_temperature: Annotated[float, typer.Option(help="Distillation temperature tau.")] = 2.0,
     kd_alpha: Annotated[float, typer.Option(help="Weight of the distillation term (1 - alpha: label loss).")] = 0.5,
     rate_weight: Annotated[float, typer.Option(help="Weight of per-layer firing-rate distillation; 0 = off.")] = 0.0,
-    spike_budget: Annotated[list[float] | None, typer.Option(
+    spike_budget: Annotated[Optional[list[float]], typer.Option(
         "--spike-budget", help="Fraction of neuron-steps allowed to spike (repeatable: one run per budget, then "
         "the accuracy-vs-energy curve).")] = None,
     budget_weight: Annotated[float, typer.Option(help="Weight of the spike-budget penalty.")] = 1.0,
-    eval_videos: Annotated[int | None, videos_option(help="Report on the first N validation videos (default all).")] = None,
+    eval_videos: Annotated[Optional[int], videos_option(help="Report on the first N validation videos (default all).")] = None,
     clips: Annotated[int, typer.Option(min=1, help="Report: clips per video.")] = 1,
     crops: Annotated[int, typer.Option(min=1, max=3, help="Report: crops per clip (1 or 3).")] = 1,
     energy: Annotated[bool, typer.Option("--energy", help="Report energy per video too (always with budgets).")] = False,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -45,19 +45,19 @@ def train_cmd(
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
     device: Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda or cuda:N.")] = "auto",
     no_amp: Annotated[bool, typer.Option("--no-amp", help="Disable mixed precision on CUDA.")] = False,
-    train_clips: Annotated[int | None, typer.Option(help="Moving digits: clips per epoch (default 6000).")] = None,
-    val_videos: Annotated[int | None, typer.Option(help="Validate on the first N videos only.")] = None,
+    train_clips: Annotated[Optional[int], typer.Option(help="Moving digits: clips per epoch (default 6000).")] = None,
+    val_videos: Annotated[Optional[int], typer.Option(help="Validate on the first N videos only.")] = None,
     mixup: Annotated[float, typer.Option(help="Mixup alpha (reference 0.8); 0 = off.")] = 0.0,
     cutmix: Annotated[float, typer.Option(help="CutMix alpha (reference 1.0); 0 = off.")] = 0.0,
-    rand_augment: Annotated[str | None, typer.Option(metavar="N,M", help="RandAugment 'N,M' for videos, e.g. 2,5.")] = None,
+    rand_augment: Annotated[Optional[str], typer.Option(metavar="N,M", help="RandAugment 'N,M' for videos, e.g. 2,5.")] = None,
     erase_prob: Annotated[float, typer.Option(help="Random-erasing probability for videos (reference 0.25).")] = 0.0,
     sampling_rate: Annotated[int, typer.Option(help="Videos: source frames between clip frames.")] = 4,
     split: Annotated[int, typer.Option(help="Videos: official split 1, 2 or 3.")] = 1,
     precise_bn_batches: Annotated[int, typer.Option(help="Recompute BN statistics on N training batches each epoch (precise BN); 0 = off.")] = 20,
     dist_timeout: Annotated[float, typer.Option(help="torchrun: seconds a collective may wait (rank 0's validation "
                                                 "included) before the run fails with a clear error.")] = 1800.0,
-    set_: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="Model config override KEY=VALUE (repeatable), e.g. img_size=32.")] = None,
-    resume: Annotated[Path | None, typer.Option(metavar="FILE", help="Continue exactly from a run's last.pt.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Model config override KEY=VALUE (repeatable), e.g. img_size=32.")] = None,
+    resume: Annotated[Optional[Path], typer.Option(metavar="FILE", help="Continue exactly from a run's last.pt.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Start over when --out holds an earlier training run: its last.pt, best.pt and metrics are replaced; nothing else in --out is touched.")] = False,
 ) -> None:
     """Train a model (AdamW, warm-up + cosine, label smoothing; DDP under torchrun). Writes checkpoints and metrics."""
@@ -94,11 +94,11 @@ def train_cmd(
 @app.command("evaluate")
 def evaluate_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint file (e.g. runs/train/best.pt).")],
-    data: Annotated[str | None, typer.Option(metavar="NAME|DIR", help="'moving-digits' or a UCF101/HMDB51 root; default: the data the checkpoint was trained on.")] = None,
+    data: Annotated[Optional[str], typer.Option(metavar="NAME|DIR", help="'moving-digits' or a UCF101/HMDB51 root; default: the data the checkpoint was trained on.")] = None,
     clips: Annotated[int, typer.Option(min=1, help="Clips per video, spread uniformly over it (reference: 5).")] = 1,
     crops: Annotated[int, typer.Option(min=1, max=3, help="Spatial crops per clip: 1 (centre) or 3 (reference).")] = 1,
     split: Annotated[str, typer.Option(metavar="val|test|train", help="val (= test list for UCF101/HMDB51), test or train.")] = "val",
-    num_videos: Annotated[int | None, videos_option(help="Evaluate only the first N videos.")] = None,
+    num_videos: Annotated[Optional[int], videos_option(help="Evaluate only the first N videos.")] = None,
     out: Annotated[Path, typer.Option(metavar="DIR", help="Folder for eval.json, confusion.png, predictions.csv: " + run_folder_rule("evaluation") + "; any other folder (a user's files, a report or bundle) is refused, with or without --force.")] = Path("runs/eval"),
     device: Annotated[str, typer.Option(metavar="DEVICE", help="cpu or cuda.")] = "cpu",
     force: Annotated[bool, typer.Option("--force", help="Replace an earlier evaluation's eval.json, confusion.png and predictions.csv in --out; nothing else in --out is touched.")] = False,

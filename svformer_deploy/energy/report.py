@@ -49,7 +49,7 @@ from svformer_deploy.energy.profiles import caveat_lines, get_profile
 from svformer_deploy.energy.rules import OP_CLASSES, rules_markdown
 from svformer_deploy.errors import EnergyError
 
-__all__ = ["CAVEATS", "CLASS_STYLE", "OUTPUT_FILES", "ReportOptions", "plural", "sig_figs", "write_report"]
+__all__ = ["ReportOptions", "write_report", "CAVEATS", "CLASS_STYLE", "OUTPUT_FILES", "sig_figs", "plural"]
 
 CAVEATS = [
     "Op-count energy ignores much of data movement, which often dominates: Dampfhoffer et al., 'Are SNNs really "

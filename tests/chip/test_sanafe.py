@@ -33,8 +33,10 @@ def test_small_network_units_equal_sanafe_per_timestep(tmp_path):
     frames = torch.randn(1, 2, 6, 6, 6, generator=torch.Generator().manual_seed(5)) * 2
     run = run_chip(m.network, m.fixed, m.chip.number_format, frames)
     results = verify_units(m, run, tmp_path)
-    assert [r.layer for r in results] == ["b", "c"]  # 'a' has only host currents: no synapse to check
-    _assert_equal_units(results)
+    assert [r.layer for r in results] == ["a", "b", "c"]  # 'a' is driven by host currents only
+    assert results[0].synapses == 0 and sum(results[0].sanafe["fired"]) > 0
+    _assert_equal_units(results[1:])
+    assert results[0].passed, results[0].problems
     assert (tmp_path / "arch.yaml").is_file() and (tmp_path / "c.yaml").is_file()  # SANA-FE's own format
 
 
