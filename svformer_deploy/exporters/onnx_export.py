@@ -14,6 +14,7 @@ the file stays self-describing when taken out of its bundle.
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import os
 from pathlib import Path
@@ -32,6 +33,11 @@ from svformer_deploy.models.neurons import PLIF, plif_multistep
 __all__ = ["OPSET", "ONNX_FILE", "ONNX_CAPABILITIES", "export_onnx", "verify_onnx", "onnx_metadata"]
 
 OPSET = 17
+
+_TORCHSCRIPT_EXPORTER = (
+    {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {})
+"""``torch.onnx.export`` chooses its TorchScript exporter with ``dynamo=False`` since torch 2.5 (and defaults to
+the dynamo one in newer releases); torch 2.4 has only the TorchScript exporter and no such argument."""
 ONNX_FILE = "model.onnx"
 ONNX_CAPABILITIES = Capabilities("onnx", frozenset(NODE_KINDS) - {"input"}, residual_joins=True,
                                  time_varying_weights=True)
@@ -198,7 +204,7 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, *, checkpoint_sha256: 
             warnings.simplefilter("ignore")  # tracer warnings about shape-dependent Python control flow
             torch.onnx.export(m, (example,), str(tmp), input_names=["clips"], output_names=["logits"],
                               dynamic_axes={"clips": {0: "batch"}, "logits": {0: "batch"}},
-                              opset_version=OPSET, dynamo=False, do_constant_folding=True,
+                              opset_version=OPSET, do_constant_folding=True, **_TORCHSCRIPT_EXPORTER,
                               custom_opsets={_PLIF_DOMAIN: 1})
         proto = onnx.load(str(tmp))
         _plif_to_scan(proto)
