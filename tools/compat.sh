@@ -105,7 +105,7 @@ edge() {
   say "[$name] installed in ${times[0]#install }: Python $py_v, torch $torch_v, torchvision $tv_v"
 
   # a folder with no checkout: the tests (and the docs some of them read) copied in, the package from the venv
-  cp -r "$ROOT/tests" "$ROOT/docs" "$dir/work/"
+  mkdir -p "$dir/work/tests" && cp -r "$ROOT/docs" "$dir/work/" && (cd "$ROOT/tests" && cp -r __init__.py conftest.py helpers.py models exporters energy "$dir/work/tests/")
   find "$dir/work" -name __pycache__ -prune -exec rm -rf {} +
   printf '[pytest]\naddopts = -ra\nmarkers =\n    slow: slow\n    core: core suite\n    cuda: needs a GPU\nfilterwarnings =\n    ignore::DeprecationWarning\n' \
     > "$dir/work/pytest.ini"
