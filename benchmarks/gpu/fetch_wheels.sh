@@ -4,7 +4,7 @@
 # what would travel (the tracked tree + .whl/, limit 64 MiB).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
-DEST="$ROOT/.whl"
+DEST="${WHEELS_DIR:-$ROOT/.whl}"
 mkdir -p "$DEST"
 PLAT=(--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64
       --platform manylinux2014_x86_64 --platform manylinux1_x86_64)
