@@ -114,8 +114,8 @@ def bench(name: str, repeats: int, batch: int, device: str = "cpu") -> None:
         a, b = min(times["ours"]), min(times["spikingjelly"])
         kind = "forward+backward" if backward else "forward"
         print(f"{name:16s} {kind:17s} batch={batch} T={ours.config.num_frames} {ours.config.img_size}px  "
-              f"BN {'train' if train_bn else 'eval '}  ours {a * 1e3:9.1f} ms ({batch / a:8.2f} clips/s)   spikingjelly "
-              f"{b * 1e3:9.1f} ms ({batch / b:8.2f} clips/s)   speed-up x{b / a:.2f}", flush=True)
+              f"BN {'train' if train_bn else 'eval '}  ours {a * 1e3:9.1f} ms ({batch / a:8.2f} clips/s)   "
+              f"spikingjelly {b * 1e3:9.1f} ms ({batch / b:8.2f} clips/s)   speed-up x{b / a:.2f}", flush=True)
 
 
 def bench_packing(name: str, repeats: int, batch: int, clock: Callable[[], float] = time.perf_counter,

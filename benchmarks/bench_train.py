@@ -126,8 +126,9 @@ def main() -> None:
     ap.add_argument("--contention-repeats", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
     ap.add_argument("--ucf-set", action="append", default=[], metavar="KEY=VALUE",
-                    help="config override of svformer_ucf101 (repeatable; benchmarks/gpu/check.sh --dry-run shrinks it)")
-    ap.add_argument("--ucf-only", action="store_true", help="only svformer_ucf101 (and, on CUDA, its spikingjelly variant)")
+                    help="config override of svformer_ucf101 (repeatable; check.sh --dry-run shrinks it)")
+    ap.add_argument("--ucf-only", action="store_true",
+                    help="only svformer_ucf101 (and, on CUDA, its spikingjelly variant)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cuda = args.device.startswith("cuda")
@@ -145,8 +146,8 @@ def main() -> None:
     print(f"training throughput on {where}, torch {torch.__version__}")
     for r in rows:
         peak = f"  peak GPU memory {r['peak_mib']:.0f} MiB" if r["peak_mib"] is not None else ""
-        print(f"  {r['model']:16s} input {r['input']}  {r['steps']} steps  wall {r['wall_s']:.2f} s  cpu {r['cpu_s']:.2f} s"
-              f"  -> {r['clips_per_s']:.2f} clips/s{peak}")
+        print(f"  {r['model']:16s} input {r['input']}  {r['steps']} steps  wall {r['wall_s']:.2f} s  "
+              f"cpu {r['cpu_s']:.2f} s  -> {r['clips_per_s']:.2f} clips/s{peak}")
     base = next(r for r in rows if r["model"] == "svformer_ucf101")
     for r in rows:
         if r["model"].startswith("svformer_tiny"):
@@ -154,7 +155,8 @@ def main() -> None:
                   f"{r['clips_per_s'] / base['clips_per_s']:.1f}x")
     if cuda:
         sj = rows[-1]
-        print(f"svformer_ucf101 training step, ours / spikingjelly PLIF: clips/s x{base['clips_per_s'] / sj['clips_per_s']:.2f}, "
+        print(f"svformer_ucf101 training step, ours / spikingjelly PLIF: "
+              f"clips/s x{base['clips_per_s'] / sj['clips_per_s']:.2f}, "
               f"peak GPU memory x{base['peak_mib'] / sj['peak_mib']:.3f}")
 
 

@@ -40,7 +40,8 @@ def test_dry_run_checks_the_wheels_collects_the_cuda_tests_and_runs_both_benchma
 
 def test_dry_run_refuses_a_wheel_folder_that_lacks_a_dependency(tmp_path):
     (tmp_path / "wheels").mkdir()
-    res = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "out"), "--dry-run", "--wheels", str(tmp_path / "wheels")],
-                         capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHON": sys.executable})
+    res = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "out"), "--dry-run", "--wheels",
+                          str(tmp_path / "wheels")], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "PYTHON": sys.executable})
     assert res.returncode != 0
     assert "install: FAILED" in res.stdout and "fetch_wheels.sh" in (tmp_path / "out" / "install.log").read_text()

@@ -59,8 +59,9 @@ def test_help_and_usage_errors_never_import_torch():
 
 
 def test_a_command_that_runs_sets_the_thread_count_first():
-    code = ("import torch, sys\nfrom svformer_deploy._threads import usable_cpus\nfrom svformer_deploy.cli import main\n"
-            "torch.set_num_threads(7)\ntry:\n    main(['models'])\nexcept SystemExit as e:\n"
+    code = ("import torch, sys\nfrom svformer_deploy._threads import usable_cpus\n"
+            "from svformer_deploy.cli import main\ntorch.set_num_threads(7)\n"
+            "try:\n    main(['models'])\nexcept SystemExit as e:\n"
             "    print(e.code, torch.get_num_threads() == usable_cpus())\n")
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout

@@ -25,8 +25,16 @@ from torch import Tensor, nn
 
 from svformer_deploy._atomic import atomic_write_json
 from svformer_deploy.errors import BundleFormatError, VerificationError
-from svformer_deploy.exporters.bundle import (VERIFICATION_NAME, Manifest, PartitionSpec, Signal, check_bundle_files,
-                                              check_manifest_matches, read_manifest, write_bundle)
+from svformer_deploy.exporters.bundle import (
+    VERIFICATION_NAME,
+    Manifest,
+    PartitionSpec,
+    Signal,
+    check_bundle_files,
+    check_manifest_matches,
+    read_manifest,
+    write_bundle,
+)
 from svformer_deploy.exporters.plan import NODE_KINDS, Capabilities, check_supported, cut, lower, partition_coverage
 from svformer_deploy.models.neurons import PLIF, plif_multistep
 
@@ -62,7 +70,9 @@ class _TracedPLIF(torch.autograd.Function):
 
     @staticmethod
     def symbolic(g, x, w, inv_tau: float, v_threshold: float):  # noqa: ANN001, ANN205
-        out = g.op(f"{_PLIF_DOMAIN}::PLIF", x, inv_tau_f=inv_tau, v_threshold_f=v_threshold)
+        rank = x.type().dim()  # (T, ...): the Scan body's tensors have one dimension less
+        out = g.op(f"{_PLIF_DOMAIN}::PLIF", x, inv_tau_f=inv_tau, v_threshold_f=v_threshold,
+                   rank_i=-1 if rank is None else rank)
         out.setType(x.type())
         return out
 
@@ -90,11 +100,12 @@ def _inference_copy(model: nn.Module) -> nn.Module:
     return m
 
 
-def _plif_body(inv_tau: float, v_threshold: float):  # noqa: ANN202
+def _plif_body(inv_tau: float, v_threshold: float, rank: int | None = None):  # noqa: ANN202
     """The ``Scan`` body of one PLIF step, :func:`~svformer_deploy.models.neurons.plif_step` in ONNX:
     state ``v``, scan input ``x``; ``h = v + (x - v) * inv_tau`` (separate Sub, Mul, Add: rounded as the
     model rounds), ``s = float(h >= V_th)``, ``v' = where(h >= V_th, 0, h)``; outputs ``v'`` (state) and ``s``
-    (stacked over T by the Scan)."""
+    (stacked over T by the Scan). ``rank``: the rank of one step's tensor, declared (dims unnamed) on the body's
+    inputs and outputs: onnxruntime before 1.24 refuses a Scan body whose outputs carry no shape."""
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
@@ -106,9 +117,12 @@ def _plif_body(inv_tau: float, v_threshold: float):  # noqa: ANN202
              helper.make_node("Add", ["v", "m"], ["h"]), helper.make_node("GreaterOrEqual", ["h", "v_th"], ["fired"]),
              helper.make_node("Cast", ["fired"], ["s"], to=TensorProto.FLOAT),
              helper.make_node("Where", ["fired", "zero", "h"], ["v_next"])]
-    io = helper.make_tensor_value_info
-    return helper.make_graph(nodes, "plif_step", [io("v", TensorProto.FLOAT, None), io("x", TensorProto.FLOAT, None)],
-                             [io("v_next", TensorProto.FLOAT, None), io("s", TensorProto.FLOAT, None)])
+    shape = None if rank is None else [None] * rank
+
+    def io(name: str):  # noqa: ANN202
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+    return helper.make_graph(nodes, "plif_step", [io("v"), io("x")], [io("v_next"), io("s")])
 
 
 def _plif_to_scan(proto) -> int:  # noqa: ANN001
@@ -125,14 +139,15 @@ def _plif_to_scan(proto) -> int:  # noqa: ANN001
         if node.domain != _PLIF_DOMAIN:
             nodes.append(node)
             continue
-        attrs = {a.name: a.f for a in node.attribute}
+        attrs = {a.name: a.f if a.type == a.FLOAT else a.i for a in node.attribute}
         scope, x, s = node.name.rsplit("/", 1)[0], node.input[0], node.output[0]
         shape, v0 = f"{scope}/plif_state_shape", f"{scope}/plif_v0"
+        rank = attrs["rank"] - 1 if attrs.get("rank", -1) > 0 else None  # one step's tensor: (T, ...) less T
         nodes += [helper.make_node("Shape", [x], [shape], name=f"{scope}/Shape", start=1),
                   helper.make_node("ConstantOfShape", [shape], [v0], name=f"{scope}/ConstantOfShape",
                                    value=numpy_helper.from_array(np.zeros(1, np.float32))),
                   helper.make_node("Scan", [v0, x], [f"{scope}/plif_v_last", s], name=f"{scope}/Scan",
-                                   num_scan_inputs=1, body=_plif_body(attrs["inv_tau"], attrs["v_threshold"]))]
+                                   num_scan_inputs=1, body=_plif_body(attrs["inv_tau"], attrs["v_threshold"], rank))]
         n += 1
     del proto.graph.node[:]
     proto.graph.node.extend(nodes)

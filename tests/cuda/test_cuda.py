@@ -22,7 +22,8 @@ from svformer_deploy.models.neurons import _PLIFMultiStep
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")]
 
 CUDA = torch.device("cuda")
-TOL = {torch.float32: 1e-6, torch.float16: 2 ** -10}  # 1e-6 where the dtype resolves it, else one unit in the last place
+TOL = {torch.float32: 1e-6, torch.float16: 2 ** -10}  # 1e-6 where the dtype resolves it, else one unit in the last
+# place (as tests/models/test_plif_fused.py)
 
 
 @pytest.fixture(autouse=True)
