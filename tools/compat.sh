@@ -126,8 +126,9 @@ edge() {
   case "$where" in "$dir/venv/"*) ;; *) say "[$name] svformer_deploy imported from $where, not the venv"; return 1 ;; esac
 
   t0=$(now)
-  if "$dir/venv/bin/python" -c "import warnings; warnings.simplefilter('error', RuntimeWarning)
-from svformer_deploy.models import _plif_ext  # the fused kernel's build must not fall back (a warning)
+  if "$dir/venv/bin/python" -c "import warnings
+from svformer_deploy.models import _plif_ext
+warnings.simplefilter('error', RuntimeWarning)  # the fused kernel's build must not fall back (with a warning)
 assert _plif_ext.fused_plif_available()" > "$dir/fused.log" 2>&1; then
     status+=("fused kernel built"); else status+=("fused kernel FAILED"); FAILED=1; cat "$dir/fused.log"; fi
   times+=("fused build $(since "$t0") s")
