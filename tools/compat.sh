@@ -108,7 +108,7 @@ edge() {
     echo "| $name | $("$py" --version 2>&1 | cut -d' ' -f2) | - | - | install FAILED | ${times[*]} |" >> "$OUT/matrix.md"
     return 1
   fi
-  "$dir/venv/bin/pip" freeze > "$dir/freeze.txt" 2>/dev/null
+  "$dir/venv/bin/python" -m pip freeze > "$dir/freeze.txt" 2>/dev/null
   local py_v torch_v tv_v
   py_v=$("$dir/venv/bin/python" -c "import platform; print(platform.python_version())")
   torch_v=$(grep -i "^torch==" "$dir/freeze.txt" | cut -d= -f3)
