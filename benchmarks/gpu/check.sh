@@ -139,7 +139,7 @@ cat "$OUT/summary.txt"
 export ROOT DRY WHEELS PY
 export -f environment install_gpu install_dry cuda_tests
 PYRUN="$PY"
-step env 30 env.txt environment
+step env "$([ "$DRY" -eq 1 ] && echo 90 || echo 40)" env.txt environment  # torch's import: ~2 s there, up to a minute on a loaded CPU machine
 if [ "$DRY" -eq 1 ]; then
   step install 120 install.log install_dry || { summarize; exit 1; }  # nothing later would tell more
   step cuda-tests 120 cuda-tests.log cuda_tests "$PYRUN"
@@ -148,9 +148,9 @@ if [ "$DRY" -eq 1 ]; then
   step bench_train 240 bench_train.log "$PYRUN" benchmarks/bench_train.py --device cpu --ucf-only --ucf-batch 2 \
     --ucf-steps 1 --ucf-set img_size=32 --ucf-set num_frames=2 --threads 2 --no-contention
 else
-  step install 90 install.log install_gpu || [ $? -eq 3 ] || { summarize; exit 1; }  # 3: fallback --no-deps installed
+  step install 60 install.log install_gpu || [ $? -eq 3 ] || { summarize; exit 1; }  # 3: fallback --no-deps installed
   [ -x "${TMPDIR:-/tmp}/svformer-gpu-venv/bin/python" ] && PYRUN="${TMPDIR:-/tmp}/svformer-gpu-venv/bin/python"
-  step cuda-tests 210 cuda-tests.log cuda_tests "$PYRUN"
+  step cuda-tests 200 cuda-tests.log cuda_tests "$PYRUN"
   step bench_model 120 bench_model.log "$PYRUN" benchmarks/bench_model.py --device cuda --models svformer_ucf101 \
     --batch 8 --repeats 3 --memory-model svformer_ucf101 --memory-batch 8
   step bench_train 60 bench_train.log "$PYRUN" benchmarks/bench_train.py --device cuda --ucf-only --ucf-batch 8 \
