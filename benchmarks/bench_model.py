@@ -8,6 +8,12 @@ same step under ``torch.autograd.graph.disable_saved_tensors_hooks``), interleav
 training step of ours, ours without packing and the spikingjelly variant, each in a fresh process.
 
     python benchmarks/bench_model.py [--models svformer_tiny svformer_ucf101] [--repeats 3] [--threads 2]
+    python benchmarks/bench_model.py --device cuda --models svformer_ucf101 --batch 8 --memory-batch 8
+
+On CUDA (``--device cuda``) every pass is timed between ``torch.cuda.synchronize()`` calls, each line also gives
+clips/s, the neuron layers alone are timed for our fused (Triton) kernel, our pure-torch reference kernel and
+spikingjelly's, and the memory comparison is the peak GPU memory allocated by one training step
+(``torch.cuda.max_memory_allocated``, reset before each variant) instead of the peak RSS.
 
 Needs the optional benchmark dependency: pip install -e '.[bench]'.
 """
@@ -54,8 +60,28 @@ def unpacked() -> contextlib.AbstractContextManager:
     return torch.autograd.graph.disable_saved_tensors_hooks("spike packing off for the benchmark's baseline")
 
 
+def _sync(x: torch.Tensor) -> None:
+    if x.is_cuda:
+        torch.cuda.synchronize(x.device)
+
+
+@contextlib.contextmanager
+def reference_kernel():
+    """Our PLIF with its pure-torch reference kernel (:class:`~svformer_deploy.models.neurons._PLIFMultiStep`)
+    instead of the fused C++ / Triton one."""
+    from svformer_deploy.models import neurons
+
+    fused = neurons._fused_ops
+    neurons._fused_ops = lambda x: None
+    try:
+        yield
+    finally:
+        neurons._fused_ops = fused
+
+
 def time_pass(model: nn.Module, x: torch.Tensor, backward: bool, packing: bool = True,
               clock: Callable[[], float] = time.perf_counter) -> float:
+    _sync(x)
     t0 = clock()
     if backward:
         model.zero_grad(set_to_none=True)
@@ -65,17 +91,19 @@ def time_pass(model: nn.Module, x: torch.Tensor, backward: bool, packing: bool =
     else:
         with torch.no_grad():
             model(x)
+    _sync(x)
     return clock() - t0
 
 
-def bench(name: str, repeats: int, batch: int) -> None:
+def bench(name: str, repeats: int, batch: int, device: str = "cpu") -> None:
     # BatchNorm cannot use batch statistics of a single clip (the head's BN sees one value per channel), so
     # batch 1 runs with BN in eval mode (running statistics) for both variants; gradients are still computed
     train_bn = batch > 1
     ours = create_model(name).train(train_bn)
     ref = swap_neurons(create_model(name)).train(train_bn)
     ref.load_state_dict(ours.state_dict(), strict=False)
-    x = torch.randn(batch, *ours.config.input_shape)
+    ours, ref = ours.to(device), ref.to(device)
+    x = torch.randn(batch, *ours.config.input_shape, device=device)
     for backward in (False, True):
         times = {"ours": [], "spikingjelly": []}
         for model in (ours, ref):  # warm-up
@@ -86,14 +114,16 @@ def bench(name: str, repeats: int, batch: int) -> None:
         a, b = min(times["ours"]), min(times["spikingjelly"])
         kind = "forward+backward" if backward else "forward"
         print(f"{name:16s} {kind:17s} batch={batch} T={ours.config.num_frames} {ours.config.img_size}px  "
-              f"BN {'train' if train_bn else 'eval '}  ours {a * 1e3:9.1f} ms   spikingjelly {b * 1e3:9.1f} ms   speed-up x{b / a:.2f}", flush=True)
+              f"BN {'train' if train_bn else 'eval '}  ours {a * 1e3:9.1f} ms ({batch / a:8.2f} clips/s)   "
+              f"spikingjelly {b * 1e3:9.1f} ms ({batch / b:8.2f} clips/s)   speed-up x{b / a:.2f}", flush=True)
 
 
-def bench_packing(name: str, repeats: int, batch: int, clock: Callable[[], float] = time.perf_counter) -> None:
+def bench_packing(name: str, repeats: int, batch: int, clock: Callable[[], float] = time.perf_counter,
+                  device: str = "cpu") -> None:
     """Forward+backward of our model with spike packing vs without, interleaved, best of ``repeats`` by ``clock``
     (``time.process_time`` with one thread: CPU time, which other processes do not inflate)."""
-    model = create_model(name).train(batch > 1)
-    x = torch.randn(batch, *model.config.input_shape)
+    model = create_model(name).train(batch > 1).to(device)
+    x = torch.randn(batch, *model.config.input_shape, device=device)
     times: dict[bool, list[float]] = {True: [], False: []}
     for packing in (True, False):  # warm-up
         time_pass(model, x, True, packing)
@@ -106,32 +136,37 @@ def bench_packing(name: str, repeats: int, batch: int, clock: Callable[[], float
           f"on/off x{a / b:.3f}", flush=True)
 
 
-def bench_neurons_alone(name: str, repeats: int, batch: int) -> None:
+def bench_neurons_alone(name: str, repeats: int, batch: int, device: str = "cpu") -> None:
     """Forward+backward of every neuron layer alone, on the very tensors (shape and strides) it receives inside
-    the model, ours vs spikingjelly's; summed over layers."""
-    model = create_model(name).eval()
+    the model: ours (fused kernel), ours with the reference kernel, spikingjelly's; summed over layers."""
+    model = create_model(name).eval().to(device)
     inputs: dict[str, torch.Tensor] = {}
     hooks = [m.register_forward_pre_hook(lambda _m, a, n=n: inputs.__setitem__(n, a[0].detach()))
              for n, m in model.named_modules() if isinstance(m, PLIF)]
     with torch.no_grad():
-        model(torch.randn(batch, *model.config.input_shape))
+        model(torch.randn(batch, *model.config.input_shape, device=device))
     for h in hooks:
         h.remove()
-    total = {"ours": 0.0, "spikingjelly": 0.0}
+    total = {"ours": 0.0, "reference": 0.0, "spikingjelly": 0.0}
     for x in inputs.values():
-        variants = {"ours": PLIF(), "spikingjelly": SpikingJellyPLIF(PLIF())}
+        variants = {"ours": PLIF().to(device), "reference": PLIF().to(device),
+                    "spikingjelly": SpikingJellyPLIF(PLIF()).to(device)}
         best = {k: float("inf") for k in variants}
-        for _ in range(repeats):
+        for _ in range(repeats + 1):  # the first round warms up (Triton compiles each shape once)
             for k, neuron in variants.items():
                 xx = x.requires_grad_()
-                t0 = time.perf_counter()
-                neuron(xx).sum().backward()
-                best[k] = min(best[k], time.perf_counter() - t0)
+                with reference_kernel() if k == "reference" else contextlib.nullcontext():
+                    _sync(xx)
+                    t0 = time.perf_counter()
+                    neuron(xx).sum().backward()
+                    _sync(xx)
+                    best[k] = min(best[k], time.perf_counter() - t0)
         for k in total:
             total[k] += best[k]
-    a, b = total["ours"], total["spikingjelly"]
+    a, r, b = total["ours"], total["reference"], total["spikingjelly"]
     print(f"{name:16s} neuron layers alone ({len(inputs)} layers, fwd+bwd on their in-model inputs)  "
-          f"ours {a * 1e3:9.1f} ms   spikingjelly {b * 1e3:9.1f} ms   speed-up x{b / a:.2f}", flush=True)
+          f"ours {a * 1e3:9.1f} ms   spikingjelly {b * 1e3:9.1f} ms   speed-up x{b / a:.2f};   fused vs reference "
+          f"kernel: {a * 1e3:.1f} vs {r * 1e3:.1f} ms, x{r / a:.2f}", flush=True)
 
 
 def _rss_child(variant: str, name: str, batch: int) -> None:
@@ -189,6 +224,40 @@ def bench_memory(name: str, batch: int) -> None:
           f"x{u / b:.3f}", flush=True)
 
 
+def bench_gpu_memory(name: str, batch: int, device: str) -> None:
+    """Peak GPU memory allocated by one training step (forward, backward, AdamW), ours vs spikingjelly's variant
+    (and ours without spike packing), each measured from a reset peak with only its own model alive."""
+    import gc
+
+    res = {}
+    for variant in ("ours", "ours-unpacked", "spikingjelly"):
+        torch.manual_seed(0)
+        model = create_model(name).train()
+        if variant == "spikingjelly":
+            swap_neurons(model)
+        model = model.to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        x = torch.randn(batch, *model.config.input_shape, device=device)
+        y = torch.randint(0, model.config.num_classes, (batch,), device=device)
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        with unpacked() if variant == "ours-unpacked" else contextlib.nullcontext():
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        torch.cuda.synchronize(device)
+        res[variant] = (torch.cuda.max_memory_allocated(device) / 2**20, before / 2**20)
+        del model, opt, x, y, loss
+        gc.collect()
+        torch.cuda.empty_cache()
+    (a, a0), (u, _), (b, b0) = res["ours"], res["ours-unpacked"], res["spikingjelly"]
+    print(f"{name:16s} peak GPU memory of one training step batch={batch}  ours {a:8.0f} MiB   spikingjelly "
+          f"{b:8.0f} MiB   ratio x{a / b:.3f}   (over the {a0:.0f}/{b0:.0f} MiB of model and input: {a - a0:.0f} vs "
+          f"{b - b0:.0f} MiB, x{(a - a0) / (b - b0):.3f});   ours without spike packing {u:8.0f} MiB, x{u / b:.3f}",
+          flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["svformer_tiny", "svformer_ucf101"])
@@ -197,20 +266,26 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--memory-model", default="svformer_ucf101", help="model of the peak-RSS comparison ('' = skip)")
     ap.add_argument("--memory-batch", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
     ap.add_argument("--rss-child", choices=["ours", "ours-unpacked", "spikingjelly"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.rss_child:
         return _rss_child(args.rss_child, args.models[0], args.batch)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu")
+    cuda = args.device.startswith("cuda")
+    where = torch.cuda.get_device_name(args.device) if cuda else f"cpu, {torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, device {args.device} ({where})")
     for name in args.models:
-        batch = args.batch or (1 if name == "svformer_ucf101" else 8)
-        bench(name, args.repeats, batch)
-        bench_packing(name, args.repeats, batch)
-        bench_neurons_alone(name, args.repeats, batch)
+        batch = args.batch or (1 if name == "svformer_ucf101" and not cuda else 8)
+        bench(name, args.repeats, batch, args.device)
+        bench_packing(name, args.repeats, batch, device=args.device)
+        bench_neurons_alone(name, args.repeats, batch, args.device)
     if args.memory_model:
-        bench_memory(args.memory_model, args.memory_batch)
+        if cuda:
+            bench_gpu_memory(args.memory_model, args.memory_batch, args.device)
+        else:
+            bench_memory(args.memory_model, args.memory_batch)
 
 
 if __name__ == "__main__":

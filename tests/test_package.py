@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -37,3 +38,31 @@ def test_package_face_names_the_service_layer_and_the_registries():
 
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         s.nope
+
+
+LIGHT = ("import sys\nfrom svformer_deploy.cli import main\ntry:\n    main({args!r})\nexcept SystemExit as e:\n"
+         "    print(e.code, 'torch' in sys.modules)\n")
+
+
+def _cli_in_fresh_process(*args: str) -> str:
+    code = LIGHT.format(args=list(args))
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env={**os.environ, "OMP_NUM_THREADS": ""}).stdout.splitlines()[-1]
+
+
+def test_help_and_usage_errors_never_import_torch():
+    """``svformer-deploy --help`` answers in ~0.3 s because nothing imports torch (1.5-5 s here) before a command
+    runs: not the top-level help, not a command's help, not a usage error."""
+    assert _cli_in_fresh_process("--help") == "0 False"
+    assert _cli_in_fresh_process("train", "--help") == "0 False"
+    assert _cli_in_fresh_process("train", "--bogus") == "2 False"
+
+
+def test_a_command_that_runs_sets_the_thread_count_first():
+    code = ("import torch, sys\nfrom svformer_deploy._threads import usable_cpus\n"
+            "from svformer_deploy.cli import main\ntorch.set_num_threads(7)\n"
+            "try:\n    main(['models'])\nexcept SystemExit as e:\n"
+            "    print(e.code, torch.get_num_threads() == usable_cpus())\n")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.splitlines()[-1] == "0 True"

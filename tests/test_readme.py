@@ -18,4 +18,5 @@ def test_ci_runs_both_readme_commands_exactly():
     assert readme[1].endswith("&& .venv/bin/python -m pytest -q -p no:cacheprovider"), readme
     ci = _commands((ROOT / ".ci" / "run").read_text())
     assert sorted(ci) == sorted(readme), ci
+    assert all(" -c constraints.txt " in c for c in readme), readme  # the exact versions CI uses
     assert "SVFORMER" not in (ROOT / ".ci" / "run").read_text()  # no environment variable shortens the demo

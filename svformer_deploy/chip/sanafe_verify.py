@@ -51,7 +51,7 @@ def sanafe_available() -> str | None:
         import sanafe  # noqa: F401
     except ImportError as err:
         return (f"SANA-FE is not installed ({err}); install it with `pip install 'svformer-deploy[sanafe]'` "
-                "(sanafe 2.2, GPL-3.0, an optional extra)")
+                "(sanafe 2.2.9+, GPL-3.0, an optional extra)")
     return None
 
 

@@ -7,6 +7,7 @@ non-zero exit (``--debug`` shows the full traceback instead).
 
 from __future__ import annotations
 
+import functools
 import sys
 from typing import Annotated
 
@@ -58,11 +59,36 @@ def _exit_cleanly_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
+def _threads_first(callback):
+    """``callback`` preceded by :func:`~svformer_deploy._threads.configure_threads`, which imports torch: only a
+    command that runs pays for it, never ``--help`` or a usage error (``svformer-deploy --help`` stays well under
+    a second)."""
+
+    @functools.wraps(callback)
+    def run(*args, **kwargs):
+        from svformer_deploy._threads import configure_threads
+
+        configure_threads()
+        return callback(*args, **kwargs)
+
+    return run
+
+
+def _configure_threads_in_commands(command) -> None:
+    for sub in getattr(command, "commands", {}).values():
+        _configure_threads_in_commands(sub)
+    if not hasattr(command, "commands") and command.callback is not None:
+        command.callback = _threads_first(command.callback)
+
+
 def build_command():
-    """The click command tree of :data:`app`, with the help labels of :func:`~svformer_deploy.cli._options.tidy_help`."""
+    """The click command tree of :data:`app`, with the help labels of :func:`~svformer_deploy.cli._options.tidy_help`;
+    every command sets torch's thread count (:func:`~svformer_deploy._threads.configure_threads`) before it runs."""
     from svformer_deploy.cli._options import tidy_help
 
-    return tidy_help(typer.main.get_command(app))
+    command = tidy_help(typer.main.get_command(app))
+    _configure_threads_in_commands(command)
+    return command
 
 
 def _command_path(command, args: list[str]) -> str:
@@ -82,10 +108,7 @@ def _command_path(command, args: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the CLI and exit with its status code."""
-    from svformer_deploy._threads import configure_threads
-
     _STATE["debug"] = "--debug" in (sys.argv[1:] if argv is None else argv)
-    configure_threads()
     _exit_cleanly_on_sigterm()
     command = build_command()
     try:

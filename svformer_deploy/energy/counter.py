@@ -47,6 +47,7 @@ writes into its plan's buffer: count one model from one thread at a time.
 from __future__ import annotations
 
 import functools
+import warnings
 import weakref
 from collections import defaultdict
 from collections.abc import Callable
@@ -57,7 +58,6 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor, nn
-from torch._C import _pop_torch_dispatch_stack, _push_on_torch_dispatch_stack
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
@@ -66,6 +66,14 @@ from svformer_deploy.errors import EnergyError
 from svformer_deploy.models.norm import TemporalBatchNorm
 
 __all__ = ["OpCounts", "count_ops", "OpCounter", "COLUMNS", "MEMORY_COLUMNS"]
+
+try:  # private: a module rule takes the counting mode off the dispatch stack while its module runs (faster)
+    from torch._C import _pop_torch_dispatch_stack, _push_on_torch_dispatch_stack
+except ImportError:  # another torch: the mode stays on and sees the covered ops too (same counts, slower)
+    _pop_torch_dispatch_stack = _push_on_torch_dispatch_stack = None
+    warnings.warn(f"svformer-deploy: torch {torch.__version__} lacks torch._C._push_on_torch_dispatch_stack; "
+                  "energy counting intercepts the ops inside neuron layers too (same counts, slower)",
+                  RuntimeWarning, stacklevel=2)
 
 aten = torch.ops.aten
 COLUMNS = ["layer", "timestep", "op_class", "count"]
@@ -326,7 +334,8 @@ class OpCounter:
                 rule.fn(self, name or "model", module, args[0])
             finally:
                 self._static_now = False
-        if not self.trace_covered and self._mode is not None and not self._paused:
+        if not self.trace_covered and self._mode is not None and not self._paused \
+                and _pop_torch_dispatch_stack is not None:
             # the module rule covers its ops: stop intercepting them (the mode stays entered; only the dispatch
             # stack entry is taken off and put back in _post, which is cheaper than leaving the mode)
             _pop_torch_dispatch_stack(None)

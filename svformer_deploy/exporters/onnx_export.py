@@ -14,6 +14,7 @@ the file stays self-describing when taken out of its bundle.
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import os
 from pathlib import Path
@@ -24,14 +25,27 @@ from torch import Tensor, nn
 
 from svformer_deploy._atomic import atomic_write_json
 from svformer_deploy.errors import BundleFormatError, VerificationError
-from svformer_deploy.exporters.bundle import (VERIFICATION_NAME, Manifest, PartitionSpec, Signal, check_bundle_files,
-                                              check_manifest_matches, read_manifest, write_bundle)
+from svformer_deploy.exporters.bundle import (
+    VERIFICATION_NAME,
+    Manifest,
+    PartitionSpec,
+    Signal,
+    check_bundle_files,
+    check_manifest_matches,
+    read_manifest,
+    write_bundle,
+)
 from svformer_deploy.exporters.plan import NODE_KINDS, Capabilities, check_supported, cut, lower, partition_coverage
 from svformer_deploy.models.neurons import PLIF, plif_multistep
 
 __all__ = ["OPSET", "ONNX_FILE", "ONNX_CAPABILITIES", "export_onnx", "verify_onnx", "onnx_metadata"]
 
 OPSET = 17
+
+_TORCHSCRIPT_EXPORTER = (
+    {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {})
+"""``torch.onnx.export`` chooses its TorchScript exporter with ``dynamo=False`` since torch 2.5 (and defaults to
+the dynamo one in newer releases); torch 2.4 has only the TorchScript exporter and no such argument."""
 ONNX_FILE = "model.onnx"
 ONNX_CAPABILITIES = Capabilities("onnx", frozenset(NODE_KINDS) - {"input"}, residual_joins=True,
                                  time_varying_weights=True)
@@ -56,7 +70,9 @@ class _TracedPLIF(torch.autograd.Function):
 
     @staticmethod
     def symbolic(g, x, w, inv_tau: float, v_threshold: float):  # noqa: ANN001, ANN205
-        out = g.op(f"{_PLIF_DOMAIN}::PLIF", x, inv_tau_f=inv_tau, v_threshold_f=v_threshold)
+        rank = x.type().dim()  # (T, ...): the Scan body's tensors have one dimension less
+        out = g.op(f"{_PLIF_DOMAIN}::PLIF", x, inv_tau_f=inv_tau, v_threshold_f=v_threshold,
+                   rank_i=-1 if rank is None else rank)
         out.setType(x.type())
         return out
 
@@ -84,11 +100,12 @@ def _inference_copy(model: nn.Module) -> nn.Module:
     return m
 
 
-def _plif_body(inv_tau: float, v_threshold: float):  # noqa: ANN202
+def _plif_body(inv_tau: float, v_threshold: float, rank: int | None = None):  # noqa: ANN202
     """The ``Scan`` body of one PLIF step, :func:`~svformer_deploy.models.neurons.plif_step` in ONNX:
     state ``v``, scan input ``x``; ``h = v + (x - v) * inv_tau`` (separate Sub, Mul, Add: rounded as the
     model rounds), ``s = float(h >= V_th)``, ``v' = where(h >= V_th, 0, h)``; outputs ``v'`` (state) and ``s``
-    (stacked over T by the Scan)."""
+    (stacked over T by the Scan). ``rank``: the rank of one step's tensor, declared (dims unnamed) on the body's
+    inputs and outputs: onnxruntime before 1.24 refuses a Scan body whose outputs carry no shape."""
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
@@ -100,9 +117,12 @@ def _plif_body(inv_tau: float, v_threshold: float):  # noqa: ANN202
              helper.make_node("Add", ["v", "m"], ["h"]), helper.make_node("GreaterOrEqual", ["h", "v_th"], ["fired"]),
              helper.make_node("Cast", ["fired"], ["s"], to=TensorProto.FLOAT),
              helper.make_node("Where", ["fired", "zero", "h"], ["v_next"])]
-    io = helper.make_tensor_value_info
-    return helper.make_graph(nodes, "plif_step", [io("v", TensorProto.FLOAT, None), io("x", TensorProto.FLOAT, None)],
-                             [io("v_next", TensorProto.FLOAT, None), io("s", TensorProto.FLOAT, None)])
+    shape = None if rank is None else [None] * rank
+
+    def io(name: str):  # noqa: ANN202
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+    return helper.make_graph(nodes, "plif_step", [io("v"), io("x")], [io("v_next"), io("s")])
 
 
 def _plif_to_scan(proto) -> int:  # noqa: ANN001
@@ -119,14 +139,15 @@ def _plif_to_scan(proto) -> int:  # noqa: ANN001
         if node.domain != _PLIF_DOMAIN:
             nodes.append(node)
             continue
-        attrs = {a.name: a.f for a in node.attribute}
+        attrs = {a.name: a.f if a.type == a.FLOAT else a.i for a in node.attribute}
         scope, x, s = node.name.rsplit("/", 1)[0], node.input[0], node.output[0]
         shape, v0 = f"{scope}/plif_state_shape", f"{scope}/plif_v0"
+        rank = attrs["rank"] - 1 if attrs.get("rank", -1) > 0 else None  # one step's tensor: (T, ...) less T
         nodes += [helper.make_node("Shape", [x], [shape], name=f"{scope}/Shape", start=1),
                   helper.make_node("ConstantOfShape", [shape], [v0], name=f"{scope}/ConstantOfShape",
                                    value=numpy_helper.from_array(np.zeros(1, np.float32))),
                   helper.make_node("Scan", [v0, x], [f"{scope}/plif_v_last", s], name=f"{scope}/Scan",
-                                   num_scan_inputs=1, body=_plif_body(attrs["inv_tau"], attrs["v_threshold"]))]
+                                   num_scan_inputs=1, body=_plif_body(attrs["inv_tau"], attrs["v_threshold"], rank))]
         n += 1
     del proto.graph.node[:]
     proto.graph.node.extend(nodes)
@@ -198,7 +219,7 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, *, checkpoint_sha256: 
             warnings.simplefilter("ignore")  # tracer warnings about shape-dependent Python control flow
             torch.onnx.export(m, (example,), str(tmp), input_names=["clips"], output_names=["logits"],
                               dynamic_axes={"clips": {0: "batch"}, "logits": {0: "batch"}},
-                              opset_version=OPSET, dynamo=False, do_constant_folding=True,
+                              opset_version=OPSET, do_constant_folding=True, **_TORCHSCRIPT_EXPORTER,
                               custom_opsets={_PLIF_DOMAIN: 1})
         proto = onnx.load(str(tmp))
         _plif_to_scan(proto)

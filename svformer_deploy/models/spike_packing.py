@@ -19,12 +19,21 @@ tensor autograd saves is checked once, when it is saved:
 Once its consumers have saved it as bits, nothing holds a float spike tensor any more and it is freed during
 the forward. With hooks, autograd no longer checks saved tensors against later in-place changes: the backward
 uses the values as they were saved, which are the values the forward used.
+
+Private torch internals this relies on, checked once at import (:func:`internals_problem`) by using each on a tiny
+graph: the saved-tensor hook stack (``torch._C._autograd._saved_tensors_hooks_is_enabled`` and
+``_top_saved_tensors_default_hooks``, which tell whether someone else's hooks are active),
+``torch.fx._symbolic_trace.is_fx_symbolic_tracing``, the backward node class of an autograd Function
+(``_backward_cls``) and the names of the backward nodes of element-moving ops (``ViewBackward0``, ...). Where one
+is missing or behaves differently (another torch release), packing is off for the process, with one warning
+naming what differs: autograd then saves spikes as float tensors (the public path; same gradients, more memory).
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
+import warnings
 from typing import Iterator, NamedTuple
 
 import torch
@@ -34,12 +43,12 @@ from svformer_deploy.models._plif_ext import fused_plif_available
 from svformer_deploy.models.neurons import _PLIFFused, _PLIFMultiStep
 
 __all__ = ["PackedSpikes", "pack_saved_spikes", "packing_applies", "packing_now", "is_spike_valued", "pack", "unpack",
-           "attach_bits"]
+           "attach_bits", "internals_problem", "INTERNALS_PROBLEM"]
 
 _BITS = "_svformer_spike_bits"  # attribute of a PLIF output that carries its bits: (bits, version when written)
 _local = threading.local()  # .hooks: the (pack, unpack) pair pack_saved_spikes installed on this thread
 
-_PLIF_NODES = (_PLIFFused._backward_cls, _PLIFMultiStep._backward_cls)
+_PLIF_NODES = tuple(getattr(f, "_backward_cls", type(None)) for f in (_PLIFFused, _PLIFMultiStep))
 # backward nodes of ops whose every output element is an element of their one input (in any float dtype)
 _VALUE_MOVING = frozenset({
     "ViewBackward0", "UnsafeViewBackward0", "ReshapeAliasBackward0", "AliasBackward0",
@@ -47,6 +56,56 @@ _VALUE_MOVING = frozenset({
     "SqueezeBackward0", "SqueezeBackward1", "SqueezeBackward2", "UnsqueezeBackward0", "CloneBackward0",
     "ToCopyBackward0",
 })
+
+
+_VIEW_PROBES = {  # an element-moving op -> the name of its backward node that is_spike_valued looks for
+    "ViewBackward0": lambda s: s.view(-1), "PermuteBackward0": lambda s: s.permute(1, 0),
+    "TransposeBackward0": lambda s: s.transpose(0, 1), "SelectBackward0": lambda s: s[0],
+    "SliceBackward0": lambda s: s[:, :1], "UnsqueezeBackward0": lambda s: s.unsqueeze(0),
+    "CloneBackward0": lambda s: s.clone(), "ToCopyBackward0": lambda s: s.to(torch.float64),
+    "ExpandBackward0": lambda s: s.unsqueeze(0).expand(2, -1, -1),
+}
+
+
+def internals_problem() -> str | None:
+    """What of the private torch internals spike packing uses is missing or different on this torch (see the
+    module docstring), or None when each works as packing expects. Each is used on a tiny graph, not only looked
+    up."""
+    hooks = getattr(torch._C, "_autograd", None)
+    for name in ("_saved_tensors_hooks_is_enabled", "_top_saved_tensors_default_hooks"):
+        if not callable(getattr(hooks, name, None)):
+            return f"torch._C._autograd.{name} is missing"
+    fx_trace = getattr(getattr(torch.fx, "_symbolic_trace", None), "is_fx_symbolic_tracing", None)
+    if not callable(fx_trace):
+        return "torch.fx._symbolic_trace.is_fx_symbolic_tracing is missing"
+    if type(None) in _PLIF_NODES:
+        return "torch.autograd.Function._backward_cls is missing"
+    pair = (lambda t: t, lambda t: t)
+    try:
+        with torch.enable_grad():
+            with torch.autograd.graph.saved_tensors_hooks(*pair):
+                if not hooks._saved_tensors_hooks_is_enabled() or hooks._top_saved_tensors_default_hooks(False) != pair:
+                    return "torch._C._autograd._top_saved_tensors_default_hooks does not return the active hooks"
+            if hooks._top_saved_tensors_default_hooks(False) is not None:
+                return "torch._C._autograd._top_saved_tensors_default_hooks reports hooks where none are active"
+            spikes = _PLIFMultiStep.apply(torch.ones(2, 3, requires_grad=True), torch.zeros((), requires_grad=True),
+                                          1.0, 4.0)
+            if not isinstance(spikes.grad_fn, _PLIF_NODES):
+                return "the backward node of an autograd Function is not its _backward_cls"
+            for expected, op in _VIEW_PROBES.items():
+                node = op(spikes).grad_fn
+                if node is None or node.name() != expected:
+                    return f"the backward node of an element-moving op is {node and node.name()!r}, not {expected!r}"
+    except (AttributeError, RuntimeError, TypeError) as err:
+        return f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+    return None
+
+
+INTERNALS_PROBLEM = internals_problem()
+"""Why spike packing is off on this torch (None: it works here); checked once at import."""
+if INTERNALS_PROBLEM is not None:
+    warnings.warn(f"svformer-deploy: spike packing is off on torch {torch.__version__} ({INTERNALS_PROBLEM}); "
+                  "spikes are saved as float tensors (same gradients, more memory)", RuntimeWarning, stacklevel=2)
 
 
 class PackedSpikes(NamedTuple):
@@ -154,8 +213,8 @@ def packing_applies() -> bool:
     """Whether :func:`pack_saved_spikes` installs its hooks here: only in a grad-enabled eager forward, never while
     TorchScript traces (the ONNX export), fx traces or ``torch.compile`` / ``torch.export`` capture the model, never
     where saved-tensor hooks are disabled, and never over hooks someone else installed (activation checkpointing,
-    CPU offloading keep theirs)."""
-    return (torch.is_grad_enabled()
+    CPU offloading keep theirs), and never on a torch whose internals differ (:data:`INTERNALS_PROBLEM`)."""
+    return (INTERNALS_PROBLEM is None and torch.is_grad_enabled()
             and not torch.jit.is_tracing() and not torch.jit.is_scripting()
             and not torch.compiler.is_compiling() and not torch.fx._symbolic_trace.is_fx_symbolic_tracing()
             and torch._C._autograd._saved_tensors_hooks_is_enabled()
@@ -165,7 +224,7 @@ def packing_applies() -> bool:
 def packing_now() -> bool:
     """Whether tensors saved right now go through :func:`pack` (the hooks of :func:`pack_saved_spikes` are the
     active ones on this thread, in grad mode): then the fused PLIF forward writes the bits of its spikes too."""
-    return (torch.is_grad_enabled() and getattr(_local, "hooks", None) is not None
+    return (INTERNALS_PROBLEM is None and torch.is_grad_enabled() and getattr(_local, "hooks", None) is not None
             and torch._C._autograd._top_saved_tensors_default_hooks(False) == _local.hooks)
 
 

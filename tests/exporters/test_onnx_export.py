@@ -66,3 +66,20 @@ def test_onnx_refuses_overwrite_and_unsupported(tmp_path):
     with pytest.raises(UnsupportedLayerError, match="blocks1.0.mlp.lif2"):
         export_onnx(model, tmp_path / "x", checkpoint_sha256="0")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+def test_every_scan_body_declares_the_rank_of_one_step(tmp_path):
+    """onnxruntime before 1.24 (the newest on Python 3.10 is 1.23) refuses a Scan whose body outputs carry no
+    shape ('Subgraph must have the shape set for all outputs'): each body declares the rank of one timestep's
+    tensor (the layer's rank less the time axis) on its inputs and outputs."""
+    bundle = export_onnx(active_model(), tmp_path / "b", checkpoint_sha256="ab" * 32)
+    proto = onnx.load(str(bundle / "model.onnx"))
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in [*inferred.graph.value_info, *inferred.graph.input]}
+    scans = [n for n in proto.graph.node if n.op_type == "Scan"]
+    assert len(scans) == 25
+    for node in scans:
+        body = next(a.g for a in node.attribute if a.name == "body")
+        for value in [*body.input, *body.output]:
+            assert value.type.tensor_type.HasField("shape"), (node.name, value.name)
+            assert len(value.type.tensor_type.shape.dim) == ranks[node.input[1]] - 1, (node.name, value.name)

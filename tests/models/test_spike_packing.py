@@ -264,3 +264,57 @@ def test_a_training_forward_packs_once_per_spike_tensor(monkeypatch):
     model(torch.randn(2, *model.config.input_shape)).sum().backward()
     assert stats["packed"] == sum(isinstance(m, PLIF) for m in model.modules())
     assert len(calls) == 1 and calls[0][1] == model.config.embed_dims[2]  # (T*B, C3, H, W), channels-last
+
+
+# ---- another torch: the private internals checked at import, and the public path when one differs ----
+
+def test_this_torch_has_every_internal_packing_uses():
+    assert sp.internals_problem() is None and sp.INTERNALS_PROBLEM is None
+
+
+@pytest.mark.parametrize("break_it, problem", [
+    (lambda mp: mp.delattr(torch._C._autograd, "_top_saved_tensors_default_hooks"),
+     "_top_saved_tensors_default_hooks is missing"),
+    (lambda mp: mp.setattr(torch._C._autograd, "_top_saved_tensors_default_hooks", lambda ignore_tracing: None),
+     "does not return the active hooks"),
+    (lambda mp: mp.delattr(torch.fx._symbolic_trace, "is_fx_symbolic_tracing"), "is_fx_symbolic_tracing is missing"),
+    (lambda mp: mp.setitem(sp._VIEW_PROBES, "ViewBackward9", lambda s: s.view(-1)), "not 'ViewBackward9'"),
+    (lambda mp: mp.setattr(sp, "_PLIF_NODES", (type(None),)), "_backward_cls is missing"),
+], ids=["hook stack missing", "hook stack different", "fx query missing", "node renamed", "no backward class"])
+def test_a_missing_or_different_internal_is_named(break_it, problem, monkeypatch):
+    break_it(monkeypatch)
+    found = sp.internals_problem()
+    assert found is not None and problem in found
+
+
+def test_without_the_internals_packing_is_off_and_gradients_are_the_same(monkeypatch):
+    model = create_model("svformer_tiny").train()
+    x, y = torch.randn(2, *model.config.input_shape), torch.tensor([1, 7])
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    logits, grads = _step(model, x, y, packing=True)
+    model.load_state_dict(state)
+    stats = _counting_pack(monkeypatch)
+    monkeypatch.setattr(sp, "INTERNALS_PROBLEM", "torch._C._autograd._top_saved_tensors_default_hooks is missing")
+    assert not sp.packing_applies() and not sp.packing_now()
+    with sp.pack_saved_spikes() as on:
+        assert not on and torch.autograd.graph.saved_tensors_hooks  # the public path: autograd saves floats
+    logits_off, grads_off = _step(model, x, y, packing=True)
+    assert stats["packed"] == 0 and stats["bytes_in"] == 0  # the pack hook never ran
+    assert torch.equal(logits, logits_off)
+    for name, g in grads.items():
+        assert torch.equal(g, grads_off[name]), name
+
+
+def test_at_import_one_warning_line_names_the_missing_internal():
+    import subprocess
+    import sys
+
+    code = ("import warnings, torch\ndel torch._C._autograd._top_saved_tensors_default_hooks\n"
+            "from svformer_deploy.models import create_model, spike_packing as sp\n"
+            "print(repr(sp.INTERNALS_PROBLEM), sp.packing_applies())\n"
+            "m = create_model('svformer_tiny').train(); m(torch.randn(2, *m.config.input_shape)).sum().backward()\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == ["'torch._C._autograd._top_saved_tensors_default_hooks is missing' False"]
+    lines = [ln for ln in res.stderr.splitlines() if "spike packing" in ln]
+    assert len(lines) == 1 and "spike packing is off on torch" in lines[0] and "same gradients" in lines[0], res.stderr
