@@ -12,7 +12,7 @@ def _deterministic():
     yield
 
 
-CORE = ("models", "exporters", "energy")  # the core suite: -m core (tools/compat.sh runs it on the edge versions)
+CORE = ("models", "exporters", "energy", "chip")  # the core suite: -m core (tools/compat.sh runs it on the edge versions)
 
 
 def pytest_collection_modifyitems(config, items):
