@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prove the edges of svformer-deploy's Python and torch ranges: for each edge, a fresh venv on that Python gets the
 # package from a wheel built here (`python -m build`: sdist, then the wheel built from the sdist), then, from a
-# folder with no checkout in it, the core suite (pytest -m core: models, exporters, energy), `svformer-deploy demo
+# folder with no checkout in it, the core suite (pytest -m core: models, exporters, energy, chip), `svformer-deploy demo
 # --pretrained` (which builds the Lava side environment, fresh, in this run's folder) and every other command on
 # small inputs. The fused PLIF kernel is built fresh too (its own cache folder). Results: OUT/matrix.md (one row
 # per edge: versions, pass/fail, times), OUT/<edge>/ (freeze, logs). docs/install.md records a run.
@@ -116,7 +116,7 @@ edge() {
   say "[$name] installed in ${times[0]#install }: Python $py_v, torch $torch_v, torchvision $tv_v"
 
   # a folder with no checkout: the tests (and the docs some of them read) copied in, the package from the venv
-  mkdir -p "$dir/work/tests" && cp -r "$ROOT/docs" "$dir/work/" && (cd "$ROOT/tests" && cp -r __init__.py conftest.py helpers.py models exporters energy "$dir/work/tests/")
+  mkdir -p "$dir/work/tests" && cp -r "$ROOT/docs" "$dir/work/" && (cd "$ROOT/tests" && cp -r __init__.py conftest.py helpers.py models exporters energy chip "$dir/work/tests/")
   find "$dir/work" -name __pycache__ -prune -exec rm -rf {} +
   printf '[pytest]\naddopts = -ra\nmarkers =\n    slow: slow\n    core: core suite\n    cuda: needs a GPU\nfilterwarnings =\n    ignore::DeprecationWarning\n' \
     > "$dir/work/pytest.ini"
