@@ -57,10 +57,10 @@ class Exporter:
 
 
 _TARGETS: dict[str, str] = {
-    "nir": "svformer_deploy.exporters.nir_export",
+    "nir": "svformer_deploy.exporters.nir",
     "onnx": "svformer_deploy.exporters.onnx_export",
     "lava": "svformer_deploy.exporters.lava",
-    "nir-norse": "svformer_deploy.exporters.norse_runtime",
+    "nir-norse": "svformer_deploy.exporters.nir.norse",
 }
 
 

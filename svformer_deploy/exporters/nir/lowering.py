@@ -1,5 +1,5 @@
 """NIR backend of the export plan: the plan's partitions as NIR node graphs, its host ops as declared host
-operations (:class:`Lowered`, which :mod:`~svformer_deploy.exporters.nir_export` writes as a bundle).
+operations (:class:`Lowered`, which :mod:`~svformer_deploy.exporters.nir.export` writes as a bundle).
 
 :func:`lower_svformer` lowers the model into a :class:`~svformer_deploy.exporters.plan.Plan`, cuts it with
 :data:`NIR_CAPABILITIES` (synapses, neurons and residual joins; no per-timestep weights) and writes each

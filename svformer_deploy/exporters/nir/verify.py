@@ -33,9 +33,9 @@ from svformer_deploy.errors import VerificationError
 from svformer_deploy.exporters import LOGIT_TOLERANCE
 from svformer_deploy.exporters.bundle import (VERIFICATION_NAME, check_bundle_files, check_manifest_matches,
                                               coverage_of, read_manifest)
-from svformer_deploy.exporters.partition import lower_svformer, model_operations
-from svformer_deploy.exporters.runtime import (PartitionRunner, check_partition_signals, load_host_params,
-                                               load_partitions, run_bundle, runtime_notes)
+from svformer_deploy.exporters.nir.lowering import lower_svformer, model_operations
+from svformer_deploy.exporters.nir.runtime import check_partition_signals, load_partitions, nir_runners, runtime_notes
+from svformer_deploy.exporters.runtime import load_host_params, run_bundle
 from svformer_deploy.models import iter_neurons, record_spikes
 from svformer_deploy.models.neurons import PLIF, PLIFParameters, plif_step
 from svformer_deploy.models.recording import forward_hooks, to_chw
@@ -48,7 +48,7 @@ def check_manifest_meaning(bundle: Path, manifest, model: nn.Module) -> None:
     """Cross-check the manifest against the one the NIR exporter writes for ``model`` now (lowering it again):
     config, dt, signals and their shapes, partitions, host ops and their attributes, schedule, graph input and
     output, approximations with their parameters. One :class:`BundleFormatError` naming the first mismatch."""
-    from svformer_deploy.exporters.nir_export import build_manifest
+    from svformer_deploy.exporters.nir.export import build_manifest
 
     want = build_manifest(lower_svformer(model, approximate_bn=model.config.bn == "per_timestep"), manifest.target,
                           model, manifest.checkpoint_sha256, manifest.class_names)
@@ -191,7 +191,7 @@ def verify_bundle(bundle: str | Path, model: nn.Module, batches: Iterable[tuple[
     if coverage:
         raise VerificationError(f"bundle {bundle} does not cover the model exactly once: {coverage[:5]}")
     host = load_host_params(bundle)
-    runners = {p.name: PartitionRunner(p.name, graphs[p.name], runtime, manifest.dt) for p in manifest.partitions}
+    runners = nir_runners(manifest, graphs, runtime)
     model = model.eval()
     layouts = {name: mod.layout for name, mod in iter_neurons(model)}
     T = model.config.num_frames
@@ -201,7 +201,7 @@ def verify_bundle(bundle: str | Path, model: nn.Module, batches: Iterable[tuple[
     for clips, labels in batches:
         with record_spikes(model) as rec, record_ties(model) as margins:
             ref_logits = model(clips)
-        run = run_bundle(manifest, graphs, host, clips, runtime=runtime, runners=runners)
+        run = run_bundle(manifest, host, clips, runners=runners)
         refs, masks = {}, {}
         for name, ref in rec.spikes.items():
             if name not in run.spikes:
