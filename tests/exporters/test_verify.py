@@ -2,7 +2,7 @@
 
 import torch
 
-from svformer_deploy.exporters.nir.verify import LayerStats, clip_divergences, first_divergence, record_ties
+from svformer_deploy.exporters.compare import LayerStats, clip_divergences, first_divergence, record_ties
 from svformer_deploy.models import create_model
 from svformer_deploy.models.neurons import PLIF
 from svformer_deploy.models.recording import from_chw, to_chw

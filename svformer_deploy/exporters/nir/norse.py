@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from svformer_deploy.errors import VerificationError
 from svformer_deploy.exporters import Exporter
 from svformer_deploy.exporters.nir.runtime import NodeRuntime, register_node_runtime
+from svformer_deploy.exporters.nir.verify import format_report, verify_bundle
 
 __all__ = ["EXPORTER", "NORSE_RUNTIME", "REPORT_NAME"]
 
@@ -79,16 +80,8 @@ NORSE_RUNTIME = register_node_runtime(NodeRuntime(
 
 
 def _verify(path: str | os.PathLike, model: nn.Module, batches, data_desc: str = "") -> dict[str, Any]:
-    from svformer_deploy.exporters.nir.verify import verify_bundle
-
     return verify_bundle(path, model, batches, runtime="norse", data_desc=data_desc, report_name=REPORT_NAME)
 
 
-def _format(report: dict[str, Any]) -> str:
-    from svformer_deploy.exporters.nir.verify import format_report
-
-    return format_report(report)
-
-
 EXPORTER = Exporter("nir-norse", "NIR bundle (from --to nir) verified in norse, a second NIR runtime", None,
-                    _verify, _format, reads="nir", report_name=REPORT_NAME)
+                    _verify, format_report, reads="nir", report_name=REPORT_NAME)

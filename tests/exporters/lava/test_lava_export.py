@@ -17,7 +17,7 @@ from svformer_deploy.exporters.lava.export import export_lava
 from svformer_deploy.exporters.lava.netx import read_netx
 from svformer_deploy.exporters.lava.verify import load_lava_bundle
 from svformer_deploy.exporters.runtime import load_host_params, run_bundle
-from svformer_deploy.exporters.nir.verify import coverage_problems
+from svformer_deploy.exporters.compare import coverage_problems
 from svformer_deploy.models import create_model
 from tests.exporters.conftest import active_model, clips
 
