@@ -422,11 +422,6 @@ def register_lowering(module_type: type, children: dict[str, type | ListOf] | No
     return deco
 
 
-def _ensure_rules() -> None:
-    """Import the lowerings shipped with the package (they register themselves)."""
-    import svformer_deploy.exporters.svformer_lowering  # noqa: F401
-
-
 def check_supported(model: nn.Module) -> None:
     """Raise :class:`UnsupportedLayerError` for the first module the lowering table does not cover.
 
@@ -434,8 +429,6 @@ def check_supported(model: nn.Module) -> None:
     attribute (a subclass may change ``forward``, so it is refused too), and have no child the rule does not
     know; a non-optional child must be present. A training-mode ``DropPath`` with p > 0 is refused.
     """
-    _ensure_rules()
-
     def refuse(name: str, module: nn.Module, want: type | None) -> UnsupportedLayerError:
         what = f"expected {want.__module__}.{want.__qualname__}" if want is not None else "no export rule"
         return UnsupportedLayerError(
@@ -474,7 +467,6 @@ def model_operations(model: nn.Module) -> list[str]:
     """Every operation the export must account for: leaf modules (dotted names) and the functional operations
     the model's forward writes, as its root lowering declares them (e.g. ``<block>:add1``,
     ``forward_features:cat``)."""
-    _ensure_rules()
     ops = [n for n, m in model.named_modules() if n and not any(True for _ in m.children())]
     rule = LOWERINGS.get(type(model))
     return ops + (rule.functional(model) if rule is not None and rule.functional is not None else [])

@@ -31,7 +31,6 @@ import torch
 from torch import Tensor
 
 from svformer_deploy.models._plif_ext import fused_plif_available
-from svformer_deploy.models.neurons import _PLIFFused, _PLIFMultiStep
 
 __all__ = ["PackedSpikes", "pack_saved_spikes", "packing_applies", "packing_now", "is_spike_valued", "pack", "unpack",
            "attach_bits"]
@@ -39,7 +38,9 @@ __all__ = ["PackedSpikes", "pack_saved_spikes", "packing_applies", "packing_now"
 _BITS = "_svformer_spike_bits"  # attribute of a PLIF output that carries its bits: (bits, version when written)
 _local = threading.local()  # .hooks: the (pack, unpack) pair pack_saved_spikes installed on this thread
 
-_PLIF_NODES = (_PLIFFused._backward_cls, _PLIFMultiStep._backward_cls)
+_PLIF_NODES = frozenset({"_PLIFFusedBackward", "_PLIFMultiStepBackward"})
+# backward nodes of the PLIF autograd functions of .neurons, by name: neurons calls into this module, so this
+# module does not import neurons (a test holds the names equal to the classes')
 # backward nodes of ops whose every output element is an element of their one input (in any float dtype)
 _VALUE_MOVING = frozenset({
     "ViewBackward0", "UnsafeViewBackward0", "ReshapeAliasBackward0", "AliasBackward0",
@@ -63,7 +64,7 @@ def is_spike_valued(t: Tensor) -> bool:
     """True when ``t`` is a PLIF layer's output or was derived from one only by element-moving ops (views,
     copies, float casts; see the module docstring): then every element of ``t`` is exactly 0 or 1."""
     node = t.grad_fn
-    while node is not None and not isinstance(node, _PLIF_NODES):
+    while node is not None and node.name() not in _PLIF_NODES:
         if node.name() not in _VALUE_MOVING:
             return False
         node = node.next_functions[0][0]
