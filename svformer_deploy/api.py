@@ -1,7 +1,8 @@
 """The service layer: one typed function per capability, called by the CLI (``cli/``) and the demo (``demo.py``).
 
-Each function takes typed arguments, resolves every user path once (:mod:`svformer_deploy._paths`), calls the
-library and returns a typed result; it prints nothing and never exits. Bad input raises an
+Each function takes typed arguments, resolves every user path once, here (:func:`_paths.user_path
+<svformer_deploy._paths.user_path>`, :func:`~svformer_deploy.data.data_spec`; the library below takes the
+resolved paths as they are), calls the library and returns a typed result; it prints nothing and never exits. Bad input raises an
 :class:`~svformer_deploy.errors.SVFormerDeployError` naming the problem and the fix (the CLI prints it as one
 line). Heavy dependencies are imported inside the functions, so importing this module stays light.
 
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from svformer_deploy._paths import data_spec, read_user_text, user_path
+from svformer_deploy._paths import read_user_text, user_path
 from svformer_deploy.errors import EnergyError
 
 if TYPE_CHECKING:  # pragma: no cover - types only
@@ -48,6 +49,14 @@ DEFAULT_BASELINES: tuple[str, ...] = ("svformer-ann",)
 """ANN baselines the sparsity analysis compares with when none are named."""
 
 
+def _data(spec: PathLike) -> str:
+    """A ``--data`` argument resolved (:func:`svformer_deploy.data.data_spec`; imported here, not at the top, as
+    the data package loads torch)."""
+    from svformer_deploy.data import data_spec
+
+    return data_spec(spec)
+
+
 def _profile_spec(profile: str | PathLike) -> str:
     """An energy profile as the energy package takes it: a profile file as its resolved path, else the name."""
     return str(user_path(profile)) if Path(profile).is_file() else str(profile)
@@ -63,7 +72,7 @@ def export_and_verify(checkpoint: PathLike, target: str, out: PathLike, *, force
     from svformer_deploy.exporters import export_and_verify as _export_and_verify
 
     return _export_and_verify(user_path(checkpoint), target, user_path(out), force=force,
-                              approximate_bn=approximate_bn, data=data_spec(data), num_videos=num_videos,
+                              approximate_bn=approximate_bn, data=_data(data), num_videos=num_videos,
                               wrap_batches=wrap_batches)
 
 
@@ -77,7 +86,7 @@ def verify(bundle: PathLike, *, target: str | None = None, checkpoint: PathLike 
 
     bundle = user_path(bundle)
     model, _ = source_checkpoint(bundle, None if checkpoint is None else user_path(checkpoint))
-    return verify_export(bundle, target=target, model=model, data=data_spec(data), num_videos=num_videos,
+    return verify_export(bundle, target=target, model=model, data=_data(data), num_videos=num_videos,
                          wrap_batches=wrap_batches)
 
 
@@ -106,7 +115,7 @@ def evaluate(checkpoint: PathLike, data: PathLike | None = None, *, out: PathLik
     softmax summed over ``clips x crops`` views per video; writes eval.json, confusion.png, predictions.csv."""
     from svformer_deploy.training.evaluate import evaluate_checkpoint
 
-    report, paths = evaluate_checkpoint(user_path(checkpoint), None if data is None else data_spec(data),
+    report, paths = evaluate_checkpoint(user_path(checkpoint), None if data is None else _data(data),
                                         out_dir=user_path(out), split=split, clips=clips, crops=crops,
                                         num_videos=num_videos, device=device, progress=progress, force=force)
     return EvalOutcome(report, paths)
@@ -133,16 +142,14 @@ def energy_report(checkpoint: PathLike, *, data: PathLike = "moving-digits", vid
     it under ``profile`` (a registered name or a YAML/JSON file) beside ``baselines`` (default: all), and write
     the report folder ``out`` (see :mod:`svformer_deploy.energy.report`). ``progress(iterable, total,
     description)`` may wrap the video loop (as in :func:`sparsity`)."""
-    from svformer_deploy._atomic import refuse_existing
     from svformer_deploy.energy.report import ReportOptions, write_report
     from svformer_deploy.models.checkpoint import require_checkpoint
 
-    require_checkpoint(user_path(checkpoint))  # the message every command gives
-    refuse_existing(user_path(out), force, inputs=(user_path(checkpoint),), folder=True,  # before the counting
-                    kind="energy-report")
-    opts = ReportOptions(checkpoint=user_path(checkpoint), data=data_spec(data), videos=videos, clips=clips,
+    checkpoint, out = user_path(checkpoint), user_path(out)
+    require_checkpoint(checkpoint)  # the message every command gives; write_report checks --out before counting
+    opts = ReportOptions(checkpoint=checkpoint, data=_data(data), videos=videos, clips=clips,
                          crops=crops, profile=_profile_spec(profile), fold_bn=fold_bn,
-                         accuracy=None if accuracy is None else user_path(accuracy), out=user_path(out), force=force,
+                         accuracy=None if accuracy is None else user_path(accuracy), out=out, force=force,
                          **({"baselines": tuple(baselines)} if baselines else {}))
     out_dir = write_report(opts, progress=progress)
     return EnergyReportOutcome(out_dir, {name: out_dir / name for name in REPORT_FILES})
@@ -192,12 +199,13 @@ def energy_price(model: str, rates: PathLike | Mapping[str, float], *, profile: 
     if not isinstance(rates, Mapping):
         rates = user_path(rates)
     if json_out is not None:  # an earlier price summary is replaced, never another file
-        refuse_existing_file(user_path(json_out), True, kind="`energy price` summary", is_kind=_is_price_summary,
+        json_out = user_path(json_out)
+        refuse_existing_file(json_out, True, kind="`energy price` summary", is_kind=_is_price_summary,
                              inputs=() if isinstance(rates, Mapping) else (rates,))
     summary = price_rates(model, rates, _profile_spec(profile), list(views))
     path = None
     if json_out is not None:
-        path = atomic_write_json(user_path(json_out), dict(summary))
+        path = atomic_write_json(json_out, dict(summary))
     return PriceOutcome(summary, price_markdown(summary), path)
 
 
@@ -224,11 +232,11 @@ def sparsity(checkpoint: PathLike, out: PathLike, *, data: PathLike = "moving-di
     from svformer_deploy.analysis.report import write_sparsity_report
     from svformer_deploy.analysis.sparsity import analyse_checkpoint
 
-    out = user_path(out)
+    checkpoint, out = user_path(checkpoint), user_path(out)
     refuse_file_in_the_way(out)
-    refuse_existing(out, force, inputs=(user_path(checkpoint),), folder=True,  # before the analysis, not after it
+    refuse_existing(out, force, inputs=(checkpoint,), folder=True,  # before the analysis, not after it
                     kind="sparsity-report")
-    analysis = analyse_checkpoint(user_path(checkpoint), data_spec(data), num_videos=videos, clips=clips,
+    analysis = analyse_checkpoint(checkpoint, _data(data), num_videos=videos, clips=clips,
                                   crops=crops, energy=energy,
                                   profile=None if profile is None else _profile_spec(profile),
                                   baselines=tuple(baselines) if baselines else DEFAULT_BASELINES, progress=progress)
@@ -243,7 +251,7 @@ def train(config: "TrainConfig", *, resume: PathLike | None = None, force: bool 
     ``on_epoch`` receives each epoch's metrics row."""
     from svformer_deploy.training import train as _train
 
-    config = replace(config, out_dir=str(user_path(config.out_dir)), data=data_spec(config.data))
+    config = replace(config, out_dir=str(user_path(config.out_dir)), data=_data(config.data))
     return _train(config, resume=None if resume is None else user_path(resume), force=force, command=command,
                   progress=progress, on_epoch=on_epoch)
 
@@ -260,7 +268,7 @@ def finetune(checkpoint: PathLike, config: "FinetuneConfig", *, budgets: Sequenc
     from svformer_deploy.training.finetune import finetune_budgets
 
     checkpoint = user_path(checkpoint)
-    config = replace(config, out_dir=str(user_path(config.out_dir)), data=data_spec(config.data))
+    config = replace(config, out_dir=str(user_path(config.out_dir)), data=_data(config.data))
     if budgets:
         return finetune_budgets(checkpoint, config, list(budgets), resume=resume, force=force, command=command,
                                 progress=progress, on_epoch=on_epoch)

@@ -26,7 +26,6 @@ from torch.nn import functional as F
 
 from svformer_deploy._atomic import (OUTPUT_KINDS, atomic_write_csv, atomic_write_json, mark_output,
                                      refuse_file_in_the_way, refuse_whole_output)
-from svformer_deploy._paths import data_spec, user_path
 from svformer_deploy._threads import ThreadGovernor
 from svformer_deploy.errors import ConfigError, DataError, DistributedError, OutputExistsError
 from svformer_deploy.models import create_model, read_checkpoint, save_checkpoint
@@ -417,8 +416,6 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, force: b
     """
     from svformer_deploy.data import build_dataset, class_names
 
-    cfg = replace(cfg, out_dir=str(user_path(cfg.out_dir)), data=data_spec(cfg.data))
-    resume = None if resume is None else user_path(resume)
     dist_info = _init_distributed("cuda" if cfg.device == "auto" and torch.cuda.is_available() else cfg.device,
                                   cfg.dist_timeout)
     device = _resolve_device(cfg.device, dist_info)

@@ -155,10 +155,9 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, spec: str | os.PathLike |
     ``spec`` defaults to the data the checkpoint was trained on. Earlier results in ``out_dir`` are refused
     (before any work) unless ``force``. Returns (the JSON dict, artefact paths).
     """
-    from svformer_deploy._paths import data_spec, user_path
     from svformer_deploy.models import load_checkpoint
 
-    checkpoint, out_dir = user_path(checkpoint), user_path(out_dir)
+    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     paths = {"json": out_dir / "eval.json", "confusion_png": out_dir / "confusion.png",
              "predictions_csv": out_dir / "predictions.csv"}
     refuse_file_in_the_way(out_dir)
@@ -166,7 +165,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, spec: str | os.PathLike |
     for path in paths.values():  # refuse_whole_output: they are an earlier evaluation's; --force replaces them
         refuse_existing(path, force)
     model, meta = load_checkpoint(checkpoint, map_location=device)
-    spec = data_spec(spec if spec is not None else meta.get("data", "moving-digits"))
+    spec = str(spec if spec is not None else meta.get("data", "moving-digits"))  # train recorded it resolved
     names = meta.get("class_names")
     result = evaluate_model(model, spec, split=split, clips=clips, crops=crops, num_videos=num_videos,
                             class_names=names, progress=progress)
