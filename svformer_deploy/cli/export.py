@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from svformer_deploy.cli import app
+from svformer_deploy.cli._app import app
 from svformer_deploy.cli._options import note_fewer_videos, videos_option
 
 _DATA = typer.Option("--data", metavar="NAME|DIR", help="Validation data: 'moving-digits' (built-in) or a UCF101/HMDB51 folder.")
@@ -42,7 +42,7 @@ def _print(result, num_videos: int) -> None:
 @app.command("export")
 def export_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.pt) written by svformer-deploy.")],
-    to: Annotated[str, typer.Option("--to", metavar="FORMAT", help="Target format: nir, onnx (or lava where installed).")],
+    to: Annotated[str, typer.Option("--to", metavar="FORMAT", help="Target format: {targets}.")],
     out: Annotated[Path, typer.Option("--out", metavar="DIR", help="Output bundle directory (every target writes one).")],
     force: Annotated[bool, typer.Option("--force", help="Replace an earlier export bundle at --out (nothing else: a folder it did not write is refused).")] = False,
     approximate_bn: Annotated[bool, typer.Option(
@@ -74,8 +74,8 @@ def verify_cmd(
     checkpoint: Annotated[Optional[Path], typer.Option(
         "--checkpoint", metavar="FILE", help="Source checkpoint (default: the path recorded at export; its SHA-256 must match).")] = None,
     target: Annotated[Optional[str], typer.Option(
-        "--target", metavar="NAME", help="Verifier to use (default: the export's own; e.g. a second runtime of the same "
-        "bundle).")] = None,
+        "--target", metavar="NAME", help="Verifier to use (default: the export's own; a second runtime of a bundle: "
+        "{verifiers}).")] = None,
 ) -> None:
     """Re-check an export: re-read its files, run it on real clips, compare with the PyTorch model (JSON + table).
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from svformer_deploy.cli import app
+from svformer_deploy.cli._app import app
 
 
 @app.command()

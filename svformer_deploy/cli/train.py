@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from svformer_deploy._atomic import run_folder_rule
-from svformer_deploy.cli import app
+from svformer_deploy.cli._app import app
 from svformer_deploy.cli._options import note_fewer_videos, videos_option
 
 
