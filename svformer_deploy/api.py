@@ -1,8 +1,8 @@
 """The service layer: one typed function per capability, called by the CLI (``cli/``) and the demo (``demo.py``).
 
-Each function takes typed arguments, resolves every user path once, here (:func:`_paths.user_path
-<svformer_deploy._paths.user_path>`, :func:`~svformer_deploy.data.data_spec`; the library below takes the
-resolved paths as they are), calls the library and returns a typed result; it prints nothing and never exits. Bad input raises an
+Each function takes typed arguments, resolves every user path once, here (:func:`~svformer_deploy._paths.user_path`,
+:func:`~svformer_deploy.data.data_spec`; the library below takes resolved paths as they are), calls the library
+and returns a typed result; it prints nothing and never exits. Bad input raises an
 :class:`~svformer_deploy.errors.SVFormerDeployError` naming the problem and the fix (the CLI prints it as one
 line). Heavy dependencies are imported inside the functions, so importing this module stays light.
 
@@ -122,9 +122,6 @@ def evaluate(checkpoint: PathLike, data: PathLike | None = None, *, out: PathLik
 
 
 # ------------------------------------------------------------------------------------------------------ energy
-REPORT_FILES = ("report.md", "summary.json", "per_layer.csv", "per_video.csv")
-
-
 @dataclass(frozen=True)
 class EnergyReportOutcome:
     """An energy report folder and its main files (``report.md``, ``summary.json``, ``per_layer.csv``,
@@ -142,7 +139,7 @@ def energy_report(checkpoint: PathLike, *, data: PathLike = "moving-digits", vid
     it under ``profile`` (a registered name or a YAML/JSON file) beside ``baselines`` (default: all), and write
     the report folder ``out`` (see :mod:`svformer_deploy.energy.report`). ``progress(iterable, total,
     description)`` may wrap the video loop (as in :func:`sparsity`)."""
-    from svformer_deploy.energy.report import ReportOptions, write_report
+    from svformer_deploy.energy.report import REPORT_OUTPUT, ReportOptions, write_report
     from svformer_deploy.models.checkpoint import require_checkpoint
 
     checkpoint, out = user_path(checkpoint), user_path(out)
@@ -152,7 +149,7 @@ def energy_report(checkpoint: PathLike, *, data: PathLike = "moving-digits", vid
                          accuracy=None if accuracy is None else user_path(accuracy), out=out, force=force,
                          **({"baselines": tuple(baselines)} if baselines else {}))
     out_dir = write_report(opts, progress=progress)
-    return EnergyReportOutcome(out_dir, {name: out_dir / name for name in REPORT_FILES})
+    return EnergyReportOutcome(out_dir, {name: out_dir / name for name in REPORT_OUTPUT.files})
 
 
 @dataclass(frozen=True)
@@ -193,7 +190,8 @@ def energy_price(model: str, rates: PathLike | Mapping[str, float], *, profile: 
     """Price registered model ``model`` from stated firing ``rates`` (a ``name,rate`` CSV or a mapping) under
     every convention and the memory model, per clip and per video for each (clips, crops) in ``views``
     (:func:`svformer_deploy.energy.price.price_rates`); write the summary as JSON to ``json_out`` if given."""
-    from svformer_deploy._atomic import atomic_write_json, refuse_existing_file
+    from svformer_deploy._atomic import atomic_write_json
+    from svformer_deploy._outputs import refuse_existing_file
     from svformer_deploy.energy.price import price_markdown, price_rates
 
     if not isinstance(rates, Mapping):
@@ -228,14 +226,13 @@ def sparsity(checkpoint: PathLike, out: PathLike, *, data: PathLike = "moving-di
     PNG figures and a tidy CSV (layer, timestep, video, rate) in ``out``; with ``energy`` also the ops/energy
     breakdown against ``baselines`` (default: the ANN twin). ``progress(iterable, total, description)`` may wrap
     the video loops."""
-    from svformer_deploy._atomic import refuse_existing, refuse_file_in_the_way
-    from svformer_deploy.analysis.report import write_sparsity_report
+    from svformer_deploy._outputs import refuse_existing, refuse_file_in_the_way
+    from svformer_deploy.analysis.report import REPORT_OUTPUT, write_sparsity_report
     from svformer_deploy.analysis.sparsity import analyse_checkpoint
 
     checkpoint, out = user_path(checkpoint), user_path(out)
     refuse_file_in_the_way(out)
-    refuse_existing(out, force, inputs=(checkpoint,), folder=True,  # before the analysis, not after it
-                    kind="sparsity-report")
+    refuse_existing(out, force, inputs=(checkpoint,), output=REPORT_OUTPUT)  # before the analysis, not after
     analysis = analyse_checkpoint(checkpoint, _data(data), num_videos=videos, clips=clips,
                                   crops=crops, energy=energy,
                                   profile=None if profile is None else _profile_spec(profile),

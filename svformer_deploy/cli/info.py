@@ -42,7 +42,7 @@ def import_official_cmd(
     force: Annotated[bool, typer.Option("--force", help="Replace an earlier svformer-deploy checkpoint at --out (nothing else).")] = False,
 ) -> None:
     """Convert an official SVFormer checkpoint into a self-describing svformer-deploy checkpoint."""
-    from svformer_deploy._atomic import refuse_existing_file
+    from svformer_deploy._outputs import refuse_existing_file
     from svformer_deploy._paths import user_path
     from svformer_deploy.models import save_checkpoint
     from svformer_deploy.models.checkpoint import is_checkpoint

@@ -29,7 +29,8 @@ from typing import Any
 
 import pandas as pd
 
-from svformer_deploy._atomic import atomic_write_dir, json_text, refuse_existing, refuse_file_in_the_way
+from svformer_deploy._atomic import json_text
+from svformer_deploy._outputs import Output, refuse_existing, refuse_file_in_the_way, write_output_dir
 from svformer_deploy._paths import read_user_text
 from svformer_deploy.energy._format import plural, sig_figs
 from svformer_deploy.energy.baselines import ANN_TWIN, ann_profile_for, place_baseline
@@ -49,7 +50,8 @@ from svformer_deploy.energy.profiles import caveat_lines, get_profile
 from svformer_deploy.energy.rules import OP_CLASSES, rules_markdown
 from svformer_deploy.errors import EnergyError
 
-__all__ = ["ReportOptions", "write_report", "CAVEATS", "CLASS_STYLE", "OUTPUT_FILES", "sig_figs", "plural"]
+__all__ = ["ReportOptions", "write_report", "CAVEATS", "CLASS_STYLE", "OUTPUT_FILES", "REPORT_OUTPUT", "sig_figs",
+           "plural"]
 
 CAVEATS = [
     "Op-count energy ignores much of data movement, which often dominates: Dampfhoffer et al., 'Are SNNs really "
@@ -80,6 +82,10 @@ OUTPUT_FILES: dict[str, str] = {
     "snn_vs_baselines.png": "the SNN and every baseline on the SNN's own input, per view, each bar's profile "
                             "under it",
 }
+
+REPORT_OUTPUT = Output("energy-report", "an energy report (svformer-deploy energy report)", "energy report",
+                       files=("report.md", "summary.json", "per_layer.csv", "per_video.csv"))
+"""What ``energy report`` writes: a whole folder; ``files``: its main files (every file: :data:`OUTPUT_FILES`)."""
 
 #: One colour and one hatch per op class, used by every plot.
 CLASS_STYLE: dict[str, tuple[str, str]] = {
@@ -124,7 +130,7 @@ def _check(opts: ReportOptions) -> None:
                      EnergyError)
         read_accuracy(opts.accuracy)  # a malformed file or a percentage -> EnergyError before any work
     refuse_file_in_the_way(opts.out)  # before the counting, not when the folder is written at the end
-    refuse_existing(opts.out, opts.force, inputs=(opts.checkpoint,), folder=True, kind="energy-report")
+    refuse_existing(opts.out, opts.force, inputs=(opts.checkpoint,), output=REPORT_OUTPUT)
     get_profile(opts.profile)  # unknown profile -> ProfileError before any work
 
 
@@ -296,7 +302,7 @@ def write_report(opts: ReportOptions, progress: Progress | None = None) -> Path:
         (tmp / "report.md").write_text(_markdown(summary, per_layer), encoding="utf-8")
         _plots(tmp, per_layer, summary)
 
-    return atomic_write_dir(opts.out, build, force=opts.force, kind="energy-report")
+    return write_output_dir(opts.out, build, REPORT_OUTPUT, force=opts.force)
 
 
 def _spiking(counts: Any, rep: EnergyReport, rates: dict[str, float], neurons: pd.Series, views: int

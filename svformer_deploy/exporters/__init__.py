@@ -87,10 +87,11 @@ def get_exporter(name: str) -> Exporter:
 def export_checkpoint(checkpoint: str | os.PathLike, to: str, out: str | os.PathLike, *, force: bool = False,
                       approximate_bn: bool = False) -> tuple[Path, nn.Module, dict[str, Any]]:
     """Load ``checkpoint`` and export it to target ``to`` at ``out``. Returns (path, model, checkpoint meta)."""
-    from svformer_deploy._atomic import refuse_existing
+    from svformer_deploy._outputs import refuse_existing
+    from svformer_deploy.exporters.bundle import BUNDLE_OUTPUT
     from svformer_deploy.models import load_checkpoint
 
-    refuse_existing(out, force, inputs=(checkpoint,), folder=True, kind="export")
+    refuse_existing(out, force, inputs=(checkpoint,), output=BUNDLE_OUTPUT)
     exporter = get_exporter(to)
     if exporter.export is None:
         raise ConfigError(f"target {to!r} only verifies bundles of target {exporter.bundle_target!r}; export with "

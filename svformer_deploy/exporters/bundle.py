@@ -47,7 +47,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from svformer_deploy._atomic import atomic_write_dir, json_text
+from svformer_deploy._atomic import json_text
+from svformer_deploy._outputs import Output, write_output_dir
 from svformer_deploy._paths import read_user_text
 from svformer_deploy.errors import BundleFormatError
 from svformer_deploy.exporters.plan import Plan, PlanError, coverage_of
@@ -56,7 +57,7 @@ __all__ = [
     "BUNDLE_FORMAT", "BUNDLE_VERSION", "MANIFEST_NAME", "HOST_PARAMS_NAME", "VERIFICATION_NAME", "APPROXIMATION_KINDS",
     "Signal", "PartitionSpec", "HostOpSpec", "Approximation", "Manifest", "write_bundle", "read_manifest",
     "check_bundle_files", "coverage_of", "manifest_digest", "manifest_differences", "check_manifest_matches",
-    "PROVENANCE_FIELDS", "atomic_write_dir",
+    "PROVENANCE_FIELDS", "BUNDLE_OUTPUT",
 ]
 
 BUNDLE_FORMAT = "svformer-deploy-bundle"
@@ -64,6 +65,9 @@ BUNDLE_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 HOST_PARAMS_NAME = "host_params.npz"
 VERIFICATION_NAME = "verification.json"
+BUNDLE_OUTPUT = Output("export", "an export bundle (svformer-deploy export)", "export", files=(MANIFEST_NAME,),
+                       later=("*.json",))
+"""What ``export`` writes: a whole folder; ``verify`` adds its JSON records to it later."""
 
 Time = Literal["per_timestep", "per_clip"]
 _KINDS = ("spikes", "analog", "logits")
@@ -465,7 +469,7 @@ def write_bundle(out: str | os.PathLike, manifest: Manifest, writers: Mapping[st
         manifest.integrity = d["integrity"] = manifest_digest(d)
         (tmp / MANIFEST_NAME).write_text(json_text(d, indent=1), encoding="utf-8")
 
-    return atomic_write_dir(out, build, force=force, kind="export")
+    return write_output_dir(out, build, BUNDLE_OUTPUT, force=force)
 
 
 def read_manifest(bundle: str | os.PathLike) -> Manifest:
