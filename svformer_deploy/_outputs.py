@@ -32,9 +32,9 @@ from typing import Any
 from svformer_deploy._atomic import atomic_write_dir, atomic_write_json, json_text
 from svformer_deploy.errors import OutputExistsError
 
-__all__ = ["MARKER", "Output", "output_kinds", "mark_output", "foreign_entries", "check_kind", "check_replaceable",
-           "refuse_existing", "refuse_existing_file", "refuse_file_in_the_way", "refuse_whole_output",
-           "run_folder_rule", "write_output_dir"]
+__all__ = ["MARKER", "Output", "default_out", "output_kinds", "mark_output", "foreign_entries", "check_kind",
+           "check_replaceable", "refuse_existing", "refuse_existing_file", "refuse_file_in_the_way",
+           "refuse_whole_output", "run_folder_rule", "write_output_dir"]
 
 MARKER = ".svformer-deploy.json"
 """The marker file of every output folder (see the module docstring)."""
@@ -57,6 +57,14 @@ class Output:
     files: tuple[str, ...] = ()
     later: tuple[str, ...] = ()
     shares: Mapping[str, str] = field(default_factory=dict)
+
+
+def default_out(source: str | os.PathLike, what: str) -> Path:
+    """Where a command writes when no ``--out`` is given: a folder beside its input ``source``, named after it and
+    ``what`` it makes (``export runs/best.pt --to nir`` -> ``runs/best-nir``). An earlier one there is refused
+    without ``--force`` like any other ``--out``."""
+    source = Path(source)
+    return source.parent / f"{source.stem}-{what}"
 
 
 def _marker(folder: Path) -> dict[str, Any] | None:

@@ -63,15 +63,19 @@ def _profile_spec(profile: str | PathLike) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ export, verify
-def export_and_verify(checkpoint: PathLike, target: str, out: PathLike, *, force: bool = False,
+def export_and_verify(checkpoint: PathLike, target: str, out: PathLike | None = None, *, force: bool = False,
                       approximate_bn: bool = False, data: PathLike = "moving-digits", num_videos: int | None = 32,
                       wrap_batches: BatchWrapper | None = None) -> "ExportResult":
     """Export ``checkpoint`` to ``target`` (see :func:`~svformer_deploy.exporters.list_targets`) as a bundle at
-    ``out``, then verify it against the checkpoint's model on ``num_videos`` validation videos of ``data`` (one
-    view each). ``result.passed`` is False when the verification missed its goal."""
+    ``out`` (default: beside the checkpoint, ``<checkpoint name>-<target>``,
+    :func:`svformer_deploy._outputs.default_out`), then verify it against the checkpoint's model on
+    ``num_videos`` validation videos of ``data`` (one view each). ``result.passed`` is False when the verification missed its goal."""
+    from svformer_deploy._outputs import default_out
     from svformer_deploy.exporters import export_and_verify as _export_and_verify
 
-    return _export_and_verify(user_path(checkpoint), target, user_path(out), force=force,
+    checkpoint = user_path(checkpoint)
+    out = default_out(checkpoint, target) if out is None else user_path(out)
+    return _export_and_verify(checkpoint, target, out, force=force,
                               approximate_bn=approximate_bn, data=_data(data), num_videos=num_videos,
                               wrap_batches=wrap_batches)
 

@@ -29,12 +29,15 @@ def _progress(batches):
     return track(list(track(batches, description="loading clips", console=err)), description="verifying", console=err)
 
 
-def _print(result, num_videos: int) -> None:
-    """Print the verification table; exit 1 when it failed (``passed`` False: verdict ``failed``, Lava not
-    bit-exact), not when the verdict is ``threshold`` or ``approximate``."""
+def _print(result, num_videos: int, wrote: Path | None = None) -> None:
+    """Print the verification table (then, for an export, ``wrote BUNDLE`` as the last line); exit 1 when it
+    failed (``passed`` False: verdict ``failed``, Lava not bit-exact), not when the verdict is ``threshold`` or
+    ``approximate``."""
     if result.videos is not None:
         note_fewer_videos(num_videos, result.videos)
     typer.echo(result.summary)
+    if wrote is not None:
+        typer.echo(f"wrote {wrote}")
     if result.passed is False:
         sys.exit(1)
 
@@ -43,7 +46,7 @@ def _print(result, num_videos: int) -> None:
 def export_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.pt) written by svformer-deploy.")],
     to: Annotated[str, typer.Option("--to", metavar="FORMAT", help="Target format: {targets}.")],
-    out: Annotated[Path, typer.Option("--out", metavar="DIR", help="Output bundle directory (every target writes one).")],
+    out: Annotated[Optional[Path], typer.Option("--out", metavar="DIR", help="Output bundle directory (every target writes one); default: beside the checkpoint, named after it and the target (best.pt --to nir: best-nir).", show_default=False)] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an earlier export bundle at --out (nothing else: a folder it did not write is refused).")] = False,
     approximate_bn: Annotated[bool, typer.Option(
         "--approximate-bn", help="Fold per-timestep BatchNorm with its time average (not exact; the cost is "
@@ -62,8 +65,7 @@ def export_cmd(
 
     result = export_and_verify(checkpoint, to, out, force=force, approximate_bn=approximate_bn, data=data,
                                num_videos=num_videos, wrap_batches=_progress)
-    typer.echo(f"wrote {result.path}")
-    _print(result, num_videos)
+    _print(result, num_videos, wrote=result.path)
 
 
 @app.command("verify")
