@@ -31,10 +31,10 @@ from svformer_deploy.errors import ExportError
 from svformer_deploy.exporters.bundle import Approximation, HostOpSpec, PartitionSpec, Signal
 from svformer_deploy.exporters.fold import PerTimestepBNError
 from svformer_deploy.exporters.plan import (Add, Capabilities, HostOp, Input, Neuron, Plan, PlanPartition,
-                                            Synapse, check_supported, cut, lower, model_operations, value_kind)
+                                            Synapse, cut, lower, value_kind)
 
 __all__ = ["DT", "NIR_CAPABILITIES", "Lowered", "LoweredPartition", "lower_svformer", "lower_plan",
-           "model_operations", "check_supported", "PerTimestepBNError", "nir_approximations"]
+           "PerTimestepBNError", "nir_approximations"]
 
 DT = 1e-4
 """The timestep dt written into every LIF (``tau_nir = tau_plif * dt``); 1e-4 s is what snntorch's importer
