@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 # public name -> module defining it (one hop: ``svformer_deploy.<name>``)
 _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("export_and_verify", "verify", "evaluate", "energy_report", "energy_price", "sparsity", "train",
-                     "finetune",
+                     "finetune", "import_official",
                      "EvalOutcome", "EnergyReportOutcome", "PriceOutcome", "SparsityOutcome"),
                     "svformer_deploy.api"),
     **dict.fromkeys(("create_model", "list_models", "get_config", "register_model", "SVFormerConfig", "SVFormer",

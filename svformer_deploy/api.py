@@ -17,6 +17,7 @@ energy_price        energy of a registered model from stated firing rates (no ch
 sparsity            firing rates and sparsity figures of a checkpoint on real videos
 train               train a registered model (DDP under torchrun); checkpoints and metrics
 finetune            distil a checkpoint into a shared-BN and/or spike-budget student; report (and budget curve)
+import_official     an official SVFormer checkpoint as a self-describing svformer-deploy checkpoint
 ==================  ==========================================================================================
 """
 
@@ -39,7 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover - types only
 
 __all__ = ["export_and_verify", "verify", "evaluate", "EvalOutcome", "energy_report", "EnergyReportOutcome",
            "energy_price", "PriceOutcome", "parse_views", "sparsity", "SparsityOutcome", "train", "finetune",
-           "DEFAULT_BASELINES"]
+           "import_official", "ImportOutcome", "DEFAULT_BASELINES"]
 
 PathLike = str | os.PathLike
 BatchWrapper = Callable[[Iterable[Any]], Iterable[Any]]
@@ -275,3 +276,29 @@ def finetune(checkpoint: PathLike, config: "FinetuneConfig", *, budgets: Sequenc
                                 progress=progress, on_epoch=on_epoch)
     return [_finetune(checkpoint, config, resume=resume, force=force, command=command, progress=progress,
                       on_epoch=on_epoch)], None
+
+
+# --------------------------------------------------------------------------------------------- import-official
+@dataclass(frozen=True)
+class ImportOutcome:
+    """An imported official checkpoint: the svformer-deploy checkpoint written and what the import matched."""
+
+    path: Path
+    report: Any
+
+
+def import_official(path: PathLike, out: PathLike, *, model: str = "svformer_ucf101",
+                    force: bool = False) -> ImportOutcome:
+    """Convert the official SVFormer checkpoint ``path`` (SlowFast ``.pyth``) for registered config ``model`` into
+    a self-describing svformer-deploy checkpoint at ``out`` (an earlier svformer-deploy checkpoint there is
+    replaced only with ``force``, never another file)."""
+    from svformer_deploy._outputs import refuse_existing_file
+    from svformer_deploy.models import save_checkpoint
+    from svformer_deploy.models.checkpoint import is_checkpoint
+    from svformer_deploy.models.official import import_official as _import_official
+
+    path, out = user_path(path), user_path(out)
+    refuse_existing_file(out, force, kind="svformer-deploy checkpoint", is_kind=is_checkpoint, inputs=(path,))
+    net, report = _import_official(path, model)
+    save_checkpoint(out, net, source=str(path), import_report=str(report))
+    return ImportOutcome(out, report)
