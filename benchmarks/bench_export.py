@@ -110,7 +110,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from svformer_deploy.exporters import eval_batches
-    from svformer_deploy.exporters.nir_export import EXPORTER as NIR
+    from svformer_deploy.exporters.nir import EXPORTER as NIR
     from svformer_deploy.exporters.onnx_export import EXPORTER as ONNX
     from svformer_deploy.models import save_checkpoint
 

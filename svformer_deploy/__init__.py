@@ -22,7 +22,7 @@ __version__ = "0.1.0"
 # public name -> module defining it (one hop: ``svformer_deploy.<name>``)
 _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("export_and_verify", "verify", "evaluate", "energy_report", "energy_price", "sparsity", "train",
-                     "finetune", "map_bundle", "verify_mapping",
+                     "finetune", "import_official", "map_bundle", "verify_mapping",
                      "EvalOutcome", "EnergyReportOutcome", "PriceOutcome", "SparsityOutcome", "MapOutcome",
                      "MappingCheck"),
                     "svformer_deploy.api"),

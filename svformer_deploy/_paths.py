@@ -9,19 +9,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["user_path", "data_spec", "require_file", "read_user_text"]
+__all__ = ["user_path", "require_file", "read_user_text"]
 
 
 def user_path(path: str | os.PathLike) -> Path:
     """``Path(path).expanduser().resolve()``: absolute, ``~`` expanded, ``..`` and symlinks resolved."""
     return Path(path).expanduser().resolve()
-
-
-def data_spec(spec: str | os.PathLike) -> str:
-    """A data source as the pipeline takes it: ``'moving-digits'`` unchanged, a folder as its resolved path."""
-    from svformer_deploy.data.api import MOVING_DIGITS
-
-    return MOVING_DIGITS if str(spec) == MOVING_DIGITS else str(user_path(spec))
 
 
 def require_file(path: str | os.PathLike, what: str, fix: str, error: type[Exception]) -> Path:

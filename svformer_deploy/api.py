@@ -1,7 +1,8 @@
 """The service layer: one typed function per capability, called by the CLI (``cli/``) and the demo (``demo.py``).
 
-Each function takes typed arguments, resolves every user path once (:mod:`svformer_deploy._paths`), calls the
-library and returns a typed result; it prints nothing and never exits. Bad input raises an
+Each function takes typed arguments, resolves every user path once, here (:func:`~svformer_deploy._paths.user_path`,
+:func:`~svformer_deploy.data.data_spec`; the library below takes resolved paths as they are), calls the library
+and returns a typed result; it prints nothing and never exits. Bad input raises an
 :class:`~svformer_deploy.errors.SVFormerDeployError` naming the problem and the fix (the CLI prints it as one
 line). Heavy dependencies are imported inside the functions, so importing this module stays light.
 
@@ -18,6 +19,7 @@ train               train a registered model (DDP under torchrun); checkpoints a
 finetune            distil a checkpoint into a shared-BN and/or spike-budget student; report (and budget curve)
 map_bundle          a NIR or Lava bundle onto a chip's cores and chips; time, energy, power from real spikes
 verify_mapping      a chip mapping checked against the SANA-FE architecture simulator
+import_official     an official SVFormer checkpoint as a self-describing svformer-deploy checkpoint
 ==================  ==========================================================================================
 """
 
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from svformer_deploy._paths import data_spec, read_user_text, user_path
+from svformer_deploy._paths import read_user_text, user_path
 from svformer_deploy.errors import EnergyError
 
 if TYPE_CHECKING:  # pragma: no cover - types only
@@ -40,7 +42,8 @@ if TYPE_CHECKING:  # pragma: no cover - types only
 
 __all__ = ["export_and_verify", "verify", "evaluate", "EvalOutcome", "energy_report", "EnergyReportOutcome",
            "energy_price", "PriceOutcome", "parse_views", "sparsity", "SparsityOutcome", "train", "finetune",
-           "DEFAULT_BASELINES", "map_bundle", "MapOutcome", "verify_mapping", "MappingCheck"]
+           "import_official", "ImportOutcome", "DEFAULT_BASELINES", "map_bundle", "MapOutcome", "verify_mapping",
+           "MappingCheck"]
 
 PathLike = str | os.PathLike
 BatchWrapper = Callable[[Iterable[Any]], Iterable[Any]]
@@ -50,22 +53,34 @@ DEFAULT_BASELINES: tuple[str, ...] = ("svformer-ann",)
 """ANN baselines the sparsity analysis compares with when none are named."""
 
 
+def _data(spec: PathLike) -> str:
+    """A ``--data`` argument resolved (:func:`svformer_deploy.data.data_spec`; imported here, not at the top, as
+    the data package loads torch)."""
+    from svformer_deploy.data import data_spec
+
+    return data_spec(spec)
+
+
 def _profile_spec(profile: str | PathLike) -> str:
     """An energy profile as the energy package takes it: a profile file as its resolved path, else the name."""
     return str(user_path(profile)) if Path(profile).is_file() else str(profile)
 
 
 # ------------------------------------------------------------------------------------------------ export, verify
-def export_and_verify(checkpoint: PathLike, target: str, out: PathLike, *, force: bool = False,
+def export_and_verify(checkpoint: PathLike, target: str, out: PathLike | None = None, *, force: bool = False,
                       approximate_bn: bool = False, data: PathLike = "moving-digits", num_videos: int | None = 32,
                       wrap_batches: BatchWrapper | None = None) -> "ExportResult":
     """Export ``checkpoint`` to ``target`` (see :func:`~svformer_deploy.exporters.list_targets`) as a bundle at
-    ``out``, then verify it against the checkpoint's model on ``num_videos`` validation videos of ``data`` (one
-    view each). ``result.passed`` is False when the verification missed its goal."""
+    ``out`` (default: beside the checkpoint, ``<checkpoint name>-<target>``,
+    :func:`svformer_deploy._outputs.default_out`), then verify it against the checkpoint's model on
+    ``num_videos`` validation videos of ``data`` (one view each). ``result.passed`` is False when the verification missed its goal."""
+    from svformer_deploy._outputs import default_out
     from svformer_deploy.exporters import export_and_verify as _export_and_verify
 
-    return _export_and_verify(user_path(checkpoint), target, user_path(out), force=force,
-                              approximate_bn=approximate_bn, data=data_spec(data), num_videos=num_videos,
+    checkpoint = user_path(checkpoint)
+    out = default_out(checkpoint, target) if out is None else user_path(out)
+    return _export_and_verify(checkpoint, target, out, force=force,
+                              approximate_bn=approximate_bn, data=_data(data), num_videos=num_videos,
                               wrap_batches=wrap_batches)
 
 
@@ -79,7 +94,7 @@ def verify(bundle: PathLike, *, target: str | None = None, checkpoint: PathLike 
 
     bundle = user_path(bundle)
     model, _ = source_checkpoint(bundle, None if checkpoint is None else user_path(checkpoint))
-    return verify_export(bundle, target=target, model=model, data=data_spec(data), num_videos=num_videos,
+    return verify_export(bundle, target=target, model=model, data=_data(data), num_videos=num_videos,
                          wrap_batches=wrap_batches)
 
 
@@ -108,16 +123,13 @@ def evaluate(checkpoint: PathLike, data: PathLike | None = None, *, out: PathLik
     softmax summed over ``clips x crops`` views per video; writes eval.json, confusion.png, predictions.csv."""
     from svformer_deploy.training.evaluate import evaluate_checkpoint
 
-    report, paths = evaluate_checkpoint(user_path(checkpoint), None if data is None else data_spec(data),
+    report, paths = evaluate_checkpoint(user_path(checkpoint), None if data is None else _data(data),
                                         out_dir=user_path(out), split=split, clips=clips, crops=crops,
                                         num_videos=num_videos, device=device, progress=progress, force=force)
     return EvalOutcome(report, paths)
 
 
 # ------------------------------------------------------------------------------------------------------ energy
-REPORT_FILES = ("report.md", "summary.json", "per_layer.csv", "per_video.csv")
-
-
 @dataclass(frozen=True)
 class EnergyReportOutcome:
     """An energy report folder and its main files (``report.md``, ``summary.json``, ``per_layer.csv``,
@@ -137,21 +149,27 @@ def energy_report(checkpoint: PathLike, *, data: PathLike = "moving-digits", vid
     the report folder ``out`` (see :mod:`svformer_deploy.energy.report`). ``progress(iterable, total,
     description)`` may wrap the video loop (as in :func:`sparsity`). ``chip`` (a registered chip or a SANA-FE
     file) adds the section of the same views on that chip (:mod:`svformer_deploy.chip.energy`)."""
-    from svformer_deploy._atomic import refuse_existing
-    from svformer_deploy.energy.report import ReportOptions, write_report
+    from svformer_deploy.energy.report import REPORT_OUTPUT, ReportOptions, write_report
     from svformer_deploy.models.checkpoint import require_checkpoint
 
-    require_checkpoint(user_path(checkpoint))  # the message every command gives
-    refuse_existing(user_path(out), force, inputs=(user_path(checkpoint),), folder=True,  # before the counting
-                    kind="energy-report")
-    opts = ReportOptions(checkpoint=user_path(checkpoint), data=data_spec(data), videos=videos, clips=clips,
+    checkpoint, out = user_path(checkpoint), user_path(out)
+    require_checkpoint(checkpoint)  # the message every command gives; write_report checks --out before counting
+    opts = ReportOptions(checkpoint=checkpoint, data=_data(data), videos=videos, clips=clips,
                          crops=crops, profile=_profile_spec(profile), fold_bn=fold_bn,
-                         accuracy=None if accuracy is None else user_path(accuracy), out=user_path(out), force=force,
-                         chip=None if chip is None else (str(user_path(chip)) if Path(chip).is_file() else str(chip)),
-                         host_fallback=host_fallback, fps=fps,
+                         accuracy=None if accuracy is None else user_path(accuracy), out=out, force=force,
+                         sections=_chip_sections(chip, host_fallback, fps),
                          **({"baselines": tuple(baselines)} if baselines else {}))
     out_dir = write_report(opts, progress=progress)
-    return EnergyReportOutcome(out_dir, {name: out_dir / name for name in REPORT_FILES})
+    return EnergyReportOutcome(out_dir, {name: out_dir / name for name in REPORT_OUTPUT.files})
+
+
+def _chip_sections(chip: str | PathLike | None, host_fallback: bool, fps: float) -> tuple[Any, ...]:
+    """The chip section of an energy report (none without ``chip``)."""
+    if chip is None:
+        return ()
+    from svformer_deploy.chip.energy import ChipSection
+
+    return (ChipSection(str(user_path(chip)) if Path(chip).is_file() else str(chip), host_fallback, fps),)
 
 
 @dataclass(frozen=True)
@@ -195,13 +213,15 @@ def energy_price(model: str, rates: PathLike | Mapping[str, float], *, profile: 
     (:func:`svformer_deploy.energy.price.price_rates`); write the summary as JSON to ``json_out`` if given.
     ``chip`` adds the model's figures on that chip from the same rates (:func:`svformer_deploy.chip.energy.
     price_section`), in ``summary["chip"]`` and a section of the markdown."""
-    from svformer_deploy._atomic import atomic_write_json, refuse_existing_file
+    from svformer_deploy._atomic import atomic_write_json
+    from svformer_deploy._outputs import refuse_existing_file
     from svformer_deploy.energy.price import price_markdown, price_rates
 
     if not isinstance(rates, Mapping):
         rates = user_path(rates)
     if json_out is not None:  # an earlier price summary is replaced, never another file
-        refuse_existing_file(user_path(json_out), True, kind="`energy price` summary", is_kind=_is_price_summary,
+        json_out = user_path(json_out)
+        refuse_existing_file(json_out, True, kind="`energy price` summary", is_kind=_is_price_summary,
                              inputs=() if isinstance(rates, Mapping) else (rates,))
     summary = price_rates(model, rates, _profile_spec(profile), list(views))
     markdown = price_markdown(summary)
@@ -216,7 +236,7 @@ def energy_price(model: str, rates: PathLike | Mapping[str, float], *, profile: 
         markdown += "\n" + chip_md
     path = None
     if json_out is not None:
-        path = atomic_write_json(user_path(json_out), dict(summary))
+        path = atomic_write_json(json_out, dict(summary))
     return PriceOutcome(summary, markdown, path)
 
 
@@ -239,15 +259,14 @@ def sparsity(checkpoint: PathLike, out: PathLike, *, data: PathLike = "moving-di
     PNG figures and a tidy CSV (layer, timestep, video, rate) in ``out``; with ``energy`` also the ops/energy
     breakdown against ``baselines`` (default: the ANN twin). ``progress(iterable, total, description)`` may wrap
     the video loops."""
-    from svformer_deploy._atomic import refuse_existing, refuse_file_in_the_way
-    from svformer_deploy.analysis.report import write_sparsity_report
+    from svformer_deploy._outputs import refuse_existing, refuse_file_in_the_way
+    from svformer_deploy.analysis.report import REPORT_OUTPUT, write_sparsity_report
     from svformer_deploy.analysis.sparsity import analyse_checkpoint
 
-    out = user_path(out)
+    checkpoint, out = user_path(checkpoint), user_path(out)
     refuse_file_in_the_way(out)
-    refuse_existing(out, force, inputs=(user_path(checkpoint),), folder=True,  # before the analysis, not after it
-                    kind="sparsity-report")
-    analysis = analyse_checkpoint(user_path(checkpoint), data_spec(data), num_videos=videos, clips=clips,
+    refuse_existing(out, force, inputs=(checkpoint,), output=REPORT_OUTPUT)  # before the analysis, not after
+    analysis = analyse_checkpoint(checkpoint, _data(data), num_videos=videos, clips=clips,
                                   crops=crops, energy=energy,
                                   profile=None if profile is None else _profile_spec(profile),
                                   baselines=tuple(baselines) if baselines else DEFAULT_BASELINES, progress=progress)
@@ -262,7 +281,7 @@ def train(config: "TrainConfig", *, resume: PathLike | None = None, force: bool 
     ``on_epoch`` receives each epoch's metrics row."""
     from svformer_deploy.training import train as _train
 
-    config = replace(config, out_dir=str(user_path(config.out_dir)), data=data_spec(config.data))
+    config = replace(config, out_dir=str(user_path(config.out_dir)), data=_data(config.data))
     return _train(config, resume=None if resume is None else user_path(resume), force=force, command=command,
                   progress=progress, on_epoch=on_epoch)
 
@@ -279,7 +298,7 @@ def finetune(checkpoint: PathLike, config: "FinetuneConfig", *, budgets: Sequenc
     from svformer_deploy.training.finetune import finetune_budgets
 
     checkpoint = user_path(checkpoint)
-    config = replace(config, out_dir=str(user_path(config.out_dir)), data=data_spec(config.data))
+    config = replace(config, out_dir=str(user_path(config.out_dir)), data=_data(config.data))
     if budgets:
         return finetune_budgets(checkpoint, config, list(budgets), resume=resume, force=force, command=command,
                                 progress=progress, on_epoch=on_epoch)
@@ -299,9 +318,12 @@ class MapOutcome:
 
 
 def default_mapping_out(bundle: PathLike, chip: str) -> Path:
-    """The default mapping folder: beside the bundle, named after it and the chip (``<bundle>-<chip>-mapping``)."""
+    """The default mapping folder, by the rule of :func:`svformer_deploy._outputs.default_out`: beside the bundle,
+    named after it and what is made (``<bundle>-<chip>-mapping``; a bundle is a folder, so its whole name)."""
+    from svformer_deploy._outputs import default_out
+
     b = user_path(bundle)
-    return b.parent / f"{b.name}-{Path(str(chip)).stem}-mapping"
+    return default_out(b.parent / (b.name + ".bundle"), f"{Path(str(chip)).stem}-mapping")
 
 
 def map_bundle(bundle: PathLike, chip: str | PathLike = "loihi", out: PathLike | None = None, *,
@@ -312,9 +334,9 @@ def map_bundle(bundle: PathLike, chip: str | PathLike = "loihi", out: PathLike |
     check it against the chip's limits first (every violation one line of a
     :class:`~svformer_deploy.chip.check.ChipConstraintError`), place it, run ``videos`` validation videos of
     ``data`` through it (0: structure only) and write the folder ``out`` (default: beside the bundle)."""
-    from svformer_deploy._atomic import atomic_write_dir, refuse_existing
+    from svformer_deploy._outputs import refuse_existing, write_output_dir
     from svformer_deploy.chip.arch import load_chip
-    from svformer_deploy.chip.report import write_mapping
+    from svformer_deploy.chip.report import MAPPING_OUTPUT, write_mapping
     from svformer_deploy.chip.service import chip_figures, mapping_from_bundle
     from svformer_deploy.exporters import eval_batches
 
@@ -325,7 +347,7 @@ def map_bundle(bundle: PathLike, chip: str | PathLike = "loihi", out: PathLike |
     bundle_path = user_path(bundle)
     chip_spec = str(user_path(chip)) if Path(chip).is_file() else str(chip)
     out_path = user_path(out) if out is not None else default_mapping_out(bundle_path, chip_spec)
-    refuse_existing(out_path, force, inputs=(bundle_path,), folder=True, kind="chip-mapping")
+    refuse_existing(out_path, force, inputs=(bundle_path,), output=MAPPING_OUTPUT)  # before the work
     spec = load_chip(chip_spec)
     mapping, model, meta, manifest = mapping_from_bundle(bundle_path, spec, checkpoint=checkpoint,
                                                          host_fallback=host_fallback)
@@ -333,14 +355,14 @@ def map_bundle(bundle: PathLike, chip: str | PathLike = "loihi", out: PathLike |
     if videos > 0:
         from svformer_deploy.data import eval_video_count
 
-        used = eval_video_count(data_spec(data), model.config, split="val", num_videos=videos)
-        batches = eval_batches(data_spec(data), model.config, videos, batch_size=4)
+        used = eval_video_count(_data(data), model.config, split="val", num_videos=videos)
+        batches = eval_batches(_data(data), model.config, videos, batch_size=4)
         if wrap_batches is not None:
             batches = wrap_batches(batches)
         fig = chip_figures(mapping, batches, fps=fps, profile=_profile_spec(profile), config=model.config.to_dict())
     provenance = {"bundle": str(bundle_path), "bundle_target": manifest.target, "model": model.config.name,
                   "checkpoint_sha256": meta["sha256"], "chip": chip_spec, "host_fallback": host_fallback,
-                  "data": str(data_spec(data)), "videos": used, "fps": fps, "host_profile": str(profile),
+                  "data": str(_data(data)), "videos": used, "fps": fps, "host_profile": str(profile),
                   "bn_fold": mapping.network.plan.bn_fold,
                   "approximations": [a.text for a in manifest.approximations]}
     doc: dict[str, Any] = {}
@@ -348,7 +370,7 @@ def map_bundle(bundle: PathLike, chip: str | PathLike = "loihi", out: PathLike |
     def build(tmp: Path) -> None:
         doc.update(write_mapping(tmp, mapping, fig, provenance))
 
-    path = atomic_write_dir(out_path, build, force=force, kind="chip-mapping")
+    path = write_output_dir(out_path, build, MAPPING_OUTPUT, force=force)
     return MapOutcome(path, doc, used)
 
 
@@ -444,3 +466,27 @@ def _sanafe_version() -> str:
         return version("sanafe")
     except PackageNotFoundError:
         return "unknown"
+# --------------------------------------------------------------------------------------------- import-official
+@dataclass(frozen=True)
+class ImportOutcome:
+    """An imported official checkpoint: the svformer-deploy checkpoint written and what the import matched."""
+
+    path: Path
+    report: Any
+
+
+def import_official(path: PathLike, out: PathLike, *, model: str = "svformer_ucf101",
+                    force: bool = False) -> ImportOutcome:
+    """Convert the official SVFormer checkpoint ``path`` (SlowFast ``.pyth``) for registered config ``model`` into
+    a self-describing svformer-deploy checkpoint at ``out`` (an earlier svformer-deploy checkpoint there is
+    replaced only with ``force``, never another file)."""
+    from svformer_deploy._outputs import refuse_existing_file
+    from svformer_deploy.models import save_checkpoint
+    from svformer_deploy.models.checkpoint import is_checkpoint
+    from svformer_deploy.models.official import import_official as _import_official
+
+    path, out = user_path(path), user_path(out)
+    refuse_existing_file(out, force, kind="svformer-deploy checkpoint", is_kind=is_checkpoint, inputs=(path,))
+    net, report = _import_official(path, model)
+    save_checkpoint(out, net, source=str(path), import_report=str(report))
+    return ImportOutcome(out, report)

@@ -21,14 +21,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from svformer_deploy._atomic import atomic_write_json
+from svformer_deploy._outputs import Output
 from svformer_deploy.errors import SVFormerDeployError
 
 if TYPE_CHECKING:
     from svformer_deploy.exporters.lava.sideenv import BackgroundBuild
 
-__all__ = ["DemoStep", "register_demo_step", "demo_steps", "run_demo", "DemoReport", "DEMO_RECIPE", "STEP_MODULES"]
+__all__ = ["DemoStep", "register_demo_step", "demo_steps", "run_demo", "DemoReport", "DEMO_RECIPE", "STEP_MODULES",
+           "DEMO_OUTPUT"]
 
 DemoStep = Callable[[Path, Path], dict[str, Path]]
+DEMO_OUTPUT = Output("demo", "a demo folder (svformer-deploy demo)", "demo",
+                     files=("demo.json", "checkpoint.pt", "train"))
+"""What ``demo`` writes: a whole folder of ``demo.json``, the checkpoint (copied or trained in ``train/``) and one
+folder per step (named in its marker when the demo starts)."""
 _STEPS: dict[str, DemoStep] = {}
 
 # Modules whose import registers demo steps, in the order their steps run.
@@ -155,14 +161,14 @@ def run_demo(out_dir: str | Path = "demo-out", *, pretrained: bool = False, forc
 
     A step that fails with an :class:`SVFormerDeployError` is reported and the next step still runs.
     """
-    from svformer_deploy._atomic import mark_output, refuse_existing
+    from svformer_deploy._outputs import mark_output, refuse_existing
     from svformer_deploy._paths import user_path
 
     out_dir = user_path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        refuse_existing(out_dir, force, folder=True, kind="demo")
+        refuse_existing(out_dir, force, output=DEMO_OUTPUT)
         shutil.rmtree(out_dir)
-    mark_output(out_dir, "demo")
+    mark_output(out_dir, DEMO_OUTPUT, files=(*DEMO_OUTPUT.files, *demo_steps()))  # every step writes a folder
     report = DemoReport(out_dir, out_dir)
     t0 = time.perf_counter()
     lava_env = _start_lava_env(steps, echo)

@@ -43,8 +43,12 @@ def test_csv_round_trips_awkward_text_with_csv_and_pandas(tmp_path):
 # ------------------------------------------------------------------------------------- what --force may replace
 from pathlib import Path  # noqa: E402
 
-from svformer_deploy._atomic import MARKER, atomic_write_dir, check_kind, mark_output, output_kinds  # noqa: E402
+from svformer_deploy._outputs import MARKER, check_kind, mark_output, output_kinds, write_output_dir  # noqa: E402
+from svformer_deploy.demo import DEMO_OUTPUT  # noqa: E402
+from svformer_deploy.energy.report import REPORT_OUTPUT as ENERGY_REPORT  # noqa: E402
 from svformer_deploy.errors import OutputExistsError  # noqa: E402
+from svformer_deploy.exporters.bundle import BUNDLE_OUTPUT  # noqa: E402
+from svformer_deploy.training.outputs import EVALUATION, FINETUNE_RUN, TRAIN_RUN  # noqa: E402
 
 
 def _files(folder: Path, *names: str) -> Path:
@@ -59,80 +63,73 @@ def _report(tmp: Path) -> None:
 
 
 def test_every_output_folder_is_marked_inside_the_atomic_write(tmp_path):
-    out = atomic_write_dir(tmp_path / "r é", _report)  # kind read from the files it built
+    out = write_output_dir(tmp_path / "r é", _report, ENERGY_REPORT)  # the kind its command declares
     marker = json.loads((out / MARKER).read_text(encoding="utf-8"))
     assert marker["tool"] == "svformer-deploy" and marker["kinds"] == ["energy-report"]
     assert marker["version"] and marker["written"]
     assert output_kinds(out) == ["energy-report"]
-    more = atomic_write_dir(tmp_path / "r2", lambda tmp: (_report(tmp), _files(tmp, "new_figure.svg")))
+    more = write_output_dir(tmp_path / "r2", lambda tmp: (_report(tmp), _files(tmp, "new_figure.svg")), ENERGY_REPORT)
     assert output_kinds(more) == ["energy-report"]  # a new kind of file in a report: still known by the marker
-    with pytest.raises(ValueError, match="pass kind="):  # an output nobody can recognise later is a bug
-        atomic_write_dir(tmp_path / "odd", lambda tmp: _files(tmp, "thing.bin"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r é", "r2"]
 
 
 def test_force_replaces_an_empty_folder_or_an_earlier_output_of_the_same_kind(tmp_path):
     (tmp_path / "empty").mkdir()
-    atomic_write_dir(tmp_path / "empty", _report, force=True)
-    out = atomic_write_dir(tmp_path / "r", _report)
-    atomic_write_dir(out, _report, force=True)
+    write_output_dir(tmp_path / "empty", _report, ENERGY_REPORT, force=True)
+    out = write_output_dir(tmp_path / "r", _report, ENERGY_REPORT)
+    write_output_dir(out, _report, ENERGY_REPORT, force=True)
     assert output_kinds(out) == ["energy-report"]
     # a file added after the write is not the command's: --force would delete it, so it refuses
     (out / "my figure.png").write_text("mine")
     with pytest.raises(OutputExistsError, match="my figure.png"):
-        atomic_write_dir(out, _report, force=True)
+        write_output_dir(out, _report, ENERGY_REPORT, force=True)
     assert (out / "my figure.png").read_text() == "mine"
-    # written before the marker existed: recognised by the kind's own files
-    legacy = _files(tmp_path / "legacy", "firing_rates.csv", "predictions.csv", "summary.json", "rate.png")
-    assert output_kinds(legacy) == ["sparsity-report"]
-    atomic_write_dir(legacy, lambda tmp: _files(tmp, "firing_rates.csv", "predictions.csv", "summary.json"),
-                     force=True, kind="sparsity-report")
-    assert output_kinds(legacy) == ["sparsity-report"] and not (legacy / "rate.png").exists()
 
 
 @pytest.mark.parametrize("setup", [
     lambda d: _files(d, "thesis.txt"),
     lambda d: _files(d, "report.md", "summary.json", "per_layer.csv", "per_video.csv", "thesis.txt"),
-    lambda d: atomic_write_dir(d, lambda tmp: _files(tmp, "model.nir"), kind="export"),
+    lambda d: write_output_dir(d, lambda tmp: _files(tmp, "model.nir"), BUNDLE_OUTPUT),
     lambda d: _files(d, "firing_rates.csv", "predictions.csv", "summary.json"),
     lambda d: (_files(d, "a.png"), (d / MARKER).write_text("{not json")),
-], ids=["users-folder", "report-plus-a-users-file", "export-bundle", "legacy-sparsity-report", "broken-marker"])
+], ids=["users-folder", "report-plus-a-users-file", "export-bundle", "unmarked-sparsity-report", "broken-marker"])
 def test_force_never_replaces_a_users_folder_or_another_kind(tmp_path, setup):
     out = tmp_path / "my papers ü"
     setup(out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     for force in (False, True):
         with pytest.raises(OutputExistsError) as err:
-            atomic_write_dir(out, _report, force=force, kind="energy-report")
+            write_output_dir(out, _report, ENERGY_REPORT, force=force)
         assert "remove that folder yourself" in str(err.value) and "\n" not in str(err.value)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]  # no temporary folder left
 
 
 def test_a_refused_kind_is_named_and_the_check_runs_again_after_the_build(tmp_path):
-    bundle = atomic_write_dir(tmp_path / "b", lambda tmp: _files(tmp, "model.onnx"), kind="export")
+    bundle = write_output_dir(tmp_path / "b", lambda tmp: _files(tmp, "model.onnx"), BUNDLE_OUTPUT)
     with pytest.raises(OutputExistsError, match=r"is an export bundle .*an energy report"):
-        check_kind(bundle, "energy-report")
-    with pytest.raises(OutputExistsError, match="is an export bundle"):  # caller named no kind: known after build
-        atomic_write_dir(bundle, _report, force=True)
+        check_kind(bundle, ENERGY_REPORT)
+    with pytest.raises(OutputExistsError, match="is an export bundle"):
+        write_output_dir(bundle, _report, ENERGY_REPORT, force=True)
     assert (bundle / "model.onnx").exists()
 
 
 def test_commands_writing_files_into_a_folder_record_their_kind_beside_others(tmp_path):
     run = _files(tmp_path / "run", "last.pt", "metrics.csv", "thesis.txt")
-    assert output_kinds(run) == ["train"]  # before the marker: by its files
-    mark_output(run, "evaluation")
+    mark_output(run, TRAIN_RUN)
+    assert output_kinds(run) == ["train"]
+    mark_output(run, EVALUATION)
     assert output_kinds(run) == ["train", "evaluation"]
-    check_kind(run, "train")
-    check_kind(run, "evaluation")
+    check_kind(run, TRAIN_RUN)
+    check_kind(run, EVALUATION)
     with pytest.raises(OutputExistsError, match="fine-tuning run"):
-        check_kind(run, "finetune")
+        check_kind(run, FINETUNE_RUN)
     with pytest.raises(OutputExistsError):  # a whole-folder command never deletes a run (or thesis.txt)
-        check_kind(run, "demo")
+        check_kind(run, DEMO_OUTPUT)
 
 
 def test_a_single_file_output_is_replaced_only_when_it_is_of_its_kind(tmp_path):
-    from svformer_deploy._atomic import refuse_existing_file
+    from svformer_deploy._outputs import refuse_existing_file
 
     mine, theirs = tmp_path / "a.json", tmp_path / "b.txt"
     mine.write_text("ours")
@@ -153,28 +150,27 @@ def test_a_run_folder_may_hold_only_what_train_finetune_evaluate_wrote(tmp_path)
     """The folder rule of train / finetune / evaluate (refuse_whole_output): their earlier outputs, a budget
     run's folder, a bundle exported into the run folder, a killed run's temporary file and a file browser's file
     are fine; one other entry is refused by name."""
-    from svformer_deploy._atomic import atomic_write_dir, mark_output, refuse_whole_output
-    from svformer_deploy.errors import OutputExistsError
+    from svformer_deploy._outputs import refuse_whole_output
 
     run = tmp_path / "run"
     for name in ("last.pt", "best.pt", "metrics.csv", "metrics.json", "eval.json", ".last.pt.k3j9x0qa.tmp",
                  ".DS_Store"):
         (run / name).parent.mkdir(parents=True, exist_ok=True)
         (run / name).write_text("x")
-    mark_output(run, "train")
-    mark_output(run, "evaluation")
+    mark_output(run, TRAIN_RUN)
+    mark_output(run, EVALUATION)
     budget = run / "budget-0.05"
     budget.mkdir()
     (budget / "finetune.json").write_text("{}")
-    mark_output(budget, "finetune")
-    atomic_write_dir(run / "nir", lambda tmp: (tmp / "manifest.json").write_text("{}"), kind="export")
-    for kind in ("train", "evaluation"):
-        refuse_whole_output(run, kind)  # nothing foreign: no error
+    mark_output(budget, FINETUNE_RUN)
+    write_output_dir(run / "nir", lambda tmp: (tmp / "manifest.json").write_text("{}"), BUNDLE_OUTPUT)
+    for output in (TRAIN_RUN, EVALUATION):
+        refuse_whole_output(run, output)  # nothing foreign: no error
     with pytest.raises(OutputExistsError, match=r"is a training run .*svformer-deploy finetune writes only into a "
                                                  r"new or empty folder, or one holding only earlier finetune and "
                                                  r"evaluate outputs"):
-        refuse_whole_output(run, "finetune")  # its last.pt and metrics would overwrite the training run's
+        refuse_whole_output(run, FINETUNE_RUN)  # its last.pt and metrics would overwrite the training run's
     (run / "budget-notes").mkdir()  # a folder that is not a fine-tuning run
     (run / ".thesis.txt.k3j9x0qa.tmp").write_text("x")  # a temporary of a file no run writes
     with pytest.raises(OutputExistsError, match=r"holds \.thesis\.txt\.k3j9x0qa\.tmp, budget-notes, which "):
-        refuse_whole_output(run, "train")
+        refuse_whole_output(run, TRAIN_RUN)

@@ -9,13 +9,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from svformer_deploy._atomic import atomic_write_dir, json_text
+from svformer_deploy._atomic import json_text
+from svformer_deploy._outputs import Output, write_output_dir
 from svformer_deploy.analysis.sparsity import SparsityAnalysis
 
-__all__ = ["write_sparsity_report", "REPORT_FILES"]
+__all__ = ["write_sparsity_report", "REPORT_FILES", "REPORT_OUTPUT"]
 
 REPORT_FILES = ("firing_rates.csv", "predictions.csv", "summary.json")
 """Tables every report holds, beside one ``<figure>.png`` per entry of :func:`~svformer_deploy.analysis.plots.all_figures`."""
+REPORT_OUTPUT = Output("sparsity-report", "a sparsity report (svformer-deploy sparsity)", "sparsity",
+                       files=REPORT_FILES)
+"""What ``sparsity`` writes: a whole folder (these tables, its figures)."""
 
 
 def write_sparsity_report(a: SparsityAnalysis, out: str | os.PathLike, *, force: bool = False, dpi: int = 120,
@@ -41,5 +45,5 @@ def write_sparsity_report(a: SparsityAnalysis, out: str | os.PathLike, *, force:
         for key, fig in all_figures(a).items():
             fig.savefig(tmp / f"{key}.png", dpi=dpi)
 
-    out = atomic_write_dir(out, build, force=force, kind="sparsity-report")
+    out = write_output_dir(out, build, REPORT_OUTPUT, force=force)
     return {p.name: p for p in sorted(out.iterdir())}

@@ -10,7 +10,6 @@ every neuron that reads them, messages, hops, per-neuron access every step -- an
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,22 +26,23 @@ __all__ = ["ChipSection", "price_section"]
 ARITHMETIC_PROFILE = "loihi"
 
 
-@dataclass
 class ChipSection:
-    """Collects the views an energy report counts, then runs them through the chip mapping."""
+    """An energy report's chip section (:class:`svformer_deploy.energy.report.ReportSection`): the views the report
+    counts, run through the model mapped onto ``chip``, beside their arithmetic ``loihi`` price."""
 
-    chip: str
-    mapping: Mapping
-    config: dict[str, Any]
-    views: list[Tensor] = field(default_factory=list)
-    labels: list[int] = field(default_factory=list)
-    arithmetic_pj: float = 0.0
+    def __init__(self, chip: str, host_fallback: bool = False, fps: float = 25.0) -> None:
+        self.chip, self.host_fallback, self.fps = chip, host_fallback, fps
+        self.mapping: Mapping | None = None
+        self.config: dict[str, Any] = {}
+        self.views: list[Tensor] = []
+        self.labels: list[int] = []
+        self.arithmetic_pj = 0.0
+        self.fig: Any = None
 
-    @staticmethod
-    def prepare(model: nn.Module, chip: str, host_fallback: bool = False) -> ChipSection:
+    def start(self, model: nn.Module) -> None:
         """Map ``model`` now: the chip's constraint check runs before any counting (an error stops the report)."""
-        return ChipSection(chip, mapping_from_model(model, load_chip(chip), host_fallback=host_fallback),
-                           model.config.to_dict())
+        self.mapping = mapping_from_model(model, load_chip(self.chip), host_fallback=self.host_fallback)
+        self.config = model.config.to_dict()
 
     def add(self, views: Tensor, label: int, counts: Any) -> None:
         """The views of one video and their operation counts (priced under the arithmetic ``loihi`` profile)."""
@@ -54,25 +54,25 @@ class ChipSection:
             self.labels.append(int(label))
         self.arithmetic_pj += energy_of(counts, get_profile(ARITHMETIC_PROFILE)).compute_pj
 
-    def finish(self, profile: str, fps: float) -> tuple[dict[str, Any], str, Any]:
+    def finish(self, profile: str) -> tuple[str, dict[str, Any], str]:
         def batches():
             for i in range(0, len(self.views), 4):
                 yield torch.stack(self.views[i:i + 4]), torch.tensor(self.labels[i:i + 4])
 
-        fig = chip_figures(self.mapping, batches(), fps=fps, profile=profile, config=self.config)
+        assert self.mapping is not None, "ChipSection.start was not called"
+        self.fig = chip_figures(self.mapping, batches(), fps=self.fps, profile=profile, config=self.config)
         summary = mapping_summary(self.mapping)
-        figs = figures_summary(self.mapping, fig)
+        figs = figures_summary(self.mapping, self.fig)
         n = len(self.views)
         figs["arithmetic_same_spikes_mJ_per_view"] = {"profile": ARITHMETIC_PROFILE,
                                                        "compute": self.arithmetic_pj / n * 1e-9 if n else None}
-        md = chip_markdown(self.mapping, summary, figs, heading="##")
-        md += _comparison_lines(figs)
-        return {**summary, "figures": figs}, md, fig
+        md = chip_markdown(self.mapping, summary, figs, heading="##") + _comparison_lines(figs)
+        return "chip", {**summary, "figures": figs}, md
 
-    def plots(self, out: Path, fig: Any) -> list[str]:
-        files = _plots(out, self.mapping, fig)
+    def plots(self, folder: Path) -> list[str]:
+        files = _plots(folder, self.mapping, self.fig)
         for f in files:
-            (out / f).rename(out / f"chip_{f}")
+            (folder / f).rename(folder / f"chip_{f}")
         return [f"chip_{f}" for f in files]
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from svformer_deploy._outputs import Output
 from svformer_deploy.chip.cost import ENERGY_KINDS
 from svformer_deploy.chip.mapping import Mapping
 from svformer_deploy.chip.service import ChipFigures
@@ -31,6 +32,10 @@ __all__ = [
 ]
 
 MAPPING_FILES = ("mapping.json", "layers.csv", "cores.csv", "report.md")
+
+MAPPING_OUTPUT = Output("chip-mapping", "a chip mapping (svformer-deploy map)", "map", files=MAPPING_FILES,
+                        later=("sanafe*",))
+"""What ``map`` writes: a whole folder; ``verify --with sanafe`` adds ``sanafe_verification.json`` and ``sanafe/``."""
 
 
 def _csv(rows: list[dict[str, Any]]) -> str:

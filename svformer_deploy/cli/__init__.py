@@ -1,7 +1,7 @@
 """The ``svformer-deploy`` command line: a thin layer of Typer commands over the library.
 
-Each command lives in its own module and registers itself on :data:`app`; this module only wires them
-together and turns :class:`~svformer_deploy.errors.SVFormerDeployError` into one line on stderr and a
+Each command lives in its own module and registers itself on :data:`app` (``cli/_app.py``); this module only
+wires them together and turns :class:`~svformer_deploy.errors.SVFormerDeployError` into one line on stderr and a
 non-zero exit (``--debug`` shows the full traceback instead).
 """
 
@@ -9,42 +9,23 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import Annotated
 
 import typer
 from typer import Abort
-from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
+# Command modules register themselves on ``app`` (defined in cli/_app.py) when imported, in this order.
+from svformer_deploy.cli import info as _info  # noqa: F401
+from svformer_deploy.cli import train as _train  # noqa: F401
+from svformer_deploy.cli import demo as _demo  # noqa: F401
+from svformer_deploy.cli import energy as _energy  # noqa: F401
+from svformer_deploy.cli import export as _export  # noqa: F401
+from svformer_deploy.cli import finetune as _finetune  # noqa: F401
+from svformer_deploy.cli import sparsity as _sparsity  # noqa: F401
+from svformer_deploy.cli import chip as _chip  # noqa: F401
+from svformer_deploy.cli._app import STATE, app
 from svformer_deploy.errors import SVFormerDeployError
 
-app = typer.Typer(
-    name="svformer-deploy",
-    help="Take a spiking video transformer (SVFormer) from a PyTorch checkpoint to neuromorphic formats, "
-    "and report what it costs in energy.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-_STATE = {"debug": False}
-
-
-@app.callback()
-def _root(
-    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")] = False,
-) -> None:
-    _STATE["debug"] = debug
-
-
-# Command modules register themselves on ``app`` when imported.
-from svformer_deploy.cli import info as _info  # noqa: E402,F401
-from svformer_deploy.cli import train as _train  # noqa: E402,F401
-from svformer_deploy.cli import demo as _demo  # noqa: E402,F401
-from svformer_deploy.cli import energy as _energy  # noqa: E402,F401
-from svformer_deploy.cli import export as _export  # noqa: E402,F401
-from svformer_deploy.cli import finetune as _finetune  # noqa: E402,F401
-from svformer_deploy.cli import sparsity as _sparsity  # noqa: E402,F401
-from svformer_deploy.cli import chip as _chip  # noqa: E402,F401
+__all__ = ["app", "build_command", "main"]
 
 
 def _exit_cleanly_on_sigterm() -> None:
@@ -82,11 +63,10 @@ def _configure_threads_in_commands(command) -> None:
 
 
 def build_command():
-    """The click command tree of :data:`app`, with the help labels of :func:`~svformer_deploy.cli._options.tidy_help`;
-    every command sets torch's thread count (:func:`~svformer_deploy._threads.configure_threads`) before it runs."""
-    from svformer_deploy.cli._options import tidy_help
-
-    command = tidy_help(typer.main.get_command(app))
+    """The command tree of :data:`app` (its commands and groups label their own help:
+    :mod:`svformer_deploy.cli._options`); every command sets torch's thread count
+    (:func:`~svformer_deploy._threads.configure_threads`) before it runs."""
+    command = typer.main.get_command(app)
     _configure_threads_in_commands(command)
     return command
 
@@ -108,35 +88,34 @@ def _command_path(command, args: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the CLI and exit with its status code."""
-    _STATE["debug"] = "--debug" in (sys.argv[1:] if argv is None else argv)
+    STATE["debug"] = "--debug" in (sys.argv[1:] if argv is None else argv)
     _exit_cleanly_on_sigterm()
     command = build_command()
     try:
         # --help, Ctrl-C (130) and typer.Exit come back as an exit code; a command's own sys.exit passes through
         code = command.main(args=argv, prog_name="svformer-deploy", standalone_mode=False)
-    except NoArgsIsHelpError as err:  # a bare command group: its help, as before
-        err.show()
-        sys.exit(err.exit_code)
-    except UsageError as err:  # a typo, a missing or malformed option: one line, like every other bad input
-        from svformer_deploy.cli._options import usage_message
-
-        args = sys.argv[1:] if argv is None else argv
-        where = err.ctx.command_path if err.ctx is not None else _command_path(command, args)
-        typer.echo(f"error: {usage_message(err)}; see `{where} --help`", err=True)
-        sys.exit(err.exit_code)
     except Abort:  # end of input at a prompt
         typer.echo("Aborted!", err=True)
         sys.exit(1)
     except SVFormerDeployError as err:
-        if _STATE["debug"]:
+        if STATE["debug"]:
             raise
         typer.echo(f"error: {err}", err=True)
         sys.exit(err.exit_code)
     except OSError as err:  # a path the user gave cannot be read or written (a parent is a file, permissions, disk)
-        if _STATE["debug"]:
+        if STATE["debug"]:
             raise
         where = f" {err.filename}" if err.filename else ""
         typer.echo(f"error: cannot use{where}: {err.strerror or err}; check the path you passed (is a parent folder "
                    "a file? is it writable? is the disk full?)", err=True)
         sys.exit(2)
+    except Exception as err:  # a typo, a missing or malformed option: one line, like every other bad input
+        from svformer_deploy.cli._options import is_usage_error, usage_message
+
+        if not is_usage_error(err):
+            raise
+        args = sys.argv[1:] if argv is None else argv
+        where = err.ctx.command_path if err.ctx is not None else _command_path(command, args)
+        typer.echo(f"error: {usage_message(err)}; see `{where} --help`", err=True)
+        sys.exit(err.exit_code)
     sys.exit(code if isinstance(code, int) else 0)

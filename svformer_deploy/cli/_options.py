@@ -1,19 +1,21 @@
-"""How the commands' options are declared and shown in ``--help``.
+"""How the commands are declared and shown in ``--help``, through Typer's public extension points only.
 
-The typer in use labels every parameter with its Python type (``--force <bool>``, ``--baseline <list[str]>``,
-``checkpoint <path>``), the ``--help`` flag included. :func:`tidy_help` walks the built command tree once and
-gives each parameter the label a user reads instead, by one rule:
+Every command of the CLI is declared on an :class:`App` (a ``typer.Typer`` whose commands are of class
+:class:`Command`, whose groups are of class :class:`Group`: typer's documented ``cls=``). They give each parameter
+the label a user reads, by one rule, when typer builds them:
 
 * a flag (``--force``, ``--energy/--no-energy``, ``--help``) takes no value and shows no label;
 * an option keeps the metavar it was declared with (``metavar="DIR"``), else shows its value's kind:
   ``PATH`` (a path), ``N`` (a whole number), ``FLOAT`` or ``TEXT``;
 * a repeatable option shows the label of one value and its help says "repeatable";
-* an argument shows its value's kind (``PATH``, ``TEXT``) after its name;
-* an old spelling of an option (:data:`HIDDEN_ALIASES`) keeps working but is not shown;
+* an argument shows the framework's own label of its type (``<path>``, ``<str>``): typer offers no public way
+  to change it;
+* an old spelling of an option (:data:`HIDDEN_ALIASES`) keeps working but is not shown: :meth:`Command.parse_args`
+  reads it as ``--videos`` (the option declares only its one name);
 * a command's help is its docstring re-flowed (:func:`reflow`): each paragraph one flowing text that the terminal
-  wraps at its width, list items kept one to a line (the typer in use keeps the docstring's own line breaks in
-  every paragraph but the first, so ``--help`` showed lines broken mid-sentence);
-* a command's line in its group's list is the first paragraph of its docstring as one flowing text.
+  wraps at its width, list items kept one to a line; its line in its group's list is the first paragraph;
+* a help text may name a registry list (:data:`HELP_LISTS`: ``{profiles}``, ``{baselines}``, ``{targets}``,
+  ``{verifiers}``), filled from the registry when the help is shown, so the CLI starts without loading them.
 
 :func:`usage_message` words a usage error (an unknown option or command) for the one error line: a close name is
 suggested only when it really is close (:data:`CLOSE_MATCH`), never the framework's loose guess.
@@ -24,15 +26,16 @@ from __future__ import annotations
 import difflib
 import inspect
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import PurePath
 from typing import Any, get_args, get_origin
 
 import typer
-from typer.core import TyperArgument, TyperGroup, TyperOption
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
-__all__ = ["CLOSE_MATCH", "HIDDEN_ALIASES", "close_names", "note_fewer_videos", "progress_bar", "reflow",
-           "tidy_help", "usage_message", "value_label", "videos_option"]
+__all__ = ["App", "Command", "Group", "CLOSE_MATCH", "HELP_LISTS", "HIDDEN_ALIASES", "close_names",
+           "note_fewer_videos", "progress_bar", "reflow", "usage_message", "value_label", "videos_option",
+           "profile_option", "is_usage_error"]
 
 HIDDEN_ALIASES = frozenset({"--num-videos", "--eval-videos"})
 """Old spellings of ``--videos`` (``export``/``verify``/``evaluate`` had ``--num-videos``, ``finetune`` had
@@ -47,11 +50,38 @@ LIST_ITEM = re.compile(r"\s*(?:[*\u2022-]|\d+[.)])\s")
 """A line that starts a list item (``* ``, ``- ``, ``\u2022 ``, ``1. ``, ``1) ``): :func:`reflow` keeps it on a line of its own."""
 
 
+def _profiles() -> str:
+    from svformer_deploy.energy.profiles import list_profiles
+
+    return ", ".join(list_profiles())
+
+
+def _baselines() -> str:
+    from svformer_deploy.energy.baselines import list_baselines
+
+    return ", ".join(list_baselines())
+
+
+def _targets(writes: bool) -> str:
+    from svformer_deploy.exporters import get_exporter, list_targets
+
+    return ", ".join(t for t in list_targets() if (get_exporter(t).export is not None) == writes)
+
+
+HELP_LISTS: dict[str, Callable[[], str]] = {
+    "{profiles}": _profiles,
+    "{baselines}": _baselines,
+    "{targets}": lambda: _targets(writes=True),
+    "{verifiers}": lambda: _targets(writes=False),
+}
+"""Placeholders a help text may hold -> the registry list that replaces it when ``--help`` is shown: the energy
+profiles, the ANN baselines, the export targets and the verify-only runtimes."""
+
 DEFAULT_PROFILE = "45nm-fp32"
 """The default ``--profile``: the energy module's :data:`svformer_deploy.energy.profiles.DEFAULT_PROFILE` (a test
 holds them equal; the CLI starts without importing the energy module)."""
-PROFILE_HELP = ("Energy profile: a name `svformer-deploy energy profiles` lists (45nm-fp32, 45nm-fp16, 45nm-int8, "
-                "loihi, ...), 45nm-int<N> (N = 1..32 bits), or a YAML/JSON file.")
+PROFILE_HELP = ("Energy profile: a name `svformer-deploy energy profiles` lists ({profiles}), 45nm-int<N> "
+                "(N = 1..32 bits), or a YAML/JSON file.")
 
 
 def profile_option(**kwargs: Any):
@@ -61,8 +91,9 @@ def profile_option(**kwargs: Any):
 
 
 def videos_option(help: str, **kwargs: Any):
-    """``--videos N``, the one name of "how many videos this command works on", with its old spellings."""
-    return typer.Option("--videos", *sorted(HIDDEN_ALIASES), help=help, **kwargs)
+    """``--videos N``, the one name of "how many videos this command works on" (its old spellings,
+    :data:`HIDDEN_ALIASES`, are read by :meth:`Command.parse_args`)."""
+    return typer.Option("--videos", help=help, **kwargs)
 
 
 def note_fewer_videos(asked: int | None, used: int, split: str = "val") -> None:
@@ -138,93 +169,142 @@ def close_names(name: str, names: Iterable[str]) -> list[str]:
 
 
 def _shown_options(ctx) -> list[str]:
-    """Every option name ``--help`` of ``ctx``'s command shows (old spellings left out), ``--help`` included."""
+    """Every option name ``--help`` of ``ctx``'s command shows, ``--help`` included."""
     params = [*ctx.command.params, ctx.command.get_help_option(ctx)]
     return [opt for p in params if p is not None and p.param_type_name == "option" and not p.hidden
             for opt in (*p.opts, *p.secondary_opts)]
 
 
-def usage_message(err) -> str:
-    """The problem of a usage error ``err`` in words, without a final full stop. An unknown option names itself
-    and, only when one is close (:func:`close_names`), the option(s) ``--help`` shows that it may be a typo of."""
-    from typer._click.exceptions import NoSuchOption
+def is_usage_error(err: BaseException) -> bool:
+    """Whether ``err`` is a usage error of the parser (an unknown option or command, a missing or malformed
+    value). Typer re-exports none of its click's usage errors but ``BadParameter``, so they are known by click's
+    documented protocol: ``format_message()``, ``exit_code`` and the ``ctx`` they were raised in."""
+    return callable(getattr(err, "format_message", None)) and isinstance(getattr(err, "exit_code", None), int) \
+        and hasattr(err, "ctx")
 
-    if not isinstance(err, NoSuchOption) or err.ctx is None:
+
+def usage_message(err) -> str:
+    """The problem of a usage error ``err`` in words, without a final full stop. An unknown option (click's
+    ``NoSuchOption``: it carries ``option_name`` and ``possibilities``) names itself and, only when one is close
+    (:func:`close_names`), the option(s) ``--help`` shows that it may be a typo of."""
+    if not hasattr(err, "possibilities") or err.ctx is None:
         return err.format_message().rstrip(".")
     close = close_names(err.option_name, _shown_options(err.ctx))
     return f"No such option: {err.option_name}" + (f" (did you mean {' or '.join(close)}?)" if close else "")
 
 
-class _Group(TyperGroup):
-    """A command group whose answer to an unknown command suggests a command only when it is close
-    (:func:`close_names`; the typer in use suggests at a looser cutoff)."""
+def _label(param) -> None:
+    """Give an option its help label (see the module docstring); arguments keep the framework's."""
+    if not isinstance(param, TyperOption):
+        return
+    if param.is_flag:
+        if param.metavar is None:
+            param.metavar = ""
+    elif param.metavar is None:
+        param.metavar = value_label(param.type_descriptor.annotation)
+    if param.multiple and "repeatable" not in (param.help or ""):
+        param.help = f"{param.help or ''} (repeatable)".strip()
 
-    def resolve_command(self, ctx, args):
-        from typer._click.parser import _split_opt
 
+def _help_texts(help: str | None, short_help: str | None) -> tuple[str | None, str | None]:
+    """A command's help re-flowed (:func:`reflow`) and its short help: the first paragraph as one text."""
+    if not help:
+        return help, short_help
+    help = reflow(help)
+    return help, short_help or " ".join(help.split("\n\n")[0].split())
+
+
+def _fill_lists(command, ctx) -> None:
+    """Replace the :data:`HELP_LISTS` placeholders in the help of ``command``'s parameters (at ``--help``)."""
+    for param in command.get_params(ctx):
+        text = getattr(param, "help", None) or ""
+        for key, names in HELP_LISTS.items():
+            if key in text:
+                text = text.replace(key, names())
+                param.help = text
+
+
+def _unalias(args: list[str]) -> list[str]:
+    """``args`` with every old spelling of ``--videos`` (:data:`HIDDEN_ALIASES`, also as ``--old=N``) written as
+    ``--videos``; nothing after ``--`` is touched."""
+    out, rest = [], False
+    for arg in args:
+        name, eq, value = arg.partition("=")
+        if not rest and name in HIDDEN_ALIASES:
+            arg = f"--videos{eq}{value}"
+        rest = rest or arg == "--"
+        out.append(arg)
+    return out
+
+
+class Command(TyperCommand):
+    """A command of this CLI: labelled options, re-flowed help, registry lists in its help, ``--videos``'s old
+    spellings (see the module docstring)."""
+
+    def __init__(self, name: str | None, *, params: list | None = None, help: str | None = None,
+                 short_help: str | None = None, **kwargs: Any) -> None:
+        for param in params or []:
+            _label(param)
+        help, short_help = _help_texts(help, short_help)
+        super().__init__(name, params=params, help=help, short_help=short_help, **kwargs)
+
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)
+        if option is not None:
+            _label(option)
+        return option
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        if any("--videos" in getattr(p, "opts", ()) for p in self.params):
+            args = _unalias(args)
+        return super().parse_args(ctx, args)
+
+    def format_help(self, ctx, formatter) -> None:
+        _fill_lists(self, ctx)
+        super().format_help(ctx, formatter)
+
+
+class Group(TyperGroup):
+    """A command group of this CLI: labelled options and re-flowed help as :class:`Command`; an unknown command is
+    answered with a suggestion only when it is close (:func:`close_names`; the framework suggests at a looser
+    cutoff); a bare group shows its help and exits 2."""
+
+    def __init__(self, *, params: list | None = None, help: str | None = None, short_help: str | None = None,
+                 **kwargs: Any) -> None:
+        for param in params or []:
+            _label(param)
+        help, short_help = _help_texts(help, short_help)
+        kwargs["suggest_commands"] = False  # close_names answers, at a stricter cutoff (resolve_command)
+        super().__init__(params=params, help=help, short_help=short_help, **kwargs)
+
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)
+        if option is not None:
+            _label(option)
+        return option
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        if not args and self.no_args_is_help and not ctx.resilient_parsing:
+            text = ctx.get_help()  # rich prints the help itself and returns ""
+            if text:
+                typer.echo(text)
+            ctx.exit(2)
+        return super().parse_args(ctx, args)
+
+    def resolve_command(self, ctx, args: list[str]):
         name = args[0] if args else None
-        if name is not None and self.get_command(ctx, name) is None and not _split_opt(name)[0] \
-                and not ctx.resilient_parsing:
+        if name and name[:1].isalnum() and self.get_command(ctx, name) is None and not ctx.resilient_parsing:
             close = close_names(name, self.list_commands(ctx))
             ctx.fail(f"No such command {name!r}" + (f" (did you mean {' or '.join(map(repr, close))}?)"
                                                       if close else ""))
         return super().resolve_command(ctx, args)
 
 
-class _Argument(TyperArgument):
-    """An argument whose help row shows the kind of its value (``PATH``) instead of typer's ``<path>``."""
+class App(typer.Typer):
+    """``typer.Typer`` whose groups are :class:`Group` and whose commands are :class:`Command` (typer's ``cls=``)."""
 
-    def display_type_rich(self, ctx) -> str:
-        return value_label(self.type_descriptor.annotation)
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(cls=Group, **kwargs)
 
-
-class _AliasedOption(TyperOption):
-    """An option whose old spellings (:attr:`hidden_opts`) are parsed but not listed in help."""
-
-    hidden_opts: list[str]
-
-    def add_to_parser(self, parser, ctx) -> None:
-        shown = self.opts
-        self.opts = [*shown, *self.hidden_opts]
-        try:
-            super().add_to_parser(parser, ctx)
-        finally:
-            self.opts = shown
-
-
-def _tidy_param(param) -> None:
-    if isinstance(param, TyperArgument):
-        param.__class__ = _Argument
-    elif isinstance(param, TyperOption):
-        if param.is_flag:
-            param.metavar = ""
-        elif param.metavar is None:
-            param.metavar = value_label(param.type_descriptor.annotation)
-        if param.multiple and "repeatable" not in (param.help or ""):
-            param.help = f"{param.help or ''} (repeatable)".strip()
-        hidden = [opt for opt in param.opts if opt in HIDDEN_ALIASES]
-        if hidden and len(hidden) < len(param.opts):
-            param.__class__ = _AliasedOption
-            param.hidden_opts = hidden
-            param.opts = [opt for opt in param.opts if opt not in HIDDEN_ALIASES]
-
-
-def tidy_help(command, name: str = "svformer-deploy"):
-    """Give every parameter of ``command`` and of its subcommands its help label (see the module docstring);
-    returns ``command``. The ``--help`` flag of each command is created here, so that it is tidied too."""
-    from typer._click import Context
-
-    if command.help:
-        command.help = reflow(command.help)
-        if not command.short_help:
-            command.short_help = " ".join(command.help.split("\n\n")[0].split())
-    for param in command.params:
-        _tidy_param(param)
-    help_option = command.get_help_option(Context(command, info_name=name))
-    if help_option is not None:
-        _tidy_param(help_option)
-    if isinstance(command, TyperGroup):
-        command.__class__ = _Group
-        for sub_name, sub in command.commands.items():
-            tidy_help(sub, sub_name)
-    return command
+    def command(self, name: str | None = None, *, cls: type[TyperCommand] | None = None, **kwargs: Any):
+        return super().command(name, cls=cls or Command, **kwargs)

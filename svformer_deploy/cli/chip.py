@@ -7,7 +7,7 @@ from typing import Annotated, Optional  # noqa: F401 (Typer reads the string ann
 
 import typer
 
-from svformer_deploy.cli import app
+from svformer_deploy.cli._app import app
 from svformer_deploy.cli._options import DEFAULT_PROFILE, note_fewer_videos, profile_option, videos_option
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from svformer_deploy.cli import app
+from svformer_deploy.cli._app import app
 
 
 @app.command("demo")
@@ -17,10 +17,9 @@ def demo_cmd(
     force: Annotated[bool, typer.Option("--force", help="Replace an earlier demo folder at --out (nothing else: a folder it did not write is refused).")] = False,
 ) -> None:
     """The whole project on the built-in moving digits, in under 10 minutes on 2 CPU cores; prints every artefact."""
-    from svformer_deploy._paths import user_path
     from svformer_deploy.demo import run_demo
 
-    report = run_demo(user_path(out), pretrained=pretrained, force=force, echo=typer.echo)
+    report = run_demo(out, pretrained=pretrained, force=force, echo=typer.echo)
     if report.failures:
         typer.echo(f"error: {len(report.failures)} demo step(s) failed: {', '.join(report.failures)}", err=True)
         raise typer.Exit(1)

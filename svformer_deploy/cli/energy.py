@@ -9,10 +9,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from svformer_deploy.cli import app
-from svformer_deploy.cli._options import DEFAULT_PROFILE, note_fewer_videos, profile_option, progress_bar, videos_option
+from svformer_deploy.cli._app import app
+from svformer_deploy.cli._options import DEFAULT_PROFILE, App, note_fewer_videos, profile_option, progress_bar, videos_option
 
-energy_app = typer.Typer(help="Count operations and estimate energy (every report prints the rules it used).",
+energy_app = App(help="Count operations and estimate energy (every report prints the rules it used).",
                          no_args_is_help=True)
 app.add_typer(energy_app, name="energy")
 
@@ -25,7 +25,7 @@ def report(
     clips: Annotated[int, typer.Option(help="Clips per video (views = clips x crops).")] = 1,
     crops: Annotated[int, typer.Option(help="Crops per clip (1 or 3).")] = 1,
     profile: Annotated[str, profile_option()] = DEFAULT_PROFILE,
-    baseline: Annotated[Optional[list[str]], typer.Option(metavar="NAME", help="ANN baseline(s): svformer-ann, r3d_18, mc3_18, r2plus1d_18, s3d, mvit_v2_s, swin3d_t (repeatable; default all).")] = None,
+    baseline: Annotated[Optional[list[str]], typer.Option(metavar="NAME", help="ANN baseline(s): {baselines} (repeatable; default all).")] = None,
     fold_bn: Annotated[bool, typer.Option(help="Count time-invariant BatchNorms as folded into the previous layer (free), in the SNN and every baseline alike.")] = False,
     accuracy: Annotated[Optional[Path], typer.Option(metavar="FILE", help="eval.json that 'svformer-deploy evaluate' wrote for this checkpoint (top1 as a fraction, its views, the checkpoint's SHA-256), set beside the energy.")] = None,
     out: Annotated[Path, typer.Option(metavar="DIR", help="Output directory (must not exist unless --force).")] = Path("energy_report"),

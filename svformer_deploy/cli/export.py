@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from svformer_deploy.cli import app
+from svformer_deploy.cli._app import app
 from svformer_deploy.cli._options import note_fewer_videos, videos_option
 
 _DATA = typer.Option("--data", metavar="NAME|DIR", help="Validation data: 'moving-digits' (built-in) or a UCF101/HMDB51 folder.")
@@ -29,12 +29,15 @@ def _progress(batches):
     return track(list(track(batches, description="loading clips", console=err)), description="verifying", console=err)
 
 
-def _print(result, num_videos: int) -> None:
-    """Print the verification table; exit 1 when it failed (``passed`` False: verdict ``failed``, Lava not
-    bit-exact), not when the verdict is ``threshold`` or ``approximate``."""
+def _print(result, num_videos: int, wrote: Path | None = None) -> None:
+    """Print the verification table (then, for an export, ``wrote BUNDLE`` as the last line); exit 1 when it
+    failed (``passed`` False: verdict ``failed``, Lava not bit-exact), not when the verdict is ``threshold`` or
+    ``approximate``."""
     if result.videos is not None:
         note_fewer_videos(num_videos, result.videos)
     typer.echo(result.summary)
+    if wrote is not None:
+        typer.echo(f"wrote {wrote}")
     if result.passed is False:
         sys.exit(1)
 
@@ -42,8 +45,8 @@ def _print(result, num_videos: int) -> None:
 @app.command("export")
 def export_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.pt) written by svformer-deploy.")],
-    to: Annotated[str, typer.Option("--to", metavar="FORMAT", help="Target format: nir, onnx (or lava where installed).")],
-    out: Annotated[Path, typer.Option("--out", metavar="DIR", help="Output bundle directory (every target writes one).")],
+    to: Annotated[str, typer.Option("--to", metavar="FORMAT", help="Target format: {targets}.")],
+    out: Annotated[Optional[Path], typer.Option("--out", metavar="DIR", help="Output bundle directory (every target writes one); default: beside the checkpoint, named after it and the target (best.pt --to nir: best-nir).", show_default=False)] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an earlier export bundle at --out (nothing else: a folder it did not write is refused).")] = False,
     approximate_bn: Annotated[bool, typer.Option(
         "--approximate-bn", help="Fold per-timestep BatchNorm with its time average (not exact; the cost is "
@@ -62,8 +65,7 @@ def export_cmd(
 
     result = export_and_verify(checkpoint, to, out, force=force, approximate_bn=approximate_bn, data=data,
                                num_videos=num_videos, wrap_batches=_progress)
-    typer.echo(f"wrote {result.path}")
-    _print(result, num_videos)
+    _print(result, num_videos, wrote=result.path)
 
 
 @app.command("verify")
@@ -75,8 +77,8 @@ def verify_cmd(
     checkpoint: Annotated[Optional[Path], typer.Option(
         "--checkpoint", metavar="FILE", help="Source checkpoint (default: the path recorded at export; its SHA-256 must match).")] = None,
     target: Annotated[Optional[str], typer.Option(
-        "--target", metavar="NAME", help="Verifier to use (default: the export's own; e.g. a second runtime of the same "
-        "bundle).")] = None,
+        "--target", metavar="NAME", help="Verifier to use (default: the export's own; a second runtime of a bundle: "
+        "{verifiers}).")] = None,
     with_: Annotated[Optional[str], typer.Option(
         "--with", metavar="SIMULATOR", help="Check a chip mapping in an architecture simulator: sanafe.")] = None,
     layer: Annotated[Optional[list[str]], typer.Option(

@@ -9,9 +9,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from svformer_deploy._atomic import run_folder_rule
-from svformer_deploy.cli import app
+from svformer_deploy._outputs import run_folder_rule
+from svformer_deploy.cli._app import app
 from svformer_deploy.cli._options import DEFAULT_PROFILE, profile_option, videos_option
+from svformer_deploy.training.outputs import FINETUNE_RUN
 
 
 @app.command("finetune")
@@ -20,7 +21,7 @@ def finetune_cmd(
     bn: Annotated[str, typer.Option(metavar="shared|keep", help="'shared': convert per-timestep BN to shared BN (time-averaged start); "
                                          "'keep': keep the checkpoint's BN (spike-budget runs).")] = "shared",
     data: Annotated[str, typer.Option(metavar="NAME|DIR", help="'moving-digits' or a UCF101/HMDB51 root (training and report).")] = "moving-digits",
-    out: Annotated[Path, typer.Option(metavar="DIR", help="Run folder for finetuned.pt, last.pt, metrics, finetune.json: " + run_folder_rule("finetune") + "; any other folder (a training run, a user's files) is refused, with or without --force.")] = Path("runs/finetune"),
+    out: Annotated[Path, typer.Option(metavar="DIR", help="Run folder for finetuned.pt, last.pt, metrics, finetune.json: " + run_folder_rule(FINETUNE_RUN) + "; any other folder (a training run, a user's files) is refused, with or without --force.")] = Path("runs/finetune"),
     epochs: Annotated[int, typer.Option(min=1)] = 3,
     batch_size: Annotated[int, typer.Option(min=1, help="Clips per step per process.")] = 32,
     lr: Annotated[float, typer.Option(help="Peak AdamW learning rate (cosine to --min-lr).")] = 1e-3,

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from svformer_deploy.cli import app
+from svformer_deploy.cli._app import app
 
 
 @app.command()
@@ -42,14 +42,7 @@ def import_official_cmd(
     force: Annotated[bool, typer.Option("--force", help="Replace an earlier svformer-deploy checkpoint at --out (nothing else).")] = False,
 ) -> None:
     """Convert an official SVFormer checkpoint into a self-describing svformer-deploy checkpoint."""
-    from svformer_deploy._atomic import refuse_existing_file
-    from svformer_deploy._paths import user_path
-    from svformer_deploy.models import save_checkpoint
-    from svformer_deploy.models.checkpoint import is_checkpoint
-    from svformer_deploy.models.official import import_official
+    from svformer_deploy.api import import_official
 
-    path, out = user_path(path), user_path(out)
-    refuse_existing_file(out, force, kind="svformer-deploy checkpoint", is_kind=is_checkpoint, inputs=(path,))
-    net, report = import_official(path, model)
-    save_checkpoint(out, net, source=str(path), import_report=str(report))
-    typer.echo(f"{report}\nwrote {out}")
+    result = import_official(path, out, model=model, force=force)
+    typer.echo(f"{result.report}\nwrote {result.path}")

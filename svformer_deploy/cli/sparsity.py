@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from svformer_deploy.cli import app
+from svformer_deploy.cli._app import app
 from svformer_deploy.cli._options import DEFAULT_PROFILE, note_fewer_videos, profile_option, progress_bar, videos_option
 
 
@@ -20,7 +20,7 @@ def sparsity(
     clips: Annotated[int, typer.Option(help="Clips per video (views are pooled).")] = 1,
     crops: Annotated[int, typer.Option(help="Spatial crops per clip: 1 or 3.")] = 1,
     profile: Annotated[str, profile_option()] = DEFAULT_PROFILE,
-    baseline: Annotated[list[str] | None, typer.Option("--baseline", metavar="NAME", help="ANN baseline for the energy comparison (repeatable): svformer-ann (default), r3d_18, mc3_18, r2plus1d_18, s3d, mvit_v2_s, swin3d_t.")] = None,
+    baseline: Annotated[list[str] | None, typer.Option("--baseline", metavar="NAME", help="ANN baseline for the energy comparison (repeatable; default svformer-ann): {baselines}.")] = None,
     energy: Annotated[bool, typer.Option("--energy/--no-energy", help="Also count ops and energy (SNN vs ANN twin).")] = True,
     force: Annotated[bool, typer.Option("--force", help="Replace an earlier sparsity report at --out (nothing else: a folder it did not write is refused).")] = False,
 ) -> None:

@@ -9,9 +9,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from svformer_deploy._atomic import run_folder_rule
-from svformer_deploy.cli import app
+from svformer_deploy._outputs import run_folder_rule
+from svformer_deploy.cli._app import app
 from svformer_deploy.cli._options import note_fewer_videos, videos_option
+from svformer_deploy.training.outputs import EVALUATION, TRAIN_RUN
 
 
 def _overrides(items: list[str]) -> dict:
@@ -32,7 +33,7 @@ def _overrides(items: list[str]) -> dict:
 def train_cmd(
     model: Annotated[str, typer.Option(metavar="NAME", help="Registered model name (see `svformer-deploy models`).")] = "svformer_tiny",
     data: Annotated[str, typer.Option(metavar="NAME|DIR", help="'moving-digits' (built in) or the root of a UCF101/HMDB51 copy.")] = "moving-digits",
-    out: Annotated[Path, typer.Option(metavar="DIR", help="Run folder for last.pt, best.pt, metrics.csv/json: " + run_folder_rule("train") + "; any other folder (a fine-tuning run, a user's files) is refused, with or without --force.")] = Path("runs/train"),
+    out: Annotated[Path, typer.Option(metavar="DIR", help="Run folder for last.pt, best.pt, metrics.csv/json: " + run_folder_rule(TRAIN_RUN) + "; any other folder (a fine-tuning run, a user's files) is refused, with or without --force.")] = Path("runs/train"),
     epochs: Annotated[int, typer.Option(min=1, help="Passes over the training clips (with --resume: the total).")] = 10,
     batch_size: Annotated[int, typer.Option(min=1, help="Clips per step per process.")] = 32,
     lr: Annotated[float, typer.Option(help="Peak AdamW learning rate (after warm-up).")] = 2e-3,
@@ -99,7 +100,7 @@ def evaluate_cmd(
     crops: Annotated[int, typer.Option(min=1, max=3, help="Spatial crops per clip: 1 (centre) or 3 (reference).")] = 1,
     split: Annotated[str, typer.Option(metavar="val|test|train", help="val (= test list for UCF101/HMDB51), test or train.")] = "val",
     num_videos: Annotated[Optional[int], videos_option(help="Evaluate only the first N videos.")] = None,
-    out: Annotated[Path, typer.Option(metavar="DIR", help="Folder for eval.json, confusion.png, predictions.csv: " + run_folder_rule("evaluation") + "; any other folder (a user's files, a report or bundle) is refused, with or without --force.")] = Path("runs/eval"),
+    out: Annotated[Path, typer.Option(metavar="DIR", help="Folder for eval.json, confusion.png, predictions.csv: " + run_folder_rule(EVALUATION) + "; any other folder (a user's files, a report or bundle) is refused, with or without --force.")] = Path("runs/eval"),
     device: Annotated[str, typer.Option(metavar="DEVICE", help="cpu or cuda.")] = "cpu",
     force: Annotated[bool, typer.Option("--force", help="Replace an earlier evaluation's eval.json, confusion.png and predictions.csv in --out; nothing else in --out is touched.")] = False,
 ) -> None:

@@ -13,6 +13,7 @@ One entry point for every consumer (evaluation, export verification, energy repo
 from svformer_deploy.data.api import (
     MOVING_DIGITS,
     VideoSample,
+    data_spec,
     build_dataset,
     class_names,
     eval_video_count,
@@ -20,5 +21,5 @@ from svformer_deploy.data.api import (
     num_classes,
 )
 
-__all__ = ["MOVING_DIGITS", "VideoSample", "build_dataset", "class_names", "eval_video_count", "iter_eval_videos",
-           "num_classes"]
+__all__ = ["MOVING_DIGITS", "VideoSample", "data_spec", "build_dataset", "class_names", "eval_video_count",
+           "iter_eval_videos", "num_classes"]

@@ -13,7 +13,7 @@ from torch import Tensor
 from svformer_deploy.errors import DataError
 from svformer_deploy.models.config import SVFormerConfig
 
-__all__ = ["MOVING_DIGITS", "VideoSample", "iter_eval_videos", "eval_video_count", "class_names", "num_classes",
+__all__ = ["MOVING_DIGITS", "data_spec", "VideoSample", "iter_eval_videos", "eval_video_count", "class_names", "num_classes",
            "build_dataset"]
 
 MOVING_DIGITS = "moving-digits"
@@ -29,6 +29,14 @@ class VideoSample(NamedTuple):
 
 def _is_digits(spec: str | os.PathLike) -> bool:
     return str(spec) == MOVING_DIGITS
+
+
+def data_spec(spec: str | os.PathLike) -> str:
+    """A data source as the user gives it, as the pipeline takes it: ``'moving-digits'`` unchanged, a folder as its
+    resolved path (:func:`svformer_deploy._paths.user_path`)."""
+    from svformer_deploy._paths import user_path
+
+    return MOVING_DIGITS if _is_digits(spec) else str(user_path(spec))
 
 
 def _eval_split(split: str) -> str:

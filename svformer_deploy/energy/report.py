@@ -25,11 +25,12 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pandas as pd
 
-from svformer_deploy._atomic import atomic_write_dir, json_text, refuse_existing, refuse_file_in_the_way
+from svformer_deploy._atomic import json_text
+from svformer_deploy._outputs import Output, refuse_existing, refuse_file_in_the_way, write_output_dir
 from svformer_deploy._paths import read_user_text
 from svformer_deploy.energy._format import plural, sig_figs
 from svformer_deploy.energy.baselines import ANN_TWIN, ann_profile_for, place_baseline
@@ -49,7 +50,8 @@ from svformer_deploy.energy.profiles import caveat_lines, get_profile
 from svformer_deploy.energy.rules import OP_CLASSES, rules_markdown
 from svformer_deploy.errors import EnergyError
 
-__all__ = ["ReportOptions", "write_report", "CAVEATS", "CLASS_STYLE", "OUTPUT_FILES", "sig_figs", "plural"]
+__all__ = ["ReportOptions", "write_report", "CAVEATS", "CLASS_STYLE", "OUTPUT_FILES", "REPORT_OUTPUT", "sig_figs",
+           "plural"]
 
 CAVEATS = [
     "Op-count energy ignores much of data movement, which often dominates: Dampfhoffer et al., 'Are SNNs really "
@@ -81,6 +83,10 @@ OUTPUT_FILES: dict[str, str] = {
                             "under it",
 }
 
+REPORT_OUTPUT = Output("energy-report", "an energy report (svformer-deploy energy report)", "energy report",
+                       files=("report.md", "summary.json", "per_layer.csv", "per_video.csv"))
+"""What ``energy report`` writes: a whole folder; ``files``: its main files (every file: :data:`OUTPUT_FILES`)."""
+
 #: One colour and one hatch per op class, used by every plot.
 CLASS_STYLE: dict[str, tuple[str, str]] = {
     c: (col, hatch) for c, col, hatch in zip(
@@ -88,6 +94,20 @@ CLASS_STYLE: dict[str, tuple[str, str]] = {
         ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
          "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896"),
         ("", "//", "..", "xx", "\\\\", "oo", "--", "++", "**", "||", "/.", "x.", "-.", "o-"))}
+
+
+class ReportSection(Protocol):
+    """A section another package adds to an energy report over the same views: ``start(model)`` before any
+    counting (it may refuse the model), ``add(views, label, counts)`` per video, ``finish(profile name) -> (summary
+    key, JSON-ready dict, markdown)``, ``plots(folder)`` into the report folder."""
+
+    def start(self, model: Any) -> None: ...
+
+    def add(self, views: Any, label: int, counts: Any) -> None: ...
+
+    def finish(self, profile: str) -> tuple[str, dict[str, Any], str]: ...
+
+    def plots(self, folder: Path) -> list[str]: ...
 
 
 @dataclass(frozen=True)
@@ -103,10 +123,8 @@ class ReportOptions:
     accuracy: Path | None = None
     out: Path = Path("energy_report")
     force: bool = False
-    chip: str | None = None
-    """Also run the views through the model mapped onto this chip (:mod:`svformer_deploy.chip.energy`)."""
-    host_fallback: bool = False
-    fps: float = 25.0
+    sections: tuple["ReportSection", ...] = ()
+    """Extra sections (``energy report --chip``'s: :class:`svformer_deploy.chip.energy.ChipSection`)."""
 
 
 def _check(opts: ReportOptions) -> None:
@@ -128,7 +146,7 @@ def _check(opts: ReportOptions) -> None:
                      EnergyError)
         read_accuracy(opts.accuracy)  # a malformed file or a percentage -> EnergyError before any work
     refuse_file_in_the_way(opts.out)  # before the counting, not when the folder is written at the end
-    refuse_existing(opts.out, opts.force, inputs=(opts.checkpoint,), folder=True, kind="energy-report")
+    refuse_existing(opts.out, opts.force, inputs=(opts.checkpoint,), output=REPORT_OUTPUT)
     get_profile(opts.profile)  # unknown profile -> ProfileError before any work
 
 
@@ -226,11 +244,8 @@ def write_report(opts: ReportOptions, progress: Progress | None = None) -> Path:
     model, meta = load_checkpoint(opts.checkpoint)
     cfg = model.config
     accuracy = _accuracy(opts, acc_file, meta, cfg.name)
-    section = None
-    if opts.chip is not None:  # the chip's constraint check runs before any counting
-        from svformer_deploy.chip.energy import ChipSection
-
-        section = ChipSection.prepare(model, opts.chip, opts.host_fallback)
+    for section in opts.sections:  # before any counting (a chip's constraint check stops the report here)
+        section.start(model)
     samples = iter_eval_videos(opts.data, cfg, num_videos=opts.videos, clips=opts.clips, crops=opts.crops)
     if progress is not None:
         samples = progress(samples, opts.videos, "counting operations")
@@ -252,7 +267,7 @@ def write_report(opts: ReportOptions, progress: Progress | None = None) -> Path:
         v = int(sample.views.shape[0])
         counts = count_ops(model, sample.views, fold_bn=opts.fold_bn)
         rep = energy_of(counts, profile)
-        if section is not None:
+        for section in opts.sections:
             section.add(sample.views, sample.label, counts)
         rules_used.update(dict.fromkeys(counts.rules_used))
         for k, x in rep.memory.pj.items():
@@ -298,22 +313,23 @@ def write_report(opts: ReportOptions, progress: Progress | None = None) -> Path:
                        conv_tot, accuracy, spiking_csv, sorted(rules_used), ann_profile)
     summary["memory"].update({"parts_mj_per_video": {k: _mj(x / n_videos) for k, x in mem_parts.items()},
                               **mem_where})
-    chip_md, chip_fig = "", None
-    if section is not None:
-        summary["chip"], chip_md, chip_fig = section.finish(opts.profile, opts.fps)
+    extra_md = ""
+    for section in opts.sections:
+        key, part, md = section.finish(profile.name if hasattr(profile, "name") else opts.profile)
+        summary[key] = part
+        extra_md += "\n" + md
 
     def build(tmp: Path) -> None:
         per_layer.to_csv(tmp / "per_layer.csv", index=False, float_format="%.6f", lineterminator="\n")
         per_video.to_csv(tmp / "per_video.csv", index=False, float_format="%.6f", lineterminator="\n")
         spiking_csv.to_csv(tmp / "spiking.csv", index=False, float_format="%.6f", lineterminator="\n")
         (tmp / "summary.json").write_text(json_text(summary, sort_keys=True) + "\n", encoding="utf-8")
-        (tmp / "report.md").write_text(_markdown(summary, per_layer) + ("\n" + chip_md if chip_md else ""),
-                                       encoding="utf-8")
+        (tmp / "report.md").write_text(_markdown(summary, per_layer) + extra_md, encoding="utf-8")
         _plots(tmp, per_layer, summary)
-        if section is not None:
-            section.plots(tmp, chip_fig)
+        for section in opts.sections:
+            section.plots(tmp)
 
-    return atomic_write_dir(opts.out, build, force=opts.force, kind="energy-report")
+    return write_output_dir(opts.out, build, REPORT_OUTPUT, force=opts.force)
 
 
 def _spiking(counts: Any, rep: EnergyReport, rates: dict[str, float], neurons: pd.Series, views: int

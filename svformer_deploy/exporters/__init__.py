@@ -22,6 +22,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from svformer_deploy.errors import ConfigError, DataError
+from svformer_deploy.exporters import svformer_lowering  # noqa: F401  (registers SVFormer's lowerings with the plan)
 
 __all__ = ["Exporter", "list_targets", "get_exporter", "export_checkpoint", "eval_batches", "export_target_of",
            "source_checkpoint", "LOGIT_TOLERANCE", "ExportResult", "export_and_verify", "verify_export"]
@@ -57,10 +58,10 @@ class Exporter:
 
 
 _TARGETS: dict[str, str] = {
-    "nir": "svformer_deploy.exporters.nir_export",
+    "nir": "svformer_deploy.exporters.nir",
     "onnx": "svformer_deploy.exporters.onnx_export",
     "lava": "svformer_deploy.exporters.lava",
-    "nir-norse": "svformer_deploy.exporters.norse_runtime",
+    "nir-norse": "svformer_deploy.exporters.nir.norse",
 }
 
 
@@ -86,12 +87,11 @@ def get_exporter(name: str) -> Exporter:
 def export_checkpoint(checkpoint: str | os.PathLike, to: str, out: str | os.PathLike, *, force: bool = False,
                       approximate_bn: bool = False) -> tuple[Path, nn.Module, dict[str, Any]]:
     """Load ``checkpoint`` and export it to target ``to`` at ``out``. Returns (path, model, checkpoint meta)."""
-    from svformer_deploy._atomic import refuse_existing
-    from svformer_deploy._paths import user_path
+    from svformer_deploy._outputs import refuse_existing
+    from svformer_deploy.exporters.bundle import BUNDLE_OUTPUT
     from svformer_deploy.models import load_checkpoint
 
-    checkpoint, out = user_path(checkpoint), user_path(out)
-    refuse_existing(out, force, inputs=(checkpoint,), folder=True, kind="export")
+    refuse_existing(out, force, inputs=(checkpoint,), output=BUNDLE_OUTPUT)
     exporter = get_exporter(to)
     if exporter.export is None:
         raise ConfigError(f"target {to!r} only verifies bundles of target {exporter.bundle_target!r}; export with "
@@ -136,13 +136,12 @@ def source_checkpoint(path: str | os.PathLike, checkpoint: str | os.PathLike | N
                       ) -> tuple[nn.Module, dict[str, Any]]:
     """Load the checkpoint a bundle was exported from (``checkpoint`` or the path recorded at export) and check
     that its SHA-256, config and class names are the ones the bundle records."""
-    from svformer_deploy._paths import user_path
     from svformer_deploy.errors import BundleFormatError, VerificationError
     from svformer_deploy.exporters.bundle import read_manifest
     from svformer_deploy.models import load_checkpoint
 
     m = read_manifest(path)
-    ckpt = user_path(checkpoint) if checkpoint else m.checkpoint_path
+    ckpt = checkpoint or m.checkpoint_path
     if not ckpt:
         raise VerificationError(f"{path} does not record its source checkpoint; pass --checkpoint")
     if not checkpoint and not Path(ckpt).exists():
@@ -190,10 +189,9 @@ def verify_export(path: str | os.PathLike, *, target: str | None = None, checkpo
     (``batches``, else ``num_videos`` validation videos of ``data``, one view each: all of them if the split has
     fewer, and the record states how many, as does ``result.videos``) against ``model`` (default: its source
     checkpoint, checked by :func:`source_checkpoint`). ``wrap_batches`` may wrap the clip iterator (progress)."""
-    from svformer_deploy._paths import data_spec, user_path
     from svformer_deploy.errors import BundleFormatError
 
-    path, data = user_path(path), data_spec(data)
+    path = Path(path)
     written_by = export_target_of(path)
     exporter = get_exporter(target or written_by)
     if exporter.bundle_target != written_by:
@@ -229,11 +227,9 @@ def export_and_verify(checkpoint: str | os.PathLike, target: str, out: str | os.
                       wrap_batches: Callable[[Any], Any] | None = None) -> ExportResult:
     """Export ``checkpoint`` to ``target`` at ``out``, then verify the bundle against the checkpoint's model on
     ``num_videos`` validation videos of ``data``. ``wrap_batches`` may wrap the clip iterator (progress bars)."""
-    from svformer_deploy._paths import data_spec
-
     path, model, _ = export_checkpoint(checkpoint, target, out, force=force, approximate_bn=approximate_bn)
     try:
-        return verify_export(path, target=target, model=model, data=data_spec(data), num_videos=num_videos,
+        return verify_export(path, target=target, model=model, data=data, num_videos=num_videos,
                              wrap_batches=wrap_batches)
     except (KeyboardInterrupt, SystemExit):  # interrupted (Ctrl-C, SIGTERM): no bundle that was never verified
         import shutil

@@ -45,18 +45,19 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from svformer_deploy._atomic import atomic_write_dir, json_text
+from svformer_deploy._atomic import json_text
+from svformer_deploy._outputs import Output, write_output_dir
 from svformer_deploy._paths import read_user_text
 from svformer_deploy.errors import BundleFormatError
-from svformer_deploy.exporters.plan import Plan, PlanError, coverage_of
+from svformer_deploy.exporters.plan import TIMES, VALUE_KINDS, Kind, Plan, PlanError, Time, coverage_of, is_name
 
 __all__ = [
     "BUNDLE_FORMAT", "BUNDLE_VERSION", "MANIFEST_NAME", "HOST_PARAMS_NAME", "VERIFICATION_NAME", "APPROXIMATION_KINDS",
     "Signal", "PartitionSpec", "HostOpSpec", "Approximation", "Manifest", "write_bundle", "read_manifest",
-    "check_bundle_files", "coverage_of", "manifest_digest", "manifest_differences", "check_manifest_matches",
-    "PROVENANCE_FIELDS", "atomic_write_dir",
+    "check_bundle_files", "manifest_digest", "manifest_differences", "check_manifest_matches",
+    "PROVENANCE_FIELDS", "BUNDLE_OUTPUT",
 ]
 
 BUNDLE_FORMAT = "svformer-deploy-bundle"
@@ -64,10 +65,10 @@ BUNDLE_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 HOST_PARAMS_NAME = "host_params.npz"
 VERIFICATION_NAME = "verification.json"
+BUNDLE_OUTPUT = Output("export", "an export bundle (svformer-deploy export)", "export", files=(MANIFEST_NAME,),
+                       later=("*.json",))
+"""What ``export`` writes: a whole folder; ``verify`` adds its JSON records to it later."""
 
-Time = Literal["per_timestep", "per_clip"]
-_KINDS = ("spikes", "analog", "logits")
-_TIMES = ("per_timestep", "per_clip")
 _FIX = "re-export the bundle with `svformer-deploy export` instead of editing it"
 
 APPROXIMATION_KINDS: dict[str, str] = {
@@ -86,17 +87,13 @@ def _bad(what: str, why: str) -> BundleFormatError:
     return BundleFormatError(f"bundle manifest: {what} {why}; {_FIX}")
 
 
-def _is_name(x: Any) -> bool:
-    return isinstance(x, str) and bool(x)
-
-
 def _str_map(what: str, d: Any) -> None:
-    if not isinstance(d, dict) or not all(_is_name(k) and _is_name(v) for k, v in d.items()):
+    if not isinstance(d, dict) or not all(is_name(k) and is_name(v) for k, v in d.items()):
         raise _bad(what, "must map names to names")
 
 
 def _names(what: str, xs: Any) -> None:
-    if not isinstance(xs, list) or not all(_is_name(x) for x in xs):
+    if not isinstance(xs, list) or not all(is_name(x) for x in xs):
         raise _bad(what, "must be a list of names")
 
 
@@ -107,20 +104,20 @@ class Signal:
 
     name: str
     shape: tuple[int, ...]
-    kind: Literal["spikes", "analog", "logits"]
+    kind: Kind
     time: Time = "per_timestep"
     layout: str = "C,H,W"
 
     def __post_init__(self) -> None:
-        if not _is_name(self.name):
+        if not is_name(self.name):
             raise _bad("a signal", f"has no name ({self.name!r})")
         if not (isinstance(self.shape, tuple) and self.shape
                 and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in self.shape)):
             raise _bad(f"signal '{self.name}'", f"has shape {self.shape!r}, not a tuple of positive sizes")
-        if self.kind not in _KINDS:
-            raise _bad(f"signal '{self.name}'", f"has kind {self.kind!r}, not one of {_KINDS}")
-        if self.time not in _TIMES:
-            raise _bad(f"signal '{self.name}'", f"has time {self.time!r}, not one of {_TIMES}")
+        if self.kind not in VALUE_KINDS:
+            raise _bad(f"signal '{self.name}'", f"has kind {self.kind!r}, not one of {VALUE_KINDS}")
+        if self.time not in TIMES:
+            raise _bad(f"signal '{self.name}'", f"has time {self.time!r}, not one of {TIMES}")
         if not isinstance(self.layout, str) or len(self.layout.split(",")) != len(self.shape):
             raise _bad(f"signal '{self.name}'", f"has layout {self.layout!r} for shape {self.shape}")
 
@@ -142,21 +139,21 @@ class PartitionSpec:
     time: Time = "per_timestep"
 
     def __post_init__(self) -> None:
-        if not _is_name(self.name):
+        if not is_name(self.name):
             raise _bad("a partition", f"has no name ({self.name!r})")
         what = f"partition '{self.name}'"
-        if not _is_name(self.file) or Path(self.file).name != self.file:
+        if not is_name(self.file) or Path(self.file).name != self.file:
             raise _bad(what, f"names file {self.file!r}, not a file inside the bundle")
         _str_map(f"{what} inputs", self.inputs)
         _str_map(f"{what} outputs", self.outputs)
         if not self.outputs:
             raise _bad(what, "has no outputs")
         _names(f"{what} modules", self.modules)
-        if not isinstance(self.nodes, dict) or not all(_is_name(k) and isinstance(v, list)
+        if not isinstance(self.nodes, dict) or not all(is_name(k) and isinstance(v, list)
                                                         for k, v in self.nodes.items()):
             raise _bad(f"{what} nodes", "must map node names to module lists")
-        if self.time not in _TIMES:
-            raise _bad(what, f"has time {self.time!r}, not one of {_TIMES}")
+        if self.time not in TIMES:
+            raise _bad(what, f"has time {self.time!r}, not one of {TIMES}")
 
 
 @dataclass(frozen=True)
@@ -179,21 +176,22 @@ class HostOpSpec:
     time: Time = "per_timestep"
 
     def __post_init__(self) -> None:
-        from svformer_deploy.exporters.host_ops import HOST_OPS
+        from svformer_deploy.exporters.host_ops import registration_problem
 
-        if not _is_name(self.name):
+        if not is_name(self.name):
             raise _bad("a host op", f"has no name ({self.name!r})")
         what = f"host op '{self.name}'"
-        if self.op not in HOST_OPS:
-            raise _bad(what, f"names op {self.op!r}, which is not registered (known: {', '.join(sorted(HOST_OPS))})")
+        problem = registration_problem(self.op)
+        if problem:
+            raise _bad(what, f"names op {problem}")
         for key in ("inputs", "outputs", "modules", "params"):
             _names(f"{what} {key}", getattr(self, key))
         if not self.outputs:
             raise _bad(what, "has no outputs")
-        if not _is_name(self.equation) or not isinstance(self.attrs, dict):
+        if not is_name(self.equation) or not isinstance(self.attrs, dict):
             raise _bad(what, "needs an equation and a dict of attrs")
-        if self.time not in _TIMES:
-            raise _bad(what, f"has time {self.time!r}, not one of {_TIMES}")
+        if self.time not in TIMES:
+            raise _bad(what, f"has time {self.time!r}, not one of {TIMES}")
 
 
 @dataclass(frozen=True)
@@ -209,7 +207,7 @@ class Approximation:
         if self.kind not in APPROXIMATION_KINDS:
             raise _bad("approximation", f"{self.kind!r} is not a kind any exporter records "
                        f"(known: {', '.join(APPROXIMATION_KINDS)})")
-        if not _is_name(self.text) or not isinstance(self.params, dict):
+        if not is_name(self.text) or not isinstance(self.params, dict):
             raise _bad(f"approximation {self.kind!r}", "needs a text and a dict of params")
 
 
@@ -245,7 +243,7 @@ class Manifest:
     def validate(self) -> None:
         """Raise :class:`BundleFormatError` naming the first inconsistency (see the module docstring)."""
         for key in ("target", "model_name"):
-            if not _is_name(getattr(self, key)):
+            if not is_name(getattr(self, key)):
                 raise _bad(key, f"is {getattr(self, key)!r}, not a name")
         if not isinstance(self.config, dict) or not isinstance(self.discretization, dict):
             raise _bad("config/discretization", "must be JSON objects")
@@ -465,7 +463,7 @@ def write_bundle(out: str | os.PathLike, manifest: Manifest, writers: Mapping[st
         manifest.integrity = d["integrity"] = manifest_digest(d)
         (tmp / MANIFEST_NAME).write_text(json_text(d, indent=1), encoding="utf-8")
 
-    return atomic_write_dir(out, build, force=force, kind="export")
+    return write_output_dir(out, build, BUNDLE_OUTPUT, force=force)
 
 
 def read_manifest(bundle: str | os.PathLike) -> Manifest:

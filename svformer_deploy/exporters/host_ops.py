@@ -21,7 +21,7 @@ from torch import Tensor
 
 from svformer_deploy.errors import BundleFormatError
 
-__all__ = ["HOST_OPS", "HostContext", "register_host_op", "run_host_op", "partitions_replacing"]
+__all__ = ["HOST_OPS", "HostContext", "register_host_op", "registration_problem", "run_host_op", "partitions_replacing"]
 
 PartitionFn = Callable[[str, Tensor], list[Tensor]]
 """``run(partition name, input spikes (T, B, C, H, W)) -> output spikes of every layer, (T, B, C', H', W')``."""
@@ -47,11 +47,17 @@ def register_host_op(name: str) -> Callable[[HostOpFn], HostOpFn]:
     return deco
 
 
+def registration_problem(op: str) -> str | None:
+    """None when ``op`` is a registered host op; else the words for what is wrong with it ("'x', which is not
+    registered (known: ...)"): the one check of the plan's host-op nodes, the manifest's host ops and the runner."""
+    return None if op in HOST_OPS else f"{op!r}, which is not registered (known: {', '.join(sorted(HOST_OPS))})"
+
+
 def run_host_op(op: str, inputs: list[Tensor], attrs: dict[str, Any], params: dict[str, Tensor],
                 ctx: HostContext | None = None) -> list[Tensor]:
-    if op not in HOST_OPS:
-        raise BundleFormatError(f"bundle declares host op '{op}', which this svformer-deploy does not know "
-                                f"(known: {', '.join(sorted(HOST_OPS))}); upgrade svformer-deploy")
+    problem = registration_problem(op)
+    if problem:
+        raise BundleFormatError(f"bundle declares host op {problem}; upgrade svformer-deploy")
     return HOST_OPS[op](inputs, attrs, params, ctx or HostContext())
 
 

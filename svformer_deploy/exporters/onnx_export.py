@@ -263,7 +263,7 @@ def verify_onnx(bundle: str | os.PathLike, model: nn.Module, batches, write: boo
     import onnxruntime as ort
 
     from svformer_deploy.exporters import LOGIT_TOLERANCE
-    from svformer_deploy.exporters.verify import first_divergence, record_ties
+    from svformer_deploy.exporters.compare import first_divergence, record_ties
     from svformer_deploy.models import record_spikes
 
     bundle = Path(bundle)

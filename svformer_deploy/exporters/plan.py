@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 import numpy as np
 import torch
@@ -40,18 +40,23 @@ from svformer_deploy.exporters.fold import (PerTimestepBNError, dense_from_depth
 __all__ = ["PLAN_VERSION", "PlanError", "PlanNode", "Input", "Synapse", "Neuron", "Add", "HostOp", "Plan",
            "NODE_KINDS", "ListOf", "Lowering", "LOWERINGS", "register_lowering", "check_supported", "lower",
            "model_operations", "Capabilities", "PlanPartition", "HostStep", "cut", "chain_links",
-           "partition_coverage", "value_kind", "coverage_of"]
+           "partition_coverage", "value_kind", "coverage_of", "is_name", "Kind", "Time", "VALUE_KINDS", "TIMES"]
 
 PLAN_VERSION = 1
 Kind = Literal["spikes", "analog", "logits"]
+"""What a value holds: spikes (0/1), analog values (frames, currents, residual streams) or logits."""
 Time = Literal["per_timestep", "per_clip"]
+"""When a value exists: once per frame, or once per clip (after the last frame)."""
+VALUE_KINDS: tuple[str, ...] = get_args(Kind)
+TIMES: tuple[str, ...] = get_args(Time)
 
 
 class PlanError(ExportError):
     """An export plan that breaks its own rules (a malformed node, a broken data flow, broken coverage)."""
 
 
-def _is_name(x: Any) -> bool:
+def is_name(x: Any) -> bool:
+    """A name in a plan or a bundle manifest: a non-empty string."""
     return isinstance(x, str) and bool(x)
 
 
@@ -79,11 +84,11 @@ class PlanNode:
     value_kind: ClassVar[Kind] = "analog"
 
     def __post_init__(self) -> None:
-        if not _is_name(self.name):
+        if not is_name(self.name):
             raise PlanError(f"a {self.kind} node has no name ({self.name!r})")
         for key in ("inputs", "modules"):
             v = getattr(self, key)
-            if not isinstance(v, tuple) or not all(_is_name(x) for x in v):
+            if not isinstance(v, tuple) or not all(is_name(x) for x in v):
                 raise PlanError(f"plan node '{self.name}': {key} must be a tuple of names, got {v!r}")
         if self.arity is not None and len(self.inputs) != self.arity:
             raise PlanError(f"plan node '{self.name}' ({self.kind}) has {len(self.inputs)} inputs, needs {self.arity}")
@@ -180,7 +185,7 @@ class Neuron(PlanNode):
             raise PlanError(f"plan node '{self.name}': tau {self.tau!r} is not a finite float >= 1 (1 / sigmoid(w))")
         if not (isinstance(self.v_threshold, float) and np.isfinite(self.v_threshold) and self.v_threshold > 0):
             raise PlanError(f"plan node '{self.name}': v_threshold {self.v_threshold!r} is not a positive float")
-        if not _is_name(self.layout):
+        if not is_name(self.layout):
             raise PlanError(f"plan node '{self.name}': layout {self.layout!r} is not a name")
 
     def check_inputs(self, shapes: list[tuple[int, ...]]) -> None:
@@ -218,17 +223,16 @@ class HostOp(PlanNode):
     arity: ClassVar[int | None] = None
 
     def check(self) -> None:
-        from svformer_deploy.exporters.host_ops import HOST_OPS
+        from svformer_deploy.exporters.host_ops import registration_problem
 
-        if self.op not in HOST_OPS:
-            raise PlanError(f"plan node '{self.name}' names host op {self.op!r}, which is not registered "
-                            f"(known: {', '.join(sorted(HOST_OPS))}); register it with @register_host_op")
-        if not self.inputs or not _is_name(self.equation) or not isinstance(self.attrs, dict):
+        problem = registration_problem(self.op)
+        if problem:
+            raise PlanError(f"plan node '{self.name}' names host op {problem}; register it with @register_host_op")
+        if not self.inputs or not is_name(self.equation) or not isinstance(self.attrs, dict):
             raise PlanError(f"plan node '{self.name}': a host op needs inputs, an equation and a dict of attrs")
-        if not isinstance(self.params, tuple) or not all(_is_name(p) for p in self.params):
+        if not isinstance(self.params, tuple) or not all(is_name(p) for p in self.params):
             raise PlanError(f"plan node '{self.name}': params must be a tuple of names")
-        if self.output_kind not in ("spikes", "analog", "logits") or self.output_time not in ("per_timestep",
-                                                                                            "per_clip"):
+        if self.output_kind not in VALUE_KINDS or self.output_time not in TIMES:
             raise PlanError(f"plan node '{self.name}': output kind/time {self.output_kind!r}/{self.output_time!r}")
 
     @property
@@ -279,7 +283,7 @@ class Plan:
         self.validate()
 
     def validate(self) -> None:
-        if not _is_name(self.model_name):
+        if not is_name(self.model_name):
             raise PlanError(f"plan: model_name {self.model_name!r} is not a name")
         if self.version != PLAN_VERSION:
             raise PlanError(f"plan version {self.version!r}; this svformer-deploy reads version {PLAN_VERSION}: "
@@ -302,7 +306,7 @@ class Plan:
             shapes[n.name] = n.shape
         if self.output not in shapes:
             raise PlanError(f"plan: output '{self.output}' is not a node")
-        if not isinstance(self.operations, list) or not all(_is_name(o) for o in self.operations):
+        if not isinstance(self.operations, list) or not all(is_name(o) for o in self.operations):
             raise PlanError("plan: operations must be a list of names")
         problems = self.coverage_problems()
         if problems:
@@ -422,11 +426,6 @@ def register_lowering(module_type: type, children: dict[str, type | ListOf] | No
     return deco
 
 
-def _ensure_rules() -> None:
-    """Import the lowerings shipped with the package (they register themselves)."""
-    import svformer_deploy.exporters.svformer_lowering  # noqa: F401
-
-
 def check_supported(model: nn.Module) -> None:
     """Raise :class:`UnsupportedLayerError` for the first module the lowering table does not cover.
 
@@ -434,8 +433,6 @@ def check_supported(model: nn.Module) -> None:
     attribute (a subclass may change ``forward``, so it is refused too), and have no child the rule does not
     know; a non-optional child must be present. A training-mode ``DropPath`` with p > 0 is refused.
     """
-    _ensure_rules()
-
     def refuse(name: str, module: nn.Module, want: type | None) -> UnsupportedLayerError:
         what = f"expected {want.__module__}.{want.__qualname__}" if want is not None else "no export rule"
         return UnsupportedLayerError(
@@ -474,7 +471,6 @@ def model_operations(model: nn.Module) -> list[str]:
     """Every operation the export must account for: leaf modules (dotted names) and the functional operations
     the model's forward writes, as its root lowering declares them (e.g. ``<block>:add1``,
     ``forward_features:cat``)."""
-    _ensure_rules()
     ops = [n for n, m in model.named_modules() if n and not any(True for _ in m.children())]
     rule = LOWERINGS.get(type(model))
     return ops + (rule.functional(model) if rule is not None and rule.functional is not None else [])

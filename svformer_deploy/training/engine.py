@@ -24,13 +24,13 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from svformer_deploy._atomic import (OUTPUT_KINDS, atomic_write_csv, atomic_write_json, mark_output,
-                                     refuse_file_in_the_way, refuse_whole_output)
-from svformer_deploy._paths import data_spec, user_path
+from svformer_deploy._atomic import atomic_write_csv, atomic_write_json
+from svformer_deploy._outputs import mark_output, refuse_file_in_the_way, refuse_whole_output
 from svformer_deploy._threads import ThreadGovernor
 from svformer_deploy.errors import ConfigError, DataError, DistributedError, OutputExistsError
 from svformer_deploy.models import create_model, read_checkpoint, save_checkpoint
 from svformer_deploy.models.checkpoint import load_state_dict_checked
+from svformer_deploy.training.outputs import BEST, LAST, METRICS_CSV, METRICS_JSON, RUNS, TRAIN_RUN
 
 __all__ = ["LoopConfig", "TrainConfig", "TrainResult", "LossFn", "train", "param_groups", "warmup_cosine",
            "collate_skip_bad", "soft_cross_entropy", "topk_correct", "precise_bn", "classification_loss",
@@ -300,7 +300,7 @@ def resume_state(payload: dict[str, Any], path: str | os.PathLike, kind: str) ->
     meta = payload.get("meta") or {}
     writer = _run_kind(meta)
     if writer is not None and writer != kind:
-        raise ConfigError(f"{path} is the last.pt of {OUTPUT_KINDS[writer][0]}, not of {OUTPUT_KINDS[kind][0]}; "
+        raise ConfigError(f"{path} is the last.pt of {RUNS[writer].what}, not of {RUNS[kind].what}; "
                           f"continue it with {_continue_hint(path, meta, writer)}")
     extra = payload.get("extra") or {}
     if not extra:
@@ -317,8 +317,8 @@ def resume_state(payload: dict[str, Any], path: str | os.PathLike, kind: str) ->
 
 
 def _write_metrics(out_dir: Path, history: list[dict[str, Any]]) -> None:
-    atomic_write_csv(out_dir / "metrics.csv", history)
-    atomic_write_json(out_dir / "metrics.json", history)
+    atomic_write_csv(out_dir / METRICS_CSV, history)
+    atomic_write_json(out_dir / METRICS_JSON, history)
 
 
 # ---------------------------------------------------------------------------------------------------- loops
@@ -417,15 +417,13 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, force: b
     """
     from svformer_deploy.data import build_dataset, class_names
 
-    cfg = replace(cfg, out_dir=str(user_path(cfg.out_dir)), data=data_spec(cfg.data))
-    resume = None if resume is None else user_path(resume)
     dist_info = _init_distributed("cuda" if cfg.device == "auto" and torch.cuda.is_available() else cfg.device,
                                   cfg.dist_timeout)
     device = _resolve_device(cfg.device, dist_info)
     out_dir = Path(cfg.out_dir)
-    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
+    last_path, best_path = out_dir / LAST, out_dir / BEST
     refuse_file_in_the_way(out_dir)
-    refuse_whole_output(out_dir, "train")
+    refuse_whole_output(out_dir, TRAIN_RUN)
     if resume is None and last_path.exists() and not force:  # refuse_whole_output: it is an earlier training run
         raise OutputExistsError(f"{last_path} exists: continue it with --resume {last_path}, choose another "
                                 "--out, or pass --force to start over")
@@ -499,7 +497,7 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, force: b
             save_checkpoint(last_path, model, extra=extra, **dict(meta_base, epoch=epoch + 1, metrics=rows[-1],
                                                                   history=rows))
 
-        mark_output(out_dir, "train")
+        mark_output(out_dir, TRAIN_RUN)
         save_last([*history, row], best_top1)  # the epoch's training is kept whatever validation does
         row.update(_validate(model, val_batches, device, governor))
         history.append(row)

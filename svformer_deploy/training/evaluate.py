@@ -15,10 +15,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from svformer_deploy._atomic import (atomic_write, atomic_write_csv, atomic_write_json, mark_output,
-                                     refuse_existing, refuse_file_in_the_way, refuse_whole_output)
+from svformer_deploy._atomic import atomic_write, atomic_write_csv, atomic_write_json
+from svformer_deploy._outputs import mark_output, refuse_existing, refuse_file_in_the_way, refuse_whole_output
 from svformer_deploy._threads import ThreadGovernor
 from svformer_deploy.errors import DataError
+from svformer_deploy.training.outputs import CONFUSION_PNG, EVAL_JSON, EVALUATION, PREDICTIONS_CSV
 
 __all__ = ["EvalResult", "evaluate_model", "evaluate_checkpoint", "confusion_matrix", "plot_confusion"]
 
@@ -155,22 +156,21 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, spec: str | os.PathLike |
     ``spec`` defaults to the data the checkpoint was trained on. Earlier results in ``out_dir`` are refused
     (before any work) unless ``force``. Returns (the JSON dict, artefact paths).
     """
-    from svformer_deploy._paths import data_spec, user_path
     from svformer_deploy.models import load_checkpoint
 
-    checkpoint, out_dir = user_path(checkpoint), user_path(out_dir)
-    paths = {"json": out_dir / "eval.json", "confusion_png": out_dir / "confusion.png",
-             "predictions_csv": out_dir / "predictions.csv"}
+    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+    paths = {"json": out_dir / EVAL_JSON, "confusion_png": out_dir / CONFUSION_PNG,
+             "predictions_csv": out_dir / PREDICTIONS_CSV}
     refuse_file_in_the_way(out_dir)
-    refuse_whole_output(out_dir, "evaluation")
+    refuse_whole_output(out_dir, EVALUATION)
     for path in paths.values():  # refuse_whole_output: they are an earlier evaluation's; --force replaces them
         refuse_existing(path, force)
     model, meta = load_checkpoint(checkpoint, map_location=device)
-    spec = data_spec(spec if spec is not None else meta.get("data", "moving-digits"))
+    spec = str(spec if spec is not None else meta.get("data", "moving-digits"))  # train recorded it resolved
     names = meta.get("class_names")
     result = evaluate_model(model, spec, split=split, clips=clips, crops=crops, num_videos=num_videos,
                             class_names=names, progress=progress)
-    mark_output(out_dir, "evaluation")
+    mark_output(out_dir, EVALUATION)
     report = {"checkpoint": str(checkpoint), "checkpoint_sha256": meta["sha256"], "model_name": meta["model_name"],
               "data": str(spec), "split": split, **result.to_dict()}
     atomic_write_csv(paths["predictions_csv"], [

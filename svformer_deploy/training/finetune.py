@@ -47,14 +47,16 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from svformer_deploy._atomic import (atomic_write, atomic_write_json, mark_output, refuse_file_in_the_way,
-                                     refuse_whole_output)
+from svformer_deploy._atomic import atomic_write, atomic_write_json
+from svformer_deploy._outputs import mark_output, refuse_file_in_the_way, refuse_whole_output
 from svformer_deploy._threads import ThreadGovernor
 from svformer_deploy.errors import ConfigError, OutputExistsError
 from svformer_deploy.models import (create_model, forward_hooks, iter_neurons, load_checkpoint, read_checkpoint,
                                     save_checkpoint)
 from svformer_deploy.models.checkpoint import load_state_dict_checked
 from svformer_deploy.models.norm import TemporalBatchNorm
+from svformer_deploy.training.outputs import CURVE_CSV, CURVE_PNG, FINETUNE_RUN, FINETUNED, LAST
+from svformer_deploy.training.outputs import FINETUNE_REPORT as REPORT_NAME
 from svformer_deploy.training.engine import (
     LoopConfig, LossFn, _init_distributed, _jsonable, _loader, _resolve_device, _rng_state, _run_epochs,
     _set_rng_state, _train_epoch, _validate, _ValBatches, _write_metrics, param_groups, resume_state, warmup_cosine,
@@ -65,9 +67,6 @@ __all__ = ["FinetuneConfig", "FinetuneResult", "time_averaged_bn", "spike_rates"
            "finetune_budgets", "format_report", "conversion_report", "plot_budget_curve", "REPORT_NAME", "CURVE_CSV",
            "CURVE_PNG"]
 
-REPORT_NAME = "finetune.json"
-CURVE_CSV = "budget_curve.csv"
-CURVE_PNG = "budget_curve.png"
 
 
 @dataclass(frozen=True)
@@ -264,9 +263,9 @@ def _nothing_to_resume(out_dir: Path, missing: str) -> ConfigError:
 def _resume_payload(out_dir: Path) -> dict[str, Any]:
     """The ``last.pt`` of the fine-tuning run in ``out_dir`` that ``--resume`` continues, read and its resume state
     checked (:func:`resume_state`) before any work; no ``last.pt`` raises :class:`ConfigError`."""
-    last_path = out_dir / "last.pt"
+    last_path = out_dir / LAST
     if not last_path.is_file():
-        raise _nothing_to_resume(out_dir, "last.pt")
+        raise _nothing_to_resume(out_dir, LAST)
     payload = read_checkpoint(last_path)
     resume_state(payload, last_path, "finetune")
     return payload
@@ -284,10 +283,10 @@ def finetune(checkpoint: str | os.PathLike, cfg: FinetuneConfig, *, resume: bool
     from svformer_deploy.data import build_dataset
 
     out_dir = Path(cfg.out_dir)
-    last_path, final_path = out_dir / "last.pt", out_dir / "finetuned.pt"
+    last_path, final_path = out_dir / LAST, out_dir / FINETUNED
     refuse_file_in_the_way(out_dir)
     payload = _resume_payload(out_dir) if resume else None
-    refuse_whole_output(out_dir, "finetune")
+    refuse_whole_output(out_dir, FINETUNE_RUN)
     if not resume and last_path.exists() and not force:  # refuse_whole_output: it is an earlier fine-tuning run
         raise OutputExistsError(f"{last_path} exists: continue it with --resume, choose another --out, or "
                                 "pass --force to start over")
@@ -343,7 +342,7 @@ def finetune(checkpoint: str | os.PathLike, cfg: FinetuneConfig, *, resume: bool
         history.append(row)
         extra = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state(),
                  "epoch": epoch}
-        mark_output(out_dir, "finetune")
+        mark_output(out_dir, FINETUNE_RUN)
         save_checkpoint(last_path, student, extra=extra, **meta_base, epoch=epoch + 1, metrics=row, history=history)
         _write_metrics(out_dir, history)
         if on_epoch is not None:
@@ -475,17 +474,17 @@ def finetune_budgets(checkpoint: str | os.PathLike, cfg: FinetuneConfig, budgets
     refuse_file_in_the_way(out)
     subs = [dataclasses.replace(cfg, out_dir=str(out / f"budget-{r:g}"), spike_budget=r, energy=True)
             for r in sorted(set(budgets), reverse=True)]
-    if resume and not any((Path(sub.out_dir) / name).is_file() for sub in subs for name in ("last.pt", REPORT_NAME)):
+    if resume and not any((Path(sub.out_dir) / name).is_file() for sub in subs for name in (LAST, REPORT_NAME)):
         raise _nothing_to_resume(out, "last.pt in " + " or ".join(Path(sub.out_dir).name for sub in subs))
-    refuse_whole_output(out, "finetune")  # an earlier curve here is a fine-tuning run's: --force replaces it
+    refuse_whole_output(out, FINETUNE_RUN)  # an earlier curve here is a fine-tuning run's: --force replaces it
     results = []
     for sub in subs:
         done = Path(sub.out_dir) / REPORT_NAME
         if resume and done.exists():
-            results.append(FinetuneResult(Path(sub.out_dir), Path(sub.out_dir) / "finetuned.pt",
+            results.append(FinetuneResult(Path(sub.out_dir), Path(sub.out_dir) / FINETUNED,
                                           json.loads(done.read_text())))
             continue
-        results.append(finetune(checkpoint, sub, resume=resume and (Path(sub.out_dir) / "last.pt").exists(),
+        results.append(finetune(checkpoint, sub, resume=resume and (Path(sub.out_dir) / LAST).exists(),
                                 force=force, command=command, progress=progress, on_epoch=on_epoch))
     rows = [{"model": "original", "spike_budget": "", **_curve_fields(results[0].report["models"]["original"])}]
     rows += [{"model": f"budget {res.report['spike_budget']:g}", "spike_budget": res.report["spike_budget"],
@@ -498,7 +497,7 @@ def finetune_budgets(checkpoint: str | os.PathLike, cfg: FinetuneConfig, budgets
         w.writerows(rows)
         Path(tmp).write_text(buf.getvalue())
 
-    mark_output(out, "finetune")
+    mark_output(out, FINETUNE_RUN)
     atomic_write(out / CURVE_CSV, write_csv)
     plot_budget_curve(rows, out / CURVE_PNG, results[0].report["protocol"])
     return results, out / CURVE_CSV

@@ -125,3 +125,24 @@ def test_loihi2_maps_but_prints_no_energy_without_published_figures(nir_bundle, 
     assert doc["figures"]["energy_per_video_mJ"] is None and "average_power_mW" not in doc["figures"]
     assert not (out / "energy_per_timestep.png").exists()
     assert "NO PUBLIC PER-EVENT FIGURES" in (out / "report.md").read_text()
+
+
+def test_energy_report_with_chip_adds_the_section_beside_the_arithmetic_price(nir_bundle, capsys):
+    out = nir_bundle / "energy with chip"
+    assert run_cli(["energy", "report", str(nir_bundle / "my ckpt (v1).pt"), "--videos", "1", "--chip", "loihi",
+                    "--baseline", "svformer-ann", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "on loihi (" in printed and "us per timestep" in printed
+    s = json.loads((out / "summary.json").read_text())
+    fig = s["chip"]["figures"]
+    assert fig["videos"] == 1 and fig["energy_per_video_mJ"]["chip"] > 0
+    assert fig["arithmetic_same_spikes_mJ_per_view"]["compute"] > 0
+    assert "## Chip mapping: Intel Loihi (1)" in (out / "report.md").read_text()
+    assert (out / "chip_cores_per_layer.png").is_file() and (out / "chip_energy_per_timestep.png").is_file()
+
+
+def test_energy_report_with_a_chip_the_model_breaks_stops_before_counting(nir_bundle, capsys):
+    out = nir_bundle / "energy tn"
+    assert run_cli(["energy", "report", str(nir_bundle / "my ckpt (v1).pt"), "--videos", "1", "--chip", "truenorth",
+                    "--out", str(out)]) == 2
+    assert "does not fit IBM TrueNorth" in capsys.readouterr().err and not out.exists()

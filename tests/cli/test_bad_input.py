@@ -59,7 +59,8 @@ def test_a_wrong_path_is_one_line_naming_it_and_exit_2(argv, words, where, capsy
 
 
 USAGE = [(["export"], "Missing argument 'checkpoint'", "svformer-deploy export"),
-         (["export", "x.pt", "--to", "nir"], "Missing option '--out'", "svformer-deploy export"),
+         # `export x.pt --to nir` without --out is no error any more (issue 26.5: a default folder)
+         (["export", "x.pt"], "Missing option '--to'", "svformer-deploy export"),
          (["energy", "report", "x.pt", "--videos", "abc"], "Invalid value for '--videos'", "svformer-deploy energy report"),
          (["train", "--epochs", "0"], "Invalid value for '--epochs'", "svformer-deploy train"),
          (["sparsity", "x.pt", "--out", "o", "--vidoes", "3"], "No such option: --vidoes (did you mean --videos?)",

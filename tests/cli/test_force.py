@@ -8,8 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from svformer_deploy._atomic import MARKER, atomic_write_dir, mark_output, output_kinds
+from svformer_deploy._outputs import MARKER, mark_output, output_kinds, write_output_dir
+from svformer_deploy.analysis.report import REPORT_OUTPUT as SPARSITY_REPORT
 from svformer_deploy.assets import default_checkpoint
+from svformer_deploy.energy.report import REPORT_OUTPUT as ENERGY_REPORT
+from svformer_deploy.exporters.bundle import BUNDLE_OUTPUT
+from svformer_deploy.training.outputs import EVALUATION, FINETUNE_RUN, TRAIN_RUN
 from tests.helpers import run_cli
 
 
@@ -23,13 +27,20 @@ def _tree(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-KINDS = {  # how each kind of earlier output looks (with and without the marker)
+def _run(output, *names):
+    """A folder of ``names`` that the command of ``output`` wrote there (marked first, as the command does)."""
+    return lambda d: (mark_output(d, output), _files(d, *names))
+
+
+KINDS = {  # how each kind of earlier output looks, as its command writes it (marker included)
     "users-folder": lambda d: _files(d, "thesis.txt"),
-    "export": lambda d: atomic_write_dir(d, lambda tmp: _files(tmp, "model.nir"), kind="export"),
-    "energy-report": lambda d: _files(d, "report.md", "summary.json", "per_layer.csv", "per_video.csv"),
-    "sparsity-report": lambda d: _files(d, "firing_rates.csv", "predictions.csv", "summary.json"),
-    "train": lambda d: _files(d, "last.pt", "metrics.csv", "metrics.json"),
-    "finetune": lambda d: _files(d, "last.pt", "metrics.csv", "finetune.json"),
+    "export": lambda d: write_output_dir(d, lambda tmp: _files(tmp, "model.nir"), BUNDLE_OUTPUT),
+    "energy-report": lambda d: write_output_dir(
+        d, lambda tmp: _files(tmp, "report.md", "summary.json", "per_layer.csv", "per_video.csv"), ENERGY_REPORT),
+    "sparsity-report": lambda d: write_output_dir(
+        d, lambda tmp: _files(tmp, "firing_rates.csv", "predictions.csv", "summary.json"), SPARSITY_REPORT),
+    "train": _run(TRAIN_RUN, "last.pt", "metrics.csv", "metrics.json"),
+    "finetune": _run(FINETUNE_RUN, "last.pt", "metrics.csv", "finetune.json"),
 }
 
 COMMANDS = {  # command -> (argv with OUT, the kind it writes)
@@ -75,7 +86,7 @@ def test_the_reported_case_thesis_survives_energy_report_force(tmp_path, capsys)
 
 def test_evaluate_force_replaces_its_own_files_beside_a_training_run(tmp_path, capsys):
     out = tmp_path / "run é"
-    _files(out, "last.pt", "metrics.csv")  # a training run (files from before the marker)
+    KINDS["train"](out)  # a training run
     argv = ["evaluate", str(default_checkpoint()), "--out", str(out), "--num-videos", "2"]
     assert run_cli(argv) in (0, None)
     assert output_kinds(out) == ["train", "evaluation"] and (out / MARKER).is_file()
@@ -88,7 +99,7 @@ def test_evaluate_force_replaces_its_own_files_beside_a_training_run(tmp_path, c
 FOREIGN = {  # folders holding files train / finetune / evaluate did not write (beside a run of kind `run`)
     "users-folder": lambda d, run: _files(d, "thesis.txt", "notes.md"),
     "lone-checkpoint": lambda d, run: _files(d, "best.pt"),  # a user's copy: train would write over it
-    "run-with-users-file": lambda d, run: (KINDS[run](d), _files(d, "thesis.txt"), mark_output(d, run)),
+    "run-with-users-file": lambda d, run: (KINDS[run](d), _files(d, "thesis.txt")),
 }
 
 
@@ -125,12 +136,12 @@ def test_train_and_finetune_never_share_a_folder_as_their_help_says(command, oth
     help and the error state the same rule (run_folder_rule), and the error names --force only as the help does."""
     from typer.main import get_command
 
-    from svformer_deploy._atomic import run_folder_rule
+    from svformer_deploy._outputs import run_folder_rule
     from svformer_deploy.cli import app
 
     out = tmp_path / "ft" / "budget-0.1"
     KINDS[other](out)
-    mark_output(out, "evaluation")
+    mark_output(out, EVALUATION)
     (out / "eval.json").write_text("{}")
     before = _tree(tmp_path)
     argv, _ = COMMANDS[command]
@@ -140,20 +151,21 @@ def test_train_and_finetune_never_share_a_folder_as_their_help_says(command, oth
     words = {"train": "a training run (svformer-deploy train)", "finetune": "a fine-tuning run (svformer-deploy "
              "finetune)"}[other]
     assert len(err.splitlines()) == 1 and f"--out {out} is {words} and evaluation results" in err, err
-    assert f"svformer-deploy {command} writes only into {run_folder_rule(command)}" in err, err
+    rule = run_folder_rule({"train": TRAIN_RUN, "finetune": FINETUNE_RUN}[command])
+    assert f"svformer-deploy {command} writes only into {rule}" in err, err
     assert "--force" not in err and "goes only into" not in err, err
     assert _tree(tmp_path) == before
     (option,) = [p for p in get_command(app).commands[command].params if p.name == "out"]
-    assert run_folder_rule(command) in option.help and other.replace("finetune", "fine-tuning") in option.help
+    assert rule in option.help and other.replace("finetune", "fine-tuning") in option.help
 
 
 def test_evaluate_goes_beside_either_run(tmp_path):
-    from svformer_deploy._atomic import refuse_whole_output, run_folder_rule
+    from svformer_deploy._outputs import refuse_whole_output, run_folder_rule
 
     for kind in ("train", "finetune"):
         KINDS[kind](tmp_path / kind)
-        refuse_whole_output(tmp_path / kind, "evaluation")  # no error
-    assert "earlier train, finetune and evaluate outputs" in run_folder_rule("evaluation")
+        refuse_whole_output(tmp_path / kind, EVALUATION)  # no error
+    assert "earlier train, finetune and evaluate outputs" in run_folder_rule(EVALUATION)
 
 
 def test_commands_writing_one_file_replace_only_their_own_kind_of_file(tmp_path, capsys):
@@ -179,14 +191,14 @@ def test_commands_writing_one_file_replace_only_their_own_kind_of_file(tmp_path,
     assert json.loads(summary.read_text()) == earlier
 
 
-@pytest.mark.parametrize("marker", [True, False], ids=["with-marker", "written-before-the-marker"])
+@pytest.mark.parametrize("marker", [True, False], ids=["with-marker", "without-a-marker"])
 def test_force_keeps_files_a_user_added_to_an_earlier_output(marker, tmp_path, capsys):
     """--force deletes the whole folder: an earlier export with the user's notes (or figures) added is refused."""
     out = tmp_path / "paper draft"
     if marker:
         KINDS["export"](out)
-    else:  # an energy report from before the marker: recognised by its files alone
-        KINDS["energy-report"](out)
+    else:  # an energy report's files without a marker: a folder svformer-deploy did not write
+        _files(out, "report.md", "summary.json", "per_layer.csv", "per_video.csv")
     _files(out, "thesis.txt")
     (out / "figures").mkdir()
     (out / "figures" / "fig1.svg").write_text("x")

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from svformer_deploy._paths import data_spec, user_path
+from svformer_deploy._paths import user_path
+from svformer_deploy.data import data_spec
 from svformer_deploy.assets import default_checkpoint
 from svformer_deploy.exporters.bundle import VERIFICATION_NAME, read_manifest
 from tests.helpers import run_cli

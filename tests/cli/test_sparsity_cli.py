@@ -52,8 +52,15 @@ def test_existing_output_refused_then_forced(ckpt, tmp_path, capsys):
             assert "remove that folder yourself" in capsys.readouterr().err
         assert (out / "keep.txt").read_text() == "mine"
     (out / "keep.txt").unlink()
-    for name in ("firing_rates.csv", "predictions.csv", "summary.json", "old_figure.png"):
-        (out / name).write_text("an earlier report")  # written before the marker existed
+    from svformer_deploy._outputs import write_output_dir
+    from svformer_deploy.analysis.report import REPORT_OUTPUT
+
+    def earlier(tmp):  # an earlier report, as sparsity writes it (its marker lists its files)
+        for name in ("firing_rates.csv", "predictions.csv", "summary.json", "old_figure.png"):
+            (tmp / name).write_text("an earlier report")
+
+    out.rmdir()
+    write_output_dir(out, earlier, REPORT_OUTPUT)
     assert run_cli(["sparsity", str(ckpt), "--out", str(out), "--videos", "1", "--no-energy"]) == 2
     assert "--force" in capsys.readouterr().err
     assert run_cli(["sparsity", str(ckpt), "--out", str(out), "--videos", "1", "--no-energy", "--force"]) in (0, None)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from svformer_deploy._atomic import MARKER
+from svformer_deploy._outputs import MARKER
 from svformer_deploy.errors import BundleFormatError, OutputExistsError
 from svformer_deploy.exporters.plan import HostOp, Input, Neuron, Plan
 from svformer_deploy.exporters.bundle import (

@@ -24,6 +24,30 @@ def test_export_nir_then_verify(tiny_ckpt, tmp_path, capsys):
     assert "verdict: " in text and "verifying" not in text
 
 
+def test_export_without_out_writes_beside_the_checkpoint_and_names_it_last(tiny_ckpt, tmp_path, capsys):
+    """Issue 26: `export CKPT --to nir` without --out stopped with "Missing option '--out'" (exit 2). Now the
+    bundle goes beside the checkpoint, named after it and the target (tiny.pt -> tiny-nir), the last line names
+    it, and a second run is refused without --force, as any existing --out is."""
+    import shutil
+
+    ckpt = tmp_path / "runs" / "tiny.pt"
+    ckpt.parent.mkdir()
+    shutil.copyfile(tiny_ckpt, ckpt)
+    argv = ["export", str(ckpt), "--to", "nir", "--videos", "1"]
+    assert run_cli(argv) == 0, capsys.readouterr().err
+    out = tmp_path / "runs" / "tiny-nir"
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"wrote {out}"
+    assert (out / VERIFICATION_NAME).is_file() and sorted(p.name for p in ckpt.parent.iterdir()) == ["tiny-nir",
+                                                                                                   "tiny.pt"]
+    before = (out / VERIFICATION_NAME).read_bytes()
+    assert run_cli(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{out} already exists" in err and "--force" in err and err.count("\n") == 1
+    assert (out / VERIFICATION_NAME).read_bytes() == before
+    assert run_cli([*argv, "--force"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"wrote {out}"
+
+
 def test_verify_refuses_a_different_checkpoint(tiny_ckpt, tmp_path, capsys):
     out = tmp_path / "bundle"
     onnx_out = str(tmp_path / "onnx")

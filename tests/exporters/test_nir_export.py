@@ -11,8 +11,9 @@ import torch
 from svformer_deploy.errors import OutputExistsError
 from svformer_deploy.exporters import export_checkpoint
 from svformer_deploy.exporters.bundle import VERIFICATION_NAME, read_manifest
-from svformer_deploy.exporters.runtime import load_host_params, load_partitions, run_bundle
-from svformer_deploy.exporters.verify import format_report, verify_bundle
+from svformer_deploy.exporters.nir.runtime import load_partitions, run_nir_bundle
+from svformer_deploy.exporters.runtime import load_host_params
+from svformer_deploy.exporters.nir.verify import format_report, verify_bundle
 from svformer_deploy.models import file_sha256
 
 from .conftest import active_model, clips
@@ -78,12 +79,12 @@ def test_bundle_spikes_are_real_activity(bundle):
     m = read_manifest(path)
     graphs = load_partitions(path, m)
     host = load_host_params(path)
-    run = run_bundle(m, graphs, host, clips(2))
+    run = run_nir_bundle(m, graphs, host, clips(2))
     rates = {k: float(v.mean()) for k, v in run.spikes.items()}
     assert sum(r > 0.02 for r in rates.values()) >= 20
     g0 = graphs[m.partitions[0].name]
     g0.nodes["blocks1.0.mlp.fc1"].bias = g0.nodes["blocks1.0.mlp.fc1"].bias + np.float32(0.05)
-    run2 = run_bundle(m, graphs, host, clips(2))
+    run2 = run_nir_bundle(m, graphs, host, clips(2))
     assert not torch.equal(run2.spikes["blocks1.0.mlp.lif2"], run.spikes["blocks1.0.mlp.lif2"])
 
 
@@ -123,7 +124,7 @@ def test_failed_export_leaves_nothing(tiny_ckpt, tmp_path, monkeypatch):
 
 
 def test_approximate_bn_reports_its_cost(tmp_path):
-    from svformer_deploy.exporters.nir_export import export_nir
+    from svformer_deploy.exporters.nir.export import export_nir
 
     model = active_model(bn="per_timestep")
     with torch.no_grad():  # make timesteps differ so that averaging costs something
@@ -138,7 +139,7 @@ def test_approximate_bn_reports_its_cost(tmp_path):
 
 def test_deeper_attention_stage_exports_and_runs(tmp_path):
     """Several attention blocks in a stage: the residual stream crosses several host ops and partitions."""
-    from svformer_deploy.exporters.nir_export import export_nir
+    from svformer_deploy.exporters.nir.export import export_nir
 
     model = active_model(depths=(1, 2, 3, 1))
     path, manifest = export_nir(model, tmp_path / "b", checkpoint_sha256="0" * 64)

@@ -8,8 +8,8 @@ import torch
 
 from svformer_deploy.exporters import export_checkpoint, verify_export
 from svformer_deploy.exporters.bundle import VERIFICATION_NAME
-from svformer_deploy.exporters.norse_runtime import NORSE_RUNTIME, REPORT_NAME
-from svformer_deploy.exporters.partition import DT, _lif_node
+from svformer_deploy.exporters.nir.norse import NORSE_RUNTIME, REPORT_NAME
+from svformer_deploy.exporters.nir.lowering import DT, _lif_node
 from svformer_deploy.models.neurons import PLIFParameters, plif_step
 from tests.helpers import run_cli
 

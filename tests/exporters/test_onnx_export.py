@@ -10,7 +10,7 @@ import torch
 from svformer_deploy.errors import OutputExistsError, UnsupportedLayerError
 from svformer_deploy.exporters.bundle import VERIFICATION_NAME, read_manifest
 from svformer_deploy.exporters.onnx_export import OPSET, export_onnx, verify_onnx
-from svformer_deploy.exporters.verify import coverage_problems
+from svformer_deploy.exporters.compare import coverage_problems
 
 from .conftest import active_model, clips
 

@@ -2,7 +2,7 @@
 exports to NIR and to ONNX, and each export runs one clip: the ONNX file passes ``onnx.checker`` and onnxruntime
 matches PyTorch; the NIR bundle's files read back with ``nir.read`` and its graph runs one clip.
 
-The NIR clip runs in the package's reference interpreter of the bundle (``run_bundle(runtime="reference")``):
+The NIR clip runs in the package's reference interpreter of the bundle (``run_nir_bundle(runtime="reference")``):
 snntorch needs ~3 min for one paper-size clip on 2 loaded cores, the full NIR verification is measured by
 ``benchmarks/bench_export.py``."""
 
@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from svformer_deploy.exporters.bundle import read_manifest
-from svformer_deploy.exporters.nir_export import export_nir
+from svformer_deploy.exporters.nir.export import export_nir
 from svformer_deploy.exporters.onnx_export import export_onnx, verify_onnx
-from svformer_deploy.exporters.runtime import load_host_params, load_partitions, run_bundle
+from svformer_deploy.exporters.nir.runtime import load_partitions, run_nir_bundle
+from svformer_deploy.exporters.runtime import load_host_params
 from svformer_deploy.models import create_model, iter_neurons, record_spikes
 from svformer_deploy.training import precise_bn
 
@@ -51,7 +52,7 @@ def test_paper_size_nir_export_reads_back_and_runs_one_clip(paper, tmp_path):
     manifest = read_manifest(path)
     graphs = load_partitions(path, manifest)  # nir.read(type_check=True) of every partition file
     assert set(graphs) == {p.name for p in manifest.partitions}
-    run = run_bundle(manifest, graphs, load_host_params(path), clip, runtime="reference")
+    run = run_nir_bundle(manifest, graphs, load_host_params(path), clip, runtime="reference")
     with torch.no_grad(), record_spikes(model) as rec:
         ref = model(clip)
     assert run.logits.shape == ref.shape == (1, 10) and torch.isfinite(run.logits).all()

@@ -8,8 +8,9 @@ from torch import nn
 
 import nir
 from svformer_deploy.errors import UnsupportedLayerError
-from svformer_deploy.exporters.partition import DT, PerTimestepBNError, lower_svformer, model_operations
-from svformer_deploy.exporters.verify import coverage_problems
+from svformer_deploy.exporters.nir.lowering import DT, PerTimestepBNError, lower_svformer
+from svformer_deploy.exporters.plan import model_operations
+from svformer_deploy.exporters.compare import coverage_problems
 from svformer_deploy.models.svformer import TConv2d
 
 from .conftest import active_model

@@ -15,7 +15,7 @@ from svformer_deploy.exporters.fold import PerTimestepBNError
 from svformer_deploy.exporters.host_ops import HOST_OPS
 from svformer_deploy.exporters.lava.partition import LAVA_CAPABILITIES
 from svformer_deploy.exporters.onnx_export import ONNX_CAPABILITIES
-from svformer_deploy.exporters.partition import NIR_CAPABILITIES
+from svformer_deploy.exporters.nir.lowering import NIR_CAPABILITIES
 from svformer_deploy.exporters.plan import (LOWERINGS, PLAN_VERSION, Add, HostOp, HostStep, Input, Neuron, Plan,
                                             PlanError, PlanPartition, Synapse, cut, lower, model_operations,
                                             partition_coverage, register_lowering)
@@ -186,7 +186,7 @@ def test_a_new_model_family_plugs_in_by_registering_its_lowering():
 
 def test_a_bundle_stores_its_plan_and_reads_it_back_checked(planned, tmp_path):
     from svformer_deploy.exporters.bundle import read_manifest
-    from svformer_deploy.exporters.nir_export import export_nir
+    from svformer_deploy.exporters.nir.export import export_nir
 
     model, plan = planned
     path, manifest = export_nir(model, tmp_path / "b", checkpoint_sha256="ab" * 32)

@@ -16,7 +16,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from svformer_deploy.exporters.partition import _lif_node
+from svformer_deploy.exporters.nir.lowering import _lif_node
 from svformer_deploy.models.neurons import PLIFParameters, plif_step
 
 NEAR = 1e-5  # relative distance to threshold treated as "a rounding tie"

@@ -2,8 +2,8 @@
 
 import torch
 
-from svformer_deploy.exporters.partition import DT, _lif_node
-from svformer_deploy.exporters.runtime import NODE_RUNTIMES
+from svformer_deploy.exporters.nir.lowering import DT, _lif_node
+from svformer_deploy.exporters.nir.runtime import NODE_RUNTIMES
 from svformer_deploy.models.neurons import PLIFParameters, plif_step
 
 

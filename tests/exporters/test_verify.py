@@ -2,7 +2,7 @@
 
 import torch
 
-from svformer_deploy.exporters.verify import LayerStats, clip_divergences, first_divergence, record_ties
+from svformer_deploy.exporters.compare import LayerStats, clip_divergences, first_divergence, record_ties
 from svformer_deploy.models import create_model
 from svformer_deploy.models.neurons import PLIF
 from svformer_deploy.models.recording import from_chw, to_chw
@@ -111,7 +111,7 @@ def test_every_column_of_the_verification_table_is_documented():
     """docs/export.md explains each column of the NIR table (the tester met an unexplained ``min/t``)."""
     from pathlib import Path
 
-    from svformer_deploy.exporters.verify import TABLE_COLUMNS, format_report
+    from svformer_deploy.exporters.nir.verify import TABLE_COLUMNS, format_report
 
     layer = {"agreement": 0.5, "agreement_per_timestep": [1.0, 0.25], "disagree": 3, "ties": 2,
              "disagree_at_ties": 1}

@@ -89,6 +89,14 @@ def test_the_pure_torch_plif_output_is_packed_too():
     _roundtrip(_PLIFMultiStep.apply(x, torch.tensor(0.3, requires_grad=True), 1.0, 2.0))
 
 
+def test_the_plif_nodes_packing_looks_for_are_the_neuron_layers_own():
+    """spike_packing names the PLIF backward nodes instead of importing neurons (no import cycle): a renamed
+    autograd function must fail here, not silently stop the packing."""
+    from svformer_deploy.models.neurons import _PLIFFused
+
+    assert sp._PLIF_NODES == {_PLIFFused._backward_cls.__name__, _PLIFMultiStep._backward_cls.__name__}
+
+
 NOT_SPIKES = {
     "real-valued activation": lambda s: torch.randn(4, 5, requires_grad=True) * 1.0,
     "0/1 values not made by a PLIF layer": lambda s: (torch.rand(40) > 0.5).float().requires_grad_(),

@@ -65,7 +65,7 @@ def test_time_averaged_bn_is_the_per_timestep_mean_and_keeps_every_other_weight(
 
 def test_time_averaged_bn_equals_what_approximate_bn_folds():
     """The student's exact (shared-BN) lowering has the weights of the teacher's --approximate-bn lowering."""
-    from svformer_deploy.exporters.partition import lower_svformer
+    from svformer_deploy.exporters.nir.lowering import lower_svformer
 
     teacher = _per_timestep_model(3)
     naive = lower_svformer(teacher, approximate_bn=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from svformer_deploy.exporters import Exporter
+from svformer_deploy.exporters.lava._env import env_setting
 from svformer_deploy.exporters.lava.emulate import emulate_layer, emulate_partition
 from svformer_deploy.exporters.lava.netx import read_netx, write_netx
 from svformer_deploy.exporters.lava.quantize import FloatLayer, LoihiLayer, LoihiOverflowWarning, quantize_layer
@@ -15,12 +16,6 @@ from svformer_deploy.exporters.lava.quantize import FloatLayer, LoihiLayer, Loih
 __all__ = ["FloatLayer", "LoihiLayer", "LoihiOverflowWarning", "quantize_layer", "emulate_layer",
            "emulate_partition", "write_netx", "read_netx", "EXPORTER", "default_lava_workers", "lava_run_settings",
            "env_setting"]
-
-
-def env_setting(name: str) -> str | None:
-    """The value of ``$name`` without the whitespace around it; ``None`` when it is unset or empty (only
-    whitespace counts as empty), so that ``NAME= svformer-deploy ...`` means the default, as in most tools."""
-    return os.environ.get(name, "").strip() or None
 
 
 def _env_count(name: str, default: int) -> int:

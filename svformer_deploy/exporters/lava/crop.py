@@ -252,7 +252,7 @@ def crop_policy(value: str | int | None = None) -> int | str | None:
     :data:`AUTO_SYNOPS_BUDGET`), ``None`` for ``off`` (always full frame), or an output window size N >= 1 (every
     partition whose output is larger is cropped to a centred N x N window). An empty ``$SVFORMER_LAVA_CROP`` means
     the default, as an unset one does."""
-    from svformer_deploy.exporters.lava import env_setting
+    from svformer_deploy.exporters.lava._env import env_setting
 
     raw = (env_setting("SVFORMER_LAVA_CROP") or "auto") if value is None else value
     text = str(raw).strip().lower()

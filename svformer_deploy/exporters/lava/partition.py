@@ -105,7 +105,7 @@ def check_supported(model: nn.Module, approximate_bn: bool = False) -> None:
     it, per-timestep BatchNorm is refused (netx weights are the same at every timestep) unless
     ``approximate_bn``, which folds its time-averaged scale and shift (not exact; verify reports the cost).
     """
-    from svformer_deploy.exporters.partition import check_supported as check_structure
+    from svformer_deploy.exporters.plan import check_supported as check_structure
 
     check_structure(model)
     for name, m in model.named_modules():

@@ -82,7 +82,7 @@ def lava_end_to_end(bundle, clip, python: str | None = None, progress=None) -> d
         return outs
 
     with torch.no_grad():
-        emu_logits = run_bundle(manifest, {}, load_host_params(bundle), clip, run_partition=recording).logits
+        emu_logits = run_bundle(manifest, load_host_params(bundle), clip, run_partition=recording).logits
     by_name = {p.name: p for p in parts}
     with tempfile.TemporaryDirectory(prefix="svformer-lava-graph-") as tmp:
         tmp = Path(tmp)
@@ -187,7 +187,7 @@ def build_and_run(job):  # pragma: no cover - runs under the side environment (P
 
             try:
                 with torch.no_grad():
-                    run = run_bundle(manifest, {}, host_params, clip, run_partition=run_partition)
+                    run = run_bundle(manifest, host_params, clip, run_partition=run_partition)
                     return "done", run.logits.numpy()
             except _Needs as need:
                 return need.name, need.frames

@@ -192,7 +192,7 @@ def verify_lava(bundle: str | os.PathLike, *, data: str = "moving-digits", num_v
     host_params, emulation = load_host_params(bundle), emulation_runtime(parts)
 
     def quantized(x: Tensor) -> Tensor:  # the bundle in the shared runner, partitions in the emulation
-        return run_bundle(manifest, {}, host_params, x, run_partition=emulation).logits
+        return run_bundle(manifest, host_params, x, run_partition=emulation).logits
 
     if with_labels:
         say("Measuring the accuracy of the float and the quantised model...")

@@ -17,7 +17,7 @@ from svformer_deploy.exporters.lava.export import export_lava
 from svformer_deploy.exporters.lava.netx import read_netx
 from svformer_deploy.exporters.lava.verify import load_lava_bundle
 from svformer_deploy.exporters.runtime import load_host_params, run_bundle
-from svformer_deploy.exporters.verify import coverage_problems
+from svformer_deploy.exporters.compare import coverage_problems
 from svformer_deploy.models import create_model
 from tests.exporters.conftest import active_model, clips
 
@@ -47,14 +47,14 @@ def test_shared_bundle_runner_runs_the_lava_bundle(exported):
     differ from the float model's only by quantisation (same top-1 on most clips)."""
     model, path, manifest, qparts = exported
     x = clips(2)
-    run = run_bundle(read_manifest(path), {}, load_host_params(path), x, run_partition=emulation_runtime(qparts))
+    run = run_bundle(read_manifest(path), load_host_params(path), x, run_partition=emulation_runtime(qparts))
     with torch.no_grad():
         float_logits = model(x)
         with quantized_partitions_active(model, qparts):
             want = model(x)
     assert torch.equal(run.logits, want) and not torch.equal(run.logits, float_logits)
     with pytest.raises(BundleFormatError, match="partition runtime"):
-        run_bundle(read_manifest(path), {}, load_host_params(path), x)
+        run_bundle(read_manifest(path), load_host_params(path), x)
 
 
 def test_netx_files_hold_the_quantised_integers(exported):

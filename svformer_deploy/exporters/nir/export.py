@@ -11,7 +11,7 @@ import numpy as np
 from torch import nn
 
 from svformer_deploy.exporters.bundle import HOST_PARAMS_NAME, Manifest, write_bundle
-from svformer_deploy.exporters.partition import DT, Lowered, lower_svformer
+from svformer_deploy.exporters.nir.lowering import DT, Lowered, lower_svformer
 
 __all__ = ["DISCRETIZATION", "build_manifest", "export_nir", "nir_metadata"]
 
@@ -69,7 +69,7 @@ def export_nir(model: nn.Module, out: str | os.PathLike, *, checkpoint_sha256: s
     """Lower ``model`` and write the bundle atomically. Returns (bundle path, manifest).
 
     Raises :class:`~svformer_deploy.errors.UnsupportedLayerError` for modules without a rule,
-    :class:`~svformer_deploy.exporters.partition.PerTimestepBNError` for per-timestep BN without
+    :class:`~svformer_deploy.exporters.nir.lowering.PerTimestepBNError` for per-timestep BN without
     ``approximate_bn``, :class:`~svformer_deploy.errors.OutputExistsError` if ``out`` exists and not ``force``.
     """
     import nir
@@ -84,29 +84,3 @@ def export_nir(model: nn.Module, out: str | os.PathLike, *, checkpoint_sha256: s
     if lowered.host_params:
         writers[HOST_PARAMS_NAME] = lambda p: _write_npz(p, lowered.host_params)
     return write_bundle(out, manifest, writers, force=force), manifest
-
-
-def _export(model: nn.Module, out: str | os.PathLike, **kw: Any) -> Path:
-    return export_nir(model, out, **kw)[0]
-
-
-def _verify(path: str | os.PathLike, model: nn.Module, batches, data_desc: str = "") -> dict[str, Any]:
-    from svformer_deploy.exporters.verify import verify_bundle
-
-    return verify_bundle(path, model, batches, data_desc=data_desc)
-
-
-def _format(report: dict[str, Any]) -> str:
-    from svformer_deploy.exporters.verify import format_report
-
-    return format_report(report)
-
-
-def _exporter():
-    from svformer_deploy.exporters import Exporter
-
-    return Exporter("nir", "NIR bundle: NIR partitions + declared host ops, verified with snntorch",
-                    _export, _verify, _format)
-
-
-EXPORTER = _exporter()

@@ -3,7 +3,7 @@
 The bundle is the one ``export --to nir`` writes; nothing about it changes. Each partition node is imported by
 norse's public ``norse.torch.from_nir`` (one node per graph, like ``"snntorch-nodes"``; our executor wires and
 sums the edges), host operations run as for snntorch, and the comparison with PyTorch is the same report
-(:func:`svformer_deploy.exporters.verify.verify_bundle`), written as ``verification.nir-norse.json``.
+(:func:`svformer_deploy.exporters.nir.verify.verify_bundle`), written as ``verification.nir-norse.json``.
 
 Why norse (and not sinabs or rockpool). The bundle's LIF nodes are the forward-Euler form of the PLIF
 (``tau = tau_plif * dt``, ``r = 1``, ``v_leak = 0``, ``v_reset = 0``, ``dt`` in the manifest). norse 1.1.0 maps
@@ -30,7 +30,8 @@ from torch import Tensor, nn
 
 from svformer_deploy.errors import VerificationError
 from svformer_deploy.exporters import Exporter
-from svformer_deploy.exporters.runtime import NodeRuntime, register_node_runtime
+from svformer_deploy.exporters.nir.runtime import NodeRuntime, register_node_runtime
+from svformer_deploy.exporters.nir.verify import format_report, verify_bundle
 
 __all__ = ["EXPORTER", "NORSE_RUNTIME", "REPORT_NAME"]
 
@@ -79,16 +80,8 @@ NORSE_RUNTIME = register_node_runtime(NodeRuntime(
 
 
 def _verify(path: str | os.PathLike, model: nn.Module, batches, data_desc: str = "") -> dict[str, Any]:
-    from svformer_deploy.exporters.verify import verify_bundle
-
     return verify_bundle(path, model, batches, runtime="norse", data_desc=data_desc, report_name=REPORT_NAME)
 
 
-def _format(report: dict[str, Any]) -> str:
-    from svformer_deploy.exporters.verify import format_report
-
-    return format_report(report)
-
-
 EXPORTER = Exporter("nir-norse", "NIR bundle (from --to nir) verified in norse, a second NIR runtime", None,
-                    _verify, _format, reads="nir", report_name=REPORT_NAME)
+                    _verify, format_report, reads="nir", report_name=REPORT_NAME)

@@ -1,5 +1,5 @@
 """NIR backend of the export plan: the plan's partitions as NIR node graphs, its host ops as declared host
-operations (:class:`Lowered`, which :mod:`~svformer_deploy.exporters.nir_export` writes as a bundle).
+operations (:class:`Lowered`, which :mod:`~svformer_deploy.exporters.nir.export` writes as a bundle).
 
 :func:`lower_svformer` lowers the model into a :class:`~svformer_deploy.exporters.plan.Plan`, cuts it with
 :data:`NIR_CAPABILITIES` (synapses, neurons and residual joins; no per-timestep weights) and writes each
@@ -31,10 +31,10 @@ from svformer_deploy.errors import ExportError
 from svformer_deploy.exporters.bundle import Approximation, HostOpSpec, PartitionSpec, Signal
 from svformer_deploy.exporters.fold import PerTimestepBNError
 from svformer_deploy.exporters.plan import (Add, Capabilities, HostOp, Input, Neuron, Plan, PlanPartition,
-                                            Synapse, check_supported, cut, lower, model_operations, value_kind)
+                                            Synapse, cut, lower, value_kind)
 
 __all__ = ["DT", "NIR_CAPABILITIES", "Lowered", "LoweredPartition", "lower_svformer", "lower_plan",
-           "model_operations", "check_supported", "PerTimestepBNError", "nir_approximations"]
+           "PerTimestepBNError", "nir_approximations"]
 
 DT = 1e-4
 """The timestep dt written into every LIF (``tau_nir = tau_plif * dt``); 1e-4 s is what snntorch's importer

@@ -1,4 +1,5 @@
-"""Verify an export bundle against the PyTorch model it came from, on real clips.
+"""Verify a NIR bundle against the PyTorch model it came from, on real clips (spike comparison:
+:mod:`svformer_deploy.exporters.compare`).
 
 Checks, in order:
 
@@ -17,11 +18,8 @@ Checks, in order:
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from collections.abc import Iterable
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,140 +29,27 @@ from torch import Tensor, nn
 from svformer_deploy._atomic import atomic_write_json
 from svformer_deploy.errors import VerificationError
 from svformer_deploy.exporters import LOGIT_TOLERANCE
-from svformer_deploy.exporters.bundle import (VERIFICATION_NAME, check_bundle_files, check_manifest_matches,
-                                              coverage_of, read_manifest)
-from svformer_deploy.exporters.partition import lower_svformer, model_operations
-from svformer_deploy.exporters.runtime import (PartitionRunner, check_partition_signals, load_host_params,
-                                               load_partitions, run_bundle, runtime_notes)
+from svformer_deploy.exporters.bundle import VERIFICATION_NAME, check_bundle_files, check_manifest_matches, read_manifest
+from svformer_deploy.exporters.compare import (NEAR_THRESHOLD, LayerStats, clip_divergences, coverage_problems,
+                                               record_ties)
+from svformer_deploy.exporters.nir.export import build_manifest
+from svformer_deploy.exporters.nir.lowering import lower_svformer
+from svformer_deploy.exporters.plan import model_operations
+from svformer_deploy.exporters.nir.runtime import check_partition_signals, load_partitions, nir_runners, runtime_notes
+from svformer_deploy.exporters.runtime import load_host_params, run_bundle
 from svformer_deploy.models import iter_neurons, record_spikes
-from svformer_deploy.models.neurons import PLIF, PLIFParameters, plif_step
-from svformer_deploy.models.recording import forward_hooks, to_chw
+from svformer_deploy.models.recording import to_chw
 
-__all__ = ["check_manifest_meaning", "coverage_problems", "record_ties", "first_divergence", "clip_divergences",
-           "NEAR_THRESHOLD", "LayerStats", "verify_bundle", "format_report", "TABLE_COLUMNS"]
+__all__ = ["check_manifest_meaning", "verify_bundle", "format_report", "TABLE_COLUMNS"]
 
 
 def check_manifest_meaning(bundle: Path, manifest, model: nn.Module) -> None:
     """Cross-check the manifest against the one the NIR exporter writes for ``model`` now (lowering it again):
     config, dt, signals and their shapes, partitions, host ops and their attributes, schedule, graph input and
     output, approximations with their parameters. One :class:`BundleFormatError` naming the first mismatch."""
-    from svformer_deploy.exporters.nir_export import build_manifest
-
     want = build_manifest(lower_svformer(model, approximate_bn=model.config.bn == "per_timestep"), manifest.target,
                           model, manifest.checkpoint_sha256, manifest.class_names)
     check_manifest_matches(bundle, manifest, want)
-
-
-def coverage_problems(model: nn.Module, covered: Iterable[str]) -> list[str]:
-    """Operations of ``model`` not covered, covered twice, or unknown; empty when the export is complete."""
-    return coverage_of(model_operations(model), list(covered))
-
-
-NEAR_THRESHOLD = 1e-5
-"""|H - V_th| at or below which a model neuron counts as *near threshold*: float32 rounding differences between
-the bundle (folded BN, dense convs, snntorch's ``tau * H`` membrane) and the model are a few ulp per layer, so
-such neurons may legitimately decide differently."""
-
-
-@contextmanager
-def record_ties(model: nn.Module, near: float = NEAR_THRESHOLD):
-    """Record, per PLIF layer, ``(tie, near)`` masks of shape (T, B, ...): where the membrane H equals V_th exactly,
-    and where ``|H - V_th| <= near``.
-
-    H is recomputed from the layer's input by :func:`~svformer_deploy.models.neurons.plif_step` (the model's own
-    arithmetic), so it is the H the model compared against V_th.
-    """
-    ties: "OrderedDict[str, tuple[Tensor, Tensor]]" = OrderedDict()
-
-    def hook(name: str):
-        def fn(mod: PLIF, inputs: tuple, output: Tensor) -> None:
-            x_seq = inputs[0].detach()
-            p = PLIFParameters(torch.sigmoid(mod.w.detach()).to(x_seq.dtype), mod.v_threshold)
-            h = torch.empty_like(x_seq)
-            state = None
-            for t in range(x_seq.shape[0]):
-                _, state = plif_step(x_seq[t], state, p)
-                h[t] = state.h
-            tie = h == mod.v_threshold
-            ties[name] = (tie, h.sub_(mod.v_threshold).abs_() <= near)
-
-        return fn
-
-    with forward_hooks((mod, hook(name)) for name, mod in iter_neurons(model) if isinstance(mod, PLIF)):
-        yield ties
-
-
-@dataclass
-class LayerStats:
-    """Spike comparison of one neuron layer, summed over batches: counts per timestep."""
-
-    n: list[int]
-    agree: list[int]
-    ties: list[int]
-    disagree_at_ties: list[int]
-    near: list[int]
-    disagree_near: list[int]
-
-    @classmethod
-    def empty(cls, T: int) -> "LayerStats":
-        return cls(*([0] * T for _ in range(6)))
-
-    def update(self, ref: Tensor, got: Tensor, tie: Tensor, near: Tensor | None = None) -> None:
-        """Add the counts of one batch: ``ref``, ``got`` spikes and ``tie``, ``near`` masks, all (T, B, ...)."""
-        T = ref.shape[0]
-        near = tie if near is None else near
-        differ = (ref != got).reshape(T, -1)
-        tie, near = tie.reshape(T, -1), near.reshape(T, -1)
-        counts = torch.stack([differ.sum(1), tie.sum(1), (differ & tie).sum(1), near.sum(1),
-                              (differ & near & ~tie).sum(1)]).tolist()
-        per_step = differ.shape[1]
-        for t in range(T):
-            self.n[t] += per_step
-            self.agree[t] += per_step - counts[0][t]
-            self.ties[t] += counts[1][t]
-            self.disagree_at_ties[t] += counts[2][t]
-            self.near[t] += counts[3][t]
-            self.disagree_near[t] += counts[4][t]
-
-    def to_json(self) -> dict[str, Any]:
-        n, a = sum(self.n), sum(self.agree)
-        return {"neuron_steps": n, "agree": a, "disagree": n - a, "agreement": a / n if n else math.nan,
-                "ties": sum(self.ties), "disagree_at_ties": sum(self.disagree_at_ties),
-                "near_threshold": sum(self.near), "disagree_near_threshold": sum(self.disagree_near),
-                "disagree_not_ties": n - a - sum(self.disagree_at_ties),
-                "agreement_per_timestep": [x / y if y else math.nan for x, y in zip(self.agree, self.n)]}
-
-
-def first_divergence(order: list[str], ref: dict[str, Tensor], got: dict[str, Tensor],
-                     masks: dict[str, tuple[Tensor, Tensor]]) -> dict[str, Any] | None:
-    """The earliest (timestep, layer in execution order) where bundle and model spikes differ in a batch,
-    and whether every differing neuron there was at a tie or near threshold in the model. Returns None when all
-    spikes agree. A disagreement changes the input of every later layer, so only the first one is a cause."""
-    T = next(iter(ref.values())).shape[0]
-    for t in range(T):
-        for name in order:
-            diff = ref[name][t] != got[name][t]
-            if diff.any():
-                tie, near = masks[name][0][t], masks[name][1][t]
-                return {"layer": name, "timestep": t, "neurons": int(diff.sum()),
-                        "at_ties": int((diff & tie).sum()), "near_threshold": int((diff & near & ~tie).sum()),
-                        "explained": bool((~diff | near | tie).all())}
-    return None
-
-
-def clip_divergences(order: list[str], ref: dict[str, Tensor], got: dict[str, Tensor],
-                     masks: dict[str, tuple[Tensor, Tensor]], first_clip: int = 0) -> list[dict[str, Any]]:
-    """:func:`first_divergence` of each clip of a batch (axis 1 of every (T, B, ...) tensor) on its own, with
-    ``batch_first_clip = first_clip + b``; clips whose spikes all agree are left out. Per clip, so that one
-    clip's early tie cannot hide another clip's later, unexplained divergence."""
-    out = []
-    for b in range(next(iter(ref.values())).shape[1]):
-        one = slice(b, b + 1)
-        d = first_divergence(order, {k: ref[k][:, one] for k in order}, {k: got[k][:, one] for k in order},
-                             {k: (masks[k][0][:, one], masks[k][1][:, one]) for k in order})
-        if d is not None:
-            out.append({"batch_first_clip": first_clip + b, **d})
-    return out
 
 
 @torch.no_grad()
@@ -191,7 +76,7 @@ def verify_bundle(bundle: str | Path, model: nn.Module, batches: Iterable[tuple[
     if coverage:
         raise VerificationError(f"bundle {bundle} does not cover the model exactly once: {coverage[:5]}")
     host = load_host_params(bundle)
-    runners = {p.name: PartitionRunner(p.name, graphs[p.name], runtime, manifest.dt) for p in manifest.partitions}
+    runners = nir_runners(manifest, graphs, runtime)
     model = model.eval()
     layouts = {name: mod.layout for name, mod in iter_neurons(model)}
     T = model.config.num_frames
@@ -201,7 +86,7 @@ def verify_bundle(bundle: str | Path, model: nn.Module, batches: Iterable[tuple[
     for clips, labels in batches:
         with record_spikes(model) as rec, record_ties(model) as margins:
             ref_logits = model(clips)
-        run = run_bundle(manifest, graphs, host, clips, runtime=runtime, runners=runners)
+        run = run_bundle(manifest, host, clips, runners=runners)
         refs, masks = {}, {}
         for name, ref in rec.spikes.items():
             if name not in run.spikes:
