@@ -118,11 +118,12 @@ REPORT_FILES = ("report.md", "summary.json", "per_layer.csv", "per_video.csv")
 
 @dataclass(frozen=True)
 class EnergyReportOutcome:
-    """An energy report folder and its main files (``report.md``, ``summary.json``, ``per_layer.csv``,
-    ``per_video.csv``; plots beside them)."""
+    """An energy report folder, its main files (``report.md``, ``summary.json``, ``per_layer.csv``,
+    ``per_video.csv``; plots beside them) and the summary written to ``summary.json``."""
 
     out_dir: Path
     files: dict[str, Path]
+    summary: dict[str, Any]
 
 
 def energy_report(checkpoint: PathLike, *, data: PathLike = "moving-digits", videos: int = 4, clips: int = 1,
@@ -144,8 +145,8 @@ def energy_report(checkpoint: PathLike, *, data: PathLike = "moving-digits", vid
                          crops=crops, profile=_profile_spec(profile), fold_bn=fold_bn,
                          accuracy=None if accuracy is None else user_path(accuracy), out=user_path(out), force=force,
                          **({"baselines": tuple(baselines)} if baselines else {}))
-    out_dir = write_report(opts, progress=progress)
-    return EnergyReportOutcome(out_dir, {name: out_dir / name for name in REPORT_FILES})
+    out_dir, summary = write_report(opts, progress=progress)
+    return EnergyReportOutcome(out_dir, {name: out_dir / name for name in REPORT_FILES}, summary)
 
 
 @dataclass(frozen=True)
