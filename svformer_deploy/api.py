@@ -132,11 +132,12 @@ def evaluate(checkpoint: PathLike, data: PathLike | None = None, *, out: PathLik
 # ------------------------------------------------------------------------------------------------------ energy
 @dataclass(frozen=True)
 class EnergyReportOutcome:
-    """An energy report folder and its main files (``report.md``, ``summary.json``, ``per_layer.csv``,
-    ``per_video.csv``; plots beside them)."""
+    """An energy report folder, its main files (``report.md``, ``summary.json``, ``per_layer.csv``,
+    ``per_video.csv``; plots beside them) and the summary written to ``summary.json``."""
 
     out_dir: Path
     files: dict[str, Path]
+    summary: dict[str, Any]
 
 
 def energy_report(checkpoint: PathLike, *, data: PathLike = "moving-digits", videos: int = 4, clips: int = 1,
@@ -159,8 +160,8 @@ def energy_report(checkpoint: PathLike, *, data: PathLike = "moving-digits", vid
                          accuracy=None if accuracy is None else user_path(accuracy), out=out, force=force,
                          sections=_chip_sections(chip, host_fallback, fps),
                          **({"baselines": tuple(baselines)} if baselines else {}))
-    out_dir = write_report(opts, progress=progress)
-    return EnergyReportOutcome(out_dir, {name: out_dir / name for name in REPORT_OUTPUT.files})
+    out_dir, summary = write_report(opts, progress=progress)
+    return EnergyReportOutcome(out_dir, {name: out_dir / name for name in REPORT_OUTPUT.files}, summary)
 
 
 def _chip_sections(chip: str | PathLike | None, host_fallback: bool, fps: float) -> tuple[Any, ...]:

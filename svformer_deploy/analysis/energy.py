@@ -28,12 +28,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 from torch import nn
 
 from svformer_deploy.analysis.rates import Sample, weighted_rate
+
+if TYPE_CHECKING:
+    from svformer_deploy.energy.profiles import HardwareProfile
 
 __all__ = ["EnergyBreakdown", "energy_breakdown", "module_group", "rate_vs_share", "attention_products",
            "energy_per_video"]
@@ -106,11 +109,11 @@ def _baseline_label(name: str, same_input: bool, shape: Sequence[int]) -> str:
     return f"{name} (ANN, SNN's input)" if same_input else f"{name} (ANN, own input {'x'.join(map(str, shape))})"
 
 
-def energy_breakdown(model: nn.Module, samples: Iterable[Sample], *, profile: str | None = None,
+def energy_breakdown(model: nn.Module, samples: Iterable[Sample], *, profile: str | HardwareProfile | None = None,
                      baselines: Sequence[str] = ("svformer-ann",)) -> EnergyBreakdown:
     """Count every video's views with :func:`svformer_deploy.energy.count_ops` (exact, and dense for the
     spike-product reference), price them with :func:`svformer_deploy.energy.energy_of` under ``profile`` (the
-    energy module's default if ``None``), and set ANN baselines beside them.
+    energy module's default if ``None``; a name or file is resolved once, here), and set ANN baselines beside them.
 
     A baseline's energy per video is its dense one-view count, placed as ``energy report`` places it
     (:func:`svformer_deploy.energy.baselines.place_baseline`: the SNN's own input when it runs there, else its

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
@@ -33,6 +33,9 @@ from svformer_deploy.analysis.energy import EnergyBreakdown, energy_breakdown
 from svformer_deploy.analysis.rates import Sample
 from svformer_deploy.errors import DataError, EnergyError, InputShapeError
 from svformer_deploy.models import record_spikes
+
+if TYPE_CHECKING:
+    from svformer_deploy.energy.profiles import HardwareProfile
 
 __all__ = [
     "RATE_COLUMNS",
@@ -211,7 +214,7 @@ def attention_qkv_rates(a: SparsityAnalysis) -> pd.DataFrame:
 
 def analyse_checkpoint(checkpoint: "str | os.PathLike", data: "str | os.PathLike" = "moving-digits", *,
                        num_videos: int = 20, clips: int = 1, crops: int = 1, split: str = "val", seed: int = 0,
-                       energy: bool = True, profile: str | None = None,
+                       energy: bool = True, profile: "str | HardwareProfile | None" = None,
                        baselines: Sequence[str] = ("svformer-ann",),
                        progress: "Callable[[Iterable[Sample], int, str], Iterable[Sample]] | None" = None,
                        ) -> SparsityAnalysis:
@@ -239,7 +242,7 @@ def analyse_checkpoint(checkpoint: "str | os.PathLike", data: "str | os.PathLike
         if unknown:
             raise EnergyError(f"unknown baseline(s) {unknown}; choose from {list_baselines()}")
         if profile is not None:
-            get_profile(profile)  # fail before any video is run
+            profile = get_profile(profile)  # resolved once; an unknown one fails before any video is run
     model, meta = load_checkpoint(checkpoint)
     cfg = model.config
     names = list(data_class_names(data, cfg))

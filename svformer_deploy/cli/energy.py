@@ -3,7 +3,6 @@ what-if pricing of a registered model from stated firing rates; the hardware pro
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -46,7 +45,7 @@ def report(
                            baselines=baseline, fold_bn=fold_bn, accuracy=accuracy, out=out, force=force,
                            progress=progress_bar, chip=chip, host_fallback=host_fallback, fps=fps)
     typer.echo(f"wrote {result.out_dir}")
-    s = json.loads(result.files["summary.json"].read_text(encoding="utf-8"))
+    s = result.summary
     note_fewer_videos(videos, s["videos"])
     h = s["headline"]["per_video_mj"]
     typer.echo(f"headline ({s['profile']['name']}, {plural(s['videos'], 'video')}, "

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from svformer_deploy.energy.counter import OpCounts, count_ops
+from svformer_deploy.energy.profiles import HardwareProfile, get_profile
 from svformer_deploy.errors import EnergyError
 
 __all__ = ["Baseline", "TORCHVISION_BASELINES", "ANN_TWIN", "FALLBACK_ANN_PROFILE", "PlacedBaseline", "list_baselines",
@@ -122,14 +123,11 @@ def place_baseline(name: str, svformer_config, *, fold_bn: bool = False) -> Plac
         return PlacedBaseline(name, baseline_counts(name, svformer_config, fold_bn=fold_bn), False, str(err))
 
 
-def ann_profile_for(profile):
+def ann_profile_for(profile: HardwareProfile) -> HardwareProfile:
     """The profile ANN arithmetic is priced under beside an SNN priced under ``profile``: the same one when it
     prices ANNs (``prices_ann``), else :data:`FALLBACK_ANN_PROFILE` (a neuromorphic chip's figures say nothing
     about dense arithmetic)."""
-    from svformer_deploy.energy.profiles import get_profile
-
-    prof = get_profile(profile)
-    return prof if prof.prices_ann else get_profile(FALLBACK_ANN_PROFILE)
+    return profile if profile.prices_ann else get_profile(FALLBACK_ANN_PROFILE)
 
 
 def fvcore_count(dense: OpCounts) -> dict[str, int]:

@@ -55,16 +55,15 @@ TIERS_SOURCE = ("Horowitz, ISSCC 2014, 45 nm, 64-bit access: SRAM 8 KB 10 pJ, 32
 DATAFLOWS = ("weight-stationary", "fetch-per-event")
 
 
-def memory_convention(profile: str | HardwareProfile) -> str:
+def memory_convention(profile: HardwareProfile) -> str:
     """How ``profile`` counts memory, in words: the footprint tiers, one flat cost per byte, or none (folded into
     its per-op figures). Two energies count memory the same way exactly when these strings are equal; a ratio of
     compute + memory totals is like for like only then."""
-    prof = get_profile(profile)
-    if prof.memory_pj_per_byte is None:
+    if profile.memory_pj_per_byte is None:
         return "tiers by footprint (Horowitz 45 nm)"
-    if prof.memory_pj_per_byte == 0:
+    if profile.memory_pj_per_byte == 0:
         return "none (included in the per-op figures)"
-    return f"flat {prof.memory_pj_per_byte:g} pJ per byte"
+    return f"flat {profile.memory_pj_per_byte:g} pJ per byte"
 
 
 def tier_for(nbytes: float, tiers: tuple[MemoryTier, ...] = TIERS_45NM) -> MemoryTier:

@@ -46,7 +46,7 @@ from svformer_deploy.energy.counter import count_ops
 from svformer_deploy.energy.energy import EnergyReport, energy_of
 from svformer_deploy.energy.memory import RULES as MEMORY_RULES
 from svformer_deploy.energy.memory import TIERS_SOURCE, memory_convention
-from svformer_deploy.energy.profiles import caveat_lines, get_profile
+from svformer_deploy.energy.profiles import HardwareProfile, caveat_lines, get_profile
 from svformer_deploy.energy.rules import OP_CLASSES, rules_markdown
 from svformer_deploy.errors import EnergyError
 
@@ -117,7 +117,7 @@ class ReportOptions:
     videos: int = 4
     clips: int = 1
     crops: int = 1
-    profile: str = "45nm-fp32"
+    profile: str | HardwareProfile = "45nm-fp32"
     baselines: tuple[str, ...] = (ANN_TWIN, "r3d_18", "r2plus1d_18", "mc3_18", "s3d", "mvit_v2_s", "swin3d_t")
     fold_bn: bool = False
     accuracy: Path | None = None
@@ -127,7 +127,8 @@ class ReportOptions:
     """Extra sections (``energy report --chip``'s: :class:`svformer_deploy.chip.energy.ChipSection`)."""
 
 
-def _check(opts: ReportOptions) -> None:
+def _check(opts: ReportOptions) -> HardwareProfile:
+    """Refuse bad options before any work; return the profile, resolved once (the report passes it on)."""
     from svformer_deploy._paths import require_file
     from svformer_deploy.energy.baselines import list_baselines
     from svformer_deploy.errors import CheckpointNotFoundError, DataError
@@ -147,7 +148,7 @@ def _check(opts: ReportOptions) -> None:
         read_accuracy(opts.accuracy)  # a malformed file or a percentage -> EnergyError before any work
     refuse_file_in_the_way(opts.out)  # before the counting, not when the folder is written at the end
     refuse_existing(opts.out, opts.force, inputs=(opts.checkpoint,), output=REPORT_OUTPUT)
-    get_profile(opts.profile)  # unknown profile -> ProfileError before any work
+    return get_profile(opts.profile)  # unknown profile -> ProfileError before any work
 
 
 def read_accuracy(path: Path) -> dict[str, Any]:
@@ -232,14 +233,14 @@ def _price(rep: EnergyReport) -> dict[str, float]:
 Progress = Callable[[Iterable[Any], int, str], Iterable[Any]]
 
 
-def write_report(opts: ReportOptions, progress: Progress | None = None) -> Path:
-    """Run the whole report (see the module docstring) and return the output directory. ``progress`` may wrap
-    the loop over the videos (``progress(iterable, total, description)``, as ``sparsity`` and ``export`` do)."""
-    _check(opts)
+def write_report(opts: ReportOptions, progress: Progress | None = None) -> tuple[Path, dict[str, Any]]:
+    """Run the whole report (see the module docstring); return the output directory and the summary written to
+    its ``summary.json``. ``progress`` may wrap the loop over the videos (``progress(iterable, total,
+    description)``, as ``sparsity`` and ``export`` do)."""
+    profile = _check(opts)
     from svformer_deploy.data import iter_eval_videos
     from svformer_deploy.models import load_checkpoint
 
-    profile = get_profile(opts.profile)
     acc_file = read_accuracy(opts.accuracy) if opts.accuracy is not None else None
     model, meta = load_checkpoint(opts.checkpoint)
     cfg = model.config
@@ -308,14 +309,14 @@ def write_report(opts: ReportOptions, progress: Progress | None = None) -> Path:
     per_video = pd.DataFrame(video_rows)
     rates_df = pd.DataFrame(rate_rows, columns=["video_id", "layer", "rate"])
     spiking_csv = rates_df.groupby("layer", sort=False, as_index=False)["rate"].mean()
-    baselines = _baselines(opts.baselines, cfg, ann_profile, sparse_parts, opts.fold_bn)
+    baselines, row_profiles = _baselines(opts.baselines, cfg, ann_profile, sparse_parts, opts.fold_bn)
     summary = _summary(opts, meta, cfg, profile, per_layer, per_video, n_videos, views, uncounted, baselines,
-                       conv_tot, accuracy, spiking_csv, sorted(rules_used), ann_profile)
+                       conv_tot, accuracy, spiking_csv, sorted(rules_used), ann_profile, row_profiles)
     summary["memory"].update({"parts_mj_per_video": {k: _mj(x / n_videos) for k, x in mem_parts.items()},
                               **mem_where})
     extra_md = ""
     for section in opts.sections:
-        key, part, md = section.finish(profile.name if hasattr(profile, "name") else opts.profile)
+        key, part, md = section.finish(profile.name)
         summary[key] = part
         extra_md += "\n" + md
 
@@ -329,7 +330,7 @@ def write_report(opts: ReportOptions, progress: Progress | None = None) -> Path:
         for section in opts.sections:
             section.plots(tmp)
 
-    return write_output_dir(opts.out, build, REPORT_OUTPUT, force=opts.force)
+    return write_output_dir(opts.out, build, REPORT_OUTPUT, force=opts.force), summary
 
 
 def _spiking(counts: Any, rep: EnergyReport, rates: dict[str, float], neurons: pd.Series, views: int
@@ -348,15 +349,17 @@ def _spiking(counts: Any, rep: EnergyReport, rates: dict[str, float], neurons: p
     return {"mean_rate": mean_rate, "events_per_synapse": per_syn, "non_spike_input_share": share}
 
 
-def _baselines(names: tuple[str, ...], cfg: Any, profile: Any, sparse_parts: list[dict[str, float]],
-               fold_bn: bool) -> dict[str, dict]:
+def _baselines(names: tuple[str, ...], cfg: Any, profile: HardwareProfile, sparse_parts: list[dict[str, float]],
+               fold_bn: bool) -> tuple[dict[str, dict], dict[str, HardwareProfile]]:
     """Every baseline per view, placed by :func:`svformer_deploy.energy.baselines.place_baseline` (on the SNN's
     own input, ``same_input``, or apart at its published input), with the SNN's BatchNorm convention
     (``fold_bn``) and the profile each row is priced under (``profile``). The ANN twin comes in four variants:
-    dense, sparsity-aware, int8 and ceil(log2(T+1)) bits."""
+    dense, sparsity-aware, int8 and ceil(log2(T+1)) bits. Also returns every profile a row is priced under, by
+    name (each resolved once, here)."""
     from svformer_deploy.energy.baselines import TORCHVISION_BASELINES
 
     res: dict[str, dict] = {}
+    used: dict[str, HardwareProfile] = {}
     bn = "folded into the preceding layer (--fold-bn)" if fold_bn else "counted (bn_mul + bn_add per element)"
     for name in names:
         placed = place_baseline(name, cfg, fold_bn=fold_bn)
@@ -374,6 +377,7 @@ def _baselines(names: tuple[str, ...], cfg: Any, profile: Any, sparse_parts: lis
             variants["int8"] = (_price(energy_of(c, int8)), int8)
             variants[f"int{bits}"] = (_price(energy_of(c, qprof)), qprof)
             for var, (pr, prof) in variants.items():
+                used[prof.name] = prof
                 res[f"{ANN_TWIN} ({var})"] = {
                     **pr, **common, "profile": prof.name, "memory_convention": memory_convention(prof),
                     "accuracy": "not trained on this data (the SNN's weights with ReLU neurons)",
@@ -385,13 +389,14 @@ def _baselines(names: tuple[str, ...], cfg: Any, profile: Any, sparse_parts: lis
                              }[var]}
             continue
         b = TORCHVISION_BASELINES[name]
+        used[profile.name] = profile
         res[name] = {**_price(energy_of(c, profile)), **common, "profile": profile.name,
                      "memory_convention": memory_convention(profile),
                      "accuracy": "not trained on this data (weights=None; published accuracy is on Kinetics-400)",
                      "note": f"torchvision {b.builder}, weights=None" + (
                          "" if placed.same_input else f"; {placed.why}; shown apart at its published input, never "
                                                       "in a ratio")}
-    return res
+    return res, used
 
 
 def _ratios(baselines: dict[str, dict], snn: dict[str, float], snn_memory: str) -> None:
@@ -414,7 +419,7 @@ def _ratios(baselines: dict[str, dict], snn: dict[str, float], snn_memory: str) 
 
 
 def _summary(opts, meta, cfg, profile, per_layer, per_video, n, views, uncounted, baselines, conv, accuracy,
-             spiking_csv, rules_used, ann_profile) -> dict:
+             spiking_csv, rules_used, ann_profile, row_profiles) -> dict:
     totals = {c: int(per_video[c].sum()) for c in OP_CLASSES}
     sums = {k: float(per_video[k].sum()) for k in ("compute_pj", "memory_pj", "memory_fetch_per_event_pj",
                                                    "total_pj")}
@@ -437,7 +442,7 @@ def _summary(opts, meta, cfg, profile, per_layer, per_video, n, views, uncounted
         "data": str(opts.data), "videos": n, "clips": opts.clips, "crops": opts.crops,
         "views_per_video": views, "T": cfg.num_frames, "input_size": list(cfg.input_shape), "fold_bn": opts.fold_bn,
         "profile": profile.to_dict(), "ann_profile": ann_profile.name,
-        "row_profiles": _row_profiles(baselines, profile, ann_profile),
+        "row_profiles": _row_profiles(baselines, profile, row_profiles),
         "accuracy": accuracy, "protocol": protocol,
         "headline": {"per_video_mj": per_video_mj, "per_view_mj": per_view_mj},
         "memory": mem,
@@ -459,12 +464,13 @@ def _summary(opts, meta, cfg, profile, per_layer, per_video, n, views, uncounted
     }
 
 
-def _row_profiles(baselines: dict[str, dict], profile: Any, ann_profile: Any) -> dict[str, dict]:
+def _row_profiles(baselines: dict[str, dict], profile: HardwareProfile, used: dict[str, HardwareProfile]
+                  ) -> dict[str, dict]:
     """Every profile a baseline row is priced under other than the SNN's own (``45nm-int8``, ``45nm-int<bits>``,
-    the fp32 fallback of a profile that does not price ANNs), with all its figures, source and caveats, taken
-    from the profile registry (:func:`~svformer_deploy.energy.profiles.get_profile`)."""
+    the fp32 fallback of a profile that does not price ANNs), with all its figures, source and caveats (``used``:
+    the profiles :func:`_baselines` priced the rows under, from the profile registry)."""
     names = dict.fromkeys(b["profile"] for b in baselines.values() if b["profile"] != profile.name)
-    return {name: (ann_profile if name == ann_profile.name else get_profile(name)).to_dict() for name in names}
+    return {name: used[name].to_dict() for name in names}
 
 
 def _memory_parts(opts: ReportOptions, per_video: pd.DataFrame, n: int) -> dict[str, Any]:

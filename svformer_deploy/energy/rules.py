@@ -7,21 +7,21 @@ for one or more keys with :func:`register_rule`:
   ``rule(ctx, args, kwargs, out)``;
 * a **module type** key (``PLIF``): called before the module runs, as ``rule(ctx, name, module, x)`` (or, when
   registered with ``after=True``, after it ran, as ``rule(ctx, name, module, args, out)``); the aten ops
-  executed inside such a module are not intercepted (the module rule covers them), so a neuron is counted the
+  executed inside such a module are not counted (the module rule covers them), so a neuron is counted the
   same whatever kernel implements it. ``accepts(module, args)`` (optional) declines a call the module rule cannot
   state exactly (a subclass with its own ``forward``, a padding mode, training mode...): the aten rules count it.
 
 The synaptic layers (``nn.Conv1d/2d/3d``, ``nn.Linear``, the BatchNorms, the attention product) have module
 rules that apply the aten rule of the op they run to the module's input, weight and output (and book under that
-rule's name, ``ctx.using(name)``, so reports list the rule that states the count), so the counter need not
-intercept their aten ops: the same counts, at the cost of a module hook instead of a dispatch per aten op.
+rule's name, ``ctx.using(name)``, so reports list the rule that states the count): the same counts as the aten
+rules (a test holds it), read from the module's own operands (a neuron's output is spikes by construction, so the
+synapses reading it need no value check).
 
 ``ctx`` is the running :class:`~svformer_deploy.energy.counter.OpCounter` (its public methods: ``book``,
-``using``, ``layout``, ``split``, ``even``, ``kind``, ``is_weight``, ``storage_key``, ``module``, ``memo``,
-``read_synapse``, ``synapse_facts``, ``read_facts``, ``read_neuron``). A rule whose counts never depend on values
-is registered ``static=True`` so that a counting plan replays its bookings (see
-:func:`svformer_deploy.energy.count_ops`). Users register rules for their own ops and modules the same way; the
-docstring is required, and is what :func:`rules_markdown` prints in every report and in ``docs/energy.md``.
+``using``, ``layer``, ``module``, ``layout``, ``split``, ``even``, ``kind``, ``is_weight``, ``storage_key``,
+``read_synapse``, ``synapse_facts``, ``read_facts``, ``read_neuron``; its options ``T``, ``B``, ``dense``,
+``fold_bn``, ``skip_zero_macs``). Users register rules for their own ops and modules the same way; the docstring
+is required, and is what :func:`rules_markdown` prints in every report and in ``docs/energy.md``.
 
 Operand kinds (decided per call, on the values actually passed), used by the rules below:
 
@@ -34,6 +34,8 @@ Operand kinds (decided per call, on the values actually passed), used by the rul
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -48,7 +50,7 @@ from svformer_deploy.models.norm import TemporalBatchNorm
 from svformer_deploy.models.svformer import SpikeAttentionProduct, TConv2d
 
 __all__ = ["OP_CLASSES", "SYNAPTIC_CLASSES", "PRIMITIVE_OF", "Rule", "register_rule", "op_rule", "module_rule",
-           "list_rules", "rules_markdown", "table_version"]
+           "list_rules", "rules_markdown"]
 
 aten = torch.ops.aten
 
@@ -83,7 +85,6 @@ class Rule:
     fn: Callable[..., None]
     after: bool = False
     accepts: Callable[[nn.Module, tuple], bool] | None = None
-    static: bool = False
 
     @property
     def applies_to(self) -> str:
@@ -93,34 +94,20 @@ class Rule:
 _OP_RULES: dict[Any, Rule] = {}
 _MODULE_RULES: dict[type, Rule] = {}
 _ORDER: list[Rule] = []
-_VERSION = [0]  # bumped by every registration: a counting plan made under other rules is not reused
-
-
-def table_version() -> tuple[int, int, int]:
-    """Changes whenever a rule is registered or the rule tables are swapped (counting plans record it)."""
-    return _VERSION[0], id(_OP_RULES), id(_MODULE_RULES)
 
 
 def _clean(doc: str) -> str:
-    import inspect
-
     return " ".join(inspect.cleandoc(doc).split())
 
 
 def register_rule(*keys: Any, name: str | None = None, after: bool = False,
-                  accepts: Callable[[nn.Module, tuple], bool] | None = None, static: bool = False
+                  accepts: Callable[[nn.Module, tuple], bool] | None = None
                   ) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """Decorator: register ``fn`` as the counting rule of ``keys`` (aten op overload packets or module types).
 
     The rule's docstring is its statement (required). A later registration for the same key replaces the earlier
     one, so users can override a built-in rule. Module rules only: ``after`` calls the rule after the module ran
-    (with its args and output); ``accepts(module, args)`` returning False leaves that call to the aten rules (its
-    answer must depend only on the module and the types and shapes of ``args``: a counting plan records it).
-
-    ``static=True`` declares that what the rule books depends only on the module (its type and configuration),
-    the shapes of its arguments and output, whether an operand is a weight, and the counter's options, never on
-    activation values. The counter then replays a static rule's bookings from a counting plan instead of calling
-    it again (see :func:`svformer_deploy.energy.count_ops`); a rule that looks at values must stay non-static.
+    (with its args and output); ``accepts(module, args)`` returning False leaves that call to the aten rules.
     """
     if not keys:
         raise EnergyError("register_rule needs at least one aten op or module type")
@@ -128,8 +115,7 @@ def register_rule(*keys: Any, name: str | None = None, after: bool = False,
     def deco(fn: Callable[..., None]) -> Callable[..., None]:
         if not (fn.__doc__ or "").strip():
             raise EnergyError(f"counting rule {fn.__name__!r} has no docstring; state the rule in its docstring")
-        rule = Rule(name or fn.__name__, tuple(keys), _clean(fn.__doc__ or ""), fn, after, accepts, static)
-        _VERSION[0] += 1
+        rule = Rule(name or fn.__name__, tuple(keys), _clean(fn.__doc__ or ""), fn, after, accepts)
         for k in keys:
             if isinstance(k, type):
                 if not issubclass(k, nn.Module):
@@ -256,136 +242,81 @@ def convolution(ctx: Any, args: tuple, kwargs: dict, out: Tensor) -> None:
 
 
 def _conv(ctx: Any, x: Tensor, w: Tensor, bias: Tensor | None, stride: Any, padding: Any, dilation: Any,
-          transposed: bool, output_padding: Any, groups: int, out: Tensor, module: nn.Module | None = None) -> None:
-    """The :func:`convolution` rule on one call (shared by the aten rule and the module rule, which passes its
-    ``module``). ``x`` is (N, C, ...), or (T, B, C, ...) from a time-folded module, taken as (T*B, C, ...)
-    (``out`` likewise)."""
+          transposed: bool, output_padding: Any, groups: int, out: Tensor) -> None:
+    """The :func:`convolution` rule on one call (shared by the aten rule and the module rule). ``x`` is
+    (N, C, ...), or (T, B, C, ...) from a time-folded module, taken as (T*B, C, ...) (``out`` likewise)."""
     kind = ctx.kind(x)
-    if module is not None:  # the module fixes the weight, bias and geometry
-        key: tuple = ("conv module", module, x.shape, x.dtype, kind)
-    else:
-        stride, padding, dilation, output_padding = tuple(stride), tuple(padding), tuple(dilation), \
-            tuple(output_padding)
-        key = ("convolution", x.shape, x.dtype, ctx.storage_key(w), w.shape, kind, stride, padding, dilation,
-               transposed, output_padding, groups, bias is not None)
-    layout, op_class, fan, flat, count, facts, bias_count, shape, w_key = ctx.memo(
-        key, lambda: _conv_facts(ctx, x, w, bias is not None, tuple(stride), tuple(padding), tuple(dilation),
-                                 transposed, tuple(output_padding), groups, out, kind))
-    fast = False
-    if flat is not None:  # binary float32 input, time-folded, exact in float32: one matrix-vector product
-        count = torch.mv(x.reshape(ctx.T, -1), flat)
-        fast = module is not None and ctx.replayable(module, x, kind, op_class, flat)
-    elif fan is not None:
-        count = _events(ctx, _mask(x.reshape(shape), kind), fan, layout)
-    else:  # dense: shapes only
-        fast = module is not None and ctx.replayable(module, x, kind)
-    ctx.book(op_class, count, static=fast and flat is None)
-    ctx.read_facts(w, facts, count, w_key, static=fast)
-    if bias_count is not None:
-        ctx.book("bias_add", bias_count, static=fast)
-
-
-def _conv_facts(ctx: Any, x: Tensor, w: Tensor, has_bias: bool, stride: tuple, padding: tuple, dilation: tuple,
-                transposed: bool, output_padding: tuple, groups: int, out: Tensor, kind: str) -> tuple:
-    """What a convolution call books that depends only on shapes, the input's kind and dtype and the options:
-    (layout, op class, fan-out map when the count is a sum over non-zero inputs else None, that map flattened
-    for one float32 matrix-vector product when that is exact else None, the dense count, memory facts, bias
-    count or None, the input's (N, C, ...) shape, the weight's storage key)."""
     shape = x.shape if x.dim() == w.dim() else torch.Size((x.shape[0] * x.shape[1], *x.shape[2:]))
     layout = ctx.layout(x)
-    fan = flat = count = None
     if kind == "binary" or (ctx.skip_zero_macs and kind == "real"):
-        fan = _fanout(shape, w, stride, padding, dilation, transposed, output_padding, groups)
+        fan = _fanout(shape, w, tuple(stride), tuple(padding), tuple(dilation), transposed, tuple(output_padding),
+                      groups)
         op_class = "ac" if kind == "binary" else "mac"
+        flat = None
         if fan.shape[1] == 1 and layout is not None and layout[0] == "lead" and kind == "binary" \
                 and x.dtype == torch.float32:
-            per_t = x.numel() // ctx.T
-            if per_t * float(fan.max()) < _EXACT_F32:  # every partial sum an integer below 2**24
-                flat = fan[0, 0].reshape(-1).repeat(per_t // fan[0, 0].numel())
-    else:
+            flat = _flat_fanout(fan, x.numel() // ctx.T)
+        if flat is not None:  # one float32 matrix-vector product of the (T, rest) input, exact
+            count = torch.mv(x.reshape(ctx.T, -1), flat)
+        else:
+            count = _events(ctx, _mask(x.reshape(shape), kind), fan, layout)
+    else:  # dense: shapes only
         cin = w.shape[0] if transposed else w.shape[1]
         total = (x.numel() * w.shape[1] if transposed else out.numel() * cin) * math.prod(w.shape[2:])
         op_class = "mac"
         count = ctx.even(total, layout if layout is not None and total % (ctx.T or 1) == 0 else None)
-    # weight-stationary: the kernel is read once per image it slides over (x.shape[0]: T x B time-folded frames,
+    ctx.book(op_class, count)
+    # weight-stationary: the kernel is read once per image it slides over (shape[0]: T x B time-folded frames,
     # or B clips for a Conv3d whose kernel spans all T frames)
-    facts = ctx.synapse_facts(w, x, kind, out, passes=int(shape[0]))
-    bias_count = None
-    if has_bias:
+    ctx.read_facts(w, ctx.synapse_facts(w, x, kind, out, passes=int(shape[0])), count)
+    if bias is not None:
         out_layout = ctx.layout(out)
-        bias_count = ctx.even(out.numel(), out_layout) if out_layout is not None else out.numel()
-    return layout, op_class, fan, flat, count, facts, bias_count, shape, ctx.storage_key(w)
+        ctx.book("bias_add", ctx.even(out.numel(), out_layout) if out_layout is not None else out.numel())
 
 
-def _matmul(ctx: Any, a: Tensor, b: Tensor, out: Tensor, ka: str | None = None, kb: str | None = None,
-            module: nn.Module | None = None, module_input: Tensor | None = None) -> bool:
+@functools.lru_cache(maxsize=64)
+def _flat_fanout(fan: Tensor, per_t: int) -> Tensor | None:
+    """A fan-out map that does not depend on the channel (``fan`` of :func:`_fanout`, shape (1, 1, ...)) repeated
+    over the ``per_t`` input elements of one timestep (images x channels x positions), so that one float32
+    matrix-vector product of a binary (T, per_t) input gives its per-timestep count; None when that product
+    would not be exact in float32 ((elements per timestep) x max(fan-out) >= 2**24)."""
+    if per_t * float(fan.max()) >= _EXACT_F32:
+        return None
+    spatial = fan[0, 0].reshape(-1)
+    return spatial.repeat(per_t // spatial.numel())
+
+
+def _matmul(ctx: Any, a: Tensor, b: Tensor, out: Tensor, ka: str | None = None, kb: str | None = None) -> None:
     """The :func:`matmul` rule on one call; ``ka`` / ``kb``: the operands' kinds when the caller knows them (of
-    the tensors they were reshaped from); ``module``: the `nn.Linear` whose weight ``b`` is, when called by its
-    module rule, with its input ``module_input`` (``a`` is a reshape of it). Returns True when a plan's replay
-    books this call by one product (:meth:`OpCounter.replayable`): the caller's further bookings are static."""
+    the tensors they were reshaped from)."""
     ka = ctx.kind(a) if ka is None else ka
-    if module is not None:  # the module fixes the weight
-        key: tuple = ("matmul module", module, a.shape, a.dtype, ka)
-        kb = "weight"
-    else:
-        kb = ctx.kind(b) if kb is None else kb
-        key = ("matmul", a.shape, a.dtype, b.shape, out.shape, ka, kb)
-    form, layout, op_class, count, facts, facts_b, per_nnz = ctx.memo(
-        key, lambda: _matmul_facts(ctx, a, b, out, ka, kb))
-    fast = False
-    if per_nnz is not None:  # binary float32 x weight, time-folded, exact in float32: one matrix-vector product
-        count = torch.mv(a.reshape(ctx.T, -1), per_nnz)
-        fast = module_input is not None and ctx.replayable(module, module_input, ka, op_class, per_nnz)
-    elif form == "dense" and module_input is not None:  # shapes only
-        fast = ctx.replayable(module, module_input, ka)
-    elif form == "weight @ act":  # per output column (no time axis recovered)
-        na = torch.full(a.shape[-1:], float(a.shape[-2]), device=b.device)
-        count = ctx.split(((_mask(b, kb).transpose(-2, -1) @ na.unsqueeze(-1)).squeeze(-1)), None)
-    elif form == "act @ weight":
-        count = ctx.split(_mask(a, ka), layout, bound=1) * b.shape[-1]  # nnz(a) x N
-    elif form == "act @ act":
-        per_row = (_mask(a, ka) @ _mask(b, kb).sum(-1).unsqueeze(-1)).squeeze(-1)  # sum_k [a_mk != 0] nnz(b_k)
-        count = ctx.split(per_row, layout, bound=a.shape[-1] * b.shape[-1])
-    ctx.book(op_class, count, static=fast and per_nnz is None)
-    if facts_b is None:
-        ctx.read_facts(a if ka == "weight" else b, facts, count, static=fast)
-    else:
-        ctx.read_facts(None, facts, 0)
-        ctx.read_facts(None, facts_b, 0)
-    return fast
-
-
-def _matmul_facts(ctx: Any, a: Tensor, b: Tensor, out: Tensor, ka: str, kb: str) -> tuple:
-    """What a matrix product books that depends only on shapes, the operands' kinds and the options: (form:
-    "dense" or which operand the count sums over, layout, op class, the dense count, memory facts, memory facts
-    of the second activation or None when there is a weight, and for a binary float32 time-folded activation x
-    weight a vector of N (the fan-out of each input) when one float32 matrix-vector product gives nnz x N
-    exactly, else None)."""
+    kb = ctx.kind(b) if kb is None else kb
     layout = ctx.layout(a) if ka != "weight" else ctx.layout(out)
     has_w = "weight" in (ka, kb)
     act, act_kind = (b, kb) if ka == "weight" else (a, ka)
-    rows = a.shape[0] if a.dim() == 3 else 1
-    sparse = ctx.skip_zero_macs and has_w and act_kind == "real"
-    count: Any = None
-    if "binary" not in (ka, kb) and not sparse:
-        form, op_class = "dense", "mac"
+    if "binary" not in (ka, kb) and not (ctx.skip_zero_macs and has_w and act_kind == "real"):  # dense
+        op_class = "mac"
+        rows = a.shape[0] if a.dim() == 3 else 1
         count = ctx.even(rows * a.shape[-2] * a.shape[-1] * b.shape[-1], layout)
-    elif ka == "weight":
-        form, op_class = "weight @ act", "ac" if kb == "binary" else "mac"
+    elif ka == "weight":  # per output column (no time axis recovered)
+        op_class = "ac" if kb == "binary" else "mac"
+        na = torch.full(a.shape[-1:], float(a.shape[-2]), device=b.device)
+        count = ctx.split(((_mask(b, kb).transpose(-2, -1) @ na.unsqueeze(-1)).squeeze(-1)), None)
     elif kb == "weight":
-        form, op_class = "act @ weight", "ac" if ka == "binary" else "mac"
+        op_class = "ac" if ka == "binary" else "mac"
+        count = ctx.split(_mask(a, ka), layout, bound=1) * b.shape[-1]  # nnz(a) x N
     else:
-        form, op_class = "act @ act", "spike_product"
-    per_nnz = None
-    if form == "act @ weight" and ka == "binary" and a.dtype == torch.float32 and layout is not None \
-            and layout[0] == "lead" and a.numel() // ctx.T * b.shape[-1] < _EXACT_F32:
-        per_nnz = torch.full((a.numel() // ctx.T,), float(b.shape[-1]), dtype=torch.float32, device=a.device)
+        op_class = "spike_product"
+        per_row = (_mask(a, ka) @ _mask(b, kb).sum(-1).unsqueeze(-1)).squeeze(-1)  # sum_k [a_mk != 0] nnz(b_k)
+        count = ctx.split(per_row, layout, bound=a.shape[-1] * b.shape[-1])
+    ctx.book(op_class, count)
     if has_w:
         w = a if ka == "weight" else b
         passes = ctx.T * ctx.B if ctx.T and layout is not None else ctx.B
-        return form, layout, op_class, count, ctx.synapse_facts(w, act, act_kind, out, passes), None, per_nnz
-    return (form, layout, op_class, count, ctx.synapse_facts(None, a, ka, out, 0),
-            ctx.synapse_facts(None, b, kb, None, 0), None)
+        ctx.read_facts(w, ctx.synapse_facts(w, act, act_kind, out, passes), count)
+    else:
+        ctx.read_facts(None, ctx.synapse_facts(None, a, ka, out, 0), 0)
+        ctx.read_facts(None, ctx.synapse_facts(None, b, kb, None, 0), 0)
 
 
 @register_rule(aten.mm, aten.bmm)
@@ -407,16 +338,16 @@ def addmm(ctx: Any, args: tuple, kwargs: dict, out: Tensor) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- element-wise
-def _elementwise(ctx: Any, op_class: str, out: Tensor, static: bool = False) -> None:
+def _elementwise(ctx: Any, op_class: str, out: Tensor) -> None:
     layout = ctx.layout(out)
-    ctx.book(op_class, ctx.even(out.numel(), layout) if layout is not None else out.numel(), static=static)
+    ctx.book(op_class, ctx.even(out.numel(), layout) if layout is not None else out.numel())
 
 
 _BN_OPS = (aten.native_batch_norm, aten._native_batch_norm_legit_no_training, aten._native_batch_norm_legit,
            aten.batch_norm, aten.cudnn_batch_norm, aten.miopen_batch_norm)
 
 
-@register_rule(*_BN_OPS, static=True)
+@register_rule(*_BN_OPS)
 def batch_norm(ctx: Any, args: tuple, kwargs: dict, out: Any) -> None:
     """Eval BatchNorm = per-element affine y = s x + b: `bn_mul` + `bn_add`, 1 each per element. With
     fold_bn, a time-invariant BN (shared statistics, BatchNorm3d) is folded into the preceding layer: `bn_folded`,
@@ -447,21 +378,21 @@ def _sum_class(ctx: Any, args: tuple, same_shape_is_residual: bool) -> str:
     return "add"
 
 
-@register_rule(aten.add, aten.add_, static=True)
+@register_rule(aten.add, aten.add_)
 def add(ctx: Any, args: tuple, kwargs: dict, out: Tensor) -> None:
     """Element-wise sum, 1 per output element: `bias_add` when an operand is a parameter, `residual_add` for the
     sum of two same-shape activations (the residual streams), `add` otherwise (including adding a scalar)."""
     _elementwise(ctx, _sum_class(ctx, args, True), out)
 
 
-@register_rule(aten.sub, aten.sub_, aten.rsub, static=True)
+@register_rule(aten.sub, aten.sub_, aten.rsub)
 def subtract(ctx: Any, args: tuple, kwargs: dict, out: Tensor) -> None:
     """Element-wise difference, 1 per output element: `bias_add` when an operand is a parameter, `add`
     otherwise."""
     _elementwise(ctx, _sum_class(ctx, args, False), out)
 
 
-@register_rule(aten.mul, aten.mul_, aten.div, aten.div_, static=True)
+@register_rule(aten.mul, aten.mul_, aten.div, aten.div_)
 def mul(ctx: Any, args: tuple, kwargs: dict, out: Tensor) -> None:
     """Element-wise product or quotient, 1 per output element: `scale_mul` by a scalar (the attention's
     x d^-0.5 = x0.125), `mul` otherwise."""
@@ -470,7 +401,7 @@ def mul(ctx: Any, args: tuple, kwargs: dict, out: Tensor) -> None:
 
 
 @register_rule(aten.relu, aten.relu_, aten.clamp_min, aten.clamp_min_, aten.threshold, aten.hardtanh,
-               aten.hardtanh_, static=True)
+               aten.hardtanh_)
 def activation(ctx: Any, args: tuple, kwargs: dict, out: Tensor) -> None:
     """ReLU-like max(x, 0) (or a clamp): `activation`, one comparison per element."""
     _elementwise(ctx, "activation", out)
@@ -484,14 +415,14 @@ def activation(ctx: Any, args: tuple, kwargs: dict, out: Tensor) -> None:
     aten.fill_, aten.zero_, aten.detach, aten.alias, aten.cat, aten.stack, aten.lift_fresh, aten.lift_fresh_copy,
     aten.new_empty, aten.new_zeros, aten.new_ones, aten.as_strided, aten.index_select, aten.narrow, aten.movedim,
     aten.constant_pad_nd, aten.roll, aten.pad, aten.masked_fill, aten.where, aten.arange, aten.scalar_tensor,
-    aten._local_scalar_dense, aten.repeat, aten.dropout, aten.native_dropout, static=True)
+    aten._local_scalar_dense, aten.repeat, aten.dropout, aten.native_dropout)
 def data_movement(ctx: Any, args: tuple, kwargs: dict, out: Any) -> None:
     """Views, reshapes, permutes, copies, concatenation, dtype casts, allocation, selects: free (0 ops).
     Any executed aten op without a rule is listed as uncounted, with its calls and output elements."""
 
 
 # ---------------------------------------------------------------------------------------------- neuron modules
-@register_rule(PLIF, static=True)
+@register_rule(PLIF)
 def plif(ctx: Any, name: str, module: nn.Module, x: Tensor) -> None:
     """PLIF neuron, per element per timestep: H = V + (X - V) (1/tau) is 1 `neuron_mul` + 2 `neuron_add`, the
     threshold comparison H >= V_th 1 `neuron_add`; the hard reset is a select (free): 1 `neuron_mul` +
@@ -504,7 +435,7 @@ def plif(ctx: Any, name: str, module: nn.Module, x: Tensor) -> None:
     ctx.read_neuron(name, x.numel(), stateful=True, spikes=True)
 
 
-@register_rule(ReLUNeuron, static=True)
+@register_rule(ReLUNeuron)
 def relu_neuron(ctx: Any, name: str, module: nn.Module, x: Tensor) -> None:
     """ReLU neuron (the ANN twin's stand-in for PLIF): `activation`, 1 comparison per element; no state; its
     real-valued output is written at the profile's bytes per value."""
@@ -542,7 +473,7 @@ def conv_module(ctx: Any, name: str, module: nn.Module, args: tuple, out: Tensor
     the `convolution` rule applied to the module's input, weight, bias and output."""
     ctx.using("convolution")
     _conv(ctx, args[0], module.weight, module.bias, module.stride, module.padding, module.dilation, False,
-          [0] * len(module.stride), module.groups, out, module)
+          [0] * len(module.stride), module.groups, out)
 
 
 def _stock_linear(module: nn.Module, args: tuple) -> bool:
@@ -557,9 +488,9 @@ def linear_module(ctx: Any, name: str, module: nn.Module, args: tuple, out: Tens
     x2 = args[0].reshape(-1, module.in_features)
     out2 = out.reshape(-1, module.out_features)
     ctx.using("addmm" if module.bias is not None else "matmul")
-    fast = _matmul(ctx, x2, module.weight.t(), out2, module=module, module_input=args[0])
+    _matmul(ctx, x2, module.weight.t(), out2, kb="weight")
     if module.bias is not None:
-        _elementwise(ctx, "bias_add", out2, static=fast)
+        _elementwise(ctx, "bias_add", out2)
 
 
 def _stock_bn(module: nn.Module, args: tuple) -> bool:
@@ -568,8 +499,7 @@ def _stock_bn(module: nn.Module, args: tuple) -> bool:
         and (fwd is TemporalBatchNorm.forward or fwd is nn.modules.batchnorm._BatchNorm.forward)
 
 
-@register_rule(nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, TemporalBatchNorm, after=True, accepts=_stock_bn,
-               static=True)
+@register_rule(nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, TemporalBatchNorm, after=True, accepts=_stock_bn)
 def batch_norm_module(ctx: Any, name: str, module: nn.Module, args: tuple, out: Tensor) -> None:
     """Eval-mode `nn.BatchNorm1d/2d/3d` and `TemporalBatchNorm`: the `batch_norm` rule on the module's input
     (one element-wise affine per input element, split evenly over the timesteps)."""
@@ -589,7 +519,7 @@ def attention_product_module(ctx: Any, name: str, module: nn.Module, args: tuple
     its non-zeros), then the `mul` rule's `scale_mul`, 1 per output element."""
     q, k, v = args
     kinds = (ctx.kind(q), ctx.kind(k), ctx.kind(v))
-    facts = ctx.memo(("attention product", module, q.shape, q.dtype, kinds), lambda: _product_facts(ctx, q, out, kinds))
+    facts = _product_facts(ctx, q, out, kinds)
     if facts is None:
         _product_by_matmul(ctx, q, k, v, out, kinds)
         return

@@ -86,3 +86,19 @@ def test_price_prints_the_caveats_of_its_profile(profile, words, capsys):
     out = capsys.readouterr().out
     caveats = out.split("\n## Caveats\n\n", 1)[1].split("\n\n", 1)[0]
     assert caveats == f"- Profile `{profile}`: {get_profile(profile).caveats}" and words in caveats
+
+
+def test_report_prints_its_headline_from_the_returned_result(tmp_path, monkeypatch, capsys):
+    """The headline comes from the summary the service layer returns, not from re-reading summary.json."""
+    from svformer_deploy import api
+
+    summary = {"videos": 3, "views_per_video": 2, "profile": {"name": "45nm-int8"},
+               "headline": {"per_video_mj": {"total_mj": 1.5, "compute_mj": 0.25, "memory_mj": 1.25,
+                                             "memory_fetch_per_event_mj": 4.0}}}
+    out = tmp_path / "r"  # never written: the stub returns a result without files
+    monkeypatch.setattr(api, "energy_report", lambda *a, **k: api.EnergyReportOutcome(
+        out, {"summary.json": out / "summary.json"}, summary))
+    assert run_cli(["energy", "report", str(default_checkpoint()), "--videos", "3", "--out", str(out)]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"wrote {out}", "headline (45nm-int8, 3 videos, 2 views each): 1.500 mJ per video = compute 0.2500 + "
+        "memory 1.250 (weights fetched per event: memory 4.000); see report.md"]

@@ -336,3 +336,23 @@ def test_accuracy_file_with_a_byte_order_mark_is_read(tmp_path):
     path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"top1": 0.9, "clips": 5, "crops": 3}).encode("utf-8"))
     acc = read_accuracy(path)
     assert (acc["top1"], acc["clips"], acc["crops"]) == (0.9, 5, 3)
+
+
+def test_a_profile_file_is_read_once_and_the_result_carries_the_summary(ckpt, tmp_path, monkeypatch):
+    """The profile is resolved once (the report passes the object on) and the returned result holds the
+    summary that summary.json holds."""
+    from svformer_deploy import api
+    from svformer_deploy.energy import profiles
+
+    f = tmp_path / "chip.yaml"
+    f.write_text("name: chip\nsource: my datasheet\nenergy_pj: {mac: 2, ac: 0.5, mul: 1.5, add: 0.5}\n")
+    reads = []
+    load = profiles.load_profile
+    monkeypatch.setattr(profiles, "load_profile", lambda path: reads.append(path) or load(path))
+    result = api.energy_report(ckpt, videos=1, profile=f, baselines=["svformer-ann"], out=tmp_path / "r")
+    assert len(reads) == 1
+    assert result.summary == json.loads(result.files["summary.json"].read_text(encoding="utf-8"))
+    assert result.summary["profile"]["name"] == "chip"
+    reads.clear()
+    analysis = api.sparsity(ckpt, tmp_path / "s", videos=1, profile=f).analysis
+    assert len(reads) == 1 and analysis.energy.profile == "chip"
