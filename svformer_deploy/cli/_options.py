@@ -15,7 +15,7 @@ the label a user reads, by one rule, when typer builds them:
 * a command's help is its docstring re-flowed (:func:`reflow`): each paragraph one flowing text that the terminal
   wraps at its width, list items kept one to a line; its line in its group's list is the first paragraph;
 * a help text may name a registry list (:data:`HELP_LISTS`: ``{profiles}``, ``{baselines}``, ``{targets}``,
-  ``{verifiers}``), filled from the registry when the help is shown, so the CLI starts without loading them.
+  ``{verifiers}``, ``{chips}``), filled from the registry when the help is shown, so the CLI starts without loading them.
 
 :func:`usage_message` words a usage error (an unknown option or command) for the one error line: a close name is
 suggested only when it really is close (:data:`CLOSE_MATCH`), never the framework's loose guess.
@@ -68,14 +68,21 @@ def _targets(writes: bool) -> str:
     return ", ".join(t for t in list_targets() if (get_exporter(t).export is not None) == writes)
 
 
+def _chips() -> str:
+    from svformer_deploy.chip.arch import list_chips
+
+    return ", ".join(list_chips())
+
+
 HELP_LISTS: dict[str, Callable[[], str]] = {
+    "{chips}": _chips,
     "{profiles}": _profiles,
     "{baselines}": _baselines,
     "{targets}": lambda: _targets(writes=True),
     "{verifiers}": lambda: _targets(writes=False),
 }
 """Placeholders a help text may hold -> the registry list that replaces it when ``--help`` is shown: the energy
-profiles, the ANN baselines, the export targets and the verify-only runtimes."""
+profiles, the ANN baselines, the export targets, the verify-only runtimes and the registered chips."""
 
 DEFAULT_PROFILE = "45nm-fp32"
 """The default ``--profile``: the energy module's :data:`svformer_deploy.energy.profiles.DEFAULT_PROFILE` (a test

@@ -22,17 +22,14 @@ def _progress(batches):
     return track(batches, description="running the chip model", console=Console(stderr=True))
 
 
-def _chip_help() -> str:
-    from svformer_deploy.chip.arch import list_chips
-
-    return (f"A registered chip ({', '.join(list_chips())}) or the path of a SANA-FE architecture YAML "
-            "(its optional max_axons_in / max_axons_out / max_synapse_memory_bits core attributes are checked).")
+_CHIP_HELP = ("A registered chip ({chips}) or the path of a SANA-FE architecture YAML (its optional max_axons_in / "
+              "max_axons_out / max_synapse_memory_bits core attributes are checked).")
 
 
 @app.command("map")
 def map_cmd(
     bundle: Annotated[Path, typer.Argument(help="A NIR or Lava export bundle (written by `export`).")],
-    chip: Annotated[str, typer.Option("--chip", metavar="NAME|FILE", help=_chip_help())] = "loihi",
+    chip: Annotated[str, typer.Option("--chip", metavar="NAME|FILE", help=_CHIP_HELP)] = "loihi",
     out: Annotated[Path | None, typer.Option(
         "--out", metavar="DIR", help="Mapping folder to write (default: beside the bundle, "
         "<bundle>-<chip>-mapping).")] = None,

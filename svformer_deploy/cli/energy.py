@@ -30,7 +30,7 @@ def report(
     out: Annotated[Path, typer.Option(metavar="DIR", help="Output directory (must not exist unless --force).")] = Path("energy_report"),
     force: Annotated[bool, typer.Option("--force", help="Replace an earlier energy report at --out (nothing else: a folder it did not write is refused).")] = False,
     chip: Annotated[Optional[str], typer.Option(
-        "--chip", metavar="NAME|FILE", help="Also give the figures on a neuromorphic chip (loihi, truenorth, loihi2 or "
+        "--chip", metavar="NAME|FILE", help="Also give the figures on a neuromorphic chip ({chips}, or "
         "a SANA-FE architecture YAML): cores, chips, time per timestep, energy and power (docs/chip.md).")] = None,
     host_fallback: Annotated[bool, typer.Option(
         "--host-fallback", help="With --chip: let the host compute input terms whose fan-in cannot fit one core.")] = False,
@@ -85,7 +85,7 @@ def price(
     views: Annotated[Optional[list[str]], typer.Option(metavar="CLIPSxCROPS", help="Views protocol CLIPSxCROPS (repeatable; default 1x1 and 5x3).")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", metavar="FILE", help="Also write the summary as JSON here.")] = None,
     chip: Annotated[Optional[str], typer.Option(
-        "--chip", metavar="NAME|FILE", help="Also give the figures on a neuromorphic chip (loihi, truenorth, loihi2 or "
+        "--chip", metavar="NAME|FILE", help="Also give the figures on a neuromorphic chip ({chips}, or "
         "a SANA-FE architecture YAML): cores, chips, time per timestep, energy and power (docs/chip.md).")] = None,
     host_fallback: Annotated[bool, typer.Option(
         "--host-fallback", help="With --chip: let the host compute input terms whose fan-in cannot fit one core.")] = False,
