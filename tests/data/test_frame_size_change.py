@@ -78,7 +78,10 @@ def size_change_tree(tmp_path) -> Path:
         for g in (1, 2, 3):
             rel = f"{cls}/v_{cls}_g{g:02d}_c01.avi"
             write_mjpeg(root / rel, SEQUENCES[names[(g + label) % 3]], frames_each=6)
-            (test.append(rel) if g == 1 else train.append(f"{rel} {label}"))
+            if g == 1:
+                test.append(rel)
+            else:
+                train.append(f"{rel} {label}")
     (root / "classInd.txt").write_text("1 Calm\n2 Noisy\n")
     (root / "trainlist01.txt").write_text("\n".join(train) + "\n")
     (root / "testlist01.txt").write_text("\n".join(test) + "\n")
