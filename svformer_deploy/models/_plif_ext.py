@@ -52,8 +52,12 @@ def _put_ninja_on_path() -> None:
 def register_fakes() -> None:
     """Register the fake implementations of the library's operators (once per process, after it is loaded):
     what ``torch.compile`` (FakeTensor tracing) and meta tensors use instead of running the kernel. Every output is
-    a new contiguous tensor: the spikes / dL/dX like ``x``, dL/dk one float64 value, bits ``numel / 8`` bytes."""
-    fake = torch.library.register_fake
+    a new contiguous tensor: the spikes / dL/dX like ``x``, dL/dk one float64 value, bits ``numel / 8`` bytes.
+    ``torch.library.register_fake`` is torch >= 2.4 (the Lava side environment runs torch 2.3): without it the
+    kernels run as before, only ``torch.compile`` cannot trace them."""
+    fake = getattr(torch.library, "register_fake", None)
+    if fake is None:
+        return
     fake("svformer_deploy::plif_forward")(lambda x, k, v_threshold: x.new_empty(x.shape))
     fake("svformer_deploy::plif_forward_bits")(
         lambda x, k, v_threshold: (x.new_empty(x.shape), x.new_empty((x.numel() // 8,), dtype=torch.uint8)))

@@ -7,9 +7,10 @@ are compiled with ``enable_fp_fusion=False`` (no fused multiply-add). The backwa
 buffer, then runs backwards through time; dL/dk is summed per program in float64, then over programs in order.
 With ``TRITON_INTERPRET=1`` the same kernels run on CPU tensors (how the test suite checks them without a GPU).
 
-The neurons call them as the operators ``torch.ops.svformer_deploy.plif_forward_triton`` /
-``plif_backward_triton`` (``torch.library.custom_op``, with fake implementations), so that ``torch.compile``
-traces them; ``k`` may be a float or a one-element tensor (then it stays on the device: no host sync).
+The neurons call them as :data:`FORWARD` / :data:`BACKWARD`: on torch >= 2.4 the operators
+``torch.ops.svformer_deploy.plif_forward_triton`` / ``plif_backward_triton`` (``torch.library.custom_op``, with
+fake implementations), so that ``torch.compile`` traces them; ``k`` may be a float or a one-element tensor (then it
+stays on the device: no host sync).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-__all__ = ["plif_forward", "plif_backward", "plif_forward_op", "plif_backward_op", "BLOCK"]
+__all__ = ["plif_forward", "plif_backward", "plif_forward_op", "plif_backward_op", "FORWARD", "BACKWARD", "BLOCK"]
 
 BLOCK = 512
 
@@ -137,23 +138,32 @@ def plif_backward(x: Tensor, grad_s: Tensor, k: Tensor | float, v_threshold: flo
     return gx, partial.sum()
 
 
-@torch.library.custom_op("svformer_deploy::plif_forward_triton", mutates_args=())
-def plif_forward_op(x: Tensor, k: Tensor, v_threshold: float) -> Tensor:
-    """:func:`plif_forward` as a torch operator (any strides in, contiguous spikes out)."""
+def _forward_contiguous(x: Tensor, k: Tensor, v_threshold: float) -> Tensor:
+    """:func:`plif_forward` for any strides in, contiguous spikes out."""
     return plif_forward(x.contiguous(), k, v_threshold)
 
 
-@plif_forward_op.register_fake
-def _(x: Tensor, k: Tensor, v_threshold: float) -> Tensor:
-    return x.new_empty(x.shape)
-
-
-@torch.library.custom_op("svformer_deploy::plif_backward_triton", mutates_args=())
-def plif_backward_op(x: Tensor, grad_s: Tensor, k: Tensor, v_threshold: float, alpha: float) -> tuple[Tensor, Tensor]:
-    """:func:`plif_backward` as a torch operator: (dL/dx contiguous, dL/dk one float64 value)."""
+def _backward_contiguous(x: Tensor, grad_s: Tensor, k: Tensor, v_threshold: float,
+                         alpha: float) -> tuple[Tensor, Tensor]:
+    """:func:`plif_backward` for any strides in: (dL/dx contiguous, dL/dk one float64 value)."""
     return plif_backward(x.contiguous(), grad_s.contiguous(), k, v_threshold, alpha)
 
 
-@plif_backward_op.register_fake
-def _(x: Tensor, grad_s: Tensor, k: Tensor, v_threshold: float, alpha: float) -> tuple[Tensor, Tensor]:
-    return x.new_empty(x.shape), x.new_empty((), dtype=torch.float64)
+if hasattr(torch.library, "custom_op"):  # torch >= 2.4: operators with fake implementations, traced by torch.compile
+    plif_forward_op = torch.library.custom_op("svformer_deploy::plif_forward_triton", mutates_args=())(
+        _forward_contiguous)
+    plif_backward_op = torch.library.custom_op("svformer_deploy::plif_backward_triton", mutates_args=())(
+        _backward_contiguous)
+
+    @plif_forward_op.register_fake
+    def _(x: Tensor, k: Tensor, v_threshold: float) -> Tensor:
+        return x.new_empty(x.shape)
+
+    @plif_backward_op.register_fake
+    def _(x: Tensor, grad_s: Tensor, k: Tensor, v_threshold: float, alpha: float) -> tuple[Tensor, Tensor]:
+        return x.new_empty(x.shape), x.new_empty((), dtype=torch.float64)
+
+    FORWARD, BACKWARD = torch.ops.svformer_deploy.plif_forward_triton, torch.ops.svformer_deploy.plif_backward_triton
+else:  # the same kernels as plain functions (torch.compile then breaks its graph at them)
+    plif_forward_op, plif_backward_op = _forward_contiguous, _backward_contiguous
+    FORWARD, BACKWARD = plif_forward_op, plif_backward_op

@@ -149,13 +149,19 @@ class _PLIFMultiStep(torch.autograd.Function):
 
 def _forward_op(kernel: str):  # noqa: ANN202
     """The fused forward op of ``kernel`` (``"cpp"``: ``csrc/plif.cpp``; ``"triton"``: :mod:`._plif_triton`)."""
-    ops = torch.ops.svformer_deploy
-    return ops.plif_forward if kernel == "cpp" else ops.plif_forward_triton
+    if kernel == "cpp":
+        return torch.ops.svformer_deploy.plif_forward
+    from svformer_deploy.models import _plif_triton
+
+    return _plif_triton.FORWARD
 
 
 def _backward_op(kernel: str):  # noqa: ANN202
-    ops = torch.ops.svformer_deploy
-    return ops.plif_backward if kernel == "cpp" else ops.plif_backward_triton
+    if kernel == "cpp":
+        return torch.ops.svformer_deploy.plif_backward
+    from svformer_deploy.models import _plif_triton
+
+    return _plif_triton.BACKWARD
 
 
 class _PLIFFused(torch.autograd.Function):
@@ -198,7 +204,13 @@ _CPU_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 _CUDA_DTYPES = (torch.float32, torch.float64, torch.float16)  # bfloat16 rounding not verified: reference path
 
 
-@torch.compiler.assume_constant_result
+def _constant_to_compile(fn):  # noqa: ANN001, ANN202
+    """``torch.compiler.assume_constant_result`` where torch has it (2.1+; the Lava side environment's torch too)."""
+    mark = getattr(getattr(torch, "compiler", None), "assume_constant_result", None)
+    return fn if mark is None else mark(fn)
+
+
+@_constant_to_compile
 def _fused_kernel_for(device_type: str, dtype: torch.dtype) -> str | None:
     """``"cpp"`` or ``"triton"``: the fused kernels that serve tensors of ``device_type`` and ``dtype``, or None
     (use the reference). A constant to ``torch.compile`` (evaluated once while tracing, never traced into)."""
@@ -213,6 +225,12 @@ def _fused_kernel_for(device_type: str, dtype: torch.dtype) -> str | None:
             return None
         return "triton"
     return None
+
+
+def _compiling() -> bool:
+    """Whether ``torch.compile`` is tracing this call (``torch.compiler.is_compiling``, torch >= 2.3)."""
+    is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+    return bool(is_compiling and is_compiling())
 
 
 def _fused_kernel(x_seq: Tensor) -> str | None:
@@ -232,7 +250,7 @@ def plif_multistep(x_seq: Tensor, w: Tensor, v_threshold: float = 1.0, alpha: fl
     if kernel is None:
         return _PLIFMultiStep.apply(x_seq, w, float(v_threshold), float(alpha))
     with_bits = False
-    if kernel == "cpp" and not torch.compiler.is_compiling() and x_seq.dim() > 0 and x_seq.shape[0] > 0 \
+    if kernel == "cpp" and not _compiling() and x_seq.dim() > 0 and x_seq.shape[0] > 0 \
             and (x_seq.numel() // x_seq.shape[0]) % 8 == 0:
         from svformer_deploy.models.spike_packing import packing_now
 
