@@ -174,7 +174,7 @@ def _rss_child(variant: str, name: str, batch: int) -> None:
     before the step and the process's peak, in MiB."""
     import resource
 
-    from svformer_deploy.models.neurons import _fused_ops
+    from svformer_deploy.models.neurons import _fused_kernel
 
     model = create_model(name).train()
     if variant == "spikingjelly":
@@ -183,7 +183,7 @@ def _rss_child(variant: str, name: str, batch: int) -> None:
     x = torch.randn(batch, *model.config.input_shape)
     y = torch.randint(0, model.config.num_classes, (batch,))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    _fused_ops(x)  # load the fused kernel library (if any) before the baseline
+    _fused_kernel(x)  # load the fused kernel library (if any) before the baseline
     with open("/proc/self/statm") as f:
         before = int(f.read().split()[1]) * resource.getpagesize() / 2**20
     try:  # reset the peak-RSS mark (Linux >= 4.0), so that the peak is the step's, not the imports' or a build's

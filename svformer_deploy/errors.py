@@ -23,6 +23,7 @@ __all__ = [
     "LavaEnvironmentError",
     "OutputExistsError",
     "DistributedError",
+    "TrainingDivergedError",
     "BundleFormatError",
     "VerificationError",
     "EnergyError",
@@ -105,6 +106,11 @@ class OutputExistsError(SVFormerDeployError, FileExistsError):
 
 class DistributedError(SVFormerDeployError):
     """Processes of a distributed (torchrun) run lost step: a collective failed, timed out, or a peer stopped."""
+
+
+class TrainingDivergedError(SVFormerDeployError):
+    """Training produced non-finite losses or gradients for too many consecutive steps (a learning rate too high,
+    an unstable recipe); the message names the epoch, what was kept on disk and what to change."""
 
 
 class EnergyError(SVFormerDeployError):

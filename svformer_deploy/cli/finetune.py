@@ -12,6 +12,7 @@ import typer
 from svformer_deploy._outputs import run_folder_rule
 from svformer_deploy.cli._app import app
 from svformer_deploy.cli._options import DEFAULT_PROFILE, profile_option, videos_option
+from svformer_deploy.cli.train import _nonfinite_note
 from svformer_deploy.training.outputs import FINETUNE_RUN
 
 
@@ -42,6 +43,7 @@ def finetune_cmd(
     seed: Annotated[int, typer.Option()] = 0,
     device: Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda or cuda:N.")] = "auto",
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
+    max_bad_steps: Annotated[int, typer.Option(min=1, metavar="N", help="Stop the run after N consecutive steps with a non-finite loss or gradient (each such step is skipped and counted; with AMP, a step the loss scaler skips).")] = 20,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --out from its last.pt (with --spike-budget: reuse finished budgets, continue the rest); an --out holding no such run is an error.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Start over when --out holds an earlier fine-tuning run: its files are replaced; nothing else in --out is touched.")] = False,
 ) -> None:
@@ -56,13 +58,13 @@ def finetune_cmd(
                          min_lr=min_lr, seed=seed, workers=workers, device=device, train_clips=train_clips,
                          kd_temperature=kd_temperature, kd_alpha=kd_alpha, rate_weight=rate_weight,
                          budget_weight=budget_weight, eval_videos=eval_videos, eval_clips=clips, eval_crops=crops,
-                         energy=energy, energy_profile=profile)
+                         energy=energy, energy_profile=profile, max_bad_steps=max_bad_steps)
     console = Console(soft_wrap=True)  # log lines whole: a number is never split
     command = "svformer-deploy " + shlex.join(sys.argv[1:]) if "finetune" in sys.argv[1:] else None
 
     def on_epoch(r: dict) -> None:
         console.print(f"epoch {r['epoch']}: loss {r['train_loss']:.3f} (kd {r['train_kd']:.3f}) firing rate "
-                      f"{r['train_firing_rate']:.4f} | val top-1 {r['val_top1']:.4f}")
+                      f"{r['train_firing_rate']:.4f} | val top-1 {r['val_top1']:.4f}" + _nonfinite_note(r))
 
     results, curve = api.finetune(checkpoint, cfg, budgets=spike_budget or (), resume=resume, force=force,
                                   command=command, on_epoch=on_epoch)

@@ -29,6 +29,15 @@ def _overrides(items: list[str]) -> dict:
     return out
 
 
+def _nonfinite_note(row: dict) -> str:
+    """The epoch line's words on skipped non-finite steps and on a checkpoint not written (DivergenceGuard)."""
+    note = f" | skipped {row['nonfinite_steps']} step(s) with a non-finite loss or gradient" \
+        if row.get("nonfinite_steps") else ""
+    if row.get("checkpoint_saved") is False:
+        note += " | not saved: the epoch ended inside a run of non-finite steps"
+    return note
+
+
 @app.command("train")
 def train_cmd(
     model: Annotated[str, typer.Option(metavar="NAME", help="Registered model name (see `svformer-deploy models`).")] = "svformer_tiny",
@@ -57,6 +66,7 @@ def train_cmd(
     precise_bn_batches: Annotated[int, typer.Option(help="Recompute BN statistics on N training batches each epoch (precise BN); 0 = off.")] = 20,
     dist_timeout: Annotated[float, typer.Option(help="torchrun: seconds a collective may wait (rank 0's validation "
                                                 "included) before the run fails with a clear error.")] = 1800.0,
+    max_bad_steps: Annotated[int, typer.Option(min=1, metavar="N", help="Stop the run after N consecutive steps with a non-finite loss or gradient (each such step is skipped and counted; with AMP, a step the loss scaler skips).")] = 20,
     set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Model config override KEY=VALUE (repeatable), e.g. img_size=32.")] = None,
     resume: Annotated[Optional[Path], typer.Option(metavar="FILE", help="Continue exactly from a run's last.pt.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Start over when --out holds an earlier training run: its last.pt, best.pt and metrics are replaced; nothing else in --out is touched.")] = False,
@@ -74,6 +84,7 @@ def train_cmd(
                       device=device, amp=not no_amp, train_clips=train_clips, val_videos=val_videos, mixup=mixup,
                       cutmix=cutmix, rand_augment=ra, erase_prob=erase_prob, sampling_rate=sampling_rate,
                       split_no=split, precise_bn_batches=precise_bn_batches, dist_timeout=dist_timeout,
+                      max_bad_steps=max_bad_steps,
                       model_overrides=_overrides(set_ or []))
     console = Console(soft_wrap=True)  # log lines whole: a number is never split
     # the exact command line, stored in the checkpoints (None when called in-process, e.g. from tests)
@@ -86,7 +97,8 @@ def train_cmd(
                        + (f" | {r['dropped_clips']} readable clip(s) not trained on (no batch of 2)"
                           if r["dropped_clips"] else "")
                        + (f" | validation skipped {r['val_skipped_videos']} unreadable video(s)"
-                          if r.get("val_skipped_videos") else "")))
+                          if r.get("val_skipped_videos") else "")
+                       + _nonfinite_note(r)))
     if result.history:
         console.print(f"last checkpoint: {result.last}\nbest checkpoint: {result.best}\n"
                       f"metrics: {result.out_dir / 'metrics.csv'}, {result.out_dir / 'metrics.json'}")

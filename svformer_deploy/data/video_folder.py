@@ -15,10 +15,12 @@ frame indices are ``linspace(start, start + T*rate - 1, T)`` rounded and clamped
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +33,8 @@ from svformer_deploy._paths import read_user_text
 from svformer_deploy.errors import DataError
 from svformer_deploy.models.config import SVFormerConfig
 
-__all__ = ["Layout", "detect_layout", "clip_indices", "decode_frames", "display_oriented", "short_side_resize",
+__all__ = ["Layout", "detect_layout", "clip_indices", "decode_frames", "display_oriented", "resize_frame",
+           "short_side_resize",
            "spatial_crops", "TrainAugment", "VideoFolder", "mix_batch"]
 
 
@@ -169,11 +172,36 @@ def _display_matrix(frame) -> np.ndarray | None:  # noqa: ANN001 (av.VideoFrame)
     return None
 
 
+def resize_frame(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W, 3) uint8 pixels resized to ``size`` = (H', W'): bilinear with antialiasing (the filter of
+    :func:`short_side_resize`), rounded to the nearest integer; the array itself when it already has that size."""
+    if image.shape[:2] == tuple(size):
+        return image
+    pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    out = F.interpolate(pixels, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+    return out[0].permute(1, 2, 0).round_().clamp_(0, 255).to(torch.uint8).numpy()
+
+
+def _decode_failure(path: Path, err: Exception, what: str = "decode") -> DataError:
+    """The one error of a video that its decoder gave up on, whatever the exception (FFmpeg's, the OS's, or any
+    other type a decoder library raises on a damaged or unusual file: then its type is named too)."""
+    import av
+
+    reason = str(err) if isinstance(err, (av.FFmpegError, OSError)) else f"{type(err).__name__}: {err}"
+    return DataError(f"cannot {what} video {path}: {reason}; the file is truncated or corrupt -- re-copy it or "
+                     "remove it from the split list")
+
+
 def _decode(path: Path, wanted: set[int] | None, stop: int | None) -> tuple[dict[int, np.ndarray], int]:
+    """Frames ``wanted`` (all for None, none for an empty set: a count) of the first video stream, up to index
+    ``stop``, and the number of frames decoded. Every frame comes out at one size: the displayed size of the
+    stream's first frame (:func:`resize_frame` for a frame of another size, e.g. a stream whose resolution
+    changes mid-stream)."""
     import av
 
     frames: dict[int, np.ndarray] = {}
     count = 0
+    size: tuple[int, int] | None = None  # (H, W) of the first frame, as displayed
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
@@ -181,16 +209,19 @@ def _decode(path: Path, wanted: set[int] | None, stop: int | None) -> tuple[dict
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             for frame in container.decode(stream):
-                if wanted is None or count in wanted:
-                    frames[count] = display_oriented(frame.to_ndarray(format="rgb24"), _display_matrix(frame))
+                keep = wanted is None or count in wanted
+                if keep or (size is None and wanted):  # the first frame sets the size of all (not when counting)
+                    image = display_oriented(frame.to_ndarray(format="rgb24"), _display_matrix(frame))
+                    size = size or image.shape[:2]
+                    if keep:
+                        frames[count] = resize_frame(image, size)
                 count += 1
                 if stop is not None and count > stop:
                     break
     except DataError:
         raise
-    except (av.FFmpegError, OSError, ValueError) as err:
-        raise DataError(f"cannot decode video {path}: {err}; the file is truncated or corrupt -- re-copy it or "
-                        "remove it from the split list") from err
+    except Exception as err:  # one bad file never stops a run with a traceback, whatever its decoder raises
+        raise _decode_failure(path, err) from err
     return frames, count
 
 
@@ -204,15 +235,16 @@ def _declared_frames(path: Path) -> int:
             return int(container.streams.video[0].frames or 0)
     except DataError:
         raise
-    except (av.FFmpegError, OSError, ValueError) as err:
-        raise DataError(f"cannot open video {path}: {err}; the file is truncated or corrupt -- re-copy it or "
-                        "remove it from the split list") from err
+    except Exception as err:
+        raise _decode_failure(path, err, "open") from err
 
 
 def decode_frames(path: str | os.PathLike, select) -> list[np.ndarray]:  # noqa: ANN001
     """Decode the frames ``select(n)`` picks from a video of n frames: list of (H, W, 3) uint8 RGB arrays per
-    returned index (repeats allowed). Uses the container's frame count when it states one, else decodes once to
-    count; if the file holds fewer frames than it claims, the indices are re-drawn for the frames it holds."""
+    returned index (repeats allowed), all of one size, the displayed size of the video's first frame (a frame of
+    another size is resized to it: :func:`resize_frame`). Uses the container's frame count when it states one,
+    else decodes once to count; if the file holds fewer frames than it claims, the indices are re-drawn for the
+    frames it holds. Any failure of the decoder is a :class:`DataError` naming the file."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"video {path} does not exist; check the dataset root and the split files")
@@ -317,11 +349,23 @@ def mix_batch(clips: Tensor, labels: Tensor, num_classes: int, *, mixup_alpha: f
     return clips, lam * onehot + (1 - lam) * onehot[perm]
 
 
+@contextlib.contextmanager
+def _making_clip(path: Path) -> Iterator[None]:
+    """Decoded frames that still cannot be stacked, resized, cropped or augmented into a clip (the errors numpy and
+    torch raise for such arrays) make a :class:`DataError` naming the video, like a file that cannot be decoded."""
+    try:
+        yield
+    except (ValueError, RuntimeError, TypeError, IndexError) as err:
+        raise DataError(f"cannot make a clip of video {path} ({type(err).__name__}: {err}); re-encode it (e.g. "
+                        "ffmpeg -i IN -c:v libx264 OUT.mp4) or remove it from the split list") from err
+
+
 class VideoFolder(torch.utils.data.Dataset):
     """Clips of a UCF101 / HMDB51 folder for training (one random augmented clip per video) or testing.
 
     Items are ``(clip (C, T, H, W) normalised, label)`` (training: one augmented clip; else the first test view);
-    an unreadable video gives ``(None, label, video_id)`` instead so that
+    a video that cannot be decoded or made into a clip (:class:`DataError`, whatever its decoder raised) gives
+    ``(None, label, video_id)`` instead so that
     :func:`svformer_deploy.training.collate_skip_bad` can drop, count and name it (training and the validation
     inside ``train`` go on). All test views come from :meth:`test_views`, which raises :class:`DataError`.
     """
@@ -365,8 +409,9 @@ class VideoFolder(torch.utils.data.Dataset):
         rng = random.Random(hash((self.seed, self.epoch, i)))
         T = self.config.num_frames
         frames = decode_frames(self.path(i), lambda n: clip_indices(n, T, self.rate, -1, 1, rng))
-        video = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2)  # (T, 3, H, W) uint8
-        return self._normalise(self.augment(video, self.config.img_size))
+        with _making_clip(self.path(i)):
+            video = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2)  # (T, 3, H, W) uint8
+            return self._normalise(self.augment(video, self.config.img_size))
 
     def test_views(self, i: int) -> tuple[Tensor, int]:
         """All clips x crops views of video i, (V, C, T, H, W) with view = clip * crops + crop."""
@@ -377,11 +422,12 @@ class VideoFolder(torch.utils.data.Dataset):
 
         frames = decode_frames(self.path(i), select)
         views = []
-        for k in range(self.clips):
-            clip = torch.from_numpy(np.stack(frames[k * T:(k + 1) * T])).permute(0, 3, 1, 2).float() / 255.0
-            clip = short_side_resize(clip, size)
-            views.extend(self._normalise(c) for c in spatial_crops(clip, size, self.crops))
-        return torch.stack(views), self.items[i][1]
+        with _making_clip(self.path(i)):
+            for k in range(self.clips):
+                clip = torch.from_numpy(np.stack(frames[k * T:(k + 1) * T])).permute(0, 3, 1, 2).float() / 255.0
+                clip = short_side_resize(clip, size)
+                views.extend(self._normalise(c) for c in spatial_crops(clip, size, self.crops))
+            return torch.stack(views), self.items[i][1]
 
     def __getitem__(self, i: int):  # noqa: ANN204
         label = self.items[i][1]

@@ -3,9 +3,11 @@
 The library is compiled once per (source, torch version, Python version) into
 ``~/.cache/svformer-deploy/ext/`` (``$SVFORMER_EXT_DIR`` overrides the folder) with ``-O3 -fopenmp
 -ffp-contract=off`` (no fused multiply-add, so every operation rounds as the pure-torch reference does) and
-registers ``torch.ops.svformer_deploy.plif_forward`` / ``plif_backward``. Without a compiler or ninja, or with
-``SVFORMER_NO_EXT=1``, :func:`fused_plif_available` is False and the neurons use the pure-torch implementation
-(one warning per process).
+registers ``torch.ops.svformer_deploy.plif_forward`` / ``plif_backward`` / ``plif_forward_bits`` (and the spike
+packing ops), each with a fake (meta) implementation (:func:`register_fakes`: the shapes and dtypes of its outputs),
+so that ``torch.compile`` traces them as operators instead of breaking its graph. Without a compiler or ninja, or
+with ``SVFORMER_NO_EXT=1``, :func:`fused_plif_available` is False and the neurons use the pure-torch
+implementation (one warning per process).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["fused_plif_available", "extension_dir", "SOURCE"]
+__all__ = ["fused_plif_available", "extension_dir", "register_fakes", "SOURCE"]
 
 SOURCE = Path(__file__).with_name("csrc") / "plif.cpp"
 CFLAGS = ["-O3", "-fopenmp", "-ffp-contract=off"]
@@ -47,7 +49,34 @@ def _put_ninja_on_path() -> None:
 
 
 @functools.cache
+def register_fakes() -> None:
+    """Register the fake implementations of the library's operators (once per process, after it is loaded):
+    what ``torch.compile`` (FakeTensor tracing) and meta tensors use instead of running the kernel. Every output is
+    a new contiguous tensor: the spikes / dL/dX like ``x``, dL/dk one float64 value, bits ``numel / 8`` bytes.
+    ``torch.library.register_fake`` is torch >= 2.4 (the Lava side environment runs torch 2.3): without it the
+    kernels run as before, only ``torch.compile`` cannot trace them."""
+    fake = getattr(torch.library, "register_fake", None)
+    if fake is None:
+        return
+    fake("svformer_deploy::plif_forward")(lambda x, k, v_threshold: x.new_empty(x.shape))
+    fake("svformer_deploy::plif_forward_bits")(
+        lambda x, k, v_threshold: (x.new_empty(x.shape), x.new_empty((x.numel() // 8,), dtype=torch.uint8)))
+    fake("svformer_deploy::plif_backward")(
+        lambda x, grad_s, k, v_threshold, alpha: (x.new_empty(x.shape), x.new_empty((), dtype=torch.float64)))
+    fake("svformer_deploy::pack_spikes")(lambda x: x.new_empty(((x.numel() + 7) // 8,), dtype=torch.uint8))
+    fake("svformer_deploy::unpack_spikes")(lambda bits, n, dtype, offset: bits.new_empty((offset + n,), dtype=dtype))
+
+
 def fused_plif_available() -> bool:
+    """Whether the fused PLIF kernels serve this process (:func:`_load`), their fake implementations registered."""
+    if not _load():
+        return False
+    register_fakes()
+    return True
+
+
+@functools.cache
+def _load() -> bool:
     """Build (first call on this machine) and load the fused PLIF kernels; False (with one warning) if impossible.
 
     A finished build leaves the stamp file ``built`` beside the library; any later process loads the library

@@ -6,6 +6,11 @@ float64 tensors; for +, -, *, / on float16/bfloat16 that equals rounding each op
 are compiled with ``enable_fp_fusion=False`` (no fused multiply-add). The backward recomputes H into a scratch
 buffer, then runs backwards through time; dL/dk is summed per program in float64, then over programs in order.
 With ``TRITON_INTERPRET=1`` the same kernels run on CPU tensors (how the test suite checks them without a GPU).
+
+The neurons call them as :data:`FORWARD` / :data:`BACKWARD`: on torch >= 2.4 the operators
+``torch.ops.svformer_deploy.plif_forward_triton`` / ``plif_backward_triton`` (``torch.library.custom_op``, with
+fake implementations), so that ``torch.compile`` traces them; ``k`` may be a float or a one-element tensor (then it
+stays on the device: no host sync).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-__all__ = ["plif_forward", "plif_backward", "BLOCK"]
+__all__ = ["plif_forward", "plif_backward", "plif_forward_op", "plif_backward_op", "FORWARD", "BACKWARD", "BLOCK"]
 
 BLOCK = 512
 
@@ -92,13 +97,18 @@ def _types(x: Tensor) -> tuple:
     return _TL[x.dtype], tl.float64 if x.dtype == torch.float64 else tl.float32
 
 
-def _params(x: Tensor, *values: float) -> Tensor:
+def _params(x: Tensor, k: Tensor | float, *values: float) -> Tensor:
     """Scalars for the kernels in the op-math dtype (float64 for float64 tensors, else float32), as torch rounds
-    Python scalars; ``k`` arrives already rounded to the tensor's dtype."""
-    return torch.tensor(values, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32, device=x.device)
+    Python scalars; ``k`` arrives already rounded to the tensor's dtype (a float, or a one-element tensor that
+    stays on the device)."""
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    rest = torch.tensor(values, dtype=dtype, device=x.device)
+    if isinstance(k, Tensor):
+        return torch.cat((k.reshape(1).to(device=x.device, dtype=dtype), rest))
+    return torch.cat((torch.tensor([k], dtype=dtype, device=x.device), rest))
 
 
-def plif_forward(x: Tensor, k: float, v_threshold: float) -> Tensor:
+def plif_forward(x: Tensor, k: Tensor | float, v_threshold: float) -> Tensor:
     """Spikes of a contiguous (T, ...) tensor ``x`` (see ``csrc/plif.cpp`` for the equations)."""
     s = torch.empty_like(x)
     T = x.shape[0]
@@ -110,7 +120,8 @@ def plif_forward(x: Tensor, k: float, v_threshold: float) -> Tensor:
     return s
 
 
-def plif_backward(x: Tensor, grad_s: Tensor, k: float, v_threshold: float, alpha: float) -> tuple[Tensor, Tensor]:
+def plif_backward(x: Tensor, grad_s: Tensor, k: Tensor | float, v_threshold: float,
+                  alpha: float) -> tuple[Tensor, Tensor]:
     """(dL/dx, dL/dk as a float64 scalar) for contiguous ``x`` and ``grad_s``."""
     gx = torch.empty_like(x)
     T = x.shape[0]
@@ -125,3 +136,34 @@ def plif_backward(x: Tensor, grad_s: Tensor, k: float, v_threshold: float, alpha
     _backward_kernel[(programs,)](x, grad_s, gx, scratch, partial, params, N, T, BLOCK=BLOCK, DT=dt, CT=ct,
                                   enable_fp_fusion=False)
     return gx, partial.sum()
+
+
+def _forward_contiguous(x: Tensor, k: Tensor, v_threshold: float) -> Tensor:
+    """:func:`plif_forward` for any strides in, contiguous spikes out."""
+    return plif_forward(x.contiguous(), k, v_threshold)
+
+
+def _backward_contiguous(x: Tensor, grad_s: Tensor, k: Tensor, v_threshold: float,
+                         alpha: float) -> tuple[Tensor, Tensor]:
+    """:func:`plif_backward` for any strides in: (dL/dx contiguous, dL/dk one float64 value)."""
+    return plif_backward(x.contiguous(), grad_s.contiguous(), k, v_threshold, alpha)
+
+
+if hasattr(torch.library, "custom_op"):  # torch >= 2.4: operators with fake implementations, traced by torch.compile
+    plif_forward_op = torch.library.custom_op("svformer_deploy::plif_forward_triton", mutates_args=())(
+        _forward_contiguous)
+    plif_backward_op = torch.library.custom_op("svformer_deploy::plif_backward_triton", mutates_args=())(
+        _backward_contiguous)
+
+    @plif_forward_op.register_fake
+    def _(x: Tensor, k: Tensor, v_threshold: float) -> Tensor:
+        return x.new_empty(x.shape)
+
+    @plif_backward_op.register_fake
+    def _(x: Tensor, grad_s: Tensor, k: Tensor, v_threshold: float, alpha: float) -> tuple[Tensor, Tensor]:
+        return x.new_empty(x.shape), x.new_empty((), dtype=torch.float64)
+
+    FORWARD, BACKWARD = torch.ops.svformer_deploy.plif_forward_triton, torch.ops.svformer_deploy.plif_backward_triton
+else:  # the same kernels as plain functions (torch.compile then breaks its graph at them)
+    plif_forward_op, plif_backward_op = _forward_contiguous, _backward_contiguous
+    FORWARD, BACKWARD = plif_forward_op, plif_backward_op

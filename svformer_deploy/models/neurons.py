@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = ["SpikingNeuron", "PLIF", "ReLUNeuron", "PLIFParameters", "PLIFState", "plif_step", "plif_multistep",
-           "NeuronLayout", "NEURON_LAYOUTS"]
+           "NeuronLayout", "NEURON_LAYOUTS", "plif_gradients"]
 
 NeuronLayout = Literal["chw", "tokens", "heads"]
 NEURON_LAYOUTS: tuple[str, ...] = ("chw", "tokens", "heads")
@@ -60,29 +60,75 @@ def plif_step(x: Tensor, state: PLIFState | None, params: PLIFParameters) -> tup
     return fired.to(x.dtype), PLIFState(h.masked_fill(fired, 0.0), h)
 
 
+def plif_gradients(x_seq: Tensor, w: Tensor, grad_s: Tensor, v_threshold: float = 1.0,
+                   alpha: float = 2.0) -> tuple[Tensor, Tensor]:
+    """``(dL/dX, dL/dw)`` of a PLIF layer over ``x_seq`` (T, ...) for the upstream gradient ``grad_s`` = dL/dS,
+    written with differentiable out-of-place torch operations, so that autograd can differentiate the gradient
+    itself (gradient penalties, meta-learning: ``create_graph=True``). The same arithmetic as the hand-written
+    BPTT of :class:`_PLIFMultiStep` and the fused kernels (detach_reset, ATan surrogate), per element,
+    t = T-1 .. 0, with ``k = sigmoid(w)`` in the dtype of ``x_seq`` and G_V = 0 after the last step::
+
+        sg(H) = alpha/2 / (1 + (pi/2 alpha (H[t] - V_th))^2)
+        G_H = sg(H[t]) dL/dS[t] + (1 - S[t]) G_V        dL/dX[t] = G_H k        G_V <- G_H (1 - k)
+        dL/dk = sum_t sum (X[t] - V[t-1]) G_H            dL/dw = dL/dk k (1 - k)
+
+    H[t] is recomputed from X and k, so a second derivative sees how the surrogate sg(H) moves with X and w
+    (d sg/dH); S and the reset mask are piecewise constant and contribute nothing, exactly as for an autograd
+    PLIF whose Heaviside has this surrogate as its backward. Differentiable to any order.
+    """
+    k = torch.sigmoid(w).to(x_seq.dtype)
+    steps = x_seq.shape[0]
+    if steps == 0:
+        return torch.zeros_like(x_seq), (w * 0).sum()
+    hs, fired = [], []
+    v = torch.zeros_like(x_seq[0])
+    for t in range(steps):
+        h = (x_seq[t] - v) * k + v
+        hs.append(h)
+        fired.append(h >= v_threshold)
+        v = h.masked_fill(fired[t], 0.0)
+    grad_v = torch.zeros_like(x_seq[0])
+    grad_k = torch.zeros((), dtype=torch.float64, device=x_seq.device)
+    grad_x: list[Tensor] = [x_seq[0]] * steps
+    for t in range(steps - 1, -1, -1):
+        sg = ((hs[t] - v_threshold) * (math.pi / 2 * alpha)).square().add(1.0).reciprocal().mul(alpha / 2)
+        g = sg * grad_s[t] + grad_v.masked_fill(fired[t], 0.0)
+        dk = x_seq[t] - hs[t - 1].masked_fill(fired[t - 1], 0.0) if t > 0 else x_seq[t]
+        grad_k = grad_k + (dk * g).sum(dtype=torch.float64)
+        grad_x[t] = g * k
+        grad_v = g * (1 - k)
+    return torch.stack(grad_x), (grad_k * (k * (1 - k))).to(w.dtype)
+
+
 class _PLIFMultiStep(torch.autograd.Function):
-    """PLIF over T steps with a hand-written BPTT (detach_reset=True, ATan surrogate)."""
+    """PLIF over T steps with a hand-written BPTT (detach_reset=True, ATan surrogate). A backward that must itself
+    be differentiable (``create_graph=True``) runs :func:`plif_gradients` instead, from the saved inputs."""
 
     @staticmethod
     def forward(ctx, x_seq: Tensor, w: Tensor, v_threshold: float, alpha: float) -> Tensor:  # type: ignore[override]
-        x_seq = x_seq.contiguous()
-        k = torch.sigmoid(w).to(x_seq.dtype)
-        h_seq = torch.empty_like(x_seq, memory_format=torch.contiguous_format)
-        v = torch.zeros_like(x_seq[0])
-        for t in range(x_seq.shape[0]):
+        x = x_seq.contiguous()
+        k = torch.sigmoid(w).to(x.dtype)
+        h_seq = torch.empty_like(x, memory_format=torch.contiguous_format)
+        v = torch.zeros_like(x[0])
+        for t in range(x.shape[0]):
             h = h_seq[t]
             # H = V + (X - V) * k, as separate rounded mul and add (no FMA): rounds exactly as the reference does
-            torch.sub(x_seq[t], v, out=h).mul_(k).add_(v)
+            torch.sub(x[t], v, out=h).mul_(k).add_(v)
             v = h.masked_fill(h >= v_threshold, 0.0)
-        ctx.save_for_backward(x_seq, h_seq, k)
+        # the inputs themselves (not a contiguous copy): a second-order graph reaches X and w through them
+        ctx.save_for_backward(x_seq, w, h_seq)
         ctx.v_threshold = v_threshold
         ctx.alpha = alpha
-        return (h_seq >= v_threshold).to(x_seq.dtype)
+        return (h_seq >= v_threshold).to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad_s: Tensor):  # type: ignore[override]
-        x_seq, h_seq, k = ctx.saved_tensors
+        x_seq, w, h_seq = ctx.saved_tensors
         v_th, alpha = ctx.v_threshold, ctx.alpha
+        if torch.is_grad_enabled():  # create_graph=True: the gradient must be differentiable itself
+            return (*plif_gradients(x_seq, w, grad_s, v_th, alpha), None, None)
+        x_seq = x_seq.contiguous()
+        k = torch.sigmoid(w.detach()).to(x_seq.dtype)
         grad_s = grad_s.contiguous()
         fired = h_seq >= v_th
         # dS/dH of the ATan surrogate for all steps at once; this buffer then becomes dL/dH, then dL/dX
@@ -97,76 +143,119 @@ class _PLIFMultiStep(torch.autograd.Function):
             dk = x_seq[t] - h_seq[t - 1].masked_fill(fired[t - 1], 0.0) if t > 0 else x_seq[t].clone()
             grad_k += dk.mul_(g).sum(dtype=torch.float64)
             grad_v = g * one_minus_k
-        grad_w = (grad_k * (k * (1 - k))).to(k.dtype)
+        grad_w = (grad_k * (k * (1 - k))).to(w.dtype)
         return grad_h.mul_(k), grad_w, None, None
 
 
+def _forward_op(kernel: str):  # noqa: ANN202
+    """The fused forward op of ``kernel`` (``"cpp"``: ``csrc/plif.cpp``; ``"triton"``: :mod:`._plif_triton`)."""
+    if kernel == "cpp":
+        return torch.ops.svformer_deploy.plif_forward
+    from svformer_deploy.models import _plif_triton
+
+    return _plif_triton.FORWARD
+
+
+def _backward_op(kernel: str):  # noqa: ANN202
+    if kernel == "cpp":
+        return torch.ops.svformer_deploy.plif_backward
+    from svformer_deploy.models import _plif_triton
+
+    return _plif_triton.BACKWARD
+
+
 class _PLIFFused(torch.autograd.Function):
-    """:class:`_PLIFMultiStep` as fused kernels, ``ops = (forward, backward, forward_bits)``: the C++ ones of
-    ``csrc/plif.cpp`` on CPU, the Triton ones of :mod:`._plif_triton` on CUDA. The forward over all T steps is
-    one parallel loop over elements, and so is the BPTT backward, which recomputes H from the saved X instead
-    of storing it. Same rounded operations as the reference: identical spikes; gradients equal up to the order
-    in which dL/dw is summed (float64). With ``with_bits`` (``forward_bits``, C++ only) the forward also writes the
-    spikes as bits for :mod:`.spike_packing`, in the same pass, and hands them over with the spikes."""
+    """:class:`_PLIFMultiStep` as fused kernels: the C++ ones of ``csrc/plif.cpp`` on CPU (``kernel="cpp"``), the
+    Triton ones of :mod:`._plif_triton` on CUDA (``kernel="triton"``), each a registered torch operator
+    (``torch.ops.svformer_deploy``) with a fake implementation, so ``torch.compile`` traces through them. The
+    forward over all T steps is one parallel loop over elements, and so is the BPTT backward, which recomputes H
+    from the saved X instead of storing it. Same rounded operations as the reference: identical spikes;
+    gradients equal up to the order in which dL/dw is summed (float64). With ``with_bits`` (C++ only) the forward
+    also writes the spikes as bits for :mod:`.spike_packing`, in the same pass, and hands them over with the
+    spikes. A backward that must itself be differentiable (``create_graph=True``) runs
+    :func:`plif_gradients` instead, from the saved inputs."""
 
     @staticmethod
     def forward(ctx, x_seq: Tensor, w: Tensor, v_threshold: float, alpha: float,  # type: ignore[override]
-                ops: tuple, with_bits: bool = False) -> Tensor:
-        x_seq = x_seq.contiguous()
-        k = torch.sigmoid(w.detach()).to(x_seq.dtype)
-        ctx.save_for_backward(x_seq, k)
-        ctx.v_threshold, ctx.alpha, ctx.ops = v_threshold, alpha, ops
+                kernel: str, with_bits: bool = False) -> Tensor:
+        x = x_seq.contiguous()
+        k = torch.sigmoid(w.detach()).to(x.dtype)
+        ctx.save_for_backward(x_seq, w)
+        ctx.v_threshold, ctx.alpha, ctx.kernel = v_threshold, alpha, kernel
         if not with_bits:
-            return ops[0](x_seq, float(k), v_threshold)
+            return _forward_op(kernel)(x, k, v_threshold)
         from svformer_deploy.models.spike_packing import attach_bits
 
-        s, bits = ops[2](x_seq, float(k), v_threshold)
+        s, bits = torch.ops.svformer_deploy.plif_forward_bits(x, k, v_threshold)
         return attach_bits(s, bits)
 
     @staticmethod
     def backward(ctx, grad_s: Tensor):  # type: ignore[override]
-        x_seq, k = ctx.saved_tensors
-        grad_x, grad_k = ctx.ops[1](x_seq, grad_s.contiguous(), float(k), ctx.v_threshold, ctx.alpha)
-        return grad_x, (grad_k * (k * (1 - k))).to(k.dtype), None, None, None, None
+        x_seq, w = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: the gradient must be differentiable itself
+            return (*plif_gradients(x_seq, w, grad_s, ctx.v_threshold, ctx.alpha), None, None, None, None)
+        x = x_seq.contiguous()
+        k = torch.sigmoid(w.detach()).to(x.dtype)
+        grad_x, grad_k = _backward_op(ctx.kernel)(x, grad_s.contiguous(), k, ctx.v_threshold, ctx.alpha)
+        return grad_x, (grad_k * (k * (1 - k))).to(w.dtype), None, None, None, None
 
 
 _CPU_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 _CUDA_DTYPES = (torch.float32, torch.float64, torch.float16)  # bfloat16 rounding not verified: reference path
 
 
-def _fused_ops(x_seq: Tensor) -> tuple | None:
-    """The (forward, backward, forward_bits or None) kernels for ``x_seq``'s device and dtype, or None (use the
-    reference)."""
-    if x_seq.device.type == "cpu" and x_seq.dtype in _CPU_DTYPES:
+def _constant_to_compile(fn):  # noqa: ANN001, ANN202
+    """``torch.compiler.assume_constant_result`` where torch has it (2.1+; the Lava side environment's torch too)."""
+    mark = getattr(getattr(torch, "compiler", None), "assume_constant_result", None)
+    return fn if mark is None else mark(fn)
+
+
+@_constant_to_compile
+def _fused_kernel_for(device_type: str, dtype: torch.dtype) -> str | None:
+    """``"cpp"`` or ``"triton"``: the fused kernels that serve tensors of ``device_type`` and ``dtype``, or None
+    (use the reference). A constant to ``torch.compile`` (evaluated once while tracing, never traced into)."""
+    if device_type == "cpu" and dtype in _CPU_DTYPES:
         from svformer_deploy.models._plif_ext import fused_plif_available
 
-        if fused_plif_available():
-            ops = torch.ops.svformer_deploy
-            return ops.plif_forward, ops.plif_backward, ops.plif_forward_bits
-    elif x_seq.device.type == "cuda" and x_seq.dtype in _CUDA_DTYPES:
+        return "cpp" if fused_plif_available() else None
+    if device_type == "cuda" and dtype in _CUDA_DTYPES:
         try:
-            from svformer_deploy.models import _plif_triton
+            from svformer_deploy.models import _plif_triton  # noqa: F401 (registers the Triton operators)
         except ImportError:  # no Triton
             return None
-        return _plif_triton.plif_forward, _plif_triton.plif_backward, None
+        return "triton"
     return None
+
+
+def _compiling() -> bool:
+    """Whether ``torch.compile`` is tracing this call (``torch.compiler.is_compiling``, torch >= 2.3)."""
+    is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+    return bool(is_compiling and is_compiling())
+
+
+def _fused_kernel(x_seq: Tensor) -> str | None:
+    """The fused kernels for ``x_seq``'s device and dtype (:func:`_fused_kernel_for`), or None."""
+    return _fused_kernel_for(x_seq.device.type, x_seq.dtype)
 
 
 def plif_multistep(x_seq: Tensor, w: Tensor, v_threshold: float = 1.0, alpha: float = 2.0) -> Tensor:
     """Spikes of a PLIF layer over a whole sequence ``x_seq`` of shape (T, ...), starting from V = 0.
 
     Runs the fused kernels (:class:`_PLIFFused`: C++ on CPU when they could be built, Triton on CUDA), else the
-    pure-torch :class:`_PLIFMultiStep`; all give the same spikes.
+    pure-torch :class:`_PLIFMultiStep`; all give the same spikes. Gradients of any order (a second-order graph
+    runs :func:`plif_gradients`). Under ``torch.compile`` the fused kernels are traced as the operators they are
+    (one graph for a whole model, no graph break per layer).
     """
-    ops = _fused_ops(x_seq)
-    if ops is None:
+    kernel = _fused_kernel(x_seq)
+    if kernel is None:
         return _PLIFMultiStep.apply(x_seq, w, float(v_threshold), float(alpha))
     with_bits = False
-    if ops[2] is not None and x_seq.dim() > 0 and x_seq.shape[0] > 0 and (x_seq.numel() // x_seq.shape[0]) % 8 == 0:
+    if kernel == "cpp" and not _compiling() and x_seq.dim() > 0 and x_seq.shape[0] > 0 \
+            and (x_seq.numel() // x_seq.shape[0]) % 8 == 0:
         from svformer_deploy.models.spike_packing import packing_now
 
         with_bits = packing_now()
-    return _PLIFFused.apply(x_seq, w, float(v_threshold), float(alpha), ops, with_bits)
+    return _PLIFFused.apply(x_seq, w, float(v_threshold), float(alpha), kernel, with_bits)
 
 
 class SpikingNeuron(nn.Module):

@@ -14,6 +14,7 @@ import math
 import os
 import random
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -27,14 +28,14 @@ from torch.nn import functional as F
 from svformer_deploy._atomic import atomic_write_csv, atomic_write_json
 from svformer_deploy._outputs import mark_output, refuse_file_in_the_way, refuse_whole_output
 from svformer_deploy._threads import ThreadGovernor
-from svformer_deploy.errors import ConfigError, DataError, DistributedError, OutputExistsError
+from svformer_deploy.errors import ConfigError, DataError, DistributedError, OutputExistsError, TrainingDivergedError
 from svformer_deploy.models import create_model, read_checkpoint, save_checkpoint
 from svformer_deploy.models.checkpoint import load_state_dict_checked
 from svformer_deploy.training.outputs import BEST, LAST, METRICS_CSV, METRICS_JSON, RUNS, TRAIN_RUN
 
 __all__ = ["LoopConfig", "TrainConfig", "TrainResult", "LossFn", "train", "param_groups", "warmup_cosine",
            "collate_skip_bad", "soft_cross_entropy", "topk_correct", "precise_bn", "classification_loss",
-           "freeze_bn_statistics"]
+           "freeze_bn_statistics", "DivergenceGuard", "nonfinite_tensors", "MAX_BAD_STEPS"]
 
 
 @dataclass(frozen=True)
@@ -58,10 +59,11 @@ class LoopConfig:
     train_clips: int | None = None      # moving digits: clips per epoch (default 6000)
     val_videos: int | None = None       # validate on the first N videos (default: all)
     dist_timeout: float = 1800.0        # DDP: seconds a collective may wait (rank 0's validation included)
+    max_bad_steps: int = 20             # consecutive steps with a non-finite loss or gradient that stop the run
 
     def __post_init__(self) -> None:
         """Refuse values no run can use, naming the flag, before any work (a subclass calls this first)."""
-        for name in ("epochs", "batch_size", "train_clips", "val_videos"):
+        for name in ("epochs", "batch_size", "train_clips", "val_videos", "max_bad_steps"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} {value}: must be >= 1")
@@ -98,6 +100,9 @@ class TrainConfig(LoopConfig):
     precise_bn_batches: int = 20        # recompute BN statistics on this many training batches per epoch; 0 = off
     model_overrides: dict[str, Any] = field(default_factory=dict)
 
+
+MAX_BAD_STEPS = LoopConfig.max_bad_steps
+"""The default number of consecutive bad steps (non-finite loss or gradient) after which training stops."""
 
 LossFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor, dict[str, Tensor]]]
 """One training step's loss: ``fn(clips, labels) -> (loss, logits, terms)`` on the device's batch; ``terms``
@@ -321,6 +326,74 @@ def _write_metrics(out_dir: Path, history: list[dict[str, Any]]) -> None:
     atomic_write_json(out_dir / METRICS_JSON, history)
 
 
+# ------------------------------------------------------------------------------------------------ divergence
+
+
+def nonfinite_tensors(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> list[str]:
+    """Names of the model's parameters and buffers, and of the optimizer's state tensors, that hold NaN or Inf."""
+    names = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if optimizer is not None:
+        for index, state in optimizer.state_dict()["state"].items():
+            names += [f"optimizer.state.{index}.{k}" for k, v in state.items()
+                      if isinstance(v, Tensor) and v.is_floating_point() and not torch.isfinite(v).all()]
+    return names
+
+
+@dataclass
+class DivergenceGuard:
+    """The bad-step rule of the training loop (``train`` and ``finetune``).
+
+    A step is *bad* when its loss or its gradient (the total gradient norm) holds NaN or Inf; with AMP, when the
+    GradScaler skips it (its rule: Inf/NaN in the unscaled gradients; it then halves the loss scale). A bad step
+    changes nothing: no optimizer step, and the buffers its forward moved (BatchNorm running statistics) are put
+    back; it is counted in its epoch's ``nonfinite_steps``. Under torchrun every process takes the decision
+    together. ``limit`` consecutive bad steps, counted across epoch boundaries, stop the run with
+    :class:`TrainingDivergedError` naming the epoch, ``kept`` (what the run folder still holds) and ``advice``.
+    An epoch that ends inside a run of bad steps (:meth:`suspect`: its weights are those of the last good step,
+    which since gave only non-finite steps) or with NaN/Inf in the model or the optimizer state writes no
+    checkpoint, so ``last.pt`` keeps the last epoch that ended well and ``best.pt`` is never a non-finite model.
+    """
+
+    limit: int = MAX_BAD_STEPS
+    advice: str = "lower --lr and start again with --force"
+    run: int = 0                        # consecutive bad steps so far
+    kept: str = "nothing was saved"
+
+    def suspect(self) -> bool:
+        """True while the latest step was bad."""
+        return self.run > 0
+
+    def failure(self, epoch: int, epoch_bad: int, where: str = "") -> TrainingDivergedError:
+        what = where or (f"{self.run} consecutive steps with a non-finite loss or gradient (--max-bad-steps "
+                         f"{self.limit}; {epoch_bad} in this epoch)")
+        return TrainingDivergedError(f"epoch {epoch + 1}: training diverged: {what}; {self.advice}; {self.kept}")
+
+    def check_savable(self, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer) -> bool:
+        """Whether epoch ``epoch``'s state may be written: False while :meth:`suspect`; NaN/Inf in the model or the
+        optimizer state raise (bad steps never change the weights, so the run could not recover)."""
+        bad = nonfinite_tensors(model, optimizer)
+        if bad:
+            raise self.failure(epoch, 0, f"NaN or Inf in {len(bad)} tensor(s) after the epoch ({', '.join(bad[:3])})")
+        return not self.suspect()
+
+
+class _BufferUndo:
+    """The module buffers (BatchNorm running statistics) as they were before a step, to put back after a bad one."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.buffers = [b for b in model.buffers() if b.is_floating_point() or b.dtype == torch.int64]
+        self.saved = [b.detach().clone() for b in self.buffers]
+
+    def save(self) -> None:
+        for kept, b in zip(self.saved, self.buffers):
+            kept.copy_(b)
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for kept, b in zip(self.saved, self.buffers):
+                b.copy_(kept)
+
+
 # ---------------------------------------------------------------------------------------------------- loops
 
 
@@ -484,12 +557,20 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, force: b
     meta_base = {"class_names": names, "data": cfg.data, "seed": cfg.seed, "command": command,
                  "train_config": _jsonable(asdict(cfg)), "world_size": dist_info.world}
 
+    guard = DivergenceGuard(cfg.max_bad_steps, advice=f"lower --lr (now {cfg.lr:g}), keep --clip-grad on or lengthen "
+                            "--warmup-epochs, and start again with --force")
+    if payload is not None:
+        guard.kept = f"{last_path} still holds epoch {start_epoch}, the last that ended well"
+
     def finish_epoch(epoch: int, row: dict[str, Any]) -> None:
-        """Rank 0: precise BN, last.pt (before validation), validation, last.pt / best.pt and metrics."""
+        """Rank 0: precise BN, last.pt (before validation), validation, last.pt / best.pt and metrics; no
+        checkpoint for an epoch that ended inside a run of non-finite steps (:class:`DivergenceGuard`)."""
         nonlocal best_top1
-        if cfg.precise_bn_batches > 0:
+        savable = guard.check_savable(epoch, model, optimizer)
+        if savable and cfg.precise_bn_batches > 0:
             bn_loader = _loader(train_ds, cfg, _Dist(), epoch, train=True)
             precise_bn(model, _first_batches(bn_loader, cfg.precise_bn_batches, device))
+            guard.check_savable(epoch, model, optimizer)  # statistics of a model whose activations overflow
 
         def save_last(rows: list[dict[str, Any]], best: float) -> None:
             extra = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -498,14 +579,19 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, force: b
                                                                   history=rows))
 
         mark_output(out_dir, TRAIN_RUN)
-        save_last([*history, row], best_top1)  # the epoch's training is kept whatever validation does
+        row["checkpoint_saved"] = savable
+        if savable:
+            save_last([*history, row], best_top1)  # the epoch's training is kept whatever validation does
         row.update(_validate(model, val_batches, device, governor))
         history.append(row)
-        improved = row["val_top1"] > best_top1
-        best_top1 = max(best_top1, row["val_top1"])
-        save_last(history, best_top1)
-        if improved:
-            save_checkpoint(best_path, model, **dict(meta_base, epoch=epoch + 1, metrics=row, history=history))
+        if savable:
+            improved = row["val_top1"] > best_top1
+            best_top1 = max(best_top1, row["val_top1"])
+            save_last(history, best_top1)
+            if improved:
+                save_checkpoint(best_path, model, **dict(meta_base, epoch=epoch + 1, metrics=row, history=history))
+            guard.kept = (f"{last_path} holds epoch {epoch + 1}, the last that ended well, and {best_path} the best "
+                          "epoch up to it")
         _write_metrics(out_dir, history)
         if on_epoch is not None:
             on_epoch(row)
@@ -513,8 +599,12 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, force: b
     loss_fn = classification_loss(ddp_model, cfg, len(names), use_amp)
     _run_epochs(range(start_epoch, cfg.epochs), dist_info, device, cfg.dist_timeout, governor,
                 lambda epoch: _train_epoch(ddp_model, model, train_ds, cfg, dist_info, device, epoch, optimizer,
-                                           scheduler, scaler, steps_per_epoch, progress, governor, loss_fn),
+                                           scheduler, scaler, steps_per_epoch, progress, governor, loss_fn,
+                                           guard=guard),
                 finish_epoch)
+    if guard.suspect():  # the same on every process
+        raise guard.failure(cfg.epochs - 1, 0, f"the run ended inside {guard.run} consecutive steps with a non-finite "
+                                               "loss or gradient, so its last epoch was not saved")
     return TrainResult(out_dir, last_path, best_path, history)
 
 
@@ -581,7 +671,7 @@ def freeze_bn_statistics(model: nn.Module) -> None:
 def _train_epoch(ddp_model: nn.Module, model: nn.Module, train_ds, cfg: LoopConfig, dist_info: _Dist,  # noqa: ANN001
                  device: torch.device, epoch: int, optimizer, scheduler, scaler,  # noqa: ANN001
                  steps_per_epoch: int, progress: bool, governor: ThreadGovernor, loss_fn: LossFn,
-                 frozen_bn: bool = False) -> dict[str, Any]:
+                 frozen_bn: bool = False, guard: DivergenceGuard | None = None) -> dict[str, Any]:
     """One epoch of training with the step loss ``loss_fn`` (:data:`LossFn`); returns its metrics row (summed
     over processes): ``train_loss`` and ``train_top1`` (of the logits against the labels), each of the loss's
     ``terms`` as ``train_<name>`` (clip-weighted means), clips trained, skipped and dropped. ``frozen_bn`` keeps
@@ -592,7 +682,14 @@ def _train_epoch(ddp_model: nn.Module, model: nn.Module, train_ds, cfg: LoopConf
     instead of being lost (at most ``batch_size`` of them; the rest, and what is left when the epoch ends, are
     counted as ``dropped_clips``). Every process takes the step / no-step decision together
     (:func:`_all_ranks`), so the sequence of gradient all-reduces is the same on all of them.
+
+    A step whose loss or gradient is not finite is skipped and counted (``nonfinite_steps``; its clips are not in
+    ``train_clips``), and ``guard.limit`` consecutive ones stop the run: :class:`DivergenceGuard` (one is made from
+    ``cfg.max_bad_steps`` when none is given; pass the run's own to count across epochs).
     """
+    guard = guard or DivergenceGuard(cfg.max_bad_steps)
+    undo = _BufferUndo(model)
+    epoch_bad = 0
     if hasattr(train_ds, "set_epoch"):
         train_ds.set_epoch(epoch)
     loader = _loader(train_ds, cfg, dist_info, epoch, train=True)
@@ -622,15 +719,37 @@ def _train_epoch(ddp_model: nn.Module, model: nn.Module, train_ds, cfg: LoopConf
                 bar.advance(task)
                 continue
             clips, labels = clips.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            undo.save()
             loss, logits, terms = loss_fn(clips, labels)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
-            if cfg.clip_grad:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+            if cfg.clip_grad or not scaler.is_enabled():
+                scaler.unscale_(optimizer)  # a no-op without AMP
+                norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad or math.inf)
+            if scaler.is_enabled():  # AMP: the scaler's rule (it skips the step and lowers the scale on Inf/NaN)
+                scale = scaler.get_scale()
+                scaler.step(optimizer)
+                scaler.update()
+                good = scaler.get_scale() >= scale
+            else:
+                good = _all_ranks(bool(torch.isfinite(loss.detach()) & torch.isfinite(norm)), dist_info, device)
+                if good:
+                    optimizer.step()
+            with warnings.catch_warnings():
+                # the schedule counts batches, skipped ones too (torch warns when the very first one is skipped)
+                warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
+                scheduler.step()
+            for k in terms:  # the row names every term, even in an epoch whose every step was bad
+                term_sums.setdefault(k, 0.0)
+            if not good:
+                undo.restore()
+                guard.run += 1
+                epoch_bad += 1
+                if guard.run >= guard.limit:
+                    raise guard.failure(epoch, epoch_bad)
+                bar.advance(task)
+                continue
+            guard.run = 0
             loss_sum += float(loss.detach()) * len(labels)
             for k, v in terms.items():
                 term_sums[k] = term_sums.get(k, 0.0) + float(v.detach()) * len(labels)
@@ -649,7 +768,7 @@ def _train_epoch(ddp_model: nn.Module, model: nn.Module, train_ds, cfg: LoopConf
         skipped = [s for part in gathered for s in part]
     train_time = time.perf_counter() - t0
     seen_all, dropped_all = int(counts[0]), int(counts[4])
-    if seen_all == 0:
+    if seen_all == 0 and epoch_bad == 0:
         if dropped_all:
             raise DataError(
                 f"epoch {epoch + 1}: {dropped_all} readable clip(s) were never trained on: no step had at least 2 "
@@ -657,11 +776,12 @@ def _train_epoch(ddp_model: nn.Module, model: nn.Module, train_ds, cfg: LoopConf
                 "or remove the unreadable videos, or raise --batch-size / use fewer processes")
         raise DataError(f"epoch {epoch + 1}: none of the training videos could be read "
                         f"({len(skipped)} skipped, e.g. {skipped[:3]}); re-copy them or check the split files")
+    per_clip = seen_all or math.nan  # every step of the epoch bad: no loss to average
     row: dict[str, Any] = {
-        "epoch": epoch + 1, "train_loss": float(counts[2]) / seen_all, "train_top1": float(counts[1]) / seen_all,
-        **{f"train_{k}": float(v) / seen_all for k, v in zip(term_sums, counts[5:].tolist())},
+        "epoch": epoch + 1, "train_loss": float(counts[2]) / per_clip, "train_top1": float(counts[1]) / per_clip,
+        **{f"train_{k}": float(v) / per_clip for k, v in zip(term_sums, counts[5:].tolist())},
         "lr": optimizer.param_groups[0]["lr"], "train_clips": seen_all, "skipped_videos": int(counts[3]),
-        "dropped_clips": dropped_all, "train_seconds": round(train_time, 3),
+        "dropped_clips": dropped_all, "nonfinite_steps": epoch_bad, "train_seconds": round(train_time, 3),
         "clips_per_second": round(seen_all / train_time, 2)}
     if skipped:
         row["skipped_ids"] = ";".join(sorted(set(skipped)))

@@ -58,7 +58,8 @@ from svformer_deploy.models.norm import TemporalBatchNorm
 from svformer_deploy.training.outputs import CURVE_CSV, CURVE_PNG, FINETUNE_RUN, FINETUNED, LAST
 from svformer_deploy.training.outputs import FINETUNE_REPORT as REPORT_NAME
 from svformer_deploy.training.engine import (
-    LoopConfig, LossFn, _init_distributed, _jsonable, _loader, _resolve_device, _rng_state, _run_epochs,
+    DivergenceGuard, LoopConfig, LossFn, _init_distributed, _jsonable, _loader, _resolve_device, _rng_state,
+    _run_epochs,
     _set_rng_state, _train_epoch, _validate, _ValBatches, _write_metrics, param_groups, resume_state, warmup_cosine,
 )
 
@@ -336,14 +337,24 @@ def finetune(checkpoint: str | os.PathLike, cfg: FinetuneConfig, *, resume: bool
     scaler = torch.amp.GradScaler("cuda", enabled=False)  # full precision: the disabled scaler passes the loss through
     val_batches = _ValBatches(lambda: _loader(val_ds, cfg, dist_info, 0, train=False))
 
+    guard = DivergenceGuard(cfg.max_bad_steps, advice=f"lower --lr (now {cfg.lr:g}) and start again with --force")
+    if payload is not None:
+        guard.kept = f"{last_path} still holds epoch {start_epoch}, the last that ended well"
+
     def finish_epoch(epoch: int, row: dict[str, Any]) -> None:
-        """Rank 0: validation, last.pt (resume state) and metrics."""
+        """Rank 0: validation, last.pt (resume state) and metrics; no last.pt for an epoch that ended inside a run
+        of non-finite steps (:class:`~svformer_deploy.training.engine.DivergenceGuard`)."""
+        savable = guard.check_savable(epoch, student, optimizer)
+        row["checkpoint_saved"] = savable
         row.update(_validate(student, val_batches, device, governor))
         history.append(row)
         extra = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state(),
                  "epoch": epoch}
         mark_output(out_dir, FINETUNE_RUN)
-        save_checkpoint(last_path, student, extra=extra, **meta_base, epoch=epoch + 1, metrics=row, history=history)
+        if savable:
+            save_checkpoint(last_path, student, extra=extra, **meta_base, epoch=epoch + 1, metrics=row,
+                            history=history)
+            guard.kept = f"{last_path} holds epoch {epoch + 1}, the last that ended well"
         _write_metrics(out_dir, history)
         if on_epoch is not None:
             on_epoch(row)
@@ -351,8 +362,11 @@ def finetune(checkpoint: str | os.PathLike, cfg: FinetuneConfig, *, resume: bool
     _run_epochs(range(start_epoch, cfg.epochs), dist_info, device, cfg.dist_timeout, governor,
                 lambda epoch: _train_epoch(model, student, train_ds, cfg, dist_info, device, epoch, optimizer,
                                            scheduler, scaler, steps_per_epoch, progress, governor, loss_fn,
-                                           frozen_bn=True),
+                                           frozen_bn=True, guard=guard),
                 finish_epoch)
+    if guard.suspect():  # the same on every process
+        raise guard.failure(cfg.epochs - 1, 0, f"the run ended inside {guard.run} consecutive steps with a non-finite "
+                                               f"loss or gradient, so {final_path.name} was not written")
     report: dict[str, Any] = {}
     if dist_info.main:
         save_checkpoint(final_path, student, **meta_base, epoch=cfg.epochs, history=history)

@@ -14,7 +14,7 @@ import torch
 
 from svformer_deploy.models import PLIF, create_model, neurons
 from svformer_deploy.models._plif_ext import SOURCE, fused_plif_available
-from svformer_deploy.models.neurons import _fused_ops, _PLIFFused, _PLIFMultiStep
+from svformer_deploy.models.neurons import _fused_kernel, _PLIFFused, _PLIFMultiStep
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,7 +34,7 @@ def _inputs(dtype: torch.dtype, shape=(8, 3, 333), seed: int = 0) -> torch.Tenso
 def _run(fn, x: torch.Tensor, w0: float, grad: torch.Tensor):
     x = x.clone().requires_grad_()
     w = torch.tensor(w0, requires_grad=True)
-    s = fn.apply(x, w, 1.0, 2.0, *([_fused_ops(x)] if fn is _PLIFFused else []))
+    s = fn.apply(x, w, 1.0, 2.0, *([_fused_kernel(x)] if fn is _PLIFFused else []))
     gx, gw = torch.autograd.grad(s, (x, w), grad)
     return s, gx, gw
 
@@ -97,7 +97,7 @@ def test_model_uses_the_fused_kernel_and_matches_the_reference(monkeypatch):
     n_plif = sum(isinstance(m, PLIF) for m in model.modules())
     assert len(calls) == n_plif > 0
     model.zero_grad()
-    monkeypatch.setattr(neurons, "_fused_ops", lambda x: None)
+    monkeypatch.setattr(neurons, "_fused_kernel", lambda x: None)
     ref = model(x)
     ref.sum().backward()
     assert torch.equal(out, ref)
@@ -185,7 +185,11 @@ for dtype in (torch.float32, torch.float64, torch.float16):
     gx, gk = pt.plif_backward(x, grad, float(k), 1.0, 2.0)
     gw = float(gk * (k * (1 - k)))
     tol = 1e-6 if dtype != torch.float16 else 2 ** -10
-    print(dtype, torch.equal(s, s_ref), float((gx.double() - gx_ref.double()).abs().max()) <= tol,
+    # the operators the neurons call (k a tensor, as torch.compile traces it): the same results
+    op_s = torch.ops.svformer_deploy.plif_forward_triton(x, k, 1.0)
+    op_gx, op_gk = torch.ops.svformer_deploy.plif_backward_triton(x, grad, k, 1.0, 2.0)
+    same = torch.equal(op_s, s) and torch.equal(op_gx, gx) and torch.equal(op_gk, gk)
+    print(dtype, torch.equal(s, s_ref) and same, float((gx.double() - gx_ref.double()).abs().max()) <= tol,
           abs(gw - float(gw_ref)) <= tol * max(1.0, abs(gw)))
 """
 

@@ -83,3 +83,81 @@ def test_a_failure_on_rank_0_stops_every_process_cleanly(ucf_with_zero_byte_vide
     assert "none of the validation videos could be read" in proc.stderr
     assert "error: rank 0 failed after epoch 1" in proc.stderr
     assert (tmp_path / "run" / "last.pt").exists()
+
+
+DRIVER = """
+import sys
+import av
+sys.path.insert(0, {root!r})
+from tests.helpers import failing_av_open
+av.open = failing_av_open(av.open, {name!r}, RuntimeError("decoder thread died"))
+from svformer_deploy.cli import main
+main(sys.argv[1:])
+"""
+
+
+@pytest.fixture(scope="module")
+def ucf_size_changing(tmp_path_factory) -> Path:
+    """12 training videos, every one an MJPEG stream whose frame size changes mid-stream (issue 26, item 1)."""
+    from tests.helpers import write_mjpeg
+
+    root = tmp_path_factory.mktemp("ucf_sizes")
+    sequences = ([(64, 48), (48, 64)], [(48, 64), (64, 48)], [(64, 48), (32, 32), (80, 64)])
+    train, test = [], []
+    for label, cls in enumerate(("Calm", "Noisy"), 1):
+        (root / cls).mkdir()
+        for g in range(1, 8):
+            name = f"{cls}/v_{cls}_g{g:02d}_c01.avi"
+            write_mjpeg(root / name, list(sequences[(g + label) % 3]), frames_each=5)
+            if g == 1:
+                test.append(name)
+            else:
+                train.append(f"{name} {label}")
+    (root / "classInd.txt").write_text("1 Calm\n2 Noisy\n")
+    (root / "trainlist01.txt").write_text("\n".join(train) + "\n")
+    (root / "testlist01.txt").write_text("\n".join(test) + "\n")
+    return root
+
+
+def _torchrun(args: list[str], script: Path | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    target = [str(script)] if script else ["-m", "svformer_deploy"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *target, *args]
+    try:
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=BOUND_S)
+    except subprocess.TimeoutExpired as err:
+        pytest.fail(f"torchrun did not finish within {BOUND_S} s (a process waiting for one that died?): "
+                    f"{err.stderr!r:.2000}")
+
+
+@pytest.mark.slow
+def test_torchrun_on_size_changing_videos_and_a_failing_decoder_finishes_on_every_rank(ucf_size_changing, tmp_path):
+    """Before, the process that drew a video whose frame size changes died with a traceback (np.stack) and the
+    other waited in a collective until the timeout. Now the frames are resized; a video whose decoder raises
+    (here a RuntimeError, on whichever process draws it) is skipped and counted, and both processes finish."""
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER.format(root=str(Path(__file__).resolve().parents[2]), name="v_Noisy_g04_c01.avi"))
+    out = tmp_path / "run"
+    proc = _torchrun(["train", "--device", "cpu", "--epochs", "1", "--batch-size", "2", "--data",
+                      str(ucf_size_changing), "--sampling-rate", "1", "--set", "img_size=32", "--set", "num_frames=4",
+                      "--precise-bn-batches", "0", "--dist-timeout", "60", "--out", str(out)], script)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    row = json.loads((out / "metrics.json").read_text())[0]
+    assert row["skipped_videos"] == 1 and row["skipped_ids"] == "Noisy/v_Noisy_g04_c01.avi"
+    assert row["train_clips"] + row["dropped_clips"] == 11 and row["val_clips"] == 2
+
+
+@pytest.mark.slow
+def test_torchrun_divergence_stops_every_process_with_the_same_line(tmp_path):
+    """train --lr 1e30 under torchrun (issue 26, item 2): every process takes the bad-step decision together, so
+    all of them stop at the same step with the same one-line error, none waits for another, nothing is saved."""
+    out = tmp_path / "run"
+    proc = _torchrun(["train", "--device", "cpu", "--lr", "1e30", "--epochs", "2", "--batch-size", "8",
+                      "--train-clips", "128", "--val-videos", "16", "--set", "img_size=32", "--set", "num_frames=4",
+                      "--precise-bn-batches", "0", "--max-bad-steps", "3", "--dist-timeout", "60", "--out", str(out)])
+    assert proc.returncode != 0
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(lines) == 2 and lines[0] == lines[1], proc.stderr[-3000:]
+    assert lines[0].startswith("error: epoch 1: training diverged: 3 consecutive steps")
+    assert not (out / "last.pt").exists() and not (out / "best.pt").exists()

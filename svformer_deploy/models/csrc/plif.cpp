@@ -154,10 +154,18 @@ void backward_kernel(const scalar_t* x, const scalar_t* gs, scalar_t* gx, double
   });
 }
 
-void check_input(const at::Tensor& x, const char* name) {
+// x as the kernels read it: a contiguous CPU tensor with a time axis (a copy only when it is not contiguous)
+at::Tensor checked_input(const at::Tensor& x, const char* name) {
   TORCH_CHECK(x.device().is_cpu(), name, " must be a CPU tensor");
-  TORCH_CHECK(x.is_contiguous(), name, " must be contiguous");
   TORCH_CHECK(x.dim() >= 1, name, " must have a time axis");
+  return x.contiguous();
+}
+
+// k = sigmoid(w) in the dtype of x, as a one-element tensor: an operator argument that torch.compile can trace
+// (a Python float taken from a tensor would break its graph)
+double decay_of(const at::Tensor& k) {
+  TORCH_CHECK(k.numel() == 1 && k.device().is_cpu(), "k must be a one-element CPU tensor");
+  return k.item<double>();
 }
 
 void run_forward(const at::Tensor& x, at::Tensor& s, uint8_t* bits, double k, double v_threshold) {
@@ -169,27 +177,29 @@ void run_forward(const at::Tensor& x, at::Tensor& s, uint8_t* bits, double k, do
   });
 }
 
-at::Tensor plif_forward(const at::Tensor& x, double k, double v_threshold) {
-  check_input(x, "x");
+at::Tensor plif_forward(const at::Tensor& x_in, const at::Tensor& k, double v_threshold) {
+  const auto x = checked_input(x_in, "x");
   auto s = at::empty_like(x);
-  run_forward(x, s, nullptr, k, v_threshold);
+  run_forward(x, s, nullptr, decay_of(k), v_threshold);
   return s;
 }
 
 // the spikes and, in the same pass, their bits as pack_spikes writes them; needs (numel / T) % 8 == 0
-std::tuple<at::Tensor, at::Tensor> plif_forward_bits(const at::Tensor& x, double k, double v_threshold) {
-  check_input(x, "x");
+std::tuple<at::Tensor, at::Tensor> plif_forward_bits(const at::Tensor& x_in, const at::Tensor& k,
+                                                     double v_threshold) {
+  const auto x = checked_input(x_in, "x");
   TORCH_CHECK(x.size(0) > 0 && (x.numel() / x.size(0)) % 8 == 0, "elements per timestep must be a multiple of 8");
   auto s = at::empty_like(x);
   auto bits = at::empty({x.numel() / 8}, x.options().dtype(at::kByte));
-  run_forward(x, s, bits.mutable_data_ptr<uint8_t>(), k, v_threshold);
+  run_forward(x, s, bits.mutable_data_ptr<uint8_t>(), decay_of(k), v_threshold);
   return {s, bits};
 }
 
-std::tuple<at::Tensor, at::Tensor> plif_backward(const at::Tensor& x, const at::Tensor& grad_s, double k,
-                                                 double v_threshold, double alpha) {
-  check_input(x, "x");
-  check_input(grad_s, "grad_s");
+std::tuple<at::Tensor, at::Tensor> plif_backward(const at::Tensor& x_in, const at::Tensor& grad_s_in,
+                                                 const at::Tensor& k_in, double v_threshold, double alpha) {
+  const auto x = checked_input(x_in, "x");
+  const auto grad_s = checked_input(grad_s_in, "grad_s");
+  const double k = decay_of(k_in);
   TORCH_CHECK(x.sizes() == grad_s.sizes() && x.scalar_type() == grad_s.scalar_type(),
               "grad_s must match x in shape and dtype");
   auto gx = at::empty_like(x);
@@ -256,9 +266,9 @@ at::Tensor unpack_spikes(const at::Tensor& bits, int64_t n, at::ScalarType dtype
 }  // namespace
 
 TORCH_LIBRARY(svformer_deploy, m) {
-  m.def("plif_forward(Tensor x, float k, float v_threshold) -> Tensor");
-  m.def("plif_backward(Tensor x, Tensor grad_s, float k, float v_threshold, float alpha) -> (Tensor, Tensor)");
-  m.def("plif_forward_bits(Tensor x, float k, float v_threshold) -> (Tensor, Tensor)");
+  m.def("plif_forward(Tensor x, Tensor k, float v_threshold) -> Tensor");
+  m.def("plif_backward(Tensor x, Tensor grad_s, Tensor k, float v_threshold, float alpha) -> (Tensor, Tensor)");
+  m.def("plif_forward_bits(Tensor x, Tensor k, float v_threshold) -> (Tensor, Tensor)");
   m.def("pack_spikes(Tensor x) -> Tensor");
   m.def("unpack_spikes(Tensor bits, int n, ScalarType dtype, int offset) -> Tensor");
 }
