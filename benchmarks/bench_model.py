@@ -71,12 +71,12 @@ def reference_kernel():
     instead of the fused C++ / Triton one."""
     from svformer_deploy.models import neurons
 
-    fused = neurons._fused_ops
-    neurons._fused_ops = lambda x: None
+    fused = neurons._fused_kernel
+    neurons._fused_kernel = lambda x_seq: None
     try:
         yield
     finally:
-        neurons._fused_ops = fused
+        neurons._fused_kernel = fused
 
 
 def time_pass(model: nn.Module, x: torch.Tensor, backward: bool, packing: bool = True,
