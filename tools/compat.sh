@@ -9,6 +9,7 @@
 #   tools/compat.sh [--out DIR] [--keep] [EDGE ...]      EDGE: oldest (Python 3.10, torch 2.4, every direct
 #                                                        dependency at its floor), newest (Python 3.13, torch 2.14.1)
 #   tools/compat.sh --dist-only [--out DIR]              build and check the sdist and the wheel only
+#   --core-only: install, fused kernel, --help and the core suite only (no demo, no commands: about half the time)
 #   --reuse: where OUT/<edge>/venv exists (an earlier run with --keep), reinstall only the new wheel into it
 #            (--no-deps --force-reinstall, then pip check) instead of building the venv again
 #
@@ -21,6 +22,7 @@ OUT="$ROOT/build/compat"
 KEEP=0
 DIST_ONLY=0
 REUSE=0
+CORE_ONLY=0
 EDGES=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -28,8 +30,9 @@ while [ $# -gt 0 ]; do
     --keep) KEEP=1; shift ;;
     --dist-only) DIST_ONLY=1; shift ;;
     --reuse) REUSE=1; shift ;;
+    --core-only) CORE_ONLY=1; shift ;;
     oldest|newest) EDGES+=("$1"); shift ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "compat: unknown argument $1 (see tools/compat.sh --help)" >&2; exit 2 ;;
   esac
 done
@@ -147,6 +150,9 @@ assert _plif_ext.fused_plif_available()" > "$dir/fused.log" 2>&1; then
   if [ $rc -eq 0 ]; then status+=("core: $summary"); else status+=("core FAILED: $summary"); FAILED=1
     grep -E "^(FAILED|ERROR)" "$dir/core.log" | head -20; fi
 
+  if [ $CORE_ONLY -eq 1 ]; then
+    status+=("demo and commands not run (--core-only)")
+  else
   t0=$(now)
   "$dir/venv/bin/svformer-deploy" demo --pretrained --out demo-out > "$dir/demo.log" 2>&1
   rc=$?; times+=("demo --pretrained $(since "$t0") s")
@@ -159,6 +165,7 @@ assert _plif_ext.fused_plif_available()" > "$dir/fused.log" 2>&1; then
   rc=$?; times+=("commands $(since "$t0") s")
   if [ $rc -eq 0 ]; then status+=("every command ok"); else status+=("commands FAILED"); FAILED=1
     grep FAIL "$dir/commands.log"; fi
+  fi
   cd "$ROOT" || return 1
 
   local line="| $name | $py_v | $torch_v | $tv_v | ${status[*]/%/;} | ${times[*]/%/;} |"
