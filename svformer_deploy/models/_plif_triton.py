@@ -16,6 +16,7 @@ stays on the device: no host sync).
 from __future__ import annotations
 
 import math
+import typing
 
 import torch
 import triton
@@ -149,11 +150,18 @@ def _backward_contiguous(x: Tensor, grad_s: Tensor, k: Tensor, v_threshold: floa
     return plif_backward(x.contiguous(), grad_s.contiguous(), k, v_threshold, alpha)
 
 
+def _hints_resolved(fn):  # noqa: ANN001, ANN202
+    """``fn`` with its annotations evaluated: this module's are strings (``from __future__ import annotations``),
+    which torch 2.4's ``custom_op`` schema inference refuses ("unsupported type Tensor"); later torches accept both."""
+    fn.__annotations__ = typing.get_type_hints(fn)
+    return fn
+
+
 if hasattr(torch.library, "custom_op"):  # torch >= 2.4: operators with fake implementations, traced by torch.compile
     plif_forward_op = torch.library.custom_op("svformer_deploy::plif_forward_triton", mutates_args=())(
-        _forward_contiguous)
+        _hints_resolved(_forward_contiguous))
     plif_backward_op = torch.library.custom_op("svformer_deploy::plif_backward_triton", mutates_args=())(
-        _backward_contiguous)
+        _hints_resolved(_backward_contiguous))
 
     @plif_forward_op.register_fake
     def _(x: Tensor, k: Tensor, v_threshold: float) -> Tensor:

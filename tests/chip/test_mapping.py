@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from svformer_deploy.chip.mapping import build_mapping
 from svformer_deploy.chip.place import Fabric, placement_cost, random_placement, row_major
 from tests.chip.conftest import small_plan
 
-LOIHI_FILE = Path(__file__).parents[2] / "svformer_deploy" / "chip" / "chips" / "loihi.yaml"
+LOIHI_FILE = resources.files("svformer_deploy.chip") / "chips" / "loihi.yaml"  # the installed package's (compat.sh)
 
 
 def _chip_with(tmp_path: Path, **core_attrs) -> Path:
