@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 
 from svformer_deploy.cli import main
@@ -12,6 +15,27 @@ def run_cli(argv: list[str]) -> int | None:
     with pytest.raises(SystemExit) as exc:
         main(argv)
     return exc.value.code
+
+
+def write_ucf_tree(root: Path, groups: int, write_video: Callable[[Path, int, int], None], ext: str = ".avi",
+                   classes: tuple[str, ...] = ("Calm", "Noisy")) -> tuple[list[str], list[str]]:
+    """A UCF101 tree under ``root``: per class (label 1, 2, ...) videos ``<cls>/v_<cls>_g<gg>_c01<ext>`` for groups
+    1..``groups``, each written by ``write_video(path, group, label)``; group 1 is the test split, the others train.
+    Writes classInd.txt, trainlist01.txt and testlist01.txt; returns (train lines, test names)."""
+    train, test = [], []
+    for label, cls in enumerate(classes, 1):
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for g in range(1, groups + 1):
+            name = f"{cls}/v_{cls}_g{g:02d}_c01{ext}"
+            write_video(root / name, g, label)
+            if g == 1:
+                test.append(name)
+            else:
+                train.append(f"{name} {label}")
+    (root / "classInd.txt").write_text("".join(f"{i} {c}\n" for i, c in enumerate(classes, 1)))
+    (root / "trainlist01.txt").write_text("\n".join(train) + "\n")
+    (root / "testlist01.txt").write_text("\n".join(test) + "\n")
+    return train, test
 
 
 def write_mjpeg(path, sizes: list[tuple[int, int]], frames_each: int = 6) -> list:

@@ -244,22 +244,27 @@ def _unalias(args: list[str]) -> list[str]:
     return out
 
 
-class Command(TyperCommand):
-    """A command of this CLI: labelled options, re-flowed help, registry lists in its help, ``--videos``'s old
-    spellings (see the module docstring)."""
+class _Labelled:
+    """What :class:`Command` and :class:`Group` share: every parameter (``--help`` too) labelled by
+    :func:`_label`, help texts re-flowed by :func:`_help_texts`."""
 
-    def __init__(self, name: str | None, *, params: list | None = None, help: str | None = None,
+    def __init__(self, *args: Any, params: list | None = None, help: str | None = None,
                  short_help: str | None = None, **kwargs: Any) -> None:
         for param in params or []:
             _label(param)
         help, short_help = _help_texts(help, short_help)
-        super().__init__(name, params=params, help=help, short_help=short_help, **kwargs)
+        super().__init__(*args, params=params, help=help, short_help=short_help, **kwargs)
 
     def get_help_option(self, ctx):
         option = super().get_help_option(ctx)
         if option is not None:
             _label(option)
         return option
+
+
+class Command(_Labelled, TyperCommand):
+    """A command of this CLI: labelled options, re-flowed help, registry lists in its help, ``--videos``'s old
+    spellings (see the module docstring)."""
 
     def parse_args(self, ctx, args: list[str]) -> list[str]:
         if any("--videos" in getattr(p, "opts", ()) for p in self.params):
@@ -271,24 +276,14 @@ class Command(TyperCommand):
         super().format_help(ctx, formatter)
 
 
-class Group(TyperGroup):
+class Group(_Labelled, TyperGroup):
     """A command group of this CLI: labelled options and re-flowed help as :class:`Command`; an unknown command is
     answered with a suggestion only when it is close (:func:`close_names`; the framework suggests at a looser
     cutoff); a bare group shows its help and exits 2."""
 
-    def __init__(self, *, params: list | None = None, help: str | None = None, short_help: str | None = None,
-                 **kwargs: Any) -> None:
-        for param in params or []:
-            _label(param)
-        help, short_help = _help_texts(help, short_help)
+    def __init__(self, **kwargs: Any) -> None:
         kwargs["suggest_commands"] = False  # close_names answers, at a stricter cutoff (resolve_command)
-        super().__init__(params=params, help=help, short_help=short_help, **kwargs)
-
-    def get_help_option(self, ctx):
-        option = super().get_help_option(ctx)
-        if option is not None:
-            _label(option)
-        return option
+        super().__init__(**kwargs)
 
     def parse_args(self, ctx, args: list[str]) -> list[str]:
         if not args and self.no_args_is_help and not ctx.resilient_parsing:

@@ -21,7 +21,7 @@ from svformer_deploy.data import build_dataset, iter_eval_videos
 from svformer_deploy.data.video_folder import TrainAugment, decode_frames, resize_frame
 from svformer_deploy.errors import DataError
 from svformer_deploy.models import create_model, get_config, save_checkpoint
-from tests.helpers import failing_av_open, run_cli, write_mjpeg
+from tests.helpers import failing_av_open, run_cli, write_mjpeg, write_ucf_tree
 
 CFG = get_config("svformer_tiny", num_classes=2, img_size=32, num_frames=4)
 
@@ -72,19 +72,7 @@ def size_change_tree(tmp_path) -> Path:
     """UCF101 layout: 2 classes x 3 videos, every one an MJPEG stream whose frame size changes."""
     root = tmp_path / "ucf"
     names = list(SEQUENCES)
-    train, test = [], []
-    for label, cls in enumerate(("Calm", "Noisy"), 1):
-        (root / cls).mkdir(parents=True)
-        for g in (1, 2, 3):
-            rel = f"{cls}/v_{cls}_g{g:02d}_c01.avi"
-            write_mjpeg(root / rel, SEQUENCES[names[(g + label) % 3]], frames_each=6)
-            if g == 1:
-                test.append(rel)
-            else:
-                train.append(f"{rel} {label}")
-    (root / "classInd.txt").write_text("1 Calm\n2 Noisy\n")
-    (root / "trainlist01.txt").write_text("\n".join(train) + "\n")
-    (root / "testlist01.txt").write_text("\n".join(test) + "\n")
+    write_ucf_tree(root, 3, lambda path, g, label: write_mjpeg(path, SEQUENCES[names[(g + label) % 3]], frames_each=6))
     return root
 
 

