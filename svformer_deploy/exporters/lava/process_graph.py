@@ -94,7 +94,7 @@ def lava_end_to_end(bundle, clip, python: str | None = None, progress=None) -> d
                           "layers": len(by_name[n].layers)} for n in order]}
         (tmp / "job.json").write_text(json.dumps(job))
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-        env["PYTHONPATH"] = str(Path(__file__).resolve().parents[3])  # the host op is svformer_deploy's
+        env["PYTHONPATH"] = str(_package_alone(tmp / "path"))  # the host op is svformer_deploy's
         say(f"Running the whole network in one Lava process graph ({len(order)} netx partitions + the host)...")
         r = subprocess.run([python, __file__, str(tmp / "job.json")], capture_output=True, text=True, env=env,
                            cwd=tmp)
@@ -114,6 +114,17 @@ def lava_end_to_end(bundle, clip, python: str | None = None, progress=None) -> d
             "all_partitions_bit_exact": all(v["bit_exact"] for v in layers.values()),
             "logits_lava": lava_logits[0].tolist(), "logits_emulation": emu_logits[0].tolist(),
             "logits_max_abs_diff": diff, "same_top1": bool(lava_logits.argmax(1) == emu_logits.argmax(1))}
+
+
+def _package_alone(folder: Path) -> Path:
+    """``folder`` holding only a link to this package: what the side environment may import from this one. The
+    folder above the package is a checkout, or the site-packages of an installed wheel, whose numpy 2 / other
+    torch would shadow the side environment's own."""
+    from pathlib import Path
+
+    folder.mkdir()
+    (folder / "svformer_deploy").symlink_to(Path(__file__).resolve().parents[2], target_is_directory=True)
+    return folder
 
 
 def build_and_run(job):  # pragma: no cover - runs under the side environment (Python 3.10 + lava-dl)
