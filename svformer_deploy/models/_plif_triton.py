@@ -13,10 +13,9 @@ fake implementations), so that ``torch.compile`` traces them; ``k`` may be a flo
 stays on the device: no host sync).
 """
 
-from __future__ import annotations
-
+# no `from __future__ import annotations`: Triton 3.0 (paired with torch 2.4) reads tl.constexpr, and torch 2.4's
+# custom_op the types, from the annotations themselves, and neither accepts them as strings
 import math
-import typing
 
 import torch
 import triton
@@ -150,18 +149,11 @@ def _backward_contiguous(x: Tensor, grad_s: Tensor, k: Tensor, v_threshold: floa
     return plif_backward(x.contiguous(), grad_s.contiguous(), k, v_threshold, alpha)
 
 
-def _hints_resolved(fn):  # noqa: ANN001, ANN202
-    """``fn`` with its annotations evaluated: this module's are strings (``from __future__ import annotations``),
-    which torch 2.4's ``custom_op`` schema inference refuses ("unsupported type Tensor"); later torches accept both."""
-    fn.__annotations__ = typing.get_type_hints(fn)
-    return fn
-
-
 if hasattr(torch.library, "custom_op"):  # torch >= 2.4: operators with fake implementations, traced by torch.compile
     plif_forward_op = torch.library.custom_op("svformer_deploy::plif_forward_triton", mutates_args=())(
-        _hints_resolved(_forward_contiguous))
+        _forward_contiguous)
     plif_backward_op = torch.library.custom_op("svformer_deploy::plif_backward_triton", mutates_args=())(
-        _hints_resolved(_backward_contiguous))
+        _backward_contiguous)
 
     @plif_forward_op.register_fake
     def _(x: Tensor, k: Tensor, v_threshold: float) -> Tensor:

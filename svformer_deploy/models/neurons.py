@@ -106,8 +106,9 @@ class _PLIFMultiStep(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x_seq: Tensor, w: Tensor, v_threshold: float, alpha: float) -> Tensor:  # type: ignore[override]
-        x = x_seq.contiguous()
-        k = torch.sigmoid(w).to(x.dtype)
+        # detached: eager runs this without grad anyway; dynamo < 2.5 traces it with grad, and then refuses out=
+        x = x_seq.detach().contiguous()
+        k = torch.sigmoid(w.detach()).to(x.dtype)
         h_seq = torch.empty_like(x, memory_format=torch.contiguous_format)
         v = torch.zeros_like(x[0])
         for t in range(x.shape[0]):
