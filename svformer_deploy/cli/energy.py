@@ -15,6 +15,15 @@ energy_app = App(help="Count operations and estimate energy (every report prints
                          no_args_is_help=True)
 app.add_typer(energy_app, name="energy")
 
+# the chip section's options, the same on `energy report` and `energy price`
+ChipOption = Annotated[Optional[str], typer.Option(
+    "--chip", metavar="NAME|FILE", help="Also give the figures on a neuromorphic chip ({chips}, or "
+    "a SANA-FE architecture YAML): cores, chips, time per timestep, energy and power (docs/chip.md).")]
+HostFallbackOption = Annotated[bool, typer.Option(
+    "--host-fallback", help="With --chip: let the host compute input terms whose fan-in cannot fit one core.")]
+FpsOption = Annotated[float, typer.Option("--fps", min=0.001, help="With --chip: the video's frame rate for the "
+                                          "real-time factor.")]
+
 
 @energy_app.command("report")
 def report(
@@ -29,13 +38,9 @@ def report(
     accuracy: Annotated[Optional[Path], typer.Option(metavar="FILE", help="eval.json that 'svformer-deploy evaluate' wrote for this checkpoint (top1 as a fraction, its views, the checkpoint's SHA-256), set beside the energy.")] = None,
     out: Annotated[Path, typer.Option(metavar="DIR", help="Output directory (must not exist unless --force).")] = Path("energy_report"),
     force: Annotated[bool, typer.Option("--force", help="Replace an earlier energy report at --out (nothing else: a folder it did not write is refused).")] = False,
-    chip: Annotated[Optional[str], typer.Option(
-        "--chip", metavar="NAME|FILE", help="Also give the figures on a neuromorphic chip ({chips}, or "
-        "a SANA-FE architecture YAML): cores, chips, time per timestep, energy and power (docs/chip.md).")] = None,
-    host_fallback: Annotated[bool, typer.Option(
-        "--host-fallback", help="With --chip: let the host compute input terms whose fan-in cannot fit one core.")] = False,
-    fps: Annotated[float, typer.Option("--fps", min=0.001, help="With --chip: the video's frame rate for the "
-                                       "real-time factor.")] = 25.0,
+    chip: ChipOption = None,
+    host_fallback: HostFallbackOption = False,
+    fps: FpsOption = 25.0,
 ) -> None:
     """Write per_layer.csv, per_video.csv, summary.json, report.md and plots for CHECKPOINT."""
     from svformer_deploy.api import energy_report
@@ -84,13 +89,9 @@ def price(
     profile: Annotated[str, profile_option()] = DEFAULT_PROFILE,
     views: Annotated[Optional[list[str]], typer.Option(metavar="CLIPSxCROPS", help="Views protocol CLIPSxCROPS (repeatable; default 1x1 and 5x3).")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", metavar="FILE", help="Also write the summary as JSON here.")] = None,
-    chip: Annotated[Optional[str], typer.Option(
-        "--chip", metavar="NAME|FILE", help="Also give the figures on a neuromorphic chip ({chips}, or "
-        "a SANA-FE architecture YAML): cores, chips, time per timestep, energy and power (docs/chip.md).")] = None,
-    host_fallback: Annotated[bool, typer.Option(
-        "--host-fallback", help="With --chip: let the host compute input terms whose fan-in cannot fit one core.")] = False,
-    fps: Annotated[float, typer.Option("--fps", min=0.001, help="With --chip: the video's frame rate for the "
-                                       "real-time factor.")] = 25.0,
+    chip: ChipOption = None,
+    host_fallback: HostFallbackOption = False,
+    fps: FpsOption = 25.0,
 ) -> None:
     """Price a published model from stated firing rates (no checkpoint, no data) under every convention and the
     memory model; print a markdown report."""
