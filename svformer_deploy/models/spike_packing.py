@@ -237,13 +237,15 @@ def packing_now() -> bool:
             and torch._C._autograd._top_saved_tensors_default_hooks(False) == _local.hooks)
 
 
-@contextlib.contextmanager
-def pack_saved_spikes() -> Iterator[bool]:
+def pack_saved_spikes() -> contextlib.AbstractContextManager[bool]:
     """Save spike tensors as bits (:func:`pack` / :func:`unpack`) for the autograd graph built inside the block,
-    where :func:`packing_applies`; elsewhere a no-op. Yields whether it packs."""
-    if not packing_applies():
-        yield False
-        return
+    where :func:`packing_applies`; elsewhere a no-op (``nullcontext``: what ``torch.compile`` traces, which
+    dynamo < 2.5 can, unlike a generator context manager). Yields whether it packs."""
+    return _packing() if packing_applies() else contextlib.nullcontext(False)
+
+
+@contextlib.contextmanager
+def _packing() -> Iterator[bool]:
     hooks, outer = (pack, unpack), getattr(_local, "hooks", None)
     _local.hooks = hooks
     try:

@@ -28,7 +28,7 @@ from svformer_deploy.errors import InputShapeError
 from svformer_deploy.models.config import SVFormerConfig
 from svformer_deploy.models.neurons import PLIF, NeuronLayout, ReLUNeuron, SpikingNeuron
 from svformer_deploy.models.norm import TemporalBatchNorm
-from svformer_deploy.models.spike_packing import pack_saved_spikes, packing_applies
+from svformer_deploy.models.spike_packing import pack_saved_spikes
 
 __all__ = ["SVFormer", "TConv2d", "CBlock", "SABlock", "SpikeAttention", "SpikeAttentionProduct", "PatchEmbed"]
 
@@ -291,11 +291,8 @@ class SVFormer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
-        x = x.permute(2, 0, 1, 3, 4)
-        if not packing_applies():  # torch.compile traces this branch: no context manager for dynamo (< 2.5) to trace
-            return self.forward_head(self.forward_features(x))
         with pack_saved_spikes():
-            return self.forward_head(self.forward_features(x))
+            return self.forward_head(self.forward_features(x.permute(2, 0, 1, 3, 4)))
 
 
 def _init_weights(m: nn.Module) -> None:
