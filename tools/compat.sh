@@ -153,18 +153,18 @@ assert _plif_ext.fused_plif_available()" > "$dir/fused.log" 2>&1; then
   if [ $CORE_ONLY -eq 1 ]; then
     status+=("demo and commands not run (--core-only)")
   else
-  t0=$(now)
-  "$dir/venv/bin/svformer-deploy" demo --pretrained --out demo-out > "$dir/demo.log" 2>&1
-  rc=$?; times+=("demo --pretrained $(since "$t0") s")
-  if [ $rc -eq 0 ] && [ -x "$OUT/lava-venv/bin/python" ]; then status+=("demo --pretrained ok (Lava side env built)")
-  else status+=("demo --pretrained FAILED ($rc)"); FAILED=1; tail -15 "$dir/demo.log"; fi
+    t0=$(now)
+    "$dir/venv/bin/svformer-deploy" demo --pretrained --out demo-out > "$dir/demo.log" 2>&1
+    rc=$?; times+=("demo --pretrained $(since "$t0") s")
+    if [ $rc -eq 0 ] && [ -x "$OUT/lava-venv/bin/python" ]; then status+=("demo --pretrained ok (Lava side env built)")
+    else status+=("demo --pretrained FAILED ($rc)"); FAILED=1; tail -15 "$dir/demo.log"; fi
 
-  t0=$(now)
-  commands "$dir/venv/bin/svformer-deploy" "$dir/work/tests/energy/data/svformer_ucf101_published_rates.csv" \
-    > "$dir/commands.log" 2>&1
-  rc=$?; times+=("commands $(since "$t0") s")
-  if [ $rc -eq 0 ]; then status+=("every command ok"); else status+=("commands FAILED"); FAILED=1
-    grep FAIL "$dir/commands.log"; fi
+    t0=$(now)
+    commands "$dir/venv/bin/svformer-deploy" "$dir/work/tests/energy/data/svformer_ucf101_published_rates.csv" \
+      > "$dir/commands.log" 2>&1
+    rc=$?; times+=("commands $(since "$t0") s")
+    if [ $rc -eq 0 ]; then status+=("every command ok"); else status+=("commands FAILED"); FAILED=1
+      grep FAIL "$dir/commands.log"; fi
   fi
   cd "$ROOT" || return 1
 
