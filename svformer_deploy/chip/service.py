@@ -61,9 +61,9 @@ def mapping_from_bundle(bundle: str | os.PathLike, chip: ChipSpec, *, checkpoint
                         host_fallback: bool = False) -> tuple[Mapping, nn.Module, dict[str, Any], Any]:
     """(mapping, source model, checkpoint meta, manifest) of a NIR or Lava bundle (see the module docstring)."""
     from svformer_deploy.exporters import source_checkpoint
-    from svformer_deploy.exporters.bundle import read_manifest
+    from svformer_deploy.exporters import read_bundle
 
-    manifest = read_manifest(bundle)
+    manifest = read_bundle(bundle)
     if manifest.target not in MAPPABLE_TARGETS:
         raise BundleFormatError(f"{bundle} is a '{manifest.target}' bundle, which holds no neuromorphic partition; "
                                 f"map a bundle exported with --to {' or --to '.join(MAPPABLE_TARGETS)}")

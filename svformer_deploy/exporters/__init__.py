@@ -6,6 +6,9 @@ that no optional dependency is imported unless its target is used. Every target 
 target writes (``reads``) in a second runtime. To add a target, write one module that defines
 ``EXPORTER = Exporter(...)`` and add one line to :data:`_TARGETS`.
 
+:func:`read_bundle` reads any bundle: its manifest stores the export plan, and the graph of steps is derived
+from it by the ``graph`` function of the target that wrote it.
+
 :func:`export_and_verify` is the one export-then-verify path: the CLI and the demo call it.
 """
 
@@ -17,14 +20,17 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
 
 from svformer_deploy.errors import ConfigError, DataError
 from svformer_deploy.exporters import svformer_lowering  # noqa: F401  (registers SVFormer's lowerings with the plan)
 
-__all__ = ["Exporter", "list_targets", "get_exporter", "export_checkpoint", "eval_batches", "export_target_of",
+if TYPE_CHECKING:
+    from svformer_deploy.exporters.bundle import GraphOf, Manifest
+
+__all__ = ["Exporter", "list_targets", "get_exporter", "graph_function", "read_bundle", "export_checkpoint", "eval_batches", "export_target_of",
            "source_checkpoint", "LOGIT_TOLERANCE", "ExportResult", "export_and_verify", "verify_export"]
 
 LOGIT_TOLERANCE = 1e-4
@@ -38,9 +44,10 @@ class Exporter:
     ``export(model, out, checkpoint_sha256=..., checkpoint_path=..., class_names=..., force=...,
     approximate_bn=...) -> Path`` writes atomically; ``verify(path, model, batches, data_desc=...) -> report``
     runs the target's checks on real clips and writes the report as JSON next to the export;
-    ``format_report(report) -> str`` renders it for the terminal. ``export=None`` marks a verifier-only target
-    that runs bundles of target ``reads`` (default: its own name); ``report_name`` is the report's file name in
-    the bundle.
+    ``format_report(report) -> str`` renders it for the terminal. ``graph(plan, config) -> Graph`` derives the
+    steps of a bundle this target writes from its stored plan (:class:`~svformer_deploy.exporters.bundle.Graph`;
+    required with ``export``). ``export=None`` marks a verifier-only target that runs bundles of target
+    ``reads`` (default: its own name); ``report_name`` is the report's file name in the bundle.
     """
 
     name: str
@@ -50,6 +57,7 @@ class Exporter:
     format_report: Callable[[dict[str, Any]], str]
     reads: str = ""
     report_name: str = "verification.json"
+    graph: GraphOf | None = None
 
     @property
     def bundle_target(self) -> str:
@@ -81,7 +89,31 @@ def get_exporter(name: str) -> Exporter:
     if not isinstance(exporter, Exporter):
         raise ConfigError(f"export target {name!r} is not usable: {_TARGETS[name]} defines no EXPORTER "
                           "(an svformer_deploy.exporters.Exporter); finish or remove that module")
+    if exporter.export is not None and exporter.graph is None:
+        raise ConfigError(f"export target {name!r} is not usable: its EXPORTER writes bundles but has no graph "
+                          "function to derive their steps from the stored plan; give it graph=...")
     return exporter
+
+
+def graph_function(target: str) -> GraphOf:
+    """The ``graph`` function of ``target``, the target that wrote a bundle (its manifest's ``target``)."""
+    from svformer_deploy.errors import BundleFormatError
+
+    exporter = get_exporter(target) if target in list_targets() else None
+    if exporter is None or exporter.export is None:
+        writers = [t for t in list_targets() if get_exporter(t).export is not None]
+        raise BundleFormatError(f"the bundle was written by target {target!r}, which this svformer-deploy does not "
+                                f"export (targets: {', '.join(writers)}); re-export it from its checkpoint with "
+                                "`svformer-deploy export CHECKPOINT --to TARGET`")
+    return exporter.graph
+
+
+def read_bundle(path: str | os.PathLike) -> Manifest:
+    """The checked manifest of the bundle at ``path``, with the graph its target derives from its plan
+    (:func:`~svformer_deploy.exporters.bundle.read_manifest`)."""
+    from svformer_deploy.exporters.bundle import read_manifest
+
+    return read_manifest(path, graph_function)
 
 
 def export_checkpoint(checkpoint: str | os.PathLike, to: str, out: str | os.PathLike, *, force: bool = False,
@@ -127,9 +159,7 @@ def eval_batches(spec: str, config, num_videos: int | None, batch_size: int = 8,
 
 def export_target_of(path: str | os.PathLike) -> str:
     """The target that wrote an existing export bundle (its manifest's ``target``)."""
-    from svformer_deploy.exporters.bundle import read_manifest
-
-    return read_manifest(path).target
+    return read_bundle(path).target
 
 
 def source_checkpoint(path: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
@@ -137,10 +167,9 @@ def source_checkpoint(path: str | os.PathLike, checkpoint: str | os.PathLike | N
     """Load the checkpoint a bundle was exported from (``checkpoint`` or the path recorded at export) and check
     that its SHA-256, config and class names are the ones the bundle records."""
     from svformer_deploy.errors import BundleFormatError, VerificationError
-    from svformer_deploy.exporters.bundle import read_manifest
     from svformer_deploy.models import load_checkpoint
 
-    m = read_manifest(path)
+    m = read_bundle(path)
     ckpt = checkpoint or m.checkpoint_path
     if not ckpt:
         raise VerificationError(f"{path} does not record its source checkpoint; pass --checkpoint")

@@ -23,17 +23,23 @@ Execution contract (what a runtime must do with a bundle):
 Every module of the source model is named in exactly one partition's or host op's ``modules`` list.
 Writes are atomic: the bundle is built in a temporary directory next to the target and renamed onto it.
 
-Checked, not trusted (format version 2): every dataclass below validates itself when built (so a malformed
-``manifest.json`` fails on read with one line naming the field); the manifest carries the export ``plan``
-(:class:`~svformer_deploy.exporters.plan.Plan`, structure only), which is rebuilt and checked on read (typed
-nodes, data flow, every model operation covered by exactly one node, every host op registered); the manifest
-as a whole checks that every operation of its plan is covered by exactly one partition or host op, that its
-schedule is a data flow (every step reads only signals the graph input or an earlier step produced; the graph
-output is produced), that every step exists and runs once, every host op is registered, the class names fit
-the logits; and ``integrity`` is the SHA-256 of the manifest's canonical JSON (all fields but itself,
-``files`` included), so any hand edit of ``manifest.json`` is refused. ``approximations`` are
-:class:`Approximation` records (a registered kind with the parameters the exporter used), which the verifiers
-re-derive from the model rather than trust.
+One description of the network (format version 3): the manifest stores the export ``plan``
+(:class:`~svformer_deploy.exporters.plan.Plan`, structure only) and not the steps above. Signals, partitions,
+host ops and schedule are the bundle's :class:`Graph`, which its target's ``graph`` function derives from the
+plan and the config, at export (what the partition files are written from) and again on every read. Version 2
+stored both and checked them against each other; a version-2 bundle is refused with the command that
+re-exports it.
+
+Checked, not trusted: every dataclass below validates itself when built (so a malformed ``manifest.json``
+fails on read with one line naming the field); the plan is rebuilt and checked on read (typed nodes, data
+flow, every model operation covered by exactly one node, every host op registered); the derived graph checks
+that its schedule is a data flow (every step reads only signals the graph input or an earlier step produced;
+the graph output is produced) and that every step exists and runs once; the manifest checks that every
+operation of its plan is covered by exactly one partition or host op of the graph, every host op is
+registered, the class names fit the logits; and ``integrity`` is the SHA-256 of the manifest's canonical JSON
+(all fields but itself, ``files`` included), so any hand edit of ``manifest.json`` is refused.
+``approximations`` are :class:`Approximation` records (a registered kind with the parameters the exporter
+used), which the verifiers re-derive from the model rather than trust.
 """
 
 from __future__ import annotations
@@ -50,18 +56,20 @@ from typing import Any
 from svformer_deploy._atomic import json_text
 from svformer_deploy._outputs import Output, write_output_dir
 from svformer_deploy._paths import read_user_text
-from svformer_deploy.errors import BundleFormatError
+from svformer_deploy.errors import BundleFormatError, ExportError
 from svformer_deploy.exporters.plan import TIMES, VALUE_KINDS, Kind, Plan, PlanError, Time, coverage_of, is_name
 
 __all__ = [
     "BUNDLE_FORMAT", "BUNDLE_VERSION", "MANIFEST_NAME", "HOST_PARAMS_NAME", "VERIFICATION_NAME", "APPROXIMATION_KINDS",
-    "Signal", "PartitionSpec", "HostOpSpec", "Approximation", "Manifest", "write_bundle", "read_manifest",
+    "Signal", "PartitionSpec", "HostOpSpec", "Approximation", "Graph", "GraphOf", "Manifest", "clip_signals",
+    "derive_graph",
+    "write_bundle", "read_manifest",
     "check_bundle_files", "manifest_digest", "manifest_differences", "check_manifest_matches",
     "PROVENANCE_FIELDS", "BUNDLE_OUTPUT",
 ]
 
 BUNDLE_FORMAT = "svformer-deploy-bundle"
-BUNDLE_VERSION = 2
+BUNDLE_VERSION = 3
 MANIFEST_NAME = "manifest.json"
 HOST_PARAMS_NAME = "host_params.npz"
 VERIFICATION_NAME = "verification.json"
@@ -211,45 +219,24 @@ class Approximation:
             raise _bad(f"approximation {self.kind!r}", "needs a text and a dict of params")
 
 
-@dataclass
-class Manifest:
-    """Everything about a bundle except the weights: provenance, contract, signals, steps, class names."""
+@dataclass(frozen=True)
+class Graph:
+    """What a bundle computes, step by step: its signals, partitions, host ops and schedule.
 
-    target: str
-    model_name: str
-    config: dict[str, Any]
-    checkpoint_sha256: str
-    dt: float
-    discretization: dict[str, Any]
+    Not stored: a target derives it from the manifest's ``plan`` (and ``config``) with its ``graph`` function
+    (:class:`~svformer_deploy.exporters.Exporter`), at export and again on every read, so the plan is the one
+    description of the network a bundle holds. Built, it checks itself once: signals keyed by their names, step
+    names unique, every signal a step uses declared, and the schedule a data flow (see the module docstring).
+    """
+
     signals: dict[str, Signal]
     partitions: list[PartitionSpec]
     host_ops: list[HostOpSpec]
     schedule: list[dict[str, str]]
     graph_input: str
     graph_output: str
-    plan: dict[str, Any] = field(default_factory=dict)
-    class_names: list[str] | None = None
-    checkpoint_path: str = ""
-    approximations: list[Approximation] = field(default_factory=list)
-    files: dict[str, str] = field(default_factory=dict)
-    created_by: str = ""
-    format: str = BUNDLE_FORMAT
-    format_version: int = BUNDLE_VERSION
-    integrity: str = ""
 
     def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        """Raise :class:`BundleFormatError` naming the first inconsistency (see the module docstring)."""
-        for key in ("target", "model_name"):
-            if not is_name(getattr(self, key)):
-                raise _bad(key, f"is {getattr(self, key)!r}, not a name")
-        if not isinstance(self.config, dict) or not isinstance(self.discretization, dict):
-            raise _bad("config/discretization", "must be JSON objects")
-        if not (isinstance(self.dt, (int, float)) and not isinstance(self.dt, bool) and math.isfinite(self.dt)
-                and self.dt > 0):
-            raise _bad("dt", f"is {self.dt!r}, not a positive number")
         if not isinstance(self.signals, dict) or any(k != s.name for k, s in self.signals.items()):
             raise _bad("signals", "must be keyed by their own names")
         steps = {}
@@ -267,44 +254,12 @@ class Manifest:
             if getattr(self, key) not in self.signals:
                 raise _bad(key, f"'{getattr(self, key)}' is not a declared signal")
         self._check_schedule(steps)
-        try:
-            plan = Plan.from_dict(self.plan)
-        except PlanError as err:
-            raise _bad("plan", f"is invalid ({err})") from None
-        if plan.model_name != self.model_name:
-            raise _bad("plan", f"is of model '{plan.model_name}', the manifest of '{self.model_name}'")
-        problems = self.coverage_problems()
-        if problems:
-            raise _bad("coverage", f"is broken: {'; '.join(problems[:3])}")
-        out = self.signals[self.graph_output]
-        if self.class_names is not None:
-            if not isinstance(self.class_names, list) or not all(isinstance(c, str) for c in self.class_names):
-                raise _bad("class_names", "must be a list of strings")
-            if len(self.class_names) != out.shape[0]:
-                raise _bad("class_names", f"has {len(self.class_names)} names for {out.shape[0]} logits")
-        num_classes = self.config.get("num_classes")
-        if num_classes is not None and out.shape != (num_classes,):
-            raise _bad(f"graph output '{out.name}'", f"has shape {out.shape}, the config {num_classes} classes")
-        size, chans = self.config.get("img_size"), self.config.get("in_chans")
-        if size is not None and chans is not None and self.signals[self.graph_input].shape != (chans, size, size):
-            raise _bad(f"graph input '{self.graph_input}'", f"has shape {self.signals[self.graph_input].shape}, "
-                       f"the config ({chans}, {size}, {size})")
-        if not isinstance(self.approximations, list) or not all(isinstance(a, Approximation)
-                                                               for a in self.approximations):
-            raise _bad("approximations", "must be a list of {kind, text, params} records")
-        if not isinstance(self.files, dict) or not all(isinstance(v, str) for v in self.files.values()):
-            raise _bad("files", "must map file names to SHA-256 digests")
-        for p in self.partitions:
-            if self.files and p.file not in self.files:
-                raise _bad(f"partition '{p.name}'", f"file {p.file} is not listed in files")
 
     def _check_schedule(self, steps: dict) -> None:
         """Every step once; per-timestep steps before per-clip ones; inputs produced before they are read."""
         seen: set[str] = set()
         produced = {self.graph_input}
         clip_phase = False
-        if not isinstance(self.schedule, list):
-            raise _bad("schedule", "must be a list of steps")
         for i, step in enumerate(self.schedule):
             if not (isinstance(step, dict) and len(step) == 1 and next(iter(step)) in ("partition", "host_op")):
                 raise _bad(f"schedule step {i}", f"is {step!r}, not {{'partition': name}} or {{'host_op': name}}")
@@ -343,27 +298,136 @@ class Manifest:
         if seen & called:
             raise _bad("schedule", f"runs partition(s) {sorted(seen & called)} that a host op also calls")
 
+    def covered_modules(self) -> list[str]:
+        """Every module named by a partition or host op, with repetitions (a correct graph has none)."""
+        return [m for p in self.partitions for m in p.modules] + [m for h in self.host_ops for m in h.modules]
+
+
+def clip_signals(plan: Plan) -> dict[str, Signal]:
+    """The two signals of a graph whose one step reads the whole clip: the plan's input (analog frames, per
+    timestep) and its output (per-clip logits), under the names the runtimes use, ``frames`` and ``logits``."""
+    return {"frames": Signal("frames", tuple(plan.input.shape), "analog"),
+            "logits": Signal("logits", tuple(plan.node(plan.output).shape), "logits", time="per_clip", layout="K")}
+
+
+GraphOf = Callable[[Plan, dict[str, Any]], Graph]
+"""A target's graph function: the :class:`Graph` of a bundle holding ``plan`` (structure only) for ``config``."""
+
+
+@dataclass
+class Manifest:
+    """Everything about a bundle except the weights: provenance, contract, the export plan, class names, and
+    the :class:`Graph` its target derives from the plan (``graph``: not stored, see :meth:`to_json`)."""
+
+    target: str
+    model_name: str
+    config: dict[str, Any]
+    checkpoint_sha256: str
+    dt: float
+    discretization: dict[str, Any]
+    plan: dict[str, Any]
+    graph: Graph
+    class_names: list[str] | None = None
+    checkpoint_path: str = ""
+    approximations: list[Approximation] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)
+    created_by: str = ""
+    format: str = BUNDLE_FORMAT
+    format_version: int = BUNDLE_VERSION
+    integrity: str = ""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`BundleFormatError` naming the first inconsistency (see the module docstring)."""
+        for key in ("target", "model_name"):
+            if not is_name(getattr(self, key)):
+                raise _bad(key, f"is {getattr(self, key)!r}, not a name")
+        if not isinstance(self.config, dict) or not isinstance(self.discretization, dict):
+            raise _bad("config/discretization", "must be JSON objects")
+        if not (isinstance(self.dt, (int, float)) and not isinstance(self.dt, bool) and math.isfinite(self.dt)
+                and self.dt > 0):
+            raise _bad("dt", f"is {self.dt!r}, not a positive number")
+        plan = _plan_of(self.plan)
+        if plan.model_name != self.model_name:
+            raise _bad("plan", f"is of model '{plan.model_name}', the manifest of '{self.model_name}'")
+        if not isinstance(self.graph, Graph):
+            raise _bad("graph", f"is {type(self.graph).__name__}, not the Graph its target derives from the plan")
+        problems = self.coverage_problems()
+        if problems:
+            raise _bad("coverage", f"is broken: {'; '.join(problems[:3])}")
+        out = self.signals[self.graph_output]
+        if self.class_names is not None:
+            if not isinstance(self.class_names, list) or not all(isinstance(c, str) for c in self.class_names):
+                raise _bad("class_names", "must be a list of strings")
+            if len(self.class_names) != out.shape[0]:
+                raise _bad("class_names", f"has {len(self.class_names)} names for {out.shape[0]} logits")
+        num_classes = self.config.get("num_classes")
+        if num_classes is not None and out.shape != (num_classes,):
+            raise _bad(f"graph output '{out.name}'", f"has shape {out.shape}, the config {num_classes} classes")
+        size, chans = self.config.get("img_size"), self.config.get("in_chans")
+        if size is not None and chans is not None and self.signals[self.graph_input].shape != (chans, size, size):
+            raise _bad(f"graph input '{self.graph_input}'", f"has shape {self.signals[self.graph_input].shape}, "
+                       f"the config ({chans}, {size}, {size})")
+        if not isinstance(self.approximations, list) or not all(isinstance(a, Approximation)
+                                                               for a in self.approximations):
+            raise _bad("approximations", "must be a list of {kind, text, params} records")
+        if not isinstance(self.files, dict) or not all(isinstance(v, str) for v in self.files.values()):
+            raise _bad("files", "must map file names to SHA-256 digests")
+        for p in self.partitions:
+            if self.files and p.file not in self.files:
+                raise _bad(f"partition '{p.name}'", f"file {p.file} is not listed in files")
+
+    # the graph, read through the manifest (it is the plan's, derived by the target)
+    @property
+    def signals(self) -> dict[str, Signal]:
+        return self.graph.signals
+
+    @property
+    def partitions(self) -> list[PartitionSpec]:
+        return self.graph.partitions
+
+    @property
+    def host_ops(self) -> list[HostOpSpec]:
+        return self.graph.host_ops
+
+    @property
+    def schedule(self) -> list[dict[str, str]]:
+        return self.graph.schedule
+
+    @property
+    def graph_input(self) -> str:
+        return self.graph.graph_input
+
+    @property
+    def graph_output(self) -> str:
+        return self.graph.graph_output
+
     def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["signals"] = {k: {**asdict(v), "shape": list(v.shape)} for k, v in self.signals.items()}
+        """The stored fields (the graph is derived, so it is not among them)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "graph"}
+        d["approximations"] = [asdict(a) for a in self.approximations]
         return d
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "Manifest":
+    def from_json(cls, d: Mapping[str, Any], graph_of: GraphOf) -> "Manifest":
+        """The manifest of a ``manifest.json`` whose graph ``graph_of`` (its target's) derives from its plan."""
         d = dict(d)
         try:
-            unknown = set(d) - {f.name for f in fields(cls)}
+            stored = {f.name for f in fields(cls)} - {"graph"}
+            unknown = set(d) - stored
             if unknown:
                 raise TypeError(f"unknown field(s) {sorted(unknown)}")
-            d["signals"] = {k: Signal(**{**v, "shape": tuple(v["shape"])}) for k, v in d["signals"].items()}
-            d["partitions"] = [PartitionSpec(**p) for p in d["partitions"]]
-            d["host_ops"] = [HostOpSpec(**h) for h in d["host_ops"]]
             approx = d.get("approximations", [])
             for i, a in enumerate(approx if isinstance(approx, list) else [approx]):
                 if not isinstance(a, dict):
                     raise _bad(f"approximations[{i}]", f"is {a!r}, not a {{kind, text, params}} record written by an "
                                "exporter")
             d["approximations"] = [Approximation(**a) for a in approx]
+            if not isinstance(d.get("config"), dict):
+                raise _bad("config", "must be a JSON object")
+            d["graph"] = derive_graph(d["plan"], d["config"], graph_of)
             return cls(**d)
         except (KeyError, TypeError, AttributeError, ValueError) as err:
             if isinstance(err, BundleFormatError):
@@ -388,15 +452,30 @@ class Manifest:
         """The model's operations, as its export plan lists them."""
         return list(self.plan["operations"])  # checked by validate()
 
-    def covered_modules(self) -> list[str]:
-        """Every module named by a partition or host op, with repetitions (a correct bundle has none)."""
-        return [m for p in self.partitions for m in p.modules] + [m for h in self.host_ops for m in h.modules]
-
     def coverage_problems(self, operations: list[str] | None = None) -> list[str]:
         """The invariant every bundle keeps: each of the model's ``operations`` (default: the list its export
-        plan records, whose nodes cover each exactly once) is covered by exactly one partition or host op, and
-        nothing else is. Empty when it holds."""
-        return coverage_of(self.operations if operations is None else operations, self.covered_modules())
+        plan records, whose nodes cover each exactly once) is covered by exactly one partition or host op of
+        the graph, and nothing else is. Empty when it holds."""
+        return coverage_of(self.operations if operations is None else operations, self.graph.covered_modules())
+
+
+def _plan_of(d: Any) -> Plan:
+    try:
+        return Plan.from_dict(d)
+    except PlanError as err:
+        raise _bad("plan", f"is invalid ({err})") from None
+
+
+def derive_graph(plan: dict[str, Any] | Plan, config: dict[str, Any], graph_of: GraphOf) -> Graph:
+    """The :class:`Graph` ``graph_of`` derives from ``plan`` (as stored: structure only) for ``config``; a plan
+    the target cannot lower is a :class:`BundleFormatError` naming why."""
+    plan = _plan_of(plan.to_dict() if isinstance(plan, Plan) else plan)
+    try:
+        return graph_of(plan, config)
+    except (ExportError, PlanError, KeyError, ValueError, TypeError) as err:
+        if isinstance(err, BundleFormatError):
+            raise
+        raise _bad("plan", f"cannot be lowered by its target ({type(err).__name__}: {err})") from None
 
 
 PROVENANCE_FIELDS = ("created_by", "files", "integrity", "checkpoint_path", "checkpoint_sha256", "class_names")
@@ -466,9 +545,11 @@ def write_bundle(out: str | os.PathLike, manifest: Manifest, writers: Mapping[st
     return write_output_dir(out, build, BUNDLE_OUTPUT, force=force)
 
 
-def read_manifest(bundle: str | os.PathLike) -> Manifest:
-    """Read ``bundle/manifest.json`` and check it: format name and version, every field (see the module
-    docstring), then the integrity digest. Any failure is one :class:`BundleFormatError`."""
+def read_manifest(bundle: str | os.PathLike, graph_of: Callable[[str], GraphOf]) -> Manifest:
+    """Read ``bundle/manifest.json`` and check it: format name and version, every stored field (see the module
+    docstring), the graph ``graph_of(target)`` derives from its plan, then the integrity digest. Any failure is
+    one :class:`BundleFormatError`. (:func:`svformer_deploy.exporters.read_bundle` passes the target registry's
+    graph functions.)"""
     path = Path(bundle) / MANIFEST_NAME
     if not Path(bundle).is_dir():
         problem = "is a file, not a bundle folder" if Path(bundle).exists() else "does not exist"
@@ -488,11 +569,12 @@ def read_manifest(bundle: str | os.PathLike) -> Manifest:
         raise BundleFormatError(f"{bundle} has bundle format version {d.get('format_version')}; this "
                                 f"svformer-deploy reads version {BUNDLE_VERSION} only: re-export it from its "
                                 "checkpoint with `svformer-deploy export CHECKPOINT --to TARGET --out DIR`")
-    manifest = Manifest.from_json(d)
     if d.get("integrity") != manifest_digest(d):
         raise BundleFormatError(f"{path} was edited after export (its integrity digest does not match its "
                                 f"content); {_FIX}")
-    return manifest
+    if not is_name(d.get("target")):
+        raise _bad("target", f"is {d.get('target')!r}, not a name")
+    return Manifest.from_json(d, graph_of(d["target"]))
 
 
 def check_bundle_files(bundle: str | os.PathLike, manifest: Manifest) -> None:

@@ -25,20 +25,21 @@ from torch import Tensor, nn
 
 from svformer_deploy._atomic import atomic_write_json
 from svformer_deploy.errors import BundleFormatError, VerificationError
+from svformer_deploy.exporters import Exporter, read_bundle
 from svformer_deploy.exporters.bundle import (
     VERIFICATION_NAME,
+    Graph,
     Manifest,
     PartitionSpec,
-    Signal,
     check_bundle_files,
+    clip_signals,
     check_manifest_matches,
-    read_manifest,
     write_bundle,
 )
-from svformer_deploy.exporters.plan import NODE_KINDS, Capabilities, check_supported, cut, lower, partition_coverage
+from svformer_deploy.exporters.plan import NODE_KINDS, Capabilities, Plan, check_supported, cut, lower, partition_coverage
 from svformer_deploy.models.neurons import PLIF, plif_multistep
 
-__all__ = ["OPSET", "ONNX_FILE", "ONNX_CAPABILITIES", "export_onnx", "verify_onnx", "onnx_metadata"]
+__all__ = ["OPSET", "ONNX_FILE", "ONNX_CAPABILITIES", "export_onnx", "onnx_graph", "verify_onnx", "onnx_metadata"]
 
 OPSET = 17
 
@@ -178,24 +179,29 @@ def onnx_metadata(model: nn.Module, checkpoint_sha256: str, class_names: list[st
     }
 
 
+def onnx_graph(plan: Plan, config: dict) -> Graph:
+    """The graph of an ONNX bundle holding ``plan``: one per-clip partition, ``model.onnx`` (clips -> logits),
+    covering every operation of the plan."""
+    (whole,) = cut(plan, ONNX_CAPABILITIES)
+    return Graph(
+        signals=clip_signals(plan),
+        partitions=[PartitionSpec("model", ONNX_FILE, {"clips": "frames"}, {"logits": "logits"},
+                                  partition_coverage(plan, whole), time="per_clip")],
+        host_ops=[], schedule=[{"partition": "model"}], graph_input="frames", graph_output="logits")
+
+
 def _manifest(model: nn.Module, checkpoint_sha256: str, checkpoint_path: str,
               class_names: list[str] | None) -> Manifest:
     from svformer_deploy import __version__
 
     cfg = model.config
-    plan = lower(model, with_params=False)
-    (whole,) = cut(plan, ONNX_CAPABILITIES)
+    plan = lower(model, with_params=False).to_dict()
     return Manifest(
         target="onnx", model_name=cfg.name, config=cfg.to_dict(), checkpoint_sha256=checkpoint_sha256, dt=1.0,
         discretization={"neuron": onnx_metadata(model, "", None)["neuron"], "opset": OPSET,
                         "timestep": "one video frame per timestep, state 0 at the first frame of every clip"},
-        signals={"frames": Signal("frames", (cfg.in_chans, cfg.img_size, cfg.img_size), "analog"),
-                 "logits": Signal("logits", (cfg.num_classes,), "logits", time="per_clip", layout="K")},
-        partitions=[PartitionSpec("model", ONNX_FILE, {"clips": "frames"}, {"logits": "logits"},
-                                  partition_coverage(plan, whole), time="per_clip")],
-        host_ops=[], schedule=[{"partition": "model"}], graph_input="frames", graph_output="logits",
-        plan=plan.to_dict(), class_names=class_names, checkpoint_path=checkpoint_path,
-        created_by=f"svformer-deploy {__version__}")
+        plan=plan, graph=onnx_graph(Plan.from_dict(plan), cfg.to_dict()), class_names=class_names,
+        checkpoint_path=checkpoint_path, created_by=f"svformer-deploy {__version__}")
 
 
 def export_onnx(model: nn.Module, out: str | os.PathLike, *, checkpoint_sha256: str, checkpoint_path: str = "",
@@ -267,7 +273,7 @@ def verify_onnx(bundle: str | os.PathLike, model: nn.Module, batches, write: boo
     from svformer_deploy.models import record_spikes
 
     bundle = Path(bundle)
-    manifest = read_manifest(bundle)
+    manifest = read_bundle(bundle)
     if manifest.target != "onnx":
         raise BundleFormatError(f"{bundle} is a '{manifest.target}' bundle, not an ONNX one; verify it with "
                                 f"`--target {manifest.target}`")
@@ -355,12 +361,10 @@ def format_onnx_report(r: dict[str, Any]) -> str:
 
 
 def _exporter():
-    from svformer_deploy.exporters import Exporter
-
     return Exporter("onnx", f"ONNX (opset {OPSET}), fixed T and frame size, dynamic batch, checked with onnxruntime",
                     export_onnx, lambda path, model, batches, data_desc="": verify_onnx(path, model, batches,
                                                                                           data_desc=data_desc),
-                    format_onnx_report)
+                    format_onnx_report, graph=onnx_graph)
 
 
 EXPORTER = _exporter()

@@ -267,7 +267,7 @@ class Plan:
     """A model as a topologically ordered list of nodes, the model's operations, and (optionally) the weights.
 
     Checked when built: unique names; every input names an earlier node (a DAG in schedule order); shapes agree
-    along every edge; ``output`` exists; every operation covered exactly once (:meth:`coverage_problems`);
+    along every edge; ``output`` exists; exactly one :class:`Input` node; every operation covered exactly once (:meth:`coverage_problems`);
     host ops registered (by the nodes); params, when present, are exactly the declared arrays and shapes.
     """
 
@@ -306,6 +306,9 @@ class Plan:
             shapes[n.name] = n.shape
         if self.output not in shapes:
             raise PlanError(f"plan: output '{self.output}' is not a node")
+        inputs = [n.name for n in self.nodes if isinstance(n, Input)]
+        if len(inputs) != 1:
+            raise PlanError(f"plan: {len(inputs)} input nodes {inputs[:3]}; a plan reads one input (the frames)")
         if not isinstance(self.operations, list) or not all(is_name(o) for o in self.operations):
             raise PlanError("plan: operations must be a list of names")
         problems = self.coverage_problems()
@@ -336,6 +339,11 @@ class Plan:
             if n.name == name:
                 return n
         raise PlanError(f"plan has no node '{name}'")
+
+    @property
+    def input(self) -> Input:
+        """The plan's one :class:`Input` node (the frames)."""
+        return next(n for n in self.nodes if isinstance(n, Input))
 
     def consumers(self) -> dict[str, list[str]]:
         """node -> the nodes that read it, in plan order."""

@@ -13,7 +13,8 @@ import torch
 from svformer_deploy._paths import user_path
 from svformer_deploy.data import data_spec
 from svformer_deploy.assets import default_checkpoint
-from svformer_deploy.exporters.bundle import VERIFICATION_NAME, read_manifest
+from svformer_deploy.exporters import read_bundle
+from svformer_deploy.exporters.bundle import VERIFICATION_NAME
 from tests.helpers import run_cli
 
 
@@ -44,7 +45,7 @@ def test_export_with_relative_out_and_checkpoint(target, fresh_cwd, capsys):
     assert run_cli(["export", "ckpt.pt", "--to", target, "--out", out, "--num-videos", "2"]) == 0, \
         capsys.readouterr().err
     assert f"wrote {fresh_cwd / out}" in capsys.readouterr().out
-    assert read_manifest(fresh_cwd / out).checkpoint_path == str(fresh_cwd / "ckpt.pt")
+    assert read_bundle(fresh_cwd / out).checkpoint_path == str(fresh_cwd / "ckpt.pt")
     report = json.loads((fresh_cwd / out / VERIFICATION_NAME).read_text())
     assert report.get("passed") is not False, report
     # verify with relative paths again, from another directory

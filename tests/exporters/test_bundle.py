@@ -6,40 +6,56 @@ import pytest
 
 from svformer_deploy._outputs import MARKER
 from svformer_deploy.errors import BundleFormatError, OutputExistsError
-from svformer_deploy.exporters.plan import HostOp, Input, Neuron, Plan
+from svformer_deploy.exporters import graph_function, read_bundle
 from svformer_deploy.exporters.bundle import (
-    MANIFEST_NAME, HostOpSpec, Manifest, PartitionSpec, Signal, check_bundle_files, read_manifest, write_bundle)
+    MANIFEST_NAME, Graph, HostOpSpec, Manifest, PartitionSpec, Signal, check_bundle_files, manifest_digest,
+    read_manifest, write_bundle)
+from svformer_deploy.exporters.nir.lowering import nir_graph
+from svformer_deploy.exporters.plan import HostOp, Input, Neuron, Plan
 
 
-def _manifest() -> Manifest:
-    return Manifest(
-        target="nir", model_name="m", config={"name": "m"}, checkpoint_sha256="ab" * 32, dt=1e-4,
-        discretization={"neuron": "LIF"},
-        signals={"x": Signal("x", (3, 4, 4), "analog"), "s": Signal("s", (3, 4, 4), "spikes"),
-                 "y": Signal("y", (2,), "logits", time="per_clip", layout="K")},
-        partitions=[PartitionSpec("p0", "p0.nir", {"input": "x"}, {"output": "s"}, ["a.lif"], {"lif": ["a.lif"]})],
-        host_ops=[HostOpSpec("h", "temporal_head", ["s"], ["y"], ["head"], "y = W s", {"groups": 1}, ["h.w"],
-                             "per_clip")],
-        schedule=[{"partition": "p0"}, {"host_op": "h"}], graph_input="x", graph_output="y",
-        plan=_plan().to_dict(), class_names=["a", "b"])
+def _graph(**changes) -> Graph:
+    """What the NIR target derives from :func:`_plan`, by hand (``changes`` replace fields)."""
+    fields = dict(
+        signals={"x": Signal("x", (3, 4, 4), "analog"), "a.lif": Signal("a.lif", (3, 4, 4), "spikes"),
+                 "logits": Signal("logits", (2,), "logits", time="per_clip", layout="K")},
+        partitions=[PartitionSpec("partition_0", "partition_0.nir", {"input.x": "x"}, {"output.a.lif": "a.lif"},
+                                  ["a.lif"], {"a.lif": ["a.lif"]})],
+        host_ops=[HostOpSpec("h", "temporal_head", ["a.lif"], ["logits"], ["head"], "y = W s", {"groups": 1},
+                             [], "per_clip")],
+        schedule=[{"partition": "partition_0"}, {"host_op": "h"}], graph_input="x", graph_output="logits")
+    return Graph(**{**fields, **changes})
+
+
+def _manifest(**changes) -> Manifest:
+    fields = dict(target="nir", model_name="m", config={"name": "m"}, checkpoint_sha256="ab" * 32, dt=1e-4,
+                  discretization={"neuron": "LIF"}, plan=_plan().to_dict(), graph=_graph(), class_names=["a", "b"])
+    return Manifest(**{**fields, **changes})
 
 
 def _plan() -> Plan:
     return Plan("m", [Input("x", (), (3, 4, 4), ()), Neuron("a.lif", ("x",), (3, 4, 4), ("a.lif",)),
                       HostOp("h", ("a.lif",), (2,), ("head",), op="temporal_head", equation="y = W s",
-                             output_kind="logits", output_time="per_clip", layout="K")],
+                             attrs={"groups": 1}, output_kind="logits", output_time="per_clip", layout="K")],
                 "h", ["a.lif", "head"])
+
+
+def test_the_targets_graph_of_the_plan_is_the_one_written_by_hand():
+    assert nir_graph(_plan(), {"name": "m"}) == _graph()
 
 
 def test_round_trip_and_hashes(tmp_path):
     out = tmp_path / "b"
-    write_bundle(out, _manifest(), {"p0.nir": lambda p: p.write_bytes(b"abc")})
-    m = read_manifest(out)
-    assert m.signals["x"].shape == (3, 4, 4) and m.partitions[0].inputs == {"input": "x"}
+    write_bundle(out, _manifest(), {"partition_0.nir": lambda p: p.write_bytes(b"abc")})
+    stored = json.loads((out / MANIFEST_NAME).read_text())
+    assert not {"signals", "partitions", "host_ops", "schedule", "graph_input", "graph_output"} & set(stored)
+    m = read_manifest(out, graph_function)
+    assert m.graph == _graph() and m == _manifest(files=m.files, integrity=m.integrity)
+    assert m.signals["x"].shape == (3, 4, 4) and m.partitions[0].inputs == {"input.x": "x"}
     assert m.host_ops[0].time == "per_clip" and m.class_names == ["a", "b"]
-    assert m.files == {"p0.nir": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"}  # sha256("abc")
+    assert m.files == {"partition_0.nir": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"}  # sha256("abc")
     check_bundle_files(out, m)
-    (out / "p0.nir").write_bytes(b"abd")
+    (out / "partition_0.nir").write_bytes(b"abd")
     with pytest.raises(BundleFormatError, match="modified after export"):
         check_bundle_files(out, m)
 
@@ -50,7 +66,7 @@ def test_refuses_existing_output_and_force_replaces_only_an_earlier_bundle(tmp_p
     with pytest.raises(OutputExistsError, match="--force"):
         write_bundle(out, _manifest(), {})
     write_bundle(out, _manifest(), {}, force=True)
-    assert read_manifest(out).model_name == "m" and (out / MARKER).is_file()
+    assert read_bundle(out).model_name == "m" and (out / MARKER).is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]  # no temp dirs left
 
 
@@ -72,7 +88,7 @@ def test_failed_write_leaves_nothing(tmp_path):
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):
-        write_bundle(out, _manifest(), {"p0.nir": boom})
+        write_bundle(out, _manifest(), {"partition_0.nir": boom})
     assert list(tmp_path.iterdir()) == []
 
 
@@ -80,8 +96,9 @@ def test_failed_forced_write_keeps_old_bundle(tmp_path):
     out = tmp_path / "b"
     write_bundle(out, _manifest(), {})
     with pytest.raises(RuntimeError):
-        write_bundle(out, _manifest(), {"p0.nir": lambda p: (_ for _ in ()).throw(RuntimeError("x"))}, force=True)
-    assert read_manifest(out).model_name == "m" and sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+        write_bundle(out, _manifest(), {"partition_0.nir": lambda p: (_ for _ in ()).throw(RuntimeError("x"))},
+                     force=True)
+    assert read_bundle(out).model_name == "m" and sorted(p.name for p in tmp_path.iterdir()) == ["b"]
 
 
 def test_version_and_format_checked(tmp_path):
@@ -91,9 +108,31 @@ def test_version_and_format_checked(tmp_path):
     d["format_version"] = 99
     (out / MANIFEST_NAME).write_text(json.dumps(d))
     with pytest.raises(BundleFormatError, match="version 99"):
-        read_manifest(out)
+        read_bundle(out)
     with pytest.raises(BundleFormatError, match="not an export bundle"):
-        read_manifest(tmp_path)
+        read_bundle(tmp_path)
+
+
+def _resealed(out, edit) -> None:
+    d = json.loads((out / MANIFEST_NAME).read_text())
+    edit(d)
+    d["integrity"] = manifest_digest(d)
+    (out / MANIFEST_NAME).write_text(json.dumps(d))
+
+
+def test_a_stored_graph_or_an_unknown_target_is_refused(tmp_path):
+    out = tmp_path / "b"
+    write_bundle(out, _manifest(), {})
+    _resealed(out, lambda d: d.__setitem__("signals", {}))
+    with pytest.raises(BundleFormatError, match=r"unknown field\(s\) \['signals'\]"):
+        read_bundle(out)
+    _resealed(out, lambda d: (d.pop("signals"), d.__setitem__("target", "loihi")))
+    with pytest.raises(BundleFormatError, match="written by target 'loihi', which this svformer-deploy does not "
+                                                "export .*re-export"):
+        read_bundle(out)
+    _resealed(out, lambda d: d.__setitem__("target", "nir-norse"))  # a verifier, not a writer: no graph
+    with pytest.raises(BundleFormatError, match="'nir-norse', which this svformer-deploy does not export"):
+        read_bundle(out)
 
 
 def test_manifest_owns_the_coverage_invariant_and_validates_itself():
@@ -103,22 +142,23 @@ def test_manifest_owns_the_coverage_invariant_and_validates_itself():
     plan = _plan().to_dict()
     plan["operations"].append("b.lif")  # the plan itself refuses an operation no node covers
     with pytest.raises(BundleFormatError, match="plan is invalid .*not exported: b.lif"):
-        Manifest(**{**vars(m), "plan": plan})
+        _manifest(plan=plan)
     plan = _plan().to_dict()
     plan["nodes"][2]["op"] = "readout"  # and a host op nobody registered
     with pytest.raises(BundleFormatError, match="plan is invalid .*host op 'readout'.* not registered"):
-        Manifest(**{**vars(m), "plan": plan})
-    with pytest.raises(BundleFormatError, match="not exported: head"):  # the steps must cover the plan's operations
-        Manifest(**{**vars(m), "host_ops": [HostOpSpec("h", "temporal_head", ["s"], ["y"], ["a.lif"], "y = W s",
-                                                       time="per_clip")],
-                    "partitions": [PartitionSpec("p0", "p0.nir", {"input": "x"}, {"output": "s"}, [], {})]})
+        _manifest(plan=plan)
+    with pytest.raises(BundleFormatError, match="not exported: head"):  # the graph must cover the plan's operations
+        _manifest(graph=_graph(host_ops=[HostOpSpec("h", "temporal_head", ["a.lif"], ["logits"], ["a.lif"],
+                                                     "y = W s", time="per_clip")],
+                               partitions=[PartitionSpec("partition_0", "partition_0.nir", {"input.x": "x"},
+                                                         {"output.a.lif": "a.lif"}, [], {})]))
     with pytest.raises(BundleFormatError, match="partition 'nope' is not declared"):
         m.partition("nope")
     with pytest.raises(BundleFormatError, match="host op 'h' names op 'readout', which is not registered"):
         HostOpSpec("h", "readout", ["s"], ["y"], ["head"], "y = W s")
-    with pytest.raises(BundleFormatError, match="reads signal 's' before any step produces it"):
-        Manifest(**{**vars(m), "schedule": [{"host_op": "h"}, {"partition": "p0"}]})
+    with pytest.raises(BundleFormatError, match="reads signal 'a.lif' before any step produces it"):
+        _graph(schedule=[{"host_op": "h"}, {"partition": "partition_0"}])
     with pytest.raises(BundleFormatError, match="3 names for 2 logits"):
-        Manifest(**{**vars(m), "class_names": ["a", "b", "c"]})
+        _manifest(class_names=["a", "b", "c"])
     with pytest.raises(BundleFormatError, match="shape"):
         Signal("x", (3, 0), "analog", layout="C,H")

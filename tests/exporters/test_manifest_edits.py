@@ -38,35 +38,39 @@ def _verify(path, capsys) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
-def _swap_steps(d):
-    d["schedule"][0], d["schedule"][1] = d["schedule"][1], d["schedule"][0]
-
-
-def _first_partition_signal(d):
-    return next(iter(d["partitions"][0]["outputs"].values()))
-
-
 def _plan_node(d, name):
     return next(n for n in d["plan"]["nodes"] if n["name"] == name)
 
 
-EDITS = {  # the edits issue 11 names, each a real failure before bundle format 2
+def _swap_plan_nodes(d):
+    nodes = d["plan"]["nodes"]
+    nodes[1], nodes[2] = nodes[2], nodes[1]
+
+
+def _first_host_node(d, key):
+    return next(n for n in d["plan"]["nodes"] if n["kind"] == "host" and key in n.get("attrs", {}))
+
+
+EDITS = {  # the edits issue 11 names, each a real failure before bundle format 2; since format 3 the graph
+    # (signals, steps, schedule, graph output) is derived from the plan, so its edits are edits of the plan
     "dt": lambda d: d.__setitem__("dt", 2e-4),
     "num_frames": lambda d: d["config"].__setitem__("num_frames", d["config"]["num_frames"] + 1),
-    "signal shape": lambda d: d["signals"][_first_partition_signal(d)].__setitem__(
-        "shape", [2 * n for n in d["signals"][_first_partition_signal(d)]["shape"]]),
+    "plan node shape": lambda d: _plan_node(d, "blocks1.0.lif").__setitem__(
+        "shape", [2 * n for n in _plan_node(d, "blocks1.0.lif")["shape"]]),
     "class names": lambda d: d.__setitem__("class_names", ["a", "b", "c"]),
-    "swapped steps": _swap_steps,
-    "graph_output": lambda d: d.__setitem__("graph_output", "logits2"),
+    "swapped plan nodes": _swap_plan_nodes,
+    "plan output": lambda d: d["plan"].__setitem__("output", "logits2"),
     "checkpoint sha256 emptied": lambda d: d.__setitem__("checkpoint_sha256", ""),  # found by the property below
     "approximation text": lambda d: d["approximations"].append("anything"),
     "approximation record": lambda d: d["approximations"].append(
         {"kind": "bn_time_average", "text": "made up", "params": {"num_frames": 8}}),
-    "host op attrs": lambda d: d["host_ops"][0]["attrs"].__setitem__("head_dim", 7),
+    "plan host op attrs": lambda d: _first_host_node(d, "head_dim")["attrs"].__setitem__("head_dim", 7),
     # the export plan the bundle carries (issue 15): a valid but different plan, and two invalid ones
     "plan neuron tau": lambda d: _plan_node(d, "head.lif").__setitem__("tau", _plan_node(d, "head.lif")["tau"] + 1),
     "plan coverage": lambda d: _plan_node(d, "head.lif")["modules"].clear(),
     "plan host op": lambda d: _plan_node(d, "forward_features.cat").__setitem__("op", "softmax"),
+    # a graph stored beside the plan again (as format 2 did): not a field of format 3
+    "graph stored": lambda d: d.__setitem__("schedule", [{"partition": "partition_0"}]),
 }
 
 
@@ -79,10 +83,11 @@ def test_named_edit_is_one_line_and_exit_2(nir_bundle, tmp_path, capsys, name, r
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
 
 
-def test_version_1_bundle_asks_for_a_re_export(nir_bundle, tmp_path, capsys):
-    path = _edited_copy(nir_bundle, tmp_path / "b", lambda d: d.__setitem__("format_version", 1), reseal=True)
+@pytest.mark.parametrize("version", [1, 2])
+def test_older_bundle_asks_for_a_re_export(nir_bundle, tmp_path, capsys, version):
+    path = _edited_copy(nir_bundle, tmp_path / "b", lambda d: d.__setitem__("format_version", version), reseal=True)
     code, err = _verify(path, capsys)
-    assert code == 2 and "version 1" in err and "re-export" in err
+    assert code == 2 and f"version {version}" in err and "re-export" in err
 
 
 def _leaves(d, path=()):
@@ -142,11 +147,10 @@ def test_any_single_field_edit_is_refused_with_one_line(nir_bundle, tmp_path_fac
 
 @pytest.mark.parametrize("target,edit", [
     ("onnx", lambda d: d["discretization"].__setitem__("opset", 13)),
-    ("onnx", lambda d: d["partitions"][0]["modules"].pop()),
+    ("onnx", lambda d: d["plan"]["operations"].pop()),
     ("lava", lambda d: d["approximations"].pop()),
-    ("lava", lambda d: d["host_ops"][0]["attrs"]["partitions"]["patch_embed3.lif>head.lif"]["taps"][-1].__setitem__(
-        "channels", [0, 64])),
-], ids=["onnx-discretization", "onnx-coverage", "lava-approximations", "lava-tap-channels"])
+    ("lava", lambda d: _plan_node(d, "local_path.lif").__setitem__("tau", _plan_node(d, "local_path.lif")["tau"] + 1)),
+], ids=["onnx-discretization", "onnx-coverage", "lava-approximations", "lava-plan-neuron"])
 def test_every_target_refuses_a_resealed_edit(tiny_ckpt, tmp_path, capsys, target, edit):
     """ONNX and Lava bundles are re-derived by their own verifiers, like NIR ones (before any runtime starts)."""
     path, _, _ = export_checkpoint(tiny_ckpt, target, tmp_path / "orig")

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from svformer_deploy.errors import OutputExistsError
-from svformer_deploy.exporters import export_checkpoint
-from svformer_deploy.exporters.bundle import VERIFICATION_NAME, read_manifest
+from svformer_deploy.exporters import export_checkpoint, read_bundle
+from svformer_deploy.exporters.bundle import VERIFICATION_NAME
 from svformer_deploy.exporters.nir.runtime import load_partitions, run_nir_bundle
 from svformer_deploy.exporters.runtime import load_host_params
 from svformer_deploy.exporters.nir.verify import format_report, verify_bundle
@@ -28,7 +28,7 @@ def bundle(tiny_ckpt, tmp_path_factory):
 
 def test_files_reread_with_type_check_and_carry_metadata(bundle, tiny_ckpt):
     path, model = bundle
-    m = read_manifest(path)
+    m = read_bundle(path)
     assert m.checkpoint_sha256 == file_sha256(tiny_ckpt) and m.dt == 1e-4
     assert m.config == model.config.to_dict() and m.class_names[3] == "digit 3"
     assert m.discretization["mapping"].startswith("tau = tau_plif * dt")
@@ -76,7 +76,7 @@ def test_verification_catches_a_wrong_bundle(bundle):
 def test_bundle_spikes_are_real_activity(bundle):
     """Guard against a vacuous 100 %: the compared layers fire, and a perturbed bundle is caught."""
     path, model = bundle
-    m = read_manifest(path)
+    m = read_bundle(path)
     graphs = load_partitions(path, m)
     host = load_host_params(path)
     run = run_nir_bundle(m, graphs, host, clips(2))

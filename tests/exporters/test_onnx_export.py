@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from svformer_deploy.errors import OutputExistsError, UnsupportedLayerError
-from svformer_deploy.exporters.bundle import VERIFICATION_NAME, read_manifest
+from svformer_deploy.exporters import read_bundle
+from svformer_deploy.exporters.bundle import VERIFICATION_NAME
 from svformer_deploy.exporters.onnx_export import OPSET, export_onnx, verify_onnx
 from svformer_deploy.exporters.compare import coverage_problems
 
@@ -19,9 +20,9 @@ from .conftest import active_model, clips
 def test_onnx_matches_pytorch_with_dynamic_batch(tmp_path, bn):
     model = active_model(bn=bn)
     bundle = export_onnx(model, tmp_path / "b", checkpoint_sha256="ab" * 32, class_names=list("abcdefghij"))
-    manifest = read_manifest(bundle)
+    manifest = read_bundle(bundle)
     assert manifest.target == "onnx" and [p.file for p in manifest.partitions] == ["model.onnx"]
-    assert coverage_problems(model, manifest.covered_modules()) == []
+    assert coverage_problems(model, manifest.graph.covered_modules()) == []
     path = bundle / "model.onnx"
     onnx.checker.check_model(str(path), full_check=True)
     proto = onnx.load(str(path))

@@ -9,7 +9,7 @@ snntorch needs ~3 min for one paper-size clip on 2 loaded cores, the full NIR ve
 import pytest
 import torch
 
-from svformer_deploy.exporters.bundle import read_manifest
+from svformer_deploy.exporters import read_bundle
 from svformer_deploy.exporters.nir.export import export_nir
 from svformer_deploy.exporters.onnx_export import export_onnx, verify_onnx
 from svformer_deploy.exporters.nir.runtime import load_partitions, run_nir_bundle
@@ -49,7 +49,7 @@ def test_paper_size_onnx_export_matches_pytorch_in_onnxruntime(paper, tmp_path):
 def test_paper_size_nir_export_reads_back_and_runs_one_clip(paper, tmp_path):
     model, clip = paper
     path, _ = export_nir(model, tmp_path / "nir", checkpoint_sha256="0" * 64)
-    manifest = read_manifest(path)
+    manifest = read_bundle(path)
     graphs = load_partitions(path, manifest)  # nir.read(type_check=True) of every partition file
     assert set(graphs) == {p.name for p in manifest.partitions}
     run = run_nir_bundle(manifest, graphs, load_host_params(path), clip, runtime="reference")

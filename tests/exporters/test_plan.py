@@ -185,11 +185,11 @@ def test_a_new_model_family_plugs_in_by_registering_its_lowering():
 
 
 def test_a_bundle_stores_its_plan_and_reads_it_back_checked(planned, tmp_path):
-    from svformer_deploy.exporters.bundle import read_manifest
+    from svformer_deploy.exporters import read_bundle
     from svformer_deploy.exporters.nir.export import export_nir
 
     model, plan = planned
     path, manifest = export_nir(model, tmp_path / "b", checkpoint_sha256="ab" * 32)
-    back = read_manifest(path)
+    back = read_bundle(path)
     assert back.plan == plan.to_dict() and back.operations == plan.operations
     assert Plan.from_dict(back.plan).to_dict() == plan.to_dict()

@@ -107,6 +107,12 @@ def _verify(path, model, batches, data_desc: str = "") -> dict[str, Any]:
                        progress=_progress, data_desc=data_desc)
 
 
+def _graph(plan, config: dict):  # noqa: ANN001, ANN202 (Plan -> Graph, imported only when a Lava bundle is read)
+    from svformer_deploy.exporters.lava.export import lava_graph
+
+    return lava_graph(plan, config)
+
+
 def _format(report: dict[str, Any]) -> str:
     from svformer_deploy.exporters.lava.verify import format_lava_report
 
@@ -114,4 +120,4 @@ def _format(report: dict[str, Any]) -> str:
 
 
 EXPORTER = Exporter(name="lava", description="Lava-DL netx HDF5 partitions (Loihi fixed point) + float host op",
-                    export=_export, verify=_verify, format_report=_format)
+                    export=_export, verify=_verify, format_report=_format, graph=_graph)

@@ -23,14 +23,17 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from svformer_deploy.exporters.bundle import (HOST_PARAMS_NAME, Approximation, HostOpSpec, Manifest, PartitionSpec,
-                                              Signal, write_bundle)
+from svformer_deploy.errors import ExportError
+from svformer_deploy.exporters.bundle import (HOST_PARAMS_NAME, Approximation, Graph, HostOpSpec, Manifest,
+                                              PartitionSpec, Signal, clip_signals, write_bundle)
 from svformer_deploy.exporters.lava.netx import NETX_FORMAT, NETX_FORMAT_VERSION, write_netx
-from svformer_deploy.exporters.lava.partition import Partition, Tap, partition_model, partition_taps, quantize_partition
+from svformer_deploy.exporters.lava.partition import (Partition, Tap, partition_model, partition_taps, plan_chains,
+                                                      quantize_partition)
+from svformer_deploy.exporters.plan import Plan
 from svformer_deploy.exporters.lava.quantize import LoihiOverflowWarning
 
 __all__ = ["export_lava", "DISCRETIZATION", "RUNNER_NAME", "HOST_PREFIX", "partition_file", "tap_signal",
-           "lava_approximations", "lava_manifest"]
+           "lava_approximations", "lava_graph", "lava_manifest", "host_state_keys"]
 
 RUNNER_NAME = "lava_runner.py"
 
@@ -89,39 +92,57 @@ HOST_PREFIX = "host."
 """Prefix of the float state dict's keys in ``host_params.npz`` (the host op's parameters)."""
 
 
-def lava_manifest(model: nn.Module, qparts: list[Partition], checkpoint_sha256: str, class_names,
-                  host_keys) -> Manifest:
-    """The manifest of a Lava bundle (written at export, re-derived by the verifier to refuse edited ones)."""
-    from svformer_deploy import __version__
-    from svformer_deploy.exporters.lava.partition import LAVA_CAPABILITIES
-    from svformer_deploy.exporters.plan import cut, lower, partition_coverage
+def host_state_keys(config: dict) -> list[str]:
+    """The keys of the float state dict the host op loads: those of the model ``config`` builds, sorted (built
+    under a forked RNG, so reading a bundle leaves torch's random state as it was; 0.12 s for svformer_ucf101)."""
+    import torch
 
-    cfg = model.config
-    plan = lower(model, approximate_bn=True, with_params=False)  # the structure: BN folding does not change it
+    from svformer_deploy.models import SVFormerConfig, create_model
+
+    with torch.random.fork_rng(devices=[]):
+        return sorted(create_model(SVFormerConfig.from_dict(config)).state_dict())
+
+
+def lava_graph(plan: Plan, config: dict) -> Graph:
+    """The graph of a Lava bundle holding ``plan`` (structure only): one netx partition per chain of the plan
+    (:func:`~svformer_deploy.exporters.lava.partition.plan_chains`), called by the one host op ``host``."""
+    from svformer_deploy.exporters.lava.partition import LAVA_CAPABILITIES
+    from svformer_deploy.exporters.plan import cut, partition_coverage
+
+    chains = plan_chains(plan)
     covers = {cp.name: partition_coverage(plan, cp) for cp in cut(plan, LAVA_CAPABILITIES)}
-    signals = {"frames": Signal("frames", (cfg.in_chans, cfg.img_size, cfg.img_size), "analog"),
-               "logits": Signal("logits", (cfg.num_classes,), "logits", time="per_clip", layout="K")}
+    signals = clip_signals(plan)
     specs, claimed = [], set()
-    for p in qparts:
-        for tap in (p.source, *p.taps):
+    for c in chains:
+        for tap in (c.source, *c.taps):
             signals[tap_signal(tap)] = Signal(tap_signal(tap), tuple(tap.shape), "spikes")
-        nodes = {f"layer/{i + 1}": [*layer.sources, layer.neuron] for i, layer in enumerate(p.layers)}
-        mine = covers.get(p.name, [])
+        nodes = {f"layer/{i + 1}": [*layer.sources, layer.neuron] for i, layer in enumerate(c.layers)}
+        mine = covers.get(c.name, [])
         claimed |= set(mine)
-        specs.append(PartitionSpec(p.name, partition_file(p.name), {"input": tap_signal(p.source)},
-                                   {"output": tap_signal(p.output)}, list(mine), nodes))
+        specs.append(PartitionSpec(c.name, partition_file(c.name), {"input": tap_signal(c.source)},
+                                   {"output": tap_signal(c.output)}, list(mine), nodes))
     rest = [op for op in plan.operations if op not in claimed]
     host = HostOpSpec(
         name="host", op="svformer_float_host", inputs=["frames"], outputs=["logits"], modules=rest, time="per_clip",
         equation="logits = SVFormer.forward(frames) in float32 with the host_params.npz state dict, where the "
                  "output of every neuron layer a partition of attrs['partitions'] produces is replaced by that "
                  "partition's spikes (run on the spikes of the partition's source neuron layer)",
-        attrs={"partitions": partition_taps(qparts)}, params=[HOST_PREFIX + k for k in host_keys])
+        attrs={"partitions": partition_taps(chains)}, params=[HOST_PREFIX + k for k in host_state_keys(config)])
+    return Graph(signals, specs, [host], [{"host_op": "host"}], "frames", "logits")
+
+
+def lava_manifest(model: nn.Module, qparts: list[Partition], checkpoint_sha256: str, class_names) -> Manifest:
+    """The manifest of a Lava bundle (written at export, re-derived by the verifier to refuse edited ones): the
+    model's plan, the graph :func:`lava_graph` derives from it, the approximations of the quantised layers."""
+    from svformer_deploy import __version__
+    from svformer_deploy.exporters.plan import lower
+
+    cfg = model.config
+    plan = lower(model, approximate_bn=True, with_params=False).to_dict()  # the structure: BN folding keeps it
     return Manifest(
         target="lava", model_name=cfg.name, config=cfg.to_dict(), checkpoint_sha256=checkpoint_sha256, dt=1.0,
         discretization={**DISCRETIZATION, "netx_format": f"{NETX_FORMAT} v{NETX_FORMAT_VERSION}"},
-        signals=signals, partitions=specs, host_ops=[host], schedule=[{"host_op": "host"}],
-        graph_input="frames", graph_output="logits", plan=plan.to_dict(), class_names=class_names,
+        plan=plan, graph=lava_graph(Plan.from_dict(plan), cfg.to_dict()), class_names=class_names,
         approximations=lava_approximations(cfg.to_dict(), qparts), created_by=f"svformer-deploy {__version__}")
 
 
@@ -140,7 +161,10 @@ def export_lava(model: nn.Module, out: str | os.PathLike, *, checkpoint_sha256: 
         warnings.simplefilter("always", LoihiOverflowWarning)
         qparts = [quantize_partition(p, exponent) for p in parts]
     state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-    manifest = lava_manifest(model, qparts, checkpoint_sha256, class_names, sorted(state))
+    manifest = lava_manifest(model, qparts, checkpoint_sha256, class_names)
+    if manifest.host_ops[0].params != [HOST_PREFIX + k for k in sorted(state)]:
+        raise ExportError("internal error: the model's state dict keys are not those its config builds; "
+                          "please report this with the checkpoint's config")
     manifest.checkpoint_path = checkpoint_path
     meta = {"model_name": manifest.model_name, "checkpoint_sha256": checkpoint_sha256}
     writers = {partition_file(p.name): (lambda p: lambda path: write_netx(

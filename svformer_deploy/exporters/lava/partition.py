@@ -31,7 +31,8 @@ from svformer_deploy.models.neurons import NeuronLayout, SpikingNeuron
 from svformer_deploy.models.norm import TemporalBatchNorm
 from svformer_deploy.models.recording import from_chw, to_chw
 
-__all__ = ["LAVA_CAPABILITIES", "Tap", "Partition", "partition_model", "partition_plan", "quantize_partition",
+__all__ = ["LAVA_CAPABILITIES", "Tap", "Partition", "ChainLayer", "Chain", "plan_chains", "partition_model",
+           "partition_plan", "quantize_partition",
            "check_supported", "neuron_assignment", "partition_taps"]
 
 LAVA_CAPABILITIES = Capabilities("lava", frozenset({"synapse", "neuron"}), residual_joins=False,
@@ -133,14 +134,37 @@ def _compose(plan: Plan, path: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray,
     return w, b, first
 
 
-def partition_plan(plan: Plan) -> list[Partition]:
-    """The plan cut with :data:`LAVA_CAPABILITIES`, each chain as float layers (one per neuron)."""
+@dataclass(frozen=True)
+class ChainLayer:
+    """One layer of a netx chain as the plan gives it: the synapse ``path`` (the first synapse, then 1x1
+    synapses) composed into one dense layer, the ``neuron`` it feeds, and the modules the layer is built from."""
+
+    path: tuple[str, ...]
+    neuron: str
+    sources: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Chain:
+    """The structure of a netx chain (no weights): what a Lava bundle's graph is derived from."""
+
+    name: str
+    source: Tap
+    layers: tuple[ChainLayer, ...]
+    taps: tuple[Tap, ...]
+
+    @property
+    def output(self) -> Tap:
+        return self.taps[-1]
+
+
+def plan_chains(plan: Plan) -> list[Chain]:
+    """The plan cut with :data:`LAVA_CAPABILITIES`, each chain's source, layers and taps (structure only)."""
     nodes = {n.name: n for n in plan.nodes}
-    parts = []
+    chains = []
     for cp in cut(plan, LAVA_CAPABILITIES):
         assert isinstance(cp, PlanPartition)
         src = nodes[cp.inputs[0]]
-        source = Tap(src.name, src.layout, tuple(src.shape))
         layers, taps, path = [], [], []
         for name in cp.nodes:
             node = nodes[name]
@@ -152,16 +176,28 @@ def partition_plan(plan: Plan) -> list[Partition]:
                 cat = nodes[path.pop()]
                 start = sum(nodes[i].shape[0] for i in cat.inputs[:cat.inputs.index(path[-1])])
                 channels = (start, start + nodes[path[-1]].shape[0])
-            w, b, first = _compose(plan, tuple(path))
             syn = [nodes[p] for p in path]
-            in_shape = taps[-1].shape if taps else source.shape
-            layers.append(FloatLayer(
-                name="*".join(path), neuron=name, weight=w, bias=b, stride=(first.stride,) * 2,
-                padding=(first.padding,) * 2, groups=1, tau=node.tau, v_threshold=node.v_threshold,
-                in_shape=tuple(in_shape), sources=tuple(m for s in syn for m in (*s.modules, *s.shares))))
+            layers.append(ChainLayer(tuple(path), name, tuple(m for s in syn for m in (*s.modules, *s.shares))))
             taps.append(Tap(name, node.layout, tuple(nodes[path[-1]].shape), channels))
             path = []
-        parts.append(Partition(cp.name, source, tuple(layers), tuple(taps)))
+        chains.append(Chain(cp.name, Tap(src.name, src.layout, tuple(src.shape)), tuple(layers), tuple(taps)))
+    return chains
+
+
+def partition_plan(plan: Plan) -> list[Partition]:
+    """The plan's chains (:func:`plan_chains`) as float layers (one per neuron), with the plan's weights."""
+    parts = []
+    for chain in plan_chains(plan):
+        layers = []
+        for i, cl in enumerate(chain.layers):
+            w, b, first = _compose(plan, cl.path)
+            neuron = plan.node(cl.neuron)
+            in_shape = chain.taps[i - 1].shape if i else chain.source.shape
+            layers.append(FloatLayer(
+                name="*".join(cl.path), neuron=cl.neuron, weight=w, bias=b, stride=(first.stride,) * 2,
+                padding=(first.padding,) * 2, groups=1, tau=neuron.tau, v_threshold=neuron.v_threshold,
+                in_shape=tuple(in_shape), sources=cl.sources))
+        parts.append(Partition(chain.name, chain.source, tuple(layers), chain.taps))
     return parts
 
 
@@ -170,7 +206,7 @@ def quantize_partition(part: Partition, exponent: int | None = None) -> Partitio
     return Partition(part.name, part.source, tuple(quantize_layer(l, exponent) for l in part.layers), part.taps)
 
 
-def partition_taps(parts: list[Partition]) -> dict[str, dict]:
+def partition_taps(parts: list[Partition] | list[Chain]) -> dict[str, dict]:
     """``{name: {"source": tap, "taps": [tap per layer]}}`` (taps as :meth:`Tap.to_dict`): what the host op
     ``svformer_float_host`` needs to call each partition
     (see :func:`~svformer_deploy.exporters.host_ops.partitions_replacing`)."""

@@ -180,14 +180,14 @@ def build_and_run(job):  # pragma: no cover - runs under the side environment (P
             ("done", logits). Partitions already computed are taken from ``self.done`` (replayed)."""
             import torch
 
-            from svformer_deploy.exporters.bundle import read_manifest
+            from svformer_deploy.exporters import read_bundle
             from svformer_deploy.exporters.runtime import load_host_params, run_bundle
 
             if self.host is None:
                 torch.set_num_threads(1)
                 with np.load(job["clip"], allow_pickle=False) as z:
                     clip = torch.from_numpy(z["clip"])
-                self.host = (read_manifest(job["bundle"]), load_host_params(job["bundle"]), clip)
+                self.host = (read_bundle(job["bundle"]), load_host_params(job["bundle"]), clip)
             manifest, host_params, clip = self.host
 
             def run_partition(name, spikes):  # spikes (T, 1, C, H, W) -> every layer's (T, 1, C', H', W')

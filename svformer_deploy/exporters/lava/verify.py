@@ -31,15 +31,15 @@ import torch
 from torch import Tensor
 
 from svformer_deploy._atomic import atomic_write_json
-from svformer_deploy.errors import VerificationError
-from svformer_deploy.exporters.bundle import (HOST_PARAMS_NAME, VERIFICATION_NAME, check_bundle_files,
-                                              check_manifest_matches, read_manifest)
+from svformer_deploy.errors import BundleFormatError, VerificationError
+from svformer_deploy.exporters import read_bundle
+from svformer_deploy.exporters.bundle import HOST_PARAMS_NAME, VERIFICATION_NAME, check_bundle_files, check_manifest_matches
 from svformer_deploy.exporters.lava.crop import crop_for, crop_policy
 from svformer_deploy.exporters.lava.emulate import emulate_partition
 from svformer_deploy.exporters.lava.export import HOST_PREFIX, RUNNER_NAME, lava_manifest
 from svformer_deploy.exporters.lava.hybrid import emulation_runtime
 from svformer_deploy.exporters.lava.netx import read_netx, write_netx
-from svformer_deploy.exporters.lava.partition import Partition, Tap
+from svformer_deploy.exporters.lava.partition import Partition, Tap, partition_taps
 from svformer_deploy.exporters.runtime import load_host_params, run_bundle
 from svformer_deploy.models import SVFormerConfig, create_model, record_spikes
 
@@ -49,13 +49,16 @@ __all__ = ["load_lava_bundle", "run_lava", "verify_lava", "format_lava_report"]
 def load_lava_bundle(bundle: str | os.PathLike) -> tuple[Any, torch.nn.Module, list[Partition]]:
     """(manifest, float model, quantised partitions read from the netx files) of a Lava bundle."""
     bundle = Path(bundle)
-    manifest = read_manifest(bundle)
+    manifest = read_bundle(bundle)
     if manifest.target != "lava":
         raise VerificationError(f"{bundle} is a '{manifest.target}' bundle; use `verify --target {manifest.target}`"
                                 " or export with `--to lava`")
     check_bundle_files(bundle, manifest)
     model = create_model(SVFormerConfig.from_dict(manifest.config))
     with np.load(bundle / HOST_PARAMS_NAME, allow_pickle=False) as z:
+        if sorted(z.files) != manifest.host_ops[0].params:
+            raise BundleFormatError(f"{bundle / HOST_PARAMS_NAME} does not hold the state dict of the model its "
+                                    "config builds; re-export the bundle with `svformer-deploy export`")
         model.load_state_dict({k[len(HOST_PREFIX):]: torch.from_numpy(z[k]) for k in z.files})
     model.eval()
     parts = []
@@ -66,10 +69,11 @@ def load_lava_bundle(bundle: str | os.PathLike) -> tuple[Any, torch.nn.Module, l
         taps = tuple(Tap(**{**t, "shape": tuple(t["shape"]), "channels": tuple(t["channels"]) if t["channels"] else None})
                      for t in meta["outputs"])
         parts.append(Partition(spec.name, src, tuple(layers), taps))
-    with np.load(bundle / HOST_PARAMS_NAME, allow_pickle=False) as z:
-        host_keys = sorted(k[len(HOST_PREFIX):] for k in z.files)
+    if partition_taps(parts) != manifest.host_ops[0].attrs["partitions"]:
+        raise BundleFormatError(f"{bundle}: the netx files' source and output taps are not the partitions the "
+                                "manifest's plan gives; re-export the bundle with `svformer-deploy export`")
     check_manifest_matches(bundle, manifest, lava_manifest(model, parts, manifest.checkpoint_sha256,
-                                                           manifest.class_names, host_keys))
+                                                           manifest.class_names))
     return manifest, model, parts
 
 

@@ -4,7 +4,8 @@
 module         holds
 =============  ==============================================================================================
 ``lowering``   the plan's NIR backend: cut with ``NIR_CAPABILITIES``, partitions as ``nir.Conv2d`` / ``nir.LIF``
-               graphs, host ops between them (:func:`~.lowering.lower_plan`)
+               graphs, host ops between them (:func:`~.lowering.lower_plan`); the bundle's graph derived
+               from a stored plan by the same code (:func:`~.lowering.nir_graph`)
 ``export``     the bundle writer (:func:`~.export.export_nir`: manifest, ``.nir`` files, ``host_params.npz``)
 ``runtime``    partition runtimes: snntorch (whole graph or node by node), our reference interpreter, any
                registered :class:`~.runtime.NodeRuntime`
@@ -23,6 +24,7 @@ from torch import nn
 
 from svformer_deploy.exporters import Exporter
 from svformer_deploy.exporters.nir.export import export_nir
+from svformer_deploy.exporters.nir.lowering import nir_graph
 from svformer_deploy.exporters.nir.verify import format_report, verify_bundle
 
 __all__ = ["EXPORTER"]
@@ -33,4 +35,4 @@ def _export(model: nn.Module, out: str | os.PathLike, **kw: Any) -> Path:
 
 
 EXPORTER = Exporter("nir", "NIR bundle: NIR partitions + declared host ops, verified with snntorch", _export,
-                    verify_bundle, format_report)
+                    verify_bundle, format_report, graph=nir_graph)

@@ -11,7 +11,9 @@ import numpy as np
 from torch import nn
 
 from svformer_deploy.exporters.bundle import HOST_PARAMS_NAME, Manifest, write_bundle
-from svformer_deploy.exporters.nir.lowering import DT, Lowered, lower_svformer
+from svformer_deploy.errors import ExportError
+from svformer_deploy.exporters.nir.lowering import DT, NIR_FILE_EXT, Lowered, lower_svformer, nir_graph
+from svformer_deploy.exporters.plan import Plan
 
 __all__ = ["DISCRETIZATION", "build_manifest", "export_nir", "nir_metadata"]
 
@@ -45,17 +47,21 @@ def nir_metadata(manifest: Manifest, partition: str) -> dict[str, str]:
 
 
 def build_manifest(lowered: Lowered, target: str, model: nn.Module, checkpoint_sha256: str,
-                   class_names: list[str] | None, file_ext: str = ".nir") -> Manifest:
+                   class_names: list[str] | None) -> Manifest:
+    """The manifest of ``lowered``: its plan (structure only) and the graph :func:`nir_graph` derives from that
+    plan, as a reader does; refused if the derived graph is not the one the partition files are written from."""
     from svformer_deploy import __version__
 
+    config = model.config.to_dict()
+    plan = lowered.plan.to_dict()
+    graph = nir_graph(Plan.from_dict(plan), config)
+    if graph != lowered.graph:
+        raise ExportError("internal error: the NIR graph derived from the stored plan differs from the lowered "
+                          "partitions; please report this with the checkpoint's config")
     return Manifest(
-        target=target, model_name=model.config.name, config=model.config.to_dict(),
-        checkpoint_sha256=checkpoint_sha256, dt=DT, discretization=dict(DISCRETIZATION),
-        signals=dict(lowered.signals), partitions=[p.spec(p.name + file_ext) for p in lowered.partitions],
-        host_ops=list(lowered.host_ops), schedule=list(lowered.schedule), graph_input=lowered.graph_input,
-        graph_output=lowered.graph_output, plan=lowered.plan.to_dict(), class_names=class_names,
-        approximations=list(lowered.approximations),
-        created_by=f"svformer-deploy {__version__}")
+        target=target, model_name=model.config.name, config=config, checkpoint_sha256=checkpoint_sha256, dt=DT,
+        discretization=dict(DISCRETIZATION), plan=plan, graph=graph, class_names=class_names,
+        approximations=list(lowered.approximations), created_by=f"svformer-deploy {__version__}")
 
 
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -80,7 +86,7 @@ def export_nir(model: nn.Module, out: str | os.PathLike, *, checkpoint_sha256: s
     writers = {}
     for part in lowered.partitions:
         graph = part.graph(nir_metadata(manifest, part.name))
-        writers[part.name + ".nir"] = (lambda g: lambda p: nir.write(p, g, compression_opts=compression_level))(graph)
+        writers[part.name + NIR_FILE_EXT] = (lambda g: lambda p: nir.write(p, g, compression_opts=compression_level))(graph)
     if lowered.host_params:
         writers[HOST_PARAMS_NAME] = lambda p: _write_npz(p, lowered.host_params)
     return write_bundle(out, manifest, writers, force=force), manifest

@@ -28,13 +28,13 @@ import numpy as np
 from torch import nn
 
 from svformer_deploy.errors import ExportError
-from svformer_deploy.exporters.bundle import Approximation, HostOpSpec, PartitionSpec, Signal
+from svformer_deploy.exporters.bundle import Approximation, Graph, HostOpSpec, PartitionSpec, Signal
 from svformer_deploy.exporters.fold import PerTimestepBNError
 from svformer_deploy.exporters.plan import (Add, Capabilities, HostOp, Input, Neuron, Plan, PlanPartition,
                                             Synapse, cut, lower, value_kind)
 
-__all__ = ["DT", "NIR_CAPABILITIES", "Lowered", "LoweredPartition", "lower_svformer", "lower_plan",
-           "PerTimestepBNError", "nir_approximations"]
+__all__ = ["DT", "NIR_CAPABILITIES", "NIR_FILE_EXT", "Lowered", "LoweredPartition", "lower_svformer", "lower_plan",
+           "nir_graph", "PerTimestepBNError", "nir_approximations"]
 
 DT = 1e-4
 """The timestep dt written into every LIF (``tau_nir = tau_plif * dt``); 1e-4 s is what snntorch's importer
@@ -44,10 +44,14 @@ NIR_CAPABILITIES = Capabilities("nir", frozenset({"synapse", "neuron", "add"}), 
                                 time_varying_weights=False)
 """What a NIR partition holds: Conv2d and LIF nodes, residual joins as summed edges; weights fixed in time."""
 
+NIR_FILE_EXT = ".nir"
+"""A partition's file in the bundle: ``<partition name>.nir``."""
+
 
 @dataclass
 class LoweredPartition:
-    """A partition under construction: NIR nodes, edges, its signal bindings and the modules it covers."""
+    """A partition under construction: NIR nodes, edges, its signal bindings and the modules it covers.
+    ``nodes`` maps node names to NIR nodes (to None when only the bundle's graph is derived: no weights)."""
 
     name: str
     nodes: dict = field(default_factory=dict)
@@ -57,9 +61,9 @@ class LoweredPartition:
     modules: list[str] = field(default_factory=list)
     node_modules: dict[str, list[str]] = field(default_factory=dict)
 
-    def spec(self, file: str) -> PartitionSpec:
-        return PartitionSpec(self.name, file, dict(self.inputs), dict(self.outputs), list(self.modules),
-                             {k: list(v) for k, v in self.node_modules.items()})
+    def spec(self) -> PartitionSpec:
+        return PartitionSpec(self.name, self.name + NIR_FILE_EXT, dict(self.inputs), dict(self.outputs),
+                             list(self.modules), {k: list(v) for k, v in self.node_modules.items()})
 
     def graph(self, metadata: dict | None = None):
         import nir
@@ -81,6 +85,12 @@ class Lowered:
     approximations: list[Approximation]
     plan: Plan
 
+    @property
+    def graph(self) -> Graph:
+        """The bundle's graph: what the manifest derives from the plan (:func:`nir_graph`)."""
+        return Graph(dict(self.signals), [p.spec() for p in self.partitions], list(self.host_ops),
+                     list(self.schedule), self.graph_input, self.graph_output)
+
 
 @dataclass(frozen=True)
 class _Val:
@@ -94,7 +104,10 @@ class _Val:
 
 
 class _Builder:
-    def __init__(self) -> None:
+    """Partitions, host ops and signals in schedule order; NIR nodes only with ``with_nodes`` (else None)."""
+
+    def __init__(self, with_nodes: bool = True) -> None:
+        self.with_nodes = with_nodes
         self.parts: list[LoweredPartition] = [LoweredPartition("partition_0")]
         self.host_ops: list[HostOpSpec] = []
         self.host_params: dict[str, np.ndarray] = {}
@@ -113,7 +126,7 @@ class _Builder:
             return v.signal
         part = self.parts[v.part]
         out_node = f"output.{name}"
-        part.nodes[out_node] = _nir().Output(output_type={"output": np.array(v.shape)})
+        part.nodes[out_node] = self.make(lambda: _nir().Output(output_type={"output": np.array(v.shape)}))
         part.edges += [(t, out_node) for t in v.terms]
         part.outputs[out_node] = name
         self.signals[name] = Signal(name, tuple(v.shape), kind, time)  # type: ignore[arg-type]
@@ -127,7 +140,7 @@ class _Builder:
         key = (self.cur, sig)
         if key not in self._imported:
             node = f"input.{sig}"
-            self.parts[self.cur].nodes[node] = _nir().Input(input_type={"input": np.array(v.shape)})
+            self.parts[self.cur].nodes[node] = self.make(lambda: _nir().Input(input_type={"input": np.array(v.shape)}))
             self.parts[self.cur].inputs[node] = sig
             self._imported[key] = node
         return _Val(self.cur, (self._imported[key],), v.shape)
@@ -139,6 +152,10 @@ class _Builder:
         return _Val(self.cur, a.terms + b.terms, a.shape)
 
     # --- nodes
+    def make(self, build):
+        """``build()``, the NIR node, when this builder writes nodes; None when it derives the graph only."""
+        return build() if self.with_nodes else None
+
     def node(self, name: str, nir_node, x: _Val, modules: list[str], out_shape: tuple[int, ...]) -> _Val:
         x = self.here(x, f"{name}.in")
         part = self.parts[self.cur]
@@ -214,8 +231,18 @@ def lower_plan(plan: Plan, config: dict) -> Lowered:
     """The NIR partitions and host ops of ``plan`` (with its params), in schedule order."""
     if not plan.params:
         raise ExportError("internal error: the NIR backend needs a plan with its weights (lower(with_params=True))")
+    return _lower(plan, config, with_nodes=True)
+
+
+def nir_graph(plan: Plan, config: dict) -> Graph:
+    """The graph of a NIR bundle holding ``plan`` (structure only): the same lowering as :func:`lower_plan`,
+    without writing NIR nodes, so the manifest's graph and the partition files cannot disagree."""
+    return _lower(plan, config, with_nodes=False).graph
+
+
+def _lower(plan: Plan, config: dict, with_nodes: bool) -> Lowered:
     nodes = {n.name: n for n in plan.nodes}
-    b = _Builder()
+    b = _Builder(with_nodes)
     vals: dict[str, _Val] = {}
     exported: dict[str, str] = {}
 
@@ -231,11 +258,12 @@ def lower_plan(plan: Plan, config: dict) -> Lowered:
             b.signals[n.name] = Signal(n.name, n.shape, "analog")
             vals[n.name] = _Val(-1, (), n.shape, n.name)
         elif isinstance(n, Neuron):
-            lif = _lif_node(n.tau, n.v_threshold, n.shape)
+            lif = b.make(lambda: _lif_node(n.tau, n.v_threshold, n.shape))
             vals[n.name] = b.node(n.name, lif, vals[n.inputs[0]], list(n.modules), n.shape)
         elif isinstance(n, Synapse):
             x = vals[n.inputs[0]]
-            conv = _conv_node(n, plan.params[f"{n.name}.weight"], plan.params[f"{n.name}.bias"], x.shape[1:])
+            conv = b.make(lambda: _conv_node(n, plan.params[f"{n.name}.weight"], plan.params[f"{n.name}.bias"],
+                                             x.shape[1:]))
             vals[n.name] = b.node(n.name, conv, x, list(n.modules), n.shape)
             b.parts[b.cur].node_modules[n.name] = [*n.modules, *n.shares]
         elif isinstance(n, Add):
@@ -243,9 +271,8 @@ def lower_plan(plan: Plan, config: dict) -> Lowered:
         else:
             raise ExportError(f"internal error: plan node '{n.name}' ({n.kind}) in a NIR partition")
 
-    for n in plan.nodes:  # the graph input
-        if isinstance(n, Input):
-            emit(n)
+    graph_input = plan.input
+    emit(graph_input)
     for step in cut(plan, NIR_CAPABILITIES):
         if isinstance(step, PlanPartition):
             for name in step.nodes:
@@ -254,15 +281,16 @@ def lower_plan(plan: Plan, config: dict) -> Lowered:
         h = nodes[step.node]
         assert isinstance(h, HostOp)
         out = "logits" if h.name == plan.output else h.name
+        params = {k: _f32(plan.params[k]) for k in h.params} if with_nodes else {}
         (vals[h.name],) = b.host(
             HostOpSpec(name=h.name, op=h.op, inputs=[signal(i) for i in h.inputs], outputs=[out],
                        modules=list(h.modules), equation=h.equation, attrs=dict(h.attrs), params=list(h.params),
                        time=h.output_time),
-            [Signal(out, h.shape, h.output_kind, h.output_time, h.layout)], {k: _f32(plan.params[k]) for k in h.params})
+            [Signal(out, h.shape, h.output_kind, h.output_time, h.layout)], params)
         exported[h.name] = out
     signal(plan.output)
     b.finish()
-    return Lowered(b.parts, b.host_ops, b.host_params, b.signals, b.schedule, "frames", exported[plan.output],
+    return Lowered(b.parts, b.host_ops, b.host_params, b.signals, b.schedule, graph_input.name, exported[plan.output],
                    nir_approximations(config), plan)
 
 

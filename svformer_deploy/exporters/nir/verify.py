@@ -29,7 +29,8 @@ from torch import Tensor, nn
 from svformer_deploy._atomic import atomic_write_json
 from svformer_deploy.errors import VerificationError
 from svformer_deploy.exporters import LOGIT_TOLERANCE
-from svformer_deploy.exporters.bundle import VERIFICATION_NAME, check_bundle_files, check_manifest_matches, read_manifest
+from svformer_deploy.exporters import read_bundle
+from svformer_deploy.exporters.bundle import VERIFICATION_NAME, check_bundle_files, check_manifest_matches
 from svformer_deploy.exporters.compare import (NEAR_THRESHOLD, LayerStats, clip_divergences, coverage_problems,
                                                record_ties)
 from svformer_deploy.exporters.nir.export import build_manifest
@@ -45,8 +46,8 @@ __all__ = ["check_manifest_meaning", "verify_bundle", "format_report", "TABLE_CO
 
 def check_manifest_meaning(bundle: Path, manifest, model: nn.Module) -> None:
     """Cross-check the manifest against the one the NIR exporter writes for ``model`` now (lowering it again):
-    config, dt, signals and their shapes, partitions, host ops and their attributes, schedule, graph input and
-    output, approximations with their parameters. One :class:`BundleFormatError` naming the first mismatch."""
+    config, dt, the plan (from which the graph of signals, partitions, host ops and schedule is derived),
+    approximations with their parameters. One :class:`BundleFormatError` naming the first mismatch."""
     want = build_manifest(lower_svformer(model, approximate_bn=model.config.bn == "per_timestep"), manifest.target,
                           model, manifest.checkpoint_sha256, manifest.class_names)
     check_manifest_matches(bundle, manifest, want)
@@ -67,12 +68,12 @@ def verify_bundle(bundle: str | Path, model: nn.Module, batches: Iterable[tuple[
     clip's index), so one clip's tie cannot hide another clip's mapping error in the same batch.
     """
     bundle = Path(bundle)
-    manifest = read_manifest(bundle)
+    manifest = read_bundle(bundle)
     check_bundle_files(bundle, manifest)
     check_manifest_meaning(bundle, manifest, model)
     graphs = load_partitions(bundle, manifest, type_check=True)
     check_partition_signals(bundle, manifest, graphs)
-    coverage = coverage_problems(model, manifest.covered_modules())
+    coverage = coverage_problems(model, manifest.graph.covered_modules())
     if coverage:
         raise VerificationError(f"bundle {bundle} does not cover the model exactly once: {coverage[:5]}")
     host = load_host_params(bundle)

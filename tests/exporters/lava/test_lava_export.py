@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from svformer_deploy.errors import BundleFormatError, LavaEnvironmentError, OutputExistsError, UnsupportedLayerError
-from svformer_deploy.exporters.bundle import read_manifest
+from svformer_deploy.exporters import read_bundle
 from svformer_deploy.exporters.host_ops import HOST_OPS
 from svformer_deploy.exporters.lava.hybrid import emulation_runtime, quantized_partitions_active
 from svformer_deploy.exporters.lava.export import export_lava
@@ -32,8 +32,8 @@ def exported(tmp_path_factory):
 
 def test_bundle_covers_every_operation_once(exported):
     model, path, manifest, qparts = exported
-    assert read_manifest(path).target == "lava"
-    assert coverage_problems(model, manifest.covered_modules()) == []
+    assert read_bundle(path).target == "lava"
+    assert coverage_problems(model, manifest.graph.covered_modules()) == []
     host = manifest.host_ops[0]
     assert host.op == "svformer_float_host" and host.op in HOST_OPS
     last = host.attrs["partitions"]["patch_embed3.lif>head.lif"]["taps"][-1]
@@ -47,14 +47,14 @@ def test_shared_bundle_runner_runs_the_lava_bundle(exported):
     differ from the float model's only by quantisation (same top-1 on most clips)."""
     model, path, manifest, qparts = exported
     x = clips(2)
-    run = run_bundle(read_manifest(path), load_host_params(path), x, run_partition=emulation_runtime(qparts))
+    run = run_bundle(read_bundle(path), load_host_params(path), x, run_partition=emulation_runtime(qparts))
     with torch.no_grad():
         float_logits = model(x)
         with quantized_partitions_active(model, qparts):
             want = model(x)
     assert torch.equal(run.logits, want) and not torch.equal(run.logits, float_logits)
     with pytest.raises(BundleFormatError, match="partition runtime"):
-        run_bundle(read_manifest(path), load_host_params(path), x)
+        run_bundle(read_bundle(path), load_host_params(path), x)
 
 
 def test_netx_files_hold_the_quantised_integers(exported):
