@@ -60,17 +60,15 @@ def mapping_from_model(model: nn.Module, chip: ChipSpec, *, host_fallback: bool 
 def mapping_from_bundle(bundle: str | os.PathLike, chip: ChipSpec, *, checkpoint: str | os.PathLike | None = None,
                         host_fallback: bool = False) -> tuple[Mapping, nn.Module, dict[str, Any], Any]:
     """(mapping, source model, checkpoint meta, manifest) of a NIR or Lava bundle (see the module docstring)."""
-    from svformer_deploy.exporters import source_checkpoint
-    from svformer_deploy.exporters import read_bundle
+    from svformer_deploy.exporters import read_bundle, source_checkpoint
 
     manifest = read_bundle(bundle)
     if manifest.target not in MAPPABLE_TARGETS:
         raise BundleFormatError(f"{bundle} is a '{manifest.target}' bundle, which holds no neuromorphic partition; "
                                 f"map a bundle exported with --to {' or --to '.join(MAPPABLE_TARGETS)}")
     model, meta = source_checkpoint(bundle, checkpoint)
-    stored = Plan.from_dict(manifest.plan)
-    plan = lower(model.eval(), approximate_bn=stored.bn_fold == "time_average")
-    if plan.to_dict() != stored.to_dict():
+    plan = lower(model.eval(), approximate_bn=manifest.plan.bn_fold == "time_average")
+    if plan.to_dict() != manifest.plan.to_dict():
         raise BundleFormatError(f"{bundle}: the plan lowered from its checkpoint differs from the one in "
                                 "manifest.json; re-export the bundle with this svformer-deploy")
     neurons = on_chip_neurons(plan, (p.modules for p in manifest.partitions))

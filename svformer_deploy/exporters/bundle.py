@@ -316,8 +316,9 @@ GraphOf = Callable[[Plan, dict[str, Any]], Graph]
 
 @dataclass
 class Manifest:
-    """Everything about a bundle except the weights: provenance, contract, the export plan, class names, and
-    the :class:`Graph` its target derives from the plan (``graph``: not stored, see :meth:`to_json`)."""
+    """Everything about a bundle except the weights: provenance, contract, the export plan (structure only,
+    stored as its JSON and parsed, hence checked, once on read), class names, and the :class:`Graph` its target
+    derives from the plan (``graph``: not stored, see :meth:`to_json`)."""
 
     target: str
     model_name: str
@@ -325,7 +326,7 @@ class Manifest:
     checkpoint_sha256: str
     dt: float
     discretization: dict[str, Any]
-    plan: dict[str, Any]
+    plan: Plan
     graph: Graph
     class_names: list[str] | None = None
     checkpoint_path: str = ""
@@ -349,9 +350,10 @@ class Manifest:
         if not (isinstance(self.dt, (int, float)) and not isinstance(self.dt, bool) and math.isfinite(self.dt)
                 and self.dt > 0):
             raise _bad("dt", f"is {self.dt!r}, not a positive number")
-        plan = _plan_of(self.plan)
-        if plan.model_name != self.model_name:
-            raise _bad("plan", f"is of model '{plan.model_name}', the manifest of '{self.model_name}'")
+        if not isinstance(self.plan, Plan):
+            raise _bad("plan", f"is {type(self.plan).__name__}, not an export plan")
+        if self.plan.model_name != self.model_name:
+            raise _bad("plan", f"is of model '{self.plan.model_name}', the manifest of '{self.model_name}'")
         if not isinstance(self.graph, Graph):
             raise _bad("graph", f"is {type(self.graph).__name__}, not the Graph its target derives from the plan")
         problems = self.coverage_problems()
@@ -407,6 +409,7 @@ class Manifest:
     def to_json(self) -> dict[str, Any]:
         """The stored fields (the graph is derived, so it is not among them)."""
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "graph"}
+        d["plan"] = self.plan.to_dict()
         d["approximations"] = [asdict(a) for a in self.approximations]
         return d
 
@@ -427,6 +430,7 @@ class Manifest:
             d["approximations"] = [Approximation(**a) for a in approx]
             if not isinstance(d.get("config"), dict):
                 raise _bad("config", "must be a JSON object")
+            d["plan"] = _plan_of(d["plan"])
             d["graph"] = derive_graph(d["plan"], d["config"], graph_of)
             return cls(**d)
         except (KeyError, TypeError, AttributeError, ValueError) as err:
@@ -450,7 +454,7 @@ class Manifest:
     @property
     def operations(self) -> list[str]:
         """The model's operations, as its export plan lists them."""
-        return list(self.plan["operations"])  # checked by validate()
+        return list(self.plan.operations)
 
     def coverage_problems(self, operations: list[str] | None = None) -> list[str]:
         """The invariant every bundle keeps: each of the model's ``operations`` (default: the list its export
@@ -466,10 +470,9 @@ def _plan_of(d: Any) -> Plan:
         raise _bad("plan", f"is invalid ({err})") from None
 
 
-def derive_graph(plan: dict[str, Any] | Plan, config: dict[str, Any], graph_of: GraphOf) -> Graph:
-    """The :class:`Graph` ``graph_of`` derives from ``plan`` (as stored: structure only) for ``config``; a plan
+def derive_graph(plan: Plan, config: dict[str, Any], graph_of: GraphOf) -> Graph:
+    """The :class:`Graph` ``graph_of`` derives from a stored ``plan`` (structure only) for ``config``; a plan
     the target cannot lower is a :class:`BundleFormatError` naming why."""
-    plan = _plan_of(plan.to_dict() if isinstance(plan, Plan) else plan)
     try:
         return graph_of(plan, config)
     except (ExportError, PlanError, KeyError, ValueError, TypeError) as err:

@@ -195,12 +195,12 @@ def _manifest(model: nn.Module, checkpoint_sha256: str, checkpoint_path: str,
     from svformer_deploy import __version__
 
     cfg = model.config
-    plan = lower(model, with_params=False).to_dict()
+    plan = lower(model, with_params=False)
     return Manifest(
         target="onnx", model_name=cfg.name, config=cfg.to_dict(), checkpoint_sha256=checkpoint_sha256, dt=1.0,
         discretization={"neuron": onnx_metadata(model, "", None)["neuron"], "opset": OPSET,
                         "timestep": "one video frame per timestep, state 0 at the first frame of every clip"},
-        plan=plan, graph=onnx_graph(Plan.from_dict(plan), cfg.to_dict()), class_names=class_names,
+        plan=plan, graph=onnx_graph(plan, cfg.to_dict()), class_names=class_names,
         checkpoint_path=checkpoint_path, created_by=f"svformer-deploy {__version__}")
 
 

@@ -29,7 +29,7 @@ def _graph(**changes) -> Graph:
 
 def _manifest(**changes) -> Manifest:
     fields = dict(target="nir", model_name="m", config={"name": "m"}, checkpoint_sha256="ab" * 32, dt=1e-4,
-                  discretization={"neuron": "LIF"}, plan=_plan().to_dict(), graph=_graph(), class_names=["a", "b"])
+                  discretization={"neuron": "LIF"}, plan=_plan(), graph=_graph(), class_names=["a", "b"])
     return Manifest(**{**fields, **changes})
 
 
@@ -139,14 +139,19 @@ def test_manifest_owns_the_coverage_invariant_and_validates_itself():
     m = _manifest()
     assert m.coverage_problems() == [] and m.coverage_problems(["a.lif"]) == ["unknown operation in bundle: head"]
     assert m.operations == ["a.lif", "head"]
-    plan = _plan().to_dict()
-    plan["operations"].append("b.lif")  # the plan itself refuses an operation no node covers
+    stored = m.to_json()  # the plan is read (parsed and checked) once, from the manifest's JSON
+    stored["plan"]["operations"].append("b.lif")  # the plan itself refuses an operation no node covers
     with pytest.raises(BundleFormatError, match="plan is invalid .*not exported: b.lif"):
-        _manifest(plan=plan)
-    plan = _plan().to_dict()
-    plan["nodes"][2]["op"] = "readout"  # and a host op nobody registered
+        Manifest.from_json(stored, nir_graph)
+    stored = m.to_json()
+    stored["plan"]["nodes"][2]["op"] = "readout"  # and a host op nobody registered
     with pytest.raises(BundleFormatError, match="plan is invalid .*host op 'readout'.* not registered"):
-        _manifest(plan=plan)
+        Manifest.from_json(stored, nir_graph)
+    stored = m.to_json()
+    stored["plan"]["nodes"].insert(1, {**stored["plan"]["nodes"][0], "name": "y"})  # and a second input
+    with pytest.raises(BundleFormatError, match="plan is invalid .*2 input nodes"):
+        Manifest.from_json(stored, nir_graph)
+    assert Manifest.from_json(m.to_json(), nir_graph) == m
     with pytest.raises(BundleFormatError, match="not exported: head"):  # the graph must cover the plan's operations
         _manifest(graph=_graph(host_ops=[HostOpSpec("h", "temporal_head", ["a.lif"], ["logits"], ["a.lif"],
                                                      "y = W s", time="per_clip")],

@@ -138,11 +138,11 @@ def lava_manifest(model: nn.Module, qparts: list[Partition], checkpoint_sha256: 
     from svformer_deploy.exporters.plan import lower
 
     cfg = model.config
-    plan = lower(model, approximate_bn=True, with_params=False).to_dict()  # the structure: BN folding keeps it
+    plan = lower(model, approximate_bn=True, with_params=False)  # the structure: BN folding keeps it
     return Manifest(
         target="lava", model_name=cfg.name, config=cfg.to_dict(), checkpoint_sha256=checkpoint_sha256, dt=1.0,
         discretization={**DISCRETIZATION, "netx_format": f"{NETX_FORMAT} v{NETX_FORMAT_VERSION}"},
-        plan=plan, graph=lava_graph(Plan.from_dict(plan), cfg.to_dict()), class_names=class_names,
+        plan=plan, graph=lava_graph(plan, cfg.to_dict()), class_names=class_names,
         approximations=lava_approximations(cfg.to_dict(), qparts), created_by=f"svformer-deploy {__version__}")
 
 

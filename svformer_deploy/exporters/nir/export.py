@@ -53,8 +53,8 @@ def build_manifest(lowered: Lowered, target: str, model: nn.Module, checkpoint_s
     from svformer_deploy import __version__
 
     config = model.config.to_dict()
-    plan = lowered.plan.to_dict()
-    graph = nir_graph(Plan.from_dict(plan), config)
+    plan = Plan.from_dict(lowered.plan.to_dict())  # what a reader gets: the structure, through its JSON
+    graph = nir_graph(plan, config)
     if graph != lowered.graph:
         raise ExportError("internal error: the NIR graph derived from the stored plan differs from the lowered "
                           "partitions; please report this with the checkpoint's config")
