@@ -23,27 +23,34 @@ Execution contract (what a runtime must do with a bundle):
 Every module of the source model is named in exactly one partition's or host op's ``modules`` list.
 Writes are atomic: the bundle is built in a temporary directory next to the target and renamed onto it.
 
-One description of the network (format version 3): the manifest stores the export ``plan``
-(:class:`~svformer_deploy.exporters.plan.Plan`, structure only) and not the steps above. Signals, partitions,
-host ops and schedule are the bundle's :class:`Graph`, which its target's ``graph`` function derives from the
-plan and the config, at export (what the partition files are written from) and again on every read. Version 2
-stored both and checked them against each other; a version-2 bundle is refused with the command that
-re-exports it.
+One description of the network (format version 3):
 
-Checked, not trusted: every dataclass below validates itself when built (so a malformed ``manifest.json``
-fails on read with one line naming the field); the plan is rebuilt and checked on read (typed nodes, data
-flow, every model operation covered by exactly one node, every host op registered); the derived graph checks
-that its schedule is a data flow (every step reads only signals the graph input or an earlier step produced;
-the graph output is produced) and that every step exists and runs once; the manifest checks that every
-operation of its plan is covered by exactly one partition or host op of the graph, every host op is
-registered, the class names fit the logits; and ``integrity`` is the SHA-256 of the manifest's canonical JSON
-(all fields but itself, ``files`` included), so any hand edit of ``manifest.json`` is refused.
-``approximations`` are :class:`Approximation` records (a registered kind with the parameters the exporter
-used), which the verifiers re-derive from the model rather than trust.
+* The manifest stores the export ``plan`` (:class:`~svformer_deploy.exporters.plan.Plan`, structure only), not
+  the steps above.
+* Signals, partitions, host ops and schedule are the bundle's :class:`Graph`. The target that wrote the bundle
+  derives it from the plan and the config with its ``graph`` function: at export (what the partition files are
+  written from) and again on every read.
+* Version 2 stored both and checked one against the other; a version-2 bundle is refused with the command that
+  re-exports it.
+
+Checked, not trusted (each failure is one :class:`BundleFormatError` naming the field):
+
+* ``integrity`` is the SHA-256 of the manifest's canonical JSON (all fields but itself, ``files`` included), so
+  any hand edit of ``manifest.json`` is refused.
+* Every dataclass below validates itself when built.
+* The plan is parsed and checked once, on read: typed nodes, data flow, one input, every model operation
+  covered by exactly one node, every host op registered.
+* The derived graph checks itself once: every step exists and runs once, reads only signals the graph input or
+  an earlier step produced, and the graph output is produced.
+* The manifest checks that the graph covers every operation of its plan exactly once and that the class names
+  fit the logits.
+* ``approximations`` are :class:`Approximation` records (a registered kind with the parameters the exporter
+  used), which the verifiers re-derive from the model rather than trust.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -62,8 +69,7 @@ from svformer_deploy.exporters.plan import TIMES, VALUE_KINDS, Kind, Plan, PlanE
 __all__ = [
     "BUNDLE_FORMAT", "BUNDLE_VERSION", "MANIFEST_NAME", "HOST_PARAMS_NAME", "VERIFICATION_NAME", "APPROXIMATION_KINDS",
     "Signal", "PartitionSpec", "HostOpSpec", "Approximation", "Graph", "GraphOf", "Manifest", "clip_signals",
-    "derive_graph",
-    "write_bundle", "read_manifest",
+    "derive_graph", "write_bundle", "read_manifest",
     "check_bundle_files", "manifest_digest", "manifest_differences", "check_manifest_matches",
     "PROVENANCE_FIELDS", "BUNDLE_OUTPUT",
 ]
@@ -407,8 +413,8 @@ class Manifest:
         return self.graph.graph_output
 
     def to_json(self) -> dict[str, Any]:
-        """The stored fields (the graph is derived, so it is not among them)."""
-        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "graph"}
+        """The stored fields, as a new JSON tree (the graph is derived, so it is not among them)."""
+        d = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name not in ("graph", "plan")}
         d["plan"] = self.plan.to_dict()
         d["approximations"] = [asdict(a) for a in self.approximations]
         return d
@@ -549,9 +555,9 @@ def write_bundle(out: str | os.PathLike, manifest: Manifest, writers: Mapping[st
 
 
 def read_manifest(bundle: str | os.PathLike, graph_of: Callable[[str], GraphOf]) -> Manifest:
-    """Read ``bundle/manifest.json`` and check it: format name and version, every stored field (see the module
-    docstring), the graph ``graph_of(target)`` derives from its plan, then the integrity digest. Any failure is
-    one :class:`BundleFormatError`. (:func:`svformer_deploy.exporters.read_bundle` passes the target registry's
+    """Read ``bundle/manifest.json`` and check it: format name and version, the integrity digest, every stored
+    field (see the module docstring), then derive its graph with ``graph_of(target)``. Any failure is one
+    :class:`BundleFormatError`. (:func:`svformer_deploy.exporters.read_bundle` passes the target registry's
     graph functions.)"""
     path = Path(bundle) / MANIFEST_NAME
     if not Path(bundle).is_dir():
