@@ -30,8 +30,9 @@ from svformer_deploy.exporters import svformer_lowering  # noqa: F401  (register
 if TYPE_CHECKING:
     from svformer_deploy.exporters.bundle import GraphOf, Manifest
 
-__all__ = ["Exporter", "list_targets", "get_exporter", "graph_function", "read_bundle", "export_checkpoint", "eval_batches", "export_target_of",
-           "source_checkpoint", "LOGIT_TOLERANCE", "ExportResult", "export_and_verify", "verify_export"]
+__all__ = ["Exporter", "list_targets", "get_exporter", "graph_function", "read_bundle", "export_checkpoint",
+           "eval_batches", "export_target_of", "source_checkpoint", "LOGIT_TOLERANCE", "ExportResult",
+           "export_and_verify", "verify_export"]
 
 LOGIT_TOLERANCE = 1e-4
 """Largest |logit difference| an exact export may show against PyTorch (float32 rounding of folded weights)."""

@@ -36,7 +36,8 @@ from svformer_deploy.exporters.bundle import (
     check_manifest_matches,
     write_bundle,
 )
-from svformer_deploy.exporters.plan import NODE_KINDS, Capabilities, Plan, check_supported, cut, lower, partition_coverage
+from svformer_deploy.exporters.plan import (NODE_KINDS, Capabilities, Plan, check_supported, cut, lower,
+                                            partition_coverage)
 from svformer_deploy.models.neurons import PLIF, plif_multistep
 
 __all__ = ["OPSET", "ONNX_FILE", "ONNX_CAPABILITIES", "export_onnx", "onnx_graph", "verify_onnx", "onnx_metadata"]

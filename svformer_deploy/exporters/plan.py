@@ -267,8 +267,9 @@ class Plan:
     """A model as a topologically ordered list of nodes, the model's operations, and (optionally) the weights.
 
     Checked when built: unique names; every input names an earlier node (a DAG in schedule order); shapes agree
-    along every edge; ``output`` exists; exactly one :class:`Input` node; every operation covered exactly once (:meth:`coverage_problems`);
-    host ops registered (by the nodes); params, when present, are exactly the declared arrays and shapes.
+    along every edge; ``output`` exists; exactly one :class:`Input` node; every operation covered exactly once
+    (:meth:`coverage_problems`); host ops registered (by the nodes); params, when present, are exactly the
+    declared arrays and shapes.
     """
 
     model_name: str

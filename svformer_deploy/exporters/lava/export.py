@@ -14,6 +14,8 @@ layout, one frame per timestep). The partitions are not scheduled on their own: 
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import re
 import shutil
@@ -29,8 +31,8 @@ from svformer_deploy.exporters.bundle import (HOST_PARAMS_NAME, Approximation, G
 from svformer_deploy.exporters.lava.netx import NETX_FORMAT, NETX_FORMAT_VERSION, write_netx
 from svformer_deploy.exporters.lava.partition import (Partition, Tap, partition_model, partition_taps, plan_chains,
                                                       quantize_partition)
-from svformer_deploy.exporters.plan import Plan
 from svformer_deploy.exporters.lava.quantize import LoihiOverflowWarning
+from svformer_deploy.exporters.plan import Plan
 
 __all__ = ["export_lava", "DISCRETIZATION", "RUNNER_NAME", "HOST_PREFIX", "partition_file", "tap_signal",
            "lava_approximations", "lava_graph", "lava_manifest", "host_state_keys"]
@@ -93,14 +95,20 @@ HOST_PREFIX = "host."
 
 
 def host_state_keys(config: dict) -> list[str]:
-    """The keys of the float state dict the host op loads: those of the model ``config`` builds, sorted (built
-    under a forked RNG, so reading a bundle leaves torch's random state as it was; 0.12 s for svformer_ucf101)."""
+    """The keys of the float state dict the host op loads: those of the model ``config`` builds, sorted. Built
+    once per config and process (0.12 s for svformer_ucf101; export, read and re-derivation all ask for them),
+    under a forked RNG, so reading a bundle leaves torch's random state as it was."""
+    return list(_state_keys(json.dumps(config, sort_keys=True)))
+
+
+@functools.lru_cache(maxsize=8)
+def _state_keys(config_json: str) -> tuple[str, ...]:
     import torch
 
     from svformer_deploy.models import SVFormerConfig, create_model
 
     with torch.random.fork_rng(devices=[]):
-        return sorted(create_model(SVFormerConfig.from_dict(config)).state_dict())
+        return tuple(sorted(create_model(SVFormerConfig.from_dict(json.loads(config_json))).state_dict()))
 
 
 def lava_graph(plan: Plan, config: dict) -> Graph:

@@ -33,7 +33,8 @@ from torch import Tensor
 from svformer_deploy._atomic import atomic_write_json
 from svformer_deploy.errors import BundleFormatError, VerificationError
 from svformer_deploy.exporters import read_bundle
-from svformer_deploy.exporters.bundle import HOST_PARAMS_NAME, VERIFICATION_NAME, check_bundle_files, check_manifest_matches
+from svformer_deploy.exporters.bundle import (HOST_PARAMS_NAME, VERIFICATION_NAME, check_bundle_files,
+                                              check_manifest_matches)
 from svformer_deploy.exporters.lava.crop import crop_for, crop_policy
 from svformer_deploy.exporters.lava.emulate import emulate_partition
 from svformer_deploy.exporters.lava.export import HOST_PREFIX, RUNNER_NAME, lava_manifest

@@ -86,7 +86,8 @@ def export_nir(model: nn.Module, out: str | os.PathLike, *, checkpoint_sha256: s
     writers = {}
     for part in lowered.partitions:
         graph = part.graph(nir_metadata(manifest, part.name))
-        writers[part.name + NIR_FILE_EXT] = (lambda g: lambda p: nir.write(p, g, compression_opts=compression_level))(graph)
+        writers[part.name + NIR_FILE_EXT] = (
+            lambda g: lambda p: nir.write(p, g, compression_opts=compression_level))(graph)
     if lowered.host_params:
         writers[HOST_PARAMS_NAME] = lambda p: _write_npz(p, lowered.host_params)
     return write_bundle(out, manifest, writers, force=force), manifest
