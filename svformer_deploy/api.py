@@ -338,7 +338,7 @@ def map_bundle(bundle: PathLike, chip: str | PathLike = "loihi", out: PathLike |
     from svformer_deploy._outputs import refuse_existing, write_output_dir
     from svformer_deploy.chip.arch import load_chip
     from svformer_deploy.chip.report import MAPPING_OUTPUT, write_mapping
-    from svformer_deploy.chip.service import chip_figures, mapping_from_bundle
+    from svformer_deploy.chip.service import chip_figures, float_reference, mapping_from_bundle
     from svformer_deploy.exporters import eval_batches
 
     from svformer_deploy.errors import ConfigError
@@ -360,7 +360,8 @@ def map_bundle(bundle: PathLike, chip: str | PathLike = "loihi", out: PathLike |
         batches = eval_batches(_data(data), model.config, videos, batch_size=4)
         if wrap_batches is not None:
             batches = wrap_batches(batches)
-        fig = chip_figures(mapping, batches, fps=fps, profile=_profile_spec(profile), config=model.config.to_dict())
+        fig = chip_figures(mapping, batches, fps=fps, profile=_profile_spec(profile), config=model.config.to_dict(),
+                           reference=float_reference(model))
     provenance = {"bundle": str(bundle_path), "bundle_target": manifest.target, "model": model.config.name,
                   "checkpoint_sha256": meta["sha256"], "chip": chip_spec, "host_fallback": host_fallback,
                   "data": str(_data(data)), "videos": used, "fps": fps, "host_profile": str(profile),

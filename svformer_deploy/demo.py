@@ -125,7 +125,9 @@ def _map_step(checkpoint: Path, out_dir: Path) -> dict[str, Path]:
     e = f["energy_per_video_mJ"]
     print(f"Loihi: {t['cores']} cores on {t['chips']} chip(s); per video chip {e['chip']:.4g} mJ + host "
           f"{e['host']:.4g} mJ, {f['time_per_timestep_us']['mean']:.4g} us per timestep, "
-          f"{f['average_power_mW']:.4g} mW")
+          f"{f['average_power_mW']:.4g} mW; top-1 chip model {f['accuracy_of_the_chip_model']:.1%}, float model "
+          f"{f['accuracy_of_the_float_model']:.1%} (same prediction on "
+          f"{f['prediction_agreement_with_the_float_model']:.1%} of {f['videos']} videos)")
     return {"mapping": result.path, "report": result.path / "report.md"}
 
 

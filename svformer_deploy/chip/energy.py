@@ -19,7 +19,8 @@ from torch import Tensor, nn
 from svformer_deploy.chip.arch import load_chip
 from svformer_deploy.chip.mapping import Mapping
 from svformer_deploy.chip.report import _plots, chip_markdown, figures_summary, mapping_summary
-from svformer_deploy.chip.service import chip_figures, mapping_from_model, neuron_rates, rate_figures
+from svformer_deploy.chip.service import (chip_figures, float_reference, mapping_from_model, neuron_rates,
+                                          rate_figures)
 
 __all__ = ["ChipSection", "price_section"]
 
@@ -38,11 +39,13 @@ class ChipSection:
         self.labels: list[int] = []
         self.arithmetic_pj = 0.0
         self.fig: Any = None
+        self.reference: Any = None
 
     def start(self, model: nn.Module) -> None:
         """Map ``model`` now: the chip's constraint check runs before any counting (an error stops the report)."""
         self.mapping = mapping_from_model(model, load_chip(self.chip), host_fallback=self.host_fallback)
         self.config = model.config.to_dict()
+        self.reference = float_reference(model)
 
     def add(self, views: Tensor, label: int, counts: Any) -> None:
         """The views of one video and their operation counts (priced under the arithmetic ``loihi`` profile)."""
@@ -60,7 +63,8 @@ class ChipSection:
                 yield torch.stack(self.views[i:i + 4]), torch.tensor(self.labels[i:i + 4])
 
         assert self.mapping is not None, "ChipSection.start was not called"
-        self.fig = chip_figures(self.mapping, batches(), fps=self.fps, profile=profile, config=self.config)
+        self.fig = chip_figures(self.mapping, batches(), fps=self.fps, profile=profile, config=self.config,
+                                reference=self.reference)
         summary = mapping_summary(self.mapping)
         figs = figures_summary(self.mapping, self.fig)
         n = len(self.views)

@@ -22,11 +22,13 @@ from svformer_deploy.chip.service import ChipFigures
 
 __all__ = [
     "MAPPING_FILES",
+    "PRECISION_RULE",
     "chip_markdown",
     "core_rows",
     "figures_summary",
     "layer_rows",
     "mapping_summary",
+    "precision_summary",
     "timestep_rows",
     "write_mapping",
 ]
@@ -147,6 +149,29 @@ def _inter_chip_links(m: Mapping) -> int:
     return len({tuple(sorted(p)) for p in pairs})
 
 
+PRECISION_RULE = ("a weight rounds to 0 when it is non-zero in float and round(k W / V_th 2^e) = 0 at its layer's "
+                  "exponent e (chip/quantize.py); share = such weights / the non-zero float weights of the layer's "
+                  "spike terms")
+
+
+def precision_summary(m: Mapping, worst: int = 3) -> dict[str, Any]:
+    """The weights the chip's number format rounds to 0 (:data:`PRECISION_RULE`): all chip layers together and the
+    ``worst`` layers with the largest share. A statement, not a limit: whether it matters is the measured
+    agreement of the chip model with the float model (:func:`figures_summary`)."""
+    rows = []
+    for layer in m.network.layers:
+        nonzero = sum(int(np.count_nonzero(t.weight)) for t in layer.terms)
+        if nonzero:
+            fx = m.fixed[layer.name]
+            rows.append({"layer": layer.name, "share": _r(fx.zeroed_weights / nonzero), "weights": nonzero,
+                         "rounded_to_0": fx.zeroed_weights, "exponent": fx.exponent})
+    total = sum(r["weights"] for r in rows)
+    zeroed = sum(r["rounded_to_0"] for r in rows)
+    rows.sort(key=lambda r: (-r["share"], r["layer"]))
+    return {"rule": PRECISION_RULE, "weight_bits": m.chip.number_format.weight_bits, "weights": total,
+            "rounded_to_0": zeroed, "share": _r(zeroed / total) if total else 0.0, "layers_most_rounded": rows[:worst]}
+
+
 def mapping_summary(m: Mapping) -> dict[str, Any]:
     chip = m.chip
     geoms = [g for gs in m.geometry.values() for g in gs]
@@ -174,6 +199,7 @@ def mapping_summary(m: Mapping) -> dict[str, Any]:
                  "currents_written": [f"{a} <- {b}" for a, b in m.host.current_terms],
                  "chip_spikes_read": list(m.host.chip_spikes_read),
                  "moved_by_host_fallback": [f"{a} <- {b} ({why})" for a, b, why in m.host.moved_terms]},
+        "precision": precision_summary(m),
         "placement": {"method": m.placement.method, "objective": "expected mesh hops per timestep, every neuron "
                       "firing once (sum over block pairs of connected neurons x hops)",
                       "hops_if_every_neuron_fires_once": {k: _r(v, 6) for k, v in m.placement.costs.items()}},
@@ -195,6 +221,8 @@ def figures_summary(m: Mapping, fig: ChipFigures) -> dict[str, Any]:
         else "expected counts from stated per-layer firing rates (every neuron counted as updated)",
         "videos": fig.videos, "timesteps": ev.timesteps, "fps": fig.per_video[0].fps,
         "accuracy_of_the_chip_model": fig.accuracy,
+        "accuracy_of_the_float_model": fig.reference_accuracy,
+        "prediction_agreement_with_the_float_model": fig.prediction_agreement,
         "how": "every figure per video is the mean over the videos; time, power, throughput and the real-time "
                "factor are formulas of the per-timestep means in timesteps.csv (docs/chip.md)",
         "counts_per_video": {"synaptic_events": _r(float(ev.synaptic_events.sum()), 6),
@@ -255,6 +283,16 @@ def chip_markdown(m: Mapping, summary: dict[str, Any], figs: dict[str, Any] | No
                 if s['host']['currents_written'] else "")
              + (f"; chip spikes it reads: {', '.join(s['host']['chip_spikes_read'])}"
                 if s['host']['chip_spikes_read'] else "") + "."]
+    p = s["precision"]
+    if p["weights"]:
+        lines.append(f"- Precision ({p['weight_bits']}-bit weights, one exponent per layer): {p['share']:.1%} of the "
+                     f"{p['weights']:,} non-zero weights round to 0; most in "
+                     + ", ".join(f"{r['layer']} ({r['share']:.0%}, exponent {r['exponent']})"
+                                 for r in p["layers_most_rounded"])
+                     + " (every layer: layers.csv). What it costs is measured below: "
+                     + ("the chip model's predictions against the float model's on the same videos."
+                        if figs is not None and figs.get("prediction_agreement_with_the_float_model") is not None
+                        else "not measured here (no videos were run)."))
     if s["host"]["moved_by_host_fallback"]:
         lines.append(f"- Moved to the host by --host-fallback: {'; '.join(s['host']['moved_by_host_fallback'])}. "
                      "**Not comparable with a mapping that holds them on the chip**: their work is priced at the "
@@ -267,10 +305,8 @@ def chip_markdown(m: Mapping, summary: dict[str, Any], figs: dict[str, Any] | No
         lines.append("- Only the neurons-per-core limit is checked for this chip: the core counts assume every "
                      "other resource fits.")
     if figs is not None:
-        acc = figs.get("accuracy_of_the_chip_model")
-        lines += ["", f"Figures from {figs['source']}"
-                  + (f" (top-1 of the integer chip model against the labels: {acc:.1%})" if acc is not None else "")
-                  + f"; T = {figs['timesteps']} timesteps per video; per video = the mean over the videos:", ""]
+        lines += ["", f"Figures from {figs['source']}{_accuracy_text(figs)}; T = {figs['timesteps']} timesteps "
+                  "per video; per video = the mean over the videos:", ""]
         c = figs["counts_per_video"]
         lines.append(f"- per video: {_fmt(c['synaptic_events'])} synaptic events, {_fmt(c['neuron_updates'])} neuron "
                      f"updates, {_fmt(c['spikes'])} spikes, {_fmt(c['messages'])} messages, {_fmt(c['mesh_hops'])} "
@@ -302,6 +338,18 @@ def chip_markdown(m: Mapping, summary: dict[str, Any], figs: dict[str, Any] | No
               f"{heading}# Counting rules", "", _doc_body("svformer_deploy.chip.events"), "",
               f"{heading}# Cost and timing model", "", _doc_body("svformer_deploy.chip.cost")]
     return "\n".join(lines) + "\n"
+
+
+def _accuracy_text(figs: dict[str, Any]) -> str:
+    """`` (top-1 ...)`` of the figures: the chip model's, and the float model's with their agreement when known."""
+    acc = figs.get("accuracy_of_the_chip_model")
+    if acc is None:
+        return ""
+    ref, agree = figs.get("accuracy_of_the_float_model"), figs.get("prediction_agreement_with_the_float_model")
+    if ref is None or agree is None:
+        return f" (top-1 of the integer chip model against the labels: {acc:.1%})"
+    return (f" (top-1 against the labels: integer chip model {acc:.1%}, the checkpoint's float model {ref:.1%}; "
+            f"the two predict the same class on {agree:.1%} of the videos)")
 
 
 def _fmt(x: float) -> str:

@@ -30,6 +30,7 @@ __all__ = [
     "MAPPABLE_TARGETS",
     "ChipFigures",
     "chip_figures",
+    "float_reference",
     "host_energy",
     "mapped_tiles",
     "mapping_from_bundle",
@@ -75,6 +76,17 @@ def mapping_from_bundle(bundle: str | os.PathLike, chip: ChipSpec, *, checkpoint
     return build_mapping(plan, neurons, chip, host_fallback=host_fallback), model, meta, manifest
 
 
+def float_reference(model: nn.Module) -> Callable[[Tensor], Tensor]:
+    """clips -> logits (on the CPU) of ``model`` in eval mode, run on the device its parameters are on: the
+    reference :func:`chip_figures` compares the integer chip model with."""
+    device = next(model.parameters()).device
+
+    def logits(clips: Tensor) -> Tensor:
+        return model.eval()(clips.to(device)).cpu()
+
+    return logits
+
+
 def mapped_tiles(mapping: Mapping) -> int:
     _, _, _, X, Y = mapping.fabric.locate(mapping.placement.core)
     return len(set(zip(X.tolist(), Y.tolist())))
@@ -101,6 +113,10 @@ class ChipFigures:
     host_energy_j: float
     host_profile: str
     accuracy: float | None = None
+    reference_accuracy: float | None = None
+    """Top-1 of the reference (the checkpoint's float model) on the same videos, when one was given."""
+    prediction_agreement: float | None = None
+    """Share of the videos on which the integer chip model and the reference predict the same class."""
     layer_rates: dict[str, float] = field(default_factory=dict)
     state_max: dict[str, int] = field(default_factory=dict)
     clipped_host_currents: dict[str, int] = field(default_factory=dict)
@@ -151,8 +167,13 @@ def host_nodes(mapping: Mapping) -> frozenset[str]:
 
 def chip_figures(mapping: Mapping, batches: Iterable[tuple[Tensor, Tensor]], *, fps: float = DEFAULT_FPS,
                  profile: str = "45nm-fp32", config: dict | None = None,
-                 on_run: Callable[[ChipRun, Tensor], None] | None = None) -> ChipFigures:
-    """Run ``batches`` of (clips, labels) through the mapping and price every video (see :mod:`.cost`)."""
+                 on_run: Callable[[ChipRun, Tensor], None] | None = None,
+                 reference: Callable[[Tensor], Tensor] | None = None) -> ChipFigures:
+    """Run ``batches`` of (clips, labels) through the mapping and price every video (see :mod:`.cost`).
+    With ``reference`` (clips -> logits: the float model the bundle was exported from), the same clips also go
+    through it: its top-1 and the share of videos whose top-1 class both models agree on are recorded."""
+    import torch
+
     from svformer_deploy.energy.profiles import get_profile
 
     prof = get_profile(profile)
@@ -161,7 +182,7 @@ def chip_figures(mapping: Mapping, batches: Iterable[tuple[Tensor, Tensor]], *, 
     fmt = mapping.chip.number_format
     nodes = host_nodes(mapping)
     per_video, evs, traffic, counts, scs = [], [], [], [], []
-    correct = total = 0
+    correct = total = ref_correct = agree = 0
     state: dict[str, int] = {}
     clipped: dict[str, int] = {}
     spikes_sum: dict[str, float] = {}
@@ -170,8 +191,14 @@ def chip_figures(mapping: Mapping, batches: Iterable[tuple[Tensor, Tensor]], *, 
         run = run_chip(mapping.network, mapping.fixed, fmt, clips, config, nodes)
         if on_run is not None:
             on_run(run, labels)
-        correct += int((run.logits.argmax(1) == labels).sum())
+        pred = run.logits.argmax(1)
+        correct += int((pred == labels).sum())
         total += len(labels)
+        if reference is not None:
+            with torch.no_grad():
+                ref = reference(clips).argmax(1)
+            ref_correct += int((ref == labels).sum())
+            agree += int((ref == pred).sum())
         for name, a in run.layers.items():
             state[name] = max(state.get(name, 0), a.v_max)
             clipped[name] = clipped.get(name, 0) + a.clipped_host
@@ -194,6 +221,8 @@ def chip_figures(mapping: Mapping, batches: Iterable[tuple[Tensor, Tensor]], *, 
     return ChipFigures("spikes", len(evs), per_video, steps, mean_ev,
                        {k: np.mean([t[k] for t in traffic], axis=0) for k in traffic[0]}, mean_counts,
                        host_energy(mean_counts, prof), prof.name, correct / total if total else None,
+                       ref_correct / total if reference is not None and total else None,
+                       agree / total if reference is not None and total else None,
                        {k: spikes_sum[k] / n_el[k] for k in spikes_sum}, state, clipped,
                        video_figures(steps, depth, fps))
 
@@ -277,8 +306,8 @@ def rate_figures(mapping: Mapping, rates: dict[str, float], timesteps: int, *, f
     vf = video_figures(sc, max(mapping.depth.values(), default=1), fps)
     prof = get_profile(profile)
     counts = expected_host_counts(mapping, rates, timesteps)
-    return ChipFigures("rates", 1, [vf], sc, ev, {}, counts, host_energy(counts, prof), prof.name, None, dict(rates),
-                       video=vf)
+    return ChipFigures("rates", 1, [vf], sc, ev, {}, counts, host_energy(counts, prof), prof.name,
+                       layer_rates=dict(rates), video=vf)
 
 
 def neuron_rates(plan: Plan, layer_rates: dict[str, float]) -> dict[str, float]:

@@ -69,7 +69,16 @@ def map_cmd(
     host = s["host"]
     typer.echo(f"host: {', '.join(host['host_ops']) or 'nothing'}; writes {len(host['currents_written'])} current "
                f"term(s), reads the spikes of {len(host['chip_spikes_read'])} layer(s)")
+    p = s["precision"]
+    if p["weights"]:
+        w = p["layers_most_rounded"][0]
+        typer.echo(f"precision: {p['share']:.1%} of {p['weights']:,} non-zero weights round to 0 at "
+                   f"{p['weight_bits']} bits (most: {w['layer']} {w['share']:.0%})")
     f = s.get("figures")
+    if f and f.get("prediction_agreement_with_the_float_model") is not None:
+        typer.echo(f"top-1 on {f['videos']} video(s): chip model {f['accuracy_of_the_chip_model']:.1%}, float model "
+                   f"{f['accuracy_of_the_float_model']:.1%}; same prediction on "
+                   f"{f['prediction_agreement_with_the_float_model']:.1%}")
     if f and f.get("energy_per_video_mJ"):
         e, tt = f["energy_per_video_mJ"], f["time_per_timestep_us"]
         typer.echo(f"per video ({f['source']}): chip {e['chip']:.4g} mJ, host {e['host']:.4g} mJ "

@@ -30,12 +30,24 @@ def test_map_writes_every_record_beside_the_bundle_with_relative_paths(nir_bundl
     out = capsys.readouterr().out.strip().splitlines()
     folder = nir_bundle / "nir bundle-loihi-mapping"
     assert out[-1] == f"wrote {folder}"
+    doc = json.loads((folder / "mapping.json").read_text())
+    fig, prec = doc["figures"], doc["precision"]
+    # the accuracy beside the energy: the chip model and the float model on the same videos, and their agreement
+    assert f"top-1 on 2 video(s): chip model {fig['accuracy_of_the_chip_model']:.1%}, float model " \
+           f"{fig['accuracy_of_the_float_model']:.1%}; same prediction on " \
+           f"{fig['prediction_agreement_with_the_float_model']:.1%}" in out
+    assert 0 <= fig["prediction_agreement_with_the_float_model"] <= 1
+    assert any(ln.startswith(f"precision: {prec['share']:.1%} of {prec['weights']:,} non-zero weights round to 0")
+               for ln in out)
+    report = (folder / "report.md").read_text()
+    assert "the checkpoint's float model" in report and "non-zero weights round to 0" in report
+    rows = {r["layer"]: r for r in csv.DictReader(open(folder / "layers.csv"))}
+    worst = prec["layers_most_rounded"][0]
+    assert int(rows[worst["layer"]]["kernel_weights_rounded_to_0"]) == worst["rounded_to_0"]
     for f in ("mapping.json", "layers.csv", "cores.csv", "timesteps.csv", "report.md", "cores_per_layer.png",
               "energy_per_timestep.png", "latency_per_timestep.png"):
         assert (folder / f).is_file(), f
-    doc = json.loads((folder / "mapping.json").read_text())
     assert doc["totals"]["cores"] == sum(1 for _ in open(folder / "cores.csv")) - 1
-    fig = doc["figures"]
     assert fig["videos"] == 2 and fig["energy_per_video_mJ"]["chip"] > 0 and fig["average_power_mW"] > 0
     assert set(doc["host"]["host_ops"]) == {"blocks3.0.attn.product", "blocks4.0.attn.product", "head.readout"}
     rows = list(csv.DictReader(open(folder / "layers.csv")))
@@ -44,8 +56,9 @@ def test_map_writes_every_record_beside_the_bundle_with_relative_paths(nir_bundl
     steps = list(csv.DictReader(open(folder / "timesteps.csv")))
     assert len(steps) == 8 and all(float(r["time_us"]) > 0 for r in steps)
     # refused without --force, replaced with it
+    capsys.readouterr()
     assert run_cli(["map", "nir bundle", "--videos", "0"]) == 2
-    assert "already exists" in capsys.readouterr().err or True
+    assert "already exists; choose another --out or pass --force" in capsys.readouterr().err
     assert run_cli(["map", "nir bundle", "--videos", "0", "--force"]) == 0
 
 

@@ -179,3 +179,50 @@ def test_a_user_chip_file_without_limits_checks_only_neurons(tmp_path):
     assert chip.checked_limits() == ["neurons per core"] and not chip.number_format.stated
     m = build_mapping(small_plan(), ["a", "b", "c"], chip)
     assert m.splits["c"].binding == "neurons"
+
+
+def test_weights_that_round_to_0_are_stated_not_refused():
+    """A layer whose one large weight forces exponent 0 loses its small weights to rounding: the mapping is built
+    (a precision loss is not a chip limit, the measured agreement decides) and the summary states the loss.
+    (A trained svformer_tiny lost 78% of blocks4.0.mlp.lif1's weights at exponent 5 and used to be refused.)"""
+    from svformer_deploy.chip.report import mapping_summary
+
+    plan = small_plan()
+    w = np.full((5, 4, 1, 1), 0.3)  # b: tau 1.5, so k W / V_th = 0.2 -> 0
+    w[:, 0] = 150.0                 # -> 100 at 2^0; 200 at 2^1 would not fit [-128, 127]: exponent 0
+    plan.params["s1.weight"] = w
+    m = build_mapping(plan, ["a", "b", "c"], load_chip("loihi"))
+    assert m.fixed["b"].exponent == 0 and m.fixed["b"].zeroed_weights == 15
+    p = mapping_summary(m)["precision"]
+    assert p["layers_most_rounded"][0] == {"layer": "b", "share": 0.75, "weights": 20, "rounded_to_0": 15,
+                                           "exponent": 0}
+    rest = {x: m.fixed[x].zeroed_weights for x in ("a", "c")}
+    nonzero = {x: sum(int(np.count_nonzero(t.weight)) for t in m.network.layer(x).terms) for x in ("a", "c")}
+    assert p["rounded_to_0"] == 15 + sum(rest.values()) and p["weights"] == 20 + sum(nonzero.values())
+    shares = [r["share"] for r in p["layers_most_rounded"]]
+    assert shares == sorted(shares, reverse=True)
+
+
+def test_chip_figures_put_the_float_models_top1_and_agreement_beside_the_chip_models(tiny_mapping):
+    import torch
+
+    from svformer_deploy.chip.service import chip_figures, float_reference
+
+    model, m, run, x = tiny_mapping
+    labels = torch.tensor([0, 3])
+    chip_pred = run.logits.argmax(1)
+    classes = model.config.num_classes
+
+    def always_0(clips):
+        return torch.eye(classes)[[0] * len(clips)]
+
+    fig = chip_figures(m, [(x, labels)], config=model.config.to_dict(), reference=always_0)
+    assert fig.accuracy == float((chip_pred == labels).float().mean())
+    assert fig.reference_accuracy == 0.5  # always class 0: right on the first clip only
+    assert fig.prediction_agreement == float((chip_pred == 0).float().mean())
+    with torch.no_grad():
+        float_pred = model.eval()(x).argmax(1)
+    fig = chip_figures(m, [(x, labels)], config=model.config.to_dict(), reference=float_reference(model))
+    assert fig.prediction_agreement == float((float_pred == chip_pred).float().mean())
+    assert fig.reference_accuracy == float((float_pred == labels).float().mean())
+    assert chip_figures(m, [(x, labels)], config=model.config.to_dict()).prediction_agreement is None
