@@ -19,8 +19,7 @@ from torch import Tensor, nn
 from svformer_deploy.chip.arch import load_chip
 from svformer_deploy.chip.mapping import Mapping
 from svformer_deploy.chip.report import _plots, chip_markdown, figures_summary, mapping_summary
-from svformer_deploy.chip.service import (chip_figures, float_reference, mapping_from_model, neuron_rates,
-                                          rate_figures)
+from svformer_deploy.chip.service import chip_figures, float_reference, mapping_from_model, neuron_rates, rate_figures
 
 __all__ = ["ChipSection", "price_section"]
 

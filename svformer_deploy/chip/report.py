@@ -305,8 +305,8 @@ def chip_markdown(m: Mapping, summary: dict[str, Any], figs: dict[str, Any] | No
         lines.append("- Only the neurons-per-core limit is checked for this chip: the core counts assume every "
                      "other resource fits.")
     if figs is not None:
-        lines += ["", f"Figures from {figs['source']}{_accuracy_text(figs)}; T = {figs['timesteps']} timesteps "
-                  "per video; per video = the mean over the videos:", ""]
+        lines += ["", (f"Figures from {figs['source']}{_accuracy_text(figs)}; T = {figs['timesteps']} timesteps "
+                       "per video; per video = the mean over the videos:"), ""]
         c = figs["counts_per_video"]
         lines.append(f"- per video: {_fmt(c['synaptic_events'])} synaptic events, {_fmt(c['neuron_updates'])} neuron "
                      f"updates, {_fmt(c['spikes'])} spikes, {_fmt(c['messages'])} messages, {_fmt(c['mesh_hops'])} "

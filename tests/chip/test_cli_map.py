@@ -41,7 +41,7 @@ def test_map_writes_every_record_beside_the_bundle_with_relative_paths(nir_bundl
                for ln in out)
     report = (folder / "report.md").read_text()
     assert "the checkpoint's float model" in report and "non-zero weights round to 0" in report
-    rows = {r["layer"]: r for r in csv.DictReader(open(folder / "layers.csv"))}
+    rows = {r["layer"]: r for r in csv.DictReader((folder / "layers.csv").read_text().splitlines())}
     worst = prec["layers_most_rounded"][0]
     assert int(rows[worst["layer"]]["kernel_weights_rounded_to_0"]) == worst["rounded_to_0"]
     for f in ("mapping.json", "layers.csv", "cores.csv", "timesteps.csv", "report.md", "cores_per_layer.png",
