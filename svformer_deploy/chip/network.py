@@ -57,6 +57,14 @@ class LinearOp:
     def pointwise(self) -> bool:
         return self.kernel == 1 and self.stride == 1 and self.padding == 0
 
+    def identity(self) -> tuple:
+        """What the op computes (name, geometry and a digest of the weight): two host terms whose op sequences
+        have equal identities from the same source compute the same values."""
+        import hashlib
+
+        digest = hashlib.blake2b(np.ascontiguousarray(self.weight).tobytes(), digest_size=16).hexdigest()
+        return (self.name, self.weight.shape, str(self.weight.dtype), self.stride, self.padding, self.routing, digest)
+
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` (N, I, H, W) float64 -> (N, O, H', W')."""
         return F.conv2d(x, torch.as_tensor(self.weight, dtype=x.dtype), stride=self.stride, padding=self.padding)
@@ -112,6 +120,15 @@ class HostTerm:
 
     source: str
     ops: tuple[LinearOp, ...]
+
+    def prefixes(self) -> list[tuple]:
+        """The key of each partial result, ``(source, identity of op 1, ..., identity of op i)`` for i = 1..n: the
+        host computes a partial result that several terms share once (see :mod:`svformer_deploy.chip.run`)."""
+        keys, key = [], (self.source,)
+        for op in self.ops:
+            key += (op.identity(),)
+            keys.append(key)
+        return keys
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         for op in self.ops:

@@ -12,7 +12,10 @@ was *updated* in SANA-FE's sense (potential, input or bias non-zero), and the la
 
 It also counts the host's arithmetic per video, by the energy module's op classes and conventions
 (:mod:`svformer_deploy.energy.rules`): a host synapse on spikes books one ``ac`` per spike and connection, on real
-values one ``mac`` per connection (non-zero weight x in-bounds position: a depthwise kernel counts its own taps);
+values one ``mac`` per connection (non-zero weight x in-bounds position: a depthwise kernel counts its own taps),
+once per batch for a partial result that several chip layers' host terms share (the same source through the same
+ops, :meth:`~svformer_deploy.chip.network.HostTerm.prefixes`: ``svformer_tiny``'s frame convolution feeds three
+layers and is computed once);
 a residual join one ``residual_add`` per element; the spike-attention product ``spike_product`` pairs
 ``sum_i (sum_l (K^T V)_il + nnz(Q_:i) nnz((K^T V)_i))`` per head and a ``scale_mul`` per output element; the
 temporal head one ``ac`` per spike and connection of its Conv3d and one ``mac`` per weight of its classifier; a
@@ -107,6 +110,8 @@ class _HostCounts:
     def __init__(self, B: int) -> None:
         self.B = B
         self.counts: dict[str, np.ndarray] = {}
+        self.partial: dict[tuple, Tensor] = {}
+        """Host-term partial results computed so far (by :meth:`HostTerm.prefixes` key): computed and counted once."""
 
     def add(self, op_class: str, value: np.ndarray | float) -> None:
         self.counts[op_class] = self.counts.get(op_class, np.zeros(self.B)) + value
@@ -253,11 +258,14 @@ def _chip_layer(layer, fixed: FixedLayer, fmt: NumberFormat, values: dict[str, T
         for ht in layer.host_terms:
             x = values[ht.source].reshape(T * B, *values[ht.source].shape[2:]).to(torch.float64)
             spikes = isinstance(plan.node(ht.source), Neuron)
-            for op in ht.ops:
-                w = torch.as_tensor(op.weight, dtype=torch.float64)
-                if not op.routing:
-                    counts.synapse(x, w, op.stride, op.padding, spikes, T)
-                x = op.apply(x)
+            for op, key in zip(ht.ops, ht.prefixes()):
+                if key in counts.partial:
+                    x = counts.partial[key]
+                else:
+                    if not op.routing:
+                        counts.synapse(x, torch.as_tensor(op.weight, dtype=torch.float64), op.stride, op.padding,
+                                       spikes, T)
+                    x = counts.partial[key] = op.apply(x)
                 spikes = False
             hv += x
         host_int, clipped = host_currents(hv * fixed.host_scale, fmt)

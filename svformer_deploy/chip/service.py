@@ -230,10 +230,11 @@ def chip_figures(mapping: Mapping, batches: Iterable[tuple[Tensor, Tensor]], *, 
 def expected_host_counts(mapping: Mapping, rates: dict[str, float], timesteps: int) -> dict[str, float]:
     """The host's work per video expected from stated rates, by the op classes and rules of
     :mod:`svformer_deploy.chip.run`, with independent spikes of each layer's rate: a spike-fed convolution
-    ``rate x connections`` ``ac`` per step, a real-fed one ``connections`` ``mac``; the attention product per head
-    (N tokens, d channels) ``d (d N r_k r_v + N r_q d (1 - (1 - r_k r_v)^N))`` ``spike_product`` pairs and one
-    ``scale_mul`` per output; the temporal head ``rate x connections`` ``ac`` and its classifier's weights as
-    ``mac``; a host join one ``residual_add`` per element; a host neuron a ``neuron_mul`` and a ``neuron_add``."""
+    ``rate x connections`` ``ac`` per step, a real-fed one ``connections`` ``mac`` (a host-term partial result
+    that several layers share, once); the attention product per head (N tokens, d channels)
+    ``d (d N r_k r_v + N r_q d (1 - (1 - r_k r_v)^N))`` ``spike_product`` pairs and one ``scale_mul`` per output;
+    the temporal head ``rate x connections`` ``ac`` and its classifier's weights as ``mac``; a host join one
+    ``residual_add`` per element; a host neuron a ``neuron_mul`` and a ``neuron_add``."""
     import torch
 
     from svformer_deploy.chip.run import _connections
@@ -254,12 +255,14 @@ def expected_host_counts(mapping: Mapping, rates: dict[str, float], timesteps: i
         else:
             add("mac", T * n)
 
+    computed: set[tuple] = set()  # host-term partial results shared by several layers: counted once
     for layer in mapping.network.layers:
         for h in layer.host_terms:
             src, shape = h.source, plan.node(h.source).shape
-            for op in h.ops:
-                if not op.routing:
+            for op, key in zip(h.ops, h.prefixes()):
+                if not op.routing and key not in computed:
                     conv(op.weight, shape, op.stride, op.padding, src)
+                computed.add(key)
                 c_in, hh, ww = shape
                 k = op.kernel
                 shape = (op.weight.shape[0], (hh + 2 * op.padding - k) // op.stride + 1,

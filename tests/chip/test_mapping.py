@@ -226,3 +226,21 @@ def test_chip_figures_put_the_float_models_top1_and_agreement_beside_the_chip_mo
     assert fig.prediction_agreement == float((float_pred == chip_pred).float().mean())
     assert fig.reference_accuracy == float((float_pred == labels).float().mean())
     assert chip_figures(m, [(x, labels)], config=model.config.to_dict()).prediction_agreement is None
+
+
+def test_the_host_computes_and_counts_a_shared_frame_convolution_once(tiny_mapping):
+    """svformer_tiny's three first chip layers all take currents from the frames' convolution (32 x 3 x 6 x 6,
+    stride 4, padding 1, on 32 x 32 frames); the host computes it once per step, not once per layer."""
+    from svformer_deploy.chip.edges import INPUT_PREFIX
+    from svformer_deploy.chip.service import expected_host_counts
+
+    _, m, run, x = tiny_mapping
+    frame_terms = [(layer.name, h) for layer in m.network.layers for h in layer.host_terms if h.source == "frames"]
+    assert [name for name, _ in frame_terms] == ["blocks1.0.lif", "blocks1.0.mlp.lif1", "patch_embed2.lif"]
+    assert len({h.prefixes()[0] for _, h in frame_terms}) == 1
+    # in-bounds taps per output row (and column): 5, 6 x 6, 5 = 46; every weight non-zero; T = 8 steps
+    frames_conv = 8 * 32 * 3 * 46 * 46
+    classifier = m.network.plan.params["head.readout.fc_weight"].size
+    assert run.host_counts["mac"].tolist() == [frames_conv + classifier] * len(x)
+    rates = {g.removeprefix(INPUT_PREFIX): 0.1 for g in m.groups} | {"head.lif": 0.1}
+    assert expected_host_counts(m, rates, 8)["mac"] == frames_conv + classifier
