@@ -18,10 +18,12 @@ from svformer_deploy.errors import SVFormerDeployError
 
 __all__ = [
     "FAN_IN_FIX",
+    "NARROW_FIX",
     "SUPPORTED_SOMA",
     "ChipConstraintError",
     "Violation",
     "check_layer",
+    "fan_in_fix",
     "single_neuron_demand",
 ]
 
@@ -30,6 +32,13 @@ SUPPORTED_SOMA = frozenset({"leaky_integrate_fire"})
 
 FAN_IN_FIX = ("pass --host-fallback to compute this layer's largest input terms on the host, or narrow the layer "
               "(fewer channels or a smaller kernel)")
+NARROW_FIX = ("narrow the layer (fewer channels or a smaller kernel); --host-fallback needs a chip that accepts host "
+              "currents, and this one does not")
+
+
+def fan_in_fix(chip: ChipSpec) -> str:
+    """The fix of a fan-in violation: the host can take terms over only on a chip that accepts host currents."""
+    return FAN_IN_FIX if chip.host_currents else NARROW_FIX
 
 
 class ChipConstraintError(SVFormerDeployError):
@@ -98,10 +107,10 @@ def check_layer(layer: ChipLayer, fixed: FixedLayer, terms: list[TermGeometry], 
     axons, memory = single_neuron_demand(terms, fmt.bits_per_synapse)
     if lim.axons_in is not None and axons > lim.axons_in:
         out.append(Violation(name, "fan-in (input axons of one neuron)", str(axons),
-                             f"{lim.axons_in} input axons per core", FAN_IN_FIX))
+                             f"{lim.axons_in} input axons per core", fan_in_fix(chip)))
     if lim.synapse_memory_bits is not None and memory > lim.synapse_memory_bits:
         out.append(Violation(name, "synaptic memory of one neuron", f"{memory} bits",
-                             f"{lim.synapse_memory_bits} bits per core", FAN_IN_FIX))
+                             f"{lim.synapse_memory_bits} bits per core", fan_in_fix(chip)))
     if lim.distinct_weights_per_neuron is not None:
         n = fixed.distinct_weights_per_neuron()
         if n > lim.distinct_weights_per_neuron:

@@ -191,8 +191,8 @@ def build_mapping(plan: Plan, on_chip: Iterable[str], chip: ChipSpec, *, host_fa
             if lim.axons_out is not None and one["axons_out"] > lim.axons_out:
                 violations.append(Violation(name, "output axons of one neuron (destination cores)",
                                             str(one["axons_out"]), f"{lim.axons_out} output axons per core",
-                                            "its consumers are split over too many cores: narrow them, or pass "
-                                            "--host-fallback"))
+                                            "its consumers are split over too many cores: narrow them"
+                                            + (", or pass --host-fallback" if chip.host_currents else "")))
             else:
                 violations.append(Violation(name, "block size", "no block size", "the core's limits together",
                                             "narrow the layer or choose a larger chip"))

@@ -268,7 +268,8 @@ def chip_markdown(m: Mapping, summary: dict[str, Any], figs: dict[str, Any] | No
              + (f" and {t['input_groups']} input groups of {t['input_neurons']:,} neurons relaying the host's spikes"
                 if t['input_groups'] else "")
              + f", {t['synapses']:,} synapses; pipeline depth {t['pipeline_depth']} timesteps.",
-             f"- Limits checked: {', '.join(s['chip']['limits_checked']) or 'none'}"
+             f"- Limits checked: {', '.join(s['chip']['limits_checked']) or 'none'} (and, on every chip, the neuron "
+             "model and the number format's weight, bias, threshold and decay ranges)"
              + (f"; not stated by the chip file, not checked: {', '.join(s['chip']['limits_not_stated'])}"
                 if s['chip']['limits_not_stated'] else "") + ".",
              f"- Placement: {s['placement']['method']}; hops if every neuron fires once: "
@@ -292,7 +293,8 @@ def chip_markdown(m: Mapping, summary: dict[str, Any], figs: dict[str, Any] | No
                      + " (every layer: layers.csv). What it costs is measured below: "
                      + ("the chip model's predictions against the float model's on the same videos."
                         if figs is not None and figs.get("prediction_agreement_with_the_float_model") is not None
-                        else "not measured here (no videos were run)."))
+                        else "not measured here: map with --videos N (N > 0) to run the chip model and the float "
+                        "model on the same videos."))
     if s["host"]["moved_by_host_fallback"]:
         lines.append(f"- Moved to the host by --host-fallback: {'; '.join(s['host']['moved_by_host_fallback'])}. "
                      "**Not comparable with a mapping that holds them on the chip**: their work is priced at the "

@@ -62,16 +62,20 @@ def mapping_from_bundle(bundle: str | os.PathLike, chip: ChipSpec, *, checkpoint
                         host_fallback: bool = False) -> tuple[Mapping, nn.Module, dict[str, Any], Any]:
     """(mapping, source model, checkpoint meta, manifest) of a NIR or Lava bundle (see the module docstring)."""
     from svformer_deploy.exporters import read_bundle, source_checkpoint
+    from svformer_deploy.exporters.bundle import json_differences
 
     manifest = read_bundle(bundle)
     if manifest.target not in MAPPABLE_TARGETS:
-        raise BundleFormatError(f"{bundle} is a '{manifest.target}' bundle, which holds no neuromorphic partition; "
-                                f"map a bundle exported with --to {' or --to '.join(MAPPABLE_TARGETS)}")
+        raise BundleFormatError(f"{bundle} was exported --to {manifest.target}, which holds no neuromorphic "
+                                f"partition; map a bundle exported with --to {' or --to '.join(MAPPABLE_TARGETS)}")
     model, meta = source_checkpoint(bundle, checkpoint)
     plan = lower(model.eval(), approximate_bn=manifest.plan.bn_fold == "time_average")
-    if plan.to_dict() != manifest.plan.to_dict():
-        raise BundleFormatError(f"{bundle}: the plan lowered from its checkpoint differs from the one in "
-                                "manifest.json; re-export the bundle with this svformer-deploy")
+    diff = json_differences(manifest.plan.to_dict(), plan.to_dict(), "plan")
+    if diff:
+        more = f" and {len(diff) - 3} more" if len(diff) > 3 else ""
+        raise BundleFormatError(f"{bundle}: manifest field(s) {', '.join(diff[:3])}{more} differ from the plan "
+                                f"lowered from its checkpoint {checkpoint or manifest.checkpoint_path}; "
+                                "re-export the bundle with `svformer-deploy export` instead of editing it")
     neurons = on_chip_neurons(plan, (p.modules for p in manifest.partitions))
     return build_mapping(plan, neurons, chip, host_fallback=host_fallback), model, meta, manifest
 

@@ -23,7 +23,8 @@ def _progress(batches):
 
 
 _CHIP_HELP = ("A registered chip ({chips}) or the path of a SANA-FE architecture YAML (its optional max_axons_in / "
-              "max_axons_out / max_synapse_memory_bits core attributes are checked).")
+              "max_axons_out / max_synapse_memory_bits / max_distinct_weights_per_neuron core attributes are "
+              "checked).")
 
 
 @app.command("map")
@@ -82,7 +83,7 @@ def map_cmd(
     if f and f.get("energy_per_video_mJ"):
         e, tt = f["energy_per_video_mJ"], f["time_per_timestep_us"]
         typer.echo(f"per video ({f['source']}): chip {e['chip']:.4g} mJ, host {e['host']:.4g} mJ "
-                   f"({e['host_profile']}), {tt['mean']:.4g} us per timestep, {f['latency_per_video_ms']:.4g} ms, "
+                   f"({e['host_profile']}), {tt['mean']:.4g} us per timestep, latency {f['latency_per_video_ms']:.4g} ms, "
                    f"{f['average_power_mW']:.4g} mW, real-time factor {f['real_time_factor']:.4g} at {f['fps']:g} fps")
     elif f:
         typer.echo(f["not_printed"])

@@ -225,8 +225,8 @@ def verify_export(path: str | os.PathLike, *, target: str | None = None, checkpo
     written_by = export_target_of(path)
     exporter = get_exporter(target or written_by)
     if exporter.bundle_target != written_by:
-        raise BundleFormatError(f"{path} is a '{written_by}' bundle; target {exporter.name!r} verifies "
-                                f"'{exporter.bundle_target}' bundles (use --target {written_by})")
+        raise BundleFormatError(f"{path} was exported --to {written_by}; target {exporter.name!r} verifies "
+                                f"bundles exported --to {exporter.bundle_target} (use --target {written_by})")
     if model is None:
         model, _ = source_checkpoint(path, checkpoint)
     videos = None

@@ -69,8 +69,8 @@ from svformer_deploy.exporters.plan import TIMES, VALUE_KINDS, Kind, Plan, PlanE
 __all__ = [
     "BUNDLE_FORMAT", "BUNDLE_VERSION", "MANIFEST_NAME", "HOST_PARAMS_NAME", "VERIFICATION_NAME", "APPROXIMATION_KINDS",
     "Signal", "PartitionSpec", "HostOpSpec", "Approximation", "Graph", "GraphOf", "Manifest", "clip_signals",
-    "derive_graph", "write_bundle", "read_manifest",
-    "check_bundle_files", "manifest_digest", "manifest_differences", "check_manifest_matches",
+    "derive_graph", "write_bundle", "read_manifest", "reexport_command",
+    "check_bundle_files", "manifest_digest", "json_differences", "manifest_differences", "check_manifest_matches",
     "PROVENANCE_FIELDS", "BUNDLE_OUTPUT",
 ]
 
@@ -97,8 +97,12 @@ APPROXIMATION_KINDS: dict[str, str] = {
 approximations whose kind is listed here *and* that it re-derives, with equal parameters, from the model."""
 
 
+_BAD = "bundle manifest:"
+
+
 def _bad(what: str, why: str) -> BundleFormatError:
-    return BundleFormatError(f"bundle manifest: {what} {why}; {_FIX}")
+    """A manifest field that is wrong (:func:`read_manifest` puts the manifest's path in place of ``_BAD``)."""
+    return BundleFormatError(f"{_BAD} {what} {why}; {_FIX}")
 
 
 def _str_map(what: str, d: Any) -> None:
@@ -424,10 +428,13 @@ class Manifest:
         """The manifest of a ``manifest.json`` whose graph ``graph_of`` (its target's) derives from its plan."""
         d = dict(d)
         try:
-            stored = {f.name for f in fields(cls)} - {"graph"}
-            unknown = set(d) - stored
+            unknown = set(d) - ({f.name for f in fields(cls)} - {"graph"})
+            derived = sorted(unknown & {f.name for f in fields(Graph)})
+            if derived:
+                raise _bad(f"field(s) {derived}", f"are stored, but bundle format {BUNDLE_VERSION} derives the graph "
+                           "from the plan and never stores it")
             if unknown:
-                raise TypeError(f"unknown field(s) {sorted(unknown)}")
+                raise _bad(f"field(s) {sorted(unknown)}", f"are not part of bundle format {BUNDLE_VERSION}")
             approx = d.get("approximations", [])
             for i, a in enumerate(approx if isinstance(approx, list) else [approx]):
                 if not isinstance(a, dict):
@@ -503,6 +510,13 @@ def _diff(a: Any, b: Any, path: str, out: list[str]) -> None:
         out.append(path)
 
 
+def json_differences(got: Any, want: Any, root: str = "") -> list[str]:
+    """Dotted paths (``plan.nodes[19].tau``) of every leaf where the JSON values ``got`` and ``want`` differ."""
+    out: list[str] = []
+    _diff(got, want, root, out)
+    return out
+
+
 def manifest_differences(got: Manifest, want: Manifest) -> list[str]:
     """Dotted paths of every field (outside :data:`PROVENANCE_FIELDS`) where ``got`` differs from ``want``, the
     manifest the exporter derives from the model now: what a verifier uses to refuse an edited bundle."""
@@ -574,16 +588,39 @@ def read_manifest(bundle: str | os.PathLike, graph_of: Callable[[str], GraphOf])
     if not isinstance(d, dict) or d.get("format") != BUNDLE_FORMAT:
         got = d.get("format") if isinstance(d, dict) else type(d).__name__
         raise BundleFormatError(f"{path} is not an svformer-deploy bundle manifest (format={got!r})")
-    if d.get("format_version") != BUNDLE_VERSION:
-        raise BundleFormatError(f"{bundle} has bundle format version {d.get('format_version')}; this "
-                                f"svformer-deploy reads version {BUNDLE_VERSION} only: re-export it from its "
-                                "checkpoint with `svformer-deploy export CHECKPOINT --to TARGET --out DIR`")
+    version = d.get("format_version")
+    if version != BUNDLE_VERSION or isinstance(version, bool):
+        if "format_version" not in d:
+            what = "has no format_version"
+        elif not isinstance(version, int) or isinstance(version, bool):
+            what = f"has format_version {version!r}, not a whole number"
+        else:
+            what = f"has bundle format version {version}"
+        raise BundleFormatError(f"{bundle} {what}; this svformer-deploy reads version {BUNDLE_VERSION} only: "
+                                f"{reexport_command(d, bundle)}")
     if d.get("integrity") != manifest_digest(d):
         raise BundleFormatError(f"{path} was edited after export (its integrity digest does not match its "
                                 f"content); {_FIX}")
-    if not is_name(d.get("target")):
-        raise _bad("target", f"is {d.get('target')!r}, not a name")
-    return Manifest.from_json(d, graph_of(d["target"]))
+    try:
+        if not is_name(d.get("target")):
+            raise _bad("target", f"is {d.get('target')!r}, not a name")
+        return Manifest.from_json(d, graph_of(d["target"]))
+    except BundleFormatError as err:
+        msg = str(err)
+        raise BundleFormatError(f"{path}:{msg[len(_BAD):]}" if msg.startswith(_BAD) else msg) from None
+
+
+def reexport_command(d: Any, bundle: str | os.PathLike) -> str:
+    """The fix for a bundle this version cannot read: the export command for the checkpoint and target its
+    manifest ``d`` records (placeholders where it records neither)."""
+    import shlex
+
+    ckpt = d.get("checkpoint_path") if isinstance(d, dict) else None
+    target = d.get("target") if isinstance(d, dict) else None
+    if isinstance(ckpt, str) and ckpt and is_name(target):
+        return (f"re-export it from its checkpoint: `svformer-deploy export {shlex.quote(ckpt)} --to {target} "
+                f"--out {shlex.quote(str(bundle))} --force`")
+    return "re-export it from its checkpoint with `svformer-deploy export CHECKPOINT --to TARGET --out DIR`"
 
 
 def check_bundle_files(bundle: str | os.PathLike, manifest: Manifest) -> None:

@@ -276,7 +276,7 @@ def verify_onnx(bundle: str | os.PathLike, model: nn.Module, batches, write: boo
     bundle = Path(bundle)
     manifest = read_bundle(bundle)
     if manifest.target != "onnx":
-        raise BundleFormatError(f"{bundle} is a '{manifest.target}' bundle, not an ONNX one; verify it with "
+        raise BundleFormatError(f"{bundle} was exported --to {manifest.target}, not --to onnx; verify it with "
                                 f"`--target {manifest.target}`")
     check_bundle_files(bundle, manifest)
     check_manifest_matches(bundle, manifest, _manifest(model, manifest.checkpoint_sha256, manifest.checkpoint_path,

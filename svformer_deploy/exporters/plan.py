@@ -287,8 +287,7 @@ class Plan:
         if not is_name(self.model_name):
             raise PlanError(f"plan: model_name {self.model_name!r} is not a name")
         if self.version != PLAN_VERSION:
-            raise PlanError(f"plan version {self.version!r}; this svformer-deploy reads version {PLAN_VERSION}: "
-                            "re-export from the checkpoint")
+            raise PlanError(f"plan version {self.version!r}; this svformer-deploy reads version {PLAN_VERSION}")
         if self.bn_fold not in ("exact", "time_average"):
             raise PlanError(f"plan: bn_fold {self.bn_fold!r} is not 'exact' or 'time_average'")
         shapes: dict[str, tuple[int, ...]] = {}
@@ -370,8 +369,7 @@ class Plan:
         if not isinstance(d, dict):
             raise PlanError(f"plan is {type(d).__name__}, not a JSON object written by an exporter")
         if d.get("version") != PLAN_VERSION:
-            raise PlanError(f"plan version {d.get('version')!r}; this svformer-deploy reads version {PLAN_VERSION}: "
-                            "re-export from the checkpoint")
+            raise PlanError(f"plan version {d.get('version')!r}; this svformer-deploy reads version {PLAN_VERSION}")
         try:
             unknown = set(d) - {"version", "model_name", "output", "bn_fold", "operations", "nodes"}
             if unknown:

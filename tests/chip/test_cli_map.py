@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from svformer_deploy.chip.check import NARROW_FIX
 from svformer_deploy.models import save_checkpoint
 from tests.exporters.conftest import active_model
 from tests.helpers import run_cli
@@ -67,6 +68,9 @@ def test_a_violation_exits_2_and_writes_nothing(nir_bundle, capsys):
     assert run_cli(["map", str(nir_bundle / "nir bundle"), "--chip", "truenorth", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "does not fit IBM TrueNorth" in err and "blocks1.0.lif: neuron model" in err
+    # TrueNorth takes no host currents, so --host-fallback (which sends them) is not offered as a fix
+    fan_in = [ln for ln in err.splitlines() if ": fan-in (input axons of one neuron)" in ln]
+    assert fan_in and all(ln.endswith("; fix: " + NARROW_FIX) for ln in fan_in)
     assert not out.exists()
     assert not [p for p in nir_bundle.iterdir() if p.name.startswith(".tn")]
 
@@ -159,3 +163,21 @@ def test_energy_report_with_a_chip_the_model_breaks_stops_before_counting(nir_bu
     assert run_cli(["energy", "report", str(nir_bundle / "my ckpt (v1).pt"), "--videos", "1", "--chip", "truenorth",
                     "--out", str(out)]) == 2
     assert "does not fit IBM TrueNorth" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_bundle_whose_plan_was_edited_and_resealed_names_the_field(nir_bundle, tmp_path, capsys):
+    import shutil
+
+    from svformer_deploy.exporters.bundle import MANIFEST_NAME, manifest_digest
+
+    path = tmp_path / "edited bundle"
+    shutil.copytree(nir_bundle / "nir bundle", path)
+    d = json.loads((path / MANIFEST_NAME).read_text())
+    i = next(i for i, n in enumerate(d["plan"]["nodes"]) if n.get("tau"))
+    d["plan"]["nodes"][i]["tau"] += 0.5
+    d["integrity"] = manifest_digest(d)
+    (path / MANIFEST_NAME).write_text(json.dumps(d))
+    assert run_cli(["map", str(path), "--videos", "0", "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert f"manifest field(s) plan.nodes[{i}].tau differ from the plan lowered from its checkpoint" in err
+    assert err.count("\n") == 1 and not (tmp_path / "m").exists()

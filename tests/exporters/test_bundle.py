@@ -102,12 +102,24 @@ def test_failed_forced_write_keeps_old_bundle(tmp_path):
 
 
 def test_version_and_format_checked(tmp_path):
-    out = tmp_path / "b"
-    write_bundle(out, _manifest(), {})
+    out = tmp_path / "my bundle"
+    write_bundle(out, _manifest(checkpoint_path="runs/my run/best.pt"), {})
     d = json.loads((out / MANIFEST_NAME).read_text())
     d["format_version"] = 99
     (out / MANIFEST_NAME).write_text(json.dumps(d))
-    with pytest.raises(BundleFormatError, match="version 99"):
+    # the fix is the export command for the checkpoint and target the manifest records, quoted for a shell
+    with pytest.raises(BundleFormatError) as err:
+        read_bundle(out)
+    assert str(err.value) == (f"{out} has bundle format version 99; this svformer-deploy reads version 3 only: "
+                              "re-export it from its checkpoint: `svformer-deploy export 'runs/my run/best.pt' --to "
+                              f"nir --out '{out}' --force`")
+    for value, what in (("3", "has format_version '3', not a whole number"), (True, "format_version True"),
+                        (None, "has format_version None")):
+        (out / MANIFEST_NAME).write_text(json.dumps({**d, "format_version": value}))
+        with pytest.raises(BundleFormatError, match=what):
+            read_bundle(out)
+    (out / MANIFEST_NAME).write_text(json.dumps({k: v for k, v in d.items() if k != "format_version"}))
+    with pytest.raises(BundleFormatError, match="has no format_version; .*re-export it from its checkpoint"):
         read_bundle(out)
     with pytest.raises(BundleFormatError, match="not an export bundle"):
         read_bundle(tmp_path)
@@ -124,9 +136,16 @@ def test_a_stored_graph_or_an_unknown_target_is_refused(tmp_path):
     out = tmp_path / "b"
     write_bundle(out, _manifest(), {})
     _resealed(out, lambda d: d.__setitem__("signals", {}))
-    with pytest.raises(BundleFormatError, match=r"unknown field\(s\) \['signals'\]"):
+    with pytest.raises(BundleFormatError) as err:
         read_bundle(out)
-    _resealed(out, lambda d: (d.pop("signals"), d.__setitem__("target", "loihi")))
+    assert str(err.value) == (f"{out / MANIFEST_NAME}: field(s) ['signals'] are stored, but bundle format 3 derives "
+                              "the graph from the plan and never stores it; re-export the bundle with "
+                              "`svformer-deploy export` instead of editing it")
+    _resealed(out, lambda d: (d.pop("signals"), d.__setitem__("notes", "mine")))
+    with pytest.raises(BundleFormatError, match=r"manifest.json: field\(s\) \['notes'\] are not part of bundle "
+                                                "format 3"):
+        read_bundle(out)
+    _resealed(out, lambda d: (d.pop("notes"), d.__setitem__("target", "loihi")))
     with pytest.raises(BundleFormatError, match="written by target 'loihi', which this svformer-deploy does not "
                                                 "export .*re-export"):
         read_bundle(out)

@@ -70,4 +70,4 @@ def test_cli_verify_with_norse_and_wrong_uses(nir_bundle, tiny_ckpt, tmp_path, c
     assert "only verifies" in capsys.readouterr().err and not (tmp_path / "x").exists()
     onnx_bundle, _, _ = export_checkpoint(tiny_ckpt, "onnx", tmp_path / "onnx")
     assert run_cli(["verify", str(onnx_bundle), "--target", "nir-norse", "--num-videos", "1"]) == 2
-    assert "is a 'onnx' bundle" in capsys.readouterr().err
+    assert "was exported --to onnx; target 'nir-norse' verifies bundles exported --to nir" in capsys.readouterr().err

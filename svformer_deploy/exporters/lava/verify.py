@@ -52,7 +52,7 @@ def load_lava_bundle(bundle: str | os.PathLike) -> tuple[Any, torch.nn.Module, l
     bundle = Path(bundle)
     manifest = read_bundle(bundle)
     if manifest.target != "lava":
-        raise VerificationError(f"{bundle} is a '{manifest.target}' bundle; use `verify --target {manifest.target}`"
+        raise VerificationError(f"{bundle} was exported --to {manifest.target}; use `verify --target {manifest.target}`"
                                 " or export with `--to lava`")
     check_bundle_files(bundle, manifest)
     model = create_model(SVFormerConfig.from_dict(manifest.config))
