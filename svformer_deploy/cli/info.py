@@ -25,13 +25,18 @@ def info(
 
 @app.command("models")
 def models_cmd() -> None:
-    """List the registered model configs."""
+    """List the registered model configs and the paths of the shipped checkpoints."""
     from svformer_deploy.models import get_config, list_models
 
     for name in list_models():
         c = get_config(name)
         typer.echo(f"{name:18s} T={c.num_frames:<3d} {c.img_size}x{c.img_size}  widths={list(c.embed_dims)} "
                    f"depths={list(c.depths)} classes={c.num_classes} bn={c.bn}")
+    from svformer_deploy.assets import default_checkpoint, per_timestep_checkpoint
+
+    typer.echo("shipped checkpoints (pass one to export, energy, sparsity, evaluate):")
+    typer.echo(f"  {default_checkpoint()}  (svformer_tiny on moving digits, shared BN)")
+    typer.echo(f"  {per_timestep_checkpoint()}  (svformer_tiny on moving digits, per-timestep BN)")
 
 
 @app.command("import-official")

@@ -24,6 +24,20 @@ def test_info_on_registered_name(capsys):
     assert "(16, 1, 6, 196, 64)" in out  # Q spikes: (T, B, heads, N, d)
 
 
+def test_models_lists_the_configs_and_the_shipped_checkpoints_a_user_can_pass_on(capsys):
+    from svformer_deploy.models import load_checkpoint
+
+    code, out, _ = run(["models"], capsys)
+    assert code == 0 and out.startswith("svformer_small ")
+    from pathlib import Path
+
+    shipped = [ln.strip().split("  (")[0] for ln in out.splitlines() if ln.startswith("  ")]
+    assert [Path(p).name for p in shipped] == ["svformer_tiny_moving_digits.pt",
+                                               "svformer_tiny_moving_digits_per_timestep_bn.pt"]
+    bns = [load_checkpoint(p)[0].config.bn for p in shipped]
+    assert bns == ["shared", "per_timestep"]
+
+
 def test_info_on_checkpoint(tmp_path, capsys):
     p = save_checkpoint(tmp_path / "m.pt", create_model("svformer_tiny"), command="unit test")
     code, out, _ = run(["info", str(p)], capsys)
