@@ -107,11 +107,13 @@ def _events_per_video(s: Tensor, w: Tensor, stride: int, padding: int, T: int, B
 
 
 class _HostCounts:
-    def __init__(self, B: int) -> None:
+    def __init__(self, B: int, shared: frozenset[tuple] = frozenset()) -> None:
         self.B = B
         self.counts: dict[str, np.ndarray] = {}
+        self.shared = shared
+        """Keys (:meth:`HostTerm.prefixes`) of the host-term partial results that more than one term uses."""
         self.partial: dict[tuple, Tensor] = {}
-        """Host-term partial results computed so far (by :meth:`HostTerm.prefixes` key): computed and counted once."""
+        """The shared partial results computed so far: computed and counted once, kept for the run."""
 
     def add(self, op_class: str, value: np.ndarray | float) -> None:
         self.counts[op_class] = self.counts.get(op_class, np.zeros(self.B)) + value
@@ -140,6 +142,14 @@ def _attention_pairs(q: Tensor, k: Tensor, v: Tensor, heads: int, T: int, B: int
     return pairs.numpy()
 
 
+def shared_partials(network: ChipNetwork) -> frozenset[tuple]:
+    """Keys of the host-term partial results (:meth:`HostTerm.prefixes`) that more than one host term uses."""
+    from collections import Counter
+
+    uses = Counter(k for layer in network.layers for h in layer.host_terms for k in h.prefixes())
+    return frozenset(k for k, n in uses.items() if n > 1)
+
+
 def run_chip(network: ChipNetwork, fixed: dict[str, FixedLayer], fmt: NumberFormat, clips: Tensor,
              config: dict | None = None, host_nodes: frozenset[str] = frozenset()) -> ChipRun:
     """``clips`` (B, C, T, H, W) through the mapped network (see the module docstring); the work of the plan nodes
@@ -156,7 +166,7 @@ def run_chip(network: ChipNetwork, fixed: dict[str, FixedLayer], fmt: NumberForm
     host_spikes: dict[str, np.ndarray] = {}
     host_values: dict[str, int] = {}
     ctx = HostContext(config=config or {})
-    counts = _HostCounts(B)
+    counts = _HostCounts(B, shared_partials(network))
 
     def flat(v: Tensor) -> Tensor:
         return v.reshape(T * B, *v.shape[2:])
@@ -265,7 +275,9 @@ def _chip_layer(layer, fixed: FixedLayer, fmt: NumberFormat, values: dict[str, T
                     if not op.routing:
                         counts.synapse(x, torch.as_tensor(op.weight, dtype=torch.float64), op.stride, op.padding,
                                        spikes, T)
-                    x = counts.partial[key] = op.apply(x)
+                    x = op.apply(x)
+                    if key in counts.shared:
+                        counts.partial[key] = x
                 spikes = False
             hv += x
         host_int, clipped = host_currents(hv * fixed.host_scale, fmt)

@@ -521,10 +521,8 @@ def manifest_differences(got: Manifest, want: Manifest) -> list[str]:
     """Dotted paths of every field (outside :data:`PROVENANCE_FIELDS`) where ``got`` differs from ``want``, the
     manifest the exporter derives from the model now: what a verifier uses to refuse an edited bundle."""
     a, b = got.to_json(), want.to_json()
-    out: list[str] = []
-    _diff({k: v for k, v in a.items() if k not in PROVENANCE_FIELDS},
-          {k: v for k, v in b.items() if k not in PROVENANCE_FIELDS}, "", out)
-    return out
+    return json_differences({k: v for k, v in a.items() if k not in PROVENANCE_FIELDS},
+                            {k: v for k, v in b.items() if k not in PROVENANCE_FIELDS})
 
 
 def check_manifest_matches(bundle: str | os.PathLike, got: Manifest, want: Manifest) -> None:
@@ -589,10 +587,10 @@ def read_manifest(bundle: str | os.PathLike, graph_of: Callable[[str], GraphOf])
         got = d.get("format") if isinstance(d, dict) else type(d).__name__
         raise BundleFormatError(f"{path} is not an svformer-deploy bundle manifest (format={got!r})")
     version = d.get("format_version")
-    if version != BUNDLE_VERSION or isinstance(version, bool):
+    if type(version) is not int or version != BUNDLE_VERSION:
         if "format_version" not in d:
             what = "has no format_version"
-        elif not isinstance(version, int) or isinstance(version, bool):
+        elif type(version) is not int:
             what = f"has format_version {version!r}, not a whole number"
         else:
             what = f"has bundle format version {version}"

@@ -238,6 +238,9 @@ def test_the_host_computes_and_counts_a_shared_frame_convolution_once(tiny_mappi
     frame_terms = [(layer.name, h) for layer in m.network.layers for h in layer.host_terms if h.source == "frames"]
     assert [name for name, _ in frame_terms] == ["blocks1.0.lif", "blocks1.0.mlp.lif1", "patch_embed2.lif"]
     assert len({h.prefixes()[0] for _, h in frame_terms}) == 1
+    from svformer_deploy.chip.run import shared_partials
+
+    assert shared_partials(m.network) == {frame_terms[0][1].prefixes()[0]}  # only what is shared is kept
     # in-bounds taps per output row (and column): 5, 6 x 6, 5 = 46; every weight non-zero; T = 8 steps
     frames_conv = 8 * 32 * 3 * 46 * 46
     classifier = m.network.plan.params["head.readout.fc_weight"].size
