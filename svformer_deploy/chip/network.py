@@ -149,6 +149,11 @@ class ChipLayer:
     bias: np.ndarray = field(repr=False)  # (C, H, W) float64
 
     @property
+    def kernel_weights(self) -> int:
+        """Non-zero float weights of the spike terms' kernels (what rounding to 0 is counted against)."""
+        return sum(int(np.count_nonzero(t.weight)) for t in self.terms)
+
+    @property
     def neurons(self) -> int:
         c, h, w = self.shape
         return c * h * w

@@ -73,7 +73,7 @@ def layer_rows(m: Mapping, fig: ChipFigures | None = None) -> list[dict[str, Any
                         "fan_out_max_per_source": fan_out, "weight_bits": fx.weight_bits_used,
                         "weight_exponent": fx.exponent, "bias_bits": m.chip.number_format.bias_bits,
                         "state_bits": m.chip.number_format.state_bits, "v_decay": fx.v_decay, "threshold": fx.vth,
-                        "kernel_weights": sum(int(np.count_nonzero(t.weight)) for t in layer.terms),
+                        "kernel_weights": layer.kernel_weights,
                         "kernel_weights_rounded_to_0": fx.zeroed_weights,
                         "spike_terms": "; ".join(f"{t.source} k{t.kernel}s{t.stride}" for t in layer.terms),
                         "host_terms": "; ".join(h.source for h in layer.host_terms)})
@@ -160,7 +160,7 @@ def precision_summary(m: Mapping, worst: int = 3) -> dict[str, Any]:
     agreement of the chip model with the float model (:func:`figures_summary`)."""
     rows = []
     for layer in m.network.layers:
-        nonzero = sum(int(np.count_nonzero(t.weight)) for t in layer.terms)
+        nonzero = layer.kernel_weights
         if nonzero:
             fx = m.fixed[layer.name]
             rows.append({"layer": layer.name, "share": _r(fx.zeroed_weights / nonzero), "weights": nonzero,
